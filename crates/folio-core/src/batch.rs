@@ -1,0 +1,252 @@
+use serde::{Deserialize, Serialize};
+
+use crate::{ChangeVector, Metadata};
+
+/// What a write (or a read guard) requires of the stored document.
+///
+/// Serialized as in the HTTP batch protocol: `"any"`, `"missing"` or
+/// `{ "change_vector": "…" }`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expectation {
+    /// No check: last write wins.
+    #[default]
+    Any,
+    /// The document must not exist.
+    Missing,
+    /// The document must exist with exactly this change vector.
+    #[serde(untagged)]
+    Version {
+        /// The change vector the stored document must have.
+        change_vector: ChangeVector,
+    },
+}
+
+impl Expectation {
+    /// `Expectation::Version` for `change_vector`.
+    pub fn version(change_vector: impl Into<ChangeVector>) -> Self {
+        Expectation::Version {
+            change_vector: change_vector.into(),
+        }
+    }
+
+    /// Whether a stored document whose current change vector is `actual`
+    /// (`None` when it does not exist) satisfies this expectation.
+    pub fn is_met_by(&self, actual: Option<&ChangeVector>) -> bool {
+        match self {
+            Expectation::Any => true,
+            Expectation::Missing => actual.is_none(),
+            Expectation::Version { change_vector } => actual == Some(change_vector),
+        }
+    }
+}
+
+impl std::fmt::Display for Expectation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Expectation::Any => f.write_str("any version"),
+            Expectation::Missing => f.write_str("missing"),
+            Expectation::Version { change_vector } => write!(f, "{change_vector}"),
+        }
+    }
+}
+
+/// What one command of a batch does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommandKind {
+    /// Insert or replace the document with this JSON object (text).
+    Put {
+        /// The document, a JSON object as text.
+        document: String,
+    },
+    /// Delete the document (a no-op when it is missing and the expectation allows).
+    Delete,
+    /// Write nothing; only guard the batch with the expectation (read-set validation).
+    Check,
+}
+
+/// One write or read guard of a [`Batch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Command {
+    /// The collection of the document.
+    pub collection: String,
+    /// The id of the document within its collection.
+    pub id: String,
+    /// What the stored document must be for the batch to commit.
+    pub expect: Expectation,
+    /// What the command does.
+    pub kind: CommandKind,
+    /// The name callers know the document by (a Rust type name), used in
+    /// conflict messages; `None` reports the collection instead.
+    pub type_name: Option<String>,
+}
+
+impl Command {
+    /// A put of `document` (JSON object text) with `expect`.
+    pub fn put(
+        collection: impl Into<String>,
+        id: impl Into<String>,
+        document: impl Into<String>,
+        expect: Expectation,
+    ) -> Self {
+        Command {
+            collection: collection.into(),
+            id: id.into(),
+            expect,
+            kind: CommandKind::Put {
+                document: document.into(),
+            },
+            type_name: None,
+        }
+    }
+
+    /// A delete with `expect`.
+    pub fn delete(
+        collection: impl Into<String>,
+        id: impl Into<String>,
+        expect: Expectation,
+    ) -> Self {
+        Command {
+            collection: collection.into(),
+            id: id.into(),
+            expect,
+            kind: CommandKind::Delete,
+            type_name: None,
+        }
+    }
+
+    /// A read guard: the batch commits only if `expect` holds.
+    pub fn check(
+        collection: impl Into<String>,
+        id: impl Into<String>,
+        expect: Expectation,
+    ) -> Self {
+        Command {
+            collection: collection.into(),
+            id: id.into(),
+            expect,
+            kind: CommandKind::Check,
+            type_name: None,
+        }
+    }
+
+    /// Names the document's type for conflict messages.
+    pub fn with_type_name(mut self, type_name: impl Into<String>) -> Self {
+        self.type_name = Some(type_name.into());
+        self
+    }
+
+    /// Checks the collection, the id and (for puts) that the document is a
+    /// JSON object, so that an engine never sees malformed input.
+    pub fn validate(&self) -> crate::Result<()> {
+        crate::validate::collection(&self.collection)?;
+        crate::validate::id(&self.id)?;
+        if let CommandKind::Put { document } = &self.kind {
+            crate::validate::document_text(document)?;
+        }
+        Ok(())
+    }
+}
+
+/// The writes and read guards of one `save_changes`: all commit or none do.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// The commands, applied in order.
+    pub commands: Vec<Command>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Batch::default()
+    }
+
+    /// Adds a command.
+    pub fn push(&mut self, command: Command) -> &mut Self {
+        self.commands.push(command);
+        self
+    }
+
+    /// Whether the batch has no commands.
+    pub fn is_empty(&self) -> bool {
+        self.commands.is_empty()
+    }
+
+    /// The number of commands.
+    pub fn len(&self) -> usize {
+        self.commands.len()
+    }
+
+    /// Validates every command (see [`Command::validate`]).
+    pub fn validate(&self) -> crate::Result<()> {
+        self.commands.iter().try_for_each(Command::validate)
+    }
+}
+
+impl From<Vec<Command>> for Batch {
+    fn from(commands: Vec<Command>) -> Self {
+        Batch { commands }
+    }
+}
+
+/// The outcome of one command of a committed batch, in command order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum CommandResult {
+    /// The put was applied; the document now has this metadata.
+    Put(Metadata),
+    /// The delete was applied.
+    Deleted {
+        /// The collection.
+        collection: String,
+        /// The id.
+        id: String,
+        /// The etag the delete took, or `None` when there was nothing to delete.
+        etag: Option<u64>,
+    },
+    /// The read guard held.
+    Checked {
+        /// The collection.
+        collection: String,
+        /// The id.
+        id: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expectations_serialize_as_in_the_protocol() {
+        assert_eq!(
+            serde_json::to_string(&Expectation::Any).unwrap(),
+            r#""any""#
+        );
+        assert_eq!(
+            serde_json::to_string(&Expectation::Missing).unwrap(),
+            r#""missing""#
+        );
+        assert_eq!(
+            serde_json::to_string(&Expectation::version("A:1-x")).unwrap(),
+            r#"{"change_vector":"A:1-x"}"#
+        );
+        let parsed: Expectation = serde_json::from_str(r#"{"change_vector":"A:7-y"}"#).unwrap();
+        assert_eq!(parsed, Expectation::version("A:7-y"));
+        let parsed: Expectation = serde_json::from_str(r#""missing""#).unwrap();
+        assert_eq!(parsed, Expectation::Missing);
+        assert!(serde_json::from_str::<Expectation>(r#""sometimes""#).is_err());
+    }
+
+    #[test]
+    fn expectations_judge_the_stored_version() {
+        let stored = ChangeVector::from("A:2-x");
+        assert!(Expectation::Any.is_met_by(None));
+        assert!(Expectation::Any.is_met_by(Some(&stored)));
+        assert!(Expectation::Missing.is_met_by(None));
+        assert!(!Expectation::Missing.is_met_by(Some(&stored)));
+        assert!(Expectation::version("A:2-x").is_met_by(Some(&stored)));
+        assert!(!Expectation::version("A:1-x").is_met_by(Some(&stored)));
+        assert!(!Expectation::version("A:2-x").is_met_by(None));
+    }
+}

@@ -1,0 +1,79 @@
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::{Batch, CommandResult, ConcurrencyError, Entry, FieldPath, Metadata, Query, Result};
+
+/// The result of [`Engine::commit`]: the outer `Result` is a failure of the
+/// storage or network, the inner one is the verdict on the batch.
+pub type CommitResult = Result<std::result::Result<Vec<CommandResult>, ConcurrencyError>>;
+
+/// What [`Engine::query_page`] returns: one page of results and the number of
+/// documents matching the filters, before `skip`/`take`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueryResult {
+    /// The matching documents of the page.
+    pub entries: Vec<Entry>,
+    /// How many documents match in all.
+    pub total: u64,
+}
+
+/// A storage engine: the one interface between Folio's front ends (sessions,
+/// the HTTP server) and storage.
+///
+/// # The contract
+///
+/// * [`Engine::commit`] is the **only** write path. It checks every
+///   command's expectation and applies every write inside one storage
+///   transaction, or applies nothing and returns every conflict of the batch.
+///   A put or delete that changes something takes the next database-wide
+///   etag, a new change vector `A:{etag}-{database id}`, and (for puts) the
+///   next revision and the commit time. A delete of a missing document with
+///   an `Any` expectation changes nothing and takes no etag.
+/// * Commands apply in order; a command's expectation is judged against the
+///   state left by the commands before it in the same batch.
+/// * When commit returns `Ok(Ok(_))` the batch is durable as configured.
+/// * Reads see only committed data.
+/// * Engines validate their input (ids, collections, documents, queries)
+///   and return [`crate::Error::InvalidInput`] before writing anything.
+///
+/// Every engine passes the same conformance suite (`crates/folio/tests`).
+#[async_trait]
+pub trait Engine: Send + Sync + 'static {
+    /// Checks and applies `batch` atomically; see the trait documentation.
+    async fn commit(&self, batch: Batch) -> CommitResult;
+
+    /// The stored documents with these ids in `collection`, in the order of
+    /// `ids` (`None` for a missing one).
+    async fn get(&self, collection: &str, ids: &[String]) -> Result<Vec<Option<Entry>>>;
+
+    /// The metadata of the stored documents with these ids, in order.
+    async fn metadata(&self, collection: &str, ids: &[String]) -> Result<Vec<Option<Metadata>>>;
+
+    /// The documents matching `query`, in its order (then by id), after
+    /// `skip`, at most `take`.
+    async fn query(&self, query: &Query) -> Result<Vec<Entry>>;
+
+    /// How many documents match `query`'s filters (ignoring order and paging).
+    async fn count(&self, query: &Query) -> Result<u64>;
+
+    /// A page of `query` with the total number of matches.
+    async fn query_page(&self, query: &Query) -> Result<QueryResult> {
+        Ok(QueryResult {
+            entries: self.query(query).await?,
+            total: self.count(query).await?,
+        })
+    }
+
+    /// Up to `limit` documents of `collection` with ids after `after`, in id
+    /// order (stable paging).
+    async fn scan(&self, collection: &str, after: Option<&str>, limit: usize)
+    -> Result<Vec<Entry>>;
+
+    /// Creates (if absent) an index on `path` in `collection`, so that
+    /// queries filtering or ordering on it do not scan the collection.
+    async fn ensure_index(&self, collection: &str, path: &FieldPath) -> Result<()>;
+}
+
+/// A shared handle to any engine.
+pub type EngineRef = Arc<dyn Engine>;

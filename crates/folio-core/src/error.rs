@@ -1,0 +1,306 @@
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ChangeVector, Expectation};
+
+/// Every error a Folio call returns.
+///
+/// Match on the variant to decide what to do next: a [`Error::Concurrency`]
+/// is normal business (someone else changed a document first: reload and
+/// retry, or ask the user), while [`Error::Engine`] means the storage or the
+/// network failed.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// One or more expectations of a batch failed; nothing was written.
+    #[error(transparent)]
+    Concurrency(#[from] ConcurrencyError),
+    /// The thing asked for does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The input was refused before anything was written: a bad id,
+    /// collection, JSON document or query.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The credentials were missing, unknown or not allowed to do this.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// The storage or the network failed; the message says what and the
+    /// source carries the native error.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl Error {
+    /// The conflicts, when this is a concurrency error.
+    pub fn conflicts(&self) -> Option<&[Conflict]> {
+        match self {
+            Error::Concurrency(error) => Some(error.conflicts()),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a concurrency error (a conflict, not a failure).
+    pub fn is_concurrency(&self) -> bool {
+        matches!(self, Error::Concurrency(_))
+    }
+}
+
+/// What kind of storage or network failure an [`EngineError`] is, so that
+/// callers can decide whether a retry may help without looking at native
+/// codes.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EngineErrorKind {
+    /// Reading or writing storage failed (disk full, I/O error, read-only file).
+    Io,
+    /// The storage is busy or locked by someone else; retrying later may help.
+    Busy,
+    /// The stored data is damaged or not a Folio database.
+    Corrupt,
+    /// A transaction was aborted by the database to keep it serializable
+    /// (PostgreSQL `40001`/`40P01`); retrying the whole batch may help.
+    SerializationFailure,
+    /// A network connection failed or was refused.
+    Network,
+    /// The operation took longer than allowed.
+    Timeout,
+    /// The engine has shut down.
+    Closed,
+    /// Anything else.
+    Other,
+}
+
+/// A storage or network failure, with the native error as its source.
+#[derive(Debug)]
+pub struct EngineError {
+    kind: EngineErrorKind,
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl EngineError {
+    /// A failure of `kind` described by `message`.
+    pub fn new(kind: EngineErrorKind, message: impl Into<String>) -> Self {
+        EngineError {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Attaches the native error that caused this one.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// The kind of failure.
+    pub fn kind(&self) -> EngineErrorKind {
+        self.kind
+    }
+
+    /// The message, without the source.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for EngineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "storage failure: {}", self.message)
+    }
+}
+
+impl std::error::Error for EngineError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|source| source as _)
+    }
+}
+
+/// One violated expectation of a batch.
+///
+/// Serialized as in the HTTP problem body:
+/// `{ "collection", "id", "expected", "actual" }` (plus `type_name` when known).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conflict {
+    collection: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    type_name: Option<String>,
+    id: String,
+    expected: Expectation,
+    actual: Option<ChangeVector>,
+}
+
+impl Conflict {
+    /// A conflict on `collection`/`id`: `expected` was required, `actual` is
+    /// stored (`None`: the document does not exist).
+    pub fn new(
+        collection: impl Into<String>,
+        id: impl Into<String>,
+        expected: Expectation,
+        actual: Option<ChangeVector>,
+    ) -> Self {
+        Conflict {
+            collection: collection.into(),
+            type_name: None,
+            id: id.into(),
+            expected,
+            actual,
+        }
+    }
+
+    /// Names the document's type for messages.
+    pub fn with_type_name(mut self, type_name: Option<String>) -> Self {
+        self.type_name = type_name;
+        self
+    }
+
+    /// The collection of the document.
+    pub fn collection(&self) -> &str {
+        &self.collection
+    }
+
+    /// The Rust type name the session knows the document by, or the
+    /// collection when the write did not come from a typed session.
+    pub fn type_name(&self) -> &str {
+        self.type_name.as_deref().unwrap_or(&self.collection)
+    }
+
+    /// The id of the document.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// What the batch required.
+    pub fn expected(&self) -> &Expectation {
+        &self.expected
+    }
+
+    /// The change vector stored now, or `None` when the document does not exist.
+    pub fn actual(&self) -> Option<&ChangeVector> {
+        self.actual.as_ref()
+    }
+}
+
+impl fmt::Display for Conflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} #{} (expected {}, found ",
+            self.type_name(),
+            self.id,
+            self.expected
+        )?;
+        match &self.actual {
+            Some(actual) => write!(f, "{actual})"),
+            None => f.write_str("none)"),
+        }
+    }
+}
+
+/// A batch was refused because one or more expectations failed; nothing of
+/// it was written. Lists every conflict of the batch, not only the first.
+///
+/// ```
+/// use folio_core::{ConcurrencyError, Conflict, Expectation};
+///
+/// let error = ConcurrencyError::new(vec![
+///     Conflict::new("people", "people/1", Expectation::version("A:1-x"), None)
+///         .with_type_name(Some("Person".into())),
+/// ]);
+/// assert_eq!(error.to_string(), "Optimistic concurrency check failed for Person #people/1");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConcurrencyError {
+    conflicts: Vec<Conflict>,
+}
+
+impl ConcurrencyError {
+    /// An error listing `conflicts` (at least one).
+    pub fn new(conflicts: Vec<Conflict>) -> Self {
+        debug_assert!(
+            !conflicts.is_empty(),
+            "a concurrency error names its conflicts"
+        );
+        ConcurrencyError { conflicts }
+    }
+
+    /// Every conflict of the batch, in command order.
+    pub fn conflicts(&self) -> &[Conflict] {
+        &self.conflicts
+    }
+
+    /// Takes the conflicts.
+    pub fn into_conflicts(self) -> Vec<Conflict> {
+        self.conflicts
+    }
+}
+
+impl fmt::Display for ConcurrencyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.conflicts.as_slice() {
+            [only] => write!(
+                f,
+                "Optimistic concurrency check failed for {} #{}",
+                only.type_name(),
+                only.id
+            ),
+            conflicts => {
+                write!(
+                    f,
+                    "Optimistic concurrency check failed for {} documents: ",
+                    conflicts.len()
+                )?;
+                for (index, conflict) in conflicts.iter().enumerate() {
+                    if index > 0 {
+                        f.write_str("; ")?;
+                    }
+                    write!(f, "{conflict}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConcurrencyError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn several_conflicts_are_all_named() {
+        let error = ConcurrencyError::new(vec![
+            Conflict::new(
+                "people",
+                "p1",
+                Expectation::version("A:1-x"),
+                Some("A:5-x".into()),
+            ),
+            Conflict::new("people", "p2", Expectation::Missing, Some("A:6-x".into()))
+                .with_type_name(Some("Person".into())),
+        ]);
+        assert_eq!(
+            error.to_string(),
+            "Optimistic concurrency check failed for 2 documents: \
+             people #p1 (expected A:1-x, found A:5-x); Person #p2 (expected missing, found A:6-x)"
+        );
+    }
+
+    #[test]
+    fn conflicts_serialize_as_in_the_protocol() {
+        let conflict = Conflict::new("people", "p1", Expectation::version("A:42-x"), None);
+        assert_eq!(
+            serde_json::to_value(&conflict).unwrap(),
+            serde_json::json!({
+                "collection": "people",
+                "id": "p1",
+                "expected": { "change_vector": "A:42-x" },
+                "actual": null
+            })
+        );
+    }
+}

@@ -1,0 +1,33 @@
+//! The shared core of Folio: the vocabulary every engine and front end speaks.
+//!
+//! * the model: [`ChangeVector`], [`Metadata`], [`Entry`], [`Expectation`],
+//!   [`Batch`] and its [`Command`]s, [`CommandResult`];
+//! * the errors: [`Error`], [`ConcurrencyError`], [`Conflict`], [`EngineError`];
+//! * the one storage interface: [`Engine`], whose [`Engine::commit`] is the
+//!   only write path of the whole system;
+//! * the query AST: [`Query`], [`Filter`], [`Op`], [`FieldPath`];
+//! * validation of everything that crosses a boundary: [`validate`];
+//! * identifiers: [`generate_id`], [`DatabaseId`].
+//!
+//! Applications depend on the `folio` crate, which re-exports what they need;
+//! engine authors depend on this one.
+
+mod batch;
+mod change_vector;
+mod engine;
+mod error;
+mod id;
+mod metadata;
+mod query;
+pub mod validate;
+
+pub use batch::{Batch, Command, CommandKind, CommandResult, Expectation};
+pub use change_vector::{ChangeVector, DatabaseId};
+pub use engine::{CommitResult, Engine, EngineRef, QueryResult};
+pub use error::{ConcurrencyError, Conflict, EngineError, EngineErrorKind, Error};
+pub use id::generate_id;
+pub use metadata::{Entry, Metadata, millis_since_epoch, time_from_millis};
+pub use query::{FieldPath, Filter, Op, Order, Query};
+
+/// `Result` with Folio's [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,202 @@
+//! Validation of everything that crosses a boundary: ids, collection and
+//! database names, JSON documents.
+//!
+//! Every public entry point (session, HTTP handler, engine) calls these
+//! before anything is queued or written, so bad input fails early with
+//! [`Error::InvalidInput`] and a message that says what is allowed.
+
+use serde::de::IgnoredAny;
+
+use crate::{Error, Result};
+
+/// The longest id, in bytes of UTF-8.
+pub const MAX_ID_BYTES: usize = 512;
+/// The longest collection name.
+pub const MAX_COLLECTION_LEN: usize = 128;
+/// The longest database name.
+pub const MAX_DATABASE_LEN: usize = 63;
+
+/// Checks a document id: 1–512 bytes of UTF-8 without control characters.
+///
+/// ```
+/// use folio_core::validate;
+///
+/// assert!(validate::id("people/1").is_ok());
+/// assert!(validate::id("").is_err());
+/// assert!(validate::id("bad\nid").is_err());
+/// ```
+pub fn id(id: &str) -> Result<()> {
+    if id.is_empty() {
+        return Err(Error::InvalidInput(
+            "a document id must not be empty".into(),
+        ));
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Err(Error::InvalidInput(format!(
+            "a document id is at most {MAX_ID_BYTES} bytes of UTF-8; this one has {}",
+            id.len()
+        )));
+    }
+    if let Some(position) = id.chars().position(char::is_control) {
+        return Err(Error::InvalidInput(format!(
+            "a document id must not contain control characters (found one at character {position} of {id:?})"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a collection name: 1–128 characters of `A-Z a-z 0-9 _ -`.
+///
+/// ```
+/// use folio_core::validate;
+///
+/// assert!(validate::collection("people").is_ok());
+/// assert!(validate::collection("people; DROP TABLE x").is_err());
+/// ```
+pub fn collection(name: &str) -> Result<()> {
+    let well_formed = !name.is_empty()
+        && name.len() <= MAX_COLLECTION_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if well_formed {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(format!(
+            "invalid collection name {name:?}: use 1 to {MAX_COLLECTION_LEN} characters of A-Z, a-z, 0-9, '_' and '-'"
+        )))
+    }
+}
+
+/// Checks a database name: 1–63 characters of `a-z 0-9 _ -`, starting with a
+/// letter or digit. Such a name is safe as a file name and a SQL identifier.
+///
+/// ```
+/// use folio_core::validate;
+///
+/// assert!(validate::database("shop-2").is_ok());
+/// assert!(validate::database("../etc").is_err());
+/// ```
+pub fn database(name: &str) -> Result<()> {
+    let bytes = name.as_bytes();
+    let well_formed = !bytes.is_empty()
+        && bytes.len() <= MAX_DATABASE_LEN
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if well_formed {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(format!(
+            "invalid database name {name:?}: use 1 to {MAX_DATABASE_LEN} characters of a-z, 0-9, '_' and '-', starting with a letter or digit"
+        )))
+    }
+}
+
+/// How deeply arrays and objects may nest in a document.
+pub const MAX_NESTING: usize = 128;
+
+/// Checks that `text` is one well-formed JSON object, nesting at most
+/// [`MAX_NESTING`] arrays and objects deep.
+pub fn document_text(text: &str) -> Result<()> {
+    if !text.trim_start().starts_with('{') {
+        return Err(Error::InvalidInput(
+            "a document must be a JSON object".into(),
+        ));
+    }
+    let depth = nesting_depth(text);
+    if depth > MAX_NESTING {
+        return Err(Error::InvalidInput(format!(
+            "a document may nest arrays and objects at most {MAX_NESTING} deep; this one nests {depth} deep"
+        )));
+    }
+    serde_json::from_str::<IgnoredAny>(text)
+        .map(drop)
+        .map_err(|error| {
+            Error::InvalidInput(format!("a document must be well-formed JSON: {error}"))
+        })
+}
+
+/// The deepest nesting of arrays and objects in JSON `text` (brackets inside
+/// strings do not count). Meaningful for well-formed JSON only; callers
+/// parse afterwards.
+pub fn nesting_depth(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for byte in text.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        assert!(id("a").is_ok());
+        assert!(id("people/1 ünïcode ✓").is_ok());
+        assert!(id(&"x".repeat(512)).is_ok());
+        assert!(id(&"x".repeat(513)).is_err());
+        // 171 three-byte characters are 513 bytes.
+        assert!(id(&"✓".repeat(171)).is_err());
+        assert!(id("tab\there").is_err());
+        assert!(id("nul\0").is_err());
+        assert!(id("del\u{7f}").is_err());
+    }
+
+    #[test]
+    fn collections() {
+        assert!(collection("People_2-x").is_ok());
+        assert!(collection(&"c".repeat(128)).is_ok());
+        assert!(collection(&"c".repeat(129)).is_err());
+        for bad in ["", "a b", "a/b", "a.b", "a'b", "é"] {
+            assert!(collection(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn databases() {
+        assert!(database("a").is_ok());
+        assert!(database("0db_x-y").is_ok());
+        assert!(database(&"d".repeat(63)).is_ok());
+        assert!(database(&"d".repeat(64)).is_err());
+        for bad in ["", "-a", "_a", "A", "a.b", "..", "a/b", "a b"] {
+            assert!(database(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn documents() {
+        assert!(document_text(r#" {"a": [1, {"b": null}]}"#).is_ok());
+        assert!(document_text("[1]").is_err());
+        assert!(document_text("42").is_err());
+        assert!(document_text(r#"{"a": }"#).is_err());
+        assert!(document_text(r#"{"a": 1} trailing"#).is_err());
+        assert_eq!(
+            nesting_depth(r#"{"a": "[[[{{", "b": [[1]], "c": "\\"[["}"#),
+            3
+        );
+        let deep = format!("{{\"a\":{}1{}}}", "[".repeat(200), "]".repeat(200));
+        assert!(document_text(&deep).is_err());
+    }
+}

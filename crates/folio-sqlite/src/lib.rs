@@ -1,0 +1,305 @@
+//! Folio's embedded engine: one SQLite file per database, nothing to install.
+//!
+//! * **Writes** go to one writer thread that merges the batches of
+//!   concurrent callers into one SQLite transaction, a savepoint per batch:
+//!   a batch that conflicts rolls back alone, and the whole group pays one
+//!   sync (see the `writer` module).
+//! * **Reads** use their own connections (WAL: readers never wait for the
+//!   writer and see the last committed state).
+//! * **Documents** are stored as SQLite JSONB; queries are compiled to SQL
+//!   over it with every value bound as a parameter (see the `query` module).
+//!
+//! ```
+//! use folio_core::{Batch, Command, Engine, Expectation};
+//! use folio_sqlite::{SqliteEngine, SqliteOptions};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> folio_core::Result<()> {
+//! let engine = SqliteEngine::in_memory(SqliteOptions::default())?;
+//! let batch = Batch::from(vec![Command::put("people", "p1", r#"{"name":"Ada"}"#, Expectation::Missing)]);
+//! let results = engine.commit(batch).await?.expect("no conflict on a new database");
+//! assert_eq!(results.len(), 1);
+//! # Ok(())
+//! # }
+//! ```
+
+mod error;
+mod location;
+mod query;
+mod read;
+mod schema;
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use folio_core::{
+    Batch, CommitResult, DatabaseId, Engine, Entry, FieldPath, Metadata, Query, Result,
+    time_from_millis, validate,
+};
+use rusqlite::{OptionalExtension, params};
+use tokio::sync::oneshot;
+
+use crate::error::{closed, storage};
+use crate::location::Location;
+use crate::read::{ReaderPool, change_vector, entry_from_row};
+use crate::writer::{Request, Writer};
+
+/// When a commit counts as done.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// A commit returns only after its data is synced to the disk
+    /// (SQLite `synchronous = FULL`): nothing acknowledged is lost, even on
+    /// power failure. The default.
+    #[default]
+    Full,
+    /// A commit returns once its data is in the operating system's cache
+    /// (SQLite `synchronous = NORMAL` in WAL mode): it survives the process
+    /// crashing, but the last commits may be lost if the machine loses power
+    /// or the operating system crashes. Faster.
+    Relaxed,
+}
+
+/// Tuning of a [`SqliteEngine`].
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    /// When a commit counts as done.
+    pub durability: Durability,
+    /// The most batches the writer merges into one transaction.
+    pub max_batches_per_group: usize,
+    /// The most idle read connections kept open.
+    pub max_idle_readers: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            durability: Durability::Full,
+            max_batches_per_group: 512,
+            max_idle_readers: 16,
+        }
+    }
+}
+
+/// The embedded engine: one SQLite database (a file, or private memory).
+///
+/// Cheap to share behind an `Arc`; dropping the last handle stops the writer
+/// after the batches already queued and closes the file.
+pub struct SqliteEngine {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    // Dropped first: stopping the writer before the readers close.
+    writer: Writer,
+    readers: ReaderPool,
+    database_id: DatabaseId,
+    location: Arc<Location>,
+}
+
+impl SqliteEngine {
+    /// Opens (creating if absent) the database file at `path`. The parent
+    /// directory must exist.
+    pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self> {
+        Self::start(Location::File(path.as_ref().to_path_buf()), options)
+    }
+
+    /// A new private database in memory, gone when the engine is dropped.
+    pub fn in_memory(options: SqliteOptions) -> Result<Self> {
+        let name = format!("/folio-{}", DatabaseId::generate());
+        Self::start(Location::Memory(name), options)
+    }
+
+    fn start(location: Location, options: SqliteOptions) -> Result<Self> {
+        let location = Arc::new(location);
+        let mut connection = location.open_writer(options.durability)?;
+        let opened = schema::open(&mut connection)?;
+        let writer = Writer::start(
+            connection,
+            opened.database_id.clone(),
+            options.max_batches_per_group,
+        )?;
+        Ok(SqliteEngine {
+            shared: Arc::new(Shared {
+                writer,
+                readers: ReaderPool::new(location.clone(), options.max_idle_readers),
+                database_id: opened.database_id,
+                location,
+            }),
+        })
+    }
+
+    /// The random id of this database, the tail of its change vectors.
+    pub fn database_id(&self) -> &DatabaseId {
+        &self.shared.database_id
+    }
+
+    /// The database file, or `None` for an in-memory database.
+    pub fn path(&self) -> Option<&Path> {
+        self.shared.location.path()
+    }
+
+    /// Runs `read` on the blocking pool with a read connection: for reads
+    /// that may scan many rows.
+    async fn read_blocking<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&rusqlite::Connection, &DatabaseId) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            shared
+                .readers
+                .with(|connection| read(connection, &shared.database_id))
+        })
+        .await
+        .map_err(|_| closed())?
+    }
+}
+
+fn validate_keys(collection: &str, ids: &[String]) -> Result<()> {
+    validate::collection(collection)?;
+    ids.iter().try_for_each(|id| validate::id(id))
+}
+
+#[async_trait]
+impl Engine for SqliteEngine {
+    async fn commit(&self, batch: Batch) -> CommitResult {
+        batch.validate()?;
+        if batch.is_empty() {
+            return Ok(Ok(Vec::new()));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.shared.writer.send(Request::Commit { batch, reply })?;
+        answer.await.map_err(|_| closed())?
+    }
+
+    async fn get(&self, collection: &str, ids: &[String]) -> Result<Vec<Option<Entry>>> {
+        validate_keys(collection, ids)?;
+        let database = &self.shared.database_id;
+        self.shared.readers.with(|connection| {
+            let mut statement = connection
+                .prepare_cached(&format!(
+                    "SELECT {} FROM documents WHERE collection = ?1 AND id = ?2",
+                    query::ENTRY_COLUMNS
+                ))
+                .map_err(|e| storage("preparing a read", e))?;
+            ids.iter()
+                .map(|id| {
+                    statement
+                        .query_row(params![collection, id], |row| {
+                            entry_from_row(row, collection, database)
+                        })
+                        .optional()
+                        .map_err(|e| storage("reading a document", e))
+                })
+                .collect()
+        })
+    }
+
+    async fn metadata(&self, collection: &str, ids: &[String]) -> Result<Vec<Option<Metadata>>> {
+        validate_keys(collection, ids)?;
+        let database = &self.shared.database_id;
+        self.shared.readers.with(|connection| {
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT etag, revision, last_modified FROM documents WHERE collection = ?1 AND id = ?2",
+                )
+                .map_err(|e| storage("preparing a read", e))?;
+            ids.iter()
+                .map(|id| {
+                    statement
+                        .query_row(params![collection, id], |row| {
+                            let etag: i64 = row.get(0)?;
+                            let revision: i64 = row.get(1)?;
+                            Ok(Metadata {
+                                id: id.clone(),
+                                collection: collection.to_owned(),
+                                change_vector: change_vector(etag, database),
+                                revision: u64::try_from(revision).unwrap_or(0),
+                                etag: u64::try_from(etag).unwrap_or(0),
+                                last_modified: time_from_millis(row.get(2)?),
+                            })
+                        })
+                        .optional()
+                        .map_err(|e| storage("reading a document's metadata", e))
+                })
+                .collect()
+        })
+    }
+
+    async fn query(&self, query: &Query) -> Result<Vec<Entry>> {
+        let sql = query::select(query)?;
+        let collection = query.collection.clone();
+        self.read_blocking(move |connection, database| {
+            read::entries(connection, &sql, &collection, database)
+        })
+        .await
+    }
+
+    async fn count(&self, query: &Query) -> Result<u64> {
+        let sql = query::count(query)?;
+        self.read_blocking(move |connection, _| {
+            connection
+                .prepare_cached(&sql.text)
+                .and_then(|mut statement| {
+                    statement.query_row(rusqlite::params_from_iter(sql.params.iter()), |row| {
+                        row.get::<_, i64>(0)
+                    })
+                })
+                .map(|count| u64::try_from(count).unwrap_or(0))
+                .map_err(|e| storage("counting query results", e))
+        })
+        .await
+    }
+
+    async fn scan(
+        &self,
+        collection: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Entry>> {
+        validate::collection(collection)?;
+        if let Some(after) = after {
+            validate::id(after)?;
+        }
+        let sql = query::Sql {
+            text: format!(
+                "SELECT {} FROM documents WHERE collection = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+                query::ENTRY_COLUMNS
+            ),
+            params: vec![
+                collection.to_owned().into(),
+                after.unwrap_or("").to_owned().into(),
+                i64::try_from(limit).unwrap_or(i64::MAX).into(),
+            ],
+        };
+        let collection = collection.to_owned();
+        self.read_blocking(move |connection, database| {
+            read::entries(connection, &sql, &collection, database)
+        })
+        .await
+    }
+
+    async fn ensure_index(&self, collection: &str, path: &FieldPath) -> Result<()> {
+        validate::collection(collection)?;
+        // Collection and path are validated to [A-Za-z0-9_.-]: safe inside a
+        // quoted identifier. The indexed expression is the one queries use.
+        let sql = format!(
+            "CREATE INDEX IF NOT EXISTS \"folio_index:{collection}:{path}\" ON documents (collection, {})",
+            query::extract(path)
+        );
+        let (reply, answer) = oneshot::channel();
+        self.shared.writer.send(Request::Execute { sql, reply })?;
+        answer.await.map_err(|_| closed())?
+    }
+}
+
+impl std::fmt::Debug for SqliteEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteEngine")
+            .field("database_id", &self.shared.database_id)
+            .field("location", &self.shared.location)
+            .finish()
+    }
+}

@@ -1,0 +1,99 @@
+//! The on-disk layout and its migrations.
+//!
+//! * `documents`: one row per live document. `etag` is the row id: it is
+//!   unique, it changes on every write, and scanning by it is scanning in
+//!   commit order. `data` is SQLite JSONB.
+//! * `tombstones`: one row per deleted document, with the etag of its
+//!   delete, so the last etag survives deletes and a later changes feed can
+//!   report them. A put of the same id removes its tombstone.
+//! * `folio_meta`: key/value settings, among them the database id.
+//!
+//! `PRAGMA user_version` holds the layout version.
+
+use folio_core::{DatabaseId, Error, Result};
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::error::storage;
+
+/// The layout version this build writes.
+const LAYOUT_VERSION: i64 = 1;
+
+const LAYOUT_V1: &str = "
+CREATE TABLE folio_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE documents (
+    etag          INTEGER PRIMARY KEY,
+    collection    TEXT    NOT NULL,
+    id            TEXT    NOT NULL,
+    revision      INTEGER NOT NULL,
+    last_modified INTEGER NOT NULL,
+    data          BLOB    NOT NULL
+);
+CREATE UNIQUE INDEX documents_by_key ON documents (collection, id);
+CREATE TABLE tombstones (
+    etag       INTEGER PRIMARY KEY,
+    collection TEXT NOT NULL,
+    id         TEXT NOT NULL
+);
+CREATE UNIQUE INDEX tombstones_by_key ON tombstones (collection, id);
+";
+
+/// What opening a database learned.
+pub(crate) struct Opened {
+    pub(crate) database_id: DatabaseId,
+}
+
+/// Creates the layout in a new database or checks an existing one, and reads
+/// the database id. Runs on the writer connection.
+pub(crate) fn open(connection: &mut Connection) -> Result<Opened> {
+    let transaction = connection
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| storage("starting the schema transaction", e))?;
+    let version: i64 = transaction
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(|e| storage("reading the layout version", e))?;
+    match version {
+        0 => {
+            transaction
+                .execute_batch(LAYOUT_V1)
+                .map_err(|e| storage("creating the database layout", e))?;
+            transaction
+                .execute(
+                    "INSERT INTO folio_meta (key, value) VALUES ('database_id', ?1)",
+                    [DatabaseId::generate().as_str()],
+                )
+                .map_err(|e| storage("recording the database id", e))?;
+            transaction
+                .pragma_update(None, "user_version", LAYOUT_VERSION)
+                .map_err(|e| storage("recording the layout version", e))?;
+        }
+        LAYOUT_VERSION => {}
+        newer => {
+            return Err(Error::InvalidInput(format!(
+                "the database has layout version {newer}, newer than this Folio understands \
+                 ({LAYOUT_VERSION}); upgrade Folio to open it"
+            )));
+        }
+    }
+    let database_id: String = transaction
+        .query_row(
+            "SELECT value FROM folio_meta WHERE key = 'database_id'",
+            [],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(|e| storage("reading the database id", e))?
+        .ok_or_else(|| {
+            Error::InvalidInput(
+                "the database has no database id: it is not a Folio database".into(),
+            )
+        })?;
+    transaction
+        .commit()
+        .map_err(|e| storage("committing the schema", e))?;
+    Ok(Opened {
+        database_id: DatabaseId::parse(&database_id)?,
+    })
+}

@@ -1,0 +1,96 @@
+//! Folio: a document database for optimistic concurrency.
+//!
+//! Documents are JSON objects stored under `(collection, id)`; every write
+//! stamps them with a new version (the change vector). A [`Session`] loads,
+//! queries, stores and deletes, then [`Session::save_changes`] sends
+//! everything as one atomic batch — refused, with every conflict named, when
+//! someone else changed a document since the session read it.
+//!
+//! ```
+//! use folio::{ChangeVector, Document, DocumentStore, Error};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Debug, Clone, Serialize, Deserialize, Document)]
+//! #[folio(collection = "people", optimistic_concurrency)]
+//! struct Person {
+//!     #[folio(id)]
+//!     id: String,
+//!     name: String,
+//!     #[folio(change_vector)]
+//!     #[serde(skip)]
+//!     change_vector: Option<ChangeVector>,
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> folio::Result<()> {
+//! let store = DocumentStore::in_memory().await?;
+//!
+//! let mut setup = store.open_session();
+//! setup.store(Person { id: "people/1".into(), name: "Ada".into(), change_vector: None })?;
+//! setup.save_changes().await?;
+//!
+//! // Two people open the same document.
+//! let mut first = store.open_session();
+//! let mut second = store.open_session();
+//! let mut by_first = first.load::<Person>("people/1").await?.unwrap();
+//! let mut by_second = second.load::<Person>("people/1").await?.unwrap();
+//!
+//! by_first.name = "Ada Lovelace".into();
+//! first.store(by_first)?;
+//! first.save_changes().await?;
+//!
+//! // The second save is refused: its copy is stale.
+//! by_second.name = "Ada King".into();
+//! second.store(by_second)?;
+//! match second.save_changes().await {
+//!     Err(Error::Concurrency(conflict)) => {
+//!         assert_eq!(conflict.to_string(), "Optimistic concurrency check failed for Person #people/1");
+//!     }
+//!     other => panic!("expected a conflict, got {other:?}"),
+//! }
+//!
+//! // The first save is kept.
+//! let stored = store.open_session().load::<Person>("people/1").await?.unwrap();
+//! assert_eq!(stored.name, "Ada Lovelace");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Start with [`DocumentStore`]; the rules of which write is checked against
+//! what are in [`concurrency`].
+
+#[cfg(not(any(feature = "sqlite")))]
+compile_error!("folio needs at least one engine: enable the `sqlite` feature");
+
+mod document;
+mod options;
+mod query;
+mod session;
+mod store;
+pub mod testing;
+
+#[doc = include_str!("../docs/concurrency.md")]
+pub mod concurrency {}
+
+pub use document::Document;
+pub use folio_core::{
+    Batch, ChangeVector, Command, CommandKind, CommandResult, ConcurrencyError, Conflict, Engine,
+    EngineError, EngineErrorKind, EngineRef, Entry, Error, Expectation, FieldPath, Metadata, Op,
+    Query,
+};
+pub use folio_derive::Document;
+#[cfg(feature = "sqlite")]
+pub use folio_sqlite::{Durability, SqliteEngine, SqliteOptions};
+pub use options::{ConcurrencyChecks, SessionOptions, Tracking};
+pub use query::DocumentQuery;
+pub use session::{Advanced, QuerySession, Session, Storable};
+pub use store::{DEFAULT_DATABASE, DocumentConfig, DocumentStore, DocumentStoreBuilder};
+
+/// `Result` with Folio's [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[doc(hidden)]
+pub mod __private {
+    //! Re-exports for the code that `#[derive(Document)]` generates.
+    pub use folio_core::ChangeVector;
+}

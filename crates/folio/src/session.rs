@@ -1,0 +1,745 @@
+//! The unit of work: what a session read, what it will write, and how a
+//! save becomes one [`Batch`] with an [`Expectation`] per write.
+//!
+//! A session never writes anything before [`Session::save_changes`], and a
+//! failed save changes nothing in it: the batch is built from the session's
+//! state without touching it, and the state moves on only after the engine
+//! committed.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use folio_core::{
+    Batch, ChangeVector, Command, CommandResult, Entry, Error, Expectation, Metadata, Result,
+    validate,
+};
+use serde_json::Value;
+
+use crate::query::DocumentQuery;
+use crate::store::StoreInner;
+use crate::{ConcurrencyChecks, Document, SessionOptions, Tracking};
+
+/// A tracked document's key: collection and id.
+type Key = (&'static str, String);
+
+/// What the session knows of the stored version of a document.
+#[derive(Clone, Debug)]
+enum Known {
+    /// Never read (stored or deleted blind).
+    Unknown,
+    /// Read, and found missing (or deleted by this session).
+    Missing,
+    /// Read (loaded, queried) or saved by this session: this version.
+    Version(Metadata),
+}
+
+/// A write queued by `store*` or `delete*`.
+#[derive(Clone, Debug)]
+enum PendingWrite {
+    Put(String),
+    Delete,
+}
+
+/// A value handed out by `load_mut`: the session owns it and compares it
+/// with its snapshot on save.
+struct Live {
+    value: Box<dyn Any + Send>,
+    /// The value's JSON when it was handed out (or last saved).
+    snapshot: String,
+    serialize: fn(&(dyn Any + Send)) -> Result<String>,
+    change_vector: fn(&(dyn Any + Send)) -> Option<ChangeVector>,
+    hydrate: fn(&mut (dyn Any + Send), &Metadata),
+}
+
+/// Everything the session holds about one document.
+struct Tracked {
+    type_name: &'static str,
+    /// The type's own concurrency setting (store configuration, else attribute).
+    type_setting: Option<bool>,
+    /// Order of first tracking: commands are sent in this order.
+    sequence: u64,
+    known: Known,
+    /// The stored JSON last read or saved (the identity map's copy).
+    cached: Option<String>,
+    live: Option<Live>,
+    pending: Option<PendingWrite>,
+    /// An expectation the caller gave explicitly with the pending write.
+    explicit: Option<Expectation>,
+}
+
+/// A read-write unit of work: load, query, store, delete, then
+/// [`save_changes`](Session::save_changes) as one atomic batch.
+///
+/// Owned by one task; not shared. See the crate documentation for the
+/// concurrency rules.
+pub struct Session {
+    store: Arc<StoreInner>,
+    options: SessionOptions,
+    use_optimistic_concurrency: Option<bool>,
+    documents: HashMap<Key, Tracked>,
+    next_sequence: u64,
+}
+
+impl Session {
+    pub(crate) fn new(store: Arc<StoreInner>, options: SessionOptions) -> Self {
+        Session {
+            store,
+            options,
+            use_optimistic_concurrency: None,
+            documents: HashMap::new(),
+            next_sequence: 0,
+        }
+    }
+
+    /// The options the session was opened with.
+    pub fn options(&self) -> SessionOptions {
+        self.options
+    }
+
+    /// Advanced operations: the per-session concurrency switch.
+    pub fn advanced(&mut self) -> Advanced<'_> {
+        Advanced { session: self }
+    }
+
+    // ---- reads -------------------------------------------------------------
+
+    /// Loads the document `id` of type `T`, or `None` when it does not exist.
+    ///
+    /// With an identity map, an id the session already knows costs no round
+    /// trip and returns the session's view (with its unsaved changes).
+    pub async fn load<T: Document>(&mut self, id: &str) -> Result<Option<T>> {
+        let mut loaded = self.load_many::<T>(&[id]).await?;
+        Ok(loaded.pop().flatten())
+    }
+
+    /// Loads several documents in one round trip, in the order of `ids`.
+    pub async fn load_many<T: Document>(&mut self, ids: &[&str]) -> Result<Vec<Option<T>>> {
+        validate::collection(T::COLLECTION)?;
+        ids.iter().try_for_each(|id| validate::id(id))?;
+        let mut to_fetch: Vec<String> = Vec::new();
+        for id in ids {
+            let known_here = self.uses_identity_map()
+                && self
+                    .documents
+                    .get(&(T::COLLECTION, (*id).to_owned()))
+                    .is_some_and(|tracked| tracked.view().is_some());
+            if !known_here && !to_fetch.iter().any(|fetched| fetched == id) {
+                to_fetch.push((*id).to_owned());
+            }
+        }
+        if !to_fetch.is_empty() {
+            let entries = self.store.engine.get(T::COLLECTION, &to_fetch).await?;
+            for (id, entry) in to_fetch.into_iter().zip(entries) {
+                self.record_read::<T>(id, entry);
+            }
+        }
+        ids.iter()
+            .map(|id| {
+                let tracked = &self.documents[&(T::COLLECTION, (*id).to_owned())];
+                tracked.materialize::<T>(id)
+            })
+            .collect()
+    }
+
+    /// Loads the document `id` and keeps it in the session: changes made
+    /// through the returned reference are saved by `save_changes` when the
+    /// value differs from what was loaded.
+    pub async fn load_mut<T: Document>(&mut self, id: &str) -> Result<Option<&mut T>> {
+        let key = (T::COLLECTION, id.to_owned());
+        let has_live = self
+            .documents
+            .get(&key)
+            .is_some_and(|tracked| tracked.live.is_some());
+        if !has_live {
+            let Some(document) = self.load::<T>(id).await? else {
+                return Ok(None);
+            };
+            let snapshot = to_json(&document)?;
+            let tracked = self
+                .documents
+                .get_mut(&key)
+                .expect("load tracks what it returns");
+            tracked.live = Some(Live {
+                value: Box::new(document),
+                snapshot,
+                serialize: serialize_any::<T>,
+                change_vector: change_vector_any::<T>,
+                hydrate: hydrate_any::<T>,
+            });
+        }
+        let tracked = self.documents.get_mut(&key).expect("tracked above");
+        if matches!(tracked.pending, Some(PendingWrite::Delete)) {
+            return Ok(None);
+        }
+        let type_name = tracked.type_name;
+        let live = tracked.live.as_mut().expect("made above");
+        live.value.downcast_mut::<T>().map(Some).ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "{} #{id} is already tracked in this session as {type_name}, not {}",
+                T::COLLECTION,
+                T::TYPE_NAME
+            ))
+        })
+    }
+
+    /// A query over `T`'s collection; its results are tracked like loads.
+    pub fn query<T: Document>(&mut self) -> DocumentQuery<'_, T> {
+        DocumentQuery::new(self)
+    }
+
+    /// The metadata of document `id` as this session knows it (from a load,
+    /// query or save), fetched from the engine when the session does not
+    /// know it. `None` when the document does not exist.
+    pub async fn metadata_for<T: Document>(&mut self, id: &str) -> Result<Option<Metadata>> {
+        validate::id(id)?;
+        if let Some(tracked) = self.documents.get(&(T::COLLECTION, id.to_owned())) {
+            match &tracked.known {
+                Known::Version(metadata) => return Ok(Some(metadata.clone())),
+                Known::Missing => return Ok(None),
+                Known::Unknown => {}
+            }
+        }
+        let mut metadata = self
+            .store
+            .engine
+            .metadata(T::COLLECTION, &[id.to_owned()])
+            .await?;
+        Ok(metadata.pop().flatten())
+    }
+
+    /// The change vector of document `id` as this session knows it; see
+    /// [`Session::metadata_for`].
+    pub async fn change_vector_for<T: Document>(
+        &mut self,
+        id: &str,
+    ) -> Result<Option<ChangeVector>> {
+        Ok(self
+            .metadata_for::<T>(id)
+            .await?
+            .map(|metadata| metadata.change_vector))
+    }
+
+    // ---- writes ------------------------------------------------------------
+
+    /// Queues an insert or update of `doc` (pass `&mut doc` to see a
+    /// generated id). An empty id is replaced by a new time-sortable one.
+    ///
+    /// The version check follows the session's rules: a set change-vector
+    /// field is always checked; with checks on, a document the session read
+    /// must still have the version it read, and one new to the session must
+    /// not exist.
+    pub fn store<T: Document>(&mut self, doc: impl Storable<T>) -> Result<()> {
+        self.queue_put(doc, None)
+    }
+
+    /// Queues an update of `doc` that succeeds only if the stored version is
+    /// `change_vector`, whatever the session's settings (the web-app flow:
+    /// the version comes back from the browser).
+    pub fn store_with_change_vector<T: Document>(
+        &mut self,
+        doc: impl Storable<T>,
+        change_vector: impl Into<ChangeVector>,
+    ) -> Result<()> {
+        self.queue_put(doc, Some(Expectation::version(change_vector)))
+    }
+
+    /// Queues an insert of `doc` that succeeds only if no document has its id.
+    pub fn store_new<T: Document>(&mut self, doc: impl Storable<T>) -> Result<()> {
+        self.queue_put(doc, Some(Expectation::Missing))
+    }
+
+    /// Queues a delete of document `id`; a document the session read is
+    /// checked like `store` when checks are on.
+    pub fn delete<T: Document>(&mut self, id: &str) -> Result<()> {
+        self.queue_delete::<T>(id, None)
+    }
+
+    /// Queues a delete that succeeds only if the stored version is
+    /// `change_vector`.
+    pub fn delete_with_change_vector<T: Document>(
+        &mut self,
+        id: &str,
+        change_vector: impl Into<ChangeVector>,
+    ) -> Result<()> {
+        self.queue_delete::<T>(id, Some(Expectation::version(change_vector)))
+    }
+
+    /// Forgets document `id`: what was read and what was queued for it.
+    pub fn evict<T: Document>(&mut self, id: &str) {
+        self.documents.remove(&(T::COLLECTION, id.to_owned()));
+    }
+
+    /// Forgets everything the session read and queued.
+    pub fn clear(&mut self) {
+        self.documents.clear();
+    }
+
+    /// Whether anything would be written by `save_changes`.
+    pub fn has_changes(&self) -> Result<bool> {
+        Ok(!self.plan()?.writes.is_empty())
+    }
+
+    /// Saves every queued write and every change made through `load_mut`
+    /// as one atomic batch.
+    ///
+    /// On `Err(Error::Concurrency(e))` nothing was written and the session
+    /// is as it was; `e.conflicts()` lists every conflict of the batch.
+    /// After success the session knows the new versions, so a second save
+    /// does not conflict with the first.
+    pub async fn save_changes(&mut self) -> Result<()> {
+        let plan = self.plan()?;
+        if plan.batch.is_empty() {
+            return Ok(());
+        }
+        let results = self.store.engine.commit(plan.batch).await??;
+        self.apply(plan.writes, results);
+        Ok(())
+    }
+
+    // ---- internals ---------------------------------------------------------
+
+    fn uses_identity_map(&self) -> bool {
+        self.options.tracking != Tracking::Lightweight
+    }
+
+    fn track<T: Document>(&mut self, id: String) -> &mut Tracked {
+        let type_setting = self.store.config.type_setting::<T>();
+        let sequence = self.next_sequence;
+        let tracked = self
+            .documents
+            .entry((T::COLLECTION, id))
+            .or_insert_with(|| Tracked {
+                type_name: T::TYPE_NAME,
+                type_setting,
+                sequence,
+                known: Known::Unknown,
+                cached: None,
+                live: None,
+                pending: None,
+                explicit: None,
+            });
+        if tracked.sequence == sequence {
+            self.next_sequence += 1;
+        }
+        tracked
+    }
+
+    /// Records what a read returned for `id`. With an identity map, a
+    /// document the session already knows keeps the version it was first
+    /// read at (re-reading does not silently refresh the expectation).
+    pub(crate) fn record_read<T: Document>(&mut self, id: String, entry: Option<Entry>) {
+        let identity_map = self.uses_identity_map();
+        let tracked = self.track::<T>(id);
+        if identity_map && !matches!(tracked.known, Known::Unknown) {
+            return;
+        }
+        match entry {
+            Some(entry) => {
+                tracked.known = Known::Version(entry.metadata);
+                tracked.cached = Some(entry.document);
+            }
+            None => {
+                tracked.known = Known::Missing;
+                tracked.cached = None;
+            }
+        }
+    }
+
+    /// The session's view of a queried document: the tracked copy when the
+    /// identity map knows it, else the entry (now tracked). `None` when the
+    /// session deleted it.
+    pub(crate) fn query_result<T: Document>(&mut self, entry: Entry) -> Result<Option<T>> {
+        let id = entry.metadata.id.clone();
+        self.record_read::<T>(id.clone(), Some(entry));
+        self.documents[&(T::COLLECTION, id.clone())].materialize::<T>(&id)
+    }
+
+    pub(crate) fn engine(&self) -> &folio_core::EngineRef {
+        &self.store.engine
+    }
+
+    fn queue_put<T: Document>(
+        &mut self,
+        doc: impl Storable<T>,
+        explicit: Option<Expectation>,
+    ) -> Result<()> {
+        validate::collection(T::COLLECTION)?;
+        let (id, json, field_change_vector) = doc.with_document(|doc| -> Result<_> {
+            if doc.id().is_empty() {
+                doc.set_id(folio_core::generate_id());
+            }
+            validate::id(doc.id())?;
+            let json = to_json(&*doc)?;
+            Ok((doc.id().to_owned(), json, doc.change_vector().cloned()))
+        })?;
+        let explicit = explicit.or(field_change_vector.map(Expectation::version));
+        let tracked = self.track::<T>(id);
+        tracked.pending = Some(PendingWrite::Put(json));
+        tracked.explicit = explicit;
+        tracked.live = None;
+        Ok(())
+    }
+
+    fn queue_delete<T: Document>(&mut self, id: &str, explicit: Option<Expectation>) -> Result<()> {
+        validate::collection(T::COLLECTION)?;
+        validate::id(id)?;
+        let tracked = self.track::<T>(id.to_owned());
+        tracked.pending = Some(PendingWrite::Delete);
+        tracked.explicit = explicit;
+        tracked.live = None;
+        Ok(())
+    }
+
+    /// Whether writes of `tracked` are checked implicitly (DESIGN.md rule 5).
+    fn checks_on(&self, tracked: &Tracked) -> bool {
+        match self.options.concurrency_checks {
+            ConcurrencyChecks::Writes | ConcurrencyChecks::WritesAndReads => true,
+            ConcurrencyChecks::Disabled => false,
+            ConcurrencyChecks::Default => self
+                .use_optimistic_concurrency
+                .or(tracked.type_setting)
+                .unwrap_or(self.store.config.optimistic_concurrency),
+        }
+    }
+
+    /// Builds the batch of a save from the session's state, without changing it.
+    fn plan(&self) -> Result<Plan> {
+        let mut tracked: Vec<(&Key, &Tracked)> = self.documents.iter().collect();
+        tracked.sort_by_key(|(_, tracked)| tracked.sequence);
+        let mut writes = Vec::new();
+        let mut guards = Vec::new();
+        for (key, tracked) in tracked {
+            let write = match (&tracked.pending, &tracked.live) {
+                (Some(PendingWrite::Delete), _) => Some(PendingWrite::Delete),
+                (Some(PendingWrite::Put(_)), Some(live)) => {
+                    Some(PendingWrite::Put((live.serialize)(&*live.value)?))
+                }
+                (Some(PendingWrite::Put(json)), None) => Some(PendingWrite::Put(json.clone())),
+                (None, Some(live)) => {
+                    let json = (live.serialize)(&*live.value)?;
+                    (json != live.snapshot).then_some(PendingWrite::Put(json))
+                }
+                (None, None) => None,
+            };
+            let expect = self.expectation(tracked, write.as_ref());
+            let write = match write {
+                Some(PendingWrite::Put(json))
+                    if self.options.tracking == Tracking::DirtyTracking
+                        && tracked.unchanged(&json) =>
+                {
+                    // Unchanged: nothing to write, but keep the version check.
+                    if expect != Expectation::Any {
+                        guards.push(
+                            Command::check(key.0, key.1.clone(), expect)
+                                .with_type_name(tracked.type_name),
+                        );
+                    }
+                    continue;
+                }
+                write => write,
+            };
+            match write {
+                Some(write) => writes.push((key.clone(), write, expect, tracked.type_name)),
+                None if self.options.concurrency_checks == ConcurrencyChecks::WritesAndReads => {
+                    let guard = match &tracked.known {
+                        Known::Version(metadata) => {
+                            Some(Expectation::version(metadata.change_vector.clone()))
+                        }
+                        Known::Missing => Some(Expectation::Missing),
+                        Known::Unknown => None,
+                    };
+                    if let Some(expect) = guard {
+                        guards.push(
+                            Command::check(key.0, key.1.clone(), expect)
+                                .with_type_name(tracked.type_name),
+                        );
+                    }
+                }
+                None => {}
+            }
+        }
+        let mut batch = Batch::new();
+        for ((collection, id), write, expect, type_name) in &writes {
+            let command = match write {
+                PendingWrite::Put(json) => {
+                    Command::put(*collection, id.clone(), json.clone(), expect.clone())
+                }
+                PendingWrite::Delete => Command::delete(*collection, id.clone(), expect.clone()),
+            };
+            batch.push(command.with_type_name(*type_name));
+        }
+        batch.commands.extend(guards);
+        Ok(Plan { batch, writes })
+    }
+
+    /// The expectation of a write (DESIGN.md rule 4).
+    fn expectation(&self, tracked: &Tracked, write: Option<&PendingWrite>) -> Expectation {
+        let field_change_vector = tracked
+            .live
+            .as_ref()
+            .filter(|_| tracked.pending.is_none())
+            .and_then(|live| (live.change_vector)(&*live.value));
+        if let Some(explicit) = tracked
+            .explicit
+            .clone()
+            .or(field_change_vector.map(Expectation::version))
+        {
+            return explicit;
+        }
+        if !self.checks_on(tracked) {
+            return Expectation::Any;
+        }
+        match (&tracked.known, write) {
+            (Known::Version(metadata), _) => Expectation::version(metadata.change_vector.clone()),
+            (Known::Missing, _) => Expectation::Missing,
+            (Known::Unknown, Some(PendingWrite::Delete)) => Expectation::Any,
+            (Known::Unknown, _) => Expectation::Missing,
+        }
+    }
+
+    /// Moves the session on after a successful commit.
+    fn apply(
+        &mut self,
+        writes: Vec<(Key, PendingWrite, Expectation, &'static str)>,
+        results: Vec<CommandResult>,
+    ) {
+        for ((key, write, _, _), result) in writes.into_iter().zip(results) {
+            let Some(tracked) = self.documents.get_mut(&key) else {
+                continue;
+            };
+            tracked.pending = None;
+            tracked.explicit = None;
+            match (write, result) {
+                (PendingWrite::Put(json), CommandResult::Put(metadata)) => {
+                    if let Some(live) = &mut tracked.live {
+                        (live.hydrate)(&mut *live.value, &metadata);
+                        live.snapshot = json.clone();
+                    }
+                    tracked.known = Known::Version(metadata);
+                    tracked.cached = Some(json);
+                }
+                _ => {
+                    tracked.known = Known::Missing;
+                    tracked.cached = None;
+                    tracked.live = None;
+                }
+            }
+        }
+    }
+}
+
+/// A save's batch, and the writes it carries (in command order) so the
+/// session can apply their results.
+struct Plan {
+    batch: Batch,
+    writes: Vec<(Key, PendingWrite, Expectation, &'static str)>,
+}
+
+impl Tracked {
+    /// The session's current view of the document: `Some(None)` when it is
+    /// known not to exist (or deleted in the session), `Some(Some(json))`
+    /// when the session holds it, `None` when only the engine knows.
+    fn view(&self) -> Option<Option<String>> {
+        match (&self.pending, &self.live) {
+            (Some(PendingWrite::Delete), _) => return Some(None),
+            (_, Some(live)) => return Some((live.serialize)(&*live.value).ok()),
+            (Some(PendingWrite::Put(json)), None) => return Some(Some(json.clone())),
+            (None, None) => {}
+        }
+        match (&self.known, &self.cached) {
+            (Known::Missing, _) => Some(None),
+            (Known::Version(_), Some(json)) => Some(Some(json.clone())),
+            _ => None,
+        }
+    }
+
+    /// The document as `T`, hydrated with the version the session knows.
+    fn materialize<T: Document>(&self, id: &str) -> Result<Option<T>> {
+        let Some(json) = self.view().flatten() else {
+            return Ok(None);
+        };
+        let mut document: T = serde_json::from_str(&json).map_err(|error| {
+            Error::InvalidInput(format!(
+                "the stored document {} #{id} is not a valid {}: {error}",
+                T::COLLECTION,
+                T::TYPE_NAME
+            ))
+        })?;
+        document.set_id(id.to_owned());
+        match &self.known {
+            Known::Version(metadata) => {
+                document.set_change_vector(Some(metadata.change_vector.clone()));
+                document.set_revision(metadata.revision);
+            }
+            Known::Missing | Known::Unknown => {
+                document.set_change_vector(None);
+                document.set_revision(0);
+            }
+        }
+        Ok(Some(document))
+    }
+
+    /// Whether `json` says the same as the copy the session read.
+    fn unchanged(&self, json: &str) -> bool {
+        let Some(cached) = &self.cached else {
+            return false;
+        };
+        match (
+            serde_json::from_str::<Value>(json),
+            serde_json::from_str::<Value>(cached),
+        ) {
+            (Ok(new), Ok(old)) => new == old,
+            _ => false,
+        }
+    }
+}
+
+fn to_json<T: Document>(document: &T) -> Result<String> {
+    let json = serde_json::to_string(document).map_err(|error| {
+        Error::InvalidInput(format!(
+            "{} does not serialize to JSON: {error}",
+            T::TYPE_NAME
+        ))
+    })?;
+    if !json.starts_with('{') {
+        return Err(Error::InvalidInput(format!(
+            "{} must serialize to a JSON object, not {json}",
+            T::TYPE_NAME
+        )));
+    }
+    let depth = validate::nesting_depth(&json);
+    if depth > validate::MAX_NESTING {
+        return Err(Error::InvalidInput(format!(
+            "{} nests {depth} deep; documents may nest at most {} deep",
+            T::TYPE_NAME,
+            validate::MAX_NESTING
+        )));
+    }
+    Ok(json)
+}
+
+fn serialize_any<T: Document>(value: &(dyn Any + Send)) -> Result<String> {
+    to_json(
+        value
+            .downcast_ref::<T>()
+            .expect("a live value keeps its type"),
+    )
+}
+
+fn change_vector_any<T: Document>(value: &(dyn Any + Send)) -> Option<ChangeVector> {
+    value
+        .downcast_ref::<T>()
+        .and_then(|document| document.change_vector().cloned())
+}
+
+fn hydrate_any<T: Document>(value: &mut (dyn Any + Send), metadata: &Metadata) {
+    if let Some(document) = value.downcast_mut::<T>() {
+        document.set_change_vector(Some(metadata.change_vector.clone()));
+        document.set_revision(metadata.revision);
+    }
+}
+
+/// What `store` accepts: a document by value, or `&mut` a document (then a
+/// generated id is written back into it).
+pub trait Storable<T: Document> {
+    /// Runs `f` on the document.
+    #[doc(hidden)]
+    fn with_document<R>(self, f: impl FnOnce(&mut T) -> R) -> R;
+}
+
+impl<T: Document> Storable<T> for T {
+    fn with_document<R>(mut self, f: impl FnOnce(&mut T) -> R) -> R {
+        f(&mut self)
+    }
+}
+
+impl<T: Document> Storable<T> for &mut T {
+    fn with_document<R>(self, f: impl FnOnce(&mut T) -> R) -> R {
+        f(self)
+    }
+}
+
+/// Advanced session operations; see [`Session::advanced`].
+pub struct Advanced<'s> {
+    session: &'s mut Session,
+}
+
+impl Advanced<'_> {
+    /// Switches implicit concurrency checks on or off for this session,
+    /// overriding the document types' settings and the store default (but
+    /// not the session's [`ConcurrencyChecks`] option when it is not
+    /// `Default`).
+    pub fn set_use_optimistic_concurrency(&mut self, enabled: bool) {
+        self.session.use_optimistic_concurrency = Some(enabled);
+    }
+
+    /// The per-session switch, if set.
+    pub fn use_optimistic_concurrency(&self) -> Option<bool> {
+        self.session.use_optimistic_concurrency
+    }
+
+    /// Forgets what the session read of `T` `id` and reads it again, so the
+    /// next save is checked against the version stored now. Queued writes
+    /// for it are kept.
+    pub async fn refresh<T: Document>(&mut self, id: &str) -> Result<Option<T>> {
+        validate::id(id)?;
+        let key = (T::COLLECTION, id.to_owned());
+        if let Some(tracked) = self.session.documents.get_mut(&key) {
+            tracked.known = Known::Unknown;
+            tracked.cached = None;
+            tracked.live = None;
+        }
+        self.session.load::<T>(id).await
+    }
+}
+
+/// A read-only session: loads and queries, no writes (a different type, so
+/// a write does not compile).
+pub struct QuerySession {
+    session: Session,
+}
+
+impl QuerySession {
+    pub(crate) fn new(session: Session) -> Self {
+        QuerySession { session }
+    }
+
+    /// See [`Session::load`].
+    pub async fn load<T: Document>(&mut self, id: &str) -> Result<Option<T>> {
+        self.session.load(id).await
+    }
+
+    /// See [`Session::load_many`].
+    pub async fn load_many<T: Document>(&mut self, ids: &[&str]) -> Result<Vec<Option<T>>> {
+        self.session.load_many(ids).await
+    }
+
+    /// See [`Session::query`].
+    pub fn query<T: Document>(&mut self) -> DocumentQuery<'_, T> {
+        self.session.query()
+    }
+
+    /// See [`Session::metadata_for`].
+    pub async fn metadata_for<T: Document>(&mut self, id: &str) -> Result<Option<Metadata>> {
+        self.session.metadata_for::<T>(id).await
+    }
+
+    /// See [`Session::change_vector_for`].
+    pub async fn change_vector_for<T: Document>(
+        &mut self,
+        id: &str,
+    ) -> Result<Option<ChangeVector>> {
+        self.session.change_vector_for::<T>(id).await
+    }
+
+    /// See [`Session::evict`].
+    pub fn evict<T: Document>(&mut self, id: &str) {
+        self.session.evict::<T>(id);
+    }
+
+    /// See [`Session::clear`].
+    pub fn clear(&mut self) {
+        self.session.clear();
+    }
+}

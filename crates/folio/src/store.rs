@@ -1,0 +1,416 @@
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use folio_core::{Engine, EngineRef, Error, FieldPath, Result, validate};
+
+use crate::{Document, QuerySession, Session, SessionOptions};
+
+/// The database a store opens when none is named.
+pub const DEFAULT_DATABASE: &str = "default";
+
+/// A shared handle to one database: opens sessions.
+///
+/// Cheap to clone (`Clone + Send + Sync`); open one per application and
+/// clone it into tasks. Sessions are short-lived and owned by one task.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> folio::Result<()> {
+/// let store = folio::DocumentStore::in_memory().await?;
+/// let session = store.open_session();
+/// # drop(session);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct DocumentStore {
+    inner: Arc<StoreInner>,
+}
+
+pub(crate) struct StoreInner {
+    pub(crate) engine: EngineRef,
+    pub(crate) config: StoreConfig,
+}
+
+/// Store-wide settings that sessions consult.
+#[derive(Default)]
+pub(crate) struct StoreConfig {
+    /// The store-wide default for concurrency checks.
+    pub(crate) optimistic_concurrency: bool,
+    /// Per-type settings from `builder().document::<T>(…)`.
+    pub(crate) documents: HashMap<TypeId, DocumentConfig>,
+}
+
+impl StoreConfig {
+    /// The concurrency setting of type `T`: the store's configuration of the
+    /// type, else the type's own attribute (`None`: neither says).
+    pub(crate) fn type_setting<T: Document>(&self) -> Option<bool> {
+        self.documents
+            .get(&TypeId::of::<T>())
+            .and_then(|config| config.optimistic_concurrency)
+            .or(T::OPTIMISTIC_CONCURRENCY)
+    }
+}
+
+impl DocumentStore {
+    /// Opens the embedded engine with its database files under the
+    /// directory `path` (created if absent).
+    #[cfg(feature = "sqlite")]
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::builder().path(path).open().await
+    }
+
+    /// Opens a private embedded database in memory (tests, examples).
+    #[cfg(feature = "sqlite")]
+    pub async fn in_memory() -> Result<Self> {
+        Self::builder().url("memory:").open().await
+    }
+
+    /// Connects by URL: `sqlite:DIR` or `file:DIR` (embedded), `memory:`
+    /// (embedded, in memory), `postgres://…` (PostgreSQL engine),
+    /// `http(s)://host:port/db/NAME` (a Folio server).
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::builder().url(url).open().await
+    }
+
+    /// A builder for every option.
+    pub fn builder() -> DocumentStoreBuilder {
+        DocumentStoreBuilder::default()
+    }
+
+    /// A store over an engine made elsewhere (a custom engine, or a wrapper
+    /// such as [`crate::testing::FaultyEngine`]), with default settings.
+    pub fn from_engine(engine: EngineRef) -> Self {
+        DocumentStore {
+            inner: Arc::new(StoreInner {
+                engine,
+                config: StoreConfig::default(),
+            }),
+        }
+    }
+
+    /// A read-write session with default options.
+    pub fn open_session(&self) -> Session {
+        Session::new(self.inner.clone(), SessionOptions::default())
+    }
+
+    /// A read-write session with `options`.
+    pub fn open_session_with(&self, options: SessionOptions) -> Session {
+        Session::new(self.inner.clone(), options)
+    }
+
+    /// A read-only session: loads and queries, no writes.
+    pub fn query_session(&self) -> QuerySession {
+        QuerySession::new(Session::new(self.inner.clone(), SessionOptions::default()))
+    }
+
+    /// The engine behind this store.
+    pub fn engine(&self) -> &EngineRef {
+        &self.inner.engine
+    }
+
+    /// Runs the read-modify-write `work` in a fresh session, then saves; on
+    /// a concurrency conflict, runs it again in a new session, up to
+    /// `max_attempts` times in all. Returns `work`'s value from the attempt
+    /// that saved, or the last error. Errors other than conflicts are
+    /// returned at once.
+    ///
+    /// ```
+    /// # use folio::{Document, DocumentStore};
+    /// # use serde::{Deserialize, Serialize};
+    /// #[derive(Serialize, Deserialize, Document)]
+    /// struct Counter { id: String, value: u64 }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> folio::Result<()> {
+    /// let store = DocumentStore::in_memory().await?;
+    /// let value = store
+    ///     .retry_on_conflict(5, async |session| {
+    ///         let mut counter = session
+    ///             .load::<Counter>("c1")
+    ///             .await?
+    ///             .unwrap_or(Counter { id: "c1".into(), value: 0 });
+    ///         counter.value += 1;
+    ///         let value = counter.value;
+    ///         session.store(counter)?;
+    ///         Ok(value)
+    ///     })
+    ///     .await?;
+    /// assert_eq!(value, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn retry_on_conflict<R>(
+        &self,
+        max_attempts: usize,
+        mut work: impl AsyncFnMut(&mut Session) -> Result<R>,
+    ) -> Result<R> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            // Checks on: a retried read-modify-write is only safe when the
+            // save is refused if the read went stale.
+            let mut session = self.open_session_with(SessionOptions {
+                concurrency_checks: crate::ConcurrencyChecks::Writes,
+                ..SessionOptions::default()
+            });
+            let outcome = match work(&mut session).await {
+                Ok(value) => session.save_changes().await.map(|()| value),
+                Err(error) => Err(error),
+            };
+            match outcome {
+                Err(Error::Concurrency(conflict)) if attempt < max_attempts => drop(conflict),
+                outcome => return outcome,
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for DocumentStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DocumentStore")
+            .field(
+                "optimistic_concurrency",
+                &self.inner.config.optimistic_concurrency,
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// The settings of one document type in a store.
+#[derive(Clone, Debug, Default)]
+pub struct DocumentConfig {
+    optimistic_concurrency: Option<bool>,
+    indexes: Vec<String>,
+}
+
+impl DocumentConfig {
+    /// Opts the type in to (or out of) concurrency checks, overriding its
+    /// `#[folio(optimistic_concurrency)]` attribute.
+    pub fn optimistic_concurrency(mut self, enabled: bool) -> Self {
+        self.optimistic_concurrency = Some(enabled);
+        self
+    }
+
+    /// Creates an index on the dotted field `path` when the store opens.
+    pub fn index(mut self, path: &str) -> Self {
+        self.indexes.push(path.to_owned());
+        self
+    }
+}
+
+/// Builds a [`DocumentStore`]; see [`DocumentStore::builder`].
+///
+/// ```
+/// # use folio::{Document, DocumentStore};
+/// # use serde::{Deserialize, Serialize};
+/// #[derive(Serialize, Deserialize, Document)]
+/// struct Person { id: String, name: String }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> folio::Result<()> {
+/// let store = DocumentStore::builder()
+///     .url("memory:")
+///     .optimistic_concurrency(false)
+///     .document::<Person>(|d| d.optimistic_concurrency(true).index("name"))
+///     .open()
+///     .await?;
+/// # drop(store);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Default)]
+pub struct DocumentStoreBuilder {
+    url: Option<String>,
+    path: Option<PathBuf>,
+    engine: Option<EngineRef>,
+    database: Option<String>,
+    api_key: Option<String>,
+    embedded: EmbeddedOptions,
+    config: StoreConfig,
+    documents: Vec<(&'static str, Vec<String>)>,
+}
+
+impl DocumentStoreBuilder {
+    /// Where the database is: see [`DocumentStore::connect`] for the forms.
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.url = Some(url.into());
+        self
+    }
+
+    /// The embedded engine, with database files under the directory `path`.
+    pub fn path(mut self, path: impl AsRef<Path>) -> Self {
+        self.path = Some(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// Uses an engine made elsewhere instead of a URL.
+    pub fn engine(mut self, engine: EngineRef) -> Self {
+        self.engine = Some(engine);
+        self
+    }
+
+    /// The database to open (default [`DEFAULT_DATABASE`]).
+    pub fn database(mut self, name: impl Into<String>) -> Self {
+        self.database = Some(name.into());
+        self
+    }
+
+    /// The API key sent to a Folio server (remote engine).
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+
+    /// The store-wide default for concurrency checks (default: off).
+    pub fn optimistic_concurrency(mut self, enabled: bool) -> Self {
+        self.config.optimistic_concurrency = enabled;
+        self
+    }
+
+    /// When the embedded engine's commits count as done (default: synced).
+    #[cfg(feature = "sqlite")]
+    pub fn durability(mut self, durability: folio_sqlite::Durability) -> Self {
+        self.embedded.durability = durability;
+        self
+    }
+
+    /// Configures document type `T`.
+    pub fn document<T: Document>(
+        mut self,
+        configure: impl FnOnce(DocumentConfig) -> DocumentConfig,
+    ) -> Self {
+        let config = configure(
+            self.config
+                .documents
+                .remove(&TypeId::of::<T>())
+                .unwrap_or_default(),
+        );
+        self.documents.push((T::COLLECTION, config.indexes.clone()));
+        self.config.documents.insert(TypeId::of::<T>(), config);
+        self
+    }
+
+    /// Opens the store: connects to (or creates) the database and creates
+    /// the configured indexes.
+    pub async fn open(self) -> Result<DocumentStore> {
+        let database = self.database.as_deref().unwrap_or(DEFAULT_DATABASE);
+        validate::database(database)?;
+        let mut indexes = Vec::new();
+        for (collection, paths) in &self.documents {
+            validate::collection(collection)?;
+            for path in paths {
+                indexes.push((*collection, FieldPath::parse(path)?));
+            }
+        }
+        let engine = match (self.engine, self.path, self.url) {
+            (Some(engine), None, None) => engine,
+            (None, Some(path), None) => open_embedded(Some(&path), database, &self.embedded)?,
+            (None, None, Some(url)) => connect_url(&url, database, &self.embedded).await?,
+            (None, None, None) => {
+                return Err(Error::InvalidInput(
+                    "say where the database is: builder().url(…), .path(…) or .engine(…)".into(),
+                ));
+            }
+            _ => {
+                return Err(Error::InvalidInput(
+                    "give only one of builder().url(…), .path(…) and .engine(…)".into(),
+                ));
+            }
+        };
+        for (collection, path) in &indexes {
+            engine.ensure_index(collection, path).await?;
+        }
+        Ok(DocumentStore {
+            inner: Arc::new(StoreInner {
+                engine,
+                config: self.config,
+            }),
+        })
+    }
+}
+
+impl std::fmt::Debug for DocumentStoreBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DocumentStoreBuilder")
+            .field("url", &self.url)
+            .field("path", &self.path)
+            .field("database", &self.database)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "sqlite")]
+type EmbeddedOptions = folio_sqlite::SqliteOptions;
+#[cfg(not(feature = "sqlite"))]
+type EmbeddedOptions = ();
+
+async fn connect_url(url: &str, database: &str, embedded: &EmbeddedOptions) -> Result<EngineRef> {
+    if url == "memory:" {
+        return open_embedded(None, database, embedded);
+    }
+    if let Some(path) = url
+        .strip_prefix("sqlite:")
+        .or_else(|| url.strip_prefix("file:"))
+    {
+        let path = path.strip_prefix("//").unwrap_or(path);
+        if path.is_empty() {
+            return Err(Error::InvalidInput(format!("{url:?} names no directory")));
+        }
+        return open_embedded(Some(Path::new(path)), database, embedded);
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Err(Error::InvalidInput(
+            "this build of folio has no PostgreSQL engine (the `postgres` feature)".into(),
+        ));
+    }
+    if url.starts_with("http://") || url.starts_with("https://") {
+        return Err(Error::InvalidInput(
+            "this build of folio has no remote engine (the `remote` feature)".into(),
+        ));
+    }
+    Err(Error::InvalidInput(format!(
+        "unknown database URL {url:?}: use sqlite:DIR, file:DIR, memory:, postgres://… or http(s)://host:port/db/NAME"
+    )))
+}
+
+/// Opens the embedded database `database` in the directory `directory`
+/// (`None`: in memory).
+#[cfg(feature = "sqlite")]
+fn open_embedded(
+    directory: Option<&Path>,
+    database: &str,
+    options: &EmbeddedOptions,
+) -> Result<EngineRef> {
+    use folio_sqlite::SqliteEngine;
+
+    let engine = match directory {
+        None => SqliteEngine::in_memory(options.clone())?,
+        Some(directory) => {
+            std::fs::create_dir_all(directory).map_err(|error| {
+                Error::Engine(
+                    folio_core::EngineError::new(
+                        folio_core::EngineErrorKind::Io,
+                        format!("creating the data directory {} failed", directory.display()),
+                    )
+                    .with_source(error),
+                )
+            })?;
+            // The name is validated: a plain file name, no path separators.
+            SqliteEngine::open(
+                directory.join(format!("{database}.sqlite")),
+                options.clone(),
+            )?
+        }
+    };
+    Ok(Arc::new(engine) as Arc<dyn Engine>)
+}
+
+#[cfg(not(feature = "sqlite"))]
+fn open_embedded(_: Option<&Path>, _: &str, _: &EmbeddedOptions) -> Result<EngineRef> {
+    Err(Error::InvalidInput(
+        "this build of folio has no embedded engine (the `sqlite` feature)".into(),
+    ))
+}

@@ -1,0 +1,7 @@
+use folio::Document;
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, Document)]
+struct Person(String, String);
+
+fn main() {}
