@@ -62,6 +62,11 @@ impl Harness {
         self.builder().open().await.expect("the store opens")
     }
 
+    /// The embedded database file, for tests that open it directly (disk only).
+    pub fn database_file(&self) -> Option<std::path::PathBuf> {
+        (self.kind == EngineKind::Disk).then(|| self.dir.path().join(format!("{}.sqlite", folio::DEFAULT_DATABASE)))
+    }
+
     /// Whether closing and opening the database again keeps its contents.
     pub fn persists(&self) -> bool {
         self.kind == EngineKind::Disk

@@ -2,7 +2,7 @@
 //!
 //! * `harness`: the engines every conformance scenario runs against, and the
 //!   `conformance!` macro that instantiates scenarios once per engine;
-//! * `sessions`, `writes`, `queries`, `concurrency`, `durability`: the
+//! * `sessions`, `writes`, `tracking`, `queries`, `concurrency`: the
 //!   conformance suite (DESIGN.md's contract), written once;
 //! * `faults`: failed commits change neither the database nor the session;
 //! * `derive`: compile-fail tests of `#[derive(Document)]`.
@@ -12,5 +12,10 @@
 #[macro_use]
 mod harness;
 
+mod concurrency;
 mod derive;
+mod faults;
+mod queries;
 mod sessions;
+mod tracking;
+mod writes;
