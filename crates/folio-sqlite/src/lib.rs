@@ -157,6 +157,10 @@ impl SqliteEngine {
     }
 }
 
+/// Reads one document (columns as `query::ENTRY_COLUMNS`).
+const GET_DOCUMENT: &str = "SELECT id, etag, revision, last_modified, json(data) FROM documents \
+                            WHERE collection = ?1 AND id = ?2";
+
 fn validate_keys(collection: &str, ids: &[String]) -> Result<()> {
     validate::collection(collection)?;
     ids.iter().try_for_each(|id| validate::id(id))
@@ -179,10 +183,7 @@ impl Engine for SqliteEngine {
         let database = &self.shared.database_id;
         self.shared.readers.with(|connection| {
             let mut statement = connection
-                .prepare_cached(&format!(
-                    "SELECT {} FROM documents WHERE collection = ?1 AND id = ?2",
-                    query::ENTRY_COLUMNS
-                ))
+                .prepare_cached(GET_DOCUMENT)
                 .map_err(|e| storage("preparing a read", e))?;
             ids.iter()
                 .map(|id| {

@@ -9,6 +9,11 @@ use rusqlite::{Connection, OpenFlags};
 use crate::Durability;
 use crate::error::storage;
 
+/// The writer's page cache: it reads every document it checks.
+const WRITER_CACHE_KIB: i64 = 64 * 1024;
+/// Each reader's page cache (mapped pages need none; this serves the WAL).
+const READER_CACHE_KIB: i64 = 8 * 1024;
+
 /// How long a connection waits for a lock before reporting the database busy.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -52,7 +57,7 @@ impl Location {
             flags | OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
         )
         .map_err(|e| storage("opening the database", e))?;
-        configure(&connection)?;
+        configure(&connection, WRITER_CACHE_KIB)?;
         if let Location::File(_) = self {
             let mode: String = connection
                 .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
@@ -79,14 +84,22 @@ impl Location {
         let (uri, flags) = self.uri();
         let connection = Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(|e| storage("opening a read connection", e))?;
-        configure(&connection)?;
+        configure(&connection, READER_CACHE_KIB)?;
         Ok(connection)
     }
 }
 
-fn configure(connection: &Connection) -> Result<()> {
+/// How much of the database file a connection maps into memory: reads of
+/// mapped pages are memory copies instead of `read` system calls.
+const MMAP_BYTES: i64 = 1 << 30;
+
+fn configure(connection: &Connection, cache_kib: i64) -> Result<()> {
     connection
         .busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| storage("configuring the connection", e))?;
+    connection
+        .pragma_update(None, "mmap_size", MMAP_BYTES)
+        .and_then(|()| connection.pragma_update(None, "cache_size", -cache_kib))
         .map_err(|e| storage("configuring the connection", e))?;
     connection.set_prepared_statement_cache_capacity(128);
     Ok(())

@@ -681,16 +681,29 @@ impl Advanced<'_> {
 
     /// Forgets what the session read of `T` `id` and reads it again, so the
     /// next save is checked against the version stored now. Queued writes
-    /// for it are kept.
+    /// for it are kept (the result is the session's view, like `load`).
     pub async fn refresh<T: Document>(&mut self, id: &str) -> Result<Option<T>> {
+        validate::collection(T::COLLECTION)?;
         validate::id(id)?;
+        // Always read from the engine: `load` would answer from a queued
+        // write without reading, leaving the version unknown. Read before
+        // forgetting, so that a failed read leaves the session as it was.
+        let entry = self
+            .session
+            .store
+            .engine
+            .get(T::COLLECTION, &[id.to_owned()])
+            .await?
+            .pop()
+            .flatten();
         let key = (T::COLLECTION, id.to_owned());
         if let Some(tracked) = self.session.documents.get_mut(&key) {
             tracked.known = Known::Unknown;
             tracked.cached = None;
             tracked.live = None;
         }
-        self.session.load::<T>(id).await
+        self.session.record_read::<T>(id.to_owned(), entry);
+        self.session.documents[&key].materialize::<T>(id)
     }
 }
 

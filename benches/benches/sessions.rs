@@ -1,0 +1,233 @@
+//! Session throughput on the embedded engine, durable commits.
+//!
+//! * `update/folio_32_sessions`: 32 concurrent tasks, each doing
+//!   read-modify-write in its own session with version checks on (load by
+//!   id, change a field, `save_changes`: one conditional update), on
+//!   uniformly random ids of a 100,000-document database of ~300-byte
+//!   documents.
+//! * `update/sqlite_txn_per_update` (reference): the same conditional
+//!   update in raw SQLite, one durable transaction per update, from one
+//!   thread (SQLite has one writer).
+//! * `load/folio_single_task`: one task loading random documents by id.
+//!
+//! Run: `cargo bench -p folio-benches`. Results go into BENCHMARKS.md.
+
+#![allow(missing_docs)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use folio::{ConcurrencyChecks, Document, DocumentStore, SessionOptions};
+use serde::{Deserialize, Serialize};
+
+const DOCUMENTS: u64 = 100_000;
+const CLIENTS: u64 = 32;
+
+#[derive(Debug, Clone, Serialize, Deserialize, Document)]
+#[folio(collection = "accounts")]
+struct BenchDoc {
+    id: String,
+    owner: String,
+    email: String,
+    address: Address,
+    tags: Vec<String>,
+    balance: i64,
+    visits: u64,
+    note: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Address {
+    street: String,
+    city: String,
+    postcode: String,
+}
+
+fn document(n: u64) -> BenchDoc {
+    BenchDoc {
+        id: document_id(n),
+        owner: format!("Owner Number {n}"),
+        email: format!("owner{n}@example.com"),
+        address: Address {
+            street: format!("{} Long Street Name", n % 997),
+            city: ["Oslo", "Lyon", "Porto", "Turku"][(n % 4) as usize].into(),
+            postcode: format!("{:05}", n % 99_991),
+        },
+        tags: vec!["customer".into(), format!("segment-{}", n % 17), "active".into()],
+        balance: (n as i64 * 7919) % 100_000,
+        visits: 0,
+        note: "x".repeat(80),
+    }
+}
+
+fn document_id(n: u64) -> String {
+    format!("accounts/{n:07}")
+}
+
+/// A tiny xorshift generator: uniform ids without a dependency.
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn document(&mut self) -> u64 {
+        self.next() % DOCUMENTS
+    }
+}
+
+async fn populated_store(dir: &std::path::Path) -> DocumentStore {
+    let store = DocumentStore::open(dir).await.expect("store opens");
+    let json_size = serde_json::to_string(&document(12_345)).expect("json").len();
+    eprintln!("populating {DOCUMENTS} documents of ~{json_size} bytes");
+    for chunk in 0..DOCUMENTS / 1000 {
+        let mut session = store.open_session();
+        for n in chunk * 1000..(chunk + 1) * 1000 {
+            session.store(document(n)).expect("valid");
+        }
+        session.save_changes().await.expect("populate");
+    }
+    store
+}
+
+fn updates(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = runtime.block_on(populated_store(dir.path()));
+
+    let mut group = c.benchmark_group("update");
+    group.throughput(Throughput::Elements(1));
+    group.measurement_time(Duration::from_secs(10));
+    group.bench_function("folio_32_sessions", |b| {
+        b.to_async(&runtime).iter_custom(|iterations| {
+            let store = store.clone();
+            async move { concurrent_updates(&store, iterations).await }
+        });
+    });
+
+    // Reference: raw SQLite, one durable transaction per conditional update.
+    let reference_path = dir.path().join("reference.sqlite");
+    let connection = reference_database(&reference_path);
+    let statement_select = "SELECT version FROM docs WHERE id = ?1";
+    let statement_update = "UPDATE docs SET body = ?3, version = version + 1 WHERE id = ?1 AND version = ?2";
+    let mut random = Random(0x9e37_79b9_7f4a_7c15);
+    group.bench_function("sqlite_txn_per_update", |b| {
+        b.iter(|| {
+            let n = random.document();
+            let id = document_id(n);
+            let body = serde_json::to_string(&document(n)).expect("json");
+            let transaction = connection.unchecked_transaction().expect("begin");
+            let version: i64 = transaction
+                .prepare_cached(statement_select)
+                .and_then(|mut s| s.query_row([&id], |row| row.get(0)))
+                .expect("select");
+            let changed = transaction
+                .prepare_cached(statement_update)
+                .and_then(|mut s| s.execute(rusqlite::params![id, version, body]))
+                .expect("update");
+            assert_eq!(changed, 1);
+            transaction.commit().expect("commit");
+        });
+    });
+    group.finish();
+    drop(store);
+}
+
+/// Runs `iterations` read-modify-write saves spread over 32 concurrent
+/// sessions and returns the elapsed time, scaled to exactly `iterations`.
+async fn concurrent_updates(store: &DocumentStore, iterations: u64) -> Duration {
+    let per_client = iterations.div_ceil(CLIENTS);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut random = Random(0x2545_f491_4f6c_dd1d ^ (client + 1).wrapping_mul(0x9e37_79b9));
+                let mut conflicts = 0u64;
+                for _ in 0..per_client {
+                    let id = document_id(random.document());
+                    loop {
+                        let mut session = store.open_session_with(SessionOptions {
+                            concurrency_checks: ConcurrencyChecks::Writes,
+                            ..SessionOptions::default()
+                        });
+                        let mut doc: BenchDoc = session.load(&id).await.expect("load").expect("exists");
+                        doc.visits += 1;
+                        session.store(doc).expect("valid");
+                        match session.save_changes().await {
+                            Ok(()) => break,
+                            Err(folio::Error::Concurrency(_)) => conflicts += 1,
+                            Err(error) => panic!("save failed: {error}"),
+                        }
+                    }
+                }
+                conflicts
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task");
+    }
+    let elapsed = start.elapsed();
+    elapsed.mul_f64(iterations as f64 / (per_client * CLIENTS) as f64)
+}
+
+fn reference_database(path: &std::path::Path) -> rusqlite::Connection {
+    let connection = rusqlite::Connection::open(path).expect("open");
+    connection
+        .execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+             CREATE TABLE docs (id TEXT PRIMARY KEY, version INTEGER NOT NULL, body TEXT NOT NULL);",
+        )
+        .expect("schema");
+    let transaction = connection.unchecked_transaction().expect("begin");
+    for n in 0..DOCUMENTS {
+        transaction
+            .execute(
+                "INSERT INTO docs (id, version, body) VALUES (?1, 1, ?2)",
+                rusqlite::params![document_id(n), serde_json::to_string(&document(n)).expect("json")],
+            )
+            .expect("insert");
+    }
+    transaction.commit().expect("commit");
+    connection
+}
+
+fn loads(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = runtime.block_on(populated_store(dir.path()));
+    let ids: Arc<Vec<String>> = Arc::new((0..DOCUMENTS).map(document_id).collect());
+    let mut random = Random(0x1234_5678_9abc_def1);
+
+    let mut group = c.benchmark_group("load");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("folio_single_task", |b| {
+        b.to_async(&runtime).iter(|| {
+            let id = &ids[random.document() as usize];
+            let store = &store;
+            async move {
+                let mut session = store.query_session();
+                let doc: BenchDoc = session.load(id).await.expect("load").expect("exists");
+                doc
+            }
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, updates, loads);
+criterion_main!(benches);
