@@ -54,7 +54,11 @@ fn document(n: u64) -> BenchDoc {
             city: ["Oslo", "Lyon", "Porto", "Turku"][(n % 4) as usize].into(),
             postcode: format!("{:05}", n % 99_991),
         },
-        tags: vec!["customer".into(), format!("segment-{}", n % 17), "active".into()],
+        tags: vec![
+            "customer".into(),
+            format!("segment-{}", n % 17),
+            "active".into(),
+        ],
         balance: (n as i64 * 7919) % 100_000,
         visits: 0,
         note: "x".repeat(80),
@@ -83,7 +87,9 @@ impl Random {
 
 async fn populated_store(dir: &std::path::Path) -> DocumentStore {
     let store = DocumentStore::open(dir).await.expect("store opens");
-    let json_size = serde_json::to_string(&document(12_345)).expect("json").len();
+    let json_size = serde_json::to_string(&document(12_345))
+        .expect("json")
+        .len();
     eprintln!("populating {DOCUMENTS} documents of ~{json_size} bytes");
     for chunk in 0..DOCUMENTS / 1000 {
         let mut session = store.open_session();
@@ -118,7 +124,8 @@ fn updates(c: &mut Criterion) {
     let reference_path = dir.path().join("reference.sqlite");
     let connection = reference_database(&reference_path);
     let statement_select = "SELECT version FROM docs WHERE id = ?1";
-    let statement_update = "UPDATE docs SET body = ?3, version = version + 1 WHERE id = ?1 AND version = ?2";
+    let statement_update =
+        "UPDATE docs SET body = ?3, version = version + 1 WHERE id = ?1 AND version = ?2";
     let mut random = Random(0x9e37_79b9_7f4a_7c15);
     group.bench_function("sqlite_txn_per_update", |b| {
         b.iter(|| {
@@ -151,7 +158,8 @@ async fn concurrent_updates(store: &DocumentStore, iterations: u64) -> Duration 
         .map(|client| {
             let store = store.clone();
             tokio::spawn(async move {
-                let mut random = Random(0x2545_f491_4f6c_dd1d ^ (client + 1).wrapping_mul(0x9e37_79b9));
+                let mut random =
+                    Random(0x2545_f491_4f6c_dd1d ^ (client + 1).wrapping_mul(0x9e37_79b9));
                 let mut conflicts = 0u64;
                 for _ in 0..per_client {
                     let id = document_id(random.document());
@@ -160,7 +168,8 @@ async fn concurrent_updates(store: &DocumentStore, iterations: u64) -> Duration 
                             concurrency_checks: ConcurrencyChecks::Writes,
                             ..SessionOptions::default()
                         });
-                        let mut doc: BenchDoc = session.load(&id).await.expect("load").expect("exists");
+                        let mut doc: BenchDoc =
+                            session.load(&id).await.expect("load").expect("exists");
                         doc.visits += 1;
                         session.store(doc).expect("valid");
                         match session.save_changes().await {
@@ -194,7 +203,10 @@ fn reference_database(path: &std::path::Path) -> rusqlite::Connection {
         transaction
             .execute(
                 "INSERT INTO docs (id, version, body) VALUES (?1, 1, ?2)",
-                rusqlite::params![document_id(n), serde_json::to_string(&document(n)).expect("json")],
+                rusqlite::params![
+                    document_id(n),
+                    serde_json::to_string(&document(n)).expect("json")
+                ],
             )
             .expect("insert");
     }

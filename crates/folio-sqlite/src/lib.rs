@@ -23,6 +23,7 @@
 //! # }
 //! ```
 
+mod cache;
 mod error;
 mod location;
 mod query;
@@ -30,8 +31,8 @@ mod read;
 mod schema;
 mod writer;
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
 use folio_core::{
@@ -41,6 +42,7 @@ use folio_core::{
 use rusqlite::{OptionalExtension, params};
 use tokio::sync::oneshot;
 
+use crate::cache::DocumentCache;
 use crate::error::{closed, storage};
 use crate::location::Location;
 use crate::read::{ReaderPool, change_vector, entry_from_row};
@@ -70,6 +72,9 @@ pub struct SqliteOptions {
     pub max_batches_per_group: usize,
     /// The most idle read connections kept open.
     pub max_idle_readers: usize,
+    /// How many bytes of recently read documents to keep in memory, so that
+    /// loads by id skip SQLite (0 turns the cache off).
+    pub cache_bytes: usize,
 }
 
 impl Default for SqliteOptions {
@@ -78,6 +83,7 @@ impl Default for SqliteOptions {
             durability: Durability::Full,
             max_batches_per_group: 512,
             max_idle_readers: 16,
+            cache_bytes: 64 << 20,
         }
     }
 }
@@ -94,38 +100,74 @@ struct Shared {
     // Dropped first: stopping the writer before the readers close.
     writer: Writer,
     readers: ReaderPool,
+    cache: Arc<DocumentCache>,
     database_id: DatabaseId,
     location: Arc<Location>,
+    /// The exclusive lock on the database (a file's `.lock` beside it),
+    /// released when the engine closes.
+    _lock: Option<std::fs::File>,
 }
+
+/// The engines open in this process, by database file: opening a file twice
+/// shares one engine (one writer, one cache), since the file is locked to
+/// one engine.
+static OPEN_FILES: Mutex<Vec<(PathBuf, Weak<Shared>)>> = Mutex::new(Vec::new());
 
 impl SqliteEngine {
     /// Opens (creating if absent) the database file at `path`. The parent
     /// directory must exist.
+    ///
+    /// The file belongs to one engine at a time: a second process opening it
+    /// gets an error, and opening it again in this process returns the
+    /// engine already open (with the options it was opened with).
     pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self> {
-        Self::start(Location::File(path.as_ref().to_path_buf()), options)
+        let path = absolute(path.as_ref())?;
+        let mut open = OPEN_FILES
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        open.retain(|(_, shared)| shared.strong_count() > 0);
+        if let Some(shared) = open
+            .iter()
+            .find(|(open, _)| *open == path)
+            .and_then(|(_, shared)| shared.upgrade())
+        {
+            return Ok(SqliteEngine { shared });
+        }
+        let lock = lock_database(&path)?;
+        let engine = Self::start(Location::File(path.clone()), options, Some(lock))?;
+        open.push((path, Arc::downgrade(&engine.shared)));
+        Ok(engine)
     }
 
     /// A new private database in memory, gone when the engine is dropped.
     pub fn in_memory(options: SqliteOptions) -> Result<Self> {
         let name = format!("/folio-{}", DatabaseId::generate());
-        Self::start(Location::Memory(name), options)
+        Self::start(Location::Memory(name), options, None)
     }
 
-    fn start(location: Location, options: SqliteOptions) -> Result<Self> {
+    fn start(
+        location: Location,
+        options: SqliteOptions,
+        lock: Option<std::fs::File>,
+    ) -> Result<Self> {
         let location = Arc::new(location);
         let mut connection = location.open_writer(options.durability)?;
         let opened = schema::open(&mut connection)?;
+        let cache = Arc::new(DocumentCache::new(options.cache_bytes));
         let writer = Writer::start(
             connection,
             opened.database_id.clone(),
             options.max_batches_per_group,
+            cache.clone(),
         )?;
         Ok(SqliteEngine {
             shared: Arc::new(Shared {
                 writer,
                 readers: ReaderPool::new(location.clone(), options.max_idle_readers),
+                cache,
                 database_id: opened.database_id,
                 location,
+                _lock: lock,
             }),
         })
     }
@@ -157,6 +199,68 @@ impl SqliteEngine {
     }
 }
 
+/// `path` made absolute (its directory canonical), so that one file has one name.
+fn absolute(path: &Path) -> Result<PathBuf> {
+    let file_name = path.file_name().ok_or_else(|| {
+        folio_core::Error::InvalidInput(format!("{} names no database file", path.display()))
+    })?;
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let directory = directory.canonicalize().map_err(|error| {
+        folio_core::Error::Engine(
+            folio_core::EngineError::new(
+                folio_core::EngineErrorKind::Io,
+                format!(
+                    "the database directory {} is not accessible",
+                    directory.display()
+                ),
+            )
+            .with_source(error),
+        )
+    })?;
+    Ok(directory.join(file_name))
+}
+
+/// Takes the exclusive lock of the database at `path` (the file `PATH.lock`).
+fn lock_database(path: &Path) -> Result<std::fs::File> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let io_error = |doing: String, error: std::io::Error| {
+        folio_core::Error::Engine(
+            folio_core::EngineError::new(folio_core::EngineErrorKind::Io, doing).with_source(error),
+        )
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|error| {
+            io_error(
+                format!("creating the lock file {}", Path::new(&lock_path).display()),
+                error,
+            )
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(folio_core::Error::Engine(folio_core::EngineError::new(
+                folio_core::EngineErrorKind::Busy,
+                format!(
+                    "the database {} is open in another process; one process at a time may use an embedded database",
+                    path.display()
+                ),
+            )))
+        }
+        Err(std::fs::TryLockError::Error(error)) => Err(io_error(
+            format!("locking the database {}", path.display()),
+            error,
+        )),
+    }
+}
+
 /// Reads one document (columns as `query::ENTRY_COLUMNS`).
 const GET_DOCUMENT: &str = "SELECT id, etag, revision, last_modified, json(data) FROM documents \
                             WHERE collection = ?1 AND id = ?2";
@@ -180,22 +284,40 @@ impl Engine for SqliteEngine {
 
     async fn get(&self, collection: &str, ids: &[String]) -> Result<Vec<Option<Entry>>> {
         validate_keys(collection, ids)?;
-        let database = &self.shared.database_id;
-        self.shared.readers.with(|connection| {
+        let shared = &self.shared;
+        let mut found = Vec::with_capacity(ids.len());
+        let mut misses = Vec::new();
+        for (position, id) in ids.iter().enumerate() {
+            match shared.cache.get(collection, id) {
+                Ok(entry) => found.push(Some(entry)),
+                Err(ticket) => {
+                    found.push(None);
+                    misses.push((position, ticket));
+                }
+            }
+        }
+        if misses.is_empty() {
+            return Ok(found);
+        }
+        shared.readers.with(|connection| {
             let mut statement = connection
                 .prepare_cached(GET_DOCUMENT)
                 .map_err(|e| storage("preparing a read", e))?;
-            ids.iter()
-                .map(|id| {
-                    statement
-                        .query_row(params![collection, id], |row| {
-                            entry_from_row(row, collection, database)
-                        })
-                        .optional()
-                        .map_err(|e| storage("reading a document", e))
-                })
-                .collect()
-        })
+            for (position, ticket) in misses {
+                let entry = statement
+                    .query_row(params![collection, ids[position]], |row| {
+                        entry_from_row(row, collection, &shared.database_id)
+                    })
+                    .optional()
+                    .map_err(|e| storage("reading a document", e))?;
+                if let Some(entry) = &entry {
+                    shared.cache.insert(ticket, entry);
+                }
+                found[position] = entry;
+            }
+            Ok(())
+        })?;
+        Ok(found)
     }
 
     async fn metadata(&self, collection: &str, ids: &[String]) -> Result<Vec<Option<Metadata>>> {

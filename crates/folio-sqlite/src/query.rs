@@ -147,7 +147,12 @@ fn condition(sql: &mut Sql, filter: &Filter) -> String {
     }
 }
 
-/// A condition true when the field equals `value` (same JSON type), false otherwise.
+/// A condition true when the field equals `value` (same JSON type), false
+/// or NULL otherwise (NULL when the field is absent: callers that negate it
+/// wrap it in `coalesce`).
+///
+/// The comparison with `extract(path)` is a plain `AND` term, not wrapped in
+/// a function, so that SQLite can use an index made by `ensure_index`.
 fn equals(sql: &mut Sql, path: &FieldPath, value: &Value) -> String {
     let json_type = json_type(path);
     match value {
@@ -157,16 +162,13 @@ fn equals(sql: &mut Sql, path: &FieldPath, value: &Value) -> String {
         Value::Number(_) => {
             let param = sql.bind(scalar(value));
             format!(
-                "coalesce({json_type} IN ('integer', 'real') AND {} = {param}, 0)",
+                "({} = {param} AND {json_type} IN ('integer', 'real'))",
                 extract(path)
             )
         }
         _ => {
             let param = sql.bind(scalar(value));
-            format!(
-                "coalesce({json_type} = 'text' AND {} = {param}, 0)",
-                extract(path)
-            )
+            format!("({} = {param} AND {json_type} = 'text')", extract(path))
         }
     }
 }
@@ -249,11 +251,78 @@ mod tests {
                 .unwrap()
                 .take(10),
             "SELECT id, etag, revision, last_modified, json(data) FROM documents WHERE collection = ?1 \
-             AND coalesce(json_type(data, '$.\"address\".\"city\"') = 'text' AND \
-             json_extract(data, '$.\"address\".\"city\"') = ?2, 0) \
+             AND (json_extract(data, '$.\"address\".\"city\"') = ?2 AND \
+             json_type(data, '$.\"address\".\"city\"') = 'text') \
              ORDER BY json_extract(data, '$.\"age\"') DESC NULLS LAST, id ASC LIMIT ?3 OFFSET ?4",
             4,
         );
+    }
+
+    /// A database with an index on `address.city` (made as `ensure_index`
+    /// makes it) and statistics on a few hundred people in 20 cities.
+    fn indexed_database() -> rusqlite::Connection {
+        let mut connection = rusqlite::Connection::open_in_memory().unwrap();
+        crate::schema::open(&mut connection).unwrap();
+        let path = FieldPath::parse("address.city").unwrap();
+        connection
+            .execute_batch(&format!(
+                "CREATE INDEX \"folio_index:people:address.city\" ON documents (collection, {})",
+                extract(&path)
+            ))
+            .unwrap();
+        for n in 0..400 {
+            connection
+                .execute(
+                    "INSERT INTO documents (collection, id, revision, last_modified, data) \
+                     VALUES ('people', ?1, 1, 0, jsonb(?2))",
+                    rusqlite::params![
+                        format!("p{n}"),
+                        format!(r#"{{"address": {{"city": "city{}"}}}}"#, n % 20)
+                    ],
+                )
+                .unwrap();
+        }
+        connection.execute_batch("ANALYZE").unwrap();
+        connection
+    }
+
+    /// The plan SQLite picks for `sql`.
+    fn plan(connection: &rusqlite::Connection, sql: &Sql) -> String {
+        let mut statement = connection
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", sql.text))
+            .unwrap();
+        let details: Vec<String> = statement
+            .query_map(rusqlite::params_from_iter(sql.params.iter()), |row| {
+                row.get(3)
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        details.join("; ")
+    }
+
+    #[test]
+    fn equality_uses_an_index_on_its_path() {
+        let connection = indexed_database();
+        for value in [Value::from("city7"), Value::from(7)] {
+            for op in [Op::Eq, Op::In] {
+                let operand = match op {
+                    Op::In => Value::Array(vec![value.clone()]),
+                    _ => value.clone(),
+                };
+                let query = Query::new("people")
+                    .filter("address.city", op, operand)
+                    .unwrap();
+                for sql in [select(&query).unwrap(), count(&query).unwrap()] {
+                    let chosen = plan(&connection, &sql);
+                    assert!(
+                        chosen.contains("folio_index:people:address.city"),
+                        "{op:?} {value}: {} uses {chosen}",
+                        sql.text
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //! No waiting is added to gather a group: while one group syncs, the next
 //! one queues up by itself, so the group grows with the load.
 
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
@@ -32,6 +33,7 @@ use folio_core::{
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
+use crate::cache::DocumentCache;
 use crate::error::{closed, storage};
 use crate::read::change_vector;
 
@@ -62,12 +64,14 @@ impl Writer {
         connection: Connection,
         database_id: DatabaseId,
         max_batches_per_group: usize,
+        cache: Arc<DocumentCache>,
     ) -> Result<Self> {
         let (sender, receiver) = mpsc::channel();
         let state = WriterState {
             connection,
             database_id,
             last_etag: 0,
+            cache,
             max_batches_per_group: max_batches_per_group.max(1),
         };
         let thread = std::thread::Builder::new()
@@ -113,6 +117,7 @@ struct WriterState {
     database_id: DatabaseId,
     /// The last etag issued; read afresh at the start of every group.
     last_etag: u64,
+    cache: Arc<DocumentCache>,
     max_batches_per_group: usize,
 }
 
@@ -172,7 +177,15 @@ impl WriterState {
             let verdict = self.run_batch(batch, now);
             replies.push((reply, verdict));
         }
-        if let Err(error) = self.execute("COMMIT", "committing") {
+        // Keep what this group writes out of the read cache until it committed.
+        self.cache.begin_write(
+            replies
+                .iter()
+                .flat_map(|(_, verdict)| written_keys(verdict)),
+        );
+        let committed = self.execute("COMMIT", "committing");
+        self.cache.end_write();
+        if let Err(error) = committed {
             if !self.connection.is_autocommit() {
                 let _ = self.execute("ROLLBACK", "rolling back");
             }
@@ -373,6 +386,19 @@ fn etag_of(change_vector: &str, database: &DatabaseId) -> Option<i64> {
         return None;
     }
     etag.parse().ok()
+}
+
+/// The documents a committed batch changed.
+fn written_keys(verdict: &CommitResult) -> impl Iterator<Item = (&str, &str)> {
+    let results = match verdict {
+        Ok(Ok(results)) => results.as_slice(),
+        _ => &[],
+    };
+    results.iter().filter_map(|result| match result {
+        CommandResult::Put(metadata) => Some((metadata.collection.as_str(), metadata.id.as_str())),
+        CommandResult::Deleted { collection, id, .. } => Some((collection.as_str(), id.as_str())),
+        CommandResult::Checked { .. } => None,
+    })
 }
 
 fn group_failure(message: &str) -> folio_core::Error {

@@ -7,6 +7,7 @@
 //! committed.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -134,10 +135,11 @@ impl Session {
                 self.record_read::<T>(id, entry);
             }
         }
+        let stored_only = !self.uses_identity_map();
         ids.iter()
             .map(|id| {
                 let tracked = &self.documents[&(T::COLLECTION, (*id).to_owned())];
-                tracked.materialize::<T>(id)
+                tracked.materialize::<T>(id, stored_only)
             })
             .collect()
     }
@@ -293,7 +295,7 @@ impl Session {
             return Ok(());
         }
         let results = self.store.engine.commit(plan.batch).await??;
-        self.apply(plan.writes, results);
+        self.apply(plan.writes, plan.settled, results);
         Ok(())
     }
 
@@ -352,7 +354,8 @@ impl Session {
     pub(crate) fn query_result<T: Document>(&mut self, entry: Entry) -> Result<Option<T>> {
         let id = entry.metadata.id.clone();
         self.record_read::<T>(id.clone(), Some(entry));
-        self.documents[&(T::COLLECTION, id.clone())].materialize::<T>(&id)
+        let stored_only = !self.uses_identity_map();
+        self.documents[&(T::COLLECTION, id.clone())].materialize::<T>(&id, stored_only)
     }
 
     pub(crate) fn engine(&self) -> &folio_core::EngineRef {
@@ -409,6 +412,7 @@ impl Session {
         tracked.sort_by_key(|(_, tracked)| tracked.sequence);
         let mut writes = Vec::new();
         let mut guards = Vec::new();
+        let mut settled = Vec::new();
         for (key, tracked) in tracked {
             let write = match (&tracked.pending, &tracked.live) {
                 (Some(PendingWrite::Delete), _) => Some(PendingWrite::Delete),
@@ -435,6 +439,7 @@ impl Session {
                                 .with_type_name(tracked.type_name),
                         );
                     }
+                    settled.push(key.clone());
                     continue;
                 }
                 write => write,
@@ -470,7 +475,11 @@ impl Session {
             batch.push(command.with_type_name(*type_name));
         }
         batch.commands.extend(guards);
-        Ok(Plan { batch, writes })
+        Ok(Plan {
+            batch,
+            writes,
+            settled,
+        })
     }
 
     /// The expectation of a write (DESIGN.md rule 4).
@@ -502,8 +511,15 @@ impl Session {
     fn apply(
         &mut self,
         writes: Vec<(Key, PendingWrite, Expectation, &'static str)>,
+        settled: Vec<Key>,
         results: Vec<CommandResult>,
     ) {
+        for key in settled {
+            if let Some(tracked) = self.documents.get_mut(&key) {
+                tracked.pending = None;
+                tracked.explicit = None;
+            }
+        }
         for ((key, write, _, _), result) in writes.into_iter().zip(results) {
             let Some(tracked) = self.documents.get_mut(&key) else {
                 continue;
@@ -534,29 +550,37 @@ impl Session {
 struct Plan {
     batch: Batch,
     writes: Vec<(Key, PendingWrite, Expectation, &'static str)>,
+    /// Queued stores that dirty tracking found unchanged: done once the
+    /// batch (with their checks) commits.
+    settled: Vec<Key>,
 }
 
 impl Tracked {
     /// The session's current view of the document: `Some(None)` when it is
     /// known not to exist (or deleted in the session), `Some(Some(json))`
     /// when the session holds it, `None` when only the engine knows.
-    fn view(&self) -> Option<Option<String>> {
+    fn view(&self) -> Option<Option<Cow<'_, str>>> {
         match (&self.pending, &self.live) {
             (Some(PendingWrite::Delete), _) => return Some(None),
-            (_, Some(live)) => return Some((live.serialize)(&*live.value).ok()),
-            (Some(PendingWrite::Put(json)), None) => return Some(Some(json.clone())),
+            (_, Some(live)) => return Some((live.serialize)(&*live.value).ok().map(Cow::Owned)),
+            (Some(PendingWrite::Put(json)), None) => return Some(Some(Cow::Borrowed(json))),
             (None, None) => {}
         }
         match (&self.known, &self.cached) {
             (Known::Missing, _) => Some(None),
-            (Known::Version(_), Some(json)) => Some(Some(json.clone())),
+            (Known::Version(_), Some(json)) => Some(Some(Cow::Borrowed(json))),
             _ => None,
         }
     }
 
-    /// The document as `T`, hydrated with the version the session knows.
-    fn materialize<T: Document>(&self, id: &str) -> Result<Option<T>> {
-        let Some(json) = self.view().flatten() else {
+    /// The document as `T`, hydrated with the version the session knows:
+    /// the session's view, or (`stored_only`) the copy last read.
+    fn materialize<T: Document>(&self, id: &str, stored_only: bool) -> Result<Option<T>> {
+        let json = match stored_only {
+            true => self.cached.as_deref().map(Cow::Borrowed),
+            false => self.view().flatten(),
+        };
+        let Some(json) = json else {
             return Ok(None);
         };
         let mut document: T = serde_json::from_str(&json).map_err(|error| {
@@ -703,7 +727,7 @@ impl Advanced<'_> {
             tracked.live = None;
         }
         self.session.record_read::<T>(id.to_owned(), entry);
-        self.session.documents[&key].materialize::<T>(id)
+        self.session.documents[&key].materialize::<T>(id, false)
     }
 }
 

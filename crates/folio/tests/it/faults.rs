@@ -1,1 +1,489 @@
-//! (being written)
+//! Failure rules (DESIGN.md): a failed `save_changes` changes nothing, not
+//! the database and not the session; a storage failure is an
+//! `Error::Engine`, never mistaken for a conflict; a batch that fails in
+//! storage rolls back alone.
+
+use std::error::Error as _;
+use std::sync::{Arc, Mutex};
+
+use folio::testing::FaultyEngine;
+use folio::{
+    Batch, CommandResult, ConcurrencyError, DocumentStore, Engine, EngineErrorKind, EngineRef,
+    Entry, Error, Expectation, FieldPath, Metadata, Query,
+};
+
+use crate::harness::{Account, Harness, Note, Person, conflicts, seed};
+
+conformance!(
+    a_failed_save_changes_neither_the_database_nor_the_session,
+    a_retry_after_a_fault_keeps_the_original_expectations,
+    retry_on_conflict_does_not_retry_a_fault,
+    a_storage_fault_rolls_back_its_batch_alone,
+);
+
+// ---- a store whose commits fail on demand ---------------------------------------
+
+/// Records every batch sent, then delegates.
+struct Recorder {
+    inner: EngineRef,
+    batches: Mutex<Vec<Batch>>,
+}
+
+#[async_trait::async_trait]
+impl Engine for Recorder {
+    async fn commit(
+        &self,
+        batch: Batch,
+    ) -> folio::Result<Result<Vec<CommandResult>, ConcurrencyError>> {
+        self.batches.lock().unwrap().push(batch.clone());
+        self.inner.commit(batch).await
+    }
+
+    async fn get(&self, collection: &str, ids: &[String]) -> folio::Result<Vec<Option<Entry>>> {
+        self.inner.get(collection, ids).await
+    }
+
+    async fn metadata(
+        &self,
+        collection: &str,
+        ids: &[String],
+    ) -> folio::Result<Vec<Option<Metadata>>> {
+        self.inner.metadata(collection, ids).await
+    }
+
+    async fn query(&self, query: &Query) -> folio::Result<Vec<Entry>> {
+        self.inner.query(query).await
+    }
+
+    async fn count(&self, query: &Query) -> folio::Result<u64> {
+        self.inner.count(query).await
+    }
+
+    async fn scan(
+        &self,
+        collection: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> folio::Result<Vec<Entry>> {
+        self.inner.scan(collection, after, limit).await
+    }
+
+    async fn ensure_index(&self, collection: &str, path: &FieldPath) -> folio::Result<()> {
+        self.inner.ensure_index(collection, path).await
+    }
+}
+
+struct Faulty {
+    /// Fails commits when told.
+    faulty: Arc<FaultyEngine>,
+    /// Sees every batch, failed or not (it sits in front of `faulty`).
+    recorder: Arc<Recorder>,
+    /// Sessions here go through both.
+    store: DocumentStore,
+    /// The same database without either: "someone else".
+    others: DocumentStore,
+}
+
+async fn faulty(h: &Harness) -> Faulty {
+    let inner = h.store().await.engine().clone();
+    let faulty = Arc::new(FaultyEngine::new(inner.clone()));
+    let recorder = Arc::new(Recorder {
+        inner: faulty.clone(),
+        batches: Mutex::new(Vec::new()),
+    });
+    Faulty {
+        store: DocumentStore::from_engine(recorder.clone()),
+        others: DocumentStore::from_engine(inner),
+        faulty,
+        recorder,
+    }
+}
+
+/// Everything stored in the collections the scenarios use: documents and
+/// their metadata (change vectors, revisions, etags, times).
+async fn everything(store: &DocumentStore) -> Vec<Entry> {
+    let mut all = Vec::new();
+    for collection in ["people", "notes", "accounts"] {
+        all.extend(store.engine().scan(collection, None, 1000).await.unwrap());
+    }
+    all
+}
+
+fn assert_engine_error<T: std::fmt::Debug>(result: folio::Result<T>) -> folio::EngineError {
+    match result {
+        Err(Error::Engine(error)) => error,
+        other => panic!("expected an engine error (not a conflict), got {other:?}"),
+    }
+}
+
+async fn person(store: &DocumentStore, id: &str) -> Option<Person> {
+    store.open_session().load::<Person>(id).await.unwrap()
+}
+
+// ---- scenarios -------------------------------------------------------------------
+
+async fn a_failed_save_changes_neither_the_database_nor_the_session(h: Harness) {
+    let f = faulty(&h).await;
+    seed(
+        &f.others,
+        vec![
+            Person::new("people/1", "Ada"),
+            Person::new("people/2", "Alan"),
+            Person::new("people/3", "Grace"),
+        ],
+    )
+    .await;
+    seed(&f.others, vec![Note::new("notes/1", "keep me")]).await;
+    let before = everything(&f.others).await;
+    let ada_before = f
+        .others
+        .open_session()
+        .metadata_for::<Person>("people/1")
+        .await
+        .unwrap()
+        .unwrap();
+
+    // A unit of work of every kind: a change through load_mut, a stored
+    // change, a checked delete, inserts, a store_new.
+    let mut session = f.store.open_session();
+    session
+        .load_mut::<Person>("people/1")
+        .await
+        .unwrap()
+        .unwrap()
+        .name = "Ada Lovelace".into();
+    let mut alan = session.load::<Person>("people/2").await.unwrap().unwrap();
+    alan.age = 41;
+    session.store(alan).unwrap();
+    let _ = session.load::<Person>("people/3").await.unwrap().unwrap();
+    session.delete::<Person>("people/3").unwrap();
+    session.store(Person::new("people/4", "New")).unwrap();
+    session.store(Note::new("notes/2", "new note")).unwrap();
+    session
+        .store_new(Note::new("notes/3", "brand new"))
+        .unwrap();
+    assert!(session.has_changes().unwrap());
+
+    // Two saves fail in storage.
+    f.faulty.fail_next_commits(2);
+    for attempt in 1..=2 {
+        let result = session.save_changes().await;
+        assert!(result.as_ref().err().and_then(Error::conflicts).is_none());
+        let error = assert_engine_error(result);
+        assert_eq!(error.kind(), EngineErrorKind::Io);
+        assert_eq!(f.faulty.failed_commits(), attempt);
+    }
+
+    // The database is unchanged: contents and versions.
+    assert_eq!(everything(&f.others).await, before);
+
+    // The session is unchanged: its pending work, its view, what it knows.
+    assert!(session.has_changes().unwrap());
+    assert_eq!(
+        session
+            .load::<Person>("people/1")
+            .await
+            .unwrap()
+            .unwrap()
+            .name,
+        "Ada Lovelace"
+    );
+    assert_eq!(
+        session
+            .load::<Person>("people/2")
+            .await
+            .unwrap()
+            .unwrap()
+            .age,
+        41
+    );
+    assert!(session.load::<Person>("people/3").await.unwrap().is_none());
+    assert_eq!(
+        session
+            .load::<Person>("people/4")
+            .await
+            .unwrap()
+            .unwrap()
+            .name,
+        "New"
+    );
+    assert_eq!(
+        session.metadata_for::<Person>("people/1").await.unwrap(),
+        Some(ada_before.clone()),
+        "the session still knows the version it read"
+    );
+    let held = session
+        .load_mut::<Person>("people/1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(held.change_vector.as_ref(), Some(&ada_before.change_vector));
+    assert_eq!(held.revision, 1);
+
+    // The next save sends exactly the batch that failed, and commits it.
+    session.save_changes().await.unwrap();
+    let batches = f.recorder.batches.lock().unwrap().clone();
+    assert_eq!(batches.len(), 3);
+    assert_eq!(batches[0], batches[1]);
+    assert_eq!(batches[0], batches[2], "the retry sends the same batch");
+    assert_eq!(f.faulty.failed_commits(), 2);
+    assert!(!session.has_changes().unwrap());
+
+    let ada = person(&f.others, "people/1").await.unwrap();
+    assert_eq!((ada.name.as_str(), ada.revision), ("Ada Lovelace", 2));
+    let alan = person(&f.others, "people/2").await.unwrap();
+    assert_eq!((alan.age, alan.revision), (41, 2));
+    assert!(person(&f.others, "people/3").await.is_none());
+    assert_eq!(person(&f.others, "people/4").await.unwrap().revision, 1);
+    let notes = f
+        .others
+        .open_session()
+        .load_many::<Note>(&["notes/1", "notes/2", "notes/3"])
+        .await
+        .unwrap();
+    let texts: Vec<Option<&str>> = notes
+        .iter()
+        .map(|n| n.as_ref().map(|n| n.text.as_str()))
+        .collect();
+    assert_eq!(
+        texts,
+        [Some("keep me"), Some("new note"), Some("brand new")]
+    );
+    let untouched = before
+        .iter()
+        .find(|entry| entry.metadata.id == "notes/1")
+        .unwrap();
+    assert!(
+        everything(&f.others).await.contains(untouched),
+        "notes/1 was not part of the batch: same version"
+    );
+}
+
+async fn a_retry_after_a_fault_keeps_the_original_expectations(h: Harness) {
+    let f = faulty(&h).await;
+    seed(&f.others, vec![Person::new("people/1", "Ada")]).await;
+    seed(
+        &f.others,
+        vec![Account {
+            id: "a1".into(),
+            balance: 10,
+        }],
+    )
+    .await;
+    let read = |id: &'static str| {
+        let others = f.others.clone();
+        async move {
+            others
+                .open_session()
+                .metadata_for::<Person>(id)
+                .await
+                .unwrap()
+        }
+    };
+    let ada_read = read("people/1").await.unwrap();
+
+    let mut session = f.store.open_session();
+    // Account has no change-vector field: its expectation lives in the session.
+    let mut account = session.load::<Account>("a1").await.unwrap().unwrap();
+    let account_read = session
+        .metadata_for::<Account>("a1")
+        .await
+        .unwrap()
+        .unwrap();
+    account.balance = 20;
+    session.store(account).unwrap();
+    let mut ada = session.load::<Person>("people/1").await.unwrap().unwrap();
+    ada.name = "Ada Lovelace".into();
+    session.store(ada).unwrap();
+    session.store(Person::new("people/9", "Mine")).unwrap();
+
+    f.faulty.fail_next_commits(1);
+    assert_engine_error(session.save_changes().await);
+
+    // Meanwhile, someone else changes all three.
+    let mut other = f.others.open_session();
+    let mut their_account = other.load::<Account>("a1").await.unwrap().unwrap();
+    their_account.balance = 99;
+    other.store(their_account).unwrap();
+    let mut theirs = other.load::<Person>("people/1").await.unwrap().unwrap();
+    theirs.name = "Ada King".into();
+    other.store(theirs).unwrap();
+    other.store(Person::new("people/9", "Theirs")).unwrap();
+    other.save_changes().await.unwrap();
+
+    // The retry is judged against what the session read before the fault.
+    let found = conflicts(session.save_changes().await);
+    assert_eq!(found.len(), 3, "every conflict: {found:?}");
+    let by_id = |id: &str| found.iter().find(|c| c.id() == id).unwrap();
+    let now = everything(&f.others).await;
+    let current = |id: &str| {
+        now.iter()
+            .find(|entry| entry.metadata.id == id)
+            .map(|entry| entry.metadata.change_vector.clone())
+    };
+    assert_eq!(
+        by_id("a1").expected(),
+        &Expectation::version(account_read.change_vector)
+    );
+    assert_eq!(by_id("a1").actual(), current("a1").as_ref());
+    assert_eq!(
+        by_id("people/1").expected(),
+        &Expectation::version(ada_read.change_vector)
+    );
+    assert_eq!(by_id("people/1").actual(), current("people/1").as_ref());
+    assert_eq!(by_id("people/9").expected(), &Expectation::Missing);
+    assert_eq!(by_id("people/9").actual(), current("people/9").as_ref());
+
+    // Nothing of the session was written; the other writes stand.
+    assert_eq!(
+        person(&f.others, "people/1").await.unwrap().name,
+        "Ada King"
+    );
+    assert_eq!(person(&f.others, "people/9").await.unwrap().name, "Theirs");
+    let account = f
+        .others
+        .open_session()
+        .load::<Account>("a1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(account.balance, 99);
+    assert_eq!(f.faulty.failed_commits(), 1);
+}
+
+async fn retry_on_conflict_does_not_retry_a_fault(h: Harness) {
+    let f = faulty(&h).await;
+    seed(&f.others, vec![Note::new("notes/1", "v1")]).await;
+
+    f.faulty.fail_next_commits(1);
+    let mut attempts = 0;
+    let result = f
+        .store
+        .retry_on_conflict(5, async |session| {
+            attempts += 1;
+            let mut note = session.load::<Note>("notes/1").await?.unwrap();
+            note.text = "v2".into();
+            session.store(note)?;
+            Ok(())
+        })
+        .await;
+    assert_engine_error(result);
+    assert_eq!(attempts, 1, "a storage failure is not a conflict: no retry");
+    let stored = f
+        .others
+        .open_session()
+        .load::<Note>("notes/1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.text, "v1");
+}
+
+/// Refuses, inside SQLite, any insert of a document with the id `boom`.
+const TRIGGER: &str = "CREATE TRIGGER fail_boom BEFORE INSERT ON documents \
+     WHEN NEW.id = 'boom' BEGIN SELECT RAISE(ABORT, 'injected fault'); END;";
+
+async fn a_storage_fault_rolls_back_its_batch_alone(h: Harness) {
+    // A real fault inside the storage needs the database file.
+    let Some(file) = h.database_file() else {
+        return;
+    };
+    let store = h.store().await;
+    seed(&store, vec![Note::new("n1", "a"), Note::new("n2", "b")]).await;
+    let etag_of = async |id: &str| {
+        store
+            .open_session()
+            .metadata_for::<Note>(id)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{id} exists"))
+            .etag
+    };
+    let last_etag = etag_of("n1").await.max(etag_of("n2").await);
+
+    let sql = |statement: &str| {
+        let connection = rusqlite::Connection::open(&file).unwrap();
+        connection
+            .busy_timeout(std::time::Duration::from_secs(10))
+            .unwrap();
+        connection.execute_batch(statement).unwrap();
+    };
+    sql(TRIGGER);
+
+    // Several sessions save at the same time as the failing one: the
+    // writer may group them with it, and they must not be harmed.
+    const OTHERS: usize = 6;
+    let barrier = Arc::new(tokio::sync::Barrier::new(OTHERS + 1));
+    let mut tasks = Vec::new();
+    for n in 0..OTHERS {
+        let store = store.clone();
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut session = store.open_session();
+            session
+                .store(Note::new(&format!("other{n}"), "saved alongside"))
+                .unwrap();
+            barrier.wait().await;
+            session.save_changes().await
+        }));
+    }
+    let mut failing = store.open_session();
+    failing.store(Note::new("ok1", "fine on its own")).unwrap();
+    failing
+        .store(Note::new("boom", "refused by the trigger"))
+        .unwrap();
+    barrier.wait().await;
+    let error = assert_engine_error(failing.save_changes().await);
+    let mut causes = Vec::new();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    assert!(
+        causes.iter().any(|cause| cause.contains("injected fault")),
+        "the native error is kept as the source: {error} / {causes:?}"
+    );
+    for task in tasks {
+        task.await
+            .unwrap()
+            .expect("batches grouped with the failing one commit");
+    }
+
+    // The failing batch rolled back entirely: not even its first put.
+    let mut reader = store.open_session();
+    let failed = reader.load_many::<Note>(&["ok1", "boom"]).await.unwrap();
+    assert!(failed.iter().all(Option::is_none), "{failed:?}");
+    assert!(failing.has_changes().unwrap(), "the session keeps its work");
+
+    // The others took the next etags, without gaps: the failed batch
+    // gave its etags back.
+    let mut etags = Vec::new();
+    for n in 0..OTHERS {
+        let note = reader
+            .load::<Note>(&format!("other{n}"))
+            .await
+            .unwrap()
+            .expect("each other batch is stored");
+        assert_eq!(note.text, "saved alongside");
+        etags.push(etag_of(&format!("other{n}")).await);
+    }
+    etags.sort_unstable();
+    let expected: Vec<u64> = (last_etag + 1..=last_etag + OTHERS as u64).collect();
+    assert_eq!(etags, expected);
+
+    // The next write works and takes the next etag.
+    seed(&store, vec![Note::new("after", "still fine")]).await;
+    assert_eq!(etag_of("after").await, last_etag + OTHERS as u64 + 1);
+
+    // Without the trigger, the same session's retry commits its batch.
+    sql("DROP TRIGGER fail_boom;");
+    failing.save_changes().await.unwrap();
+    assert_eq!(etag_of("ok1").await, last_etag + OTHERS as u64 + 2);
+    assert_eq!(etag_of("boom").await, last_etag + OTHERS as u64 + 3);
+    let mut etags_in_order = Vec::new();
+    for id in ["n1", "n2", "after", "ok1", "boom"] {
+        etags_in_order.push(etag_of(id).await);
+    }
+    assert!(etags_in_order.windows(2).all(|pair| pair[0] < pair[1]));
+}

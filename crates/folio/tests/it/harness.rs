@@ -64,7 +64,11 @@ impl Harness {
 
     /// The embedded database file, for tests that open it directly (disk only).
     pub fn database_file(&self) -> Option<std::path::PathBuf> {
-        (self.kind == EngineKind::Disk).then(|| self.dir.path().join(format!("{}.sqlite", folio::DEFAULT_DATABASE)))
+        (self.kind == EngineKind::Disk).then(|| {
+            self.dir
+                .path()
+                .join(format!("{}.sqlite", folio::DEFAULT_DATABASE))
+        })
     }
 
     /// Whether closing and opening the database again keeps its contents.

@@ -20,14 +20,14 @@ conformance!(
     queried_documents_join_the_identity_map,
     load_mut_saves_only_what_changed,
     dirty_tracking_skips_unchanged_documents_but_keeps_their_check,
-    dirty_tracking_a_saved_session_starts_clean,
     lightweight_tracking_reads_from_the_engine_every_time,
-    lightweight_load_returns_what_is_stored,
     identity_map_keeps_the_first_read,
     evict_and_clear_forget_what_was_read,
     metadata_is_what_the_session_knows,
     query_session_reads,
     load_mut_refuses_a_second_type_for_one_document,
+    dirty_tracking_a_saved_session_starts_clean,
+    lightweight_load_returns_what_is_stored,
 );
 
 // ---- an engine that counts round trips ----------------------------------------
@@ -206,8 +206,20 @@ async fn loading_twice_is_one_round_trip(h: Harness) {
     assert_eq!(counting.gets(), 1, "one round trip for one id");
 
     // A missing document is remembered as missing.
-    assert!(session.load::<Person>("people/404").await.unwrap().is_none());
-    assert!(session.load::<Person>("people/404").await.unwrap().is_none());
+    assert!(
+        session
+            .load::<Person>("people/404")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        session
+            .load::<Person>("people/404")
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(counting.gets(), 2);
 
     // The identity map belongs to the session.
@@ -277,7 +289,12 @@ async fn load_sees_the_sessions_unsaved_writes(h: Harness) {
     grace.name = "Grace Hopper".into();
     session.store(grace).unwrap();
     assert_eq!(
-        session.load::<Person>("people/3").await.unwrap().unwrap().name,
+        session
+            .load::<Person>("people/3")
+            .await
+            .unwrap()
+            .unwrap()
+            .name,
         "Grace Hopper"
     );
 
@@ -295,13 +312,29 @@ async fn load_sees_the_sessions_unsaved_writes(h: Harness) {
         many.iter().map(Option::is_some).collect::<Vec<_>>(),
         [false, false, true, true]
     );
-    assert_eq!(counting.gets(), 2, "people/3 and people/1 were fetched once each");
-    assert!(session.load_mut::<Person>("people/1").await.unwrap().is_none());
+    assert_eq!(
+        counting.gets(),
+        2,
+        "people/3 and people/1 were fetched once each"
+    );
+    assert!(
+        session
+            .load_mut::<Person>("people/1")
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // Nothing is written before save_changes.
-    assert_eq!(stored_person(&others, "people/1").await.unwrap().name, "Ada");
+    assert_eq!(
+        stored_person(&others, "people/1").await.unwrap().name,
+        "Ada"
+    );
     assert!(stored_person(&others, "people/9").await.is_none());
-    assert_eq!(stored_person(&others, "people/3").await.unwrap().name, "Grace");
+    assert_eq!(
+        stored_person(&others, "people/3").await.unwrap().name,
+        "Grace"
+    );
 
     session.save_changes().await.unwrap();
     assert!(stored_person(&others, "people/1").await.is_none());
@@ -310,7 +343,10 @@ async fn load_sees_the_sessions_unsaved_writes(h: Harness) {
         stored_person(&others, "people/3").await.unwrap().name,
         "Grace Hopper"
     );
-    assert_eq!(stored_person(&others, "people/9").await.unwrap().name, "New");
+    assert_eq!(
+        stored_person(&others, "people/9").await.unwrap().name,
+        "New"
+    );
 }
 
 async fn queried_documents_join_the_identity_map(h: Harness) {
@@ -329,7 +365,11 @@ async fn queried_documents_join_the_identity_map(h: Harness) {
     assert_eq!(counting.queries(), 1);
     let ada = session.load::<Person>("people/1").await.unwrap().unwrap();
     assert_eq!(ada, found[0]);
-    assert_eq!(counting.gets(), 0, "a queried document is known to the session");
+    assert_eq!(
+        counting.gets(),
+        0,
+        "a queried document is known to the session"
+    );
 
     // A document deleted in the session is left out of query results.
     session.delete::<Person>("people/2").unwrap();
@@ -359,9 +399,19 @@ async fn load_mut_saves_only_what_changed(h: Harness) {
         .unwrap()
         .unwrap()
         .name = "Ada Lovelace".into();
-    let alan = session.load_mut::<Person>("people/2").await.unwrap().unwrap();
+    let alan = session
+        .load_mut::<Person>("people/2")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(alan.name, "Alan");
-    assert!(session.load_mut::<Person>("people/404").await.unwrap().is_none());
+    assert!(
+        session
+            .load_mut::<Person>("people/404")
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(session.has_changes().unwrap());
     session.save_changes().await.unwrap();
 
@@ -381,7 +431,11 @@ async fn load_mut_saves_only_what_changed(h: Harness) {
 
     // The value the session holds now carries the new version, so a second
     // change in the same session saves too.
-    let held = session.load_mut::<Person>("people/1").await.unwrap().unwrap();
+    let held = session
+        .load_mut::<Person>("people/1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(held.change_vector, ada.change_vector);
     assert_eq!(held.revision, 2);
     held.age = 36;
@@ -389,7 +443,11 @@ async fn load_mut_saves_only_what_changed(h: Harness) {
     session.save_changes().await.unwrap();
     let ada = stored_person(&others, "people/1").await.unwrap();
     assert_eq!((ada.age, ada.revision), (36, 3));
-    assert_eq!(counting.gets(), 3, "people/1, people/2 and people/404, once each");
+    assert_eq!(
+        counting.gets(),
+        3,
+        "people/1, people/2 and people/404, once each"
+    );
 
     // Unchanged values: nothing to save, nothing sent.
     let mut idle = store.open_session();
@@ -400,8 +458,14 @@ async fn load_mut_saves_only_what_changed(h: Harness) {
     let commits = counting.commits();
     idle.save_changes().await.unwrap();
     assert_eq!(counting.commits(), commits);
-    assert_eq!(stored_person(&others, "people/1").await.unwrap().revision, 3);
-    assert_eq!(stored_person(&others, "people/3").await.unwrap().revision, 1);
+    assert_eq!(
+        stored_person(&others, "people/1").await.unwrap().revision,
+        3
+    );
+    assert_eq!(
+        stored_person(&others, "people/3").await.unwrap().revision,
+        1
+    );
 }
 
 async fn load_mut_refuses_a_second_type_for_one_document(h: Harness) {
@@ -423,11 +487,19 @@ async fn load_mut_refuses_a_second_type_for_one_document(h: Harness) {
         other => panic!("a second type for one document must be InvalidInput, got {other:?}"),
     }
     // Other documents of the collection load as either type.
-    let card = session.load_mut::<PersonCard>("people/2").await.unwrap().unwrap();
+    let card = session
+        .load_mut::<PersonCard>("people/2")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(card.name, "Alan");
 
     // The session is intact: the change made through the first type is saved.
-    let held = session.load_mut::<Person>("people/1").await.unwrap().unwrap();
+    let held = session
+        .load_mut::<Person>("people/1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(held.name, "Ada Lovelace");
     session.save_changes().await.unwrap();
     assert_eq!(
@@ -475,7 +547,10 @@ async fn dirty_tracking_skips_unchanged_documents_but_keeps_their_check(h: Harne
     session.store(alan).unwrap();
     assert!(session.has_changes().unwrap());
     session.save_changes().await.unwrap();
-    assert_eq!(stored_person(&others, "people/2").await.unwrap().revision, 2);
+    assert_eq!(
+        stored_person(&others, "people/2").await.unwrap().revision,
+        2
+    );
 
     // The identity map alone writes every store, changed or not.
     let mut plain = store.open_session();
@@ -518,6 +593,8 @@ async fn dirty_tracking_skips_unchanged_documents_but_keeps_their_check(h: Harne
     assert_eq!(stored.text, "theirs");
 }
 
+/// A store that dirty tracking skipped (unchanged) is settled by the save:
+/// later saves of the session do not re-send its old check.
 async fn dirty_tracking_a_saved_session_starts_clean(h: Harness) {
     let store = h.store().await;
     seed(&store, people()).await;
@@ -593,6 +670,8 @@ async fn lightweight_tracking_reads_from_the_engine_every_time(h: Harness) {
     assert_eq!(stored_account(&others, "a1").await.balance, 5);
 }
 
+/// With `Tracking::Lightweight`, load and query return what is stored, not
+/// the session's queued writes.
 async fn lightweight_load_returns_what_is_stored(h: Harness) {
     let store = h.store().await;
     seed(&store, vec![account("a1", 10)]).await;
@@ -736,7 +815,10 @@ async fn metadata_is_what_the_session_knows(h: Harness) {
     assert!(known.etag > 0);
     assert_eq!(counting.metadata_calls(), 0, "known from the load");
     assert_eq!(
-        session.change_vector_for::<Person>("people/1").await.unwrap(),
+        session
+            .change_vector_for::<Person>("people/1")
+            .await
+            .unwrap(),
         Some(known.change_vector.clone())
     );
 
@@ -761,7 +843,10 @@ async fn metadata_is_what_the_session_knows(h: Harness) {
     assert_eq!(counting.metadata_calls(), 1);
     assert_eq!(
         Some(alan),
-        stored_person(&others, "people/2").await.unwrap().change_vector
+        stored_person(&others, "people/2")
+            .await
+            .unwrap()
+            .change_vector
     );
     assert!(
         session
@@ -773,7 +858,13 @@ async fn metadata_is_what_the_session_knows(h: Harness) {
     assert_eq!(counting.metadata_calls(), 2);
 
     // Known missing: no round trip.
-    assert!(session.load::<Person>("people/405").await.unwrap().is_none());
+    assert!(
+        session
+            .load::<Person>("people/405")
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(
         session
             .metadata_for::<Person>("people/405")
@@ -825,7 +916,11 @@ async fn query_session_reads(h: Harness) {
     assert_eq!(ada.name, "Ada");
     let again = reader.load::<Person>("people/1").await.unwrap().unwrap();
     assert_eq!(again, ada);
-    assert_eq!(counting.gets(), 1, "a query session has an identity map too");
+    assert_eq!(
+        counting.gets(),
+        1,
+        "a query session has an identity map too"
+    );
     let many = reader
         .load_many::<Person>(&["people/2", "people/404"])
         .await
@@ -849,7 +944,10 @@ async fn query_session_reads(h: Harness) {
         .unwrap();
     assert_eq!(Some(metadata.change_vector), ada.change_vector);
     assert_eq!(
-        reader.change_vector_for::<Person>("people/3").await.unwrap(),
+        reader
+            .change_vector_for::<Person>("people/3")
+            .await
+            .unwrap(),
         found[0].change_vector
     );
     reader.evict::<Person>("people/1");

@@ -1,0 +1,197 @@
+//! The document cache: recently read documents, so that a load by id does
+//! not open a SQLite read transaction.
+//!
+//! Coherence (a load never returns a version older than one a load that
+//! finished earlier returned) comes from three rules:
+//!
+//! * just before a group's COMMIT, the writer removes every document the
+//!   group wrote, marks them as being written and bumps the generation
+//!   ([`DocumentCache::begin_write`]); after the COMMIT it clears the marks
+//!   and bumps the generation again ([`DocumentCache::end_write`]);
+//! * a reader that misses notes the generation *before* it reads SQLite;
+//! * it inserts what it read only if the generation is unchanged and the
+//!   document is not being written.
+//!
+//! So while a document is being committed nobody can cache it, and a read
+//! whose snapshot predates the commit finds the generation moved afterwards.
+//! Every load in that window goes to SQLite, whose snapshots are ordered by
+//! commit. Only this process writes the file (the engine holds an exclusive
+//! lock on it), so no write escapes the writer's invalidation.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use folio_core::Entry;
+use lru::LruCache;
+
+/// Bytes counted per cached entry beyond its strings (keys, metadata, links).
+const ENTRY_OVERHEAD: usize = 160;
+
+pub(crate) struct DocumentCache {
+    state: Mutex<State>,
+    capacity_bytes: usize,
+}
+
+struct State {
+    generation: u64,
+    entries: LruCache<(String, String), Entry>,
+    bytes: usize,
+    /// Documents of the group being committed: not cacheable until it is done.
+    writing: HashSet<(String, String)>,
+}
+
+/// The cache generation seen before a read, to hand back to [`DocumentCache::insert`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ticket(u64);
+
+impl DocumentCache {
+    /// A cache holding at most `capacity_bytes` of documents (0: disabled).
+    pub(crate) fn new(capacity_bytes: usize) -> Self {
+        DocumentCache {
+            state: Mutex::new(State {
+                generation: 0,
+                entries: LruCache::unbounded(),
+                bytes: 0,
+                writing: HashSet::new(),
+            }),
+            capacity_bytes,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The cached entry, or a ticket to insert what the caller reads instead.
+    pub(crate) fn get(&self, collection: &str, id: &str) -> Result<Entry, Ticket> {
+        let mut state = self.state();
+        // `LruCache::get` takes the key by borrow of the tuple type; a tuple
+        // of borrowed strings needs the owned form, so look up by building it.
+        match state.entries.get(&(collection.to_owned(), id.to_owned())) {
+            Some(entry) => Ok(entry.clone()),
+            None => Err(Ticket(state.generation)),
+        }
+    }
+
+    /// Caches `entry`, read after `ticket` was taken, unless a commit
+    /// invalidated entries since.
+    pub(crate) fn insert(&self, ticket: Ticket, entry: &Entry) {
+        let size = entry_size(entry);
+        if size > self.capacity_bytes / 4 {
+            return;
+        }
+        let mut state = self.state();
+        let key = (entry.metadata.collection.clone(), entry.metadata.id.clone());
+        if state.generation != ticket.0 || state.writing.contains(&key) {
+            return;
+        }
+        if let Some(previous) = state.entries.put(key, entry.clone()) {
+            state.bytes -= entry_size(&previous);
+        }
+        state.bytes += size;
+        while state.bytes > self.capacity_bytes {
+            match state.entries.pop_lru() {
+                Some((_, evicted)) => state.bytes -= entry_size(&evicted),
+                None => break,
+            }
+        }
+    }
+
+    /// Removes the documents a group is about to commit and keeps them out
+    /// of the cache until [`DocumentCache::end_write`]; the writer calls it
+    /// just before COMMIT.
+    pub(crate) fn begin_write<'a>(&self, written: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        let mut state = self.state();
+        state.generation += 1;
+        for (collection, id) in written {
+            let key = (collection.to_owned(), id.to_owned());
+            if let Some(removed) = state.entries.pop(&key) {
+                state.bytes -= entry_size(&removed);
+            }
+            state.writing.insert(key);
+        }
+    }
+
+    /// Ends the write begun by [`DocumentCache::begin_write`], after COMMIT
+    /// returned (whether it succeeded or not).
+    pub(crate) fn end_write(&self) {
+        let mut state = self.state();
+        state.generation += 1;
+        state.writing.clear();
+    }
+}
+
+fn entry_size(entry: &Entry) -> usize {
+    entry.document.len()
+        + entry.metadata.id.len()
+        + entry.metadata.collection.len()
+        + entry.metadata.change_vector.as_str().len()
+        + ENTRY_OVERHEAD
+}
+
+#[cfg(test)]
+mod tests {
+    use folio_core::{ChangeVector, Metadata, time_from_millis};
+
+    use super::*;
+
+    fn entry(id: &str, document: &str) -> Entry {
+        Entry {
+            metadata: Metadata {
+                id: id.into(),
+                collection: "c".into(),
+                change_vector: ChangeVector::from("A:1-x"),
+                revision: 1,
+                etag: 1,
+                last_modified: time_from_millis(0),
+            },
+            document: document.into(),
+        }
+    }
+
+    #[test]
+    fn a_read_that_raced_a_commit_is_not_cached() {
+        let cache = DocumentCache::new(1 << 20);
+        // A read from before the commit, inserted after it began or ended.
+        let before = cache.get("c", "a").unwrap_err();
+        cache.begin_write([("c", "a")]);
+        // A read taken while the commit is in flight (it may see the old version).
+        let during = cache.get("c", "a").unwrap_err();
+        cache.insert(during, &entry("a", "{\"old\":true}"));
+        assert!(
+            cache.get("c", "a").is_err(),
+            "nothing is cached while being written"
+        );
+        cache.end_write();
+        cache.insert(before, &entry("a", "{\"old\":true}"));
+        cache.insert(during, &entry("a", "{\"old\":true}"));
+        assert!(
+            cache.get("c", "a").is_err(),
+            "reads that raced the commit are not cached"
+        );
+
+        let after = cache.get("c", "a").unwrap_err();
+        cache.insert(after, &entry("a", "{}"));
+        assert_eq!(cache.get("c", "a").unwrap().document, "{}");
+        cache.begin_write([("c", "a")]);
+        assert!(cache.get("c", "a").is_err(), "a write invalidates");
+        cache.end_write();
+    }
+
+    #[test]
+    fn stays_within_its_byte_budget() {
+        let cache = DocumentCache::new(4 * (ENTRY_OVERHEAD + 100));
+        for n in 0..100 {
+            let ticket = cache.get("c", &n.to_string()).unwrap_err();
+            cache.insert(ticket, &entry(&n.to_string(), &"x".repeat(90)));
+        }
+        let state = cache.state();
+        assert!(state.bytes <= cache.capacity_bytes);
+        assert!(state.entries.len() >= 3);
+        drop(state);
+        assert!(cache.get("c", "99").is_ok(), "the most recent entry stays");
+        assert!(cache.get("c", "0").is_err(), "the oldest entry went");
+    }
+}
