@@ -14,7 +14,7 @@
 
 #![allow(missing_docs)]
 
-use std::sync::Arc;
+use std::cell::OnceCell;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -91,6 +91,7 @@ async fn populated_store(dir: &std::path::Path) -> DocumentStore {
         .expect("json")
         .len();
     eprintln!("populating {DOCUMENTS} documents of ~{json_size} bytes");
+    let started = Instant::now();
     for chunk in 0..DOCUMENTS / 1000 {
         let mut session = store.open_session();
         for n in chunk * 1000..(chunk + 1) * 1000 {
@@ -98,47 +99,58 @@ async fn populated_store(dir: &std::path::Path) -> DocumentStore {
         }
         session.save_changes().await.expect("populate");
     }
+    eprintln!("populated in {:.1?}", started.elapsed());
     store
 }
 
-fn updates(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .expect("runtime");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = runtime.block_on(populated_store(dir.path()));
+        .expect("runtime")
+}
 
+fn updates(c: &mut Criterion) {
     let mut group = c.benchmark_group("update");
     group.throughput(Throughput::Elements(1));
     group.measurement_time(Duration::from_secs(10));
+    // Setup happens on the first call of each closure (criterion calls a
+    // closure many times, and only for the benchmarks a filter selects).
+    let setup = OnceCell::new();
     group.bench_function("folio_32_sessions", |b| {
-        b.to_async(&runtime).iter_custom(|iterations| {
+        let (runtime, _dir, store) = setup.get_or_init(|| {
+            let runtime = runtime();
+            let dir = tempfile::tempdir().expect("temp dir");
+            let store = runtime.block_on(populated_store(dir.path()));
+            (runtime, dir, store)
+        });
+        b.to_async(runtime).iter_custom(|iterations| {
             let store = store.clone();
             async move { concurrent_updates(&store, iterations).await }
         });
     });
 
     // Reference: raw SQLite, one durable transaction per conditional update.
-    let reference_path = dir.path().join("reference.sqlite");
-    let connection = reference_database(&reference_path);
-    let statement_select = "SELECT version FROM docs WHERE id = ?1";
-    let statement_update =
-        "UPDATE docs SET body = ?3, version = version + 1 WHERE id = ?1 AND version = ?2";
+    let setup = OnceCell::new();
     let mut random = Random(0x9e37_79b9_7f4a_7c15);
     group.bench_function("sqlite_txn_per_update", |b| {
+        let (_dir, connection) = setup.get_or_init(|| {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let connection = reference_database(&dir.path().join("reference.sqlite"));
+            (dir, connection)
+        });
         b.iter(|| {
             let n = random.document();
             let id = document_id(n);
             let body = serde_json::to_string(&document(n)).expect("json");
             let transaction = connection.unchecked_transaction().expect("begin");
             let version: i64 = transaction
-                .prepare_cached(statement_select)
+                .prepare_cached("SELECT version FROM docs WHERE id = ?1")
                 .and_then(|mut s| s.query_row([&id], |row| row.get(0)))
                 .expect("select");
             let changed = transaction
-                .prepare_cached(statement_update)
+                .prepare_cached("UPDATE docs SET body = ?3, version = version + 1 WHERE id = ?1 AND version = ?2")
                 .and_then(|mut s| s.execute(rusqlite::params![id, version, body]))
                 .expect("update");
             assert_eq!(changed, 1);
@@ -146,7 +158,6 @@ fn updates(c: &mut Criterion) {
         });
     });
     group.finish();
-    drop(store);
 }
 
 /// Runs `iterations` read-modify-write saves spread over 32 concurrent
@@ -215,22 +226,20 @@ fn reference_database(path: &std::path::Path) -> rusqlite::Connection {
 }
 
 fn loads(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = runtime.block_on(populated_store(dir.path()));
-    let ids: Arc<Vec<String>> = Arc::new((0..DOCUMENTS).map(document_id).collect());
-    let mut random = Random(0x1234_5678_9abc_def1);
-
     let mut group = c.benchmark_group("load");
     group.throughput(Throughput::Elements(1));
+    let setup = OnceCell::new();
+    let ids: Vec<String> = (0..DOCUMENTS).map(document_id).collect();
+    let mut random = Random(0x1234_5678_9abc_def1);
     group.bench_function("folio_single_task", |b| {
-        b.to_async(&runtime).iter(|| {
+        let (runtime, _dir, store) = setup.get_or_init(|| {
+            let runtime = runtime();
+            let dir = tempfile::tempdir().expect("temp dir");
+            let store = runtime.block_on(populated_store(dir.path()));
+            (runtime, dir, store)
+        });
+        b.to_async(runtime).iter(|| {
             let id = &ids[random.document() as usize];
-            let store = &store;
             async move {
                 let mut session = store.query_session();
                 let doc: BenchDoc = session.load(id).await.expect("load").expect("exists");

@@ -37,6 +37,10 @@ pub fn id(id: &str) -> Result<()> {
             id.len()
         )));
     }
+    // Fast path: printable ASCII has no control characters.
+    if id.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Ok(());
+    }
     if let Some(position) = id.chars().position(char::is_control) {
         return Err(Error::InvalidInput(format!(
             "a document id must not contain control characters (found one at character {position} of {id:?})"
@@ -147,6 +151,34 @@ pub fn nesting_depth(text: &str) -> usize {
     deepest
 }
 
+/// Whether JSON `text` has no whitespace outside its strings (as
+/// `serde_json::to_string` writes it). Meaningful for well-formed JSON only.
+///
+/// ```
+/// use folio_core::validate::is_minified;
+///
+/// assert!(is_minified(r#"{"a":"x y","b":[1,2]}"#));
+/// assert!(!is_minified(r#"{"a": 1}"#));
+/// ```
+pub fn is_minified(text: &str) -> bool {
+    let (mut in_string, mut escaped) = (false, false);
+    for byte in text.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else if byte == b'"' {
+            in_string = true;
+        } else if byte.is_ascii_whitespace() {
+            return false;
+        }
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +215,13 @@ mod tests {
         for bad in ["", "-a", "_a", "A", "a.b", "..", "a/b", "a b"] {
             assert!(database(bad).is_err(), "{bad:?} must be refused");
         }
+    }
+
+    #[test]
+    fn minified() {
+        assert!(is_minified(r#"{"a":"\" \\","b":{"c":[true,null]}}"#));
+        assert!(!is_minified("{\"a\":1,\n\"b\":2}"));
+        assert!(!is_minified(" {}"));
     }
 
     #[test]

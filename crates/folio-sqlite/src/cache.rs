@@ -6,8 +6,10 @@
 //!
 //! * just before a group's COMMIT, the writer removes every document the
 //!   group wrote, marks them as being written and bumps the generation
-//!   ([`DocumentCache::begin_write`]); after the COMMIT it clears the marks
-//!   and bumps the generation again ([`DocumentCache::end_write`]);
+//!   ([`DocumentCache::begin_write`]); after the COMMIT it clears the marks,
+//!   bumps the generation again and caches the versions it just committed
+//!   ([`DocumentCache::end_write`]), so a read-modify-write loop keeps
+//!   hitting the cache;
 //! * a reader that misses notes the generation *before* it reads SQLite;
 //! * it inserts what it read only if the generation is unchanged and the
 //!   document is not being written.
@@ -34,10 +36,25 @@ pub(crate) struct DocumentCache {
 
 struct State {
     generation: u64,
-    entries: LruCache<(String, String), Entry>,
+    /// Keyed by `collection:id` (collections cannot contain `:`).
+    entries: LruCache<String, Entry>,
     bytes: usize,
     /// Documents of the group being committed: not cacheable until it is done.
-    writing: HashSet<(String, String)>,
+    writing: HashSet<String>,
+}
+
+/// The cache key of a document.
+fn key(collection: &str, id: &str) -> String {
+    let mut key = String::with_capacity(collection.len() + 1 + id.len());
+    key.push_str(collection);
+    key.push(':');
+    key.push_str(id);
+    key
+}
+
+thread_local! {
+    /// A reusable buffer for lookups, so a hit allocates no key.
+    static LOOKUP: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
 /// The cache generation seen before a read, to hand back to [`DocumentCache::insert`].
@@ -66,28 +83,37 @@ impl DocumentCache {
 
     /// The cached entry, or a ticket to insert what the caller reads instead.
     pub(crate) fn get(&self, collection: &str, id: &str) -> Result<Entry, Ticket> {
-        let mut state = self.state();
-        // `LruCache::get` takes the key by borrow of the tuple type; a tuple
-        // of borrowed strings needs the owned form, so look up by building it.
-        match state.entries.get(&(collection.to_owned(), id.to_owned())) {
-            Some(entry) => Ok(entry.clone()),
-            None => Err(Ticket(state.generation)),
-        }
+        LOOKUP.with_borrow_mut(|lookup| {
+            lookup.clear();
+            lookup.push_str(collection);
+            lookup.push(':');
+            lookup.push_str(id);
+            let mut state = self.state();
+            match state.entries.get(lookup.as_str()) {
+                Some(entry) => Ok(entry.clone()),
+                None => Err(Ticket(state.generation)),
+            }
+        })
     }
 
     /// Caches `entry`, read after `ticket` was taken, unless a commit
     /// invalidated entries since.
     pub(crate) fn insert(&self, ticket: Ticket, entry: &Entry) {
-        let size = entry_size(entry);
-        if size > self.capacity_bytes / 4 {
-            return;
-        }
+        let key = key(&entry.metadata.collection, &entry.metadata.id);
         let mut state = self.state();
-        let key = (entry.metadata.collection.clone(), entry.metadata.id.clone());
         if state.generation != ticket.0 || state.writing.contains(&key) {
             return;
         }
-        if let Some(previous) = state.entries.put(key, entry.clone()) {
+        self.put(&mut state, entry.clone());
+    }
+
+    fn put(&self, state: &mut State, entry: Entry) {
+        let size = entry_size(&entry);
+        if size > self.capacity_bytes / 4 {
+            return;
+        }
+        let key = key(&entry.metadata.collection, &entry.metadata.id);
+        if let Some(previous) = state.entries.put(key, entry) {
             state.bytes -= entry_size(&previous);
         }
         state.bytes += size;
@@ -106,7 +132,7 @@ impl DocumentCache {
         let mut state = self.state();
         state.generation += 1;
         for (collection, id) in written {
-            let key = (collection.to_owned(), id.to_owned());
+            let key = key(collection, id);
             if let Some(removed) = state.entries.pop(&key) {
                 state.bytes -= entry_size(&removed);
             }
@@ -115,11 +141,15 @@ impl DocumentCache {
     }
 
     /// Ends the write begun by [`DocumentCache::begin_write`], after COMMIT
-    /// returned (whether it succeeded or not).
-    pub(crate) fn end_write(&self) {
+    /// returned, caching `committed`: the new versions, exactly as stored
+    /// (empty when the COMMIT failed).
+    pub(crate) fn end_write(&self, committed: Vec<Entry>) {
         let mut state = self.state();
         state.generation += 1;
         state.writing.clear();
+        for entry in committed {
+            self.put(&mut state, entry);
+        }
     }
 }
 
@@ -164,7 +194,7 @@ mod tests {
             cache.get("c", "a").is_err(),
             "nothing is cached while being written"
         );
-        cache.end_write();
+        cache.end_write(Vec::new());
         cache.insert(before, &entry("a", "{\"old\":true}"));
         cache.insert(during, &entry("a", "{\"old\":true}"));
         assert!(
@@ -177,7 +207,18 @@ mod tests {
         assert_eq!(cache.get("c", "a").unwrap().document, "{}");
         cache.begin_write([("c", "a")]);
         assert!(cache.get("c", "a").is_err(), "a write invalidates");
-        cache.end_write();
+        cache.end_write(Vec::new());
+    }
+
+    #[test]
+    fn committed_versions_are_cached_and_failed_commits_cache_nothing() {
+        let cache = DocumentCache::new(1 << 20);
+        cache.begin_write([("c", "a")]);
+        cache.end_write(vec![entry("a", "{\"v\":2}")]);
+        assert_eq!(cache.get("c", "a").unwrap().document, "{\"v\":2}");
+        cache.begin_write([("c", "a")]);
+        cache.end_write(Vec::new());
+        assert!(cache.get("c", "a").is_err());
     }
 
     #[test]

@@ -24,11 +24,13 @@
 //! ```
 
 mod cache;
+mod checkpoint;
 mod error;
 mod location;
 mod query;
 mod read;
 mod schema;
+mod sync;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -43,9 +45,11 @@ use rusqlite::{OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use crate::cache::DocumentCache;
+use crate::checkpoint::{Checkpointer, CommitCounter};
 use crate::error::{closed, storage};
 use crate::location::Location;
 use crate::read::{ReaderPool, change_vector, entry_from_row};
+use crate::sync::{Acknowledger, Failed};
 use crate::writer::{Request, Writer};
 
 /// When a commit counts as done.
@@ -99,6 +103,7 @@ pub struct SqliteEngine {
 struct Shared {
     // Dropped first: stopping the writer before the readers close.
     writer: Writer,
+    _checkpointer: Option<Checkpointer>,
     readers: ReaderPool,
     cache: Arc<DocumentCache>,
     database_id: DatabaseId,
@@ -151,18 +156,36 @@ impl SqliteEngine {
         lock: Option<std::fs::File>,
     ) -> Result<Self> {
         let location = Arc::new(location);
-        let mut connection = location.open_writer(options.durability)?;
+        let mut connection = location.open_writer()?;
         let opened = schema::open(&mut connection)?;
         let cache = Arc::new(DocumentCache::new(options.cache_bytes));
+        let commits = Arc::new(CommitCounter::default());
+        let checkpointer = match location.path() {
+            Some(_) => Some(Checkpointer::start(location.open_checkpointer()?, commits.clone())?),
+            None => None,
+        };
+        let failed = Arc::new(Failed::default());
+        let acknowledger = match (location.path(), options.durability) {
+            (Some(path), Durability::Full) => {
+                let mut wal = path.as_os_str().to_owned();
+                wal.push("-wal");
+                Acknowledger::synced(PathBuf::from(wal), failed.clone())?
+            }
+            _ => Acknowledger::Immediate,
+        };
         let writer = Writer::start(
             connection,
             opened.database_id.clone(),
             options.max_batches_per_group,
             cache.clone(),
+            commits,
+            acknowledger,
+            failed,
         )?;
         Ok(SqliteEngine {
             shared: Arc::new(Shared {
                 writer,
+                _checkpointer: checkpointer,
                 readers: ReaderPool::new(location.clone(), options.max_idle_readers),
                 cache,
                 database_id: opened.database_id,

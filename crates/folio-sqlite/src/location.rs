@@ -6,8 +6,11 @@ use std::time::Duration;
 use folio_core::Result;
 use rusqlite::{Connection, OpenFlags};
 
-use crate::Durability;
 use crate::error::storage;
+
+/// The page size of new databases. Every page a commit changes is written
+/// whole to the log: small pages keep the log of random updates small.
+const PAGE_SIZE: i64 = 4096;
 
 /// The writer's page cache: it reads every document it checks.
 const WRITER_CACHE_KIB: i64 = 64 * 1024;
@@ -50,7 +53,7 @@ impl Location {
     }
 
     /// Opens the writer's connection, creating the database if needed.
-    pub(crate) fn open_writer(&self, durability: Durability) -> Result<Connection> {
+    pub(crate) fn open_writer(&self) -> Result<Connection> {
         let (uri, flags) = self.uri();
         let connection = Connection::open_with_flags(
             uri,
@@ -58,6 +61,10 @@ impl Location {
         )
         .map_err(|e| storage("opening the database", e))?;
         configure(&connection, WRITER_CACHE_KIB)?;
+        // Only takes effect when the database is created.
+        connection
+            .pragma_update(None, "page_size", PAGE_SIZE)
+            .map_err(|e| storage("setting the page size", e))?;
         if let Location::File(_) = self {
             let mode: String = connection
                 .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
@@ -69,13 +76,33 @@ impl Location {
                 ));
             }
         }
-        let synchronous = match durability {
-            Durability::Full => "FULL",
-            Durability::Relaxed => "NORMAL",
-        };
+        // COMMIT writes the log without waiting for the disk; with
+        // `Durability::Full` the syncer (`sync.rs`) syncs the log before
+        // anyone is answered. Checkpoints sync the log and the database.
         connection
-            .pragma_update(None, "synchronous", synchronous)
+            .pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| storage("setting durability", e))?;
+        // The savepoint of each batch journals the pages it changes: keep
+        // that journal in memory, not in a temporary file.
+        connection
+            .pragma_update(None, "temp_store", "MEMORY")
+            .map_err(|e| storage("configuring temporary storage", e))?;
+        if let Location::File(_) = self {
+            // Checkpoints run on their own thread (`checkpoint.rs`), not in
+            // the writer's commits.
+            connection
+                .pragma_update(None, "wal_autocheckpoint", 0)
+                .map_err(|e| storage("configuring checkpoints", e))?;
+        }
+        Ok(connection)
+    }
+
+    /// Opens the checkpointer's connection to an existing database file.
+    pub(crate) fn open_checkpointer(&self) -> Result<Connection> {
+        let (uri, flags) = self.uri();
+        let connection = Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .map_err(|e| storage("opening the checkpoint connection", e))?;
+        configure(&connection, READER_CACHE_KIB)?;
         Ok(connection)
     }
 
@@ -91,7 +118,7 @@ impl Location {
 
 /// How much of the database file a connection maps into memory: reads of
 /// mapped pages are memory copies instead of `read` system calls.
-const MMAP_BYTES: i64 = 1 << 30;
+const MMAP_BYTES: i64 = 0;
 
 fn configure(connection: &Connection, cache_kib: i64) -> Result<()> {
     connection

@@ -27,15 +27,17 @@ use std::thread::JoinHandle;
 use std::time::SystemTime;
 
 use folio_core::{
-    Batch, CommandKind, CommandResult, CommitResult, ConcurrencyError, Conflict, DatabaseId,
-    Expectation, Metadata, Result, millis_since_epoch, time_from_millis,
+    Batch, Command, CommandKind, CommandResult, CommitResult, ConcurrencyError, Conflict, DatabaseId, Entry,
+    Expectation, Metadata, Result, millis_since_epoch, time_from_millis, validate,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use crate::cache::DocumentCache;
+use crate::checkpoint::CommitCounter;
 use crate::error::{closed, storage};
 use crate::read::change_vector;
+use crate::sync::{Acknowledger, Failed, Reply, answer, sync_failure};
 
 /// Work for the writer thread.
 pub(crate) enum Request {
@@ -65,6 +67,9 @@ impl Writer {
         database_id: DatabaseId,
         max_batches_per_group: usize,
         cache: Arc<DocumentCache>,
+        commits: Arc<CommitCounter>,
+        acknowledger: Acknowledger,
+        failed: Arc<Failed>,
     ) -> Result<Self> {
         let (sender, receiver) = mpsc::channel();
         let state = WriterState {
@@ -72,6 +77,9 @@ impl Writer {
             database_id,
             last_etag: 0,
             cache,
+            commits,
+            acknowledger,
+            failed,
             max_batches_per_group: max_batches_per_group.max(1),
         };
         let thread = std::thread::Builder::new()
@@ -118,10 +126,14 @@ struct WriterState {
     /// The last etag issued; read afresh at the start of every group.
     last_etag: u64,
     cache: Arc<DocumentCache>,
+    commits: Arc<CommitCounter>,
+    /// Answers callers once their group is durable.
+    acknowledger: Acknowledger,
+    /// Set when syncing failed: no more writes.
+    failed: Arc<Failed>,
     max_batches_per_group: usize,
 }
 
-type Reply = (oneshot::Sender<CommitResult>, CommitResult);
 
 impl WriterState {
     fn run(mut self, receiver: Receiver<Request>) {
@@ -159,6 +171,13 @@ impl WriterState {
         }
         let now = millis_since_epoch(SystemTime::now());
         let mut replies: Vec<Reply> = Vec::with_capacity(group.len());
+        if self.failed.is_set() {
+            for (_, reply) in group.drain(..) {
+                replies.push((reply, Err(sync_failure())));
+            }
+            answer(replies);
+            return;
+        }
         let began = self
             .execute("BEGIN IMMEDIATE", "starting a transaction")
             .and_then(|()| self.read_last_etag());
@@ -173,8 +192,10 @@ impl WriterState {
             answer(replies);
             return;
         }
+        let mut written = Vec::new();
         for (batch, reply) in group.drain(..) {
-            let verdict = self.run_batch(batch, now);
+            let (verdict, entries) = self.run_batch(batch, now);
+            written.extend(entries);
             replies.push((reply, verdict));
         }
         // Keep what this group writes out of the read cache until it committed.
@@ -184,7 +205,11 @@ impl WriterState {
                 .flat_map(|(_, verdict)| written_keys(verdict)),
         );
         let committed = self.execute("COMMIT", "committing");
-        self.cache.end_write();
+        match committed {
+            Ok(()) => self.commits.committed(),
+            Err(_) => written.clear(),
+        }
+        self.cache.end_write(written);
         if let Err(error) = committed {
             if !self.connection.is_autocommit() {
                 let _ = self.execute("ROLLBACK", "rolling back");
@@ -193,146 +218,234 @@ impl WriterState {
             for (_, verdict) in &mut replies {
                 *verdict = Err(group_failure(&message));
             }
+            answer(replies);
+            return;
         }
-        answer(replies);
+        self.acknowledger.acknowledge(replies);
     }
 
     /// Runs one batch inside its own savepoint; on a conflict or a failure the
-    /// savepoint is rolled back and the etag counter restored.
-    fn run_batch(&mut self, batch: Batch, now: i64) -> CommitResult {
-        self.execute("SAVEPOINT batch", "starting a savepoint")?;
-        let etag_before = self.last_etag;
-        let outcome = self.apply(batch, now);
-        let keep = matches!(outcome, Ok(Ok(_)));
-        if keep {
-            self.execute("RELEASE batch", "releasing a savepoint")?;
-        } else {
-            self.last_etag = etag_before;
-            self.execute("ROLLBACK TO batch", "rolling back a savepoint")?;
-            self.execute("RELEASE batch", "releasing a savepoint")?;
+    /// savepoint is rolled back and the etag counter restored. Also returns
+    /// the entries the batch wrote, for the read cache.
+    fn run_batch(&mut self, batch: Batch, now: i64) -> (CommitResult, Vec<Entry>) {
+        if let Err(error) = self.execute("SAVEPOINT batch", "starting a savepoint") {
+            return (Err(error), Vec::new());
         }
-        outcome
+        let etag_before = self.last_etag;
+        let mut written = Vec::new();
+        let outcome = self.apply(batch, now, &mut written);
+        let kept = match outcome {
+            Ok(Ok(_)) => self.execute("RELEASE batch", "releasing a savepoint"),
+            _ => {
+                self.last_etag = etag_before;
+                written.clear();
+                self.execute("ROLLBACK TO batch", "rolling back a savepoint")
+                    .and_then(|()| self.execute("RELEASE batch", "releasing a savepoint"))
+            }
+        };
+        match kept {
+            Ok(()) => (outcome, written),
+            Err(error) => (Err(error), Vec::new()),
+        }
     }
 
     /// Checks every command's expectation and applies the writes in order.
     /// All commands are judged even after a conflict, so that every conflict
-    /// of the batch is reported.
-    fn apply(&mut self, batch: Batch, now: i64) -> CommitResult {
+    /// of the batch is reported. Puts of minified JSON are added to
+    /// `written` (their stored text is exactly the input: SQLite's JSONB
+    /// keeps number and string literals as written).
+    ///
+    /// A write and its check are one statement (`UPDATE … WHERE etag = ?`,
+    /// `INSERT … ON CONFLICT DO NOTHING`, …): the common case costs one index
+    /// lookup, and only a refused write reads the actual version.
+    fn apply(&mut self, batch: Batch, now: i64, written: &mut Vec<Entry>) -> CommitResult {
         let mut conflicts = Vec::new();
         let mut results = Vec::with_capacity(batch.commands.len());
         for command in batch.commands {
-            let current: Option<(i64, i64)> = self
-                .connection
-                .prepare_cached(
-                    "SELECT etag, revision FROM documents WHERE collection = ?1 AND id = ?2",
-                )
-                .and_then(|mut statement| {
-                    statement
-                        .query_row(params![command.collection, command.id], |row| {
-                            Ok((row.get(0)?, row.get(1)?))
-                        })
-                        .optional()
-                })
-                .map_err(|e| storage("reading a document's version", e))?;
-            let current_etag = current.map(|(etag, _)| etag);
-            if !expectation_met(&command.expect, current_etag, &self.database_id) {
-                conflicts.push(
-                    Conflict::new(
-                        command.collection,
-                        command.id,
-                        command.expect,
-                        current_etag.map(|etag| change_vector(etag, &self.database_id)),
-                    )
-                    .with_type_name(command.type_name),
-                );
-                continue;
-            }
-            let result = match command.kind {
+            let Command {
+                collection,
+                id,
+                expect,
+                kind,
+                type_name,
+            } = command;
+            let outcome = match kind {
                 CommandKind::Put { document } => {
                     let etag = self.next_etag();
-                    let revision = current.map_or(1, |(_, revision)| revision + 1);
-                    let sql = if current.is_some() {
-                        "UPDATE documents SET etag = ?1, revision = ?4, last_modified = ?5, data = jsonb(?6) \
-                         WHERE collection = ?2 AND id = ?3"
-                    } else {
-                        "INSERT INTO documents (etag, collection, id, revision, last_modified, data) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, jsonb(?6))"
-                    };
-                    self.connection
-                        .prepare_cached(sql)
-                        .and_then(|mut statement| {
-                            statement.execute(params![
-                                etag,
-                                command.collection,
-                                command.id,
-                                revision,
-                                now,
-                                document
-                            ])
-                        })
-                        .map_err(|e| storage("writing a document", e))?;
-                    if current.is_none() {
-                        self.connection
-                            .prepare_cached(
-                                "DELETE FROM tombstones WHERE collection = ?1 AND id = ?2",
-                            )
-                            .and_then(|mut statement| {
-                                statement.execute(params![command.collection, command.id])
-                            })
-                            .map_err(|e| storage("removing a tombstone", e))?;
-                    }
-                    CommandResult::Put(Metadata {
-                        change_vector: change_vector(etag, &self.database_id),
-                        id: command.id,
-                        collection: command.collection,
-                        revision: u64::try_from(revision).unwrap_or(0),
-                        etag: u64::try_from(etag).unwrap_or(0),
-                        last_modified: time_from_millis(now),
+                    let revision = self.put(&collection, &id, &document, &expect, etag, now)?;
+                    revision.map(|revision| {
+                        let metadata = Metadata {
+                            change_vector: change_vector(etag, &self.database_id),
+                            id: id.clone(),
+                            collection: collection.clone(),
+                            revision: u64::try_from(revision).unwrap_or(0),
+                            etag: u64::try_from(etag).unwrap_or(0),
+                            last_modified: time_from_millis(now),
+                        };
+                        if validate::is_minified(&document) {
+                            written.push(Entry {
+                                metadata: metadata.clone(),
+                                document,
+                            });
+                        }
+                        CommandResult::Put(metadata)
                     })
                 }
                 CommandKind::Delete => {
-                    let etag = match current {
-                        Some(_) => {
-                            let etag = self.next_etag();
-                            self.connection
-                                .prepare_cached(
-                                    "DELETE FROM documents WHERE collection = ?1 AND id = ?2",
-                                )
-                                .and_then(|mut statement| {
-                                    statement.execute(params![command.collection, command.id])
-                                })
-                                .map_err(|e| storage("deleting a document", e))?;
-                            self.connection
-                                .prepare_cached(
-                                    "INSERT INTO tombstones (etag, collection, id) VALUES (?1, ?2, ?3) \
-                                     ON CONFLICT (collection, id) DO UPDATE SET etag = excluded.etag",
-                                )
-                                .and_then(|mut statement| {
-                                    statement.execute(params![etag, command.collection, command.id])
-                                })
-                                .map_err(|e| storage("recording a delete", e))?;
-                            Some(u64::try_from(etag).unwrap_or(0))
+                    let etag = self.next_etag();
+                    let deleted = self.delete(&collection, &id, &expect, etag)?;
+                    deleted.map(|deleted| {
+                        if !deleted {
+                            // Nothing was there: the etag was not used.
+                            self.last_etag -= 1;
                         }
-                        None => None,
-                    };
-                    CommandResult::Deleted {
-                        collection: command.collection,
-                        id: command.id,
-                        etag,
-                    }
+                        CommandResult::Deleted {
+                            collection: collection.clone(),
+                            id: id.clone(),
+                            etag: deleted.then(|| u64::try_from(etag).unwrap_or(0)),
+                        }
+                    })
                 }
-                CommandKind::Check => CommandResult::Checked {
-                    collection: command.collection,
-                    id: command.id,
-                },
+                CommandKind::Check => {
+                    let current = self.current_etag(&collection, &id)?;
+                    expectation_met(&expect, current, &self.database_id).then(|| CommandResult::Checked {
+                        collection: collection.clone(),
+                        id: id.clone(),
+                    })
+                }
             };
-            results.push(result);
+            match outcome {
+                Some(result) => results.push(result),
+                None => {
+                    let actual = self.current_etag(&collection, &id)?;
+                    conflicts.push(
+                        Conflict::new(
+                            collection,
+                            id,
+                            expect,
+                            actual.map(|etag| change_vector(etag, &self.database_id)),
+                        )
+                        .with_type_name(type_name),
+                    );
+                }
+            }
         }
         if conflicts.is_empty() {
             Ok(Ok(results))
         } else {
             Ok(Err(ConcurrencyError::new(conflicts)))
         }
+    }
+
+    /// Writes a document if `expect` holds; the new revision, or `None` when
+    /// the expectation failed (nothing written).
+    fn put(
+        &self,
+        collection: &str,
+        id: &str,
+        document: &str,
+        expect: &Expectation,
+        etag: i64,
+        now: i64,
+    ) -> Result<Option<i64>> {
+        let revision: Option<i64> = match expect {
+            Expectation::Version { change_vector } => {
+                let Some(expected) = etag_of(change_vector.as_str(), &self.database_id) else {
+                    return Ok(None);
+                };
+                self.connection
+                    .prepare_cached(
+                        "UPDATE documents SET etag = ?1, revision = revision + 1, last_modified = ?2, \
+                         data = jsonb(?3) WHERE collection = ?4 AND id = ?5 AND etag = ?6 RETURNING revision",
+                    )
+                    .and_then(|mut statement| {
+                        statement
+                            .query_row(params![etag, now, document, collection, id, expected], |row| row.get(0))
+                            .optional()
+                    })
+            }
+            Expectation::Missing => self
+                .connection
+                .prepare_cached(
+                    "INSERT INTO documents (etag, revision, last_modified, data, collection, id) \
+                     VALUES (?1, 1, ?2, jsonb(?3), ?4, ?5) \
+                     ON CONFLICT (collection, id) DO NOTHING RETURNING revision",
+                )
+                .and_then(|mut statement| {
+                    statement
+                        .query_row(params![etag, now, document, collection, id], |row| row.get(0))
+                        .optional()
+                }),
+            Expectation::Any => self
+                .connection
+                .prepare_cached(
+                    "INSERT INTO documents (etag, revision, last_modified, data, collection, id) \
+                     VALUES (?1, 1, ?2, jsonb(?3), ?4, ?5) \
+                     ON CONFLICT (collection, id) DO UPDATE SET etag = excluded.etag, \
+                     revision = revision + 1, last_modified = excluded.last_modified, data = excluded.data \
+                     RETURNING revision",
+                )
+                .and_then(|mut statement| {
+                    statement
+                        .query_row(params![etag, now, document, collection, id], |row| row.get(0))
+                        .optional()
+                }),
+        }
+        .map_err(|e| storage("writing a document", e))?;
+        if revision == Some(1) {
+            // A new document: it may replace a tombstone.
+            self.connection
+                .prepare_cached("DELETE FROM tombstones WHERE collection = ?1 AND id = ?2")
+                .and_then(|mut statement| statement.execute(params![collection, id]))
+                .map_err(|e| storage("removing a tombstone", e))?;
+        }
+        Ok(revision)
+    }
+
+    /// Deletes a document if `expect` holds: `Some(true)` deleted,
+    /// `Some(false)` nothing to delete, `None` the expectation failed.
+    fn delete(&self, collection: &str, id: &str, expect: &Expectation, etag: i64) -> Result<Option<bool>> {
+        let deleted = match expect {
+            Expectation::Missing => {
+                return Ok(self.current_etag(collection, id)?.is_none().then_some(false));
+            }
+            Expectation::Version { change_vector } => {
+                let Some(expected) = etag_of(change_vector.as_str(), &self.database_id) else {
+                    return Ok(None);
+                };
+                self.connection
+                    .prepare_cached("DELETE FROM documents WHERE collection = ?1 AND id = ?2 AND etag = ?3")
+                    .and_then(|mut statement| statement.execute(params![collection, id, expected]))
+                    .map_err(|e| storage("deleting a document", e))?
+            }
+            Expectation::Any => self
+                .connection
+                .prepare_cached("DELETE FROM documents WHERE collection = ?1 AND id = ?2")
+                .and_then(|mut statement| statement.execute(params![collection, id]))
+                .map_err(|e| storage("deleting a document", e))?,
+        };
+        match (deleted, expect) {
+            (0, Expectation::Any) => Ok(Some(false)),
+            (0, _) => Ok(None),
+            _ => {
+                self.connection
+                    .prepare_cached(
+                        "INSERT INTO tombstones (etag, collection, id) VALUES (?1, ?2, ?3) \
+                         ON CONFLICT (collection, id) DO UPDATE SET etag = excluded.etag",
+                    )
+                    .and_then(|mut statement| statement.execute(params![etag, collection, id]))
+                    .map_err(|e| storage("recording a delete", e))?;
+                Ok(Some(true))
+            }
+        }
+    }
+
+    /// The etag of the stored document, `None` when it does not exist.
+    fn current_etag(&self, collection: &str, id: &str) -> Result<Option<i64>> {
+        self.connection
+            .prepare_cached("SELECT etag FROM documents WHERE collection = ?1 AND id = ?2")
+            .and_then(|mut statement| statement.query_row(params![collection, id], |row| row.get(0)).optional())
+            .map_err(|e| storage("reading a document's version", e))
     }
 
     /// Reads the last etag issued, inside the write transaction: another
@@ -406,13 +519,6 @@ fn group_failure(message: &str) -> folio_core::Error {
         folio_core::EngineErrorKind::Io,
         format!("the group commit failed, nothing of this batch was written: {message}"),
     ))
-}
-
-fn answer(replies: Vec<Reply>) {
-    for (reply, verdict) in replies {
-        // A caller that went away no longer needs its answer.
-        let _ = reply.send(verdict);
-    }
 }
 
 #[cfg(test)]
