@@ -65,7 +65,9 @@ impl Checkpointer {
 fn run(connection: &Connection, commits: &CommitCounter, stop: &(Mutex<bool>, Condvar)) {
     let mut seen = commits.current();
     let (stopped, wake) = stop;
-    let mut stopped = stopped.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut stopped = stopped
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     while !*stopped {
         stopped = wake
             .wait_timeout(stopped, INTERVAL)
@@ -84,7 +86,9 @@ fn run(connection: &Connection, commits: &CommitCounter, stop: &(Mutex<bool>, Co
 impl Drop for Checkpointer {
     fn drop(&mut self) {
         let (stopped, wake) = &*self.stop;
-        *stopped.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = true;
+        *stopped
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = true;
         wake.notify_all();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();

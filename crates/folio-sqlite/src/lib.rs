@@ -161,7 +161,10 @@ impl SqliteEngine {
         let cache = Arc::new(DocumentCache::new(options.cache_bytes));
         let commits = Arc::new(CommitCounter::default());
         let checkpointer = match location.path() {
-            Some(_) => Some(Checkpointer::start(location.open_checkpointer()?, commits.clone())?),
+            Some(_) => Some(Checkpointer::start(
+                location.open_checkpointer()?,
+                commits.clone(),
+            )?),
             None => None,
         };
         let failed = Arc::new(Failed::default());

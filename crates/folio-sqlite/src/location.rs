@@ -100,8 +100,9 @@ impl Location {
     /// Opens the checkpointer's connection to an existing database file.
     pub(crate) fn open_checkpointer(&self) -> Result<Connection> {
         let (uri, flags) = self.uri();
-        let connection = Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_READ_WRITE)
-            .map_err(|e| storage("opening the checkpoint connection", e))?;
+        let connection =
+            Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_READ_WRITE)
+                .map_err(|e| storage("opening the checkpoint connection", e))?;
         configure(&connection, READER_CACHE_KIB)?;
         Ok(connection)
     }

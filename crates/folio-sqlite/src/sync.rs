@@ -73,7 +73,10 @@ impl Acknowledger {
             .name("folio-sqlite-sync".into())
             .spawn(move || run(&wal_path, &receiver, &failed))
             .map_err(|e| {
-                Error::Engine(EngineError::new(EngineErrorKind::Other, "starting the sync thread failed").with_source(e))
+                Error::Engine(
+                    EngineError::new(EngineErrorKind::Other, "starting the sync thread failed")
+                        .with_source(e),
+                )
             })?;
         Ok(Acknowledger::Synced {
             sender: Some(sender),

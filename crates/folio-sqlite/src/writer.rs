@@ -27,8 +27,9 @@ use std::thread::JoinHandle;
 use std::time::SystemTime;
 
 use folio_core::{
-    Batch, Command, CommandKind, CommandResult, CommitResult, ConcurrencyError, Conflict, DatabaseId, Entry,
-    Expectation, Metadata, Result, millis_since_epoch, time_from_millis, validate,
+    Batch, Command, CommandKind, CommandResult, CommitResult, ConcurrencyError, Conflict,
+    DatabaseId, Entry, Expectation, Metadata, Result, millis_since_epoch, time_from_millis,
+    validate,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
@@ -133,7 +134,6 @@ struct WriterState {
     failed: Arc<Failed>,
     max_batches_per_group: usize,
 }
-
 
 impl WriterState {
     fn run(mut self, receiver: Receiver<Request>) {
@@ -308,9 +308,11 @@ impl WriterState {
                 }
                 CommandKind::Check => {
                     let current = self.current_etag(&collection, &id)?;
-                    expectation_met(&expect, current, &self.database_id).then(|| CommandResult::Checked {
-                        collection: collection.clone(),
-                        id: id.clone(),
+                    expectation_met(&expect, current, &self.database_id).then(|| {
+                        CommandResult::Checked {
+                            collection: collection.clone(),
+                            id: id.clone(),
+                        }
                     })
                 }
             };
@@ -404,17 +406,28 @@ impl WriterState {
 
     /// Deletes a document if `expect` holds: `Some(true)` deleted,
     /// `Some(false)` nothing to delete, `None` the expectation failed.
-    fn delete(&self, collection: &str, id: &str, expect: &Expectation, etag: i64) -> Result<Option<bool>> {
+    fn delete(
+        &self,
+        collection: &str,
+        id: &str,
+        expect: &Expectation,
+        etag: i64,
+    ) -> Result<Option<bool>> {
         let deleted = match expect {
             Expectation::Missing => {
-                return Ok(self.current_etag(collection, id)?.is_none().then_some(false));
+                return Ok(self
+                    .current_etag(collection, id)?
+                    .is_none()
+                    .then_some(false));
             }
             Expectation::Version { change_vector } => {
                 let Some(expected) = etag_of(change_vector.as_str(), &self.database_id) else {
                     return Ok(None);
                 };
                 self.connection
-                    .prepare_cached("DELETE FROM documents WHERE collection = ?1 AND id = ?2 AND etag = ?3")
+                    .prepare_cached(
+                        "DELETE FROM documents WHERE collection = ?1 AND id = ?2 AND etag = ?3",
+                    )
                     .and_then(|mut statement| statement.execute(params![collection, id, expected]))
                     .map_err(|e| storage("deleting a document", e))?
             }
@@ -444,7 +457,11 @@ impl WriterState {
     fn current_etag(&self, collection: &str, id: &str) -> Result<Option<i64>> {
         self.connection
             .prepare_cached("SELECT etag FROM documents WHERE collection = ?1 AND id = ?2")
-            .and_then(|mut statement| statement.query_row(params![collection, id], |row| row.get(0)).optional())
+            .and_then(|mut statement| {
+                statement
+                    .query_row(params![collection, id], |row| row.get(0))
+                    .optional()
+            })
             .map_err(|e| storage("reading a document's version", e))
     }
 
