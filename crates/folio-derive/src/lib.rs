@@ -5,7 +5,7 @@
 //! `::folio::Document` and `::folio::__private::ChangeVector`, so `folio`
 //! must be a dependency of the crate that derives.
 //!
-//! ```ignore
+//! ```text
 //! use folio::{ChangeVector, Document};
 //! use serde::{Deserialize, Serialize};
 //!
@@ -62,7 +62,7 @@
 //! not to add its own bounds beside them (`T: Deserialize<'de>` next to
 //! `T: DeserializeOwned` is ambiguous to the compiler):
 //!
-//! ```ignore
+//! ```text
 //! #[derive(Serialize, Deserialize, Document)]
 //! #[serde(bound = "")]
 //! struct Envelope<T>

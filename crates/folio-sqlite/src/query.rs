@@ -273,11 +273,12 @@ mod tests {
         for n in 0..400 {
             connection
                 .execute(
-                    "INSERT INTO documents (collection, id, revision, last_modified, data) \
-                     VALUES ('people', ?1, 1, 0, jsonb(?2))",
+                    "INSERT INTO documents (collection, id, etag, revision, last_modified, data) \
+                     VALUES ('people', ?1, ?3, 1, 0, jsonb(?2))",
                     rusqlite::params![
                         format!("p{n}"),
-                        format!(r#"{{"address": {{"city": "city{}"}}}}"#, n % 20)
+                        format!(r#"{{"address": {{"city": "city{}"}}}}"#, n % 20),
+                        n + 1
                     ],
                 )
                 .unwrap();

@@ -1,12 +1,14 @@
 //! The on-disk layout and its migrations.
 //!
-//! * `documents`: one row per live document. `etag` is the row id: it is
-//!   unique, it changes on every write, and scanning by it is scanning in
-//!   commit order. `data` is SQLite JSONB.
+//! * `documents`: one row per live document, found by `(collection, id)`.
+//!   Its row id never changes, so an update rewrites the row in place and
+//!   touches no index: one B-tree page per write. `data` is SQLite JSONB.
 //! * `tombstones`: one row per deleted document, with the etag of its
 //!   delete, so the last etag survives deletes and a later changes feed can
 //!   report them. A put of the same id removes its tombstone.
 //! * `folio_meta`: key/value settings, among them the database id.
+//! * `folio_counters`: `last_etag`, the last etag issued, written once per
+//!   group commit.
 //!
 //! `PRAGMA user_version` holds the layout version.
 
@@ -23,10 +25,15 @@ CREATE TABLE folio_meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE folio_counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO folio_counters (name, value) VALUES ('last_etag', 0);
 CREATE TABLE documents (
-    etag          INTEGER PRIMARY KEY,
     collection    TEXT    NOT NULL,
     id            TEXT    NOT NULL,
+    etag          INTEGER NOT NULL,
     revision      INTEGER NOT NULL,
     last_modified INTEGER NOT NULL,
     data          BLOB    NOT NULL

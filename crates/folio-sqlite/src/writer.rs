@@ -192,6 +192,7 @@ impl WriterState {
             answer(replies);
             return;
         }
+        let etag_at_start = self.last_etag;
         let mut written = Vec::new();
         for (batch, reply) in group.drain(..) {
             let (verdict, entries) = self.run_batch(batch, now);
@@ -204,7 +205,12 @@ impl WriterState {
                 .iter()
                 .flat_map(|(_, verdict)| written_keys(verdict)),
         );
-        let committed = self.execute("COMMIT", "committing");
+        let committed = if self.last_etag == etag_at_start {
+            Ok(())
+        } else {
+            self.write_last_etag()
+        }
+        .and_then(|()| self.execute("COMMIT", "committing"));
         match committed {
             Ok(()) => self.commits.committed(),
             Err(_) => written.clear(),
@@ -472,14 +478,22 @@ impl WriterState {
     fn read_last_etag(&mut self) -> Result<()> {
         let last: i64 = self
             .connection
-            .prepare_cached(
-                "SELECT max(coalesce((SELECT max(etag) FROM documents), 0), \
-                            coalesce((SELECT max(etag) FROM tombstones), 0))",
-            )
+            .prepare_cached("SELECT value FROM folio_counters WHERE name = 'last_etag'")
             .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
             .map_err(|e| storage("reading the last etag", e))?;
         self.last_etag = u64::try_from(last).unwrap_or(0);
         Ok(())
+    }
+
+    /// Records the last etag issued, in the group's transaction.
+    fn write_last_etag(&mut self) -> Result<()> {
+        self.connection
+            .prepare_cached("UPDATE folio_counters SET value = ?1 WHERE name = 'last_etag'")
+            .and_then(|mut statement| {
+                statement.execute([i64::try_from(self.last_etag).unwrap_or(i64::MAX)])
+            })
+            .map(drop)
+            .map_err(|e| storage("recording the last etag", e))
     }
 
     fn next_etag(&mut self) -> i64 {
