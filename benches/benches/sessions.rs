@@ -8,6 +8,11 @@
 //! * `update/sqlite_txn_per_update` (reference): the same conditional
 //!   update in raw SQLite, one durable transaction per update, from one
 //!   thread (SQLite has one writer).
+//! * `update/postgres_32_sessions`: the same read-modify-write on the
+//!   PostgreSQL engine (32 pooled connections), against the server named by
+//!   `FOLIO_BENCH_POSTGRES` (a URL) or else a throwaway cluster.
+//!   `benches/reference/pgbench_update.sh --folio` runs it beside pgbench on
+//!   one server.
 //! * `load/folio_single_task`: one task loading random documents by id.
 //!
 //! Run: `cargo bench -p folio-benches`. Results go into BENCHMARKS.md.
@@ -86,7 +91,27 @@ impl Random {
 }
 
 async fn populated_store(dir: &std::path::Path) -> DocumentStore {
-    let store = DocumentStore::open(dir).await.expect("store opens");
+    populate(DocumentStore::open(dir).await.expect("store opens")).await
+}
+
+async fn populated_postgres_store() -> DocumentStore {
+    let url = std::env::var("FOLIO_BENCH_POSTGRES").unwrap_or_else(|_| {
+        folio_postgres::testing::TestCluster::shared()
+            .url()
+            .to_owned()
+    });
+    let database = format!("bench_{}", std::process::id());
+    let options = folio::PgOptions {
+        max_connections: CLIENTS as usize,
+        ..folio::PgOptions::default()
+    };
+    let engine = folio::PgEngine::connect(&url, &database, options)
+        .await
+        .expect("PostgreSQL engine connects");
+    populate(DocumentStore::from_engine(std::sync::Arc::new(engine))).await
+}
+
+async fn populate(store: DocumentStore) -> DocumentStore {
     let json_size = serde_json::to_string(&document(12_345))
         .expect("json")
         .len();
@@ -124,6 +149,19 @@ fn updates(c: &mut Criterion) {
             let dir = tempfile::tempdir().expect("temp dir");
             let store = runtime.block_on(populated_store(dir.path()));
             (runtime, dir, store)
+        });
+        b.to_async(runtime).iter_custom(|iterations| {
+            let store = store.clone();
+            async move { concurrent_updates(&store, iterations).await }
+        });
+    });
+
+    let setup = OnceCell::new();
+    group.bench_function("postgres_32_sessions", |b| {
+        let (runtime, store) = setup.get_or_init(|| {
+            let runtime = runtime();
+            let store = runtime.block_on(populated_postgres_store());
+            (runtime, store)
         });
         b.to_async(runtime).iter_custom(|iterations| {
             let store = store.clone();

@@ -2,7 +2,11 @@
 # Reference for BENCHMARKS.md: PostgreSQL doing Folio's conditional update in
 # raw SQL with pgbench, on a throwaway cluster, on the same machine.
 #
-#   bash benches/reference/pgbench_update.sh [CLIENTS] [SECONDS]
+#   bash benches/reference/pgbench_update.sh [--folio] [CLIENTS] [SECONDS]
+#
+# With --folio, the same server then runs Folio's PostgreSQL engine doing the
+# same read-modify-write (`cargo bench -p folio-benches -- update/postgres`),
+# so both figures come from one server in one run.
 #
 # Loads 100,000 rows of ~300-byte JSON, then runs (per transaction) a read of
 # the version and `UPDATE … WHERE id = $1 AND version = $2`, durable commits
@@ -10,6 +14,8 @@
 # and point SELECTs by id. Needs PostgreSQL 15 server binaries; run as root
 # (the cluster runs as the `postgres` user) or as a normal user.
 set -euo pipefail
+folio=false
+if [ "${1:-}" = "--folio" ]; then folio=true; shift; fi
 clients=${1:-32}
 seconds=${2:-10}
 bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
@@ -22,7 +28,7 @@ cleanup() { "${run_as[@]}" "$bin/pg_ctl" -D "$work/data" -m immediate stop >/dev
 trap cleanup EXIT
 "${run_as[@]}" "$bin/initdb" -D "$work/data" -A trust -U bench >/dev/null
 "${run_as[@]}" "$bin/pg_ctl" -D "$work/data" -l "$work/log" -w \
-  -o "-p $port -k $work -c listen_addresses='' -c max_connections=100 -c shared_buffers=256MB" start >/dev/null
+  -o "-p $port -k $work -c listen_addresses=127.0.0.1 -c max_connections=100 -c shared_buffers=256MB" start >/dev/null
 psql=(psql -h "$work" -p "$port" -U bench -d postgres -q -v ON_ERROR_STOP=1)
 "${psql[@]}" <<'SQL'
 CREATE TABLE docs (id text PRIMARY KEY, version bigint NOT NULL, body jsonb NOT NULL);
@@ -51,3 +57,9 @@ echo "== pgbench conditional update, $clients clients, ${seconds}s"
 pgbench -h "$work" -p "$port" -U bench -n -M prepared -c "$clients" -j 2 -T "$seconds" -f "$work/update.sql" postgres | grep -E "tps|latency"
 echo "== pgbench point read, 2 clients, ${seconds}s"
 pgbench -h "$work" -p "$port" -U bench -n -M prepared -c 2 -j 2 -T "$seconds" -f "$work/read.sql" postgres | grep -E "tps|latency"
+if $folio; then
+  echo "== folio, PostgreSQL engine, $clients sessions (criterion)"
+  cd "$(dirname "$0")/../.."
+  FOLIO_BENCH_POSTGRES="postgres://bench@127.0.0.1:$port/postgres" \
+    cargo bench -p folio-benches -- --measurement-time "$seconds" update/postgres 2>&1 | grep -E "^update|thrpt:" | grep -v "%"
+fi

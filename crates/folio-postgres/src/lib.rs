@@ -1,6 +1,57 @@
-//! Folio's PostgreSQL engine (being written).
+//! Folio's PostgreSQL engine: the same sessions as the embedded engine, with
+//! any number of Folio processes in front of one PostgreSQL database.
+//!
+//! * Each Folio database is a PostgreSQL schema (`folio_{name}`), created on
+//!   first use, with a versioned migration table (see the `schema` module).
+//! * **The check is in the statement that writes**: `UPDATE … WHERE etag =
+//!   $expected RETURNING …`, `INSERT … ON CONFLICT DO NOTHING RETURNING …`. A
+//!   statement that returns no row is a conflict; the engine then reads the
+//!   actual version, collects every conflict of the batch and rolls back. So
+//!   the contract holds across processes without any lock of Folio's own.
+//! * The statements of a batch are **pipelined**: sent together, without
+//!   waiting for each reply.
+//! * Batches with read guards (`check`, or a delete that expects the
+//!   document missing) run SERIALIZABLE, so a guard holds against concurrent
+//!   writers, including a concurrent insert; the others run READ COMMITTED,
+//!   where PostgreSQL re-checks the `WHERE` of a conditional update against
+//!   the newest row version. A batch that PostgreSQL aborts to stay
+//!   serializable (40001, 40P01) is run again inside the engine.
+//! * Queries become `jsonb` operators with every value bound (the `query`
+//!   module).
+//!
+//! ```no_run
+//! use folio_core::{Batch, Command, Engine, Expectation};
+//! use folio_postgres::{PgEngine, PgOptions};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> folio_core::Result<()> {
+//! let engine = PgEngine::connect("postgres://folio@localhost/folio", "shop", PgOptions::default()).await?;
+//! let batch = Batch::from(vec![Command::put("people", "p1", r#"{"name":"Ada"}"#, Expectation::Missing)]);
+//! engine.commit(batch).await?.expect("p1 was new");
+//! # Ok(())
+//! # }
+//! ```
 
-use folio_core::{DatabaseId, Result};
+mod error;
+mod query;
+mod schema;
+pub mod testing;
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use folio_core::{
+    Batch, ChangeVector, Command, CommandKind, CommandResult, CommitResult, ConcurrencyError,
+    Conflict, DatabaseId, Engine, Entry, Error, Expectation, FieldPath, Metadata, Query, Result,
+    millis_since_epoch, time_from_millis, validate,
+};
+use futures_util::future::join_all;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row, Statement};
+
+use crate::error::{Failure, classify, pool as pool_error, storage};
+use crate::query::{ENTRY_COLUMNS, Param, Sql};
 
 /// Tuning of a [`PgEngine`].
 #[derive(Clone, Debug)]
@@ -22,9 +73,83 @@ impl Default for PgOptions {
 }
 
 /// The PostgreSQL engine: one Folio database is one PostgreSQL schema.
+///
+/// Cheap to share behind an `Arc`; it holds a connection pool.
 pub struct PgEngine {
-    database_id: DatabaseId,
+    pool: Pool,
     schema: String,
+    database_id: DatabaseId,
+    statements: Statements,
+    options: PgOptions,
+}
+
+/// The SQL of the engine's statements, with the schema filled in.
+struct Statements {
+    get: String,
+    metadata: String,
+    current_etag: String,
+    put_version: String,
+    put_missing: String,
+    put_any: String,
+    delete_version: String,
+    delete_any: String,
+    scan: String,
+}
+
+impl Statements {
+    fn new(s: &str) -> Self {
+        let remove_tombstone = format!(
+            "t AS (DELETE FROM {s}.tombstones WHERE collection = $1 AND id = $2 AND EXISTS (SELECT 1 FROM w))"
+        );
+        let delete_into_tombstone = |condition: &str| {
+            format!(
+                "WITH d AS (DELETE FROM {s}.documents WHERE collection = $1 AND id = $2{condition} RETURNING collection, id) \
+                 INSERT INTO {s}.tombstones (collection, id, etag) SELECT collection, id, nextval('{s}.etags') FROM d \
+                 ON CONFLICT (collection, id) DO UPDATE SET etag = excluded.etag RETURNING etag"
+            )
+        };
+        Statements {
+            get: format!(
+                "SELECT {ENTRY_COLUMNS} FROM {s}.documents WHERE collection = $1 AND id = ANY($2)"
+            ),
+            metadata: format!(
+                "SELECT id, etag, revision, last_modified FROM {s}.documents WHERE collection = $1 AND id = ANY($2)"
+            ),
+            current_etag: format!(
+                "SELECT etag FROM {s}.documents WHERE collection = $1 AND id = $2"
+            ),
+            put_version: format!(
+                "UPDATE {s}.documents SET data = $3::text::jsonb, etag = nextval('{s}.etags'), \
+                 revision = revision + 1, last_modified = $4 \
+                 WHERE collection = $1 AND id = $2 AND etag = $5 RETURNING etag, revision"
+            ),
+            put_missing: format!(
+                "WITH w AS (INSERT INTO {s}.documents (collection, id, data, etag, revision, last_modified) \
+                 VALUES ($1, $2, $3::text::jsonb, nextval('{s}.etags'), 1, $4) \
+                 ON CONFLICT (collection, id) DO NOTHING RETURNING etag, revision), {remove_tombstone} \
+                 SELECT etag, revision FROM w"
+            ),
+            put_any: format!(
+                "WITH w AS (INSERT INTO {s}.documents (collection, id, data, etag, revision, last_modified) \
+                 VALUES ($1, $2, $3::text::jsonb, nextval('{s}.etags'), 1, $4) \
+                 ON CONFLICT (collection, id) DO UPDATE SET data = excluded.data, etag = excluded.etag, \
+                 revision = {s}.documents.revision + 1, last_modified = excluded.last_modified \
+                 RETURNING etag, revision), {remove_tombstone} \
+                 SELECT etag, revision FROM w"
+            ),
+            delete_version: delete_into_tombstone(" AND etag = $3"),
+            delete_any: delete_into_tombstone(""),
+            scan: format!(
+                "SELECT {ENTRY_COLUMNS} FROM {s}.documents WHERE collection = $1 AND id > $2 ORDER BY id LIMIT $3"
+            ),
+        }
+    }
+}
+
+/// What one command of a batch came to.
+enum Outcome {
+    Done(CommandResult),
+    Conflict,
 }
 
 impl PgEngine {
@@ -32,8 +157,34 @@ impl PgEngine {
     /// and opens the Folio database `database` (the schema `folio_{database}`),
     /// creating it on first use.
     pub async fn connect(url: &str, database: &str, options: PgOptions) -> Result<Self> {
-        let _ = (url, options);
-        Err(folio_core::Error::InvalidInput(format!("{database}: the PostgreSQL engine is being written")))
+        validate::database(database)?;
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|error| Error::InvalidInput(format!("malformed PostgreSQL URL: {error}")))?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.max_connections.max(1))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|error| Error::InvalidInput(format!("PostgreSQL pool settings: {error}")))?;
+        let schema = schema::schema_name(database);
+        let database_id = {
+            let client = pool.get().await.map_err(pool_error)?;
+            schema::migrate(&client, &schema).await?
+        };
+        Ok(PgEngine {
+            statements: Statements::new(&schema),
+            pool,
+            schema,
+            database_id,
+            options,
+        })
     }
 
     /// The random id of this database, the tail of its change vectors.
@@ -41,8 +192,511 @@ impl PgEngine {
         &self.database_id
     }
 
-    /// The PostgreSQL schema holding this database.
+    /// The PostgreSQL schema holding this database (quoted).
     pub fn schema(&self) -> &str {
         &self.schema
+    }
+
+    fn change_vector(&self, etag: i64) -> ChangeVector {
+        ChangeVector::new(u64::try_from(etag).unwrap_or(0), &self.database_id)
+    }
+
+    /// The etag inside a change vector this database issued.
+    fn etag_of(&self, change_vector: &ChangeVector) -> Option<i64> {
+        let (etag, tail) = change_vector.as_str().strip_prefix("A:")?.split_once('-')?;
+        if tail != self.database_id.as_str() || !etag.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        etag.parse().ok()
+    }
+
+    /// One attempt at a batch.
+    ///
+    /// A batch of one command is one statement, atomic on its own: it runs
+    /// without a transaction block (one round trip). A larger batch sends
+    /// `BEGIN` and every statement in one pipelined flight, then `COMMIT`, or
+    /// `ROLLBACK` after reading the actual versions of the conflicts.
+    async fn try_commit(
+        &self,
+        client: &deadpool_postgres::Object,
+        batch: &Batch,
+        serializable: bool,
+    ) -> std::result::Result<std::result::Result<Vec<CommandResult>, ConcurrencyError>, Failure>
+    {
+        let now = millis_since_epoch(SystemTime::now());
+        // Prepare first (cached per connection), so that the statements
+        // below go out in command order.
+        let mut prepared = Vec::with_capacity(batch.commands.len());
+        for command in &batch.commands {
+            prepared.push(self.prepare(client, command).await?);
+        }
+        let current = client
+            .prepare_cached(&self.statements.current_etag)
+            .await
+            .map_err(|e| classify("preparing a statement", e))?;
+        let run_all = join_all(
+            batch
+                .commands
+                .iter()
+                .zip(&prepared)
+                .map(|(command, statement)| {
+                    self.run(client, command, statement.as_ref(), &current, now)
+                }),
+        );
+        if let [command] = batch.commands.as_slice() {
+            return match run_all.await.pop().expect("one command")? {
+                Outcome::Done(result) => Ok(Ok(vec![result])),
+                Outcome::Conflict => {
+                    let actual = self.current_etag(client, &current, command).await?;
+                    Ok(Err(ConcurrencyError::new(vec![
+                        self.conflict(command, actual),
+                    ])))
+                }
+            };
+        }
+        let begin = if serializable {
+            "BEGIN ISOLATION LEVEL SERIALIZABLE"
+        } else {
+            "BEGIN ISOLATION LEVEL READ COMMITTED"
+        };
+        let (began, outcomes) =
+            futures_util::future::join(client.batch_execute(begin), run_all).await;
+        let verdict = self.judge(client, batch, &current, began, outcomes).await;
+        let end = match &verdict {
+            Ok(Ok(_)) => "COMMIT",
+            _ => "ROLLBACK",
+        };
+        let ended = client.batch_execute(end).await;
+        match (verdict, ended) {
+            (Ok(Ok(results)), Ok(())) => Ok(Ok(results)),
+            (Ok(Ok(_)), Err(error)) => Err(classify("committing", error)),
+            (verdict, _) => verdict,
+        }
+    }
+
+    /// The verdict on a pipelined batch: its results, its conflicts (with
+    /// the versions stored now), or the first failure in command order.
+    async fn judge(
+        &self,
+        client: &deadpool_postgres::Object,
+        batch: &Batch,
+        current: &Statement,
+        began: std::result::Result<(), tokio_postgres::Error>,
+        outcomes: Vec<std::result::Result<Outcome, Failure>>,
+    ) -> std::result::Result<std::result::Result<Vec<CommandResult>, ConcurrencyError>, Failure>
+    {
+        began.map_err(|e| classify("starting a transaction", e))?;
+        let mut results = Vec::with_capacity(outcomes.len());
+        let mut conflicted = Vec::new();
+        for (command, outcome) in batch.commands.iter().zip(outcomes) {
+            match outcome? {
+                Outcome::Done(result) => results.push(result),
+                Outcome::Conflict => conflicted.push(command),
+            }
+        }
+        if conflicted.is_empty() {
+            return Ok(Ok(results));
+        }
+        let actual = join_all(
+            conflicted
+                .iter()
+                .map(|command| self.current_etag(client, current, command)),
+        )
+        .await;
+        let mut conflicts = Vec::with_capacity(conflicted.len());
+        for (command, actual) in conflicted.into_iter().zip(actual) {
+            conflicts.push(self.conflict(command, actual?));
+        }
+        Ok(Err(ConcurrencyError::new(conflicts)))
+    }
+
+    fn conflict(&self, command: &Command, actual: Option<i64>) -> Conflict {
+        Conflict::new(
+            command.collection.clone(),
+            command.id.clone(),
+            command.expect.clone(),
+            actual.map(|etag| self.change_vector(etag)),
+        )
+        .with_type_name(command.type_name.clone())
+    }
+
+    /// The statement a command runs (`None`: it needs none, or only the
+    /// version read).
+    async fn prepare(
+        &self,
+        client: &deadpool_postgres::Object,
+        command: &Command,
+    ) -> std::result::Result<Option<Statement>, Failure> {
+        let statements = &self.statements;
+        let sql = match (&command.kind, &command.expect) {
+            (CommandKind::Put { .. }, Expectation::Version { .. }) => &statements.put_version,
+            (CommandKind::Put { .. }, Expectation::Missing) => &statements.put_missing,
+            (CommandKind::Put { .. }, Expectation::Any) => &statements.put_any,
+            (CommandKind::Delete, Expectation::Version { .. }) => &statements.delete_version,
+            (CommandKind::Delete, Expectation::Any) => &statements.delete_any,
+            (CommandKind::Delete, Expectation::Missing) | (CommandKind::Check, _) => {
+                return Ok(None);
+            }
+        };
+        client
+            .prepare_cached(sql)
+            .await
+            .map(Some)
+            .map_err(|e| classify("preparing a statement", e))
+    }
+
+    /// Runs one command: its check and its write in one statement.
+    async fn run(
+        &self,
+        client: &deadpool_postgres::Object,
+        command: &Command,
+        statement: Option<&Statement>,
+        current: &Statement,
+        now: i64,
+    ) -> std::result::Result<Outcome, Failure> {
+        let (collection, id) = (&command.collection, &command.id);
+        let write = |params| write(client, statement, params);
+        match (&command.kind, &command.expect) {
+            (CommandKind::Put { document }, expect) => {
+                let row = match expect {
+                    Expectation::Version { change_vector } => {
+                        let Some(expected) = self.etag_of(change_vector) else {
+                            return Ok(Outcome::Conflict);
+                        };
+                        write(&[collection, id, document, &now, &expected]).await?
+                    }
+                    Expectation::Missing | Expectation::Any => {
+                        write(&[collection, id, document, &now]).await?
+                    }
+                };
+                Ok(match row {
+                    Some(row) => {
+                        let etag: i64 = row.get(0);
+                        let revision: i64 = row.get(1);
+                        Outcome::Done(CommandResult::Put(Metadata {
+                            id: id.clone(),
+                            collection: collection.clone(),
+                            change_vector: self.change_vector(etag),
+                            revision: u64::try_from(revision).unwrap_or(0),
+                            etag: u64::try_from(etag).unwrap_or(0),
+                            last_modified: time_from_millis(now),
+                        }))
+                    }
+                    None => Outcome::Conflict,
+                })
+            }
+            (CommandKind::Delete, Expectation::Missing) => {
+                Ok(match self.current_etag(client, current, command).await? {
+                    Some(_) => Outcome::Conflict,
+                    None => Outcome::Done(deleted(command, None)),
+                })
+            }
+            (CommandKind::Delete, Expectation::Version { change_vector }) => {
+                let Some(expected) = self.etag_of(change_vector) else {
+                    return Ok(Outcome::Conflict);
+                };
+                Ok(match write(&[collection, id, &expected]).await? {
+                    Some(row) => Outcome::Done(deleted(command, Some(row.get(0)))),
+                    None => Outcome::Conflict,
+                })
+            }
+            (CommandKind::Delete, Expectation::Any) => {
+                let row = write(&[collection, id]).await?;
+                Ok(Outcome::Done(deleted(command, row.map(|row| row.get(0)))))
+            }
+            (CommandKind::Check, expect) => {
+                let stored = self.current_etag(client, current, command).await?;
+                let met = match expect {
+                    Expectation::Any => true,
+                    Expectation::Missing => stored.is_none(),
+                    Expectation::Version { change_vector } => {
+                        stored.is_some() && self.etag_of(change_vector) == stored
+                    }
+                };
+                Ok(if met {
+                    Outcome::Done(CommandResult::Checked {
+                        collection: collection.clone(),
+                        id: id.clone(),
+                    })
+                } else {
+                    Outcome::Conflict
+                })
+            }
+        }
+    }
+
+    async fn current_etag(
+        &self,
+        client: &deadpool_postgres::Object,
+        current: &Statement,
+        command: &Command,
+    ) -> std::result::Result<Option<i64>, Failure> {
+        Ok(client
+            .query_opt(current, &[&command.collection, &command.id])
+            .await
+            .map_err(|e| classify("reading a document's version", e))?
+            .map(|row| row.get(0)))
+    }
+
+    fn entry(&self, row: &Row, collection: &str) -> Entry {
+        let etag: i64 = row.get(1);
+        let revision: i64 = row.get(2);
+        Entry {
+            metadata: Metadata {
+                id: row.get(0),
+                collection: collection.to_owned(),
+                change_vector: self.change_vector(etag),
+                revision: u64::try_from(revision).unwrap_or(0),
+                etag: u64::try_from(etag).unwrap_or(0),
+                last_modified: time_from_millis(row.get(3)),
+            },
+            document: row.get(4),
+        }
+    }
+
+    async fn rows(&self, sql: &Sql) -> Result<Vec<Row>> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let statement = client
+            .prepare_cached(&sql.text)
+            .await
+            .map_err(|e| storage("preparing a query", e))?;
+        let params: Vec<&(dyn ToSql + Sync)> = sql
+            .params
+            .iter()
+            .map(|param| match param {
+                Param::Text(text) => text as &(dyn ToSql + Sync),
+                Param::Integer(integer) => integer as &(dyn ToSql + Sync),
+            })
+            .collect();
+        client
+            .query(&statement, &params)
+            .await
+            .map_err(|e| storage("running a query", e))
+    }
+}
+
+/// Runs a command's write statement.
+async fn write(
+    client: &deadpool_postgres::Object,
+    statement: Option<&Statement>,
+    params: &[&(dyn ToSql + Sync)],
+) -> std::result::Result<Option<Row>, Failure> {
+    let statement = statement.expect("every write has a statement");
+    client
+        .query_opt(statement, params)
+        .await
+        .map_err(|e| classify("writing a document", e))
+}
+
+/// Holds a pooled connection while a batch runs; see `Engine::commit`.
+struct ConnectionGuard(Option<deadpool_postgres::Object>);
+
+impl ConnectionGuard {
+    /// The batch ended (committed or rolled back): the connection may go
+    /// back to the pool.
+    fn release(&mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            // Dropped mid-batch: never reuse a connection that may be
+            // inside a transaction block.
+            drop(deadpool_postgres::Object::take(client));
+        }
+    }
+}
+
+fn deleted(command: &Command, etag: Option<i64>) -> CommandResult {
+    CommandResult::Deleted {
+        collection: command.collection.clone(),
+        id: command.id.clone(),
+        etag: etag.map(|etag| u64::try_from(etag).unwrap_or(0)),
+    }
+}
+
+fn validate_keys(collection: &str, ids: &[String]) -> Result<()> {
+    validate::collection(collection)?;
+    ids.iter().try_for_each(|id| validate::id(id))
+}
+
+/// A stable, short name for the index of `path` in `collection` (PostgreSQL
+/// names have at most 63 bytes): FNV-1a of both.
+fn index_name(collection: &str, path: &FieldPath) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in collection.bytes().chain([0]).chain(path.as_str().bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("\"folio_index_{hash:016x}\"")
+}
+
+#[async_trait]
+impl Engine for PgEngine {
+    async fn commit(&self, batch: Batch) -> CommitResult {
+        batch.validate()?;
+        if batch.is_empty() {
+            return Ok(Ok(Vec::new()));
+        }
+        // Read guards need SERIALIZABLE to hold against concurrent writers.
+        let serializable = batch.commands.iter().any(|command| {
+            matches!(command.kind, CommandKind::Check)
+                || matches!(
+                    (&command.kind, &command.expect),
+                    (CommandKind::Delete, Expectation::Missing)
+                )
+        });
+        let client = self.pool.get().await.map_err(pool_error)?;
+        // If this future is dropped while a transaction block is open, the
+        // connection must not go back to the pool: the guard detaches it
+        // (closing it makes the server roll back).
+        let mut guard = ConnectionGuard(Some(client));
+        let mut attempt = 0;
+        loop {
+            let client = guard.0.as_ref().expect("held until the end");
+            match self.try_commit(client, &batch, serializable).await {
+                Ok(verdict) => {
+                    guard.release();
+                    return Ok(verdict);
+                }
+                Err(Failure::Retry(error)) => {
+                    attempt += 1;
+                    if attempt > self.options.serialization_retries {
+                        guard.release();
+                        return Err(storage("committing", error));
+                    }
+                    // Deterministic: the same batch runs again, against the
+                    // newer state. Give the winner a moment first.
+                    tokio::task::yield_now().await;
+                }
+                Err(Failure::Fatal(error)) => {
+                    guard.release();
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    async fn get(&self, collection: &str, ids: &[String]) -> Result<Vec<Option<Entry>>> {
+        validate_keys(collection, ids)?;
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let statement = client
+            .prepare_cached(&self.statements.get)
+            .await
+            .map_err(|e| storage("preparing a read", e))?;
+        // One statement: the documents come from one snapshot.
+        let rows = client
+            .query(&statement, &[&collection, &ids])
+            .await
+            .map_err(|e| storage("reading documents", e))?;
+        let mut found: Vec<Option<Entry>> = vec![None; ids.len()];
+        for row in rows {
+            let entry = self.entry(&row, collection);
+            for (slot, id) in found.iter_mut().zip(ids) {
+                if *id == entry.metadata.id {
+                    *slot = Some(entry.clone());
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    async fn metadata(&self, collection: &str, ids: &[String]) -> Result<Vec<Option<Metadata>>> {
+        validate_keys(collection, ids)?;
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let statement = client
+            .prepare_cached(&self.statements.metadata)
+            .await
+            .map_err(|e| storage("preparing a read", e))?;
+        let rows = client
+            .query(&statement, &[&collection, &ids])
+            .await
+            .map_err(|e| storage("reading metadata", e))?;
+        let mut found: Vec<Option<Metadata>> = vec![None; ids.len()];
+        for row in rows {
+            let id: String = row.get(0);
+            let etag: i64 = row.get(1);
+            let revision: i64 = row.get(2);
+            let metadata = Metadata {
+                collection: collection.to_owned(),
+                change_vector: self.change_vector(etag),
+                revision: u64::try_from(revision).unwrap_or(0),
+                etag: u64::try_from(etag).unwrap_or(0),
+                last_modified: time_from_millis(row.get(3)),
+                id,
+            };
+            for (slot, id) in found.iter_mut().zip(ids) {
+                if *id == metadata.id {
+                    *slot = Some(metadata.clone());
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    async fn query(&self, query: &Query) -> Result<Vec<Entry>> {
+        let sql = query::select(&self.schema, query)?;
+        let rows = self.rows(&sql).await?;
+        Ok(rows
+            .iter()
+            .map(|row| self.entry(row, &query.collection))
+            .collect())
+    }
+
+    async fn count(&self, query: &Query) -> Result<u64> {
+        let sql = query::count(&self.schema, query)?;
+        let rows = self.rows(&sql).await?;
+        let count: i64 = rows.first().map_or(0, |row| row.get(0));
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn scan(
+        &self,
+        collection: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Entry>> {
+        validate::collection(collection)?;
+        if let Some(after) = after {
+            validate::id(after)?;
+        }
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let statement = client
+            .prepare_cached(&self.statements.scan)
+            .await
+            .map_err(|e| storage("preparing a scan", e))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(&statement, &[&collection, &after.unwrap_or(""), &limit])
+            .await
+            .map_err(|e| storage("scanning a collection", e))?;
+        Ok(rows.iter().map(|row| self.entry(row, collection)).collect())
+    }
+
+    async fn ensure_index(&self, collection: &str, path: &FieldPath) -> Result<()> {
+        validate::collection(collection)?;
+        // The collection is validated to [A-Za-z0-9_-]: safe in a literal.
+        let sql = format!(
+            "CREATE INDEX IF NOT EXISTS {} ON {}.documents (collection, {}) WHERE collection = '{collection}'",
+            index_name(collection, path),
+            self.schema,
+            query::field(path)
+        );
+        let client = self.pool.get().await.map_err(pool_error)?;
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| storage("creating an index", e))
+    }
+}
+
+impl std::fmt::Debug for PgEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgEngine")
+            .field("schema", &self.schema)
+            .field("database_id", &self.database_id)
+            .finish_non_exhaustive()
     }
 }

@@ -59,8 +59,8 @@
 //! Start with [`DocumentStore`]; the rules of which write is checked against
 //! what are in [`concurrency`].
 
-#[cfg(not(any(feature = "sqlite")))]
-compile_error!("folio needs at least one engine: enable the `sqlite` feature");
+#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+compile_error!("folio needs at least one engine: enable the `sqlite` or the `postgres` feature");
 
 mod document;
 mod options;
@@ -79,6 +79,8 @@ pub use folio_core::{
     Query,
 };
 pub use folio_derive::Document;
+#[cfg(feature = "postgres")]
+pub use folio_postgres::{PgEngine, PgOptions};
 #[cfg(feature = "sqlite")]
 pub use folio_sqlite::{Durability, SqliteEngine, SqliteOptions};
 pub use options::{ConcurrencyChecks, SessionOptions, Tracking};

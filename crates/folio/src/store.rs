@@ -362,9 +362,7 @@ async fn connect_url(url: &str, database: &str, embedded: &EmbeddedOptions) -> R
         return open_embedded(Some(Path::new(path)), database, embedded);
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(Error::InvalidInput(
-            "this build of folio has no PostgreSQL engine (the `postgres` feature)".into(),
-        ));
+        return connect_postgres(url, database).await;
     }
     if url.starts_with("http://") || url.starts_with("https://") {
         return Err(Error::InvalidInput(
@@ -374,6 +372,23 @@ async fn connect_url(url: &str, database: &str, embedded: &EmbeddedOptions) -> R
     Err(Error::InvalidInput(format!(
         "unknown database URL {url:?}: use sqlite:DIR, file:DIR, memory:, postgres://… or http(s)://host:port/db/NAME"
     )))
+}
+
+/// Connects the PostgreSQL engine to the Folio database `database` (a
+/// schema) on the server at `url`.
+#[cfg(feature = "postgres")]
+async fn connect_postgres(url: &str, database: &str) -> Result<EngineRef> {
+    let engine =
+        folio_postgres::PgEngine::connect(url, database, folio_postgres::PgOptions::default())
+            .await?;
+    Ok(Arc::new(engine) as Arc<dyn Engine>)
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn connect_postgres(_: &str, _: &str) -> Result<EngineRef> {
+    Err(Error::InvalidInput(
+        "this build of folio has no PostgreSQL engine: enable the `postgres` feature".into(),
+    ))
 }
 
 /// Opens the embedded database `database` in the directory `directory`

@@ -1,0 +1,79 @@
+//! The one place where PostgreSQL's errors (SQLSTATEs) become Folio's
+//! error kinds. Nothing above this module looks at a SQLSTATE.
+
+use folio_core::{EngineError, EngineErrorKind, Error};
+use tokio_postgres::error::SqlState;
+
+/// What a failed statement means for the batch running it.
+pub(crate) enum Failure {
+    /// PostgreSQL aborted the transaction to keep it serializable (40001)
+    /// or to break a deadlock (40P01): the whole batch may run again.
+    Retry(tokio_postgres::Error),
+    /// Anything else.
+    Fatal(Error),
+}
+
+/// Classifies an error of a statement inside a commit.
+pub(crate) fn classify(doing: &str, error: tokio_postgres::Error) -> Failure {
+    match error.code() {
+        Some(code)
+            if *code == SqlState::T_R_SERIALIZATION_FAILURE
+                || *code == SqlState::T_R_DEADLOCK_DETECTED =>
+        {
+            Failure::Retry(error)
+        }
+        _ => Failure::Fatal(storage(doing, error)),
+    }
+}
+
+/// Maps a PostgreSQL error onto an [`Error::Engine`] of the matching kind,
+/// keeping the native error as the source. `doing` says what failed.
+pub(crate) fn storage(doing: &str, error: tokio_postgres::Error) -> Error {
+    let kind = match error.code() {
+        Some(code)
+            if *code == SqlState::T_R_SERIALIZATION_FAILURE
+                || *code == SqlState::T_R_DEADLOCK_DETECTED =>
+        {
+            EngineErrorKind::SerializationFailure
+        }
+        Some(code)
+            if *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CRASH_SHUTDOWN
+                || *code == SqlState::CANNOT_CONNECT_NOW
+                || *code == SqlState::TOO_MANY_CONNECTIONS =>
+        {
+            EngineErrorKind::Network
+        }
+        Some(code) if *code == SqlState::QUERY_CANCELED => EngineErrorKind::Timeout,
+        Some(code) if *code == SqlState::DISK_FULL || *code == SqlState::IO_ERROR => {
+            EngineErrorKind::Io
+        }
+        Some(code) if *code == SqlState::DATA_CORRUPTED || *code == SqlState::INDEX_CORRUPTED => {
+            EngineErrorKind::Corrupt
+        }
+        Some(_) => EngineErrorKind::Other,
+        None if error.is_closed() => EngineErrorKind::Network,
+        None => EngineErrorKind::Network,
+    };
+    let hint = match kind {
+        EngineErrorKind::Network => {
+            " (is the PostgreSQL server reachable and accepting connections?)"
+        }
+        EngineErrorKind::SerializationFailure => {
+            " (the batch kept conflicting with concurrent transactions)"
+        }
+        _ => "",
+    };
+    Error::Engine(EngineError::new(kind, format!("{doing} failed{hint}")).with_source(error))
+}
+
+/// The error of a pool that could not give a connection.
+pub(crate) fn pool(error: deadpool_postgres::PoolError) -> Error {
+    match error {
+        deadpool_postgres::PoolError::Backend(error) => storage("connecting to PostgreSQL", error),
+        other => Error::Engine(EngineError::new(
+            EngineErrorKind::Network,
+            format!("getting a PostgreSQL connection from the pool failed: {other}"),
+        )),
+    }
+}

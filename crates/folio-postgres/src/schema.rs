@@ -1,0 +1,134 @@
+//! The layout of one Folio database in its PostgreSQL schema, and its
+//! migrations.
+//!
+//! * `documents`: one row per live document, primary key `(collection, id)`;
+//!   `data` is `jsonb`; `etag` comes from the sequence `etags`, so it is
+//!   unique and increasing across every Folio process writing the database.
+//! * `tombstones`: the etag of each document's delete.
+//! * `meta`: key/value settings, among them the database id.
+//! * `folio_migrations`: the layout versions applied, so a later release
+//!   can change the layout step by step.
+//!
+//! Only plain SQL: no PL/pgSQL, no extensions (PostgreSQL-compatible
+//! distributed databases accept it too). Every step is idempotent, so
+//! several processes opening a new database at once do no harm.
+
+use folio_core::{DatabaseId, Error, Result};
+use tokio_postgres::Client;
+
+use crate::error::storage;
+
+/// The layout version this build writes.
+pub(crate) const LAYOUT_VERSION: i32 = 1;
+
+/// The schema name of Folio database `database` (validated by the caller to
+/// `[a-z0-9][a-z0-9_-]*`), quoted.
+pub(crate) fn schema_name(database: &str) -> String {
+    format!("\"folio_{database}\"")
+}
+
+fn layout_v1(schema: &str) -> String {
+    format!(
+        "CREATE SEQUENCE IF NOT EXISTS {schema}.etags;
+         CREATE TABLE IF NOT EXISTS {schema}.documents (
+             collection    text COLLATE \"C\" NOT NULL,
+             id            text COLLATE \"C\" NOT NULL,
+             etag          bigint NOT NULL,
+             revision      bigint NOT NULL,
+             last_modified bigint NOT NULL,
+             data          jsonb  NOT NULL,
+             PRIMARY KEY (collection, id)
+         );
+         CREATE TABLE IF NOT EXISTS {schema}.tombstones (
+             collection text COLLATE \"C\" NOT NULL,
+             id         text COLLATE \"C\" NOT NULL,
+             etag       bigint NOT NULL,
+             PRIMARY KEY (collection, id)
+         );
+         CREATE TABLE IF NOT EXISTS {schema}.meta (
+             key   text PRIMARY KEY,
+             value text NOT NULL
+         );"
+    )
+}
+
+/// Creates or upgrades the layout and returns the database id.
+pub(crate) async fn migrate(client: &Client, schema: &str) -> Result<DatabaseId> {
+    // Two processes creating the same schema at once can collide in
+    // PostgreSQL's catalogs; the steps are idempotent, so try again.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match try_migrate(client, schema).await {
+            Err(error) if attempts < 5 => {
+                let _ = error;
+                tokio::task::yield_now().await;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+async fn try_migrate(client: &Client, schema: &str) -> Result<DatabaseId> {
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema};
+             CREATE TABLE IF NOT EXISTS {schema}.folio_migrations (
+                 version    integer PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             );"
+        ))
+        .await
+        .map_err(|e| storage("creating the database schema", e))?;
+    let applied: Option<i32> = client
+        .query_one(
+            &format!("SELECT max(version) FROM {schema}.folio_migrations"),
+            &[],
+        )
+        .await
+        .map_err(|e| storage("reading the layout version", e))?
+        .get(0);
+    match applied.unwrap_or(0) {
+        0 => {
+            client
+                .batch_execute(&layout_v1(schema))
+                .await
+                .map_err(|e| storage("creating the database layout", e))?;
+            client
+                .execute(
+                    &format!("INSERT INTO {schema}.meta (key, value) VALUES ('database_id', $1) ON CONFLICT DO NOTHING"),
+                    &[&DatabaseId::generate().as_str()],
+                )
+                .await
+                .map_err(|e| storage("recording the database id", e))?;
+            client
+                .execute(
+                    &format!("INSERT INTO {schema}.folio_migrations (version) VALUES ($1) ON CONFLICT DO NOTHING"),
+                    &[&LAYOUT_VERSION],
+                )
+                .await
+                .map_err(|e| storage("recording the layout version", e))?;
+        }
+        LAYOUT_VERSION => {}
+        newer if newer > LAYOUT_VERSION => {
+            return Err(Error::InvalidInput(format!(
+                "the database has layout version {newer}, newer than this Folio understands \
+                 ({LAYOUT_VERSION}); upgrade Folio to open it"
+            )));
+        }
+        older => {
+            return Err(Error::InvalidInput(format!(
+                "the database has layout version {older}, which this Folio cannot upgrade"
+            )));
+        }
+    }
+    let id: String = client
+        .query_one(
+            &format!("SELECT value FROM {schema}.meta WHERE key = 'database_id'"),
+            &[],
+        )
+        .await
+        .map_err(|e| storage("reading the database id", e))?
+        .get(0);
+    DatabaseId::parse(&id)
+}
