@@ -488,6 +488,35 @@ async fn write(
         .map_err(|e| classify("writing a document", e))
 }
 
+/// The Folio databases on the PostgreSQL server at `url` (schemas named
+/// `folio_*` with a layout), sorted.
+pub async fn list_databases(url: &str) -> Result<Vec<String>> {
+    let config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|error| Error::InvalidInput(format!("malformed PostgreSQL URL: {error}")))?;
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| storage("connecting to PostgreSQL", e))?;
+    let driver = tokio::spawn(connection);
+    let rows = client
+        .query(
+            "SELECT substr(n.nspname, 7) FROM pg_namespace n \
+             JOIN pg_tables t ON t.schemaname = n.nspname AND t.tablename = 'folio_migrations' \
+             WHERE n.nspname LIKE 'folio\\_%' ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(|e| storage("listing databases", e));
+    drop(client);
+    let _ = driver.await;
+    Ok(rows?
+        .iter()
+        .map(|row| row.get::<_, String>(0))
+        .filter(|name| validate::database(name).is_ok())
+        .collect())
+}
+
 /// Holds a pooled connection while a batch runs; see `Engine::commit`.
 struct ConnectionGuard(Option<deadpool_postgres::Object>);
 

@@ -1,0 +1,215 @@
+//! `POST /db/{db}/batch` (the session's `save_changes` over HTTP) and
+//! `POST /db/{db}/query`.
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use folio_core::{Command, CommandResult, Expectation, Query, validate};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::auth::Role;
+use crate::documents::{EntryBody, body_text, check_nesting, commit, require_content_type};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// The most commands one batch may hold.
+const MAX_COMMANDS: usize = 10_000;
+/// The most results one query page may hold (and the default page).
+const MAX_TAKE: u64 = 1000;
+const DEFAULT_TAKE: u64 = 100;
+
+/// `/db/{db}`.
+#[derive(Deserialize)]
+pub struct DatabasePath {
+    db: String,
+}
+
+fn database_path(path: Result<Path<DatabasePath>, PathRejection>) -> ApiResult<String> {
+    let Path(path) =
+        path.map_err(|rejection| ApiError::BadRequest(format!("malformed path: {rejection}")))?;
+    validate::database(&path.db)?;
+    Ok(path.db)
+}
+
+/// One command of a batch request (a plain struct rather than a tagged
+/// enum, so the document stays raw JSON text, exactly as sent).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchCommand {
+    op: Operation,
+    collection: String,
+    id: String,
+    #[serde(default)]
+    document: Option<Box<RawValue>>,
+    #[serde(default)]
+    expect: Expectation,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum Operation {
+    Put,
+    Delete,
+    Check,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest {
+    commands: Vec<BatchCommand>,
+}
+
+#[derive(Serialize)]
+struct BatchResponse {
+    results: Vec<CommandResult>,
+}
+
+/// Parses a batch request body into commands (validated).
+pub fn parse_batch(text: &str) -> ApiResult<Vec<Command>> {
+    let request: BatchRequest = serde_json::from_str(text)
+        .map_err(|error| ApiError::BadRequest(format!("malformed batch: {error}")))?;
+    if request.commands.len() > MAX_COMMANDS {
+        return Err(ApiError::BadRequest(format!(
+            "at most {MAX_COMMANDS} commands per batch"
+        )));
+    }
+    let commands: Vec<Command> = request
+        .commands
+        .into_iter()
+        .enumerate()
+        .map(|(index, command)| {
+            let BatchCommand {
+                op,
+                collection,
+                id,
+                document,
+                expect,
+            } = command;
+            match (op, document) {
+                (Operation::Put, Some(document)) => {
+                    Ok(Command::put(collection, id, document.get(), expect))
+                }
+                (Operation::Put, None) => Err(ApiError::BadRequest(format!(
+                    "command {index}: a put needs a document"
+                ))),
+                (Operation::Delete | Operation::Check, Some(_)) => Err(ApiError::BadRequest(
+                    format!("command {index}: only a put carries a document"),
+                )),
+                (Operation::Delete, None) => Ok(Command::delete(collection, id, expect)),
+                (Operation::Check, None) => Ok(Command::check(collection, id, expect)),
+            }
+        })
+        .collect::<ApiResult<_>>()?;
+    commands.iter().try_for_each(Command::validate)?;
+    Ok(commands)
+}
+
+/// `POST /db/{db}/batch`: every command checked and applied atomically;
+/// 409 with every conflict, nothing applied, when any expectation fails.
+pub async fn batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    path: Result<Path<DatabasePath>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let db = database_path(path)?;
+    state.authorize(&headers, &db, Role::Write)?;
+    require_content_type(&headers, &["application/json"])?;
+    let text = body_text(&state, body)?;
+    check_nesting(&state, &text)?;
+    let commands = parse_batch(&text)?;
+    let engine = state.databases().get(&db).await?;
+    let results = commit(&state, &engine, commands)
+        .await?
+        .map_err(ApiError::Conflict)?;
+    Ok(json(StatusCode::OK, &BatchResponse { results }))
+}
+
+#[derive(Serialize)]
+struct QueryResponse {
+    results: Vec<EntryBody>,
+    total: u64,
+}
+
+/// `POST /db/{db}/query`.
+pub async fn query(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    path: Result<Path<DatabasePath>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let db = database_path(path)?;
+    state.authorize(&headers, &db, Role::Read)?;
+    require_content_type(&headers, &["application/json"])?;
+    let text = body_text(&state, body)?;
+    check_nesting(&state, &text)?;
+    let mut query: Query = serde_json::from_str(&text)
+        .map_err(|error| ApiError::BadRequest(format!("malformed query: {error}")))?;
+    let take = query.take.unwrap_or(DEFAULT_TAKE);
+    if take > MAX_TAKE {
+        return Err(ApiError::BadRequest(format!("take is at most {MAX_TAKE}")));
+    }
+    query.take = Some(take);
+    query.validate()?;
+    let engine = state.databases().get(&db).await?;
+    let page = engine.query_page(&query).await?;
+    let results = page
+        .entries
+        .into_iter()
+        .map(EntryBody::new)
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok(json(
+        StatusCode::OK,
+        &QueryResponse {
+            results,
+            total: page.total,
+        },
+    ))
+}
+
+pub(crate) fn json(status: StatusCode, body: &impl Serialize) -> Response {
+    let body = serde_json::to_vec(body).unwrap_or_default();
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_protocol_example() {
+        let commands = parse_batch(
+            r#"{ "commands": [
+              { "op": "put",    "collection": "people", "id": "p1", "document": { "name": "A" }, "expect": { "change_vector": "A:42-Yk3q" } },
+              { "op": "put",    "collection": "people", "id": "p2", "document": { "name": "B" }, "expect": "missing" },
+              { "op": "delete", "collection": "people", "id": "p3", "expect": "any" },
+              { "op": "check",  "collection": "people", "id": "p4", "expect": { "change_vector": "A:40-Yk3q" } }
+            ] }"#,
+        )
+        .unwrap();
+        assert_eq!(commands.len(), 4);
+        assert_eq!(commands[0].expect, Expectation::version("A:42-Yk3q"));
+        assert_eq!(commands[1].expect, Expectation::Missing);
+    }
+
+    #[test]
+    fn refuses_bad_batches() {
+        for bad in [
+            r#"{"commands":[{"op":"put","collection":"bad name","id":"x","document":{}}]}"#,
+            r#"{"commands":[{"op":"put","collection":"c","id":"x","document":[1]}]}"#,
+            r#"{"commands":[{"op":"explode","collection":"c","id":"x"}]}"#,
+            r#"{"commands":[{"op":"check","collection":"c","id":"x","expect":"sometimes"}]}"#,
+            r#"{"orders":[]}"#,
+        ] {
+            assert!(parse_batch(bad).is_err(), "{bad} must be refused");
+        }
+    }
+}

@@ -1,0 +1,590 @@
+//! The document endpoints: `GET`/`HEAD`/`PUT`/`PATCH`/`DELETE` of one
+//! document, `POST` to a collection, paging a collection, reading many.
+//!
+//! Every write becomes one [`Command`] committed through `Engine::commit`;
+//! its expectation comes from the request's preconditions
+//! (`crate::conditional`).
+
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use folio_core::{
+    ChangeVector, Command, CommandResult, EngineRef, Entry, Expectation, Metadata, generate_id,
+    validate,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::auth::Role;
+use crate::conditional::{Preconditions, etag_header};
+use crate::error::{ApiError, ApiResult, PreconditionFailure};
+use crate::state::AppState;
+
+/// How often a conditional write re-reads the document when it changed
+/// between the read that judged the preconditions and the write.
+const WRITE_ATTEMPTS: usize = 5;
+
+/// `/db/{db}/docs/{collection}/{id}`.
+#[derive(Deserialize)]
+pub struct DocumentPath {
+    db: String,
+    collection: String,
+    id: String,
+}
+
+/// `/db/{db}/docs/{collection}`.
+#[derive(Deserialize)]
+pub struct CollectionPath {
+    db: String,
+    collection: String,
+}
+
+fn document_path(path: Result<Path<DocumentPath>, PathRejection>) -> ApiResult<DocumentPath> {
+    let Path(path) =
+        path.map_err(|rejection| ApiError::BadRequest(format!("malformed path: {rejection}")))?;
+    validate::database(&path.db)?;
+    validate::collection(&path.collection)?;
+    validate::id(&path.id)?;
+    Ok(path)
+}
+
+fn collection_path(path: Result<Path<CollectionPath>, PathRejection>) -> ApiResult<CollectionPath> {
+    let Path(path) =
+        path.map_err(|rejection| ApiError::BadRequest(format!("malformed path: {rejection}")))?;
+    validate::database(&path.db)?;
+    validate::collection(&path.collection)?;
+    Ok(path)
+}
+
+/// The request body as text, within the limits; 413 when too large.
+pub(crate) fn body_text(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<String> {
+    let body = body.map_err(|rejection| match rejection {
+        BytesRejection::FailedToBufferBody(_)
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+        {
+            ApiError::PayloadTooLarge(state.limits().max_body_bytes)
+        }
+        other => ApiError::BadRequest(format!("the body could not be read: {other}")),
+    })?;
+    if body.len() > state.limits().max_body_bytes {
+        return Err(ApiError::PayloadTooLarge(state.limits().max_body_bytes));
+    }
+    String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::BadRequest("the body is not UTF-8".into()))
+}
+
+/// Checks a JSON body against the nesting limit (before parsing it).
+pub(crate) fn check_nesting(state: &AppState, text: &str) -> ApiResult<()> {
+    let depth = validate::nesting_depth(text);
+    let limit = state.limits().max_nesting;
+    if depth > limit {
+        return Err(ApiError::BadRequest(format!(
+            "the JSON nests {depth} deep; at most {limit} is allowed"
+        )));
+    }
+    Ok(())
+}
+
+/// A document body: `application/json`, a JSON object within the limits.
+fn document_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<String> {
+    require_content_type(headers, &["application/json"])?;
+    let text = body_text(state, body)?;
+    check_nesting(state, &text)?;
+    validate::document_text(&text)?;
+    Ok(text)
+}
+
+/// 415 unless the body's media type is one of `accepted`.
+pub(crate) fn require_content_type(headers: &HeaderMap, accepted: &[&str]) -> ApiResult<String> {
+    let media_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .map(|value| {
+            value
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        });
+    match media_type {
+        Some(media_type) if accepted.contains(&media_type.as_str()) => Ok(media_type),
+        other => Err(ApiError::UnsupportedMediaType(format!(
+            "send the body as {} (got {})",
+            accepted.join(" or "),
+            other.as_deref().unwrap_or("no Content-Type")
+        ))),
+    }
+}
+
+/// An entry as JSON: the metadata and the document as stored.
+#[derive(Serialize)]
+pub(crate) struct EntryBody {
+    #[serde(flatten)]
+    metadata: Metadata,
+    document: Box<RawValue>,
+}
+
+impl EntryBody {
+    pub(crate) fn new(entry: Entry) -> ApiResult<Self> {
+        let document = RawValue::from_string(entry.document).map_err(|error| {
+            tracing::error!(%error, "a stored document is not valid JSON");
+            ApiError::Internal(folio_core::EngineErrorKind::Corrupt)
+        })?;
+        Ok(EntryBody {
+            metadata: entry.metadata,
+            document,
+        })
+    }
+}
+
+/// `ETag`, `Last-Modified`, `Folio-Revision`, `Folio-Etag` of a version.
+fn version_headers(metadata: &Metadata) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::ETAG, etag_header(&metadata.change_vector));
+    if let Ok(value) = HeaderValue::from_str(&httpdate::fmt_http_date(metadata.last_modified)) {
+        headers.insert(header::LAST_MODIFIED, value);
+    }
+    headers.insert("folio-revision", HeaderValue::from(metadata.revision));
+    headers.insert("folio-etag", HeaderValue::from(metadata.etag));
+    headers
+}
+
+fn json_response(status: StatusCode, headers: HeaderMap, body: &impl Serialize) -> Response {
+    let body = serde_json::to_vec(body).unwrap_or_default();
+    let mut response = (status, headers, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Commits one command, counting latency and conflicts.
+pub(crate) async fn commit(
+    state: &AppState,
+    engine: &EngineRef,
+    commands: Vec<Command>,
+) -> ApiResult<Result<Vec<CommandResult>, folio_core::ConcurrencyError>> {
+    let started = Instant::now();
+    let verdict = engine.commit(commands.into()).await;
+    state.metrics().commit(started.elapsed());
+    let verdict = verdict?;
+    if let Err(conflict) = &verdict {
+        state.metrics().conflicts(conflict.conflicts().len());
+    }
+    Ok(verdict)
+}
+
+async fn current_version(
+    engine: &EngineRef,
+    collection: &str,
+    id: &str,
+) -> ApiResult<Option<ChangeVector>> {
+    let mut metadata = engine.metadata(collection, &[id.to_owned()]).await?;
+    Ok(metadata
+        .pop()
+        .flatten()
+        .map(|metadata| metadata.change_vector))
+}
+
+/// Runs a write under the request's preconditions: the expectation comes
+/// from the preconditions and the current version; if the document changes
+/// between that read and the write, it is judged again.
+async fn conditional_write(
+    state: &AppState,
+    engine: &EngineRef,
+    collection: &str,
+    id: &str,
+    preconditions: &Preconditions,
+    command: impl Fn(Expectation) -> Command,
+) -> ApiResult<CommandResult> {
+    if let Some(expect) = preconditions.single_version() {
+        return match commit(state, engine, vec![command(expect)]).await? {
+            Ok(mut results) => Ok(results.remove(0)),
+            Err(conflict) => Err(ApiError::PreconditionFailed(PreconditionFailure {
+                detail: "If-Match: the document has changed since that version".into(),
+                actual: conflict.conflicts()[0].actual().map(ToString::to_string),
+            })),
+        };
+    }
+    for _ in 0..WRITE_ATTEMPTS {
+        let current = current_version(engine, collection, id).await?;
+        let expect = preconditions
+            .expectation(current.as_ref())
+            .map_err(ApiError::PreconditionFailed)?;
+        if let Ok(mut results) = commit(state, engine, vec![command(expect)]).await? {
+            return Ok(results.remove(0));
+        }
+        // Changed since the read: judge the preconditions again.
+    }
+    Err(ApiError::Unavailable(folio_core::EngineErrorKind::Busy))
+}
+
+/// `GET` and `HEAD /db/{db}/docs/{collection}/{id}`.
+pub async fn get_document(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    path: Result<Path<DocumentPath>, PathRejection>,
+) -> ApiResult<Response> {
+    let path = document_path(path)?;
+    state.authorize(&headers, &path.db, Role::Read)?;
+    let preconditions = Preconditions::from_headers(&headers)?;
+    let engine = state.databases().get(&path.db).await?;
+    let entry = engine
+        .get(&path.collection, std::slice::from_ref(&path.id))
+        .await?
+        .pop()
+        .flatten()
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("no document {} #{}", path.collection, path.id))
+        })?;
+    let response_headers = version_headers(&entry.metadata);
+    if preconditions.not_modified(&entry.metadata.change_vector) {
+        return Ok((StatusCode::NOT_MODIFIED, response_headers).into_response());
+    }
+    let mut response = (StatusCode::OK, response_headers, entry.document).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+/// `PUT /db/{db}/docs/{collection}/{id}`.
+pub async fn put_document(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    path: Result<Path<DocumentPath>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let path = document_path(path)?;
+    state.authorize(&headers, &path.db, Role::Write)?;
+    let preconditions = Preconditions::from_headers(&headers)?;
+    let document = document_body(&state, &headers, body)?;
+    let engine = state.databases().get(&path.db).await?;
+    let put = |expect| {
+        Command::put(
+            path.collection.clone(),
+            path.id.clone(),
+            document.clone(),
+            expect,
+        )
+    };
+    let result =
+        if preconditions.is_empty() && state.requires_precondition(&path.db, &path.collection) {
+            // Creating needs no precondition; changing an existing document does.
+            match commit(&state, &engine, vec![put(Expectation::Missing)]).await? {
+                Ok(mut results) => results.remove(0),
+                Err(_) => return Err(precondition_required(&path.collection)),
+            }
+        } else {
+            conditional_write(
+                &state,
+                &engine,
+                &path.collection,
+                &path.id,
+                &preconditions,
+                put,
+            )
+            .await?
+        };
+    let CommandResult::Put(metadata) = result else {
+        return Err(ApiError::Internal(folio_core::EngineErrorKind::Other));
+    };
+    let status = if metadata.revision == 1 {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json_response(status, version_headers(&metadata), &metadata))
+}
+
+fn precondition_required(collection: &str) -> ApiError {
+    ApiError::PreconditionRequired(format!(
+        "documents of {collection} may only be changed with If-Match: send the change vector you read"
+    ))
+}
+
+/// `POST /db/{db}/docs/{collection}`: a new document with a generated id.
+pub async fn post_document(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    path: Result<Path<CollectionPath>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let path = collection_path(path)?;
+    state.authorize(&headers, &path.db, Role::Write)?;
+    let document = document_body(&state, &headers, body)?;
+    let engine = state.databases().get(&path.db).await?;
+    let id = generate_id();
+    let command = Command::put(
+        path.collection.clone(),
+        id.clone(),
+        document,
+        Expectation::Missing,
+    );
+    let result = commit(&state, &engine, vec![command])
+        .await?
+        .map_err(ApiError::Conflict)?
+        .remove(0);
+    let CommandResult::Put(metadata) = result else {
+        return Err(ApiError::Internal(folio_core::EngineErrorKind::Other));
+    };
+    let mut response_headers = version_headers(&metadata);
+    let location = format!(
+        "/db/{}/docs/{}/{}",
+        path.db,
+        path.collection,
+        percent_encoding::utf8_percent_encode(&id, percent_encoding::NON_ALPHANUMERIC)
+    );
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        response_headers.insert(header::LOCATION, location);
+    }
+    Ok(json_response(
+        StatusCode::CREATED,
+        response_headers,
+        &metadata,
+    ))
+}
+
+/// `DELETE /db/{db}/docs/{collection}/{id}`.
+pub async fn delete_document(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    path: Result<Path<DocumentPath>, PathRejection>,
+) -> ApiResult<Response> {
+    let path = document_path(path)?;
+    state.authorize(&headers, &path.db, Role::Write)?;
+    let preconditions = Preconditions::from_headers(&headers)?;
+    let engine = state.databases().get(&path.db).await?;
+    let delete = |expect| Command::delete(path.collection.clone(), path.id.clone(), expect);
+    if preconditions.is_empty() && state.requires_precondition(&path.db, &path.collection) {
+        // Deleting nothing needs no precondition; deleting a document does.
+        if commit(&state, &engine, vec![delete(Expectation::Missing)])
+            .await?
+            .is_err()
+        {
+            return Err(precondition_required(&path.collection));
+        }
+    } else {
+        conditional_write(
+            &state,
+            &engine,
+            &path.collection,
+            &path.id,
+            &preconditions,
+            delete,
+        )
+        .await?;
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `PATCH /db/{db}/docs/{collection}/{id}`: a JSON merge patch (RFC 7396)
+/// or a JSON patch (RFC 6902), applied to the current version and written
+/// only if that version is still current.
+pub async fn patch_document(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    path: Result<Path<DocumentPath>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let path = document_path(path)?;
+    state.authorize(&headers, &path.db, Role::Write)?;
+    let preconditions = Preconditions::from_headers(&headers)?;
+    let media_type = require_content_type(
+        &headers,
+        &[
+            "application/merge-patch+json",
+            "application/json-patch+json",
+        ],
+    )?;
+    let text = body_text(&state, body)?;
+    check_nesting(&state, &text)?;
+    let patch: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|error| ApiError::BadRequest(format!("the patch is not JSON: {error}")))?;
+    let operations: Option<json_patch::Patch> = match media_type.as_str() {
+        "application/json-patch+json" => {
+            Some(serde_json::from_value(patch.clone()).map_err(|error| {
+                ApiError::BadRequest(format!("not a JSON patch (RFC 6902): {error}"))
+            })?)
+        }
+        _ => None,
+    };
+    let engine = state.databases().get(&path.db).await?;
+    let required =
+        preconditions.is_empty() && state.requires_precondition(&path.db, &path.collection);
+    for _ in 0..WRITE_ATTEMPTS {
+        let entry = engine
+            .get(&path.collection, std::slice::from_ref(&path.id))
+            .await?
+            .pop()
+            .flatten()
+            .ok_or_else(|| {
+                ApiError::NotFound(format!("no document {} #{}", path.collection, path.id))
+            })?;
+        if required {
+            return Err(precondition_required(&path.collection));
+        }
+        let current = &entry.metadata.change_vector;
+        let expect = match preconditions
+            .expectation(Some(current))
+            .map_err(ApiError::PreconditionFailed)?
+        {
+            // Without a precondition, patch the version read, and only that.
+            Expectation::Any => Expectation::version(current.clone()),
+            expect => expect,
+        };
+        let mut document: serde_json::Value = serde_json::from_str(&entry.document)
+            .map_err(|_| ApiError::Internal(folio_core::EngineErrorKind::Corrupt))?;
+        match &operations {
+            Some(operations) => json_patch::patch(&mut document, operations).map_err(|error| {
+                ApiError::BadRequest(format!("the patch does not apply: {error}"))
+            })?,
+            None => json_patch::merge(&mut document, &patch),
+        }
+        if !document.is_object() {
+            return Err(ApiError::BadRequest(
+                "the patched document is not a JSON object".into(),
+            ));
+        }
+        let patched = serde_json::to_string(&document)
+            .map_err(|_| ApiError::Internal(folio_core::EngineErrorKind::Other))?;
+        check_nesting(&state, &patched)?;
+        let command = Command::put(path.collection.clone(), path.id.clone(), patched, expect);
+        match commit(&state, &engine, vec![command]).await? {
+            Ok(mut results) => {
+                let CommandResult::Put(metadata) = results.remove(0) else {
+                    return Err(ApiError::Internal(folio_core::EngineErrorKind::Other));
+                };
+                return Ok(json_response(
+                    StatusCode::OK,
+                    version_headers(&metadata),
+                    &metadata,
+                ));
+            }
+            Err(conflict) if preconditions.single_version().is_some() => {
+                return Err(ApiError::PreconditionFailed(PreconditionFailure {
+                    detail: "If-Match: the document has changed since that version".into(),
+                    actual: conflict.conflicts()[0].actual().map(ToString::to_string),
+                }));
+            }
+            // Changed between the read and the write: patch the newer version.
+            Err(_) => {}
+        }
+    }
+    Err(ApiError::Unavailable(folio_core::EngineErrorKind::Busy))
+}
+
+/// The query string of a collection listing.
+#[derive(Deserialize)]
+pub struct ListParams {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct ListBody {
+    items: Vec<EntryBody>,
+    next: Option<String>,
+}
+
+/// The most entries a listing returns in one page.
+const MAX_PAGE: usize = 1000;
+
+/// `GET /db/{db}/docs/{collection}?after={id}&limit={n}`: stable paging by id.
+pub async fn list_documents(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    path: Result<Path<CollectionPath>, PathRejection>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> ApiResult<Response> {
+    let path = collection_path(path)?;
+    state.authorize(&headers, &path.db, Role::Read)?;
+    let Query(params) = params.map_err(|rejection| {
+        ApiError::BadRequest(format!("malformed query string: {rejection}"))
+    })?;
+    let limit = params.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    let engine = state.databases().get(&path.db).await?;
+    let entries = engine
+        .scan(&path.collection, params.after.as_deref(), limit + 1)
+        .await?;
+    let more = entries.len() > limit;
+    let items = entries
+        .into_iter()
+        .take(limit)
+        .map(EntryBody::new)
+        .collect::<ApiResult<Vec<_>>>()?;
+    let next = more
+        .then(|| items.last().map(|item| item.metadata.id.clone()))
+        .flatten();
+    Ok(json_response(
+        StatusCode::OK,
+        HeaderMap::new(),
+        &ListBody { items, next },
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GetManyRequest {
+    ids: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct ResultsBody<T> {
+    results: Vec<T>,
+}
+
+/// The most ids one read of many may name.
+const MAX_IDS: usize = 1000;
+
+/// `POST /db/{db}/docs/{collection}/get` `{ "ids": [...] }`.
+pub async fn get_many(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    path: Result<Path<CollectionPath>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let path = collection_path(path)?;
+    state.authorize(&headers, &path.db, Role::Read)?;
+    require_content_type(&headers, &["application/json"])?;
+    let text = body_text(&state, body)?;
+    check_nesting(&state, &text)?;
+    let request: GetManyRequest = serde_json::from_str(&text)
+        .map_err(|error| ApiError::BadRequest(format!("expected {{\"ids\": [...]}}: {error}")))?;
+    if request.ids.len() > MAX_IDS {
+        return Err(ApiError::BadRequest(format!(
+            "at most {MAX_IDS} ids per request"
+        )));
+    }
+    let engine = state.databases().get(&path.db).await?;
+    let results = engine
+        .get(&path.collection, &request.ids)
+        .await?
+        .into_iter()
+        .map(|entry| entry.map(EntryBody::new).transpose())
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok(json_response(
+        StatusCode::OK,
+        HeaderMap::new(),
+        &ResultsBody { results },
+    ))
+}

@@ -1,0 +1,126 @@
+//! Folio's HTTP server: the protocol of `PROTOCOL.md`, where optimistic
+//! concurrency is plain HTTP — `ETag` is the change vector, `If-Match`
+//! makes a write conditional, `412` refuses a stale one, `428` refuses an
+//! update that forgot its precondition.
+//!
+//! [`router`] builds the whole application (tests drive it in-process);
+//! [`serve`] runs it on a socket with graceful shutdown. The `folio` binary
+//! (`src/main.rs`) is the command line around both.
+
+pub mod admin;
+pub mod auth;
+pub mod batch;
+pub mod conditional;
+pub mod databases;
+pub mod documents;
+pub mod error;
+pub mod metrics;
+pub mod state;
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post, put};
+use tower_http::trace::TraceLayer;
+
+pub use crate::databases::{Backend, Databases};
+pub use crate::error::ApiError;
+pub use crate::state::{AppState, Limits};
+
+/// The application: every route of the protocol, over `state`.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.limits().max_body_bytes;
+    Router::new()
+        .route("/healthz", get(admin::healthz))
+        .route("/metrics", get(admin::metrics))
+        .route("/db", get(admin::list_databases))
+        .route("/db/{db}", put(admin::create_database))
+        .route("/db/{db}/batch", post(batch::batch))
+        .route("/db/{db}/query", post(batch::query))
+        .route(
+            "/db/{db}/docs/{collection}",
+            get(documents::list_documents).post(documents::post_document),
+        )
+        .route("/db/{db}/docs/{collection}/get", post(documents::get_many))
+        .route(
+            "/db/{db}/docs/{collection}/{id}",
+            get(documents::get_document)
+                .put(documents::put_document)
+                .delete(documents::delete_document)
+                .patch(documents::patch_document),
+        )
+        .fallback(admin::not_found)
+        .method_not_allowed_fallback(admin::method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_request,
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Counts every request by method, route and status.
+async fn record_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    state
+        .metrics()
+        .request(&method, &route, response.status().as_u16());
+    response
+}
+
+/// How to run a server.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// The address to listen on.
+    pub listen: SocketAddr,
+    /// Serve on a non-loopback address without API keys.
+    pub insecure: bool,
+}
+
+/// Refuses to expose a server without keys beyond loopback, unless told.
+pub fn check_exposure(listen: &SocketAddr, has_keys: bool, insecure: bool) -> Result<(), String> {
+    if listen.ip().is_loopback() || has_keys || insecure {
+        Ok(())
+    } else {
+        Err(format!(
+            "refusing to listen on {listen} without API keys: anyone who can reach it could read and \
+             write every database. Give --keys FILE, listen on 127.0.0.1, or pass --insecure."
+        ))
+    }
+}
+
+/// Serves `state` on `listener` until SIGINT or SIGTERM; requests in flight
+/// finish before it returns.
+pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

@@ -1,0 +1,102 @@
+//! Prometheus metrics, in the text exposition format: requests by route and
+//! status, commit latency, conflicts.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of the commit latency histogram, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0,
+];
+
+/// The server's counters.
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    commit_buckets: [AtomicU64; BUCKETS.len()],
+    commit_count: AtomicU64,
+    commit_micros: AtomicU64,
+    conflicts: AtomicU64,
+}
+
+impl Metrics {
+    /// Counts one request.
+    pub fn request(&self, method: &str, route: &str, status: u16) {
+        let mut requests = self
+            .requests
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *requests
+            .entry((method.to_owned(), route.to_owned(), status))
+            .or_default() += 1;
+    }
+
+    /// Records one commit's latency.
+    pub fn commit(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        for (bucket, bound) in self.commit_buckets.iter().zip(BUCKETS) {
+            if seconds <= bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.commit_count.fetch_add(1, Ordering::Relaxed);
+        self.commit_micros.fetch_add(
+            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Counts conflicts (one per refused expectation).
+    pub fn conflicts(&self, count: usize) {
+        self.conflicts.fetch_add(count as u64, Ordering::Relaxed);
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str(
+            "# HELP folio_http_requests_total HTTP requests by method, route and status.\n",
+        );
+        out.push_str("# TYPE folio_http_requests_total counter\n");
+        let requests = self
+            .requests
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for ((method, route, status), count) in requests.iter() {
+            let _ = writeln!(
+                out,
+                "folio_http_requests_total{{method=\"{method}\",route=\"{}\",status=\"{status}\"}} {count}",
+                route.replace('\\', "\\\\").replace('"', "\\\"")
+            );
+        }
+        drop(requests);
+        out.push_str("# HELP folio_commit_seconds Latency of Engine::commit.\n");
+        out.push_str("# TYPE folio_commit_seconds histogram\n");
+        for (bucket, bound) in self.commit_buckets.iter().zip(BUCKETS) {
+            let _ = writeln!(
+                out,
+                "folio_commit_seconds_bucket{{le=\"{bound}\"}} {}",
+                bucket.load(Ordering::Relaxed)
+            );
+        }
+        let count = self.commit_count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "folio_commit_seconds_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "folio_commit_seconds_sum {}",
+            self.commit_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "folio_commit_seconds_count {count}");
+        out.push_str("# HELP folio_conflicts_total Expectations refused (optimistic concurrency conflicts).\n");
+        out.push_str("# TYPE folio_conflicts_total counter\n");
+        let _ = writeln!(
+            out,
+            "folio_conflicts_total {}",
+            self.conflicts.load(Ordering::Relaxed)
+        );
+        out
+    }
+}

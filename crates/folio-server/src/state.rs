@@ -1,0 +1,102 @@
+//! What every handler shares.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use axum::http::HeaderMap;
+
+use crate::auth::{Keys, Role};
+use crate::databases::Databases;
+use crate::error::ApiResult;
+use crate::metrics::Metrics;
+
+/// Limits on what a request may carry.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// The largest body, in bytes (default 16 MiB).
+    pub max_body_bytes: usize,
+    /// The deepest nesting of arrays and objects (default 128).
+    pub max_nesting: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 16 << 20,
+            max_nesting: folio_core::validate::MAX_NESTING,
+        }
+    }
+}
+
+/// The server's shared state; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    databases: Databases,
+    keys: Option<Keys>,
+    limits: Limits,
+    /// `db/collection` or `collection` (every database): updates and deletes
+    /// there need `If-Match`.
+    require_precondition: HashSet<String>,
+    metrics: Metrics,
+}
+
+impl AppState {
+    /// State over `databases`; `keys: None` serves without authentication.
+    pub fn new(
+        databases: Databases,
+        keys: Option<Keys>,
+        limits: Limits,
+        require_precondition: impl IntoIterator<Item = String>,
+    ) -> Self {
+        AppState {
+            inner: Arc::new(Inner {
+                databases,
+                keys: keys.filter(|keys| !keys.is_empty()),
+                limits,
+                require_precondition: require_precondition.into_iter().collect(),
+                metrics: Metrics::default(),
+            }),
+        }
+    }
+
+    /// The databases.
+    pub fn databases(&self) -> &Databases {
+        &self.inner.databases
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> Limits {
+        self.inner.limits
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Checks the request's key for `needed` in `database` (no keys: allowed).
+    pub fn authorize(&self, headers: &HeaderMap, database: &str, needed: Role) -> ApiResult<()> {
+        match &self.inner.keys {
+            Some(keys) => keys.require(headers, database, needed),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether `database` may be listed to this request.
+    pub fn may_read(&self, headers: &HeaderMap, database: &str) -> ApiResult<bool> {
+        match &self.inner.keys {
+            Some(keys) => Ok(keys.role(headers, database)?.is_some()),
+            None => Ok(true),
+        }
+    }
+
+    /// Whether changes in `database`/`collection` require `If-Match`.
+    pub fn requires_precondition(&self, database: &str, collection: &str) -> bool {
+        let required = &self.inner.require_precondition;
+        required.contains(collection) || required.contains(&format!("{database}/{collection}"))
+    }
+}
