@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod auth;
 pub mod batch;
+pub mod client;
 pub mod conditional;
 pub mod databases;
 pub mod documents;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use folio_server::auth::Keys;
+use folio_server::client::{Client, Failure};
 use folio_server::{AppState, Backend, Databases, Limits};
 
 #[derive(Parser)]
@@ -23,6 +24,99 @@ struct Cli {
 enum Command {
     /// Run the HTTP server (embedded engine unless --postgres is given).
     Serve(ServeArgs),
+    /// Print a document (exit code 3 when it does not exist).
+    Get {
+        #[command(flatten)]
+        target: Target,
+        /// The collection.
+        collection: String,
+        /// The document id.
+        id: String,
+        /// Print the change vector and revision with the document.
+        #[arg(long)]
+        metadata: bool,
+    },
+    /// Write a document read from FILE (or standard input).
+    Put {
+        #[command(flatten)]
+        target: Target,
+        /// The collection.
+        collection: String,
+        /// The document id.
+        id: String,
+        /// The JSON file ("-" or absent: standard input).
+        file: Option<PathBuf>,
+        /// Only if this is the current change vector (exit code 4 otherwise).
+        #[arg(long)]
+        if_match: Option<String>,
+        /// `*`: only if the document does not exist yet.
+        #[arg(long)]
+        if_none_match: Option<String>,
+    },
+    /// Delete a document.
+    Delete {
+        #[command(flatten)]
+        target: Target,
+        /// The collection.
+        collection: String,
+        /// The document id.
+        id: String,
+        /// Only if this is the current change vector (exit code 4 otherwise).
+        #[arg(long)]
+        if_match: Option<String>,
+    },
+    /// Run a query (PROTOCOL.md query JSON, or @FILE).
+    Query {
+        #[command(flatten)]
+        target: Target,
+        /// The query JSON, or @FILE.
+        query: String,
+    },
+    /// Import JSON Lines (as written by export) in batches.
+    Import {
+        #[command(flatten)]
+        target: Target,
+        /// The JSON Lines file.
+        file: PathBuf,
+        /// The collection of lines that are plain documents (with an "id").
+        #[arg(long)]
+        collection: Option<String>,
+        /// Documents per batch.
+        #[arg(long, default_value_t = 1000)]
+        batch_size: usize,
+        /// Refuse to overwrite existing documents.
+        #[arg(long)]
+        only_new: bool,
+    },
+    /// Export a collection as JSON Lines.
+    Export {
+        #[command(flatten)]
+        target: Target,
+        /// The collection.
+        collection: String,
+        /// The output file (absent: standard output).
+        file: Option<PathBuf>,
+    },
+}
+
+/// Which server and database a client command talks to.
+#[derive(clap::Args)]
+struct Target {
+    /// The server.
+    #[arg(long, default_value = "http://127.0.0.1:7070", env = "FOLIO_SERVER")]
+    server: String,
+    /// The database.
+    #[arg(long, default_value = "default", env = "FOLIO_DB")]
+    db: String,
+    /// The API key, when the server requires one.
+    #[arg(long, env = "FOLIO_API_KEY")]
+    api_key: Option<String>,
+}
+
+impl Target {
+    fn client(self) -> Result<Client, Failure> {
+        Client::new(&self.server, &self.db, self.api_key)
+    }
 }
 
 #[derive(clap::Args)]
@@ -74,15 +168,124 @@ fn main() -> ExitCode {
         }
     };
     let outcome = match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Serve(args) => runtime.block_on(serve(args)).map_err(|message| Failure {
+            message,
+            status: None,
+        }),
+        command => runtime.block_on(client_command(command)),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("folio: {message}");
-            ExitCode::FAILURE
+        Err(failure) => {
+            eprintln!("folio: {}", failure.message);
+            ExitCode::from(failure.exit_code())
         }
     }
+}
+
+async fn client_command(command: Command) -> Result<(), Failure> {
+    let mut stdout = std::io::stdout().lock();
+    match command {
+        Command::Serve(_) => unreachable!("handled by main"),
+        Command::Get {
+            target,
+            collection,
+            id,
+            metadata,
+        } => {
+            target
+                .client()?
+                .get(&collection, &id, metadata, &mut stdout)
+                .await
+        }
+        Command::Put {
+            target,
+            collection,
+            id,
+            file,
+            if_match,
+            if_none_match,
+        } => {
+            let document = read_input(file.as_deref())?;
+            target
+                .client()?
+                .put(
+                    &collection,
+                    &id,
+                    document,
+                    if_match.as_deref(),
+                    if_none_match.as_deref(),
+                    &mut stdout,
+                )
+                .await
+        }
+        Command::Delete {
+            target,
+            collection,
+            id,
+            if_match,
+        } => {
+            target
+                .client()?
+                .delete(&collection, &id, if_match.as_deref())
+                .await
+        }
+        Command::Query { target, query } => {
+            let query = match query.strip_prefix('@') {
+                Some(file) => read_input(Some(std::path::Path::new(file)))?,
+                None => query,
+            };
+            target.client()?.query(query, &mut stdout).await
+        }
+        Command::Import {
+            target,
+            file,
+            collection,
+            batch_size,
+            only_new,
+        } => target
+            .client()?
+            .import(&file, collection.as_deref(), batch_size.max(1), only_new)
+            .await
+            .map(drop),
+        Command::Export {
+            target,
+            collection,
+            file,
+        } => {
+            let client = target.client()?;
+            let exported = match file {
+                Some(path) => {
+                    let file = std::fs::File::create(&path).map_err(|error| Failure {
+                        message: format!("cannot create {}: {error}", path.display()),
+                        status: None,
+                    })?;
+                    let mut writer = std::io::BufWriter::new(file);
+                    let exported = client.export(&collection, &mut writer).await?;
+                    std::io::Write::flush(&mut writer).map_err(|error| Failure {
+                        message: format!("writing {}: {error}", path.display()),
+                        status: None,
+                    })?;
+                    exported
+                }
+                None => client.export(&collection, &mut stdout).await?,
+            };
+            eprintln!("exported {exported} documents");
+            Ok(())
+        }
+    }
+}
+
+/// The contents of `file`, or of standard input for `None` or `-`.
+fn read_input(file: Option<&std::path::Path>) -> Result<String, Failure> {
+    let read = match file {
+        Some(path) if path != std::path::Path::new("-") => std::fs::read_to_string(path),
+        _ => std::io::read_to_string(std::io::stdin()),
+    };
+    read.map_err(|error| Failure {
+        message: format!("reading the input failed: {error}"),
+        status: None,
+    })
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {

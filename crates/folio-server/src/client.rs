@@ -1,0 +1,442 @@
+//! The client side of the `folio` command: `get`, `put`, `delete`, `query`,
+//! `import`, `export` against a server, over the protocol of PROTOCOL.md.
+//!
+//! Writes go through the server's batch and document endpoints, so they
+//! reach `Engine::commit` like every other write. Exit codes say what went
+//! wrong (see [`Failure::exit_code`]).
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use reqwest::{Method, StatusCode, header};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// A failed command, with the exit code that says why.
+#[derive(Debug)]
+pub struct Failure {
+    /// What happened.
+    pub message: String,
+    /// The HTTP status, when the server answered.
+    pub status: Option<StatusCode>,
+}
+
+impl Failure {
+    fn new(message: impl Into<String>) -> Self {
+        Failure {
+            message: message.into(),
+            status: None,
+        }
+    }
+
+    /// 3: not found; 4: a precondition or concurrency check failed (409,
+    /// 412, 428); 5: not allowed (401, 403); 1: anything else.
+    pub fn exit_code(&self) -> u8 {
+        match self.status.map(|status| status.as_u16()) {
+            Some(404) => 3,
+            Some(409 | 412 | 428) => 4,
+            Some(401 | 403) => 5,
+            _ => 1,
+        }
+    }
+}
+
+/// A connection to one database of a server.
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    database: String,
+    api_key: Option<String>,
+}
+
+impl Client {
+    /// A client of database `database` on the server at `server` (`http://host:port`).
+    pub fn new(server: &str, database: &str, api_key: Option<String>) -> Result<Self, Failure> {
+        folio_core::validate::database(database)
+            .map_err(|error| Failure::new(error.to_string()))?;
+        let server = server.trim_end_matches('/');
+        if !server.starts_with("http://") {
+            return Err(Failure::new(format!(
+                "the server URL must start with http:// (got {server:?})"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|error| Failure::new(format!("cannot make an HTTP client: {error}")))?;
+        Ok(Client {
+            http,
+            base: server.to_owned(),
+            database: database.to_owned(),
+            api_key,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/db/{}{path}", self.base, self.database)
+    }
+
+    fn document_url(&self, collection: &str, id: &str) -> String {
+        self.url(&format!(
+            "/docs/{collection}/{}",
+            percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
+        ))
+    }
+
+    fn request(&self, method: Method, url: String) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, url);
+        match &self.api_key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, Failure> {
+        let response = request.send().await.map_err(|error| {
+            Failure::new(format!("cannot reach the server at {}: {error}", self.base))
+        })?;
+        if response.status().is_success() || response.status() == StatusCode::NOT_MODIFIED {
+            return Ok(response);
+        }
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        let detail = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|problem| {
+                let detail = problem.get("detail")?.as_str()?.to_owned();
+                Some(
+                    match problem.get("actual").and_then(|actual| actual.as_str()) {
+                        Some(actual) => format!("{detail} (current change vector: {actual})"),
+                        None => detail,
+                    },
+                )
+            })
+            .unwrap_or(body);
+        Err(Failure {
+            message: format!("{status}: {detail}"),
+            status: Some(status),
+        })
+    }
+
+    /// `folio get`: the document, or with `metadata` the entry with its version.
+    pub async fn get(
+        &self,
+        collection: &str,
+        id: &str,
+        metadata: bool,
+        out: &mut impl Write,
+    ) -> Result<(), Failure> {
+        let response = self
+            .send(self.request(Method::GET, self.document_url(collection, id)))
+            .await?;
+        let change_vector =
+            header_text(&response, header::ETAG).map(|etag| etag.trim_matches('"').to_owned());
+        let revision = header_text(&response, "folio-revision");
+        let body = response.text().await.map_err(read_failure)?;
+        let line = if metadata {
+            format!(
+                "{{\"collection\":{},\"id\":{},\"change_vector\":{},\"revision\":{},\"document\":{body}}}",
+                json_string(collection),
+                json_string(id),
+                json_string(change_vector.as_deref().unwrap_or_default()),
+                revision.as_deref().unwrap_or("null"),
+            )
+        } else {
+            body
+        };
+        writeln!(out, "{line}").map_err(write_failure)
+    }
+
+    /// `folio put`: writes `document` (JSON object text), conditionally.
+    pub async fn put(
+        &self,
+        collection: &str,
+        id: &str,
+        document: String,
+        if_match: Option<&str>,
+        if_none_match: Option<&str>,
+        out: &mut impl Write,
+    ) -> Result<(), Failure> {
+        let mut request = self
+            .request(Method::PUT, self.document_url(collection, id))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(document);
+        if let Some(version) = if_match {
+            request = request.header(header::IF_MATCH, entity_tag(version));
+        }
+        if let Some(version) = if_none_match {
+            request = request.header(header::IF_NONE_MATCH, entity_tag(version));
+        }
+        let response = self.send(request).await?;
+        let body = response.text().await.map_err(read_failure)?;
+        writeln!(out, "{body}").map_err(write_failure)
+    }
+
+    /// `folio delete`.
+    pub async fn delete(
+        &self,
+        collection: &str,
+        id: &str,
+        if_match: Option<&str>,
+    ) -> Result<(), Failure> {
+        let mut request = self.request(Method::DELETE, self.document_url(collection, id));
+        if let Some(version) = if_match {
+            request = request.header(header::IF_MATCH, entity_tag(version));
+        }
+        self.send(request).await.map(drop)
+    }
+
+    /// `folio query`: prints the response (`results` and `total`).
+    pub async fn query(&self, query: String, out: &mut impl Write) -> Result<(), Failure> {
+        let response = self
+            .send(
+                self.request(Method::POST, self.url("/query"))
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(query),
+            )
+            .await?;
+        let body = response.text().await.map_err(read_failure)?;
+        writeln!(out, "{body}").map_err(write_failure)
+    }
+
+    /// `folio export`: every document of `collection` as JSON Lines
+    /// (`{"collection","id","document"}`), paged by id.
+    pub async fn export(&self, collection: &str, out: &mut impl Write) -> Result<u64, Failure> {
+        #[derive(Deserialize)]
+        struct Page {
+            items: Vec<Item>,
+            next: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct Item {
+            id: String,
+            document: Box<RawValue>,
+        }
+        let progress = spinner("exporting");
+        let mut after: Option<String> = None;
+        let mut exported = 0u64;
+        loop {
+            let mut url = self.url(&format!("/docs/{collection}?limit=1000"));
+            if let Some(after) = &after {
+                url.push_str("&after=");
+                url.extend(percent_encoding::utf8_percent_encode(
+                    after,
+                    percent_encoding::NON_ALPHANUMERIC,
+                ));
+            }
+            let page: Page = self
+                .send(self.request(Method::GET, url))
+                .await?
+                .json()
+                .await
+                .map_err(read_failure)?;
+            for item in &page.items {
+                writeln!(
+                    out,
+                    "{{\"collection\":{},\"id\":{},\"document\":{}}}",
+                    json_string(collection),
+                    json_string(&item.id),
+                    item.document.get()
+                )
+                .map_err(write_failure)?;
+            }
+            exported += page.items.len() as u64;
+            progress.set_position(exported);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        progress.finish_and_clear();
+        Ok(exported)
+    }
+
+    /// `folio import`: JSON Lines of `{"collection","id","document"}` (or,
+    /// with `collection`, of documents with a string `id` field), written in
+    /// batches of `batch_size`; `only_new` makes each put expect the id to
+    /// be free. Returns the number imported.
+    pub async fn import(
+        &self,
+        file: &Path,
+        collection: Option<&str>,
+        batch_size: usize,
+        only_new: bool,
+    ) -> Result<u64, Failure> {
+        let size = std::fs::metadata(file)
+            .map(|metadata| metadata.len())
+            .unwrap_or(0);
+        let reader =
+            std::io::BufReader::new(std::fs::File::open(file).map_err(|error| {
+                Failure::new(format!("cannot open {}: {error}", file.display()))
+            })?);
+        let progress = ProgressBar::new(size).with_style(
+            ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        let expect = if only_new { "\"missing\"" } else { "\"any\"" };
+        let mut commands = Vec::with_capacity(batch_size);
+        let mut imported = 0u64;
+        let started = Instant::now();
+        for (number, line) in reader.lines().enumerate() {
+            let line =
+                line.map_err(|error| Failure::new(format!("reading {}: {error}", file.display())))?;
+            progress.inc(line.len() as u64 + 1);
+            if line.trim().is_empty() {
+                continue;
+            }
+            let (line_collection, id, document) =
+                import_line(&line, collection).map_err(|message| {
+                    Failure::new(format!("{}:{}: {message}", file.display(), number + 1))
+                })?;
+            commands.push(format!(
+                "{{\"op\":\"put\",\"collection\":{},\"id\":{},\"document\":{document},\"expect\":{expect}}}",
+                json_string(&line_collection),
+                json_string(&id)
+            ));
+            if commands.len() == batch_size {
+                imported += self.send_batch(&mut commands).await?;
+                progress.set_message(format!("{imported} documents"));
+            }
+        }
+        imported += self.send_batch(&mut commands).await?;
+        progress.finish_and_clear();
+        let seconds = started.elapsed().as_secs_f64();
+        eprintln!(
+            "imported {imported} documents in {seconds:.1} s ({:.0} documents/s)",
+            imported as f64 / seconds.max(1e-9)
+        );
+        Ok(imported)
+    }
+
+    async fn send_batch(&self, commands: &mut Vec<String>) -> Result<u64, Failure> {
+        if commands.is_empty() {
+            return Ok(0);
+        }
+        let count = commands.len() as u64;
+        let body = format!("{{\"commands\":[{}]}}", commands.join(","));
+        commands.clear();
+        self.send(
+            self.request(Method::POST, self.url("/batch"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body),
+        )
+        .await?;
+        Ok(count)
+    }
+}
+
+/// One import line: `{"collection","id","document"}`, or a document with a
+/// string `id` when a collection is given.
+fn import_line(line: &str, collection: Option<&str>) -> Result<(String, String, String), String> {
+    #[derive(Deserialize)]
+    struct Exported {
+        collection: Option<String>,
+        id: String,
+        document: Box<RawValue>,
+    }
+    if let Ok(exported) = serde_json::from_str::<Exported>(line) {
+        let collection = match (exported.collection, collection) {
+            (Some(from_line), _) => from_line,
+            (None, Some(given)) => given.to_owned(),
+            (None, None) => return Err("no collection: give --collection".into()),
+        };
+        return Ok((collection, exported.id, exported.document.get().to_owned()));
+    }
+    let collection = collection.ok_or("not an exported line ({\"collection\",\"id\",\"document\"}); to import plain documents give --collection")?;
+    let value: serde_json::Value =
+        serde_json::from_str(line).map_err(|error| format!("not JSON: {error}"))?;
+    let id = value
+        .get("id")
+        .and_then(|id| id.as_str())
+        .ok_or("a plain document needs a string \"id\" field")?
+        .to_owned();
+    Ok((collection.to_owned(), id, line.to_owned()))
+}
+
+fn entity_tag(version: &str) -> String {
+    if version == "*" || version.starts_with('"') {
+        version.to_owned()
+    } else {
+        format!("\"{version}\"")
+    }
+}
+
+fn json_string(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into())
+}
+
+fn header_text(response: &reqwest::Response, name: impl header::AsHeaderName) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn spinner(message: &'static str) -> ProgressBar {
+    let progress = ProgressBar::new_spinner().with_message(message);
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} {msg}: {pos} documents")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    progress
+}
+
+fn read_failure(error: reqwest::Error) -> Failure {
+    Failure::new(format!("reading the server's answer failed: {error}"))
+}
+
+fn write_failure(error: std::io::Error) -> Failure {
+    Failure::new(format!("writing the output failed: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn import_lines() {
+        assert_eq!(
+            import_line(
+                r#"{"collection":"people","id":"p1","document":{"a":1}}"#,
+                None
+            )
+            .unwrap(),
+            ("people".into(), "p1".into(), r#"{"a":1}"#.into())
+        );
+        assert_eq!(
+            import_line(r#"{"id":"p2","name":"x"}"#, Some("people")).unwrap(),
+            (
+                "people".into(),
+                "p2".into(),
+                r#"{"id":"p2","name":"x"}"#.into()
+            )
+        );
+        assert!(import_line(r#"{"name":"x"}"#, Some("people")).is_err());
+        assert!(import_line(r#"{"id":"p3"}"#, None).is_err());
+        assert!(import_line("not json", Some("people")).is_err());
+    }
+
+    #[test]
+    fn entity_tags_are_quoted_once() {
+        assert_eq!(entity_tag("A:1-x"), "\"A:1-x\"");
+        assert_eq!(entity_tag("\"A:1-x\""), "\"A:1-x\"");
+        assert_eq!(entity_tag("*"), "*");
+    }
+
+    #[test]
+    fn exit_codes() {
+        let failure = |status: u16| Failure {
+            message: String::new(),
+            status: Some(StatusCode::from_u16(status).unwrap()),
+        };
+        assert_eq!(failure(404).exit_code(), 3);
+        assert_eq!(failure(412).exit_code(), 4);
+        assert_eq!(failure(409).exit_code(), 4);
+        assert_eq!(failure(403).exit_code(), 5);
+        assert_eq!(failure(500).exit_code(), 1);
+        assert_eq!(Failure::new("x").exit_code(), 1);
+    }
+}
