@@ -24,6 +24,7 @@ struct DatabaseList {
 }
 
 /// `GET /db`: the databases this key may read.
+#[utoipa::path(get, path = "/db", tag = "databases", responses((status = 200, description = "{ databases: [name] } the key may read", body = Object), (status = 401, description = "no or unknown API key", content_type = "application/problem+json")))]
 pub async fn list_databases(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -39,6 +40,7 @@ pub async fn list_databases(
 
 /// `PUT /db/{db}` (admin): creates the database; 201 when created, 200
 /// when it existed.
+#[utoipa::path(put, path = "/db/{db}", tag = "databases", params(("db" = String, Path, description = "database")), responses((status = 201, description = "created", body = Object), (status = 200, description = "existed already", body = Object), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json")))]
 pub async fn create_database(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -58,11 +60,13 @@ pub async fn create_database(
 }
 
 /// `GET /healthz` (no authentication).
+#[utoipa::path(get, path = "/healthz", tag = "service", responses((status = 200, description = "the server is up", body = Object)))]
 pub async fn healthz() -> Response {
     json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
 }
 
 /// `GET /metrics`: Prometheus text.
+#[utoipa::path(get, path = "/metrics", tag = "service", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let mut response = state.metrics().render().into_response();
     response.headers_mut().insert(
@@ -70,6 +74,49 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         HeaderValue::from_static("text/plain; version=0.0.4"),
     );
     response
+}
+
+/// The OpenAPI 3.1 description of every route, generated from the handlers.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Folio",
+        description = "Optimistic concurrency over plain HTTP: ETag, If-Match, If-None-Match, 412, 428 (PROTOCOL.md)"
+    ),
+    paths(
+        crate::documents::get_document,
+        crate::documents::put_document,
+        crate::documents::post_document,
+        crate::documents::delete_document,
+        crate::documents::patch_document,
+        crate::documents::list_documents,
+        crate::documents::get_many,
+        crate::batch::batch,
+        crate::batch::query,
+        list_databases,
+        create_database,
+        healthz,
+        metrics,
+        openapi,
+    )
+)]
+pub struct ApiDoc;
+
+/// `GET /openapi.json`.
+#[utoipa::path(get, path = "/openapi.json", tag = "service", responses((status = 200, description = "this document", body = Object)))]
+pub async fn openapi() -> Response {
+    use utoipa::OpenApi as _;
+    match ApiDoc::openapi().to_json() {
+        Ok(text) => {
+            let mut response = text.into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        Err(_) => ApiError::Internal(folio_core::EngineErrorKind::Other).into_response(),
+    }
 }
 
 /// Any route that does not exist.

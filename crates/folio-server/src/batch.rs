@@ -109,6 +109,7 @@ pub fn parse_batch(text: &str) -> ApiResult<Vec<Command>> {
 
 /// `POST /db/{db}/batch`: every command checked and applied atomically;
 /// 409 with every conflict, nothing applied, when any expectation fails.
+#[utoipa::path(post, path = "/db/{db}/batch", tag = "batch", params(("db" = String, Path, description = "database")), request_body(content = Object, content_type = "application/json", description = "{ commands: [{ op: put|delete|check, collection, id, document?, expect? }] }"), responses((status = 200, description = "{ results: [...] } in command order", body = Object), (status = 409, description = "expectations failed: every conflict listed, nothing applied", content_type = "application/problem+json"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json")))]
 pub async fn batch(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -135,6 +136,7 @@ struct QueryResponse {
 }
 
 /// `POST /db/{db}/query`.
+#[utoipa::path(post, path = "/db/{db}/query", tag = "query", params(("db" = String, Path, description = "database")), request_body(content = Object, content_type = "application/json", description = "{ collection, where, order_by, skip, take }"), responses((status = 200, description = "{ results: [Entry], total }", body = Object), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json")))]
 pub async fn query(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -233,6 +233,7 @@ async fn conditional_write(
 }
 
 /// `GET` and `HEAD /db/{db}/docs/{collection}/{id}`.
+#[utoipa::path(get, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(("db" = String, Path, description = "database"), ("collection" = String, Path, description = "collection"), ("id" = String, Path, description = "document id, percent-encoded")), responses((status = 200, description = "the document as stored; ETag is its change vector", content_type = "application/json"), (status = 304, description = "If-None-Match matched"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json")))]
 pub async fn get_document(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -263,6 +264,7 @@ pub async fn get_document(
 }
 
 /// `PUT /db/{db}/docs/{collection}/{id}`.
+#[utoipa::path(put, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(("db" = String, Path, description = "database"), ("collection" = String, Path, description = "collection"), ("id" = String, Path, description = "document id, percent-encoded")), request_body(content = Object, content_type = "application/json", description = "the document, a JSON object"), responses((status = 200, description = "updated; the new metadata", body = Object), (status = 201, description = "created; the metadata", body = Object), (status = 412, description = "If-Match / If-None-Match failed", content_type = "application/problem+json"), (status = 413, description = "body too large", content_type = "application/problem+json"), (status = 415, description = "not application/json", content_type = "application/problem+json"), (status = 428, description = "this collection requires If-Match", content_type = "application/problem+json"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json")))]
 pub async fn put_document(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -318,6 +320,7 @@ fn precondition_required(collection: &str) -> ApiError {
 }
 
 /// `POST /db/{db}/docs/{collection}`: a new document with a generated id.
+#[utoipa::path(post, path = "/db/{db}/docs/{collection}", tag = "documents", params(("db" = String, Path, description = "database"), ("collection" = String, Path, description = "collection")), request_body(content = Object, content_type = "application/json"), responses((status = 201, description = "created with a generated id; Location names it", body = Object), (status = 415, description = "not application/json", content_type = "application/problem+json"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json")))]
 pub async fn post_document(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -360,6 +363,7 @@ pub async fn post_document(
 }
 
 /// `DELETE /db/{db}/docs/{collection}/{id}`.
+#[utoipa::path(delete, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(("db" = String, Path, description = "database"), ("collection" = String, Path, description = "collection"), ("id" = String, Path, description = "document id, percent-encoded")), responses((status = 204, description = "deleted, or there was nothing to delete"), (status = 412, description = "If-Match failed", content_type = "application/problem+json"), (status = 428, description = "this collection requires If-Match", content_type = "application/problem+json"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json")))]
 pub async fn delete_document(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -395,6 +399,7 @@ pub async fn delete_document(
 /// `PATCH /db/{db}/docs/{collection}/{id}`: a JSON merge patch (RFC 7396)
 /// or a JSON patch (RFC 6902), applied to the current version and written
 /// only if that version is still current.
+#[utoipa::path(patch, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(("db" = String, Path, description = "database"), ("collection" = String, Path, description = "collection"), ("id" = String, Path, description = "document id, percent-encoded")), request_body(content = Object, content_type = "application/merge-patch+json", description = "a JSON merge patch (RFC 7396), or a JSON patch (RFC 6902) as application/json-patch+json"), responses((status = 200, description = "patched; the new metadata", body = Object), (status = 412, description = "If-Match failed", content_type = "application/problem+json"), (status = 415, description = "not a patch media type", content_type = "application/problem+json"), (status = 428, description = "this collection requires If-Match", content_type = "application/problem+json"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json")))]
 pub async fn patch_document(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -505,6 +510,7 @@ struct ListBody {
 const MAX_PAGE: usize = 1000;
 
 /// `GET /db/{db}/docs/{collection}?after={id}&limit={n}`: stable paging by id.
+#[utoipa::path(get, path = "/db/{db}/docs/{collection}", tag = "documents", params(("db" = String, Path, description = "database"), ("collection" = String, Path, description = "collection"), ("after" = Option<String>, Query, description = "list ids after this one"), ("limit" = Option<usize>, Query, description = "1 to 1000, default 100")), responses((status = 200, description = "{ items: [Entry], next: id or null }", body = Object), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json")))]
 pub async fn list_documents(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -557,6 +563,7 @@ struct ResultsBody<T> {
 const MAX_IDS: usize = 1000;
 
 /// `POST /db/{db}/docs/{collection}/get` `{ "ids": [...] }`.
+#[utoipa::path(post, path = "/db/{db}/docs/{collection}/get", tag = "documents", params(("db" = String, Path, description = "database"), ("collection" = String, Path, description = "collection")), request_body(content = Object, content_type = "application/json", description = "{ ids: [string] }"), responses((status = 200, description = "{ results: [Entry or null] } in the order of ids", body = Object), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json")))]
 pub async fn get_many(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(admin::healthz))
         .route("/metrics", get(admin::metrics))
+        .route("/openapi.json", get(admin::openapi))
         .route("/db", get(admin::list_databases))
         .route("/db/{db}", put(admin::create_database))
         .route("/db/{db}/batch", post(batch::batch))
