@@ -112,7 +112,11 @@ impl Keys {
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
+            .and_then(|value| {
+                // The scheme is case-insensitive (RFC 9110 §11.1).
+                let (scheme, key) = value.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then_some(key)
+            })
             .map(str::trim)
             .ok_or_else(|| {
                 ApiError::Unauthorized("send an API key: Authorization: Bearer <key>".into())
@@ -167,6 +171,12 @@ mod tests {
             keys.require(&headers("nope-nope-nope-nope"), "shop", Role::Read),
             Err(ApiError::Unauthorized(_))
         ));
+        let mut lowercase = HeaderMap::new();
+        lowercase.insert(
+            header::AUTHORIZATION,
+            "bearer shop-writer-0000000".parse().unwrap(),
+        );
+        assert!(keys.require(&lowercase, "shop", Role::Write).is_ok());
         assert!(matches!(
             keys.require(&HeaderMap::new(), "shop", Role::Read),
             Err(ApiError::Unauthorized(_))

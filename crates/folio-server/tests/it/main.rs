@@ -1,0 +1,16 @@
+//! Folio's HTTP protocol (`../shared/PROTOCOL.md`), tested in-process with
+//! `tower::ServiceExt::oneshot` on `folio_server::router`, each test over
+//! its own temporary data directory; and once over a real socket.
+
+mod auth;
+mod batch;
+mod common;
+mod concurrency;
+mod headers;
+mod leaks;
+mod names;
+mod patch;
+mod query;
+mod scale_out;
+mod socket;
+mod status;
