@@ -12,5 +12,6 @@ mod names;
 mod patch;
 mod query;
 mod scale_out;
+mod shutdown;
 mod socket;
 mod status;
