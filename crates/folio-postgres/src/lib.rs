@@ -53,6 +53,9 @@ use tokio_postgres::{NoTls, Row, Statement};
 use crate::error::{Failure, classify, pool as pool_error, storage};
 use crate::query::{ENTRY_COLUMNS, Param, Sql};
 
+/// The longest Folio database name the PostgreSQL engine accepts.
+pub const MAX_DATABASE_NAME: usize = 63 - "folio_".len();
+
 /// Tuning of a [`PgEngine`].
 #[derive(Clone, Debug)]
 pub struct PgOptions {
@@ -158,6 +161,14 @@ impl PgEngine {
     /// creating it on first use.
     pub async fn connect(url: &str, database: &str, options: PgOptions) -> Result<Self> {
         validate::database(database)?;
+        if database.len() > MAX_DATABASE_NAME {
+            // PostgreSQL cuts identifiers at 63 bytes: two long names could
+            // silently share one schema.
+            return Err(Error::InvalidInput(format!(
+                "database names on PostgreSQL have at most {MAX_DATABASE_NAME} characters (the schema is \
+                 \"folio_{{name}}\" and PostgreSQL names have at most 63 bytes)"
+            )));
+        }
         let config: tokio_postgres::Config = url
             .parse()
             .map_err(|error| Error::InvalidInput(format!("malformed PostgreSQL URL: {error}")))?;
@@ -234,17 +245,41 @@ impl PgEngine {
             .prepare_cached(&self.statements.current_etag)
             .await
             .map_err(|e| classify("preparing a statement", e))?;
-        let run_all = join_all(
-            batch
-                .commands
-                .iter()
-                .zip(&prepared)
-                .map(|(command, statement)| {
-                    self.run(client, command, statement.as_ref(), &current, now)
-                }),
-        );
+        // Statements run in (collection, id) order, so two batches touching
+        // the same documents lock them in the same order and never deadlock.
+        // The sort is stable: commands on one document keep their order, and
+        // commands on different documents do not depend on each other.
+        let mut order: Vec<usize> = (0..batch.commands.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (a, b) = (&batch.commands[a], &batch.commands[b]);
+            (&a.collection, &a.id).cmp(&(&b.collection, &b.id))
+        });
+        let run_all = async {
+            let sorted = join_all(order.iter().map(|&index| {
+                self.run(
+                    client,
+                    &batch.commands[index],
+                    prepared[index].as_ref(),
+                    &current,
+                    now,
+                )
+            }))
+            .await;
+            // The first failure in execution order is the cause; the
+            // statements after it only report the aborted transaction.
+            let mut outcomes: Vec<Option<Outcome>> = (0..order.len()).map(|_| None).collect();
+            for (&index, outcome) in order.iter().zip(sorted) {
+                outcomes[index] = Some(outcome?);
+            }
+            Ok::<_, Failure>(
+                outcomes
+                    .into_iter()
+                    .map(|outcome| outcome.expect("every command ran"))
+                    .collect::<Vec<_>>(),
+            )
+        };
         if let [command] = batch.commands.as_slice() {
-            return match run_all.await.pop().expect("one command")? {
+            return match run_all.await?.pop().expect("one command") {
                 Outcome::Done(result) => Ok(Ok(vec![result])),
                 Outcome::Conflict => {
                     let actual = self.current_etag(client, &current, command).await?;
@@ -275,21 +310,22 @@ impl PgEngine {
     }
 
     /// The verdict on a pipelined batch: its results, its conflicts (with
-    /// the versions stored now), or the first failure in command order.
+    /// the versions stored now), or the failure that aborted it.
     async fn judge(
         &self,
         client: &deadpool_postgres::Object,
         batch: &Batch,
         current: &Statement,
         began: std::result::Result<(), tokio_postgres::Error>,
-        outcomes: Vec<std::result::Result<Outcome, Failure>>,
+        outcomes: std::result::Result<Vec<Outcome>, Failure>,
     ) -> std::result::Result<std::result::Result<Vec<CommandResult>, ConcurrencyError>, Failure>
     {
         began.map_err(|e| classify("starting a transaction", e))?;
+        let outcomes = outcomes?;
         let mut results = Vec::with_capacity(outcomes.len());
         let mut conflicted = Vec::new();
         for (command, outcome) in batch.commands.iter().zip(outcomes) {
-            match outcome? {
+            match outcome {
                 Outcome::Done(result) => results.push(result),
                 Outcome::Conflict => conflicted.push(command),
             }
