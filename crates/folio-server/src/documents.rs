@@ -29,7 +29,6 @@ use crate::state::AppState;
 const WRITE_ATTEMPTS: usize = 5;
 
 /// `/db/{db}/docs/{collection}/{id}`.
-#[derive(Deserialize)]
 pub struct DocumentPath {
     db: String,
     collection: String,
@@ -43,9 +42,22 @@ pub struct CollectionPath {
     collection: String,
 }
 
-fn document_path(path: Result<Path<DocumentPath>, PathRejection>) -> ApiResult<DocumentPath> {
-    let Path(path) =
-        path.map_err(|rejection| ApiError::BadRequest(format!("malformed path: {rejection}")))?;
+/// The path parameters of a single-document route. The route
+/// `/db/{db}/docs/{collection}/get` (reading many) is static and shadows the
+/// document whose id is `get`; it serves that document's other methods, so
+/// a missing `id` parameter means `get`.
+type DocumentParams = Result<Path<std::collections::HashMap<String, String>>, PathRejection>;
+
+fn document_path(params: DocumentParams) -> ApiResult<DocumentPath> {
+    let Path(mut params) =
+        params.map_err(|rejection| ApiError::BadRequest(format!("malformed path: {rejection}")))?;
+    let mut take = |name: &str| params.remove(name);
+    let path = DocumentPath {
+        db: take("db").ok_or_else(|| ApiError::BadRequest("no database in the path".into()))?,
+        collection: take("collection")
+            .ok_or_else(|| ApiError::BadRequest("no collection in the path".into()))?,
+        id: take("id").unwrap_or_else(|| "get".to_owned()),
+    };
     validate::database(&path.db)?;
     validate::collection(&path.collection)?;
     validate::id(&path.id)?;
@@ -237,7 +249,7 @@ async fn conditional_write(
 pub async fn get_document(
     State(state): State<AppState>,
     headers: HeaderMap,
-    path: Result<Path<DocumentPath>, PathRejection>,
+    path: DocumentParams,
 ) -> ApiResult<Response> {
     let path = document_path(path)?;
     state.authorize(&headers, &path.db, Role::Read)?;
@@ -268,7 +280,7 @@ pub async fn get_document(
 pub async fn put_document(
     State(state): State<AppState>,
     headers: HeaderMap,
-    path: Result<Path<DocumentPath>, PathRejection>,
+    path: DocumentParams,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let path = document_path(path)?;
@@ -367,7 +379,7 @@ pub async fn post_document(
 pub async fn delete_document(
     State(state): State<AppState>,
     headers: HeaderMap,
-    path: Result<Path<DocumentPath>, PathRejection>,
+    path: DocumentParams,
 ) -> ApiResult<Response> {
     let path = document_path(path)?;
     state.authorize(&headers, &path.db, Role::Write)?;
@@ -403,7 +415,7 @@ pub async fn delete_document(
 pub async fn patch_document(
     State(state): State<AppState>,
     headers: HeaderMap,
-    path: Result<Path<DocumentPath>, PathRejection>,
+    path: DocumentParams,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let path = document_path(path)?;

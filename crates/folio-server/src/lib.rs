@@ -46,7 +46,16 @@ pub fn router(state: AppState) -> Router {
             "/db/{db}/docs/{collection}",
             get(documents::list_documents).post(documents::post_document),
         )
-        .route("/db/{db}/docs/{collection}/get", post(documents::get_many))
+        .route(
+            "/db/{db}/docs/{collection}/get",
+            // The static route shadows the document whose id is "get": it
+            // serves that document's methods too.
+            post(documents::get_many)
+                .get(documents::get_document)
+                .put(documents::put_document)
+                .delete(documents::delete_document)
+                .patch(documents::patch_document),
+        )
         .route(
             "/db/{db}/docs/{collection}/{id}",
             get(documents::get_document)

@@ -59,8 +59,10 @@
 //! Start with [`DocumentStore`]; the rules of which write is checked against
 //! what are in [`concurrency`].
 
-#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
-compile_error!("folio needs at least one engine: enable the `sqlite` or the `postgres` feature");
+#[cfg(not(any(feature = "sqlite", feature = "postgres", feature = "remote")))]
+compile_error!(
+    "folio needs at least one engine: enable the `sqlite`, the `postgres` or the `remote` feature"
+);
 
 mod document;
 mod options;
@@ -81,6 +83,8 @@ pub use folio_core::{
 pub use folio_derive::Document;
 #[cfg(feature = "postgres")]
 pub use folio_postgres::{PgEngine, PgOptions};
+#[cfg(feature = "remote")]
+pub use folio_remote::{RemoteEngine, RemoteOptions};
 #[cfg(feature = "sqlite")]
 pub use folio_sqlite::{Durability, SqliteEngine, SqliteOptions};
 pub use options::{ConcurrencyChecks, SessionOptions, Tracking};

@@ -308,7 +308,9 @@ impl DocumentStoreBuilder {
         let engine = match (self.engine, self.path, self.url) {
             (Some(engine), None, None) => engine,
             (None, Some(path), None) => open_embedded(Some(&path), database, &self.embedded)?,
-            (None, None, Some(url)) => connect_url(&url, database, &self.embedded).await?,
+            (None, None, Some(url)) => {
+                connect_url(&url, database, self.api_key.as_deref(), &self.embedded).await?
+            }
             (None, None, None) => {
                 return Err(Error::InvalidInput(
                     "say where the database is: builder().url(…), .path(…) or .engine(…)".into(),
@@ -347,7 +349,12 @@ type EmbeddedOptions = folio_sqlite::SqliteOptions;
 #[cfg(not(feature = "sqlite"))]
 type EmbeddedOptions = ();
 
-async fn connect_url(url: &str, database: &str, embedded: &EmbeddedOptions) -> Result<EngineRef> {
+async fn connect_url(
+    url: &str,
+    database: &str,
+    api_key: Option<&str>,
+    embedded: &EmbeddedOptions,
+) -> Result<EngineRef> {
     if url == "memory:" {
         return open_embedded(None, database, embedded);
     }
@@ -365,9 +372,24 @@ async fn connect_url(url: &str, database: &str, embedded: &EmbeddedOptions) -> R
         return connect_postgres(url, database).await;
     }
     if url.starts_with("http://") || url.starts_with("https://") {
-        return Err(Error::InvalidInput(
-            "this build of folio has no remote engine (the `remote` feature)".into(),
-        ));
+        // The URL names the database (`/db/NAME`); the builder's `database`
+        // is for the engines whose URL names a server only.
+        #[cfg(feature = "remote")]
+        {
+            let options = folio_remote::RemoteOptions {
+                api_key: api_key.map(str::to_owned),
+                ..folio_remote::RemoteOptions::default()
+            };
+            let engine = folio_remote::RemoteEngine::connect(url, options).await?;
+            return Ok(Arc::new(engine) as Arc<dyn Engine>);
+        }
+        #[cfg(not(feature = "remote"))]
+        {
+            let _ = api_key;
+            return Err(Error::InvalidInput(
+                "this build of folio has no remote engine: enable the `remote` feature".into(),
+            ));
+        }
     }
     Err(Error::InvalidInput(format!(
         "unknown database URL {url:?}: use sqlite:DIR, file:DIR, memory:, postgres://… or http(s)://host:port/db/NAME"

@@ -164,3 +164,27 @@ async fn ids_are_percent_decoded_and_round_trip() {
         .await;
     assert_eq!(put.status, StatusCode::CREATED, "{put:?}");
 }
+
+/// The static route that reads many (`…/{collection}/get`) does not hide the
+/// document whose id is `get`.
+#[tokio::test]
+async fn a_document_named_get_is_a_document_like_any_other() {
+    let server = Server::new();
+    server.create_db("shop").await;
+    let uri = "/db/shop/docs/people/get";
+    let created = server.put_json(uri, &[], r#"{"name":"Get"}"#).await;
+    created.ok_json(StatusCode::CREATED);
+    let read = server.get(uri).await;
+    assert_eq!(read.ok_json(StatusCode::OK), json!({ "name": "Get" }));
+    let etag = read.header("etag").expect("ETag").to_owned();
+    let stale = server
+        .put_json(uri, &[("if-match", "\"A:1-nope\"")], r#"{"name":"x"}"#)
+        .await;
+    stale.problem(StatusCode::PRECONDITION_FAILED, "precondition-failed");
+    let deleted = server.delete(uri, &[("if-match", &etag)]).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{deleted:?}");
+    assert_eq!(server.get(uri).await.status, StatusCode::NOT_FOUND);
+    // Reading many still works on the same path with POST.
+    let many = server.post_json(uri, &[], r#"{"ids":["get"]}"#).await;
+    assert_eq!(many.ok_json(StatusCode::OK), json!({ "results": [null] }));
+}

@@ -23,7 +23,7 @@ conformance!(
 /// concurrency promises no fairness: with 16 tasks on one counter, a single
 /// increment was seen to need about 200 attempts. The cap only turns a
 /// livelock into a failure instead of a hang.
-const MAX_ATTEMPTS: usize = 10_000;
+pub(crate) const MAX_ATTEMPTS: usize = 10_000;
 
 fn session_with(store: &DocumentStore, concurrency_checks: ConcurrencyChecks) -> Session {
     store.open_session_with(SessionOptions {
@@ -43,14 +43,14 @@ async fn stored<T: folio::Document>(store: &DocumentStore, id: &str) -> Option<T
 
 /// A small deterministic PRNG (xorshift64), so the races are reproducible in
 /// what they do, if not in how they interleave.
-struct XorShift(u64);
+pub(crate) struct XorShift(u64);
 
 impl XorShift {
-    fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         XorShift(seed.max(1))
     }
 
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 7;
@@ -60,12 +60,12 @@ impl XorShift {
     }
 
     /// A number in `0..bound`.
-    fn below(&mut self, bound: u64) -> u64 {
+    pub(crate) fn below(&mut self, bound: u64) -> u64 {
         self.next() % bound
     }
 }
 
-fn account(id: &str, balance: i64) -> Account {
+pub(crate) fn account(id: &str, balance: i64) -> Account {
     Account {
         id: id.into(),
         balance,

@@ -19,6 +19,7 @@ conformance!(
     a_retry_after_a_fault_keeps_the_original_expectations,
     retry_on_conflict_does_not_retry_a_fault,
     a_storage_fault_rolls_back_its_batch_alone,
+    a_postgres_fault_mid_batch_rolls_back_the_whole_batch,
 );
 
 // ---- a store whose commits fail on demand ---------------------------------------
@@ -486,4 +487,151 @@ async fn a_storage_fault_rolls_back_its_batch_alone(h: Harness) {
         etags_in_order.push(etag_of(id).await);
     }
     assert!(etags_in_order.windows(2).all(|pair| pair[0] < pair[1]));
+}
+
+/// The PostgreSQL counterpart of [`TRIGGER`]: inside the server, any insert
+/// of a document with the id `boom` raises. (PL/pgSQL is fine in a test; the
+/// engine itself uses none.)
+fn postgres_trigger(schema: &str) -> String {
+    format!(
+        "CREATE FUNCTION {schema}.fail_boom() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.id = 'boom' THEN
+                 RAISE EXCEPTION 'injected fault';
+             END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER fail_boom BEFORE INSERT ON {schema}.documents
+             FOR EACH ROW EXECUTE FUNCTION {schema}.fail_boom();"
+    )
+}
+
+async fn a_postgres_fault_mid_batch_rolls_back_the_whole_batch(h: Harness) {
+    // A real fault inside the server needs SQL on the test's schema.
+    let Some(postgres) = h.postgres() else {
+        return;
+    };
+    let schema = postgres.quoted_schema();
+    let client = crate::harness::sql_client(&postgres.url).await;
+    let store = h.store().await;
+    seed(&store, vec![Note::new("n1", "a"), Note::new("n2", "b")]).await;
+    let etag_of = async |id: &str| {
+        store
+            .open_session()
+            .metadata_for::<Note>(id)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{id} exists"))
+            .etag
+    };
+    let last_etag = etag_of("n1").await.max(etag_of("n2").await);
+
+    client
+        .batch_execute(&postgres_trigger(&schema))
+        .await
+        .unwrap();
+
+    // Several sessions save at the same time as the failing one, each in
+    // its own transaction: they must not be harmed.
+    const OTHERS: usize = 6;
+    let barrier = Arc::new(tokio::sync::Barrier::new(OTHERS + 1));
+    let mut tasks = Vec::new();
+    for n in 0..OTHERS {
+        let store = store.clone();
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut session = store.open_session();
+            session
+                .store(Note::new(&format!("other{n}"), "saved alongside"))
+                .unwrap();
+            barrier.wait().await;
+            session.save_changes().await
+        }));
+    }
+    // The first put is fine, the second fails in the server, the third
+    // comes after the failure: the whole batch must roll back.
+    let mut failing = store.open_session();
+    failing.store(Note::new("ok1", "fine on its own")).unwrap();
+    failing
+        .store(Note::new("boom", "refused by the trigger"))
+        .unwrap();
+    failing.store(Note::new("ok2", "after the fault")).unwrap();
+    barrier.wait().await;
+    let result = failing.save_changes().await;
+    assert!(result.as_ref().err().and_then(Error::conflicts).is_none());
+    let error = assert_engine_error(result);
+    let mut causes = Vec::new();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    assert!(
+        causes.iter().any(|cause| cause.contains("injected fault")),
+        "the native error is kept as the source: {error} / {causes:?}"
+    );
+    for task in tasks {
+        task.await
+            .unwrap()
+            .expect("batches saved alongside the failing one commit");
+    }
+
+    // The failing batch rolled back entirely: not even its first put.
+    let mut reader = store.open_session();
+    let failed = reader
+        .load_many::<Note>(&["ok1", "boom", "ok2"])
+        .await
+        .unwrap();
+    assert!(failed.iter().all(Option::is_none), "{failed:?}");
+    let rows: i64 = client
+        .query_one(
+            &format!("SELECT count(*) FROM {schema}.documents WHERE id IN ('ok1', 'boom', 'ok2')"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0, "no row of the failed batch is in the table");
+    assert!(failing.has_changes().unwrap(), "the session keeps its work");
+
+    // The others are stored, each with a new etag (a sequence may leave
+    // gaps where the failed batch drew etags: they are never reused).
+    let mut etags = Vec::new();
+    for n in 0..OTHERS {
+        let note = reader
+            .load::<Note>(&format!("other{n}"))
+            .await
+            .unwrap()
+            .expect("each other batch is stored");
+        assert_eq!(note.text, "saved alongside");
+        etags.push(etag_of(&format!("other{n}")).await);
+    }
+    etags.sort_unstable();
+    etags.dedup();
+    assert_eq!(etags.len(), OTHERS, "distinct etags: {etags:?}");
+    assert!(etags[0] > last_etag, "{etags:?} after {last_etag}");
+
+    // The next write works and takes a later etag.
+    seed(&store, vec![Note::new("after", "still fine")]).await;
+    let after = etag_of("after").await;
+    assert!(after > etags[OTHERS - 1], "{after} after {etags:?}");
+
+    // Without the trigger, the same session's retry commits its batch.
+    client
+        .batch_execute(&format!(
+            "DROP TRIGGER fail_boom ON {schema}.documents; DROP FUNCTION {schema}.fail_boom();"
+        ))
+        .await
+        .unwrap();
+    failing.save_changes().await.unwrap();
+    assert!(!failing.has_changes().unwrap());
+    for id in ["ok1", "boom", "ok2"] {
+        assert!(etag_of(id).await > after, "{id} is written after `after`");
+    }
+    let stored = store
+        .open_session()
+        .load_many::<Note>(&["n1", "n2", "ok1", "boom", "ok2"])
+        .await
+        .unwrap();
+    assert!(stored.iter().all(Option::is_some), "{stored:?}");
 }

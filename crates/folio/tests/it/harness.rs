@@ -3,16 +3,26 @@
 //! A scenario is an `async fn(Harness)`; `conformance!(a, b, …)` makes one
 //! `#[tokio::test]` per scenario and engine, in modules named after the
 //! engines, so `cargo test disk::` runs one engine and `cargo test
-//! two_sessions` one scenario everywhere. Every test gets its own database.
+//! two_sessions` one scenario everywhere. Every test gets its own database:
+//! a temporary directory, a private in-memory engine, or its own Folio
+//! database (PostgreSQL schema) on the throwaway PostgreSQL cluster
+//! (`folio_postgres::testing::TestCluster::shared`, or the server named by
+//! `FOLIO_TEST_POSTGRES`), or its own Folio server (in process, on a
+//! loopback port) reached through `folio_remote::RemoteEngine`.
 
 #![allow(dead_code)]
 
 use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use folio::{
     ChangeVector, Document, DocumentStore, DocumentStoreBuilder, EngineRef, SqliteEngine,
     SqliteOptions,
 };
+use folio_postgres::testing::TestCluster;
+use folio_postgres::{PgEngine, PgOptions};
+use folio_remote::{RemoteEngine, RemoteOptions};
 use serde::{Deserialize, Serialize};
 
 /// Which engine a test runs against.
@@ -22,36 +32,152 @@ pub enum EngineKind {
     Memory,
     /// The embedded engine on disk, in a temporary directory.
     Disk,
+    /// The PostgreSQL engine, on the shared test cluster, in a database
+    /// (schema) of the test's own.
+    Postgres,
+    /// The remote engine (HTTP), against a Folio server of the test's own
+    /// serving an embedded database in a temporary directory.
+    Remote,
+}
+
+/// A Folio server in the test's process (`folio_server::router` on
+/// `127.0.0.1:0`), stopped when the harness is dropped.
+pub struct RemoteServer {
+    /// The test's database on it: `http://127.0.0.1:PORT/db/default`.
+    pub url: String,
+    /// The server's data directory.
+    data: tempfile::TempDir,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RemoteServer {
+    async fn start() -> Self {
+        use folio_server::{AppState, Backend, Databases, Limits};
+
+        let data = tempfile::tempdir().expect("a temporary directory");
+        let databases = Databases::new(Backend::Embedded {
+            dir: data.path().to_path_buf(),
+            options: SqliteOptions::default(),
+        });
+        databases
+            .create(folio::DEFAULT_DATABASE)
+            .await
+            .expect("the server creates the test's database");
+        let router = folio_server::router(AppState::new(
+            databases,
+            None,
+            Limits::default(),
+            Vec::<String>::new(),
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let address = listener.local_addr().expect("the bound address");
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .await
+                .expect("the test server serves");
+        });
+        RemoteServer {
+            url: format!("http://{address}/db/{}", folio::DEFAULT_DATABASE),
+            data,
+            task,
+        }
+    }
+
+    /// A new client (its own connections) of the test's database.
+    pub async fn connect(&self) -> EngineRef {
+        let engine = RemoteEngine::connect(&self.url, RemoteOptions::default())
+            .await
+            .unwrap_or_else(|error| panic!("RemoteEngine connects to {}: {error:?}", self.url));
+        Arc::new(engine)
+    }
+}
+
+impl Drop for RemoteServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Where a PostgreSQL test's database is.
+#[derive(Clone, Debug)]
+pub struct PostgresDatabase {
+    /// The server (`postgres://…`).
+    pub url: String,
+    /// The Folio database name (`PgEngine::connect`'s `database`).
+    pub database: String,
+    /// The PostgreSQL schema holding it, unquoted (`folio_{database}`).
+    pub schema: String,
+}
+
+impl PostgresDatabase {
+    /// The schema as an SQL identifier: `"folio_…"`.
+    pub fn quoted_schema(&self) -> String {
+        format!("\"{}\"", self.schema.replace('"', "\"\""))
+    }
 }
 
 /// One test's database.
 pub struct Harness {
     pub kind: EngineKind,
     dir: tempfile::TempDir,
-    /// The in-memory engine: shared by every store of the test, since a
-    /// second in-memory engine would be a different database.
-    memory: Option<EngineRef>,
+    /// The engine every store of the test shares (in memory: a second
+    /// in-memory engine would be a different database; PostgreSQL: one pool
+    /// per test, as an application would have). `None` on disk, where each
+    /// store opens the directory.
+    engine: Option<EngineRef>,
+    postgres: Option<PostgresDatabase>,
+    remote: Option<RemoteServer>,
 }
 
 impl Harness {
     pub async fn new(kind: EngineKind) -> Self {
-        let memory = match kind {
-            EngineKind::Memory => Some(Arc::new(
-                SqliteEngine::in_memory(SqliteOptions::default())
-                    .expect("an in-memory engine opens"),
-            ) as EngineRef),
-            EngineKind::Disk => None,
+        let remote = match kind {
+            EngineKind::Remote => Some(RemoteServer::start().await),
+            _ => None,
+        };
+        let (engine, postgres) = match kind {
+            EngineKind::Memory => (
+                Some(Arc::new(
+                    SqliteEngine::in_memory(SqliteOptions::default())
+                        .expect("an in-memory engine opens"),
+                ) as EngineRef),
+                None,
+            ),
+            EngineKind::Disk => (None, None),
+            EngineKind::Postgres => {
+                let url = TestCluster::shared().url().to_owned();
+                let database = unique_database_name();
+                let engine = PgEngine::connect(&url, &database, PgOptions::default())
+                    .await
+                    .unwrap_or_else(|error| {
+                        panic!("PgEngine connects to {url}, database {database}: {error:?}")
+                    });
+                let postgres = PostgresDatabase {
+                    url,
+                    schema: bare_schema(&engine),
+                    database,
+                };
+                (Some(Arc::new(engine) as EngineRef), Some(postgres))
+            }
+            EngineKind::Remote => (
+                Some(remote.as_ref().expect("started above").connect().await),
+                None,
+            ),
         };
         Harness {
             kind,
             dir: tempfile::tempdir().expect("a temporary directory"),
-            memory,
+            engine,
+            postgres,
+            remote,
         }
     }
 
     /// A builder pointed at this test's database; add settings, then open.
     pub fn builder(&self) -> DocumentStoreBuilder {
-        match &self.memory {
+        match &self.engine {
             Some(engine) => DocumentStore::builder().engine(engine.clone()),
             None => DocumentStore::builder().path(self.dir.path()),
         }
@@ -60,6 +186,41 @@ impl Harness {
     /// A store with default settings.
     pub async fn store(&self) -> DocumentStore {
         self.builder().open().await.expect("the store opens")
+    }
+
+    /// A builder as after restarting the application: on PostgreSQL a new
+    /// engine (its own pool, nothing cached) on the same database; on disk
+    /// the same as [`Harness::builder`] (the directory is opened again once
+    /// every store of it is dropped); remote, a new client of the server.
+    pub async fn reopened(&self) -> DocumentStoreBuilder {
+        match self.kind {
+            EngineKind::Postgres | EngineKind::Remote => {
+                DocumentStore::builder().engine(self.fresh_engine().await)
+            }
+            EngineKind::Memory | EngineKind::Disk => self.builder(),
+        }
+    }
+
+    /// A second, independent engine on this test's PostgreSQL database: its
+    /// own connection pool, as another application server would have (remote:
+    /// another client of the test's server).
+    ///
+    /// # Panics
+    ///
+    /// On the embedded engine (a database file belongs to one engine).
+    pub async fn fresh_engine(&self) -> EngineRef {
+        if let Some(remote) = &self.remote {
+            return remote.connect().await;
+        }
+        let postgres = self
+            .postgres
+            .as_ref()
+            .expect("a second engine on the same database needs PostgreSQL");
+        let engine = PgEngine::connect(&postgres.url, &postgres.database, PgOptions::default())
+            .await
+            .expect("a second PgEngine connects");
+        assert_eq!(bare_schema(&engine), postgres.schema);
+        Arc::new(engine)
     }
 
     /// The embedded database file, for tests that open it directly (disk only).
@@ -71,10 +232,69 @@ impl Harness {
         })
     }
 
+    /// The PostgreSQL server and schema, for tests that use SQL directly
+    /// (PostgreSQL only).
+    pub fn postgres(&self) -> Option<&PostgresDatabase> {
+        self.postgres.as_ref()
+    }
+
     /// Whether closing and opening the database again keeps its contents.
     pub fn persists(&self) -> bool {
-        self.kind == EngineKind::Disk
+        matches!(
+            self.kind,
+            EngineKind::Disk | EngineKind::Postgres | EngineKind::Remote
+        )
     }
+}
+
+/// The engine's schema name without quotes.
+fn bare_schema(engine: &PgEngine) -> String {
+    let schema = engine.schema();
+    schema
+        .strip_prefix('"')
+        .and_then(|schema| schema.strip_suffix('"'))
+        .map_or_else(|| schema.to_owned(), |schema| schema.replace("\"\"", "\""))
+}
+
+/// A Folio database name no other test of any run uses: `t{n}_{pid}_{run}`
+/// (a counter, the process id, and a stamp of the run, for servers named by
+/// `FOLIO_TEST_POSTGRES` that outlive a run).
+pub fn unique_database_name() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    static RUN: OnceLock<String> = OnceLock::new();
+    let run = RUN.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("the clock is after 1970")
+            .as_nanos();
+        // Base 36, the low 8 digits: valid in a database name.
+        let mut stamp = String::new();
+        let mut rest = nanos;
+        for _ in 0..8 {
+            let digit = u32::try_from(rest % 36).expect("below 36");
+            stamp.push(char::from_digit(digit, 36).expect("a base-36 digit"));
+            rest /= 36;
+        }
+        stamp
+    });
+    format!(
+        "t{}_{}_{run}",
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        std::process::id()
+    )
+}
+
+/// A client of the test's PostgreSQL server, for SQL run directly.
+pub async fn sql_client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("a direct connection to the test server");
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            eprintln!("direct PostgreSQL connection: {error}");
+        }
+    });
+    client
 }
 
 /// Instantiates scenarios (`async fn(Harness)` in the calling module) for
@@ -94,6 +314,22 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
                     super::$scenario(crate::harness::Harness::new(crate::harness::EngineKind::Disk).await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(crate::harness::Harness::new(crate::harness::EngineKind::Postgres).await).await;
+                }
+            )*
+        }
+        mod remote {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(crate::harness::Harness::new(crate::harness::EngineKind::Remote).await).await;
                 }
             )*
         }

@@ -5,6 +5,8 @@
 //! * `sessions`, `writes`, `tracking`, `queries`, `concurrency`: the
 //!   conformance suite (DESIGN.md's contract), written once;
 //! * `faults`: failed commits change neither the database nor the session;
+//! * `postgres`: PostgreSQL only: several engines (pools) and several OS
+//!   processes on one database lose no update and keep every invariant;
 //! * `derive`: compile-fail tests of `#[derive(Document)]`.
 
 #![allow(unreachable_pub)]
@@ -15,6 +17,7 @@ mod harness;
 mod concurrency;
 mod derive;
 mod faults;
+mod postgres;
 mod queries;
 mod sessions;
 mod tracking;

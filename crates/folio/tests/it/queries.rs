@@ -1274,6 +1274,28 @@ async fn an_index_gives_the_same_results(h: Harness) {
             "an index on rank: {indexes:?}"
         );
     }
+    if let Some(postgres) = h.postgres() {
+        let client = crate::harness::sql_client(&postgres.url).await;
+        let indexes: Vec<(String, String)> = client
+            .query(
+                "SELECT indexname::text, indexdef FROM pg_indexes WHERE schemaname = $1",
+                &[&postgres.schema],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        let on_city: Vec<_> = indexes
+            .iter()
+            .filter(|(_, sql)| sql.contains("address") && sql.contains("city"))
+            .collect();
+        assert_eq!(on_city.len(), 1, "one index on address.city: {indexes:?}");
+        assert!(
+            indexes.iter().any(|(_, sql)| sql.contains("rank")),
+            "an index on rank: {indexes:?}"
+        );
+    }
 }
 
 async fn query_page_reports_the_total(h: Harness) {

@@ -883,7 +883,8 @@ async fn reopening_keeps_documents_and_versions(h: Harness) {
     drop(session);
     drop(store);
 
-    let store = h.builder().open().await.unwrap();
+    // On PostgreSQL: a new engine, as after restarting the application.
+    let store = h.reopened().await.open().await.unwrap();
     let mut session = store.open_session();
     let ada = session.load::<Person>("people/1").await.unwrap().unwrap();
     assert_eq!(ada.name, "Ada Lovelace");

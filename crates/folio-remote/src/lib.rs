@@ -1,0 +1,593 @@
+//! Folio's remote engine: the same sessions as the embedded engine, against
+//! a Folio server over HTTP (the protocol of `PROTOCOL.md`).
+//!
+//! [`RemoteEngine`] implements [`folio_core::Engine`] with one HTTP request
+//! per call (more only for results larger than the server's page):
+//!
+//! | engine call | request |
+//! | --- | --- |
+//! | [`Engine::commit`] | `POST /db/{db}/batch` (`409` → the inner `Err` with every conflict) |
+//! | [`Engine::get`], [`Engine::metadata`] | `POST /db/{db}/docs/{collection}/get` |
+//! | [`Engine::query`], [`Engine::query_page`], [`Engine::count`] | `POST /db/{db}/query` |
+//! | [`Engine::scan`] | `GET /db/{db}/docs/{collection}?after=&limit=` |
+//! | [`Engine::ensure_index`] | none: a remote store's indexes are the server's business |
+//!
+//! The concurrency checks happen on the server, inside its engine's
+//! transaction, exactly as in process; a conflict comes back as a
+//! [`folio_core::ConcurrencyError`] naming the same types and ids. HTTP
+//! failures map onto [`folio_core::Error`] in one place (`400` → invalid
+//! input, `401`/`403` → unauthorized, `404` → not found, `503` → busy,
+//! no connection or a timeout → an [`folio_core::EngineError`] of kind
+//! `Network` or `Timeout` with the `reqwest` error as its source).
+//!
+//! Only `http://` is built in (no TLS stack): put a TLS-terminating proxy
+//! in front of the server for traffic that leaves the host.
+//!
+//! ```no_run
+//! use folio_core::{Batch, Command, Engine, Expectation};
+//! use folio_remote::{RemoteEngine, RemoteOptions};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> folio_core::Result<()> {
+//! let options = RemoteOptions {
+//!     api_key: Some("k3y".into()),
+//!     ..RemoteOptions::default()
+//! };
+//! let engine = RemoteEngine::connect("http://127.0.0.1:7070/db/shop", options).await?;
+//! let batch = Batch::from(vec![Command::put("people", "p1", r#"{"name":"Ada"}"#, Expectation::Missing)]);
+//! engine.commit(batch).await?.expect("p1 was new");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Applications usually go through the `folio` facade instead (feature
+//! `remote`): `DocumentStore::builder().url("http://host:7070/db/shop").api_key(…)`.
+
+mod endpoint;
+mod error;
+mod wire;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use folio_core::{
+    Batch, CommitResult, ConcurrencyError, Engine, EngineError, EngineErrorKind, Entry, Error,
+    FieldPath, Metadata, Query, QueryResult, Result, validate,
+};
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, LOCATION};
+use serde::de::DeserializeOwned;
+
+use crate::endpoint::Endpoint;
+use crate::error::Failure;
+use crate::wire::{
+    BatchRequest, BatchResponse, GetRequest, ListResponse, QueryResponse, Results, WireCommand,
+    WireEntry,
+};
+
+/// The most ids the server reads in one `…/get` request.
+const MAX_IDS: usize = 1000;
+/// The most results the server returns for one query request.
+const MAX_TAKE: u64 = 1000;
+/// The most entries the server returns in one page of a collection.
+const MAX_PAGE: usize = 1000;
+/// The collection named by the request that [`RemoteEngine::connect`]
+/// makes to check the database and the key (it reads no document).
+const PROBE_COLLECTION: &str = "_folio";
+
+/// How a [`RemoteEngine`] talks to the server.
+#[derive(Clone)]
+pub struct RemoteOptions {
+    /// The API key, sent as `Authorization: Bearer <key>` (`None`: a server
+    /// without keys).
+    pub api_key: Option<String>,
+    /// How long one request may take, from connecting to the end of the
+    /// answer (default 30 seconds).
+    pub timeout: Duration,
+}
+
+impl Default for RemoteOptions {
+    fn default() -> Self {
+        RemoteOptions {
+            api_key: None,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl std::fmt::Debug for RemoteOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteOptions")
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// An [`Engine`] that is a client of a Folio server: every call is an HTTP
+/// request to one database of the server.
+///
+/// Cheap to share behind an `Arc`: it holds one HTTP client, whose
+/// connections are kept alive and reused by every call.
+///
+/// # What differs from an engine in process
+///
+/// * A commit that fails with a network error or a timeout **after** the
+///   request was sent may or may not have been applied: the error says so;
+///   read the documents again before retrying it.
+/// * Results larger than the server's page (1000 entries) are read in
+///   several requests, which are not one snapshot of the database.
+/// * [`Engine::ensure_index`] does nothing: indexes are configured on the
+///   server.
+pub struct RemoteEngine {
+    client: reqwest::Client,
+    endpoint: Endpoint,
+}
+
+impl RemoteEngine {
+    /// Connects to the database at `url`, `http://host:port/db/NAME` (a path
+    /// prefix before `/db/` is kept, for servers behind a reverse proxy).
+    ///
+    /// Makes one request that reads nothing, so that a wrong address, a
+    /// missing database or a refused key fail here rather than at the first
+    /// read: [`Error::NotFound`] when the server has no such database
+    /// (create it with `PUT /db/NAME` or `folio create NAME`),
+    /// [`Error::Unauthorized`] for a missing or refused key, an engine error
+    /// of kind `Network` when nothing answers.
+    ///
+    /// Fails with [`Error::InvalidInput`] for a malformed URL or database
+    /// name, for an `https://` URL (no TLS is built in), for an empty or
+    /// non-ASCII API key and for a zero timeout.
+    pub async fn connect(url: &str, options: RemoteOptions) -> Result<Self> {
+        let endpoint = Endpoint::parse(url)?;
+        let client = client(&options)?;
+        let engine = RemoteEngine { client, endpoint };
+        engine.probe().await?;
+        Ok(engine)
+    }
+
+    /// The name of the database this engine reads and writes.
+    pub fn database(&self) -> &str {
+        self.endpoint.database()
+    }
+
+    /// The database's URL (`http://host:port/db/NAME`).
+    pub fn url(&self) -> String {
+        self.endpoint.database_url().into()
+    }
+
+    /// Reads nothing, through the database and the key: fails as the first
+    /// real request would.
+    async fn probe(&self) -> Result<()> {
+        let request = self
+            .client
+            .post(self.endpoint.url(&["docs", PROBE_COLLECTION, "get"]))
+            .json(&GetRequest { ids: &[] });
+        let answer: Results<Option<WireEntry>> = self.call(request, false).await?;
+        if answer.results.is_empty() {
+            Ok(())
+        } else {
+            Err(error::map(Failure::Protocol(format!(
+                "asked for no document, got {}",
+                answer.results.len()
+            ))))
+        }
+    }
+
+    /// Sends `request` and reads its JSON answer; every failure goes through
+    /// [`error::map`].
+    async fn call<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        write: bool,
+    ) -> Result<T> {
+        exchange(request, write).await.map_err(error::map)
+    }
+
+    /// The entries (with their documents) of `ids` in `collection`, in
+    /// order, `None` for missing ones: one request per [`MAX_IDS`] ids.
+    async fn read_many(&self, collection: &str, ids: &[String]) -> Result<Vec<Option<WireEntry>>> {
+        validate::collection(collection)?;
+        ids.iter().try_for_each(|id| validate::id(id))?;
+        let url = self.endpoint.url(&["docs", collection, "get"]);
+        let mut found = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_IDS) {
+            let request = self
+                .client
+                .post(url.clone())
+                .json(&GetRequest { ids: chunk });
+            let answer: Results<Option<WireEntry>> = self.call(request, false).await?;
+            if answer.results.len() != chunk.len() {
+                return Err(protocol(format!(
+                    "asked for {} documents, got {} results",
+                    chunk.len(),
+                    answer.results.len()
+                )));
+            }
+            for (id, entry) in chunk.iter().zip(&answer.results) {
+                if let Some(entry) = entry {
+                    let metadata = entry.metadata();
+                    if metadata.id != *id || metadata.collection != collection {
+                        return Err(protocol(format!(
+                            "asked for {collection} #{id}, got {} #{}",
+                            metadata.collection, metadata.id
+                        )));
+                    }
+                }
+            }
+            found.extend(answer.results);
+        }
+        Ok(found)
+    }
+}
+
+impl std::fmt::Debug for RemoteEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteEngine")
+            .field("url", &self.url())
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Engine for RemoteEngine {
+    /// `POST /db/{db}/batch`. A `409` is the inner `Err`: the server's
+    /// conflicts, each named by the type name of its command in `batch`.
+    async fn commit(&self, batch: Batch) -> CommitResult {
+        batch.validate()?;
+        if batch.is_empty() {
+            return Ok(Ok(Vec::new()));
+        }
+        let body = BatchRequest {
+            commands: batch
+                .commands
+                .iter()
+                .map(WireCommand::new)
+                .collect::<Result<_>>()?,
+        };
+        let request = self.client.post(self.endpoint.url(&["batch"])).json(&body);
+        match self.call::<BatchResponse>(request, true).await {
+            Ok(answer) if answer.results.len() == batch.len() => Ok(Ok(answer.results)),
+            Ok(answer) => Err(protocol(format!(
+                "a batch of {} commands was answered with {} results",
+                batch.len(),
+                answer.results.len()
+            ))),
+            Err(Error::Concurrency(conflict)) => Ok(Err(name_conflicts(&batch, conflict))),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// `POST /db/{db}/docs/{collection}/get` (in requests of 1000 ids).
+    async fn get(&self, collection: &str, ids: &[String]) -> Result<Vec<Option<Entry>>> {
+        Ok(self
+            .read_many(collection, ids)
+            .await?
+            .into_iter()
+            .map(|entry| entry.map(Entry::from))
+            .collect())
+    }
+
+    /// The same request as [`Engine::get`], without keeping the documents:
+    /// one round trip.
+    async fn metadata(&self, collection: &str, ids: &[String]) -> Result<Vec<Option<Metadata>>> {
+        Ok(self
+            .read_many(collection, ids)
+            .await?
+            .into_iter()
+            .map(|entry| entry.map(WireEntry::into_metadata))
+            .collect())
+    }
+
+    /// `POST /db/{db}/query`, in pages of 1000 when `take` is larger or
+    /// absent.
+    async fn query(&self, query: &Query) -> Result<Vec<Entry>> {
+        Ok(self.query_page(query).await?.entries)
+    }
+
+    /// `POST /db/{db}/query` with `take: 0`: the `total` alone.
+    async fn count(&self, query: &Query) -> Result<u64> {
+        let counting = Query {
+            order_by: Vec::new(),
+            skip: 0,
+            take: Some(0),
+            ..query.clone()
+        };
+        Ok(self.query_page(&counting).await?.total)
+    }
+
+    /// `POST /db/{db}/query`: one request when `take` is at most 1000, else
+    /// pages of 1000 (the total is the first page's).
+    async fn query_page(&self, query: &Query) -> Result<QueryResult> {
+        query.validate()?;
+        let url = self.endpoint.url(&["query"]);
+        let mut page_query = query.clone();
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut total = None;
+        loop {
+            let read = entries.len() as u64;
+            let wanted = query.take.map(|take| take.saturating_sub(read));
+            let take = wanted.map_or(MAX_TAKE, |wanted| wanted.min(MAX_TAKE));
+            page_query.skip = query.skip.saturating_add(read);
+            page_query.take = Some(take);
+            let request = self.client.post(url.clone()).json(&page_query);
+            let answer: QueryResponse = self.call(request, false).await?;
+            let got = answer.results.len() as u64;
+            if got > take {
+                return Err(protocol(format!(
+                    "a query for {take} results was answered with {got}"
+                )));
+            }
+            let total = *total.get_or_insert(answer.total);
+            entries.extend(answer.results.into_iter().map(Entry::from));
+            let done =
+                got < take || wanted == Some(got) || page_query.skip.saturating_add(got) >= total;
+            if done {
+                return Ok(QueryResult { entries, total });
+            }
+        }
+    }
+
+    /// `GET /db/{db}/docs/{collection}?after=&limit=`, following `next` in
+    /// pages of at most 1000 until `limit` entries are read.
+    async fn scan(
+        &self,
+        collection: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Entry>> {
+        validate::collection(collection)?;
+        if let Some(after) = after {
+            validate::id(after)?;
+        }
+        let mut entries = Vec::new();
+        let mut after = after.map(str::to_owned);
+        while entries.len() < limit {
+            let page_limit = (limit - entries.len()).min(MAX_PAGE);
+            let mut url = self.endpoint.url(&["docs", collection]);
+            {
+                let mut pairs = url.query_pairs_mut();
+                if let Some(after) = &after {
+                    pairs.append_pair("after", after);
+                }
+                pairs.append_pair("limit", &page_limit.to_string());
+            }
+            let answer: ListResponse = self.call(self.client.get(url), false).await?;
+            let got = answer.items.len();
+            if got > page_limit {
+                return Err(protocol(format!(
+                    "a page of {page_limit} entries was answered with {got}"
+                )));
+            }
+            entries.extend(answer.items.into_iter().map(Entry::from));
+            match answer.next {
+                Some(next) if got == page_limit => after = Some(next),
+                _ => break,
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Does nothing (after checking the collection name): a remote store's
+    /// indexes are the server's business, and the protocol has no endpoint
+    /// to create one. Queries give the same results with or without an
+    /// index; configure indexes where the server's engine is opened.
+    async fn ensure_index(&self, collection: &str, _path: &FieldPath) -> Result<()> {
+        validate::collection(collection)
+    }
+}
+
+/// The HTTP client every request of one engine goes through.
+fn client(options: &RemoteOptions) -> Result<reqwest::Client> {
+    if options.timeout.is_zero() {
+        return Err(Error::InvalidInput(
+            "the timeout of a remote engine must be longer than zero".into(),
+        ));
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        ACCEPT,
+        HeaderValue::from_static("application/json, application/problem+json"),
+    );
+    if let Some(key) = &options.api_key {
+        let refused = || {
+            Error::InvalidInput(
+                "an API key must be 1 or more visible ASCII characters without spaces".into(),
+            )
+        };
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(refused());
+        }
+        let mut value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| refused())?;
+        value.set_sensitive(true);
+        headers.insert(AUTHORIZATION, value);
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .timeout(options.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("folio-remote/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|error| {
+            Error::Engine(
+                EngineError::new(
+                    EngineErrorKind::Other,
+                    "the HTTP client could not be set up",
+                )
+                .with_source(error),
+            )
+        })
+}
+
+/// One request and its JSON answer, or what went wrong.
+async fn exchange<T: DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+    write: bool,
+) -> std::result::Result<T, Failure> {
+    let transport = |error| Failure::Transport { error, write };
+    let response = request.send().await.map_err(transport)?;
+    let status = response.status();
+    if !status.is_success() {
+        let location = response
+            .headers()
+            .get(LOCATION)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        // The status is the answer; a body cut short only loses the detail.
+        let body = response.bytes().await.map(Vec::from).unwrap_or_default();
+        return Err(Failure::Status {
+            status: status.as_u16(),
+            body,
+            location,
+        });
+    }
+    let body = response.bytes().await.map_err(transport)?;
+    serde_json::from_slice(&body).map_err(|error| {
+        Failure::Protocol(format!(
+            "the body of a {status} answer is not as expected: {error}"
+        ))
+    })
+}
+
+fn protocol(what: String) -> Error {
+    error::map(Failure::Protocol(what))
+}
+
+/// Gives each conflict of a refused batch the type name of its command: the
+/// server knows collections and ids, not the Rust types the session wrote.
+/// Conflicts come in command order, so the n-th conflict on a key is matched
+/// with the n-th command on that key.
+fn name_conflicts(batch: &Batch, refused: ConcurrencyError) -> ConcurrencyError {
+    let mut matched = vec![false; batch.len()];
+    let conflicts = refused
+        .into_conflicts()
+        .into_iter()
+        .map(|conflict| {
+            let on_key = |index: &usize| {
+                let command = &batch.commands[*index];
+                command.collection == conflict.collection() && command.id == conflict.id()
+            };
+            let index = (0..batch.len())
+                .filter(on_key)
+                .find(|index| !matched[*index])
+                .or_else(|| (0..batch.len()).find(on_key));
+            match index {
+                Some(index) => {
+                    matched[index] = true;
+                    match &batch.commands[index].type_name {
+                        Some(type_name) => conflict.with_type_name(Some(type_name.clone())),
+                        None => conflict,
+                    }
+                }
+                None => conflict,
+            }
+        })
+        .collect();
+    ConcurrencyError::new(conflicts)
+}
+
+#[cfg(test)]
+mod tests {
+    use folio_core::{Command, Conflict, Expectation};
+
+    use super::*;
+
+    #[test]
+    fn conflicts_get_the_type_names_of_their_commands() {
+        let batch = Batch::from(vec![
+            Command::put("people", "p1", "{}", Expectation::version("A:1-x"))
+                .with_type_name("Person"),
+            Command::put("notes", "p1", "{}", Expectation::Missing),
+            Command::check("people", "p2", Expectation::version("A:2-x")).with_type_name("Person"),
+            Command::put("people", "p2", "{}", Expectation::version("A:2-x"))
+                .with_type_name("Admin"),
+        ]);
+        let refused = ConcurrencyError::new(vec![
+            Conflict::new(
+                "people",
+                "p1",
+                Expectation::version("A:1-x"),
+                Some("A:9-x".into()),
+            ),
+            Conflict::new("notes", "p1", Expectation::Missing, Some("A:3-x".into())),
+            Conflict::new("people", "p2", Expectation::version("A:2-x"), None),
+            Conflict::new("people", "p2", Expectation::version("A:2-x"), None),
+            Conflict::new("other", "p9", Expectation::Missing, Some("A:4-x".into())),
+        ]);
+        let named = name_conflicts(&batch, refused);
+        let names: Vec<&str> = named.conflicts().iter().map(Conflict::type_name).collect();
+        assert_eq!(names, ["Person", "notes", "Person", "Admin", "other"]);
+
+        let single = name_conflicts(
+            &batch,
+            ConcurrencyError::new(vec![Conflict::new(
+                "people",
+                "p1",
+                Expectation::version("A:1-x"),
+                Some("A:9-x".into()),
+            )]),
+        );
+        assert_eq!(
+            single.to_string(),
+            "Optimistic concurrency check failed for Person #p1"
+        );
+    }
+
+    #[test]
+    fn options_do_not_show_the_key() {
+        let options = RemoteOptions {
+            api_key: Some("s3cret".into()),
+            ..RemoteOptions::default()
+        };
+        let shown = format!("{options:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("redacted"), "{shown}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn connect_refuses_bad_urls_keys_and_timeouts_before_any_request() {
+        let invalid =
+            async |url: &str, options: RemoteOptions| match RemoteEngine::connect(url, options)
+                .await
+            {
+                Err(Error::InvalidInput(message)) => message,
+                other => panic!("{url}: expected invalid input, got {other:?}"),
+            };
+        // Port 9 (discard) on loopback: a request would fail as a network
+        // error, so invalid input proves that none was made.
+        for url in [
+            "http://127.0.0.1:9/shop",
+            "http://127.0.0.1:9/db/Shop",
+            "ftp://x/db/a",
+        ] {
+            invalid(url, RemoteOptions::default()).await;
+        }
+        let tls = invalid("https://127.0.0.1:9/db/shop", RemoteOptions::default()).await;
+        assert!(tls.contains("TLS"), "{tls}");
+        for key in ["", "two words", "ünïcode", "line\nbreak"] {
+            let options = RemoteOptions {
+                api_key: Some(key.into()),
+                ..RemoteOptions::default()
+            };
+            let message = invalid("http://127.0.0.1:9/db/shop", options).await;
+            assert!(message.contains("API key"), "{message}");
+        }
+        let options = RemoteOptions {
+            timeout: Duration::ZERO,
+            ..RemoteOptions::default()
+        };
+        invalid("http://127.0.0.1:9/db/shop", options).await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn connect_fails_as_a_network_error_when_nothing_listens() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let url = format!("http://127.0.0.1:{port}/db/shop");
+        match RemoteEngine::connect(&url, RemoteOptions::default()).await {
+            Err(Error::Engine(error)) => assert_eq!(error.kind(), EngineErrorKind::Network),
+            other => panic!("expected a network error, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The remote engine against a real Folio server in process: what the
+//! conformance suite (`crates/folio/tests/it`, `remote::`) does not reach —
+//! results larger than the server's pages, API keys, missing databases.
+
+use folio_core::{Batch, Command, Engine, Error, Expectation, Op, Query};
+use folio_remote::{RemoteEngine, RemoteOptions};
+use folio_server::auth::Keys;
+use folio_server::{AppState, Backend, Databases, Limits};
+
+/// A server on a loopback port with database `shop`, optionally with keys.
+struct Server {
+    base: String,
+    _data: tempfile::TempDir,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    async fn start(keys: Option<Keys>) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let databases = Databases::new(Backend::Embedded {
+            dir: data.path().to_path_buf(),
+            options: Default::default(),
+        });
+        databases.create("shop").await.unwrap();
+        let router = folio_server::router(AppState::new(
+            databases,
+            keys,
+            Limits::default(),
+            Vec::<String>::new(),
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        Server {
+            base,
+            _data: data,
+            task,
+        }
+    }
+
+    async fn connect(
+        &self,
+        database: &str,
+        api_key: Option<&str>,
+    ) -> folio_core::Result<RemoteEngine> {
+        let options = RemoteOptions {
+            api_key: api_key.map(str::to_owned),
+            ..RemoteOptions::default()
+        };
+        RemoteEngine::connect(&format!("{}/db/{database}", self.base), options).await
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn item_id(n: usize) -> String {
+    format!("item{n:05}")
+}
+
+/// `items` 0..count, with `n` and `even` fields, in one batch.
+async fn seed(engine: &RemoteEngine, count: usize) {
+    let commands = (0..count)
+        .map(|n| {
+            Command::put(
+                "items",
+                item_id(n),
+                format!(r#"{{"n":{n},"even":{}}}"#, n % 2 == 0),
+                Expectation::Missing,
+            )
+        })
+        .collect::<Vec<_>>();
+    let results = engine.commit(Batch::from(commands)).await.unwrap().unwrap();
+    assert_eq!(results.len(), count);
+}
+
+fn ids(entries: &[folio_core::Entry]) -> Vec<String> {
+    entries.iter().map(|e| e.metadata.id.clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_larger_than_a_page_are_read_in_pages() {
+    const COUNT: usize = 2_500;
+    let server = Server::start(None).await;
+    let engine = server.connect("shop", None).await.unwrap();
+    seed(&engine, COUNT).await;
+    let all_ids: Vec<String> = (0..COUNT).map(item_id).collect();
+
+    // Scans follow `next` past the server's page of 1000.
+    let first = engine.scan("items", None, 2_100).await.unwrap();
+    assert_eq!(ids(&first), all_ids[..2_100]);
+    let rest = engine
+        .scan("items", Some(&all_ids[2_099]), 10_000)
+        .await
+        .unwrap();
+    assert_eq!(ids(&rest), all_ids[2_100..]);
+    assert!(engine.scan("items", None, 0).await.unwrap().is_empty());
+    let exact = engine
+        .scan("items", Some(&all_ids[999]), 1_000)
+        .await
+        .unwrap();
+    assert_eq!(ids(&exact), all_ids[1_000..2_000]);
+    let document: serde_json::Value = serde_json::from_str(&first[7].document).unwrap();
+    assert_eq!(document["n"], 7);
+
+    // A query without take returns every match, in pages of 1000.
+    let everything = engine.query(&Query::new("items")).await.unwrap();
+    assert_eq!(ids(&everything), all_ids);
+    let page = engine
+        .query_page(&Query::new("items").skip(10).take(1_500))
+        .await
+        .unwrap();
+    assert_eq!(page.total, COUNT as u64);
+    assert_eq!(ids(&page.entries), all_ids[10..1_510]);
+    let descending = Query::new("items")
+        .filter("even", Op::Eq, true)
+        .unwrap()
+        .order_by("n", true)
+        .unwrap();
+    let evens = engine.query(&descending).await.unwrap();
+    assert_eq!(evens.len(), COUNT / 2);
+    assert_eq!(evens[0].metadata.id, item_id(COUNT - 2));
+    assert_eq!(evens[COUNT / 2 - 1].metadata.id, item_id(0));
+    assert_eq!(engine.count(&descending).await.unwrap(), (COUNT / 2) as u64);
+    assert_eq!(
+        engine
+            .count(&descending.clone().skip(5).take(1))
+            .await
+            .unwrap(),
+        (COUNT / 2) as u64,
+        "count ignores paging"
+    );
+    let past_the_end = engine
+        .query_page(&Query::new("items").skip(COUNT as u64))
+        .await
+        .unwrap();
+    assert!(past_the_end.entries.is_empty());
+    assert_eq!(past_the_end.total, COUNT as u64);
+
+    // Reads of many ids go in requests of 1000, in order, None for missing.
+    let mut wanted: Vec<String> = (0..COUNT).rev().step_by(2).map(item_id).collect();
+    wanted.insert(700, "missing".into());
+    wanted.push("also-missing".into());
+    let got = engine.get("items", &wanted).await.unwrap();
+    assert_eq!(got.len(), wanted.len());
+    for (id, entry) in wanted.iter().zip(&got) {
+        match entry {
+            Some(entry) => assert_eq!(&entry.metadata.id, id),
+            None => assert!(id.contains("missing"), "{id} exists"),
+        }
+    }
+    let metadata = engine.metadata("items", &wanted).await.unwrap();
+    assert_eq!(
+        metadata,
+        got.iter()
+            .map(|entry| entry.as_ref().map(|e| e.metadata.clone()))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_reports_a_missing_database() {
+    let server = Server::start(None).await;
+    match server.connect("nothing-here", None).await {
+        Err(Error::NotFound(message)) => {
+            assert!(message.contains("PUT /db/nothing-here"), "{message}");
+        }
+        other => panic!("expected not found, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_are_sent_and_refusals_are_unauthorized() {
+    let keys = Keys::parse(
+        r#"{ "keys": [
+            { "key": "reader-key-0123456789", "roles": { "shop": "read" } },
+            { "key": "writer-key-0123456789", "roles": { "shop": "write" } }
+        ] }"#,
+    )
+    .unwrap();
+    let server = Server::start(Some(keys)).await;
+    let put = || {
+        Batch::from(vec![Command::put(
+            "people",
+            "p1",
+            r#"{"name":"Ada"}"#,
+            Expectation::Any,
+        )])
+    };
+
+    for key in [None, Some("unknown-key-0123456789")] {
+        match server.connect("shop", key).await {
+            Err(Error::Unauthorized(message)) => assert!(!message.is_empty()),
+            other => panic!("{key:?}: expected unauthorized, got {other:?}"),
+        }
+    }
+
+    let reader = server
+        .connect("shop", Some("reader-key-0123456789"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        reader.commit(put()).await,
+        Err(Error::Unauthorized(_))
+    ));
+    assert_eq!(reader.get("people", &["p1".into()]).await.unwrap(), [None]);
+
+    let writer = server
+        .connect("shop", Some("writer-key-0123456789"))
+        .await
+        .unwrap();
+    writer.commit(put()).await.unwrap().unwrap();
+    let entry = reader.get("people", &["p1".into()]).await.unwrap()[0]
+        .clone()
+        .unwrap();
+    assert_eq!(entry.document, r#"{"name":"Ada"}"#);
+    assert!(format!("{writer:?}").contains("/db/shop"));
+    assert!(!format!("{writer:?}").contains("writer-key"));
+}

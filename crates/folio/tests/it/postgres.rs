@@ -1,0 +1,450 @@
+//! PostgreSQL only: several engines, each with its own connection pool, and
+//! several OS processes on one database — the deployment the PostgreSQL
+//! engine exists for (many application servers, one database). The checks
+//! hold only because the version check is in the same SQL statement as the
+//! write; nothing in one process can serialize another.
+//!
+//! Every test gets its own database (`Harness::new(Postgres)`).
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use folio::{DocumentStore, Error};
+use folio_postgres::{PgEngine, PgOptions};
+
+use crate::concurrency::{MAX_ATTEMPTS, XorShift, account};
+use crate::harness::{Account, Counter, EngineKind, Harness, seed};
+
+/// Two stores of the test's database, each on its own engine (own pool).
+async fn two_stores(h: &Harness) -> [DocumentStore; 2] {
+    let second = DocumentStore::builder()
+        .engine(h.fresh_engine().await)
+        .open()
+        .await
+        .expect("the second store opens");
+    [h.store().await, second]
+}
+
+/// Adds one to counter `id` with `retry_on_conflict`; returns the value
+/// written and how many attempts it took. (Owned arguments and captures:
+/// with borrowed ones, rustc cannot yet prove the future `Send` for
+/// `tokio::spawn`.)
+async fn increment(store: DocumentStore, id: String) -> (u64, usize) {
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let value = store
+        .retry_on_conflict(MAX_ATTEMPTS, {
+            let attempts = attempts.clone();
+            let id = id.clone();
+            async move |session| {
+                attempts.fetch_add(1, Ordering::Relaxed);
+                let mut counter = session
+                    .load::<Counter>(&id)
+                    .await?
+                    .expect("the counter is seeded");
+                counter.value += 1;
+                let value = counter.value;
+                session.store(counter)?;
+                Ok(value)
+            }
+        })
+        .await
+        .unwrap_or_else(|error| panic!("an increment of {id} failed: {error:?}"));
+    (value, attempts.load(Ordering::Relaxed))
+}
+
+async fn counter(store: &DocumentStore, id: &str) -> (u64, u64) {
+    let mut session = store.open_session();
+    let value = session.load::<Counter>(id).await.unwrap().unwrap().value;
+    let revision = session
+        .metadata_for::<Counter>(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .revision;
+    (value, revision)
+}
+
+// ---- two pools, one database -------------------------------------------------------
+
+/// Two engines (separate pools) increment the same few counters at once,
+/// each increment a read-modify-write retried on conflict: every counter
+/// ends at the number of increments applied to it, and each applied
+/// increment wrote a value nobody else wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pools_increment_the_same_counters_without_losing_an_update() {
+    const COUNTERS: usize = 3;
+    const TASKS: usize = 16;
+    const INCREMENTS: usize = 20;
+    let h = Harness::new(EngineKind::Postgres).await;
+    let stores = two_stores(&h).await;
+    let ids: Vec<String> = (0..COUNTERS).map(|c| format!("counters/{c}")).collect();
+    seed(
+        &stores[0],
+        ids.iter()
+            .map(|id| Counter {
+                id: id.clone(),
+                value: 0,
+            })
+            .collect(),
+    )
+    .await;
+
+    let attempts = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let store = stores[task % 2].clone();
+            let ids = ids.clone();
+            let attempts = attempts.clone();
+            tokio::spawn(async move {
+                let mut rng = XorShift::new(0xC0FF_EE00 + task as u64);
+                let mut written = vec![Vec::new(); COUNTERS];
+                for _ in 0..INCREMENTS {
+                    let c = usize::try_from(rng.below(COUNTERS as u64)).unwrap();
+                    let (value, tries) = increment(store.clone(), ids[c].clone()).await;
+                    attempts.fetch_add(tries as u64, Ordering::Relaxed);
+                    written[c].push(value);
+                }
+                written
+            })
+        })
+        .collect();
+
+    let mut written = vec![Vec::new(); COUNTERS];
+    for task in tasks {
+        for (all, mine) in written.iter_mut().zip(task.await.unwrap()) {
+            all.extend(mine);
+        }
+    }
+    assert_eq!(
+        written.iter().map(Vec::len).sum::<usize>(),
+        TASKS * INCREMENTS
+    );
+    for (id, mut values) in ids.iter().zip(written) {
+        let applied = u64::try_from(values.len()).unwrap();
+        values.sort_unstable();
+        assert_eq!(
+            values,
+            (1..=applied).collect::<Vec<_>>(),
+            "{id}: each increment wrote a value of its own"
+        );
+        for store in &stores {
+            let (value, revision) = counter(store, id).await;
+            assert_eq!(value, applied, "{id}: no increment was lost");
+            assert_eq!(revision, applied + 1, "{id}: one write per increment");
+        }
+    }
+    eprintln!(
+        "{} increments took {} attempts",
+        TASKS * INCREMENTS,
+        attempts.load(Ordering::Relaxed)
+    );
+}
+
+/// Random atomic transfers between accounts, from 16 tasks split over two
+/// engines: every balance ends at the sum of the transfers applied to it,
+/// and the total never changes — neither at the end nor in any read made
+/// during the run (one `load_many` is one statement: a consistent snapshot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bank_transfers_across_two_engines_never_change_the_total() {
+    const ACCOUNTS: usize = 6;
+    const TASKS: usize = 16;
+    const TRANSFERS: usize = 25;
+    const OPENING: i64 = 1000;
+    const TOTAL: i64 = OPENING * ACCOUNTS as i64;
+    let h = Harness::new(EngineKind::Postgres).await;
+    let stores = two_stores(&h).await;
+    let ids: Vec<String> = (0..ACCOUNTS).map(|a| format!("accounts/{a}")).collect();
+    seed(
+        &stores[0],
+        ids.iter().map(|id| account(id, OPENING)).collect(),
+    )
+    .await;
+
+    // The auditor: sums every balance, again and again, through both
+    // engines, while the transfers run.
+    let done = Arc::new(AtomicBool::new(false));
+    let auditor = {
+        let stores = stores.clone();
+        let ids = ids.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let keys: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let mut audits = 0u64;
+            while !done.load(Ordering::Acquire) || audits < 2 {
+                let store = &stores[usize::try_from(audits % 2).unwrap()];
+                let balances = store
+                    .query_session()
+                    .load_many::<Account>(&keys)
+                    .await
+                    .expect("an audit reads");
+                let total: i64 = balances
+                    .iter()
+                    .map(|account| account.as_ref().expect("every account exists").balance)
+                    .sum();
+                assert_eq!(
+                    total, TOTAL,
+                    "audit {audits}: one read saw money made or lost: {balances:?}"
+                );
+                audits += 1;
+                // Often, but leaving the two cores to the transfers.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            audits
+        })
+    };
+
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let store = stores[task % 2].clone();
+            let ids = ids.clone();
+            tokio::spawn(async move {
+                let mut rng = XorShift::new(0xBA4C_0000 ^ (task as u64 + 1));
+                let mut net = [0i64; ACCOUNTS];
+                let mut touches = [0u64; ACCOUNTS];
+                for _ in 0..TRANSFERS {
+                    let from = usize::try_from(rng.below(ACCOUNTS as u64)).unwrap();
+                    let offset = usize::try_from(rng.below(ACCOUNTS as u64 - 1)).unwrap();
+                    let to = (from + 1 + offset) % ACCOUNTS;
+                    let amount = i64::try_from(1 + rng.below(100)).unwrap();
+                    let mut attempts = 0;
+                    loop {
+                        attempts += 1;
+                        assert!(attempts <= MAX_ATTEMPTS, "no progress on a transfer");
+                        // Account opts in: a default session checks both writes.
+                        let mut session = store.open_session();
+                        let loaded = session
+                            .load_many::<Account>(&[&ids[from], &ids[to]])
+                            .await
+                            .unwrap();
+                        let [Some(mut source), Some(mut target)] =
+                            <[Option<Account>; 2]>::try_from(loaded).unwrap()
+                        else {
+                            panic!("both accounts exist");
+                        };
+                        source.balance -= amount;
+                        target.balance += amount;
+                        session.store(source).unwrap();
+                        session.store(target).unwrap();
+                        match session.save_changes().await {
+                            Ok(()) => break,
+                            Err(Error::Concurrency(_)) => {}
+                            Err(other) => panic!("a transfer failed: {other:?}"),
+                        }
+                    }
+                    net[from] -= amount;
+                    net[to] += amount;
+                    touches[from] += 1;
+                    touches[to] += 1;
+                }
+                (net, touches)
+            })
+        })
+        .collect();
+
+    let mut net = [0i64; ACCOUNTS];
+    let mut touches = [0u64; ACCOUNTS];
+    for task in tasks {
+        let (task_net, task_touches) = task.await.unwrap();
+        for a in 0..ACCOUNTS {
+            net[a] += task_net[a];
+            touches[a] += task_touches[a];
+        }
+    }
+    done.store(true, Ordering::Release);
+    let audits = auditor.await.expect("every audit saw the same total");
+    eprintln!("{audits} audits during {} transfers", TASKS * TRANSFERS);
+
+    for store in &stores {
+        let mut total = 0;
+        let mut session = store.open_session();
+        for (a, id) in ids.iter().enumerate() {
+            let stored = session.load::<Account>(id).await.unwrap().unwrap();
+            assert_eq!(
+                stored.balance,
+                OPENING + net[a],
+                "{id}: the balance is the sum of the transfers applied"
+            );
+            let metadata = session.metadata_for::<Account>(id).await.unwrap().unwrap();
+            assert_eq!(
+                metadata.revision,
+                1 + touches[a],
+                "{id}: one write per committed transfer that touched it"
+            );
+            total += stored.balance;
+        }
+        assert_eq!(total, TOTAL, "no money made or lost");
+    }
+}
+
+// ---- two OS processes --------------------------------------------------------------
+
+/// What the parent tells [`child_worker`], through its environment.
+const CHILD_URL: &str = "FOLIO_CHILD_URL";
+const CHILD_DATABASE: &str = "FOLIO_CHILD_DATABASE";
+const CHILD_COUNTER: &str = "FOLIO_CHILD_COUNTER";
+const CHILD_INCREMENTS: &str = "FOLIO_CHILD_INCREMENTS";
+/// How the child reports the values it wrote, on a line of its stderr.
+const CHILD_REPORT: &str = "FOLIO_CHILD_WROTE";
+
+/// Increments per task; each process runs two tasks.
+const PROCESS_INCREMENTS: usize = 40;
+
+/// This test binary runs itself again as a second OS process (the ignored
+/// test [`child_worker`]); both processes increment one counter at once,
+/// each through its own engine. The child must exit successfully, having
+/// run that one test, and no increment of either process may be lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_increment_one_counter_without_losing_an_update() {
+    const ID: &str = "counters/shared";
+    let h = Harness::new(EngineKind::Postgres).await;
+    let postgres = h.postgres().expect("a PostgreSQL harness").clone();
+    let store = h.store().await;
+    seed(
+        &store,
+        vec![Counter {
+            id: ID.into(),
+            value: 0,
+        }],
+    )
+    .await;
+
+    let mut child = Command::new(std::env::current_exe().expect("the test binary's path"))
+        .args([
+            "--exact",
+            "postgres::child_worker",
+            "--nocapture",
+            "--ignored",
+        ])
+        .env(CHILD_URL, &postgres.url)
+        .env(CHILD_DATABASE, &postgres.database)
+        .env(CHILD_COUNTER, ID)
+        .env(CHILD_INCREMENTS, PROCESS_INCREMENTS.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the child process starts");
+
+    // Start once the child writes, so that both processes race.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if counter(&store, ID).await.0 > 0 || child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the child wrote nothing in two minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let tasks: Vec<_> = (0..2)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut written = Vec::new();
+                for _ in 0..PROCESS_INCREMENTS {
+                    written.push(increment(store.clone(), ID.to_owned()).await.0);
+                }
+                written
+            })
+        })
+        .collect();
+    let mut written = Vec::new();
+    for task in tasks {
+        written.extend(task.await.unwrap());
+    }
+
+    // The child, with a deadline (its pipes hold little: no deadlock).
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the child did not finish in two minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the child failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert!(
+        stdout.contains("test postgres::child_worker ... ok") && stdout.contains("1 passed"),
+        "the child ran the worker test:\n{stdout}\n{stderr}"
+    );
+    let report = stderr
+        .lines()
+        .find_map(|line| line.strip_prefix(CHILD_REPORT))
+        .unwrap_or_else(|| panic!("the child reports its writes:\n{stderr}"));
+    let from_child: Vec<u64> = report
+        .split_whitespace()
+        .map(|value| value.parse().expect("a number"))
+        .collect();
+    assert_eq!(from_child.len(), 2 * PROCESS_INCREMENTS, "{report}");
+    let interleaved = written
+        .iter()
+        .filter(|&&value| value < from_child.iter().copied().max().unwrap_or(0))
+        .count();
+    eprintln!(
+        "{interleaved} of the parent's {} increments landed before the child's last",
+        written.len()
+    );
+    written.extend(from_child);
+
+    let total = u64::try_from(4 * PROCESS_INCREMENTS).unwrap();
+    written.sort_unstable();
+    assert_eq!(
+        written,
+        (1..=total).collect::<Vec<_>>(),
+        "each increment of either process wrote a value of its own"
+    );
+    assert_eq!(counter(&store, ID).await, (total, total + 1));
+}
+
+/// The second process of
+/// [`two_processes_increment_one_counter_without_losing_an_update`]: runs
+/// only when that test starts it (its environment names the database), and
+/// then increments the counter from two tasks through its own engine and
+/// prints the values it wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a child process of two_processes_increment_one_counter_without_losing_an_update"]
+async fn child_worker() {
+    let Ok(url) = std::env::var(CHILD_URL) else {
+        return;
+    };
+    let variable = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is set"));
+    let database = variable(CHILD_DATABASE);
+    let id = variable(CHILD_COUNTER);
+    let increments: usize = variable(CHILD_INCREMENTS).parse().unwrap();
+    let engine = PgEngine::connect(&url, &database, PgOptions::default())
+        .await
+        .expect("the child's engine connects");
+    let store = DocumentStore::builder()
+        .engine(Arc::new(engine))
+        .open()
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..2)
+        .map(|_| {
+            let store = store.clone();
+            let id = id.clone();
+            tokio::spawn(async move {
+                let mut written = Vec::new();
+                for _ in 0..increments {
+                    written.push(increment(store.clone(), id.clone()).await.0);
+                }
+                written
+            })
+        })
+        .collect();
+    let mut written = Vec::new();
+    for task in tasks {
+        written.extend(task.await.unwrap());
+    }
+    let values: Vec<String> = written.iter().map(u64::to_string).collect();
+    eprintln!("{CHILD_REPORT} {}", values.join(" "));
+}
