@@ -1,0 +1,232 @@
+//! The `folio` command's client side against a real server: output, exit
+//! codes, conditional writes, and an import/export round trip.
+
+use std::process::{Command, Output};
+
+use folio_server::{AppState, Backend, Databases, Limits};
+
+/// Serves a fresh embedded data directory on `127.0.0.1:0`; returns the
+/// base URL (the server lives as long as the test's runtime).
+async fn start(dir: &std::path::Path) -> String {
+    let state = AppState::new(
+        Databases::new(Backend::Embedded {
+            dir: dir.to_path_buf(),
+            options: folio_sqlite::SqliteOptions::default(),
+        }),
+        None,
+        Limits::default(),
+        Vec::<String>::new(),
+    );
+    state.databases().create("shop").await.expect("database");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(folio_server::serve(listener, state));
+    format!("http://{address}")
+}
+
+/// Runs `folio ARGS…` against `server`/shop with `stdin` as input.
+async fn folio(server: &str, args: &[&str], stdin: &str) -> Output {
+    let server = server.to_owned();
+    let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
+    let stdin = stdin.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_folio"))
+            .args(&args)
+            .env("FOLIO_SERVER", &server)
+            .env("FOLIO_DB", "shop")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("folio runs");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write stdin");
+        child.wait_with_output().expect("folio finishes")
+    })
+    .await
+    .expect("blocking task")
+}
+
+fn stdout_json(output: &Output) -> serde_json::Value {
+    assert!(output.status.success(), "folio failed: {output:?}");
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {output:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_get_delete_with_preconditions_and_exit_codes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start(dir.path()).await;
+
+    let created = stdout_json(&folio(&server, &["put", "people", "p1"], r#"{"name":"Ada"}"#).await);
+    let version = created["change_vector"]
+        .as_str()
+        .expect("a change vector")
+        .to_owned();
+    assert_eq!(created["revision"], 1);
+
+    let read = stdout_json(&folio(&server, &["get", "people", "p1", "--metadata"], "").await);
+    assert_eq!(read["document"]["name"], "Ada");
+    assert_eq!(read["change_vector"], version.as_str());
+
+    let updated = stdout_json(
+        &folio(
+            &server,
+            &["put", "people", "p1", "--if-match", &version],
+            r#"{"name":"Ada Lovelace"}"#,
+        )
+        .await,
+    );
+    assert_eq!(updated["revision"], 2);
+
+    // The same version again is stale: exit code 4, nothing written.
+    let stale = folio(
+        &server,
+        &["put", "people", "p1", "--if-match", &version],
+        r#"{"name":"x"}"#,
+    )
+    .await;
+    assert_eq!(stale.status.code(), Some(4), "{stale:?}");
+    assert!(
+        String::from_utf8_lossy(&stale.stderr).contains("412"),
+        "{stale:?}"
+    );
+    let read = stdout_json(&folio(&server, &["get", "people", "p1"], "").await);
+    assert_eq!(read["name"], "Ada Lovelace");
+
+    let refused = folio(
+        &server,
+        &["put", "people", "p1", "--if-none-match", "*"],
+        r#"{"name":"y"}"#,
+    )
+    .await;
+    assert_eq!(refused.status.code(), Some(4), "{refused:?}");
+
+    let missing = folio(&server, &["get", "people", "nobody"], "").await;
+    assert_eq!(missing.status.code(), Some(3), "{missing:?}");
+
+    let bad = folio(&server, &["put", "people", "p2"], "not json").await;
+    assert_eq!(bad.status.code(), Some(1), "{bad:?}");
+
+    let stale_delete = folio(
+        &server,
+        &["delete", "people", "p1", "--if-match", &version],
+        "",
+    )
+    .await;
+    assert_eq!(stale_delete.status.code(), Some(4), "{stale_delete:?}");
+    let current = updated["change_vector"].as_str().expect("cv");
+    let deleted = folio(
+        &server,
+        &["delete", "people", "p1", "--if-match", current],
+        "",
+    )
+    .await;
+    assert!(deleted.status.success(), "{deleted:?}");
+    assert_eq!(
+        folio(&server, &["get", "people", "p1"], "")
+            .await
+            .status
+            .code(),
+        Some(3)
+    );
+
+    let unreachable = folio("http://127.0.0.1:9", &["get", "people", "p1"], "").await;
+    assert_eq!(unreachable.status.code(), Some(1), "{unreachable:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_export_and_query_round_trip() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start(dir.path()).await;
+    let lines: String = (0..2500)
+        .map(|n| format!("{{\"collection\":\"items\",\"id\":\"i{n:05}\",\"document\":{{\"n\":{n},\"tag\":\"t{}\"}}}}\n", n % 3))
+        .collect();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, &lines).expect("write input");
+    let imported = folio(
+        &server,
+        &[
+            "import",
+            input.to_str().expect("path"),
+            "--batch-size",
+            "700",
+        ],
+        "",
+    )
+    .await;
+    assert!(imported.status.success(), "{imported:?}");
+    assert!(
+        String::from_utf8_lossy(&imported.stderr).contains("imported 2500 documents"),
+        "{imported:?}"
+    );
+
+    // --only-new refuses to overwrite: the batch conflicts, exit code 4.
+    let again = folio(
+        &server,
+        &["import", input.to_str().expect("path"), "--only-new"],
+        "",
+    )
+    .await;
+    assert_eq!(again.status.code(), Some(4), "{again:?}");
+
+    let output = dir.path().join("out.jsonl");
+    let exported = folio(
+        &server,
+        &["export", "items", output.to_str().expect("path")],
+        "",
+    )
+    .await;
+    assert!(exported.status.success(), "{exported:?}");
+    let written = std::fs::read_to_string(&output).expect("export file");
+    let mut ids = Vec::new();
+    for line in written.lines() {
+        let entry: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        assert_eq!(entry["collection"], "items");
+        let n = entry["document"]["n"].as_u64().expect("n");
+        assert_eq!(entry["id"], format!("i{n:05}"));
+        ids.push(entry["id"].as_str().expect("id").to_owned());
+    }
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(ids, sorted, "exported in id order, each once");
+    assert_eq!(ids.len(), 2500);
+
+    // Plain documents with --collection.
+    let plain = dir.path().join("plain.jsonl");
+    std::fs::write(
+        &plain,
+        "{\"id\":\"x1\",\"n\":-1}\n{\"id\":\"x2\",\"n\":-2}\n",
+    )
+    .expect("write");
+    let imported = folio(
+        &server,
+        &[
+            "import",
+            plain.to_str().expect("path"),
+            "--collection",
+            "items",
+        ],
+        "",
+    )
+    .await;
+    assert!(imported.status.success(), "{imported:?}");
+
+    let result = stdout_json(
+        &folio(
+            &server,
+            &["query", r#"{"collection":"items","where":[{"path":"n","op":"lt","value":0}],"order_by":[{"path":"n"}]}"#],
+            "",
+        )
+        .await,
+    );
+    assert_eq!(result["total"], 2);
+    assert_eq!(result["results"][0]["id"], "x2");
+}
