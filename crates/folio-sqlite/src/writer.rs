@@ -234,6 +234,18 @@ impl WriterState {
     /// savepoint is rolled back and the etag counter restored. Also returns
     /// the entries the batch wrote, for the read cache.
     fn run_batch(&mut self, batch: Batch, now: i64) -> (CommitResult, Vec<Entry>) {
+        if is_one_statement(&batch) {
+            // One statement is atomic by itself (SQLite's statement
+            // journal), and a refused one wrote nothing: no savepoint.
+            let etag_before = self.last_etag;
+            let mut written = Vec::new();
+            let outcome = self.apply(batch, now, &mut written);
+            if !matches!(outcome, Ok(Ok(_))) {
+                self.last_etag = etag_before;
+                written.clear();
+            }
+            return (outcome, written);
+        }
         if let Err(error) = self.execute("SAVEPOINT batch", "starting a savepoint") {
             return (Err(error), Vec::new());
         }
@@ -530,6 +542,19 @@ fn etag_of(change_vector: &str, database: &DatabaseId) -> Option<i64> {
         return None;
     }
     etag.parse().ok()
+}
+
+/// Whether `batch` runs as one SQL statement: a single conditional update
+/// (`UPDATE … WHERE etag = ?`) or a single read guard. Inserts and deletes
+/// also touch tombstones: two statements.
+fn is_one_statement(batch: &Batch) -> bool {
+    match batch.commands.as_slice() {
+        [command] => matches!(
+            (&command.kind, &command.expect),
+            (CommandKind::Put { .. }, Expectation::Version { .. }) | (CommandKind::Check, _)
+        ),
+        _ => false,
+    }
 }
 
 /// The documents a committed batch changed.
