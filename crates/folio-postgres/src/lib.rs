@@ -89,6 +89,8 @@ pub struct PgEngine {
 /// The SQL of the engine's statements, with the schema filled in.
 struct Statements {
     get: String,
+    /// `get` of one id: a plain equality, no array to encode.
+    get_one: String,
     metadata: String,
     current_etag: String,
     put_version: String,
@@ -114,6 +116,9 @@ impl Statements {
         Statements {
             get: format!(
                 "SELECT {ENTRY_COLUMNS} FROM {s}.documents WHERE collection = $1 AND id = ANY($2)"
+            ),
+            get_one: format!(
+                "SELECT {ENTRY_COLUMNS} FROM {s}.documents WHERE collection = $1 AND id = $2"
             ),
             metadata: format!(
                 "SELECT id, etag, revision, last_modified FROM {s}.documents WHERE collection = $1 AND id = ANY($2)"
@@ -647,6 +652,17 @@ impl Engine for PgEngine {
     async fn get(&self, collection: &str, ids: &[String]) -> Result<Vec<Option<Entry>>> {
         validate_keys(collection, ids)?;
         let client = self.pool.get().await.map_err(pool_error)?;
+        if let [id] = ids {
+            let statement = client
+                .prepare_cached(&self.statements.get_one)
+                .await
+                .map_err(|e| storage("preparing a read", e))?;
+            let row = client
+                .query_opt(&statement, &[&collection, id])
+                .await
+                .map_err(|e| storage("reading a document", e))?;
+            return Ok(vec![row.map(|row| self.entry(&row, collection))]);
+        }
         let statement = client
             .prepare_cached(&self.statements.get)
             .await
