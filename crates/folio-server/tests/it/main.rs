@@ -13,6 +13,7 @@ mod names;
 mod patch;
 mod query;
 mod scale_out;
+mod service;
 mod shutdown;
 mod socket;
 mod status;
