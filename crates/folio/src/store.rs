@@ -161,7 +161,11 @@ impl DocumentStore {
                 Err(error) => Err(error),
             };
             match outcome {
-                Err(Error::Concurrency(conflict)) if attempt < max_attempts => drop(conflict),
+                Err(Error::Concurrency(conflict)) if attempt < max_attempts => {
+                    drop(conflict);
+                    // Let the writer that won run on before trying again.
+                    tokio::task::yield_now().await;
+                }
                 outcome => return outcome,
             }
         }
