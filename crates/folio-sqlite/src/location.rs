@@ -12,6 +12,9 @@ use crate::error::storage;
 /// whole to the log: small pages keep the log of random updates small.
 const PAGE_SIZE: i64 = 4096;
 
+/// The log size, in pages, at which the writer finishes a checkpoint itself.
+const WRITER_CHECKPOINT_PAGES: i64 = 4000;
+
 /// The writer's page cache: it reads every document it checks.
 const WRITER_CACHE_KIB: i64 = 64 * 1024;
 /// Each reader's page cache (mapped pages need none; this serves the WAL).
@@ -88,10 +91,14 @@ impl Location {
             .pragma_update(None, "temp_store", "MEMORY")
             .map_err(|e| storage("configuring temporary storage", e))?;
         if let Location::File(_) = self {
-            // Checkpoints run on their own thread (`checkpoint.rs`), not in
-            // the writer's commits.
+            // The checkpointer thread (`checkpoint.rs`) copies most of the log
+            // while the writer works, but a checkpoint that runs beside a
+            // writer never finishes, and only a finished one lets the log
+            // start over. So the writer also checkpoints, between groups,
+            // once the log is large: little is left to copy by then, and the
+            // next group writes the log from its beginning again.
             connection
-                .pragma_update(None, "wal_autocheckpoint", 0)
+                .pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)
                 .map_err(|e| storage("configuring checkpoints", e))?;
         }
         Ok(connection)
