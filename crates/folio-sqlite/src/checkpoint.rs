@@ -1,11 +1,13 @@
 //! The checkpointer: copies committed pages from the write-ahead log into
-//! the database file on its own thread, so the writer's commits never pay
-//! for it.
+//! the database file on its own thread, so the writer's commits pay for
+//! little of it.
 //!
 //! It wakes every [`INTERVAL`], and when the writer committed since its last
 //! run, runs a PASSIVE checkpoint: it copies what no reader still needs and
-//! never blocks the writer or readers. SQLite restarts the log from its
-//! beginning once a checkpoint has copied all of it.
+//! never blocks the writer or readers. A checkpoint beside a busy writer
+//! never finishes, though, and SQLite restarts the log from its beginning
+//! only after one that did: so the writer also checkpoints, between groups,
+//! once the log is large (`location.rs`), and finds little left to copy.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
