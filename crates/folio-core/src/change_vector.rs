@@ -31,6 +31,26 @@ impl ChangeVector {
         &self.0
     }
 
+    /// The etag of the write this change vector names, when `database`
+    /// issued it (`A:{etag}-{database id}`); `None` for any other token, which
+    /// then matches no stored version. For engines: everyone else compares
+    /// change vectors for equality only.
+    ///
+    /// ```
+    /// use folio_core::{ChangeVector, DatabaseId};
+    ///
+    /// let database = DatabaseId::parse("Ab-cdefghijklmnopqrstu").unwrap();
+    /// assert_eq!(ChangeVector::new(42, &database).etag_in(&database), Some(42));
+    /// assert_eq!(ChangeVector::from("A:42-someone-else").etag_in(&database), None);
+    /// ```
+    pub fn etag_in(&self, database: &DatabaseId) -> Option<u64> {
+        let (etag, tail) = self.0.strip_prefix("A:")?.split_once('-')?;
+        if tail != database.as_str() || !etag.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        etag.parse().ok()
+    }
+
     /// Consumes the change vector, returning its string form.
     pub fn into_string(self) -> String {
         self.0
@@ -160,6 +180,17 @@ mod tests {
     fn base64_matches_known_vector() {
         assert_eq!(base64_url(&[0xff; 16]), "D_____________________");
         assert_eq!(base64_url(&[0; 16]), "AAAAAAAAAAAAAAAAAAAAAA");
+    }
+
+    #[test]
+    fn only_this_databases_change_vectors_name_an_etag() {
+        let ours = DatabaseId::parse("Ab-cdefghijklmnopqrstu").unwrap();
+        let etag = |text: &str| ChangeVector::from(text).etag_in(&ours);
+        assert_eq!(etag("A:42-Ab-cdefghijklmnopqrstu"), Some(42));
+        assert_eq!(etag("A:42-Xb-cdefghijklmnopqrstu"), None);
+        assert_eq!(etag("A:+42-Ab-cdefghijklmnopqrstu"), None);
+        assert_eq!(etag("B:42-Ab-cdefghijklmnopqrstu"), None);
+        assert_eq!(etag("garbage"), None);
     }
 
     #[test]

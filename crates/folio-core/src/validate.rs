@@ -49,6 +49,12 @@ pub fn id(id: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks a collection name and every id of a read.
+pub fn keys(collection_name: &str, ids: &[String]) -> Result<()> {
+    collection(collection_name)?;
+    ids.iter().try_for_each(|value| id(value))
+}
+
 /// Checks a collection name: 1–128 characters of `A-Z a-z 0-9 _ -`.
 ///
 /// ```

@@ -219,11 +219,9 @@ impl PgEngine {
 
     /// The etag inside a change vector this database issued.
     fn etag_of(&self, change_vector: &ChangeVector) -> Option<i64> {
-        let (etag, tail) = change_vector.as_str().strip_prefix("A:")?.split_once('-')?;
-        if tail != self.database_id.as_str() || !etag.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        etag.parse().ok()
+        change_vector
+            .etag_in(&self.database_id)
+            .and_then(|etag| i64::try_from(etag).ok())
     }
 
     /// One attempt at a batch.
@@ -587,11 +585,6 @@ fn deleted(command: &Command, etag: Option<i64>) -> CommandResult {
     }
 }
 
-fn validate_keys(collection: &str, ids: &[String]) -> Result<()> {
-    validate::collection(collection)?;
-    ids.iter().try_for_each(|id| validate::id(id))
-}
-
 /// A stable, short name for the index of `path` in `collection` (PostgreSQL
 /// names have at most 63 bytes): FNV-1a of both.
 fn index_name(collection: &str, path: &FieldPath) -> String {
@@ -650,7 +643,7 @@ impl Engine for PgEngine {
     }
 
     async fn get(&self, collection: &str, ids: &[String]) -> Result<Vec<Option<Entry>>> {
-        validate_keys(collection, ids)?;
+        validate::keys(collection, ids)?;
         let client = self.pool.get().await.map_err(pool_error)?;
         if let [id] = ids {
             let statement = client
@@ -685,7 +678,7 @@ impl Engine for PgEngine {
     }
 
     async fn metadata(&self, collection: &str, ids: &[String]) -> Result<Vec<Option<Metadata>>> {
-        validate_keys(collection, ids)?;
+        validate::keys(collection, ids)?;
         let client = self.pool.get().await.map_err(pool_error)?;
         let statement = client
             .prepare_cached(&self.statements.metadata)

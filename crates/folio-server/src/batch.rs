@@ -4,14 +4,16 @@
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use folio_core::{Command, CommandResult, Expectation, Query, validate};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::auth::Role;
-use crate::documents::{EntryBody, body_text, check_nesting, commit, require_content_type};
+use crate::documents::{
+    EntryBody, body_text, check_nesting, commit, json_response, require_content_type,
+};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -172,14 +174,9 @@ pub async fn query(
     ))
 }
 
+/// A JSON response with no extra headers.
 pub(crate) fn json(status: StatusCode, body: &impl Serialize) -> Response {
-    let body = serde_json::to_vec(body).unwrap_or_default();
-    let mut response = (status, body).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    json_response(status, HeaderMap::new(), body)
 }
 
 #[cfg(test)]

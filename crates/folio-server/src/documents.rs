@@ -173,7 +173,12 @@ fn version_headers(metadata: &Metadata) -> HeaderMap {
     headers
 }
 
-fn json_response(status: StatusCode, headers: HeaderMap, body: &impl Serialize) -> Response {
+/// A JSON response with `headers`.
+pub(crate) fn json_response(
+    status: StatusCode,
+    headers: HeaderMap,
+    body: &impl Serialize,
+) -> Response {
     let body = serde_json::to_vec(body).unwrap_or_default();
     let mut response = (status, headers, body).into_response();
     response.headers_mut().insert(

@@ -291,11 +291,6 @@ fn lock_database(path: &Path) -> Result<std::fs::File> {
 const GET_DOCUMENT: &str = "SELECT id, etag, revision, last_modified, json(data) FROM documents \
                             WHERE collection = ?1 AND id = ?2";
 
-fn validate_keys(collection: &str, ids: &[String]) -> Result<()> {
-    validate::collection(collection)?;
-    ids.iter().try_for_each(|id| validate::id(id))
-}
-
 #[async_trait]
 impl Engine for SqliteEngine {
     async fn commit(&self, batch: Batch) -> CommitResult {
@@ -309,7 +304,7 @@ impl Engine for SqliteEngine {
     }
 
     async fn get(&self, collection: &str, ids: &[String]) -> Result<Vec<Option<Entry>>> {
-        validate_keys(collection, ids)?;
+        validate::keys(collection, ids)?;
         let shared = &self.shared;
         let mut found = Vec::with_capacity(ids.len());
         let mut misses = Vec::new();
@@ -347,7 +342,7 @@ impl Engine for SqliteEngine {
     }
 
     async fn metadata(&self, collection: &str, ids: &[String]) -> Result<Vec<Option<Metadata>>> {
-        validate_keys(collection, ids)?;
+        validate::keys(collection, ids)?;
         let database = &self.shared.database_id;
         self.shared.readers.with(|connection| {
             let mut statement = connection
