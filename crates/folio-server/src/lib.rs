@@ -17,6 +17,7 @@ pub mod documents;
 pub mod error;
 pub mod metrics;
 pub mod state;
+pub mod tools;
 
 use std::net::SocketAddr;
 

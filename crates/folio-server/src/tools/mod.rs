@@ -1,0 +1,6 @@
+//! Tools that drive a Folio database as an application would, through
+//! `folio`'s sessions: the load generator (`folio bench`) and the
+//! torture harness (`folio torture`). Both name what they drive with a
+//! [`target::TargetSpec`].
+
+pub mod target;
