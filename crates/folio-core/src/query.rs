@@ -166,6 +166,12 @@ impl Filter {
             Op::StartsWith => self.value.is_string(),
             Op::Exists => self.value.is_boolean(),
         };
+        if holds_nul(&self.value) {
+            return Err(Error::InvalidInput(format!(
+                "the value of {} holds the character U+0000, which no document can hold",
+                self.path
+            )));
+        }
         if fits {
             Ok(())
         } else {
@@ -184,6 +190,14 @@ impl Filter {
                 }
             )))
         }
+    }
+}
+
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(values) => values.iter().any(holds_nul),
+        _ => false,
     }
 }
 
@@ -335,6 +349,8 @@ mod tests {
         assert!(check(Op::Exists, json!(true)).is_ok());
         assert!(check(Op::Exists, json!("yes")).is_err());
         assert!(check(Op::Contains, json!(null)).is_err());
+        assert!(check(Op::Eq, json!("a\u{0}b")).is_err());
+        assert!(check(Op::In, json!(["a", "\u{0}"])).is_err());
     }
 
     #[test]

@@ -108,11 +108,17 @@ pub fn database(name: &str) -> Result<()> {
 pub const MAX_NESTING: usize = 128;
 
 /// Checks that `text` is one well-formed JSON object, nesting at most
-/// [`MAX_NESTING`] arrays and objects deep.
+/// [`MAX_NESTING`] arrays and objects deep, with no `\u0000` in its
+/// strings (PostgreSQL cannot store that character, so no engine takes it).
 pub fn document_text(text: &str) -> Result<()> {
     if !text.trim_start().starts_with('{') {
         return Err(Error::InvalidInput(
             "a document must be a JSON object".into(),
+        ));
+    }
+    if has_escaped_nul(text) {
+        return Err(Error::InvalidInput(
+            "a document must not contain the character U+0000 (\\u0000)".into(),
         ));
     }
     let depth = nesting_depth(text);
@@ -155,6 +161,29 @@ pub fn nesting_depth(text: &str) -> usize {
         }
     }
     deepest
+}
+
+/// Whether a string of JSON `text` holds the escape `\u0000`.
+fn has_escaped_nul(text: &str) -> bool {
+    if !text.contains("u0000") {
+        return false;
+    }
+    let bytes = text.as_bytes();
+    let (mut in_string, mut escaped) = (false, false);
+    for (position, &byte) in bytes.iter().enumerate() {
+        if in_string {
+            match byte {
+                b'u' if escaped && bytes[position + 1..].starts_with(b"0000") => return true,
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else if byte == b'"' {
+            in_string = true;
+        }
+    }
+    false
 }
 
 /// Whether JSON `text` has no whitespace outside its strings (as
@@ -243,5 +272,8 @@ mod tests {
         );
         let deep = format!("{{\"a\":{}1{}}}", "[".repeat(200), "]".repeat(200));
         assert!(document_text(&deep).is_err());
+        assert!(document_text(r#"{"a":"x\u0000y"}"#).is_err());
+        assert!(document_text(r#"{"x\u0000":1}"#).is_err());
+        assert!(document_text(r#"{"a":"\\u0000","u0000":"\u0001"}"#).is_ok());
     }
 }

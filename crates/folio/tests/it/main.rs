@@ -5,6 +5,10 @@
 //! * `sessions`, `writes`, `tracking`, `queries`, `concurrency`: the
 //!   conformance suite (DESIGN.md's contract), written once;
 //! * `faults`: failed commits change neither the database nor the session;
+//!   faults inside the embedded writer (a full disk, a transaction lost
+//!   mid-group) tell every caller the truth;
+//! * `security`: hostile ids, collection names, paths, values and keys are
+//!   refused or taken literally, never executed;
 //! * `postgres`: PostgreSQL only: several engines (pools) and several OS
 //!   processes on one database lose no update and keep every invariant;
 //! * `derive`: compile-fail tests of `#[derive(Document)]`.
@@ -19,6 +23,7 @@ mod derive;
 mod faults;
 mod postgres;
 mod queries;
+mod security;
 mod sessions;
 mod tracking;
 mod writes;
