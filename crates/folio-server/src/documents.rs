@@ -22,7 +22,7 @@ use serde_json::value::RawValue;
 use crate::auth::Role;
 use crate::conditional::{Preconditions, etag_header};
 use crate::error::{ApiError, ApiResult, PreconditionFailure};
-use crate::state::AppState;
+use crate::state::{AppState, Limits};
 
 /// How often a conditional write re-reads the document when it changed
 /// between the read that judged the preconditions and the write.
@@ -83,7 +83,10 @@ pub(crate) fn body_text(
         {
             ApiError::PayloadTooLarge(state.limits().max_body_bytes)
         }
-        other => ApiError::BadRequest(format!("the body could not be read: {other}")),
+        other => match crate::deadline::is_body_timeout(&other) {
+            Some(timeout) => ApiError::RequestTimeout(timeout),
+            None => ApiError::BadRequest(format!("the body could not be read: {other}")),
+        },
     })?;
     if body.len() > state.limits().max_body_bytes {
         return Err(ApiError::PayloadTooLarge(state.limits().max_body_bytes));
@@ -435,16 +438,7 @@ pub async fn patch_document(
     )?;
     let text = body_text(&state, body)?;
     check_nesting(&state, &text)?;
-    let patch: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|error| ApiError::BadRequest(format!("the patch is not JSON: {error}")))?;
-    let operations: Option<json_patch::Patch> = match media_type.as_str() {
-        "application/json-patch+json" => {
-            Some(serde_json::from_value(patch.clone()).map_err(|error| {
-                ApiError::BadRequest(format!("not a JSON patch (RFC 6902): {error}"))
-            })?)
-        }
-        _ => None,
-    };
+    let patch = Patch::parse(&media_type, &text)?;
     let engine = state.databases().get(&path.db).await?;
     let required =
         preconditions.is_empty() && state.requires_precondition(&path.db, &path.collection);
@@ -469,22 +463,7 @@ pub async fn patch_document(
             Expectation::Any => Expectation::version(current.clone()),
             expect => expect,
         };
-        let mut document: serde_json::Value = serde_json::from_str(&entry.document)
-            .map_err(|_| ApiError::Internal(folio_core::EngineErrorKind::Corrupt))?;
-        match &operations {
-            Some(operations) => json_patch::patch(&mut document, operations).map_err(|error| {
-                ApiError::BadRequest(format!("the patch does not apply: {error}"))
-            })?,
-            None => json_patch::merge(&mut document, &patch),
-        }
-        if !document.is_object() {
-            return Err(ApiError::BadRequest(
-                "the patched document is not a JSON object".into(),
-            ));
-        }
-        let patched = serde_json::to_string(&document)
-            .map_err(|_| ApiError::Internal(folio_core::EngineErrorKind::Other))?;
-        check_nesting(&state, &patched)?;
+        let patched = patch.apply(&entry.document, state.limits())?;
         let command = Command::put(path.collection.clone(), path.id.clone(), patched, expect);
         match commit(&state, &engine, vec![command]).await? {
             Ok(mut results) => {
@@ -508,6 +487,154 @@ pub async fn patch_document(
         }
     }
     Err(ApiError::Unavailable(folio_core::EngineErrorKind::Busy))
+}
+
+/// The body of a `PATCH`: a JSON merge patch (RFC 7396) or a JSON patch
+/// (RFC 6902).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Patch {
+    /// `application/merge-patch+json`.
+    Merge(serde_json::Value),
+    /// `application/json-patch+json`.
+    Json(json_patch::Patch),
+}
+
+impl Patch {
+    /// Parses a body of `media_type` (either patch media type); 400 when it
+    /// is not one.
+    pub fn parse(media_type: &str, text: &str) -> ApiResult<Patch> {
+        if media_type == "application/json-patch+json" {
+            serde_json::from_str(text)
+                .map(Patch::Json)
+                .map_err(|error| {
+                    ApiError::BadRequest(format!("not a JSON patch (RFC 6902): {error}"))
+                })
+        } else {
+            serde_json::from_str(text)
+                .map(Patch::Merge)
+                .map_err(|error| ApiError::BadRequest(format!("the patch is not JSON: {error}")))
+        }
+    }
+
+    /// Applies the patch to `document` (a stored document's JSON text) and
+    /// returns the new document's text: 400 when the patch does not apply
+    /// or the result is not a JSON object or nests deeper than `limits`
+    /// allow; 413 when the result would be larger than a body may be.
+    ///
+    /// A JSON patch's `copy` doubles a document with each operation, so the
+    /// size and depth are bounded as each operation applies, not only at
+    /// the end: thirty copies of the root would otherwise need terabytes.
+    pub fn apply(&self, document: &str, limits: Limits) -> ApiResult<String> {
+        let mut value: serde_json::Value = serde_json::from_str(document)
+            .map_err(|_| ApiError::Internal(folio_core::EngineErrorKind::Corrupt))?;
+        match self {
+            Patch::Merge(patch) => json_patch::merge(&mut value, patch),
+            Patch::Json(patch) => {
+                let mut bound = Growth {
+                    bytes: document.len(),
+                    depth: validate::nesting_depth(document),
+                    limits,
+                };
+                for operation in &patch.0 {
+                    bound.admit(&value, operation)?;
+                    json_patch::patch_unsafe(&mut value, std::slice::from_ref(operation)).map_err(
+                        |error| ApiError::BadRequest(format!("the patch does not apply: {error}")),
+                    )?;
+                }
+            }
+        }
+        if !value.is_object() {
+            return Err(ApiError::BadRequest(
+                "the patched document is not a JSON object".into(),
+            ));
+        }
+        let patched = serde_json::to_string(&value)
+            .map_err(|_| ApiError::Internal(folio_core::EngineErrorKind::Other))?;
+        if patched.len() > limits.max_body_bytes {
+            return Err(ApiError::PayloadTooLarge(limits.max_body_bytes));
+        }
+        let depth = validate::nesting_depth(&patched);
+        if depth > limits.max_nesting {
+            return Err(ApiError::BadRequest(format!(
+                "the patched document nests {depth} deep; at most {} is allowed",
+                limits.max_nesting
+            )));
+        }
+        Ok(patched)
+    }
+}
+
+/// Upper bounds of a document's size and depth while a JSON patch applies.
+struct Growth {
+    bytes: usize,
+    depth: usize,
+    limits: Limits,
+}
+
+impl Growth {
+    /// Raises the bounds by what `operation` may add to `document`; an error
+    /// once they pass the limits. Values added from the patch itself are
+    /// bounded by the body; only `copy` multiplies, and `copy` and `move`
+    /// may deepen.
+    fn admit(
+        &mut self,
+        document: &serde_json::Value,
+        operation: &json_patch::PatchOperation,
+    ) -> ApiResult<()> {
+        use json_patch::PatchOperation;
+        let depth = |value: &serde_json::Value| validate::nesting_depth(&value.to_string());
+        match operation {
+            PatchOperation::Add(add) => {
+                self.depth = self.depth.max(add.path.count() + depth(&add.value));
+            }
+            PatchOperation::Replace(replace) => {
+                self.depth = self.depth.max(replace.path.count() + depth(&replace.value));
+            }
+            PatchOperation::Move(moved) => {
+                self.depth += moved.path.count().saturating_sub(moved.from.count());
+            }
+            PatchOperation::Copy(copy) => {
+                if let Some(source) = document.pointer(copy.from.as_str()) {
+                    let room = self.limits.max_body_bytes.saturating_sub(self.bytes);
+                    let mut counter = Counter { bytes: 0, room };
+                    if serde_json::to_writer(&mut counter, source).is_err() {
+                        return Err(ApiError::PayloadTooLarge(self.limits.max_body_bytes));
+                    }
+                    self.bytes += counter.bytes;
+                    let source_depth = self.depth.saturating_sub(copy.from.count());
+                    self.depth = self.depth.max(copy.path.count() + source_depth);
+                }
+            }
+            PatchOperation::Remove(_) | PatchOperation::Test(_) => {}
+        }
+        if self.depth > self.limits.max_nesting {
+            return Err(ApiError::BadRequest(format!(
+                "the patched document would nest deeper than {}",
+                self.limits.max_nesting
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Counts the bytes written to it; fails past `room`.
+struct Counter {
+    bytes: usize,
+    room: usize,
+}
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes += buf.len();
+        if self.bytes > self.room {
+            return Err(std::io::Error::other("too large"));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The query string of a collection listing.
