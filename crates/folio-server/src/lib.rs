@@ -17,6 +17,7 @@ pub mod deadline;
 pub mod documents;
 pub mod error;
 pub mod metrics;
+pub mod schemas;
 pub mod state;
 pub mod tools;
 
