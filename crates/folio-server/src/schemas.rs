@@ -35,8 +35,9 @@ pub enum BatchCommandBody {
         /// The document: a JSON object, at most 128 levels deep, no U+0000.
         #[schema(value_type = Object)]
         document: serde_json::Value,
-        /// What the stored document must be (default `any`).
+        /// What the stored document must be (default `any`; not null).
         #[serde(default)]
+        #[schema(nullable = false)]
         expect: Option<ExpectBody>,
     },
     /// Delete a document.
@@ -47,8 +48,9 @@ pub enum BatchCommandBody {
         /// The document id.
         #[schema(pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,512}$")]
         id: String,
-        /// What the stored document must be (default `any`).
+        /// What the stored document must be (default `any`; not null).
         #[serde(default)]
+        #[schema(nullable = false)]
         expect: Option<ExpectBody>,
     },
     /// Write nothing; only require the expectation.
@@ -59,8 +61,9 @@ pub enum BatchCommandBody {
         /// The document id.
         #[schema(pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,512}$")]
         id: String,
-        /// What the stored document must be (default `any`).
+        /// What the stored document must be (default `any`; not null).
         #[serde(default)]
+        #[schema(nullable = false)]
         expect: Option<ExpectBody>,
     },
 }
