@@ -122,8 +122,9 @@ pub enum FilterBody {
         /// The field.
         #[schema(pattern = "^[A-Za-z0-9_-]{1,64}(\\.[A-Za-z0-9_-]{1,64}){0,15}$")]
         path: String,
-        /// A string, number, boolean or null.
-        #[schema(schema_with = scalar)]
+        /// A string, number, boolean or null (absent: null).
+        #[serde(default)]
+        #[schema(schema_with = scalar, required = false)]
         value: serde_json::Value,
     },
     /// Not equal.
@@ -131,8 +132,9 @@ pub enum FilterBody {
         /// The field.
         #[schema(pattern = "^[A-Za-z0-9_-]{1,64}(\\.[A-Za-z0-9_-]{1,64}){0,15}$")]
         path: String,
-        /// A string, number, boolean or null.
-        #[schema(schema_with = scalar)]
+        /// A string, number, boolean or null (absent: null).
+        #[serde(default)]
+        #[schema(schema_with = scalar, required = false)]
         value: serde_json::Value,
     },
     /// Less than.
