@@ -242,11 +242,52 @@ pub struct Query {
     #[serde(default)]
     pub order_by: Vec<Order>,
     /// How many results to skip.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "count::skip")]
     pub skip: u64,
     /// How many results to return at most (`None`: all).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "count::take")]
     pub take: Option<u64>,
+}
+
+/// `skip` and `take` in JSON: whole numbers, also when written with a
+/// fraction of zero (`10.0`), as JSON Schema's `integer` allows.
+mod count {
+    use serde::{Deserialize, Deserializer, de::Error as _};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Number {
+        Whole(u64),
+        Float(f64),
+    }
+
+    fn whole<'de, D: Deserializer<'de>>(number: Number) -> Result<u64, D::Error> {
+        match number {
+            Number::Whole(whole) => Ok(whole),
+            // Exactly representable: below 2^53, and no fraction.
+            Number::Float(float)
+                if float.fract() == 0.0 && (0.0..9_007_199_254_740_992.0).contains(&float) =>
+            {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                Ok(float as u64)
+            }
+            Number::Float(float) => Err(D::Error::custom(format!(
+                "expected a whole number of at least 0, got {float}"
+            ))),
+        }
+    }
+
+    pub(super) fn skip<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+        whole::<D>(Number::deserialize(deserializer)?)
+    }
+
+    pub(super) fn take<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<u64>, D::Error> {
+        Option::<Number>::deserialize(deserializer)?
+            .map(whole::<D>)
+            .transpose()
+    }
 }
 
 impl Query {
@@ -319,6 +360,29 @@ mod tests {
         assert!(query.order_by[0].desc);
         assert_eq!(query.take, Some(50));
         query.validate().unwrap();
+    }
+
+    #[test]
+    fn skip_and_take_are_whole_numbers() {
+        let parse = |text: &str| serde_json::from_str::<Query>(text);
+        let query = parse(r#"{"collection":"c","skip":10.0,"take":5}"#).unwrap();
+        assert_eq!((query.skip, query.take), (10, Some(5)));
+        assert_eq!(
+            parse(r#"{"collection":"c","take":null}"#).unwrap().take,
+            None
+        );
+        for bad in [
+            r#""skip":1.5"#,
+            r#""skip":-1"#,
+            r#""take":-2.0"#,
+            r#""skip":"1""#,
+            r#""take":1e300"#,
+        ] {
+            assert!(
+                parse(&format!(r#"{{"collection":"c",{bad}}}"#)).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
