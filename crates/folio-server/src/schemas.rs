@@ -22,50 +22,69 @@ pub struct BatchBody {
 
 /// One command of a batch.
 #[derive(Deserialize, ToSchema)]
-#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(untagged)]
 pub enum BatchCommandBody {
     /// Insert or replace a document.
-    Put {
-        /// The collection.
-        #[schema(pattern = "^[A-Za-z0-9_-]{1,128}$")]
-        collection: String,
-        /// The document id.
-        #[schema(pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,512}$")]
-        id: String,
-        /// The document: a JSON object, at most 128 levels deep, no U+0000.
-        #[schema(value_type = Object)]
-        document: serde_json::Value,
-        /// What the stored document must be (default `any`; not null).
-        #[serde(default)]
-        #[schema(nullable = false)]
-        expect: Option<ExpectBody>,
-    },
+    Put(PutCommand),
+    /// Delete a document, or only require its expectation.
+    Other(OtherCommand),
+}
+
+/// `put`.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PutOp {
+    /// Insert or replace a document.
+    Put,
+}
+
+/// The commands without a document.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OtherOp {
     /// Delete a document.
-    Delete {
-        /// The collection.
-        #[schema(pattern = "^[A-Za-z0-9_-]{1,128}$")]
-        collection: String,
-        /// The document id.
-        #[schema(pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,512}$")]
-        id: String,
-        /// What the stored document must be (default `any`; not null).
-        #[serde(default)]
-        #[schema(nullable = false)]
-        expect: Option<ExpectBody>,
-    },
+    Delete,
     /// Write nothing; only require the expectation.
-    Check {
-        /// The collection.
-        #[schema(pattern = "^[A-Za-z0-9_-]{1,128}$")]
-        collection: String,
-        /// The document id.
-        #[schema(pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,512}$")]
-        id: String,
-        /// What the stored document must be (default `any`; not null).
-        #[serde(default)]
-        #[schema(nullable = false)]
-        expect: Option<ExpectBody>,
-    },
+    Check,
+}
+
+/// A put.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutCommand {
+    /// `put`.
+    op: PutOp,
+    /// The collection.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,128}$")]
+    collection: String,
+    /// The document id.
+    #[schema(pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,512}$")]
+    id: String,
+    /// The document: a JSON object, at most 128 levels deep, no U+0000.
+    #[schema(value_type = Object)]
+    document: serde_json::Value,
+    /// What the stored document must be (default `any`; not null).
+    #[serde(default)]
+    #[schema(nullable = false)]
+    expect: Option<ExpectBody>,
+}
+
+/// A delete or a check.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OtherCommand {
+    /// `delete` or `check`.
+    op: OtherOp,
+    /// The collection.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,128}$")]
+    collection: String,
+    /// The document id.
+    #[schema(pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,512}$")]
+    id: String,
+    /// What the stored document must be (default `any`; not null).
+    #[serde(default)]
+    #[schema(nullable = false)]
+    expect: Option<ExpectBody>,
 }
 
 /// An expectation: `"any"`, `"missing"`, or `{ "change_vector": "…" }`.
