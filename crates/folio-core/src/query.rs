@@ -333,9 +333,18 @@ impl Query {
         self
     }
 
-    /// Checks the collection name and every filter.
+    /// Checks the collection name, every filter, and that `skip` and `take`
+    /// fit SQL's 64-bit signed integers.
     pub fn validate(&self) -> Result<()> {
         crate::validate::collection(&self.collection)?;
+        for (name, count) in [("skip", Some(self.skip)), ("take", self.take)] {
+            if count.is_some_and(|count| i64::try_from(count).is_err()) {
+                return Err(Error::InvalidInput(format!(
+                    "{name} is at most {}",
+                    i64::MAX
+                )));
+            }
+        }
         self.filters.iter().try_for_each(Filter::validate)
     }
 }
@@ -371,6 +380,9 @@ mod tests {
             parse(r#"{"collection":"c","take":null}"#).unwrap().take,
             None
         );
+        assert!(Query::new("c").skip(u64::MAX).validate().is_err());
+        assert!(Query::new("c").take(1 << 63).validate().is_err());
+        assert!(Query::new("c").skip(i64::MAX as u64).validate().is_ok());
         for bad in [
             r#""skip":1.5"#,
             r#""skip":-1"#,
