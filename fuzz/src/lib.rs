@@ -5,8 +5,7 @@
 //! embedded engine), and asserts properties that must hold for every
 //! input: no panic, a refused input never reaches storage, an accepted
 //! one round-trips through its wire form unchanged. `fuzz_targets/*.rs`
-//! wrap them for libFuzzer; `tests/corpus.rs` replays the committed corpus
-//! through them on stable Rust.
+//! wrap them for libFuzzer (`scripts/fuzz` runs them, on stable Rust).
 
 use std::sync::OnceLock;
 
