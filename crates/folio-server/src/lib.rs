@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod auth;
 pub mod batch;
+pub mod changes;
 pub mod client;
 pub mod conditional;
 pub mod databases;
@@ -45,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route("/db/{db}", put(admin::create_database))
         .route("/db/{db}/batch", post(batch::batch))
         .route("/db/{db}/query", post(batch::query))
+        .route("/db/{db}/changes", get(changes::changes))
         .route(
             "/db/{db}/docs/{collection}",
             get(documents::list_documents).post(documents::post_document),
@@ -123,6 +125,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::i
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(state.limits().header_timeout);
+    let stopping = state.clone();
     let service = hyper_util::service::TowerToHyperService::new(router(state));
     let connections = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown_signal());
@@ -150,6 +153,9 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::i
         });
     }
     drop(listener);
+    // Event streams never end by themselves: end them, so that graceful
+    // shutdown does not wait for them forever.
+    stopping.shut_down();
     connections.shutdown().await;
     Ok(())
 }

@@ -6,6 +6,7 @@
 
 mod auth;
 mod batch;
+mod changes;
 mod cli;
 mod common;
 mod concurrency;

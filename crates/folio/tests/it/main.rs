@@ -4,6 +4,7 @@
 //!   `conformance!` macro that instantiates scenarios once per engine;
 //! * `sessions`, `writes`, `tracking`, `queries`, `concurrency`: the
 //!   conformance suite (DESIGN.md's contract), written once;
+//! * `changes`: the changes feed on every engine, and the horizon on PostgreSQL;
 //! * `faults`: failed commits change neither the database nor the session;
 //!   faults inside the embedded writer (a full disk, a transaction lost
 //!   mid-group) tell every caller the truth;
@@ -18,6 +19,7 @@
 #[macro_use]
 mod harness;
 
+mod changes;
 mod concurrency;
 mod derive;
 mod faults;
