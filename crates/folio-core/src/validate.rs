@@ -121,6 +121,11 @@ pub fn document_text(text: &str) -> Result<()> {
             "a document must not contain the character U+0000 (\\u0000)".into(),
         ));
     }
+    if let Some(number) = number_out_of_range(text) {
+        return Err(Error::InvalidInput(format!(
+            "a document's numbers must fit a 64-bit float; {number} does not"
+        )));
+    }
     let depth = nesting_depth(text);
     if depth > MAX_NESTING {
         return Err(Error::InvalidInput(format!(
@@ -161,6 +166,46 @@ pub fn nesting_depth(text: &str) -> usize {
         }
     }
     deepest
+}
+
+/// A number of JSON `text` beyond a 64-bit float (`1e400`), which JSON
+/// parsers refuse to read back. Only a number with an exponent or of
+/// hundreds of digits can be one.
+fn number_out_of_range(text: &str) -> Option<&str> {
+    let bytes = text.as_bytes();
+    let (mut in_string, mut escaped) = (false, false);
+    let mut position = 0;
+    while position < bytes.len() {
+        let byte = bytes[position];
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else if byte == b'"' {
+            in_string = true;
+        } else if byte == b'-' || byte.is_ascii_digit() {
+            let start = position;
+            while position < bytes.len()
+                && matches!(
+                    bytes[position],
+                    b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'
+                )
+            {
+                position += 1;
+            }
+            let number = &text[start..position];
+            let suspect = number.len() > 300 || number.contains(['e', 'E']);
+            if suspect && number.parse::<f64>().is_ok_and(f64::is_infinite) {
+                return Some(number);
+            }
+            continue;
+        }
+        position += 1;
+    }
+    None
 }
 
 /// Whether a string of JSON `text` holds the escape `\u0000`.
@@ -275,5 +320,12 @@ mod tests {
         assert!(document_text(r#"{"a":"x\u0000y"}"#).is_err());
         assert!(document_text(r#"{"x\u0000":1}"#).is_err());
         assert!(document_text(r#"{"a":"\\u0000","u0000":"\u0001"}"#).is_ok());
+        assert!(document_text(r#"{"a":1e400}"#).is_err());
+        assert!(document_text(r#"{"a":[-1.5E+309]}"#).is_err());
+        assert!(document_text(&format!(r#"{{"a":{}}}"#, "9".repeat(400))).is_err());
+        assert!(
+            document_text(r#"{"a":1e308,"b":-1e-400,"c":"1e400","d":12345678901234567890}"#)
+                .is_ok()
+        );
     }
 }

@@ -55,7 +55,8 @@ impl std::fmt::Display for BodyTimedOut {
 
 impl std::error::Error for BodyTimedOut {}
 
-/// Whether `error`, or any of its sources, is a [`BodyTimedOut`].
+/// The deadline that passed, when `error` or one of its sources is a
+/// [`BodyTimedOut`].
 pub(crate) fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> Option<Duration> {
     let mut next = Some(error);
     while let Some(error) = next {
