@@ -166,7 +166,10 @@ fn wire_command(command: &Command) -> Value {
     let (op, document) = match &command.kind {
         CommandKind::Put { document } => (
             "put",
-            Some(serde_json::from_str::<Value>(document).expect("a parsed document is JSON")),
+            Some(
+                folio_core::validate::read_value::<Value>(document)
+                    .expect("a parsed document is JSON"),
+            ),
         ),
         CommandKind::Delete => ("delete", None),
         CommandKind::Check => ("check", None),
@@ -351,12 +354,13 @@ pub fn patch(data: &[u8]) {
         .unwrap_or_else(|error| panic!("a patched document is valid: {patched}: {error:?}"));
     assert!(patched.len() <= limits.max_body_bytes);
     assert!(folio_core::validate::nesting_depth(&patched) <= limits.max_nesting);
-    let mut reference: Value = serde_json::from_str(document).expect("a valid document");
+    let mut reference: Value =
+        folio_core::validate::read_value(document).expect("a valid document");
     match &patch {
         Patch::Merge(merge) => json_patch::merge(&mut reference, merge),
         Patch::Json(operations) => json_patch::patch(&mut reference, operations)
             .expect("what applies step by step applies at once"),
     }
-    let ours: Value = serde_json::from_str(&patched).expect("JSON");
+    let ours: Value = folio_core::validate::read_value(&patched).expect("JSON");
     assert_eq!(ours, reference);
 }

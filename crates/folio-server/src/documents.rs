@@ -525,7 +525,8 @@ impl Patch {
     /// size and depth are bounded as each operation applies, not only at
     /// the end: thirty copies of the root would otherwise need terabytes.
     pub fn apply(&self, document: &str, limits: Limits) -> ApiResult<String> {
-        let mut value: serde_json::Value = serde_json::from_str(document)
+        // Stored documents nest at most `validate::MAX_NESTING` deep.
+        let mut value: serde_json::Value = validate::read_value(document)
             .map_err(|_| ApiError::Internal(folio_core::EngineErrorKind::Corrupt))?;
         match self {
             Patch::Merge(patch) => json_patch::merge(&mut value, patch),
