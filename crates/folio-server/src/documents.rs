@@ -517,9 +517,11 @@ impl Patch {
     }
 
     /// Applies the patch to `document` (a stored document's JSON text) and
-    /// returns the new document's text: 400 when the patch does not apply
-    /// or the result is not a JSON object or nests deeper than `limits`
-    /// allow; 413 when the result would be larger than a body may be.
+    /// returns the new document's text, a valid document: 400 when the
+    /// patch does not apply, or the result is not a JSON object, nests
+    /// deeper than `limits` allow or is otherwise no valid document
+    /// (`validate::document_text`); 413 when the result would be larger
+    /// than a body may be.
     ///
     /// A JSON patch's `copy` doubles a document with each operation, so the
     /// size and depth are bounded as each operation applies, not only at
@@ -561,6 +563,8 @@ impl Patch {
                 limits.max_nesting
             )));
         }
+        // What a patch adds is checked as a written document would be.
+        validate::document_text(&patched)?;
         Ok(patched)
     }
 }
