@@ -97,6 +97,9 @@ enum Command {
         /// The output file (absent: standard output).
         file: Option<PathBuf>,
     },
+    /// Measure a workload against a database, as an application drives it
+    /// (ops/s, conflicts, latency): a load generator like pgbench.
+    Bench(folio_server::tools::bench::BenchArgs),
 }
 
 /// Which server and database a client command talks to.
@@ -172,6 +175,12 @@ fn main() -> ExitCode {
             message,
             status: None,
         }),
+        Command::Bench(args) => runtime
+            .block_on(folio_server::tools::bench::run(args))
+            .map_err(|message| Failure {
+                message,
+                status: None,
+            }),
         command => runtime.block_on(client_command(command)),
     };
     match outcome {
@@ -186,7 +195,7 @@ fn main() -> ExitCode {
 async fn client_command(command: Command) -> Result<(), Failure> {
     let mut stdout = std::io::stdout().lock();
     match command {
-        Command::Serve(_) => unreachable!("handled by main"),
+        Command::Serve(_) | Command::Bench(_) => unreachable!("handled by main"),
         Command::Get {
             target,
             collection,

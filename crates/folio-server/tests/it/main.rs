@@ -4,6 +4,7 @@
 
 mod auth;
 mod batch;
+mod bench;
 mod cli;
 mod common;
 mod concurrency;
