@@ -5,6 +5,7 @@
 mod auth;
 mod batch;
 mod bench;
+mod changes;
 mod cli;
 mod common;
 mod concurrency;
