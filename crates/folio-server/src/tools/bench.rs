@@ -5,8 +5,11 @@
 //! so what it measures is what an application gets, session and engine
 //! together. First it makes sure the database holds the data set (`--docs`
 //! documents of about `--doc-size` bytes in the collection `accounts`,
-//! loaded in batches and reused by the next run), then `--clients`
-//! concurrent clients run the workload for `--duration` seconds.
+//! loaded in batches and reused by the next run) and reads every document
+//! once, as a long-running application would have (its caches warm; a
+//! freshly loaded PostgreSQL table is in shared buffers too; `--cold`
+//! skips this). Then `--clients` concurrent clients run the workload for
+//! `--duration` seconds.
 //!
 //! Every operation counts once: a success, or a conflict (a save refused
 //! because another client changed a document first). Latency is measured
@@ -71,6 +74,9 @@ pub struct BenchArgs {
     /// The size of each document's JSON, in bytes (about).
     #[arg(long, value_name = "BYTES", default_value_t = 300)]
     pub doc_size: usize,
+    /// Start measuring without reading the data set first (caches cold).
+    #[arg(long)]
+    pub cold: bool,
     /// Print one JSON object instead of the text report.
     #[arg(long)]
     pub json: bool,
@@ -226,6 +232,9 @@ pub async fn measure(args: &BenchArgs) -> Result<Report, String> {
     }
     let store = open(&args.target, &args.database, args.clients, &target).await?;
     let dataset = prepare(&store, args.docs, args.doc_size).await?;
+    if !args.cold {
+        warm(&store, args.docs).await?;
+    }
     let run = drive(store, args).await?;
     let elapsed = run.elapsed.as_secs_f64();
     let per_second = |count: u64| count as f64 / elapsed;
@@ -453,6 +462,27 @@ async fn prepare(
         .await
         .map_err(|error| format!("recording the data set failed: {error}"))?;
     Ok("loaded")
+}
+
+/// Reads every document of the data set once, a thousand per request.
+async fn warm(store: &DocumentStore, docs: u64) -> Result<(), String> {
+    let progress = ProgressBar::new(docs).with_style(
+        ProgressStyle::with_template("reading {pos}/{len} documents {bar:30} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    for first in (0..docs).step_by(LOAD_BATCH as usize) {
+        let last = (first + LOAD_BATCH).min(docs);
+        let ids: Vec<String> = (first..last).map(account_id).collect();
+        let keys: Vec<&str> = ids.iter().map(String::as_str).collect();
+        store
+            .query_session()
+            .load_many::<Account>(&keys)
+            .await
+            .map_err(|error| format!("reading the data set failed: {error}"))?;
+        progress.inc(last - first);
+    }
+    progress.finish_and_clear();
+    Ok(())
 }
 
 /// The totals of all clients.

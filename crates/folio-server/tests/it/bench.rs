@@ -109,7 +109,7 @@ fn every_workload_on_the_embedded_engine() {
     assert_eq!(update["target"], target.as_str());
 
     // The next runs find the data set the first one loaded.
-    let read = report("read", &target, &[]);
+    let read = report("read", &target, &["--cold"]);
     assert_eq!(read["dataset"], "reused");
     assert_eq!(read["conflicts"], 0);
 
