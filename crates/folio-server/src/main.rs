@@ -317,6 +317,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .map_err(|error| format!("cannot listen on {}: {error}", args.listen))?;
     let address = listener.local_addr().map_err(|error| error.to_string())?;
     tracing::info!(%address, "folio is listening");
+    tracing::info!("Folio Studio, the browser UI: http://{address}/studio");
     folio_server::serve(listener, state)
         .await
         .map_err(|error| format!("the server failed: {error}"))

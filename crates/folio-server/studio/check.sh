@@ -15,7 +15,7 @@ trap 'rm -rf "$fresh"' EXIT
 npx --no-install tsc --noEmit
 npx --no-install vite build --outDir "$fresh/dist" --emptyOutDir --logLevel warn
 
-if ! diff -r dist "$fresh/dist"; then
+if ! diff -rq dist "$fresh/dist"; then
     echo "studio/check.sh: crates/folio-server/studio/dist differs from a fresh build of src/." >&2
     echo "  Run \`npm run build\` in crates/folio-server/studio and commit dist/." >&2
     exit 1

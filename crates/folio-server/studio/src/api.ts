@@ -268,3 +268,22 @@ export async function deleteDocument(
 export async function runQuery(db: string, queryText: string): Promise<{ results: Entry[]; total: number }> {
   return json(await send("POST", `/db/${encodeURIComponent(db)}/query`, { body: queryText }));
 }
+
+/** One page of the changes feed in its long-poll form. */
+export interface ChangesPage {
+  changes: Array<{ kind: string; collection: string; id: string; etag: number }>;
+  last_etag: number;
+}
+
+/**
+ * `GET /db/{db}/changes?since=&limit=&timeout=0` with `Accept:
+ * application/json`: the changes after `since`, without waiting.
+ */
+export async function changesPage(db: string, since: number, limit: number): Promise<ChangesPage> {
+  const query = new URLSearchParams({ since: String(since), limit: String(limit), timeout: "0" });
+  return json(
+    await send("GET", `/db/${encodeURIComponent(db)}/changes?${query}`, {
+      headers: { Accept: "application/json" },
+    }),
+  );
+}

@@ -16,7 +16,7 @@ function Page({ route, generation }: { route: Route; generation: number }) {
     case "databases":
       return <DatabasesPage generation={generation} />;
     case "database":
-      return <DatabasePage db={route.db} />;
+      return <DatabasePage db={route.db} generation={generation} />;
     case "collection":
       return <CollectionPage db={route.db} collection={route.collection} generation={generation} />;
     case "document":

@@ -3,6 +3,7 @@
 
 import { useEffect, useState } from "preact/hooks";
 import {
+  changesPage,
   createDatabase,
   listDatabases,
   listDocuments,
@@ -70,10 +71,62 @@ export function DatabasesPage({ generation }: { generation: number }) {
   );
 }
 
-export function DatabasePage({ db }: { db: string }) {
+/** Changes read per request when looking for collections, and requests before asking to go on. */
+const SCAN_PAGE = 1000;
+const SCAN_PAGES = 10;
+
+/** The collections found in a database's changes feed so far. */
+interface Scan {
+  collections: string[];
+  /** Where the next read starts. */
+  since: number;
+  scanned: number;
+  complete: boolean;
+}
+
+/**
+ * Reads the changes feed (long-poll form, without waiting) from where
+ * `from` stopped, collecting collection names, for at most SCAN_PAGES
+ * requests. The protocol has no request that lists collections; every
+ * collection that was ever written to is in the feed.
+ */
+async function scanCollections(db: string, from: Scan | null): Promise<Scan> {
+  const found = new Set(from?.collections ?? []);
+  let since = from?.since ?? 0;
+  let scanned = from?.scanned ?? 0;
+  for (let request = 0; request < SCAN_PAGES; request++) {
+    const page = await changesPage(db, since, SCAN_PAGE);
+    for (const change of page.changes) found.add(change.collection);
+    scanned += page.changes.length;
+    const complete = page.changes.length < SCAN_PAGE || page.last_etag <= since;
+    since = page.last_etag;
+    if (complete) return { collections: [...found].sort(), since, scanned, complete };
+  }
+  return { collections: [...found].sort(), since, scanned, complete: false };
+}
+
+export function DatabasePage({ db, generation }: { db: string; generation: number }) {
   const [collection, setCollection] = useState("");
   const [problem, setProblem] = useState<string | null>(null);
-  const known = knownCollections(db);
+  const [scan, setScan] = useState<Scan | null>(null);
+  const [scanError, setScanError] = useState<unknown>();
+  const [scanning, setScanning] = useState(false);
+  const readFeed = async (from: Scan | null) => {
+    setScanning(true);
+    try {
+      setScan(await scanCollections(db, from));
+      setScanError(undefined);
+    } catch (error) {
+      setScanError(error);
+    } finally {
+      setScanning(false);
+    }
+  };
+  useEffect(() => {
+    setScan(null);
+    void readFeed(null);
+  }, [db, generation]);
+  const names = [...new Set([...knownCollections(db), ...(scan?.collections ?? [])])].sort();
   const open = (event: Event) => {
     event.preventDefault();
     const invalid = collectionNameProblem(collection);
@@ -90,20 +143,28 @@ export function DatabasePage({ db }: { db: string }) {
         </a>
       </p>
       <Section title="Collections">
-        {known.length > 0 ? (
+        <ErrorNote error={scanError} />
+        {names.length > 0 && (
           <ul class="cards" aria-label="Collections">
-            {known.map((name) => (
+            {names.map((name) => (
               <li key={name}>
                 <a href={href({ page: "collection", db, collection: name })}>{name}</a>
               </li>
             ))}
           </ul>
-        ) : (
-          <p class="muted">No collection opened from this browser yet.</p>
         )}
-        <p class="muted small">
-          The protocol has no request that lists collections: these are the ones opened or written from this
-          browser. Open any other by its name.
+        {names.length === 0 && !scanning && <p class="muted">No collection has been written to yet.</p>}
+        <p class="muted small" aria-live="polite">
+          {scanning
+            ? "Reading the changes feed for collections…"
+            : scan && !scan.complete
+              ? `Collections found in the first ${scan.scanned} changes.`
+              : "Collections found in the database's changes feed, and those opened from this browser."}{" "}
+          {scan && !scan.complete && !scanning && (
+            <button type="button" class="link" onClick={() => void readFeed(scan)}>
+              Read further
+            </button>
+          )}
         </p>
         <form class="inline" onSubmit={open}>
           <label>
@@ -132,7 +193,13 @@ export function CollectionPage({ db, collection, generation }: { db: string; col
   // The ids after which each page starts: the first page starts after nothing.
   const [starts, setStarts] = useState<Array<string | null>>([null]);
   const after = starts[starts.length - 1];
-  const page = useLoad(() => listDocuments(db, collection, after, PAGE_SIZE), [db, collection, after, generation]);
+  // The page's number travels with its items: while the next page loads,
+  // the table still shows (and names) the one before.
+  const number = starts.length;
+  const page = useLoad(
+    async () => ({ number, ...(await listDocuments(db, collection, after, PAGE_SIZE)) }),
+    [db, collection, after, generation],
+  );
   const [openId, setOpenId] = useState("");
   useEffect(() => setStarts([null]), [db, collection]);
   useEffect(() => rememberCollection(db, collection), [db, collection]);
@@ -170,17 +237,26 @@ export function CollectionPage({ db, collection, generation }: { db: string; col
         </button>
       </form>
       <ErrorNote error={page.error} />
-      {page.data && items.length === 0 && starts.length === 1 && <p class="muted">No documents in {collection} yet.</p>}
-      {items.length > 0 && <EntryTable db={db} entries={items} caption={`Documents in ${collection}, page ${starts.length}`} />}
+      {page.data && items.length === 0 && page.data.number === 1 && (
+        <p class="muted">No documents in {collection} yet.</p>
+      )}
+      {page.data && items.length > 0 && (
+        <EntryTable db={db} entries={items} caption={`Documents in ${collection}, page ${page.data.number}`} />
+      )}
       <nav class="pager" aria-label="Pages">
-        <button type="button" class="secondary" disabled={starts.length === 1} onClick={() => setStarts(starts.slice(0, -1))}>
-          Previous page
-        </button>
-        <span>Page {starts.length}</span>
         <button
           type="button"
           class="secondary"
-          disabled={!page.data?.next}
+          disabled={starts.length === 1 || page.loading}
+          onClick={() => setStarts(starts.slice(0, -1))}
+        >
+          Previous page
+        </button>
+        <span>Page {page.data?.number ?? number}</span>
+        <button
+          type="button"
+          class="secondary"
+          disabled={!page.data?.next || page.loading}
           onClick={() => page.data?.next && setStarts([...starts, page.data.next])}
         >
           Next page
