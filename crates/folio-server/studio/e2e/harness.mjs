@@ -57,11 +57,11 @@ export async function person(browser) {
   return page;
 }
 
-/** Writes a screenshot of `page` as a test artifact; its path. */
-export async function screenshot(page, name, options = {}) {
+/** Writes a screenshot of a page or an element as a test artifact; its path. */
+export async function screenshot(pageOrLocator, name) {
   mkdirSync(artifacts, { recursive: true });
   const path = join(artifacts, `${name}.png`);
-  await page.screenshot({ path, ...options });
+  await pageOrLocator.screenshot({ path });
   return path;
 }
 
