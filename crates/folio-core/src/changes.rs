@@ -68,6 +68,23 @@ pub struct ChangesPage {
 }
 
 impl ChangesPage {
+    /// Checks a request for changes after `since` (the collection name),
+    /// and answers the one that needs no reading: `limit` 0 is an empty
+    /// page that stays at `since`. Every engine starts with it.
+    pub fn check_request(
+        since: u64,
+        collection: Option<&str>,
+        limit: usize,
+    ) -> crate::Result<Option<ChangesPage>> {
+        if let Some(collection) = collection {
+            crate::validate::collection(collection)?;
+        }
+        Ok((limit == 0).then(|| ChangesPage {
+            changes: Vec::new(),
+            last_etag: since,
+        }))
+    }
+
     /// The page of `changes` read from storage for a request after `since`
     /// with `limit`, when every change up to `horizon` was looked at: a
     /// full page ends at its last change, a short one at the horizon.

@@ -812,14 +812,8 @@ impl Engine for PgEngine {
         collection: Option<&str>,
         limit: usize,
     ) -> Result<ChangesPage> {
-        if let Some(collection) = collection {
-            validate::collection(collection)?;
-        }
-        if limit == 0 {
-            return Ok(ChangesPage {
-                changes: Vec::new(),
-                last_etag: since,
-            });
+        if let Some(page) = ChangesPage::check_request(since, collection, limit)? {
+            return Ok(page);
         }
         self.feed.ensure_kept().await?;
         let horizon = self.feed.horizon.current();

@@ -198,14 +198,8 @@ impl RemoteEngine {
         limit: usize,
         wait: Duration,
     ) -> Result<ChangesPage> {
-        if let Some(collection) = collection {
-            validate::collection(collection)?;
-        }
-        if limit == 0 {
-            return Ok(ChangesPage {
-                changes: Vec::new(),
-                last_etag: since,
-            });
+        if let Some(page) = ChangesPage::check_request(since, collection, limit)? {
+            return Ok(page);
         }
         let limit = limit.min(MAX_PAGE);
         let wait = wait.min(self.timeout / 2);

@@ -450,18 +450,12 @@ impl Engine for SqliteEngine {
         collection: Option<&str>,
         limit: usize,
     ) -> Result<ChangesPage> {
-        if let Some(collection) = collection {
-            validate::collection(collection)?;
+        if let Some(page) = ChangesPage::check_request(since, collection, limit)? {
+            return Ok(page);
         }
         // Only what is durable: the rows above the horizon may belong to a
         // group still being synced.
         let horizon = self.shared.horizon.current();
-        if limit == 0 {
-            return Ok(ChangesPage {
-                changes: Vec::new(),
-                last_etag: since,
-            });
-        }
         if since >= horizon {
             return Ok(ChangesPage::new(Vec::new(), since, horizon, limit));
         }

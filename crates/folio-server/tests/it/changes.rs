@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use folio_server::{AppState, Backend, Databases, Limits, router};
+use folio_server::router;
 use futures_util::StreamExt;
 use serde_json::Value;
 use tower::ServiceExt;
 
-use crate::common::{PROBLEMS, Server, options};
+use crate::common::{PROBLEMS, Server, plain_state};
 
 /// A guard against hangs only.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -257,15 +257,7 @@ async fn read_events(response: &mut reqwest::Response, events: &mut Events, coun
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_stream_sends_live_events_and_resumes_after_last_event_id() {
     let root = tempfile::tempdir().expect("tempdir");
-    let state = AppState::new(
-        Databases::new(Backend::Embedded {
-            dir: root.path().join("data"),
-            options: options(),
-        }),
-        None,
-        Limits::default(),
-        Vec::<String>::new(),
-    );
+    let state = plain_state(&root.path().join("data"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("a port");
@@ -340,15 +332,7 @@ async fn event_stream_sends_live_events_and_resumes_after_last_event_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_streams_end_when_the_server_shuts_down() {
     let root = tempfile::tempdir().expect("tempdir");
-    let state = AppState::new(
-        Databases::new(Backend::Embedded {
-            dir: root.path().join("data"),
-            options: options(),
-        }),
-        None,
-        Limits::default(),
-        Vec::<String>::new(),
-    );
+    let state = plain_state(&root.path().join("data"));
     let app = router(state.clone());
     let create = Request::builder()
         .method(Method::PUT)
