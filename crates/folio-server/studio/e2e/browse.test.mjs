@@ -3,6 +3,7 @@
 
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import {
   assertNoPageErrors,
   http,
@@ -24,6 +25,17 @@ before(async () => {
 });
 after(async () => {
   await browser?.close();
+});
+
+test("the server serves the committed build of the Studio (a stale binary would test old code)", async () => {
+  for (const file of ["index.html", "assets/studio.js", "assets/studio.css"]) {
+    const served = await http(server(), "GET", `/studio/${file}`);
+    assert.equal(served.status, 200);
+    assert.ok(
+      served.text === readFileSync(new URL(`../dist/${file}`, import.meta.url), "utf8"),
+      `/studio/${file} is not dist/${file}: rebuild the folio binary`,
+    );
+  }
 });
 
 const isDocumentWrite = (method) => (request) => request.method() === method && request.url().includes("/docs/");

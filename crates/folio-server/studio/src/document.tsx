@@ -52,20 +52,30 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
     setRemote((current) => (current && current.etag > version.etag ? current : null));
   };
 
-  const load = async () => {
+  /**
+   * Reads the stored version and shows it. `then` runs in the same update
+   * as the new version (or the error), so nothing is ever shown half done.
+   */
+  const load = async (then?: () => void) => {
     setLoadError(undefined);
+    let version: Version | null;
     try {
-      const version = await getDocument(db, collection, id);
-      if (version) {
-        adopt(version);
-        setFeedSince((since) => since ?? version.etag);
-      } else {
-        baseRef.current = null;
-        setBase(null);
-        setMissing(true);
-      }
+      version = await getDocument(db, collection, id);
     } catch (error) {
+      then?.();
       setLoadError(error);
+      return;
+    }
+    then?.();
+    if (version) {
+      const etag = version.etag;
+      adopt(version);
+      setFeedSince((since) => since ?? etag);
+    } else {
+      baseRef.current = null;
+      setBase(null);
+      setMissing(true);
+      setRemote(null);
     }
   };
 
@@ -168,10 +178,14 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
     }
   };
 
+  /** Drops the edit for the stored version; the dialog stays until it is shown. */
   const takeTheirs = async () => {
-    setConflict(null);
+    setBusy(true);
     setNotice(null);
-    await load();
+    await load(() => {
+      setBusy(false);
+      setConflict(null);
+    });
   };
 
   const keepMine = () => {

@@ -70,7 +70,7 @@ export function reformat(text: string, indent: number): string {
 
 /** Valid JSON text, indented by two spaces (other text as it is). */
 export function pretty(text: string): string {
-  return validateDocument(text).ok || isJson(text) ? reformat(text, 2) : text;
+  return isJson(text) ? reformat(text, 2) : text;
 }
 
 /** Valid JSON text without any whitespace between tokens. */
