@@ -99,6 +99,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         healthz,
         metrics,
         openapi,
+        crate::studio::page,
     )
 )]
 pub struct ApiDoc;

@@ -78,8 +78,9 @@ pub fn asset_paths() -> impl Iterator<Item = &'static str> {
 }
 
 /// `GET /studio`: the page (every view of the Studio is this page; the view
-/// is in the URL's fragment).
-async fn page(headers: HeaderMap) -> Response {
+/// is in the URL's fragment). No key needed.
+#[utoipa::path(get, path = "/studio", tag = "service", responses((status = 200, description = "Folio Studio, the browser UI (its files are under /studio/; no key needed)", content_type = "text/html"), (status = 304, description = "If-None-Match names this version")))]
+pub async fn page(headers: HeaderMap) -> Response {
     serve(0, &headers)
 }
 

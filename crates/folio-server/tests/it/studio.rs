@@ -40,6 +40,17 @@ async fn the_page_and_each_file_it_loads_are_served_with_their_content_type() {
 }
 
 #[tokio::test]
+async fn openapi_describes_the_studio() {
+    let server = Server::new();
+    let document = server.get("/openapi.json").await.json();
+    assert!(
+        document["paths"]["/studio"]["get"].is_object(),
+        "{}",
+        document["paths"]
+    );
+}
+
+#[tokio::test]
 async fn a_browser_revalidates_with_the_etag_and_gets_304() {
     let server = Server::new();
     let first = server.get("/studio/assets/studio.js").await;
