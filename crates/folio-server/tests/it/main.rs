@@ -17,3 +17,4 @@ mod service;
 mod shutdown;
 mod socket;
 mod status;
+mod torture;
