@@ -7,6 +7,7 @@ mod batch;
 mod cli;
 mod common;
 mod concurrency;
+mod crash;
 mod headers;
 mod leaks;
 mod names;

@@ -7,6 +7,8 @@
 //! * `faults`: failed commits change neither the database nor the session;
 //! * `postgres`: PostgreSQL only: several engines (pools) and several OS
 //!   processes on one database lose no update and keep every invariant;
+//! * `pg_terminate`: PostgreSQL only: backends terminated mid-batch fail
+//!   their batch whole, and the pool recovers;
 //! * `derive`: compile-fail tests of `#[derive(Document)]`.
 
 #![allow(unreachable_pub)]
@@ -17,6 +19,7 @@ mod harness;
 mod concurrency;
 mod derive;
 mod faults;
+mod pg_terminate;
 mod postgres;
 mod queries;
 mod sessions;
