@@ -1,6 +1,6 @@
 //! Crashes: the real `folio serve` on the embedded engine, killed with
 //! SIGKILL in the middle of a torture load (`folio_server::tools::torture`),
-//! five times, and started again on the same data. After each restart the
+//! five times (`FOLIO_CRASH_KILLS`), and started again on the same data. After each restart the
 //! whole history so far is checked against what the server holds: every
 //! write acknowledged before the kill is there (or was superseded), no
 //! refused or half-applied batch shows, and the bank's total is intact.
@@ -18,8 +18,14 @@ use folio::DocumentStore;
 use folio_server::tools::torture::{Config, Stop, Torture, Totals};
 use reqwest::StatusCode;
 
-/// How many times the server is killed.
-const KILLS: usize = 5;
+/// How many times the server is killed: 5, or `FOLIO_CRASH_KILLS` (the
+/// long run of RELIABILITY.md).
+fn kills() -> usize {
+    std::env::var("FOLIO_CRASH_KILLS")
+        .ok()
+        .and_then(|kills| kills.parse().ok())
+        .unwrap_or(5)
+}
 
 /// A bound on a wait that a healthy run never reaches.
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -110,7 +116,8 @@ async fn kill_9_in_the_middle_of_the_load_loses_no_acknowledged_write() {
         .await
         .expect("setup");
 
-    for kill in 1..=KILLS {
+    let kills = kills();
+    for kill in 1..=kills {
         let before = torture.totals();
         let stop = Stop::new();
         let load = tokio::spawn({
@@ -135,7 +142,7 @@ async fn kill_9_in_the_middle_of_the_load_loses_no_acknowledged_write() {
         let violations = torture.verify().await.expect("the state is readable");
         assert!(
             violations.is_empty(),
-            "after kill {kill} of {KILLS}: {violations:#?}"
+            "after kill {kill} of {kills}: {violations:#?}"
         );
     }
 
@@ -154,6 +161,14 @@ async fn kill_9_in_the_middle_of_the_load_loses_no_acknowledged_write() {
     stop.stop();
     load.await.expect("the clients finish");
     let report = torture.finish().await.expect("the final state is readable");
+    // The figures of RELIABILITY.md (shown with --nocapture).
+    eprintln!(
+        "{kills} kills; {} operations, {} acknowledged writes, {} saves in doubt, {} violations",
+        report.totals.operations,
+        report.totals.acknowledged_writes,
+        report.totals.in_doubt,
+        report.violations
+    );
     assert_eq!(report.violations, 0, "{report:#?}");
     assert!(report.totals.transfers > 0, "{report:#?}");
 }
