@@ -2,7 +2,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::{Batch, CommandResult, ConcurrencyError, Entry, FieldPath, Metadata, Query, Result};
+use std::time::{Duration, Instant};
+
+use crate::{
+    Batch, ChangesPage, CommandResult, ConcurrencyError, Entry, FieldPath, Metadata, Query, Result,
+};
 
 /// The result of [`Engine::commit`]: the outer `Result` is a failure of the
 /// storage or network, the inner one is the verdict on the batch.
@@ -34,6 +38,10 @@ pub struct QueryResult {
 ///   state left by the commands before it in the same batch.
 /// * When commit returns `Ok(Ok(_))` the batch is durable as configured.
 /// * Reads see only committed data.
+/// * Every put or delete that takes an etag is a [`crate::Change`] of the
+///   changes feed; [`Engine::changes`] returns them in etag order, only up
+///   to the published horizon (see [`crate::changes`]), so none is ever
+///   skipped or repeated by a reader that resumes where it stopped.
 /// * Engines validate their input (ids, collections, documents, queries)
 ///   and return [`crate::Error::InvalidInput`] before writing anything.
 ///
@@ -73,6 +81,43 @@ pub trait Engine: Send + Sync + 'static {
     /// Creates (if absent) an index on `path` in `collection`, so that
     /// queries filtering or ordering on it do not scan the collection.
     async fn ensure_index(&self, collection: &str, path: &FieldPath) -> Result<()>;
+
+    /// Up to `limit` published changes with etags after `since`, of
+    /// `collection` only when given, in etag order; does not wait.
+    async fn changes(
+        &self,
+        since: u64,
+        collection: Option<&str>,
+        limit: usize,
+    ) -> Result<ChangesPage>;
+
+    /// Waits until the feed's horizon is beyond `since` (a change after
+    /// `since` may be read), or `timeout` passed; returns the horizon. Wakes
+    /// on a notification, never by polling storage in a loop.
+    async fn wait_for_changes(&self, since: u64, timeout: Duration) -> Result<u64>;
+
+    /// Long polling: the changes after `since` as [`Engine::changes`] does,
+    /// but when there are none yet, waits up to `timeout` for some.
+    async fn changes_wait(
+        &self,
+        since: u64,
+        collection: Option<&str>,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<ChangesPage> {
+        let deadline = Instant::now() + timeout;
+        let mut since = since;
+        loop {
+            let page = self.changes(since, collection, limit).await?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !page.changes.is_empty() || left.is_zero() {
+                return Ok(page);
+            }
+            // Nothing matched up to the page's end: wait beyond it.
+            since = page.last_etag.max(since);
+            self.wait_for_changes(since, left).await?;
+        }
+    }
 }
 
 /// A shared handle to any engine.

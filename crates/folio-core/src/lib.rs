@@ -5,6 +5,7 @@
 //! * the errors: [`Error`], [`ConcurrencyError`], [`Conflict`], [`EngineError`];
 //! * the one storage interface: [`Engine`], whose [`Engine::commit`] is the
 //!   only write path of the whole system;
+//! * the changes feed: [`Change`], [`ChangesPage`], [`ChangeHorizon`];
 //! * the query AST: [`Query`], [`Filter`], [`Op`], [`FieldPath`];
 //! * validation of everything that crosses a boundary: [`validate`];
 //! * identifiers: [`generate_id`], [`DatabaseId`].
@@ -14,6 +15,7 @@
 
 mod batch;
 mod change_vector;
+mod changes;
 mod engine;
 mod error;
 mod id;
@@ -23,6 +25,7 @@ pub mod validate;
 
 pub use batch::{Batch, Command, CommandKind, CommandResult, Expectation};
 pub use change_vector::{ChangeVector, DatabaseId};
+pub use changes::{Change, ChangeHorizon, ChangeKind, ChangesPage};
 pub use engine::{CommitResult, Engine, EngineRef, QueryResult};
 pub use error::{ConcurrencyError, Conflict, EngineError, EngineErrorKind, Error};
 pub use id::generate_id;

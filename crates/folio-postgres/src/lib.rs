@@ -33,18 +33,20 @@
 //! ```
 
 mod error;
+mod feed;
 mod query;
 mod schema;
 pub mod testing;
 
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use folio_core::{
-    Batch, ChangeVector, Command, CommandKind, CommandResult, CommitResult, ConcurrencyError,
-    Conflict, DatabaseId, Engine, Entry, Error, Expectation, FieldPath, Metadata, Query, Result,
-    millis_since_epoch, time_from_millis, validate,
+    Batch, Change, ChangeKind, ChangeVector, ChangesPage, Command, CommandKind, CommandResult,
+    CommitResult, ConcurrencyError, Conflict, DatabaseId, Engine, Entry, Error, Expectation,
+    FieldPath, Metadata, Query, Result, millis_since_epoch, time_from_millis, validate,
 };
 use futures_util::future::join_all;
 use tokio_postgres::types::ToSql;
@@ -84,6 +86,7 @@ pub struct PgEngine {
     database_id: DatabaseId,
     statements: Statements,
     options: PgOptions,
+    feed: Arc<feed::Feed>,
 }
 
 /// The SQL of the engine's statements, with the schema filled in.
@@ -99,6 +102,7 @@ struct Statements {
     delete_version: String,
     delete_any: String,
     scan: String,
+    changes: String,
 }
 
 impl Statements {
@@ -106,11 +110,31 @@ impl Statements {
         let remove_tombstone = format!(
             "t AS (DELETE FROM {s}.tombstones WHERE collection = $1 AND id = $2 AND EXISTS (SELECT 1 FROM w))"
         );
+        // Every statement that takes an etag records its change in the same
+        // statement (see the `feed` module for why that matters).
+        let record_put = format!(
+            "c AS (INSERT INTO {s}.changes (etag, kind, collection, id, revision) \
+             SELECT etag, 0, $1, $2, revision FROM w)"
+        );
+        let put = |write: String| {
+            format!(
+                "WITH w AS ({write} RETURNING etag, revision), {record_put} SELECT etag, revision FROM w"
+            )
+        };
+        let put_new = |write: String| {
+            format!(
+                "WITH w AS ({write} RETURNING etag, revision), {remove_tombstone}, {record_put} \
+                 SELECT etag, revision FROM w"
+            )
+        };
         let delete_into_tombstone = |condition: &str| {
             format!(
-                "WITH d AS (DELETE FROM {s}.documents WHERE collection = $1 AND id = $2{condition} RETURNING collection, id) \
-                 INSERT INTO {s}.tombstones (collection, id, etag) SELECT collection, id, nextval('{s}.etags') FROM d \
-                 ON CONFLICT (collection, id) DO UPDATE SET etag = excluded.etag RETURNING etag"
+                "WITH d AS (DELETE FROM {s}.documents WHERE collection = $1 AND id = $2{condition} RETURNING revision), \
+                 t AS (INSERT INTO {s}.tombstones (collection, id, etag) SELECT $1, $2, nextval('{s}.etags') FROM d \
+                 ON CONFLICT (collection, id) DO UPDATE SET etag = excluded.etag RETURNING etag), \
+                 c AS (INSERT INTO {s}.changes (etag, kind, collection, id, revision) \
+                 SELECT t.etag, 1, $1, $2, d.revision FROM t, d) \
+                 SELECT etag FROM t"
             )
         };
         Statements {
@@ -126,29 +150,31 @@ impl Statements {
             current_etag: format!(
                 "SELECT etag FROM {s}.documents WHERE collection = $1 AND id = $2"
             ),
-            put_version: format!(
+            put_version: put(format!(
                 "UPDATE {s}.documents SET data = $3::text::jsonb, etag = nextval('{s}.etags'), \
                  revision = revision + 1, last_modified = $4 \
-                 WHERE collection = $1 AND id = $2 AND etag = $5 RETURNING etag, revision"
-            ),
-            put_missing: format!(
-                "WITH w AS (INSERT INTO {s}.documents (collection, id, data, etag, revision, last_modified) \
+                 WHERE collection = $1 AND id = $2 AND etag = $5"
+            )),
+            put_missing: put_new(format!(
+                "INSERT INTO {s}.documents (collection, id, data, etag, revision, last_modified) \
                  VALUES ($1, $2, $3::text::jsonb, nextval('{s}.etags'), 1, $4) \
-                 ON CONFLICT (collection, id) DO NOTHING RETURNING etag, revision), {remove_tombstone} \
-                 SELECT etag, revision FROM w"
-            ),
-            put_any: format!(
-                "WITH w AS (INSERT INTO {s}.documents (collection, id, data, etag, revision, last_modified) \
+                 ON CONFLICT (collection, id) DO NOTHING"
+            )),
+            put_any: put_new(format!(
+                "INSERT INTO {s}.documents (collection, id, data, etag, revision, last_modified) \
                  VALUES ($1, $2, $3::text::jsonb, nextval('{s}.etags'), 1, $4) \
                  ON CONFLICT (collection, id) DO UPDATE SET data = excluded.data, etag = excluded.etag, \
-                 revision = {s}.documents.revision + 1, last_modified = excluded.last_modified \
-                 RETURNING etag, revision), {remove_tombstone} \
-                 SELECT etag, revision FROM w"
-            ),
+                 revision = {s}.documents.revision + 1, last_modified = excluded.last_modified"
+            )),
             delete_version: delete_into_tombstone(" AND etag = $3"),
             delete_any: delete_into_tombstone(""),
             scan: format!(
                 "SELECT {ENTRY_COLUMNS} FROM {s}.documents WHERE collection = $1 AND id > $2 ORDER BY id LIMIT $3"
+            ),
+            changes: format!(
+                "SELECT etag, kind, collection, id, revision FROM {s}.changes \
+                 WHERE etag > $1 AND etag <= $2 AND ($3::text IS NULL OR collection = $3) \
+                 ORDER BY etag LIMIT $4"
             ),
         }
     }
@@ -178,7 +204,7 @@ impl PgEngine {
             .parse()
             .map_err(|error| Error::InvalidInput(format!("malformed PostgreSQL URL: {error}")))?;
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -196,6 +222,7 @@ impl PgEngine {
         };
         Ok(PgEngine {
             statements: Statements::new(&schema),
+            feed: feed::Feed::start(&schema, config, pool.clone()),
             pool,
             schema,
             database_id,
@@ -585,6 +612,15 @@ fn deleted(command: &Command, etag: Option<i64>) -> CommandResult {
     }
 }
 
+/// Whether a command's result took an etag (a change of the feed).
+fn took_etag(result: &CommandResult) -> bool {
+    match result {
+        CommandResult::Put(_) => true,
+        CommandResult::Deleted { etag, .. } => etag.is_some(),
+        CommandResult::Checked { .. } => false,
+    }
+}
+
 /// A stable, short name for the index of `path` in `collection` (PostgreSQL
 /// names have at most 63 bytes): FNV-1a of both.
 fn index_name(collection: &str, path: &FieldPath) -> String {
@@ -622,6 +658,11 @@ impl Engine for PgEngine {
             match self.try_commit(client, &batch, serializable).await {
                 Ok(verdict) => {
                     guard.release();
+                    if let Ok(results) = &verdict
+                        && results.iter().any(took_etag)
+                    {
+                        self.feed.committed();
+                    }
                     return Ok(verdict);
                 }
                 Err(Failure::Retry(error)) => {
@@ -763,6 +804,72 @@ impl Engine for PgEngine {
             .batch_execute(&sql)
             .await
             .map_err(|e| storage("creating an index", e))
+    }
+
+    async fn changes(
+        &self,
+        since: u64,
+        collection: Option<&str>,
+        limit: usize,
+    ) -> Result<ChangesPage> {
+        if let Some(page) = ChangesPage::check_request(since, collection, limit)? {
+            return Ok(page);
+        }
+        self.feed.ensure_kept().await?;
+        let horizon = self.feed.horizon.current();
+        if since >= horizon {
+            return Ok(ChangesPage::new(Vec::new(), since, horizon, limit));
+        }
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let statement = client
+            .prepare_cached(&self.statements.changes)
+            .await
+            .map_err(|e| storage("preparing the changes feed", e))?;
+        let bound = |etag: u64| i64::try_from(etag).unwrap_or(i64::MAX);
+        let rows = client
+            .query(
+                &statement,
+                &[
+                    &bound(since),
+                    &bound(horizon),
+                    &collection,
+                    &i64::try_from(limit).unwrap_or(i64::MAX),
+                ],
+            )
+            .await
+            .map_err(|e| storage("reading the changes feed", e))?;
+        let changes = rows
+            .iter()
+            .map(|row| {
+                let etag: i64 = row.get(0);
+                let kind: i16 = row.get(1);
+                let revision: i64 = row.get(4);
+                Change {
+                    etag: u64::try_from(etag).unwrap_or(0),
+                    kind: if kind == 1 {
+                        ChangeKind::Delete
+                    } else {
+                        ChangeKind::Put
+                    },
+                    collection: row.get(2),
+                    id: row.get(3),
+                    change_vector: self.change_vector(etag),
+                    revision: u64::try_from(revision).unwrap_or(0),
+                }
+            })
+            .collect();
+        Ok(ChangesPage::new(changes, since, horizon, limit))
+    }
+
+    async fn wait_for_changes(&self, since: u64, timeout: Duration) -> Result<u64> {
+        self.feed.ensure_kept().await?;
+        Ok(self.feed.horizon.wait_beyond(since, timeout).await)
+    }
+}
+
+impl Drop for PgEngine {
+    fn drop(&mut self) {
+        self.feed.close();
     }
 }
 

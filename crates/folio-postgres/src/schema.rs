@@ -5,6 +5,13 @@
 //!   `data` is `jsonb`; `etag` comes from the sequence `etags`, so it is
 //!   unique and increasing across every Folio process writing the database.
 //! * `tombstones`: the etag of each document's delete.
+//! * `changes`: the changes feed, one row per write that took an etag
+//!   (`kind` 0 = put, 1 = delete). Every statement that takes an etag
+//!   inserts its row in the same statement (a data-modifying CTE), so the
+//!   statement holds `changes`' ROW EXCLUSIVE lock from before it takes the
+//!   etag until its transaction ends: the feed's horizon barrier (the
+//!   `feed` module) relies on it. Autovacuum is off for this append-only
+//!   table, so a vacuum never holds up the barrier.
 //! * `meta`: key/value settings, among them the database id.
 //! * `folio_migrations`: the layout versions applied, so a later release
 //!   can change the layout step by step.
@@ -19,7 +26,7 @@ use tokio_postgres::Client;
 use crate::error::storage;
 
 /// The layout version this build writes.
-pub(crate) const LAYOUT_VERSION: i32 = 1;
+pub(crate) const LAYOUT_VERSION: i32 = 2;
 
 /// The schema name of Folio database `database` (validated by the caller to
 /// `[a-z0-9][a-z0-9_-]*`), quoted.
@@ -49,6 +56,24 @@ fn layout_v1(schema: &str) -> String {
              key   text PRIMARY KEY,
              value text NOT NULL
          );"
+    )
+}
+
+/// Version 2: the changes feed. A database of version 1 gets its current
+/// state as history (a tombstone's revision is unknown there: 0).
+fn layout_v2(schema: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {schema}.changes (
+             etag       bigint PRIMARY KEY,
+             kind       smallint NOT NULL,
+             collection text COLLATE \"C\" NOT NULL,
+             id         text COLLATE \"C\" NOT NULL,
+             revision   bigint NOT NULL
+         ) WITH (autovacuum_enabled = false);
+         INSERT INTO {schema}.changes (etag, kind, collection, id, revision)
+             SELECT etag, 0, collection, id, revision FROM {schema}.documents
+             UNION ALL SELECT etag, 1, collection, id, 0 FROM {schema}.tombstones
+         ON CONFLICT DO NOTHING;"
     )
 }
 
@@ -88,39 +113,34 @@ async fn try_migrate(client: &Client, schema: &str) -> Result<DatabaseId> {
         .await
         .map_err(|e| storage("reading the layout version", e))?
         .get(0);
-    match applied.unwrap_or(0) {
-        0 => {
-            client
-                .batch_execute(&layout_v1(schema))
-                .await
-                .map_err(|e| storage("creating the database layout", e))?;
-            client
-                .execute(
-                    &format!("INSERT INTO {schema}.meta (key, value) VALUES ('database_id', $1) ON CONFLICT DO NOTHING"),
-                    &[&DatabaseId::generate().as_str()],
-                )
-                .await
-                .map_err(|e| storage("recording the database id", e))?;
-            client
-                .execute(
-                    &format!("INSERT INTO {schema}.folio_migrations (version) VALUES ($1) ON CONFLICT DO NOTHING"),
-                    &[&LAYOUT_VERSION],
-                )
-                .await
-                .map_err(|e| storage("recording the layout version", e))?;
-        }
-        LAYOUT_VERSION => {}
-        newer if newer > LAYOUT_VERSION => {
-            return Err(Error::InvalidInput(format!(
-                "the database has layout version {newer}, newer than this Folio understands \
-                 ({LAYOUT_VERSION}); upgrade Folio to open it"
-            )));
-        }
-        older => {
-            return Err(Error::InvalidInput(format!(
-                "the database has layout version {older}, which this Folio cannot upgrade"
-            )));
-        }
+    let applied = applied.unwrap_or(0);
+    if applied > LAYOUT_VERSION {
+        return Err(Error::InvalidInput(format!(
+            "the database has layout version {applied}, newer than this Folio understands \
+             ({LAYOUT_VERSION}); upgrade Folio to open it"
+        )));
+    }
+    if applied < 1 {
+        client
+            .batch_execute(&layout_v1(schema))
+            .await
+            .map_err(|e| storage("creating the database layout", e))?;
+        client
+            .execute(
+                &format!("INSERT INTO {schema}.meta (key, value) VALUES ('database_id', $1) ON CONFLICT DO NOTHING"),
+                &[&DatabaseId::generate().as_str()],
+            )
+            .await
+            .map_err(|e| storage("recording the database id", e))?;
+        record(client, schema, 1).await?;
+    }
+    if applied < 2 {
+        // One transaction: the history is copied from a consistent state.
+        client
+            .batch_execute(&format!("BEGIN; {} COMMIT;", layout_v2(schema)))
+            .await
+            .map_err(|e| storage("adding the changes feed to the layout", e))?;
+        record(client, schema, 2).await?;
     }
     let id: String = client
         .query_one(
@@ -131,4 +151,18 @@ async fn try_migrate(client: &Client, schema: &str) -> Result<DatabaseId> {
         .map_err(|e| storage("reading the database id", e))?
         .get(0);
     DatabaseId::parse(&id)
+}
+
+/// Records that layout `version` is applied.
+async fn record(client: &Client, schema: &str, version: i32) -> Result<()> {
+    client
+        .execute(
+            &format!(
+                "INSERT INTO {schema}.folio_migrations (version) VALUES ($1) ON CONFLICT DO NOTHING"
+            ),
+            &[&version],
+        )
+        .await
+        .map_err(|e| storage("recording the layout version", e))
+        .map(drop)
 }

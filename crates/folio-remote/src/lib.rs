@@ -51,8 +51,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use folio_core::{
-    Batch, CommitResult, ConcurrencyError, Engine, EngineError, EngineErrorKind, Entry, Error,
-    FieldPath, Metadata, Query, QueryResult, Result, validate,
+    Batch, ChangesPage, CommitResult, ConcurrencyError, Engine, EngineError, EngineErrorKind,
+    Entry, Error, FieldPath, Metadata, Query, QueryResult, Result, validate,
 };
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, LOCATION};
 use serde::de::DeserializeOwned;
@@ -121,6 +121,8 @@ impl std::fmt::Debug for RemoteOptions {
 pub struct RemoteEngine {
     client: reqwest::Client,
     endpoint: Endpoint,
+    /// How long one request may take (long polls wait less than this).
+    timeout: Duration,
 }
 
 impl RemoteEngine {
@@ -140,7 +142,11 @@ impl RemoteEngine {
     pub async fn connect(url: &str, options: RemoteOptions) -> Result<Self> {
         let endpoint = Endpoint::parse(url)?;
         let client = client(&options)?;
-        let engine = RemoteEngine { client, endpoint };
+        let engine = RemoteEngine {
+            client,
+            endpoint,
+            timeout: options.timeout,
+        };
         engine.probe().await?;
         Ok(engine)
     }
@@ -181,6 +187,51 @@ impl RemoteEngine {
         write: bool,
     ) -> Result<T> {
         exchange(request, write).await.map_err(error::map)
+    }
+
+    /// `GET /db/{db}/changes` as a long poll (`Accept: application/json`):
+    /// waits at most `wait`, and at most half the request timeout.
+    async fn long_poll(
+        &self,
+        since: u64,
+        collection: Option<&str>,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<ChangesPage> {
+        if let Some(page) = ChangesPage::check_request(since, collection, limit)? {
+            return Ok(page);
+        }
+        let limit = limit.min(MAX_PAGE);
+        let wait = wait.min(self.timeout / 2);
+        let mut url = self.endpoint.url(&["changes"]);
+        {
+            let mut pairs = url.query_pairs_mut();
+            pairs.append_pair("since", &since.to_string());
+            if let Some(collection) = collection {
+                pairs.append_pair("collection", collection);
+            }
+            pairs.append_pair("limit", &limit.to_string());
+            pairs.append_pair("timeout", &format!("{:.3}", wait.as_secs_f64()));
+        }
+        let request = self
+            .client
+            .get(url)
+            .header(ACCEPT, HeaderValue::from_static("application/json"));
+        let page: ChangesPage = self.call(request, false).await?;
+        let ordered = page
+            .changes
+            .windows(2)
+            .all(|pair| pair[0].etag < pair[1].etag);
+        let in_range = page
+            .changes
+            .iter()
+            .all(|change| change.etag > since && change.etag <= page.last_etag);
+        if page.changes.len() > limit || !ordered || !in_range {
+            return Err(protocol(format!(
+                "the changes after {since} were answered out of order or out of range"
+            )));
+        }
+        Ok(page)
     }
 
     /// The entries (with their documents) of `ids` in `collection`, in
@@ -373,6 +424,34 @@ impl Engine for RemoteEngine {
     /// index; configure indexes where the server's engine is opened.
     async fn ensure_index(&self, collection: &str, _path: &FieldPath) -> Result<()> {
         validate::collection(collection)
+    }
+
+    /// `GET /db/{db}/changes` with `timeout=0`.
+    async fn changes(
+        &self,
+        since: u64,
+        collection: Option<&str>,
+        limit: usize,
+    ) -> Result<ChangesPage> {
+        self.long_poll(since, collection, limit, Duration::ZERO)
+            .await
+    }
+
+    /// A long poll for one change of any collection.
+    async fn wait_for_changes(&self, since: u64, timeout: Duration) -> Result<u64> {
+        let page = self.long_poll(since, None, 1, timeout).await?;
+        Ok(page.last_etag)
+    }
+
+    /// One long poll (the server waits; one request per call).
+    async fn changes_wait(
+        &self,
+        since: u64,
+        collection: Option<&str>,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<ChangesPage> {
+        self.long_poll(since, collection, limit, timeout).await
     }
 }
 

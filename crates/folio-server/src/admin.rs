@@ -93,6 +93,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         crate::documents::get_many,
         crate::batch::batch,
         crate::batch::query,
+        crate::changes::changes,
         list_databases,
         create_database,
         healthz,

@@ -29,7 +29,7 @@ pub struct DatabasePath {
     db: String,
 }
 
-fn database_path(path: Result<Path<DatabasePath>, PathRejection>) -> ApiResult<String> {
+pub(crate) fn database_path(path: Result<Path<DatabasePath>, PathRejection>) -> ApiResult<String> {
     let Path(path) =
         path.map_err(|rejection| ApiError::BadRequest(format!("malformed path: {rejection}")))?;
     validate::database(&path.db)?;

@@ -116,7 +116,7 @@ impl ApiError {
         }
     }
 
-    fn detail(&self) -> String {
+    pub(crate) fn detail(&self) -> String {
         match self {
             ApiError::BadRequest(detail)
             | ApiError::Unauthorized(detail)

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod auth;
 pub mod batch;
+pub mod changes;
 pub mod client;
 pub mod conditional;
 pub mod databases;
@@ -43,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .route("/db/{db}", put(admin::create_database))
         .route("/db/{db}/batch", post(batch::batch))
         .route("/db/{db}/query", post(batch::query))
+        .route("/db/{db}/changes", get(changes::changes))
         .route(
             "/db/{db}/docs/{collection}",
             get(documents::list_documents).post(documents::post_document),
@@ -113,8 +115,14 @@ pub fn check_exposure(listen: &SocketAddr, has_keys: bool, insecure: bool) -> Re
 /// Serves `state` on `listener` until SIGINT or SIGTERM; requests in flight
 /// finish before it returns.
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
+    let stopping = state.clone();
     axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Event streams never end by themselves: end them, so that
+            // graceful shutdown does not wait for them forever.
+            stopping.shut_down();
+        })
         .await
 }
 

@@ -42,6 +42,8 @@ struct Inner {
     /// there need `If-Match`.
     require_precondition: HashSet<String>,
     metrics: Metrics,
+    /// Set when the server begins shutting down.
+    shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -59,6 +61,7 @@ impl AppState {
                 limits,
                 require_precondition: require_precondition.into_iter().collect(),
                 metrics: Metrics::default(),
+                shutdown: tokio::sync::watch::Sender::new(false),
             }),
         }
     }
@@ -76,6 +79,20 @@ impl AppState {
     /// The metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// Tells long-lived responses (event streams) to end: the server is
+    /// shutting down.
+    pub fn shut_down(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    /// Resolves once [`AppState::shut_down`] was called.
+    pub fn shutting_down(&self) -> impl Future<Output = ()> + Send + use<> {
+        let mut receiver = self.inner.shutdown.subscribe();
+        async move {
+            let _ = receiver.wait_for(|stopping| *stopping).await;
+        }
     }
 
     /// Checks the request's key for `needed` in `database` (no keys: allowed).

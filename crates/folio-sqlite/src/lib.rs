@@ -37,9 +37,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
+use std::time::Duration;
+
 use folio_core::{
-    Batch, CommitResult, DatabaseId, Engine, Entry, FieldPath, Metadata, Query, Result,
-    time_from_millis, validate,
+    Batch, Change, ChangeHorizon, ChangeKind, ChangesPage, CommitResult, DatabaseId, Engine, Entry,
+    FieldPath, Metadata, Query, Result, time_from_millis, validate,
 };
 use rusqlite::{OptionalExtension, params};
 use tokio::sync::oneshot;
@@ -107,6 +109,8 @@ struct Shared {
     readers: ReaderPool,
     cache: Arc<DocumentCache>,
     database_id: DatabaseId,
+    /// The changes feed's horizon: the last etag durably committed.
+    horizon: Arc<ChangeHorizon>,
     location: Arc<Location>,
     /// The exclusive lock on the database (a file's `.lock` beside it),
     /// released when the engine closes.
@@ -168,13 +172,14 @@ impl SqliteEngine {
             None => None,
         };
         let failed = Arc::new(Failed::default());
+        let horizon = Arc::new(ChangeHorizon::new(opened.last_etag));
         let acknowledger = match (location.path(), options.durability) {
             (Some(path), Durability::Full) => {
                 let mut wal = path.as_os_str().to_owned();
                 wal.push("-wal");
-                Acknowledger::synced(PathBuf::from(wal), failed.clone())?
+                Acknowledger::synced(PathBuf::from(wal), failed.clone(), horizon.clone())?
             }
-            _ => Acknowledger::Immediate,
+            _ => Acknowledger::Immediate(horizon.clone()),
         };
         let writer = Writer::start(
             connection,
@@ -192,6 +197,7 @@ impl SqliteEngine {
                 readers: ReaderPool::new(location.clone(), options.max_idle_readers),
                 cache,
                 database_id: opened.database_id,
+                horizon,
                 location,
                 _lock: lock,
             }),
@@ -437,6 +443,89 @@ impl Engine for SqliteEngine {
         self.shared.writer.send(Request::Execute { sql, reply })?;
         answer.await.map_err(|_| closed())?
     }
+
+    async fn changes(
+        &self,
+        since: u64,
+        collection: Option<&str>,
+        limit: usize,
+    ) -> Result<ChangesPage> {
+        if let Some(page) = ChangesPage::check_request(since, collection, limit)? {
+            return Ok(page);
+        }
+        // Only what is durable: the rows above the horizon may belong to a
+        // group still being synced.
+        let horizon = self.shared.horizon.current();
+        if since >= horizon {
+            return Ok(ChangesPage::new(Vec::new(), since, horizon, limit));
+        }
+        let collection = collection.map(str::to_owned);
+        let changes = self
+            .read_blocking(move |connection, database| {
+                read_changes(
+                    connection,
+                    database,
+                    since,
+                    horizon,
+                    collection.as_deref(),
+                    limit,
+                )
+            })
+            .await?;
+        Ok(ChangesPage::new(changes, since, horizon, limit))
+    }
+
+    async fn wait_for_changes(&self, since: u64, timeout: Duration) -> Result<u64> {
+        Ok(self.shared.horizon.wait_beyond(since, timeout).await)
+    }
+}
+
+/// The changes with `since < etag <= horizon`, of `collection` when given.
+fn read_changes(
+    connection: &rusqlite::Connection,
+    database: &DatabaseId,
+    since: u64,
+    horizon: u64,
+    collection: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Change>> {
+    let etag = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+    let mut statement = connection
+        .prepare_cached(
+            "SELECT etag, kind, collection, id, revision FROM changes \
+             WHERE etag > ?1 AND etag <= ?2 AND (?3 IS NULL OR collection = ?3) \
+             ORDER BY etag LIMIT ?4",
+        )
+        .map_err(|e| storage("preparing the changes feed", e))?;
+    let rows = statement
+        .query_map(
+            params![
+                etag(since),
+                etag(horizon),
+                collection,
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+            |row| {
+                let etag: i64 = row.get(0)?;
+                let kind: i64 = row.get(1)?;
+                let revision: i64 = row.get(4)?;
+                Ok(Change {
+                    etag: u64::try_from(etag).unwrap_or(0),
+                    kind: if kind == 1 {
+                        ChangeKind::Delete
+                    } else {
+                        ChangeKind::Put
+                    },
+                    collection: row.get(2)?,
+                    id: row.get(3)?,
+                    change_vector: change_vector(etag, database),
+                    revision: u64::try_from(revision).unwrap_or(0),
+                })
+            },
+        )
+        .map_err(|e| storage("reading the changes feed", e))?;
+    rows.collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(|e| storage("reading the changes feed", e))
 }
 
 impl std::fmt::Debug for SqliteEngine {

@@ -4,8 +4,13 @@
 //!   Its row id never changes, so an update rewrites the row in place and
 //!   touches no index: one B-tree page per write. `data` is SQLite JSONB.
 //! * `tombstones`: one row per deleted document, with the etag of its
-//!   delete, so the last etag survives deletes and a later changes feed can
-//!   report them. A put of the same id removes its tombstone.
+//!   delete, so the last etag survives deletes. A put of the same id
+//!   removes its tombstone.
+//! * `changes`: the changes feed, one row per write that took an etag
+//!   (`kind` 0 = put, 1 = delete), keyed by the etag (appends go to the
+//!   right edge of the B-tree). Triggers on `documents` record puts inside
+//!   the statement that writes, so a conditional update stays one atomic
+//!   statement; the writer records deletes beside their tombstone.
 //! * `folio_meta`: key/value settings, among them the database id.
 //! * `folio_counters`: `last_etag`, the last etag issued, written once per
 //!   group commit.
@@ -18,7 +23,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::error::storage;
 
 /// The layout version this build writes.
-const LAYOUT_VERSION: i64 = 1;
+const LAYOUT_VERSION: i64 = 2;
 
 const LAYOUT_V1: &str = "
 CREATE TABLE folio_meta (
@@ -47,9 +52,35 @@ CREATE TABLE tombstones (
 CREATE UNIQUE INDEX tombstones_by_key ON tombstones (collection, id);
 ";
 
+/// Version 2: the changes feed. A database of version 1 gets the current
+/// state as its history (one change per live document and per tombstone;
+/// a tombstone's revision is unknown there and reads as 0).
+const LAYOUT_V2: &str = "
+CREATE TABLE changes (
+    etag       INTEGER PRIMARY KEY,
+    kind       INTEGER NOT NULL,
+    collection TEXT    NOT NULL,
+    id         TEXT    NOT NULL,
+    revision   INTEGER NOT NULL
+);
+CREATE TRIGGER changes_of_inserts AFTER INSERT ON documents BEGIN
+    INSERT INTO changes (etag, kind, collection, id, revision)
+    VALUES (new.etag, 0, new.collection, new.id, new.revision);
+END;
+CREATE TRIGGER changes_of_updates AFTER UPDATE ON documents BEGIN
+    INSERT INTO changes (etag, kind, collection, id, revision)
+    VALUES (new.etag, 0, new.collection, new.id, new.revision);
+END;
+INSERT INTO changes (etag, kind, collection, id, revision)
+    SELECT etag, 0, collection, id, revision FROM documents
+    UNION ALL SELECT etag, 1, collection, id, 0 FROM tombstones;
+";
+
 /// What opening a database learned.
 pub(crate) struct Opened {
     pub(crate) database_id: DatabaseId,
+    /// The last etag issued so far.
+    pub(crate) last_etag: u64,
 }
 
 /// Creates the layout in a new database or checks an existing one, and reads
@@ -72,11 +103,8 @@ pub(crate) fn open(connection: &mut Connection) -> Result<Opened> {
                     [DatabaseId::generate().as_str()],
                 )
                 .map_err(|e| storage("recording the database id", e))?;
-            transaction
-                .pragma_update(None, "user_version", LAYOUT_VERSION)
-                .map_err(|e| storage("recording the layout version", e))?;
         }
-        LAYOUT_VERSION => {}
+        1..=LAYOUT_VERSION => {}
         newer => {
             return Err(Error::InvalidInput(format!(
                 "the database has layout version {newer}, newer than this Folio understands \
@@ -84,6 +112,23 @@ pub(crate) fn open(connection: &mut Connection) -> Result<Opened> {
             )));
         }
     }
+    if version < 2 {
+        transaction
+            .execute_batch(LAYOUT_V2)
+            .map_err(|e| storage("adding the changes feed to the layout", e))?;
+    }
+    if version < LAYOUT_VERSION {
+        transaction
+            .pragma_update(None, "user_version", LAYOUT_VERSION)
+            .map_err(|e| storage("recording the layout version", e))?;
+    }
+    let last_etag: i64 = transaction
+        .query_row(
+            "SELECT value FROM folio_counters WHERE name = 'last_etag'",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(|e| storage("reading the last etag", e))?;
     let database_id: String = transaction
         .query_row(
             "SELECT value FROM folio_meta WHERE key = 'database_id'",
@@ -102,5 +147,6 @@ pub(crate) fn open(connection: &mut Connection) -> Result<Opened> {
         .map_err(|e| storage("committing the schema", e))?;
     Ok(Opened {
         database_id: DatabaseId::parse(&database_id)?,
+        last_etag: u64::try_from(last_etag).unwrap_or(0),
     })
 }

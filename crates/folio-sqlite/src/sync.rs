@@ -13,6 +13,9 @@
 //! commit and acknowledgment); anything that depends on it commits later in
 //! the same log, so its own sync covers both.
 //!
+//! The changes feed's horizon moves with the answers: a group's last etag is
+//! published once the group is durable, never before.
+//!
 //! If a sync fails, the data of the groups waiting for it may not be on
 //! disk: they are answered with an error, and the engine refuses every later
 //! write (the failure is reported, never retried: a failed `fsync` can leave
@@ -25,7 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 
-use folio_core::{CommitResult, EngineError, EngineErrorKind, Error, Result};
+use folio_core::{ChangeHorizon, CommitResult, EngineError, EngineErrorKind, Error, Result};
 use tokio::sync::oneshot;
 
 /// A caller waiting for its batch's verdict.
@@ -54,24 +57,32 @@ pub(crate) fn sync_failure() -> Error {
     ))
 }
 
-/// Answers callers, after a sync when their writes must be durable.
+/// The replies of one or more groups, and the last etag they committed.
+type Group = (Vec<Reply>, u64);
+
+/// Answers callers, after a sync when their writes must be durable, and
+/// publishes the changes feed's horizon at the same moment.
 pub(crate) enum Acknowledger {
     /// Answer at once (in-memory databases, `Durability::Relaxed`).
-    Immediate,
+    Immediate(Arc<ChangeHorizon>),
     /// Answer after syncing the log, on the syncer thread.
     Synced {
-        sender: Option<Sender<Vec<Reply>>>,
+        sender: Option<Sender<Group>>,
         thread: Option<JoinHandle<()>>,
     },
 }
 
 impl Acknowledger {
     /// A syncer for the log at `wal_path`.
-    pub(crate) fn synced(wal_path: PathBuf, failed: Arc<Failed>) -> Result<Self> {
+    pub(crate) fn synced(
+        wal_path: PathBuf,
+        failed: Arc<Failed>,
+        horizon: Arc<ChangeHorizon>,
+    ) -> Result<Self> {
         let (sender, receiver) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("folio-sqlite-sync".into())
-            .spawn(move || run(&wal_path, &receiver, &failed))
+            .spawn(move || run(&wal_path, &receiver, &failed, &horizon))
             .map_err(|e| {
                 Error::Engine(
                     EngineError::new(EngineErrorKind::Other, "starting the sync thread failed")
@@ -84,13 +95,17 @@ impl Acknowledger {
         })
     }
 
-    /// Answers `replies` once their group is durable.
-    pub(crate) fn acknowledge(&self, replies: Vec<Reply>) {
+    /// Answers `replies` once their group, whose last etag is `last_etag`,
+    /// is durable.
+    pub(crate) fn acknowledge(&self, replies: Vec<Reply>, last_etag: u64) {
         match self {
-            Acknowledger::Immediate => answer(replies),
+            Acknowledger::Immediate(horizon) => {
+                horizon.publish(last_etag);
+                answer(replies);
+            }
             Acknowledger::Synced { sender, .. } => {
                 if let Some(sender) = sender
-                    && let Err(mpsc::SendError(replies)) = sender.send(replies)
+                    && let Err(mpsc::SendError((replies, _))) = sender.send((replies, last_etag))
                 {
                     fail(replies);
                 }
@@ -111,12 +126,13 @@ impl Drop for Acknowledger {
     }
 }
 
-fn run(wal_path: &PathBuf, receiver: &Receiver<Vec<Reply>>, failed: &Failed) {
+fn run(wal_path: &PathBuf, receiver: &Receiver<Group>, failed: &Failed, horizon: &ChangeHorizon) {
     let mut log: Option<File> = None;
-    while let Ok(mut replies) = receiver.recv() {
+    while let Ok((mut replies, mut last_etag)) = receiver.recv() {
         // Everything committed so far is covered by one sync.
-        while let Ok(more) = receiver.try_recv() {
+        while let Ok((more, etag)) = receiver.try_recv() {
             replies.extend(more);
+            last_etag = last_etag.max(etag);
         }
         if failed.is_set() {
             fail(replies);
@@ -131,7 +147,10 @@ fn run(wal_path: &PathBuf, receiver: &Receiver<Vec<Reply>>, failed: &Failed) {
             }),
         };
         match synced {
-            Ok(()) => answer(replies),
+            Ok(()) => {
+                horizon.publish(last_etag);
+                answer(replies);
+            }
             Err(_) => {
                 failed.set();
                 fail(replies);

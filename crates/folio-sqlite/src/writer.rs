@@ -18,6 +18,10 @@
 //! gets the error. The etag counter is read afresh inside each group's
 //! transaction, so several writers on one file (other processes) stay
 //! correct: SQLite's write lock orders them.
+//! Puts are recorded in the changes feed by triggers inside their own
+//! statement, deletes by the writer beside their tombstone; the group's
+//! last etag goes to the acknowledger, which publishes it as the feed's
+//! horizon once the group is durable.
 //! No waiting is added to gather a group: while one group syncs, the next
 //! one queues up by itself, so the group grows with the load.
 
@@ -227,7 +231,7 @@ impl WriterState {
             answer(replies);
             return;
         }
-        self.acknowledger.acknowledge(replies);
+        self.acknowledger.acknowledge(replies, self.last_etag);
     }
 
     /// Runs one batch inside its own savepoint; on a conflict or a failure the
@@ -431,7 +435,7 @@ impl WriterState {
         expect: &Expectation,
         etag: i64,
     ) -> Result<Option<bool>> {
-        let deleted = match expect {
+        let deleted: Option<i64> = match expect {
             Expectation::Missing => {
                 return Ok(self
                     .current_etag(collection, id)?
@@ -444,21 +448,31 @@ impl WriterState {
                 };
                 self.connection
                     .prepare_cached(
-                        "DELETE FROM documents WHERE collection = ?1 AND id = ?2 AND etag = ?3",
+                        "DELETE FROM documents WHERE collection = ?1 AND id = ?2 AND etag = ?3 \
+                         RETURNING revision",
                     )
-                    .and_then(|mut statement| statement.execute(params![collection, id, expected]))
-                    .map_err(|e| storage("deleting a document", e))?
+                    .and_then(|mut statement| {
+                        statement
+                            .query_row(params![collection, id, expected], |row| row.get(0))
+                            .optional()
+                    })
             }
             Expectation::Any => self
                 .connection
-                .prepare_cached("DELETE FROM documents WHERE collection = ?1 AND id = ?2")
-                .and_then(|mut statement| statement.execute(params![collection, id]))
-                .map_err(|e| storage("deleting a document", e))?,
-        };
+                .prepare_cached(
+                    "DELETE FROM documents WHERE collection = ?1 AND id = ?2 RETURNING revision",
+                )
+                .and_then(|mut statement| {
+                    statement
+                        .query_row(params![collection, id], |row| row.get(0))
+                        .optional()
+                }),
+        }
+        .map_err(|e| storage("deleting a document", e))?;
         match (deleted, expect) {
-            (0, Expectation::Any) => Ok(Some(false)),
-            (0, _) => Ok(None),
-            _ => {
+            (None, Expectation::Any) => Ok(Some(false)),
+            (None, _) => Ok(None),
+            (Some(revision), _) => {
                 self.connection
                     .prepare_cached(
                         "INSERT INTO tombstones (etag, collection, id) VALUES (?1, ?2, ?3) \
@@ -466,6 +480,15 @@ impl WriterState {
                     )
                     .and_then(|mut statement| statement.execute(params![etag, collection, id]))
                     .map_err(|e| storage("recording a delete", e))?;
+                self.connection
+                    .prepare_cached(
+                        "INSERT INTO changes (etag, kind, collection, id, revision) \
+                         VALUES (?1, 1, ?2, ?3, ?4)",
+                    )
+                    .and_then(|mut statement| {
+                        statement.execute(params![etag, collection, id, revision])
+                    })
+                    .map_err(|e| storage("recording a delete in the changes feed", e))?;
                 Ok(Some(true))
             }
         }

@@ -64,6 +64,7 @@ compile_error!(
     "folio needs at least one engine: enable the `sqlite`, the `postgres` or the `remote` feature"
 );
 
+mod changes;
 mod document;
 mod options;
 mod query;
@@ -74,11 +75,12 @@ pub mod testing;
 #[doc = include_str!("../docs/concurrency.md")]
 pub mod concurrency {}
 
+pub use changes::ChangeFeed;
 pub use document::Document;
 pub use folio_core::{
-    Batch, ChangeVector, Command, CommandKind, CommandResult, ConcurrencyError, Conflict, Engine,
-    EngineError, EngineErrorKind, EngineRef, Entry, Error, Expectation, FieldPath, Metadata, Op,
-    Query,
+    Batch, Change, ChangeKind, ChangeVector, ChangesPage, Command, CommandKind, CommandResult,
+    ConcurrencyError, Conflict, Engine, EngineError, EngineErrorKind, EngineRef, Entry, Error,
+    Expectation, FieldPath, Metadata, Op, Query,
 };
 pub use folio_derive::Document;
 #[cfg(feature = "postgres")]

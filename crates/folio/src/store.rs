@@ -106,6 +106,13 @@ impl DocumentStore {
         QuerySession::new(Session::new(self.inner.clone(), SessionOptions::default()))
     }
 
+    /// The changes feed after etag `since` (0: from the beginning): every
+    /// put and delete committed since, in etag order, each once, then new
+    /// ones as they commit. See [`crate::ChangeFeed`].
+    pub fn changes(&self, since: u64) -> crate::ChangeFeed {
+        crate::ChangeFeed::new(self, since)
+    }
+
     /// The engine behind this store.
     pub fn engine(&self) -> &EngineRef {
         &self.inner.engine

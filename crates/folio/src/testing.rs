@@ -102,4 +102,17 @@ impl Engine for FaultyEngine {
     async fn ensure_index(&self, collection: &str, path: &FieldPath) -> Result<()> {
         self.inner.ensure_index(collection, path).await
     }
+
+    async fn changes(
+        &self,
+        since: u64,
+        collection: Option<&str>,
+        limit: usize,
+    ) -> Result<folio_core::ChangesPage> {
+        self.inner.changes(since, collection, limit).await
+    }
+
+    async fn wait_for_changes(&self, since: u64, timeout: std::time::Duration) -> Result<u64> {
+        self.inner.wait_for_changes(since, timeout).await
+    }
 }

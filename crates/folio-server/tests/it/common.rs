@@ -151,6 +151,21 @@ pub(crate) fn app_over(data: &Path, config: Config) -> Router {
     router(state)
 }
 
+/// The state of a server over data directory `data`, with no keys, default
+/// limits and no collection requiring preconditions (for tests that serve
+/// on a real socket or need the state itself).
+pub(crate) fn plain_state(data: &Path) -> AppState {
+    AppState::new(
+        Databases::new(Backend::Embedded {
+            dir: data.to_owned(),
+            options: options(),
+        }),
+        None,
+        Limits::default(),
+        Vec::<String>::new(),
+    )
+}
+
 /// Sends one request to `app` in-process.
 pub(crate) async fn send(
     app: &Router,

@@ -4,6 +4,7 @@
 
 mod auth;
 mod batch;
+mod changes;
 mod cli;
 mod common;
 mod concurrency;

@@ -126,6 +126,36 @@ async fn three_servers_on_one_postgres_lose_no_update() {
         .await
         .expect("seed");
     assert_eq!(seeded.status(), StatusCode::CREATED);
+    let seeded: serde_json::Value = seeded.json().await.expect("metadata");
+    let expected = TASKS as u64 * INCREMENTS;
+
+    // The changes feed of the first server sees every write, whichever
+    // server made it, each once, in order (long polls; LISTEN/NOTIFY wakes
+    // them).
+    let feed = {
+        let client = client.clone();
+        let url = format!("{}/db/{database}/changes", servers[0].base);
+        let mut since = seeded["etag"].as_u64().expect("an etag");
+        tokio::spawn(async move {
+            let mut revisions = Vec::new();
+            while revisions.len() < usize::try_from(expected).expect("small") {
+                let page: serde_json::Value = client
+                    .get(format!("{url}?since={since}&timeout=20"))
+                    .header(header::ACCEPT, "application/json")
+                    .send()
+                    .await
+                    .expect("a long poll")
+                    .json()
+                    .await
+                    .expect("a page");
+                for change in page["changes"].as_array().expect("changes") {
+                    revisions.push(change["revision"].as_u64().expect("a revision"));
+                }
+                since = page["last_etag"].as_u64().expect("last_etag");
+            }
+            revisions
+        })
+    };
 
     let tasks: Vec<_> = (0..TASKS)
         .map(|task| {
@@ -145,8 +175,17 @@ async fn three_servers_on_one_postgres_lose_no_update() {
         attempts += task.await.expect("task");
     }
 
+    let revisions = tokio::time::timeout(std::time::Duration::from_secs(60), feed)
+        .await
+        .expect("the feed sees every write")
+        .expect("the feed task finishes");
+    assert_eq!(
+        revisions,
+        (2..=expected + 1).collect::<Vec<_>>(),
+        "one change per successful write, in order"
+    );
+
     // Every server sees the same final state.
-    let expected = TASKS as u64 * INCREMENTS;
     for server in &servers {
         let response = client.get(counter(server)).send().await.expect("GET");
         let revision: u64 = response.headers()["folio-revision"]

@@ -4,13 +4,13 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use folio_server::{AppState, Backend, Databases, Limits, check_exposure};
+use folio_server::check_exposure;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 
-use crate::common::options;
+use crate::common::plain_state;
 
 /// A response read off the wire.
 struct WireResponse {
@@ -90,15 +90,7 @@ fn request(method: &str, path: &str, extra: &[&str], body: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_serves_several_requests_on_one_connection() {
     let root = tempfile::tempdir().expect("tempdir");
-    let state = AppState::new(
-        Databases::new(Backend::Embedded {
-            dir: root.path().join("data"),
-            options: options(),
-        }),
-        None,
-        Limits::default(),
-        Vec::<String>::new(),
-    );
+    let state = plain_state(&root.path().join("data"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("a port");

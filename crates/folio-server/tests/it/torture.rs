@@ -249,6 +249,19 @@ impl Engine for Broken {
     async fn ensure_index(&self, collection: &str, path: &FieldPath) -> folio::Result<()> {
         self.inner.ensure_index(collection, path).await
     }
+
+    async fn changes(
+        &self,
+        since: u64,
+        collection: Option<&str>,
+        limit: usize,
+    ) -> folio::Result<folio_core::ChangesPage> {
+        self.inner.changes(since, collection, limit).await
+    }
+
+    async fn wait_for_changes(&self, since: u64, timeout: Duration) -> folio::Result<u64> {
+        self.inner.wait_for_changes(since, timeout).await
+    }
 }
 
 /// A run against an in-memory engine broken by `breakage`: its report.

@@ -72,6 +72,23 @@ impl Engine for Recorder {
     async fn ensure_index(&self, collection: &str, path: &FieldPath) -> folio::Result<()> {
         self.inner.ensure_index(collection, path).await
     }
+
+    async fn changes(
+        &self,
+        since: u64,
+        collection: Option<&str>,
+        limit: usize,
+    ) -> folio::Result<folio_core::ChangesPage> {
+        self.inner.changes(since, collection, limit).await
+    }
+
+    async fn wait_for_changes(
+        &self,
+        since: u64,
+        timeout: std::time::Duration,
+    ) -> folio::Result<u64> {
+        self.inner.wait_for_changes(since, timeout).await
+    }
 }
 
 struct Faulty {

@@ -4,6 +4,7 @@
 //!   `conformance!` macro that instantiates scenarios once per engine;
 //! * `sessions`, `writes`, `tracking`, `queries`, `concurrency`: the
 //!   conformance suite (DESIGN.md's contract), written once;
+//! * `changes`: the changes feed on every engine, and the horizon on PostgreSQL;
 //! * `faults`: failed commits change neither the database nor the session;
 //! * `postgres`: PostgreSQL only: several engines (pools) and several OS
 //!   processes on one database lose no update and keep every invariant;
@@ -16,6 +17,7 @@
 #[macro_use]
 mod harness;
 
+mod changes;
 mod concurrency;
 mod derive;
 mod faults;

@@ -136,6 +136,23 @@ impl Engine for Counting {
     async fn ensure_index(&self, collection: &str, path: &FieldPath) -> folio::Result<()> {
         self.inner.ensure_index(collection, path).await
     }
+
+    async fn changes(
+        &self,
+        since: u64,
+        collection: Option<&str>,
+        limit: usize,
+    ) -> folio::Result<folio_core::ChangesPage> {
+        self.inner.changes(since, collection, limit).await
+    }
+
+    async fn wait_for_changes(
+        &self,
+        since: u64,
+        timeout: std::time::Duration,
+    ) -> folio::Result<u64> {
+        self.inner.wait_for_changes(since, timeout).await
+    }
 }
 
 /// A store over a counting wrapper of the test's engine, and a plain store

@@ -1,0 +1,235 @@
+//! `GET /db/{db}/changes`: the changes feed over HTTP (PROTOCOL.md,
+//! "Changes feed").
+//!
+//! * As Server-Sent Events (the default, `Accept: text/event-stream`): one
+//!   event per committed write, `id: <etag>`, `event: put|delete`, `data:`
+//!   the change as JSON. A client that reconnects with `Last-Event-ID`
+//!   resumes after that etag. Comments keep an idle stream alive.
+//! * As JSON long polling (`Accept: application/json`): `{ "changes":
+//!   [...], "last_etag": n }`, waiting up to `timeout` seconds when nothing
+//!   is newer; `last_etag` is the `since` of the next request.
+//!
+//! Both read [`folio_core::Engine::changes_wait`], which only returns what
+//! the engine has published (nothing is skipped or repeated) and waits on a
+//! notification, not by polling.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use folio_core::{Change, ChangesPage, EngineRef, validate};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Role;
+use crate::batch::{DatabasePath, database_path};
+use crate::documents::json_response;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// The most changes one page or one read of the stream holds (and the
+/// default `limit`).
+const MAX_LIMIT: usize = 1000;
+/// The longest a long poll may wait, in seconds, and the default.
+const MAX_TIMEOUT: f64 = 300.0;
+const DEFAULT_TIMEOUT: f64 = 30.0;
+/// How long the event stream waits for changes before asking again (the
+/// keep-alive comments go out meanwhile).
+const STREAM_WAIT: Duration = Duration::from_secs(15);
+
+/// The query string of the changes feed.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangesParams {
+    since: Option<u64>,
+    collection: Option<String>,
+    timeout: Option<f64>,
+    limit: Option<usize>,
+}
+
+/// One change as the feed writes it: the SSE `data` and the items of a
+/// long poll's `changes`.
+#[derive(Serialize)]
+struct ChangeBody<'a> {
+    kind: &'static str,
+    collection: &'a str,
+    id: &'a str,
+    change_vector: &'a str,
+    revision: u64,
+    etag: u64,
+}
+
+impl<'a> ChangeBody<'a> {
+    fn new(change: &'a Change) -> Self {
+        ChangeBody {
+            kind: change.kind.as_str(),
+            collection: &change.collection,
+            id: &change.id,
+            change_vector: change.change_vector.as_str(),
+            revision: change.revision,
+            etag: change.etag,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct PageBody<'a> {
+    changes: Vec<ChangeBody<'a>>,
+    last_etag: u64,
+}
+
+/// `GET /db/{db}/changes?since={etag}&collection={c}&timeout={s}&limit={n}`.
+#[utoipa::path(get, path = "/db/{db}/changes", tag = "changes", params(("db" = String, Path, description = "database"), ("since" = Option<u64>, Query, description = "changes after this etag (default 0; the Last-Event-ID header takes precedence)"), ("collection" = Option<String>, Query, description = "only this collection"), ("timeout" = Option<f64>, Query, description = "long poll: seconds to wait when nothing is newer, 0 to 300, default 30"), ("limit" = Option<usize>, Query, description = "1 to 1000 changes per page, default 1000"), ("Last-Event-ID" = Option<u64>, Header, description = "resume after this etag")), responses((status = 200, description = "text/event-stream: one event per change (id: etag, event: put or delete, data: {kind, collection, id, change_vector, revision, etag}); with Accept: application/json, { changes: [...], last_etag }", body = Object), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database", content_type = "application/problem+json")))]
+pub async fn changes(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    path: Result<Path<DatabasePath>, PathRejection>,
+    params: Result<Query<ChangesParams>, QueryRejection>,
+) -> ApiResult<Response> {
+    let db = database_path(path)?;
+    state.authorize(&headers, &db, Role::Read)?;
+    let Query(params) = params.map_err(|rejection| {
+        ApiError::BadRequest(format!("malformed query string: {rejection}"))
+    })?;
+    if let Some(collection) = &params.collection {
+        validate::collection(collection)?;
+    }
+    let limit = params.limit.unwrap_or(MAX_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {MAX_LIMIT}"
+        )));
+    }
+    let since = match last_event_id(&headers)? {
+        Some(etag) => etag,
+        None => params.since.unwrap_or(0),
+    };
+    let engine = state.databases().get(&db).await?;
+    if wants_json(&headers) {
+        let timeout = params.timeout.unwrap_or(DEFAULT_TIMEOUT);
+        if !(0.0..=MAX_TIMEOUT).contains(&timeout) {
+            return Err(ApiError::BadRequest(format!(
+                "timeout must be between 0 and {MAX_TIMEOUT} seconds"
+            )));
+        }
+        let page = engine
+            .changes_wait(
+                since,
+                params.collection.as_deref(),
+                limit,
+                Duration::from_secs_f64(timeout),
+            )
+            .await?;
+        return Ok(json_response(
+            StatusCode::OK,
+            HeaderMap::new(),
+            &PageBody {
+                changes: page.changes.iter().map(ChangeBody::new).collect(),
+                last_etag: page.last_etag,
+            },
+        ));
+    }
+    if params.timeout.is_some() {
+        return Err(ApiError::BadRequest(
+            "timeout is for long polling (Accept: application/json); an event stream stays open"
+                .into(),
+        ));
+    }
+    let stream = event_stream(engine, since, params.collection, limit, state);
+    let mut response = Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response();
+    // Proxies must not buffer the stream.
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache"),
+    );
+    Ok(response)
+}
+
+/// The events after `since`, read page by page until the client leaves or
+/// the server shuts down. A failure ends the stream with an `error` event
+/// (the client reconnects with `Last-Event-ID`).
+fn event_stream(
+    engine: EngineRef,
+    since: u64,
+    collection: Option<String>,
+    limit: usize,
+    state: AppState,
+) -> impl futures_util::Stream<Item = Result<Event, Infallible>> {
+    let pages = futures_util::stream::unfold(Some(since), move |since| {
+        let engine = engine.clone();
+        let collection = collection.clone();
+        async move {
+            let since = since?;
+            let read = engine
+                .changes_wait(since, collection.as_deref(), limit, STREAM_WAIT)
+                .await;
+            Some(match read {
+                Ok(page) => {
+                    let next = page.last_etag;
+                    (events(&page), Some(next))
+                }
+                Err(error) => {
+                    let message = ApiError::from(error).detail();
+                    (vec![Event::default().event("error").data(message)], None)
+                }
+            })
+        }
+    });
+    pages
+        .flat_map(|events| futures_util::stream::iter(events.into_iter().map(Ok)))
+        .take_until(state.shutting_down())
+}
+
+fn events(page: &ChangesPage) -> Vec<Event> {
+    page.changes
+        .iter()
+        .map(|change| {
+            let data = serde_json::to_string(&ChangeBody::new(change))
+                .unwrap_or_else(|_| String::from("{}"));
+            Event::default()
+                .id(change.etag.to_string())
+                .event(change.kind.as_str())
+                .data(data)
+        })
+        .collect()
+}
+
+/// The etag of `Last-Event-ID`, when sent.
+fn last_event_id(headers: &HeaderMap) -> ApiResult<Option<u64>> {
+    let Some(value) = headers.get("last-event-id") else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .map(Some)
+        .ok_or_else(|| ApiError::BadRequest("Last-Event-ID must be an etag (a number)".into()))
+}
+
+/// Whether the client asked for the long-poll form: `Accept` names
+/// `application/json` and not `text/event-stream`.
+fn wants_json(headers: &HeaderMap) -> bool {
+    let accept = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    let names = |media: &str| {
+        accept.split(',').any(|part| {
+            part.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case(media)
+        })
+    };
+    names("application/json") && !names("text/event-stream")
+}
