@@ -97,6 +97,9 @@ enum Command {
         /// The output file (absent: standard output).
         file: Option<PathBuf>,
     },
+    /// Torture a database: many clients mixing random reads and writes while
+    /// invariants are checked (exit code 1 on any violation, 2 when it cannot run).
+    Torture(folio_server::tools::torture::Args),
 }
 
 /// Which server and database a client command talks to.
@@ -168,6 +171,16 @@ fn main() -> ExitCode {
         }
     };
     let outcome = match cli.command {
+        Command::Torture(args) => {
+            return match runtime.block_on(folio_server::tools::torture::command(args)) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(message) => {
+                    eprintln!("folio torture: {message}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Command::Serve(args) => runtime.block_on(serve(args)).map_err(|message| Failure {
             message,
             status: None,
@@ -186,7 +199,7 @@ fn main() -> ExitCode {
 async fn client_command(command: Command) -> Result<(), Failure> {
     let mut stdout = std::io::stdout().lock();
     match command {
-        Command::Serve(_) => unreachable!("handled by main"),
+        Command::Serve(_) | Command::Torture(_) => unreachable!("handled by main"),
         Command::Get {
             target,
             collection,

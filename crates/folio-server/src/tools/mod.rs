@@ -4,3 +4,4 @@
 //! [`target::TargetSpec`].
 
 pub mod target;
+pub mod torture;
