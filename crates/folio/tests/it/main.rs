@@ -8,6 +8,8 @@
 //! * `faults`: failed commits change neither the database nor the session;
 //! * `postgres`: PostgreSQL only: several engines (pools) and several OS
 //!   processes on one database lose no update and keep every invariant;
+//! * `pg_terminate`: PostgreSQL only: backends terminated mid-batch fail
+//!   their batch whole, and the pool recovers;
 //! * `derive`: compile-fail tests of `#[derive(Document)]`.
 
 #![allow(unreachable_pub)]
@@ -19,6 +21,7 @@ mod changes;
 mod concurrency;
 mod derive;
 mod faults;
+mod pg_terminate;
 mod postgres;
 mod queries;
 mod sessions;
