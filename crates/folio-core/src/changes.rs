@@ -68,8 +68,8 @@ pub struct ChangesPage {
 }
 
 impl ChangesPage {
-    /// Checks a request for changes after `since` (the collection name),
-    /// and answers the one that needs no reading: `limit` 0 is an empty
+    /// Checks a request for changes after `since` (the collection name,
+    /// and that `since` is an etag: at most 2^63-1), and answers the one that needs no reading: `limit` 0 is an empty
     /// page that stays at `since`. Every engine starts with it.
     pub fn check_request(
         since: u64,
@@ -78,6 +78,12 @@ impl ChangesPage {
     ) -> crate::Result<Option<ChangesPage>> {
         if let Some(collection) = collection {
             crate::validate::collection(collection)?;
+        }
+        if i64::try_from(since).is_err() {
+            return Err(crate::Error::InvalidInput(format!(
+                "since is an etag, at most {}",
+                i64::MAX
+            )));
         }
         Ok((limit == 0).then(|| ChangesPage {
             changes: Vec::new(),

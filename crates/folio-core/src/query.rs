@@ -166,6 +166,12 @@ impl Filter {
             Op::StartsWith => self.value.is_string(),
             Op::Exists => self.value.is_boolean(),
         };
+        if holds_nul(&self.value) {
+            return Err(Error::InvalidInput(format!(
+                "the value of {} holds the character U+0000, which no document can hold",
+                self.path
+            )));
+        }
         if fits {
             Ok(())
         } else {
@@ -184,6 +190,14 @@ impl Filter {
                 }
             )))
         }
+    }
+}
+
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(values) => values.iter().any(holds_nul),
+        _ => false,
     }
 }
 
@@ -228,11 +242,52 @@ pub struct Query {
     #[serde(default)]
     pub order_by: Vec<Order>,
     /// How many results to skip.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "count::skip")]
     pub skip: u64,
     /// How many results to return at most (`None`: all).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "count::take")]
     pub take: Option<u64>,
+}
+
+/// `skip` and `take` in JSON: whole numbers, also when written with a
+/// fraction of zero (`10.0`), as JSON Schema's `integer` allows.
+mod count {
+    use serde::{Deserialize, Deserializer, de::Error as _};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Number {
+        Whole(u64),
+        Float(f64),
+    }
+
+    fn whole<'de, D: Deserializer<'de>>(number: Number) -> Result<u64, D::Error> {
+        match number {
+            Number::Whole(whole) => Ok(whole),
+            // Exactly representable: below 2^53, and no fraction.
+            Number::Float(float)
+                if float.fract() == 0.0 && (0.0..9_007_199_254_740_992.0).contains(&float) =>
+            {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                Ok(float as u64)
+            }
+            Number::Float(float) => Err(D::Error::custom(format!(
+                "expected a whole number of at least 0, got {float}"
+            ))),
+        }
+    }
+
+    pub(super) fn skip<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+        whole::<D>(Number::deserialize(deserializer)?)
+    }
+
+    pub(super) fn take<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<u64>, D::Error> {
+        Option::<Number>::deserialize(deserializer)?
+            .map(whole::<D>)
+            .transpose()
+    }
 }
 
 impl Query {
@@ -278,9 +333,18 @@ impl Query {
         self
     }
 
-    /// Checks the collection name and every filter.
+    /// Checks the collection name, every filter, and that `skip` and `take`
+    /// fit SQL's 64-bit signed integers.
     pub fn validate(&self) -> Result<()> {
         crate::validate::collection(&self.collection)?;
+        for (name, count) in [("skip", Some(self.skip)), ("take", self.take)] {
+            if count.is_some_and(|count| i64::try_from(count).is_err()) {
+                return Err(Error::InvalidInput(format!(
+                    "{name} is at most {}",
+                    i64::MAX
+                )));
+            }
+        }
         self.filters.iter().try_for_each(Filter::validate)
     }
 }
@@ -305,6 +369,32 @@ mod tests {
         assert!(query.order_by[0].desc);
         assert_eq!(query.take, Some(50));
         query.validate().unwrap();
+    }
+
+    #[test]
+    fn skip_and_take_are_whole_numbers() {
+        let parse = |text: &str| serde_json::from_str::<Query>(text);
+        let query = parse(r#"{"collection":"c","skip":10.0,"take":5}"#).unwrap();
+        assert_eq!((query.skip, query.take), (10, Some(5)));
+        assert_eq!(
+            parse(r#"{"collection":"c","take":null}"#).unwrap().take,
+            None
+        );
+        assert!(Query::new("c").skip(u64::MAX).validate().is_err());
+        assert!(Query::new("c").take(1 << 63).validate().is_err());
+        assert!(Query::new("c").skip(i64::MAX as u64).validate().is_ok());
+        for bad in [
+            r#""skip":1.5"#,
+            r#""skip":-1"#,
+            r#""take":-2.0"#,
+            r#""skip":"1""#,
+            r#""take":1e300"#,
+        ] {
+            assert!(
+                parse(&format!(r#"{{"collection":"c",{bad}}}"#)).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
@@ -335,6 +425,8 @@ mod tests {
         assert!(check(Op::Exists, json!(true)).is_ok());
         assert!(check(Op::Exists, json!("yes")).is_err());
         assert!(check(Op::Contains, json!(null)).is_err());
+        assert!(check(Op::Eq, json!("a\u{0}b")).is_err());
+        assert!(check(Op::In, json!(["a", "\u{0}"])).is_err());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! before anything is queued or written, so bad input fails early with
 //! [`Error::InvalidInput`] and a message that says what is allowed.
 
-use serde::de::IgnoredAny;
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::{Error, Result};
 
@@ -108,7 +108,10 @@ pub fn database(name: &str) -> Result<()> {
 pub const MAX_NESTING: usize = 128;
 
 /// Checks that `text` is one well-formed JSON object, nesting at most
-/// [`MAX_NESTING`] arrays and objects deep.
+/// [`MAX_NESTING`] arrays and objects deep, that any JSON parser reads back:
+/// no `\u0000` in its strings (PostgreSQL cannot store that character, so
+/// no engine takes it), no lone surrogate escape, no number beyond a
+/// 64-bit float.
 pub fn document_text(text: &str) -> Result<()> {
     if !text.trim_start().starts_with('{') {
         return Err(Error::InvalidInput(
@@ -121,11 +124,79 @@ pub fn document_text(text: &str) -> Result<()> {
             "a document may nest arrays and objects at most {MAX_NESTING} deep; this one nests {depth} deep"
         )));
     }
-    serde_json::from_str::<IgnoredAny>(text)
-        .map(drop)
-        .map_err(|error| {
-            Error::InvalidInput(format!("a document must be well-formed JSON: {error}"))
-        })
+    read_value::<Checked>(text).map(drop).map_err(|error| {
+        Error::InvalidInput(format!("a document must be well-formed JSON: {error}"))
+    })
+}
+
+/// Reads JSON `text` whose nesting was checked against [`MAX_NESTING`]
+/// (serde_json's own limit stops at 127 levels, one short of it).
+pub fn read_value<T: serde::de::DeserializeOwned>(text: &str) -> serde_json::Result<T> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    deserializer.disable_recursion_limit();
+    let value = T::deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(value)
+}
+
+/// A JSON value read only to be checked, as strictly as any JSON parser
+/// reads it back: strings decoded (every escape valid, surrogates in
+/// pairs) and free of U+0000 (PostgreSQL cannot store it), numbers within
+/// a 64-bit float (`1e400` is not). Skipping values unread (`IgnoredAny`)
+/// checks neither, and such a document could be stored but never read.
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(Checked)
+    }
+}
+
+impl<'de> Visitor<'de> for Checked {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Checked, E> {
+        if text.contains('\0') {
+            return Err(E::custom(
+                "a string holds the character U+0000 (\\u0000), which no engine stores",
+            ));
+        }
+        Ok(Checked)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut values: A) -> Result<Checked, A::Error> {
+        while values.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Checked, A::Error> {
+        while entries.next_entry::<Checked, Checked>()?.is_some() {}
+        Ok(Checked)
+    }
 }
 
 /// The deepest nesting of arrays and objects in JSON `text` (brackets inside
@@ -243,5 +314,28 @@ mod tests {
         );
         let deep = format!("{{\"a\":{}1{}}}", "[".repeat(200), "]".repeat(200));
         assert!(document_text(&deep).is_err());
+        assert!(document_text(r#"{"a":"x\u0000y"}"#).is_err());
+        assert!(document_text(r#"{"x\u0000":1}"#).is_err());
+        assert!(document_text(r#"{"a":"\\u0000","u0000":"\u0001"}"#).is_ok());
+        assert!(document_text(r#"{"a":1e400}"#).is_err());
+        assert!(document_text(r#"{"a":[-1.5E+309]}"#).is_err());
+        assert!(document_text(&format!(r#"{{"a":{}}}"#, "9".repeat(400))).is_err());
+        assert!(
+            document_text(r#"{"a":1e308,"b":-1e-400,"c":"1e400","d":12345678901234567890}"#)
+                .is_ok()
+        );
+        assert!(document_text(r#"{"a":"\uDaaD&"}"#).is_err());
+        assert!(document_text(r#"{"a":"\uDC00"}"#).is_err());
+        assert!(document_text(r#"{"a":"\uD834\uDD1E \u00e9 \n"}"#).is_ok());
+        let deepest = format!(
+            "{{\"a\":{}1{}}}",
+            "[".repeat(MAX_NESTING - 1),
+            "]".repeat(MAX_NESTING - 1)
+        );
+        assert_eq!(nesting_depth(&deepest), MAX_NESTING);
+        assert!(
+            document_text(&deepest).is_ok(),
+            "the deepest allowed document"
+        );
     }
 }

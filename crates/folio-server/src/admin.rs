@@ -43,7 +43,7 @@ pub async fn list_databases(
 
 /// `PUT /db/{db}` (admin): creates the database; 201 when created, 200
 /// when it existed.
-#[utoipa::path(put, path = "/db/{db}", tag = "databases", params(("db" = String, Path, description = "database")), responses((status = 201, description = "created", body = Object), (status = 200, description = "existed already", body = Object), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json")))]
+#[utoipa::path(put, path = "/db/{db}", tag = "databases", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")), responses((status = 201, description = "created", body = Object), (status = 200, description = "existed already", body = Object), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json")))]
 pub async fn create_database(
     State(state): State<AppState>,
     headers: HeaderMap,

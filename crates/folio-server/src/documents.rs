@@ -22,7 +22,7 @@ use serde_json::value::RawValue;
 use crate::auth::Role;
 use crate::conditional::{Preconditions, etag_header};
 use crate::error::{ApiError, ApiResult, PreconditionFailure};
-use crate::state::AppState;
+use crate::state::{AppState, Limits};
 
 /// How often a conditional write re-reads the document when it changed
 /// between the read that judged the preconditions and the write.
@@ -83,7 +83,10 @@ pub(crate) fn body_text(
         {
             ApiError::PayloadTooLarge(state.limits().max_body_bytes)
         }
-        other => ApiError::BadRequest(format!("the body could not be read: {other}")),
+        other => match crate::deadline::is_body_timeout(&other) {
+            Some(timeout) => ApiError::RequestTimeout(timeout),
+            None => ApiError::BadRequest(format!("the body could not be read: {other}")),
+        },
     })?;
     if body.len() > state.limits().max_body_bytes {
         return Err(ApiError::PayloadTooLarge(state.limits().max_body_bytes));
@@ -250,7 +253,7 @@ async fn conditional_write(
 }
 
 /// `GET` and `HEAD /db/{db}/docs/{collection}/{id}`.
-#[utoipa::path(get, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(("db" = String, Path, description = "database"), ("collection" = String, Path, description = "collection"), ("id" = String, Path, description = "document id, percent-encoded")), responses((status = 200, description = "the document as stored; ETag is its change vector", content_type = "application/json"), (status = 304, description = "If-None-Match matched"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("collection" = String, Path, description = "collection: 1 to 128 of A-Z, a-z, 0-9, _ and -", pattern = "^[A-Za-z0-9_-]{1,128}$"), ("id" = String, Path, description = "document id, percent-encoded: 1 to 512 bytes of UTF-8, no control characters", pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,512}$")), responses((status = 200, description = "the document as stored; ETag is its change vector", content_type = "application/json"), (status = 304, description = "If-None-Match matched"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json")))]
 pub async fn get_document(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -281,7 +284,7 @@ pub async fn get_document(
 }
 
 /// `PUT /db/{db}/docs/{collection}/{id}`.
-#[utoipa::path(put, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(("db" = String, Path, description = "database"), ("collection" = String, Path, description = "collection"), ("id" = String, Path, description = "document id, percent-encoded")), request_body(content = Object, content_type = "application/json", description = "the document, a JSON object"), responses((status = 200, description = "updated; the new metadata", body = Object), (status = 201, description = "created; the metadata", body = Object), (status = 412, description = "If-Match / If-None-Match failed", content_type = "application/problem+json"), (status = 413, description = "body too large", content_type = "application/problem+json"), (status = 415, description = "not application/json", content_type = "application/problem+json"), (status = 428, description = "this collection requires If-Match", content_type = "application/problem+json"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json")))]
+#[utoipa::path(put, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("collection" = String, Path, description = "collection: 1 to 128 of A-Z, a-z, 0-9, _ and -", pattern = "^[A-Za-z0-9_-]{1,128}$"), ("id" = String, Path, description = "document id, percent-encoded: 1 to 512 bytes of UTF-8, no control characters", pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,512}$")), request_body(content = Object, content_type = "application/json", description = "the document, a JSON object"), responses((status = 200, description = "updated; the new metadata", body = Object), (status = 201, description = "created; the metadata", body = Object), (status = 412, description = "If-Match / If-None-Match failed", content_type = "application/problem+json"), (status = 413, description = "body too large", content_type = "application/problem+json"), (status = 415, description = "not application/json", content_type = "application/problem+json"), (status = 428, description = "this collection requires If-Match", content_type = "application/problem+json"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json")))]
 pub async fn put_document(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -337,7 +340,7 @@ fn precondition_required(collection: &str) -> ApiError {
 }
 
 /// `POST /db/{db}/docs/{collection}`: a new document with a generated id.
-#[utoipa::path(post, path = "/db/{db}/docs/{collection}", tag = "documents", params(("db" = String, Path, description = "database"), ("collection" = String, Path, description = "collection")), request_body(content = Object, content_type = "application/json"), responses((status = 201, description = "created with a generated id; Location names it", body = Object), (status = 415, description = "not application/json", content_type = "application/problem+json"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/db/{db}/docs/{collection}", tag = "documents", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("collection" = String, Path, description = "collection: 1 to 128 of A-Z, a-z, 0-9, _ and -", pattern = "^[A-Za-z0-9_-]{1,128}$")), request_body(content = Object, content_type = "application/json"), responses((status = 201, description = "created with a generated id; Location names it", body = Object), (status = 415, description = "not application/json", content_type = "application/problem+json"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json"), (status = 413, description = "body too large", content_type = "application/problem+json")))]
 pub async fn post_document(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -380,7 +383,7 @@ pub async fn post_document(
 }
 
 /// `DELETE /db/{db}/docs/{collection}/{id}`.
-#[utoipa::path(delete, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(("db" = String, Path, description = "database"), ("collection" = String, Path, description = "collection"), ("id" = String, Path, description = "document id, percent-encoded")), responses((status = 204, description = "deleted, or there was nothing to delete"), (status = 412, description = "If-Match failed", content_type = "application/problem+json"), (status = 428, description = "this collection requires If-Match", content_type = "application/problem+json"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json")))]
+#[utoipa::path(delete, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("collection" = String, Path, description = "collection: 1 to 128 of A-Z, a-z, 0-9, _ and -", pattern = "^[A-Za-z0-9_-]{1,128}$"), ("id" = String, Path, description = "document id, percent-encoded: 1 to 512 bytes of UTF-8, no control characters", pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,512}$")), responses((status = 204, description = "deleted, or there was nothing to delete"), (status = 412, description = "If-Match failed", content_type = "application/problem+json"), (status = 428, description = "this collection requires If-Match", content_type = "application/problem+json"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json")))]
 pub async fn delete_document(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -416,7 +419,7 @@ pub async fn delete_document(
 /// `PATCH /db/{db}/docs/{collection}/{id}`: a JSON merge patch (RFC 7396)
 /// or a JSON patch (RFC 6902), applied to the current version and written
 /// only if that version is still current.
-#[utoipa::path(patch, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(("db" = String, Path, description = "database"), ("collection" = String, Path, description = "collection"), ("id" = String, Path, description = "document id, percent-encoded")), request_body(content = Object, content_type = "application/merge-patch+json", description = "a JSON merge patch (RFC 7396), or a JSON patch (RFC 6902) as application/json-patch+json"), responses((status = 200, description = "patched; the new metadata", body = Object), (status = 412, description = "If-Match failed", content_type = "application/problem+json"), (status = 415, description = "not a patch media type", content_type = "application/problem+json"), (status = 428, description = "this collection requires If-Match", content_type = "application/problem+json"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json")))]
+#[utoipa::path(patch, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("collection" = String, Path, description = "collection: 1 to 128 of A-Z, a-z, 0-9, _ and -", pattern = "^[A-Za-z0-9_-]{1,128}$"), ("id" = String, Path, description = "document id, percent-encoded: 1 to 512 bytes of UTF-8, no control characters", pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,512}$")), request_body(content = Object, content_type = "application/merge-patch+json", description = "a JSON merge patch (RFC 7396), or a JSON patch (RFC 6902) as application/json-patch+json"), responses((status = 200, description = "patched; the new metadata", body = Object), (status = 412, description = "If-Match failed", content_type = "application/problem+json"), (status = 415, description = "not a patch media type", content_type = "application/problem+json"), (status = 428, description = "this collection requires If-Match", content_type = "application/problem+json"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json"), (status = 413, description = "body too large", content_type = "application/problem+json")))]
 pub async fn patch_document(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -435,16 +438,7 @@ pub async fn patch_document(
     )?;
     let text = body_text(&state, body)?;
     check_nesting(&state, &text)?;
-    let patch: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|error| ApiError::BadRequest(format!("the patch is not JSON: {error}")))?;
-    let operations: Option<json_patch::Patch> = match media_type.as_str() {
-        "application/json-patch+json" => {
-            Some(serde_json::from_value(patch.clone()).map_err(|error| {
-                ApiError::BadRequest(format!("not a JSON patch (RFC 6902): {error}"))
-            })?)
-        }
-        _ => None,
-    };
+    let patch = Patch::parse(&media_type, &text)?;
     let engine = state.databases().get(&path.db).await?;
     let required =
         preconditions.is_empty() && state.requires_precondition(&path.db, &path.collection);
@@ -469,22 +463,7 @@ pub async fn patch_document(
             Expectation::Any => Expectation::version(current.clone()),
             expect => expect,
         };
-        let mut document: serde_json::Value = serde_json::from_str(&entry.document)
-            .map_err(|_| ApiError::Internal(folio_core::EngineErrorKind::Corrupt))?;
-        match &operations {
-            Some(operations) => json_patch::patch(&mut document, operations).map_err(|error| {
-                ApiError::BadRequest(format!("the patch does not apply: {error}"))
-            })?,
-            None => json_patch::merge(&mut document, &patch),
-        }
-        if !document.is_object() {
-            return Err(ApiError::BadRequest(
-                "the patched document is not a JSON object".into(),
-            ));
-        }
-        let patched = serde_json::to_string(&document)
-            .map_err(|_| ApiError::Internal(folio_core::EngineErrorKind::Other))?;
-        check_nesting(&state, &patched)?;
+        let patched = patch.apply(&entry.document, state.limits())?;
         let command = Command::put(path.collection.clone(), path.id.clone(), patched, expect);
         match commit(&state, &engine, vec![command]).await? {
             Ok(mut results) => {
@@ -510,6 +489,155 @@ pub async fn patch_document(
     Err(ApiError::Unavailable(folio_core::EngineErrorKind::Busy))
 }
 
+/// The body of a `PATCH`: a JSON merge patch (RFC 7396) or a JSON patch
+/// (RFC 6902).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Patch {
+    /// `application/merge-patch+json`.
+    Merge(serde_json::Value),
+    /// `application/json-patch+json`.
+    Json(json_patch::Patch),
+}
+
+impl Patch {
+    /// Parses a body of `media_type` (either patch media type); 400 when it
+    /// is not one.
+    pub fn parse(media_type: &str, text: &str) -> ApiResult<Patch> {
+        if media_type == "application/json-patch+json" {
+            serde_json::from_str(text)
+                .map(Patch::Json)
+                .map_err(|error| {
+                    ApiError::BadRequest(format!("not a JSON patch (RFC 6902): {error}"))
+                })
+        } else {
+            serde_json::from_str(text)
+                .map(Patch::Merge)
+                .map_err(|error| ApiError::BadRequest(format!("the patch is not JSON: {error}")))
+        }
+    }
+
+    /// Applies the patch to `document` (a stored document's JSON text) and
+    /// returns the new document's text: 400 when the patch does not apply
+    /// or the result is not a JSON object or nests deeper than `limits`
+    /// allow; 413 when the result would be larger than a body may be.
+    ///
+    /// A JSON patch's `copy` doubles a document with each operation, so the
+    /// size and depth are bounded as each operation applies, not only at
+    /// the end: thirty copies of the root would otherwise need terabytes.
+    pub fn apply(&self, document: &str, limits: Limits) -> ApiResult<String> {
+        // Stored documents nest at most `validate::MAX_NESTING` deep.
+        let mut value: serde_json::Value = validate::read_value(document)
+            .map_err(|_| ApiError::Internal(folio_core::EngineErrorKind::Corrupt))?;
+        match self {
+            Patch::Merge(patch) => json_patch::merge(&mut value, patch),
+            Patch::Json(patch) => {
+                let mut bound = Growth {
+                    bytes: document.len(),
+                    depth: validate::nesting_depth(document),
+                    limits,
+                };
+                for operation in &patch.0 {
+                    bound.admit(&value, operation)?;
+                    json_patch::patch_unsafe(&mut value, std::slice::from_ref(operation)).map_err(
+                        |error| ApiError::BadRequest(format!("the patch does not apply: {error}")),
+                    )?;
+                }
+            }
+        }
+        if !value.is_object() {
+            return Err(ApiError::BadRequest(
+                "the patched document is not a JSON object".into(),
+            ));
+        }
+        let patched = serde_json::to_string(&value)
+            .map_err(|_| ApiError::Internal(folio_core::EngineErrorKind::Other))?;
+        if patched.len() > limits.max_body_bytes {
+            return Err(ApiError::PayloadTooLarge(limits.max_body_bytes));
+        }
+        let depth = validate::nesting_depth(&patched);
+        if depth > limits.max_nesting {
+            return Err(ApiError::BadRequest(format!(
+                "the patched document nests {depth} deep; at most {} is allowed",
+                limits.max_nesting
+            )));
+        }
+        Ok(patched)
+    }
+}
+
+/// Upper bounds of a document's size and depth while a JSON patch applies.
+struct Growth {
+    bytes: usize,
+    depth: usize,
+    limits: Limits,
+}
+
+impl Growth {
+    /// Raises the bounds by what `operation` may add to `document`; an error
+    /// once they pass the limits. Values added from the patch itself are
+    /// bounded by the body; only `copy` multiplies, and `copy` and `move`
+    /// may deepen.
+    fn admit(
+        &mut self,
+        document: &serde_json::Value,
+        operation: &json_patch::PatchOperation,
+    ) -> ApiResult<()> {
+        use json_patch::PatchOperation;
+        let depth = |value: &serde_json::Value| validate::nesting_depth(&value.to_string());
+        match operation {
+            PatchOperation::Add(add) => {
+                self.depth = self.depth.max(add.path.count() + depth(&add.value));
+            }
+            PatchOperation::Replace(replace) => {
+                self.depth = self.depth.max(replace.path.count() + depth(&replace.value));
+            }
+            PatchOperation::Move(moved) => {
+                self.depth += moved.path.count().saturating_sub(moved.from.count());
+            }
+            PatchOperation::Copy(copy) => {
+                if let Some(source) = document.pointer(copy.from.as_str()) {
+                    let room = self.limits.max_body_bytes.saturating_sub(self.bytes);
+                    let mut counter = Counter { bytes: 0, room };
+                    if serde_json::to_writer(&mut counter, source).is_err() {
+                        return Err(ApiError::PayloadTooLarge(self.limits.max_body_bytes));
+                    }
+                    self.bytes += counter.bytes;
+                    let source_depth = self.depth.saturating_sub(copy.from.count());
+                    self.depth = self.depth.max(copy.path.count() + source_depth);
+                }
+            }
+            PatchOperation::Remove(_) | PatchOperation::Test(_) => {}
+        }
+        if self.depth > self.limits.max_nesting {
+            return Err(ApiError::BadRequest(format!(
+                "the patched document would nest deeper than {}",
+                self.limits.max_nesting
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Counts the bytes written to it; fails past `room`.
+struct Counter {
+    bytes: usize,
+    room: usize,
+}
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes += buf.len();
+        if self.bytes > self.room {
+            return Err(std::io::Error::other("too large"));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The query string of a collection listing.
 #[derive(Deserialize)]
 pub struct ListParams {
@@ -527,7 +655,7 @@ struct ListBody {
 const MAX_PAGE: usize = 1000;
 
 /// `GET /db/{db}/docs/{collection}?after={id}&limit={n}`: stable paging by id.
-#[utoipa::path(get, path = "/db/{db}/docs/{collection}", tag = "documents", params(("db" = String, Path, description = "database"), ("collection" = String, Path, description = "collection"), ("after" = Option<String>, Query, description = "list ids after this one"), ("limit" = Option<usize>, Query, description = "1 to 1000, default 100")), responses((status = 200, description = "{ items: [Entry], next: id or null }", body = Object), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/db/{db}/docs/{collection}", tag = "documents", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("collection" = String, Path, description = "collection: 1 to 128 of A-Z, a-z, 0-9, _ and -", pattern = "^[A-Za-z0-9_-]{1,128}$"), ("after" = Option<String>, Query, description = "list ids after this one (a document id)", pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,512}$"), ("limit" = Option<usize>, Query, description = "1 to 1000, default 100", minimum = 1, maximum = 1000)), responses((status = 200, description = "{ items: [Entry], next: id or null }", body = Object), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json")))]
 pub async fn list_documents(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -580,7 +708,7 @@ struct ResultsBody<T> {
 const MAX_IDS: usize = 1000;
 
 /// `POST /db/{db}/docs/{collection}/get` `{ "ids": [...] }`.
-#[utoipa::path(post, path = "/db/{db}/docs/{collection}/get", tag = "documents", params(("db" = String, Path, description = "database"), ("collection" = String, Path, description = "collection")), request_body(content = Object, content_type = "application/json", description = "{ ids: [string] }"), responses((status = 200, description = "{ results: [Entry or null] } in the order of ids", body = Object), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/db/{db}/docs/{collection}/get", tag = "documents", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("collection" = String, Path, description = "collection: 1 to 128 of A-Z, a-z, 0-9, _ and -", pattern = "^[A-Za-z0-9_-]{1,128}$")), request_body(content = crate::schemas::GetManyBody, content_type = "application/json", description = "{ ids: [string] }"), responses((status = 200, description = "{ results: [Entry or null] } in the order of ids", body = Object), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json"), (status = 413, description = "body too large", content_type = "application/problem+json"), (status = 415, description = "not the media type this route takes", content_type = "application/problem+json")))]
 pub async fn get_many(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -28,6 +28,8 @@ pub enum ApiError {
     Conflict(ConcurrencyError),
     /// 412: a precondition (`If-Match`, `If-None-Match`) failed.
     PreconditionFailed(PreconditionFailure),
+    /// 408: the body did not arrive in time (the connection is closed).
+    RequestTimeout(std::time::Duration),
     /// 413: the body is larger than the limit.
     PayloadTooLarge(usize),
     /// 415: the body's content type is not one this route takes.
@@ -73,6 +75,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PreconditionRequired(_) => StatusCode::PRECONDITION_REQUIRED,
@@ -91,6 +94,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method-not-allowed",
             ApiError::Conflict(_) => "concurrency-conflict",
             ApiError::PreconditionFailed(_) => "precondition-failed",
+            ApiError::RequestTimeout(_) => "request-timeout",
             ApiError::PayloadTooLarge(_) => "payload-too-large",
             ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
             ApiError::PreconditionRequired(_) => "precondition-required",
@@ -108,6 +112,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "Method not allowed",
             ApiError::Conflict(_) => "Optimistic concurrency check failed",
             ApiError::PreconditionFailed(_) => "Precondition failed",
+            ApiError::RequestTimeout(_) => "Request timeout",
             ApiError::PayloadTooLarge(_) => "Payload too large",
             ApiError::UnsupportedMediaType(_) => "Unsupported media type",
             ApiError::PreconditionRequired(_) => "Precondition required",
@@ -127,6 +132,9 @@ impl ApiError {
             ApiError::MethodNotAllowed => "this route does not take that method".into(),
             ApiError::Conflict(error) => error.to_string(),
             ApiError::PreconditionFailed(failure) => failure.detail.clone(),
+            ApiError::RequestTimeout(timeout) => {
+                format!("the body did not arrive within {} s", timeout.as_secs_f64())
+            }
             ApiError::PayloadTooLarge(limit) => {
                 format!("the body is larger than the limit of {limit} bytes")
             }
@@ -163,10 +171,19 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if let ApiError::Unauthorized(_) = self {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        match self {
+            ApiError::Unauthorized(_) => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            // The rest of the body may still come: this connection is done.
+            ApiError::RequestTimeout(_) => {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
         }
         response
     }

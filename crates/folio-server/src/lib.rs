@@ -14,9 +14,11 @@ pub mod changes;
 pub mod client;
 pub mod conditional;
 pub mod databases;
+pub mod deadline;
 pub mod documents;
 pub mod error;
 pub mod metrics;
+pub mod schemas;
 pub mod state;
 pub mod studio;
 pub mod tools;
@@ -73,6 +75,10 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(
             state.clone(),
+            deadline::limit_body_time,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
             record_request,
         ))
         .layer(TraceLayer::new_for_http())
@@ -114,18 +120,46 @@ pub fn check_exposure(listen: &SocketAddr, has_keys: bool, insecure: bool) -> Re
     }
 }
 
-/// Serves `state` on `listener` until SIGINT or SIGTERM; requests in flight
-/// finish before it returns.
+/// Serves `state` on `listener` (HTTP/1.1) until SIGINT or SIGTERM;
+/// requests in flight finish before it returns. A connection whose request
+/// head takes longer than `Limits::header_timeout` is closed.
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(state.limits().header_timeout);
     let stopping = state.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            // Event streams never end by themselves: end them, so that
-            // graceful shutdown does not wait for them forever.
-            stopping.shut_down();
-        })
-        .await
+    let service = hyper_util::service::TowerToHyperService::new(router(state));
+    let connections = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of file descriptors, or a connection reset before
+                    // it was accepted: keep serving the others.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let connection =
+            http.serve_connection(hyper_util::rt::TokioIo::new(stream), service.clone());
+        let connection = connections.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "a connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    // Event streams never end by themselves: end them, so that graceful
+    // shutdown does not wait for them forever.
+    stopping.shut_down();
+    connections.shutdown().await;
+    Ok(())
 }
 
 async fn shutdown_signal() {

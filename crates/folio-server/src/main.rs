@@ -152,6 +152,14 @@ struct ServeArgs {
     /// The deepest JSON nesting accepted.
     #[arg(long, default_value_t = 128)]
     max_nesting: usize,
+    /// Seconds a client may take to send a request's headers (and an idle
+    /// connection stays open); later, the connection is closed.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    header_timeout: u64,
+    /// Seconds a client may take to send a request's body, in all; later,
+    /// 408 and the connection is closed.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    body_timeout: u64,
 }
 
 fn main() -> ExitCode {
@@ -329,6 +337,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
         max_nesting: args.max_nesting,
+        header_timeout: std::time::Duration::from_secs(args.header_timeout.max(1)),
+        body_timeout: std::time::Duration::from_secs(args.body_timeout.max(1)),
     };
     let state = AppState::new(
         Databases::new(backend),

@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::HeaderMap;
 
@@ -17,6 +18,13 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// The deepest nesting of arrays and objects (default 128).
     pub max_nesting: usize,
+    /// How long a client may take to send a request's head (default 30 s);
+    /// also how long an idle keep-alive connection stays open. Only
+    /// [`crate::serve`] applies it.
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body, in all
+    /// (default 60 s): later, 408 and the connection is closed.
+    pub body_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -24,6 +32,8 @@ impl Default for Limits {
         Limits {
             max_body_bytes: 16 << 20,
             max_nesting: folio_core::validate::MAX_NESTING,
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -81,6 +81,11 @@ pub struct SqliteOptions {
     /// How many bytes of recently read documents to keep in memory, so that
     /// loads by id skip SQLite (0 turns the cache off).
     pub cache_bytes: usize,
+    /// The most bytes the database may hold (`None`: as much as the disk
+    /// has). A commit that needs more fails as on a full disk
+    /// (`EngineErrorKind::Io`) and writes nothing; deleting documents
+    /// makes room again. SQLite's `max_page_count`, rounded down to pages.
+    pub max_size_bytes: Option<u64>,
 }
 
 impl Default for SqliteOptions {
@@ -90,6 +95,7 @@ impl Default for SqliteOptions {
             max_batches_per_group: 512,
             max_idle_readers: 16,
             cache_bytes: 64 << 20,
+            max_size_bytes: None,
         }
     }
 }
@@ -162,6 +168,9 @@ impl SqliteEngine {
         let location = Arc::new(location);
         let mut connection = location.open_writer()?;
         let opened = schema::open(&mut connection)?;
+        if let Some(bytes) = options.max_size_bytes {
+            limit_size(&connection, bytes)?;
+        }
         let cache = Arc::new(DocumentCache::new(options.cache_bytes));
         let commits = Arc::new(CommitCounter::default());
         let checkpointer = match location.path() {
@@ -229,6 +238,19 @@ impl SqliteEngine {
         .await
         .map_err(|_| closed())?
     }
+}
+
+/// Caps the database at `bytes` (whole pages; SQLite keeps at least the
+/// pages already in use).
+fn limit_size(connection: &rusqlite::Connection, bytes: u64) -> Result<()> {
+    let page_size: i64 = connection
+        .query_row("PRAGMA page_size", [], |row| row.get(0))
+        .map_err(|e| storage("reading the page size", e))?;
+    let page_size = u64::try_from(page_size).unwrap_or(1).max(1);
+    let pages = i64::try_from(bytes / page_size).unwrap_or(i64::MAX);
+    connection
+        .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+        .map_err(|e| storage("limiting the database size", e))
 }
 
 /// `path` made absolute (its directory canonical), so that one file has one name.

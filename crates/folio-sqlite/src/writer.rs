@@ -198,8 +198,20 @@ impl WriterState {
         }
         let etag_at_start = self.last_etag;
         let mut written = Vec::new();
+        let mut lost = None;
         for (batch, reply) in group.drain(..) {
+            if lost.is_some() {
+                // Never run a batch outside the group's transaction.
+                replies.push((reply, Err(transaction_lost())));
+                continue;
+            }
             let (verdict, entries) = self.run_batch(batch, now);
+            if self.connection.is_autocommit() {
+                // SQLite rolled the whole transaction back (it may on
+                // SQLITE_FULL, IOERR, NOMEM or BUSY): the batches before
+                // this one are undone too.
+                lost = Some(transaction_lost());
+            }
             written.extend(entries);
             replies.push((reply, verdict));
         }
@@ -209,7 +221,9 @@ impl WriterState {
                 .iter()
                 .flat_map(|(_, verdict)| written_keys(verdict)),
         );
-        let committed = if self.last_etag == etag_at_start {
+        let committed = if let Some(error) = lost {
+            Err(error)
+        } else if self.last_etag == etag_at_start {
             Ok(())
         } else {
             self.write_last_etag()
@@ -226,7 +240,10 @@ impl WriterState {
             }
             let message = error.to_string();
             for (_, verdict) in &mut replies {
-                *verdict = Err(group_failure(&message));
+                // A batch that failed by itself keeps its own error.
+                if !matches!(verdict, Err(folio_core::Error::Engine(_))) {
+                    *verdict = Err(group_failure(&message));
+                }
             }
             answer(replies);
             return;
@@ -258,6 +275,12 @@ impl WriterState {
         let outcome = self.apply(batch, now, &mut written);
         let kept = match outcome {
             Ok(Ok(_)) => self.execute("RELEASE batch", "releasing a savepoint"),
+            _ if self.connection.is_autocommit() => {
+                // SQLite rolled the whole transaction back, the savepoint
+                // with it: the caller hears what failed.
+                self.last_etag = etag_before;
+                return (outcome, Vec::new());
+            }
             _ => {
                 self.last_etag = etag_before;
                 written.clear();
@@ -589,6 +612,13 @@ fn written_keys(verdict: &CommitResult) -> impl Iterator<Item = (&str, &str)> {
         CommandResult::Deleted { collection, id, .. } => Some((collection.as_str(), id.as_str())),
         CommandResult::Checked { .. } => None,
     })
+}
+
+fn transaction_lost() -> folio_core::Error {
+    folio_core::Error::Engine(folio_core::EngineError::new(
+        folio_core::EngineErrorKind::Io,
+        "SQLite rolled back the group's transaction after a failure of another batch",
+    ))
 }
 
 fn group_failure(message: &str) -> folio_core::Error {

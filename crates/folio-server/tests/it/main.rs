@@ -1,6 +1,8 @@
 //! Folio's HTTP protocol (`../shared/PROTOCOL.md`), tested in-process with
 //! `tower::ServiceExt::oneshot` on `folio_server::router`, each test over
 //! its own temporary data directory; and once over a real socket.
+//! `security` has hostile clients: slow-loris connections, oversized and
+//! deep bodies, and a property test of every problem body.
 
 mod auth;
 mod batch;
@@ -16,6 +18,7 @@ mod names;
 mod patch;
 mod query;
 mod scale_out;
+mod security;
 mod service;
 mod shutdown;
 mod socket;

@@ -652,3 +652,320 @@ async fn a_postgres_fault_mid_batch_rolls_back_the_whole_batch(h: Harness) {
         .unwrap();
     assert!(stored.iter().all(Option::is_some), "{stored:?}");
 }
+
+// ---- faults inside the embedded engine's writer -------------------------------------
+//
+// Below `Engine::commit`: real SQLite errors in the writer thread, in the
+// middle of a group of batches that share one transaction. Whatever fails,
+// each caller hears the truth about its own batch: told committed, every
+// write of it is stored with the version it was told; told an
+// `Error::Engine`, nothing of it is stored.
+
+/// A put of a new note `id` whose text is `text`.
+fn new_note(id: &str, text: &str) -> folio::Command {
+    folio::Command::put(
+        "notes",
+        id,
+        serde_json::json!({ "id": id, "text": text }).to_string(),
+        Expectation::Missing,
+    )
+}
+
+/// The note ids a batch puts.
+fn put_ids(batch: &Batch) -> Vec<String> {
+    batch
+        .commands
+        .iter()
+        .map(|command| command.id.clone())
+        .collect()
+}
+
+/// Checks what the caller of `batch` was told against what is stored.
+/// Returns whether the batch committed.
+async fn assert_told_the_truth(
+    engine: &dyn Engine,
+    batch: &Batch,
+    outcome: &folio::Result<Result<Vec<CommandResult>, ConcurrencyError>>,
+) -> bool {
+    let ids = put_ids(batch);
+    let stored = engine.get("notes", &ids).await.unwrap();
+    match outcome {
+        Ok(Ok(results)) => {
+            for (result, entry) in results.iter().zip(&stored) {
+                let CommandResult::Put(told) = result else {
+                    panic!("a put answered {result:?}");
+                };
+                let entry = entry
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("{} was acknowledged but is not stored", told.id));
+                assert_eq!(&entry.metadata, told, "stored as acknowledged");
+            }
+            true
+        }
+        Err(Error::Engine(_)) => {
+            let present: Vec<&String> = ids
+                .iter()
+                .zip(&stored)
+                .filter(|(_, entry)| entry.is_some())
+                .map(|(id, _)| id)
+                .collect();
+            assert!(
+                present.is_empty(),
+                "the batch {ids:?} was told it failed, yet {present:?} are stored"
+            );
+            false
+        }
+        other => panic!("a storage fault must be an Error::Engine, got {other:?}"),
+    }
+}
+
+/// Commits `failing` and `others` at the same moment (so the writer groups
+/// them into one transaction), returning every outcome.
+async fn commit_together(
+    engine: &Arc<folio::SqliteEngine>,
+    failing: &Batch,
+    others: &[Batch],
+) -> (
+    folio::Result<Result<Vec<CommandResult>, ConcurrencyError>>,
+    Vec<folio::Result<Result<Vec<CommandResult>, ConcurrencyError>>>,
+) {
+    let barrier = Arc::new(tokio::sync::Barrier::new(others.len() + 1));
+    let tasks: Vec<_> = others
+        .iter()
+        .map(|batch| {
+            let (engine, barrier, batch) = (engine.clone(), barrier.clone(), batch.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                engine.commit(batch).await
+            })
+        })
+        .collect();
+    barrier.wait().await;
+    let outcome = engine.commit(failing.clone()).await;
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap());
+    }
+    (outcome, outcomes)
+}
+
+/// `PRAGMA integrity_check` of the file, through a connection of its own.
+fn integrity(file: &std::path::Path) -> String {
+    rusqlite::Connection::open(file)
+        .unwrap()
+        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+        .unwrap()
+}
+
+/// A database limited to 1 MiB (`SqliteOptions::max_size_bytes`, SQLite's
+/// `max_page_count`): a write past it fails with `SQLITE_FULL` inside the
+/// writer's transaction, as on a full disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_its_batch_alone_and_the_writer_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("small.sqlite");
+    let engine = Arc::new(
+        folio::SqliteEngine::open(
+            &file,
+            folio::SqliteOptions {
+                max_size_bytes: Some(1 << 20),
+                ..folio::SqliteOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+
+    // Fill the database until the disk is full.
+    let filler = "f".repeat(8000);
+    let mut stored = Vec::new();
+    let full = loop {
+        let id = format!("fill{}", stored.len());
+        let batch = Batch::from(vec![new_note(&id, &filler)]);
+        let outcome = engine.commit(batch.clone()).await;
+        if !assert_told_the_truth(engine.as_ref(), &batch, &outcome).await {
+            break outcome;
+        }
+        stored.push(id);
+        assert!(
+            stored.len() < 1000,
+            "1 MiB holds fewer than 1000 notes of 8 kB"
+        );
+    };
+    let error = assert_engine_error(full);
+    assert_eq!(error.kind(), EngineErrorKind::Io, "{error}");
+    assert!(
+        format!("{error}").contains("disk has space"),
+        "the error says what to check: {error}"
+    );
+    assert!(stored.len() > 50, "{} notes fit in 1 MiB", stored.len());
+
+    // Deleting makes room (a delete of a full database works).
+    let freed: Vec<String> = stored.drain(..20).collect();
+    let deletes = freed
+        .iter()
+        .map(|id| folio::Command::delete("notes", id.as_str(), Expectation::Any))
+        .collect::<Vec<_>>();
+    engine.commit(Batch::from(deletes)).await.unwrap().unwrap();
+
+    // A batch too large for the room left fails in the middle of a group:
+    // its first put fits, its second does not, its third comes after.
+    let failing = Batch::from(vec![
+        new_note("ok1", "fits"),
+        new_note("huge", &"h".repeat(2 << 20)),
+        new_note("ok2", "after the failure"),
+    ]);
+    for round in 0..5 {
+        let others: Vec<Batch> = (0..6)
+            .map(|n| {
+                Batch::from(vec![
+                    new_note(&format!("r{round}a{n}"), "saved alongside"),
+                    new_note(&format!("r{round}b{n}"), "saved alongside"),
+                ])
+            })
+            .collect();
+        let (outcome, outcomes) = commit_together(&engine, &failing, &others).await;
+        assert!(!assert_told_the_truth(engine.as_ref(), &failing, &outcome).await);
+        assert_eq!(assert_engine_error(outcome).kind(), EngineErrorKind::Io);
+        for (batch, outcome) in others.iter().zip(&outcomes) {
+            assert!(
+                assert_told_the_truth(engine.as_ref(), batch, outcome).await,
+                "a batch that fits commits beside the one that does not: {outcome:?}"
+            );
+            stored.extend(put_ids(batch));
+        }
+    }
+
+    // The writer goes on: once there is room, the large batch commits too.
+    let deletes = stored
+        .drain(..)
+        .filter(|id| id.starts_with("fill"))
+        .map(|id| folio::Command::delete("notes", id, Expectation::Any))
+        .collect::<Vec<_>>();
+    engine.commit(Batch::from(deletes)).await.unwrap().unwrap();
+    let fits_now = Batch::from(vec![
+        new_note("ok1", "fits"),
+        new_note("big", &"b".repeat(300_000)),
+        new_note("ok2", "after"),
+    ]);
+    let outcome = engine.commit(fits_now.clone()).await;
+    assert!(assert_told_the_truth(engine.as_ref(), &fits_now, &outcome).await);
+
+    let mut left: Vec<String> = engine
+        .scan("notes", None, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.metadata.id)
+        .collect();
+    left.sort();
+    let mut expected: Vec<String> = (0..5)
+        .flat_map(|round| {
+            (0..6).flat_map(move |n| [format!("r{round}a{n}"), format!("r{round}b{n}")])
+        })
+        .chain(["big", "ok1", "ok2"].map(String::from))
+        .collect();
+    expected.sort();
+    assert_eq!(left, expected, "exactly the acknowledged writes are stored");
+    drop(engine);
+    assert_eq!(integrity(&file), "ok");
+}
+
+/// Rolls the whole transaction back, inside SQLite, on any insert of a
+/// document with the id `boom`: what SQLite may do on `SQLITE_FULL`,
+/// `SQLITE_IOERR` or `SQLITE_NOMEM` ("it might be necessary for SQLite to
+/// rollback and cancel the entire transaction"), made deterministic.
+const ROLLBACK_TRIGGER: &str = "CREATE TRIGGER rollback_boom BEFORE INSERT ON documents \
+     WHEN NEW.id = 'boom' BEGIN SELECT RAISE(ROLLBACK, 'injected rollback'); END;";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_lost_mid_group_is_reported_to_every_batch_it_took() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rollback.sqlite");
+    let engine =
+        Arc::new(folio::SqliteEngine::open(&file, folio::SqliteOptions::default()).unwrap());
+    engine
+        .commit(Batch::from(vec![new_note("before", "committed before")]))
+        .await
+        .unwrap()
+        .unwrap();
+    let sql = |statement: &str| {
+        let connection = rusqlite::Connection::open(&file).unwrap();
+        connection
+            .busy_timeout(std::time::Duration::from_secs(10))
+            .unwrap();
+        connection.execute_batch(statement).unwrap();
+    };
+    sql(ROLLBACK_TRIGGER);
+
+    let failing = Batch::from(vec![
+        new_note("ok1", "fine on its own"),
+        new_note("boom", "rolls the transaction back"),
+        new_note("ok2", "after the fault"),
+    ]);
+    // Single-command batches too: the writer runs them without a savepoint.
+    let lone_failing = Batch::from(vec![new_note("boom", "alone")]);
+    let mut committed = vec!["before".to_owned()];
+    for round in 0..10 {
+        let others: Vec<Batch> = (0..6)
+            .map(|n| {
+                let mut commands = vec![new_note(&format!("r{round}a{n}"), "alongside")];
+                if n % 2 == 0 {
+                    commands.push(new_note(&format!("r{round}b{n}"), "alongside"));
+                }
+                Batch::from(commands)
+            })
+            .collect();
+        let failing = if round % 2 == 0 {
+            &failing
+        } else {
+            &lone_failing
+        };
+        let (outcome, outcomes) = commit_together(&engine, failing, &others).await;
+        assert!(!assert_told_the_truth(engine.as_ref(), failing, &outcome).await);
+        let error = assert_engine_error(outcome);
+        let mut causes = Vec::new();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            causes.push(cause.to_string());
+            source = cause.source();
+        }
+        assert!(
+            causes
+                .iter()
+                .any(|cause| cause.contains("injected rollback")),
+            "the failing batch hears its own error: {error} / {causes:?}"
+        );
+        for (batch, outcome) in others.iter().zip(&outcomes) {
+            if assert_told_the_truth(engine.as_ref(), batch, outcome).await {
+                committed.extend(put_ids(batch));
+            }
+        }
+        // The writer goes on, with a transaction of its own again.
+        let next = Batch::from(vec![
+            new_note(&format!("next{round}a"), "after the fault"),
+            new_note(&format!("next{round}b"), "after the fault"),
+        ]);
+        let outcome = engine.commit(next.clone()).await;
+        assert!(assert_told_the_truth(engine.as_ref(), &next, &outcome).await);
+        committed.extend(put_ids(&next));
+    }
+
+    // Exactly what was acknowledged is stored.
+    let mut stored: Vec<String> = engine
+        .scan("notes", None, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.metadata.id)
+        .collect();
+    stored.sort();
+    committed.sort();
+    assert_eq!(stored, committed);
+
+    // Without the trigger, the failing batch commits.
+    sql("DROP TRIGGER rollback_boom;");
+    let outcome = engine.commit(failing.clone()).await;
+    assert!(assert_told_the_truth(engine.as_ref(), &failing, &outcome).await);
+    drop(engine);
+    assert_eq!(integrity(&file), "ok");
+}

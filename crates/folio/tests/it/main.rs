@@ -6,6 +6,10 @@
 //!   conformance suite (DESIGN.md's contract), written once;
 //! * `changes`: the changes feed on every engine, and the horizon on PostgreSQL;
 //! * `faults`: failed commits change neither the database nor the session;
+//!   faults inside the embedded writer (a full disk, a transaction lost
+//!   mid-group) tell every caller the truth;
+//! * `security`: hostile ids, collection names, paths, values and keys are
+//!   refused or taken literally, never executed;
 //! * `postgres`: PostgreSQL only: several engines (pools) and several OS
 //!   processes on one database lose no update and keep every invariant;
 //! * `pg_terminate`: PostgreSQL only: backends terminated mid-batch fail
@@ -24,6 +28,7 @@ mod faults;
 mod pg_terminate;
 mod postgres;
 mod queries;
+mod security;
 mod sessions;
 mod tracking;
 mod writes;

@@ -1,0 +1,112 @@
+//! Time limits on what a client sends, against slow-loris clients that hold
+//! a connection (and its memory) by trickling a request a byte at a time.
+//!
+//! * The request head: hyper's `header_read_timeout` (set in
+//!   [`crate::serve`]) closes a connection whose headers do not arrive in
+//!   time, and an idle keep-alive connection once its next request is
+//!   that late.
+//! * The body: [`limit_body_time`] gives the whole body one deadline from
+//!   the moment the head arrived (not a timeout between chunks, which a
+//!   byte every few seconds would reset); a late body is answered 408 and
+//!   the connection closed.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use http_body::{Frame, SizeHint};
+
+use crate::state::AppState;
+
+/// Gives every request body `Limits::body_timeout` to arrive, in all.
+pub(crate) async fn limit_body_time(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    use http_body::Body as _;
+    if request.body().is_end_stream() {
+        // No body (a GET, a DELETE): nothing to wait for.
+        return next.run(request).await;
+    }
+    let timeout = state.limits().body_timeout;
+    next.run(request.map(|body| Body::new(DeadlineBody::new(body, timeout))))
+        .await
+}
+
+/// The error of a body that did not arrive in time.
+#[derive(Debug)]
+pub struct BodyTimedOut(pub Duration);
+
+impl std::fmt::Display for BodyTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the request body did not arrive within {} s",
+            self.0.as_secs_f64()
+        )
+    }
+}
+
+impl std::error::Error for BodyTimedOut {}
+
+/// The deadline that passed, when `error` or one of its sources is a
+/// [`BodyTimedOut`].
+pub(crate) fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> Option<Duration> {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(BodyTimedOut(timeout)) = error.downcast_ref() {
+            return Some(*timeout);
+        }
+        next = error.source();
+    }
+    None
+}
+
+/// A body that fails with [`BodyTimedOut`] once its deadline has passed.
+struct DeadlineBody {
+    body: Body,
+    timeout: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl DeadlineBody {
+    fn new(body: Body, timeout: Duration) -> Self {
+        DeadlineBody {
+            body,
+            timeout,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+}
+
+impl http_body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.body).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(axum::Error::new(BodyTimedOut(self.timeout)))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
