@@ -29,6 +29,9 @@ pub async fn list_databases(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
+    // A missing or unknown key is refused even when there is nothing to
+    // list (nothing may be learned without a key).
+    state.authenticate(&headers)?;
     let mut databases = Vec::new();
     for name in state.databases().list().await? {
         if state.may_read(&headers, &name)? {
@@ -99,6 +102,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         healthz,
         metrics,
         openapi,
+        crate::studio::page,
     )
 )]
 pub struct ApiDoc;

@@ -9,6 +9,8 @@ use std::io::{BufRead, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::{Method, StatusCode, header};
 use serde::Deserialize;
@@ -257,6 +259,12 @@ impl Client {
     /// with `collection`, of documents with a string `id` field), written in
     /// batches of `batch_size`; `only_new` makes each put expect the id to
     /// be free. Returns the number imported.
+    ///
+    /// Each batch is atomic; the import as a whole is not. Up to
+    /// `IMPORT_BATCHES_IN_FLIGHT` batches are sent ahead, so when one fails
+    /// (a conflict with `only_new`, say) the batches sent before and a few
+    /// after it may have been written: running the same import again
+    /// without `only_new` converges.
     pub async fn import(
         &self,
         file: &Path,
@@ -278,6 +286,9 @@ impl Client {
         let expect = if only_new { "\"missing\"" } else { "\"any\"" };
         let mut commands = Vec::with_capacity(batch_size);
         let mut imported = 0u64;
+        // A few batches in flight, so that reading and encoding the next
+        // one overlaps the server writing this one.
+        let mut in_flight = FuturesUnordered::new();
         let started = Instant::now();
         for (number, line) in reader.lines().enumerate() {
             let line =
@@ -296,11 +307,17 @@ impl Client {
                 json_string(&id)
             ));
             if commands.len() == batch_size {
-                imported += self.send_batch(&mut commands).await?;
-                progress.set_message(format!("{imported} documents"));
+                in_flight.push(self.send_batch(std::mem::take(&mut commands)));
+                if in_flight.len() >= IMPORT_BATCHES_IN_FLIGHT {
+                    imported += in_flight.next().await.unwrap_or(Ok(0))?;
+                    progress.set_message(format!("{imported} documents"));
+                }
             }
         }
-        imported += self.send_batch(&mut commands).await?;
+        in_flight.push(self.send_batch(commands));
+        while let Some(sent) = in_flight.next().await {
+            imported += sent?;
+        }
         progress.finish_and_clear();
         let seconds = started.elapsed().as_secs_f64();
         eprintln!(
@@ -310,13 +327,12 @@ impl Client {
         Ok(imported)
     }
 
-    async fn send_batch(&self, commands: &mut Vec<String>) -> Result<u64, Failure> {
+    async fn send_batch(&self, commands: Vec<String>) -> Result<u64, Failure> {
         if commands.is_empty() {
             return Ok(0);
         }
         let count = commands.len() as u64;
         let body = format!("{{\"commands\":[{}]}}", commands.join(","));
-        commands.clear();
         self.send(
             self.request(Method::POST, self.url("/batch"))
                 .header(header::CONTENT_TYPE, "application/json")
@@ -326,6 +342,9 @@ impl Client {
         Ok(count)
     }
 }
+
+/// How many import batches are sent before the first answer is awaited.
+const IMPORT_BATCHES_IN_FLIGHT: usize = 4;
 
 /// One import line: `{"collection","id","document"}`, or a document with a
 /// string `id` when a collection is given.

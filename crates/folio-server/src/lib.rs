@@ -20,6 +20,7 @@ pub mod error;
 pub mod metrics;
 pub mod schemas;
 pub mod state;
+pub mod studio;
 pub mod tools;
 
 use std::net::SocketAddr;
@@ -68,6 +69,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(documents::delete_document)
                 .patch(documents::patch_document),
         )
+        .merge(studio::routes())
         .fallback(admin::not_found)
         .method_not_allowed_fallback(admin::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -97,6 +97,12 @@ enum Command {
         /// The output file (absent: standard output).
         file: Option<PathBuf>,
     },
+    /// Measure a workload against a database, as an application drives it
+    /// (ops/s, conflicts, latency): a load generator like pgbench.
+    Bench(folio_server::tools::bench::BenchArgs),
+    /// Torture a database: many clients mixing random reads and writes while
+    /// invariants are checked (exit code 1 on any violation, 2 when it cannot run).
+    Torture(folio_server::tools::torture::Args),
 }
 
 /// Which server and database a client command talks to.
@@ -176,10 +182,26 @@ fn main() -> ExitCode {
         }
     };
     let outcome = match cli.command {
+        Command::Torture(args) => {
+            return match runtime.block_on(folio_server::tools::torture::command(args)) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(message) => {
+                    eprintln!("folio torture: {message}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Command::Serve(args) => runtime.block_on(serve(args)).map_err(|message| Failure {
             message,
             status: None,
         }),
+        Command::Bench(args) => runtime
+            .block_on(folio_server::tools::bench::run(args))
+            .map_err(|message| Failure {
+                message,
+                status: None,
+            }),
         command => runtime.block_on(client_command(command)),
     };
     match outcome {
@@ -194,7 +216,9 @@ fn main() -> ExitCode {
 async fn client_command(command: Command) -> Result<(), Failure> {
     let mut stdout = std::io::stdout().lock();
     match command {
-        Command::Serve(_) => unreachable!("handled by main"),
+        Command::Serve(_) | Command::Bench(_) | Command::Torture(_) => {
+            unreachable!("handled by main")
+        }
         Command::Get {
             target,
             collection,
@@ -327,6 +351,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .map_err(|error| format!("cannot listen on {}: {error}", args.listen))?;
     let address = listener.local_addr().map_err(|error| error.to_string())?;
     tracing::info!(%address, "folio is listening");
+    tracing::info!("Folio Studio, the browser UI: http://{address}/studio");
     folio_server::serve(listener, state)
         .await
         .map_err(|error| format!("the server failed: {error}"))

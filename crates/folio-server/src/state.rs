@@ -113,6 +113,15 @@ impl AppState {
         }
     }
 
+    /// Checks that the request carries a known key (when keys are
+    /// configured): for requests about no database in particular.
+    pub fn authenticate(&self, headers: &HeaderMap) -> ApiResult<()> {
+        match &self.inner.keys {
+            Some(keys) => keys.authenticate(headers),
+            None => Ok(()),
+        }
+    }
+
     /// Whether `database` may be listed to this request.
     pub fn may_read(&self, headers: &HeaderMap, database: &str) -> ApiResult<bool> {
         match &self.inner.keys {

@@ -3,4 +3,6 @@
 //! torture harness (`folio torture`). Both name what they drive with a
 //! [`target::TargetSpec`].
 
+pub mod bench;
 pub mod target;
+pub mod torture;

@@ -366,3 +366,36 @@ fn keys_files_are_checked() {
         assert!(Keys::parse(bad).is_err(), "{bad} must be refused");
     }
 }
+
+/// With keys configured and no database yet, the list still needs a key:
+/// an empty list must not be an answer to a request without one.
+#[tokio::test]
+async fn the_database_list_needs_a_key_even_when_there_is_nothing_to_list() {
+    let server = Server::with(Config {
+        keys: Some(KEYS),
+        ..Config::default()
+    });
+    unauthorized(&server.get("/db").await);
+    unauthorized(
+        &server
+            .send(
+                Method::GET,
+                "/db",
+                &[("authorization", "Bearer nobody-knows-me-0123")],
+                Body::empty(),
+            )
+            .await,
+    );
+    let resp = server
+        .send(
+            Method::GET,
+            "/db",
+            &[("authorization", READER)],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(
+        resp.ok_json(StatusCode::OK)["databases"],
+        serde_json::json!([])
+    );
+}

@@ -6,10 +6,12 @@
 
 mod auth;
 mod batch;
+mod bench;
 mod changes;
 mod cli;
 mod common;
 mod concurrency;
+mod crash;
 mod headers;
 mod leaks;
 mod names;
@@ -21,3 +23,5 @@ mod service;
 mod shutdown;
 mod socket;
 mod status;
+mod studio;
+mod torture;

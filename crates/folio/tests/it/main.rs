@@ -12,6 +12,8 @@
 //!   refused or taken literally, never executed;
 //! * `postgres`: PostgreSQL only: several engines (pools) and several OS
 //!   processes on one database lose no update and keep every invariant;
+//! * `pg_terminate`: PostgreSQL only: backends terminated mid-batch fail
+//!   their batch whole, and the pool recovers;
 //! * `derive`: compile-fail tests of `#[derive(Document)]`.
 
 #![allow(unreachable_pub)]
@@ -23,6 +25,7 @@ mod changes;
 mod concurrency;
 mod derive;
 mod faults;
+mod pg_terminate;
 mod postgres;
 mod queries;
 mod security;

@@ -1,0 +1,842 @@
+//! What the clients of a torture run did and saw, and the checker that
+//! judges it.
+//!
+//! Every write attempt takes a unique [`Token`], stored in each document it
+//! writes, so any version a client reads names the attempt that wrote it.
+//! A client records each attempt (which documents, what it expected of each
+//! — the version it read, or "missing" — and what it wrote) with its
+//! outcome: acknowledged, refused (a conflict verdict), or in doubt (an
+//! error: the batch may or may not have committed). Every version a client
+//! reads is recorded too (document, token, change vector, value).
+//!
+//! [`check`] compares that history with the final state, document by
+//! document:
+//!
+//! * **visibility**: every version ever read was written by an attempt
+//!   that was acknowledged or in doubt, never by a refused one, and holds
+//!   the value that attempt wrote; one token is always seen with one change
+//!   vector, and one change vector with one token;
+//! * **version chain**: no two committed writes expected the same version
+//!   (a fork is a lost update), each expected change vector is the one the
+//!   write that produced it was acknowledged with, and a document is not
+//!   created from "missing" more often than it was deleted;
+//! * **no lost write**: every acknowledged put is the final version, or a
+//!   committed write (or one in doubt) expected it; and the final version
+//!   was not replaced or deleted by an acknowledged write;
+//! * **atomicity**: a batch in doubt (its puts) is seen whole or not at all.
+//!   Every later write of a document reads the version it replaces, so a
+//!   put that committed is always seen: in a read, in an expectation, or in
+//!   the final state.
+//!
+//! An attempt in doubt counts as committed once anyone saw its token (a
+//! read, an expectation, the final state); otherwise it is only an excuse:
+//! it may have replaced the version it expected. A version that was seen
+//! but never acknowledged may vanish in a crash (readers may see a commit
+//! before it is durable), so only acknowledged writes must survive. (The
+//! atomicity check assumes that what was seen survives: true of a killed
+//! process, whose writes the operating system keeps, and of PostgreSQL;
+//! after a power loss it could misfire.)
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use folio::ChangeVector;
+use serde::Serialize;
+
+/// The number of one write attempt, written into every document it puts.
+pub(crate) type Token = u64;
+
+/// The collections of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Kind {
+    /// Bank accounts: transfers move money between them.
+    Account,
+    /// Counters: incremented with `retry_on_conflict`.
+    Counter,
+    /// Registers: updated, batched, deleted and created again.
+    Register,
+}
+
+impl Kind {
+    /// The collection the documents of this kind live in.
+    pub(crate) fn collection(self) -> &'static str {
+        match self {
+            Kind::Account => "torture_accounts",
+            Kind::Counter => "torture_counters",
+            Kind::Register => "torture_registers",
+        }
+    }
+
+    /// The id of document `index` of this kind in run `run`.
+    pub(crate) fn id(self, run: &str, index: u32) -> String {
+        let prefix = match self {
+            Kind::Account => "a",
+            Kind::Counter => "c",
+            Kind::Register => "r",
+        };
+        format!("{prefix}-{run}-{index}")
+    }
+}
+
+/// One document of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct DocKey {
+    pub(crate) kind: Kind,
+    pub(crate) index: u32,
+}
+
+impl DocKey {
+    pub(crate) fn new(kind: Kind, index: u32) -> Self {
+        DocKey { kind, index }
+    }
+
+    /// `collection/id`, for messages.
+    pub(crate) fn name(self, run: &str) -> String {
+        format!(
+            "{}/{}",
+            self.kind.collection(),
+            self.kind.id(run, self.index)
+        )
+    }
+}
+
+/// One stored version of a document, as a client read it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Version {
+    pub(crate) change_vector: ChangeVector,
+    /// The attempt that wrote it.
+    pub(crate) token: Token,
+    pub(crate) value: i64,
+}
+
+/// What one command of an attempt does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Effect {
+    /// Writes the attempt's token with this value.
+    Put {
+        value: i64,
+    },
+    Delete,
+}
+
+/// One write of an attempt.
+#[derive(Clone, Debug)]
+pub(crate) struct Write {
+    pub(crate) key: DocKey,
+    /// The version the write expects (the one its session read); `None`:
+    /// the document must be missing.
+    pub(crate) expected: Option<Version>,
+    pub(crate) effect: Effect,
+    /// The change vector the engine acknowledged a put with, when the
+    /// client learned it.
+    pub(crate) written: Option<ChangeVector>,
+}
+
+/// What became of an attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// `save_changes` returned `Ok`: every write of it must last.
+    Acknowledged,
+    /// `save_changes` returned a conflict: nothing of it may ever be seen.
+    Refused,
+    /// `save_changes` failed otherwise: it may or may not have committed.
+    InDoubt,
+}
+
+/// One `save_changes`: its writes (one batch) and their fate.
+#[derive(Clone, Debug)]
+pub(crate) struct Attempt {
+    pub(crate) token: Token,
+    pub(crate) writes: Vec<Write>,
+    pub(crate) outcome: Outcome,
+}
+
+/// An invariant that a run can break.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Invariant {
+    /// The total of the accounts changed in a read or in the final state.
+    Bank,
+    /// Two successes from one version, or a chain that does not link.
+    VersionChain,
+    /// A batch whose fate was unknown was seen applied in part.
+    Atomicity,
+    /// An acknowledged write is neither in the final state nor superseded.
+    LostWrite,
+    /// A read saw what no committed write wrote (a refused write, an
+    /// unknown token, another value or change vector than written).
+    Visibility,
+    /// The targets of one run disagree about the final state.
+    Targets,
+}
+
+/// One broken invariant, with enough detail to find it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// Which invariant.
+    pub invariant: Invariant,
+    /// The document (`collection/id`), when it concerns one.
+    pub document: Option<String>,
+    /// What was seen, and why it breaks the invariant.
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let invariant = serde_json::to_value(self.invariant)
+            .ok()
+            .and_then(|value| value.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        match &self.document {
+            Some(document) => write!(f, "[{invariant}] {document}: {}", self.detail),
+            None => write!(f, "[{invariant}] {}", self.detail),
+        }
+    }
+}
+
+/// Everything the clients of a run recorded.
+#[derive(Debug, Default)]
+pub(crate) struct History {
+    pub(crate) attempts: Vec<Attempt>,
+    /// Every version read, once per document and token.
+    pub(crate) observed: HashMap<(DocKey, Token), Version>,
+}
+
+impl History {
+    /// Records a read of `version` of `key`; a version read before with
+    /// another change vector or value is a violation, returned.
+    pub(crate) fn observe(
+        &mut self,
+        key: DocKey,
+        version: &Version,
+        run: &str,
+    ) -> Option<Violation> {
+        match self.observed.get(&(key, version.token)) {
+            None => {
+                self.observed.insert((key, version.token), version.clone());
+                None
+            }
+            Some(seen) if seen == version => None,
+            Some(seen) => Some(Violation {
+                invariant: Invariant::Visibility,
+                document: Some(key.name(run)),
+                detail: format!(
+                    "the version written by attempt {} was read as {} = {} and as {} = {}",
+                    version.token,
+                    seen.change_vector,
+                    seen.value,
+                    version.change_vector,
+                    version.value
+                ),
+            }),
+        }
+    }
+
+    /// Adds another client's history; disagreeing reads are violations.
+    pub(crate) fn merge(&mut self, other: History, run: &str) -> Vec<Violation> {
+        self.attempts.extend(other.attempts);
+        let mut violations = Vec::new();
+        for ((key, _), version) in other.observed {
+            violations.extend(self.observe(key, &version, run));
+        }
+        violations
+    }
+}
+
+/// The final state of every document of a run (`None`: missing).
+pub(crate) type FinalState = HashMap<DocKey, Option<Version>>;
+
+/// Checks `history` against `final_state`; see the module documentation.
+pub(crate) fn check(history: &History, final_state: &FinalState, run: &str) -> Vec<Violation> {
+    let mut writes: HashMap<DocKey, Vec<(&Attempt, &Write)>> = HashMap::new();
+    for attempt in &history.attempts {
+        for write in &attempt.writes {
+            writes.entry(write.key).or_default().push((attempt, write));
+        }
+    }
+    let mut observed: HashMap<DocKey, Vec<&Version>> = HashMap::new();
+    for ((key, _), version) in &history.observed {
+        observed.entry(*key).or_default().push(version);
+    }
+    let mut keys: Vec<DocKey> = final_state.keys().copied().collect();
+    keys.extend(writes.keys().copied());
+    keys.sort();
+    keys.dedup();
+    let mut violations = Vec::new();
+    for key in keys {
+        let document = DocumentCheck {
+            name: key.name(run),
+            writes: writes.get(&key).map(Vec::as_slice).unwrap_or_default(),
+            observed: observed.get(&key).map(Vec::as_slice).unwrap_or_default(),
+            final_version: final_state.get(&key).and_then(Option::as_ref),
+        };
+        document.check(&mut violations);
+    }
+    check_atomicity(history, final_state, run, &mut violations);
+    violations
+}
+
+/// Each batch in doubt is seen whole or not at all.
+fn check_atomicity(
+    history: &History,
+    final_state: &FinalState,
+    run: &str,
+    violations: &mut Vec<Violation>,
+) {
+    let mut seen: HashSet<(DocKey, Token)> = history.observed.keys().copied().collect();
+    for attempt in &history.attempts {
+        for write in &attempt.writes {
+            if let Some(expected) = &write.expected {
+                seen.insert((write.key, expected.token));
+            }
+        }
+    }
+    for (key, version) in final_state {
+        if let Some(version) = version {
+            seen.insert((*key, version.token));
+        }
+    }
+    for attempt in &history.attempts {
+        if attempt.outcome != Outcome::InDoubt {
+            continue;
+        }
+        let (visible, invisible): (Vec<&Write>, Vec<&Write>) = attempt
+            .writes
+            .iter()
+            .filter(|write| matches!(write.effect, Effect::Put { .. }))
+            .partition(|write| seen.contains(&(write.key, attempt.token)));
+        if let (Some(visible), Some(invisible)) = (visible.first(), invisible.first()) {
+            violations.push(Violation {
+                invariant: Invariant::Atomicity,
+                document: Some(invisible.key.name(run)),
+                detail: format!(
+                    "attempt {} (in doubt) committed its put of {} but its put of this \
+                     document was never seen: a batch is all or nothing",
+                    attempt.token,
+                    visible.key.name(run)
+                ),
+            });
+        }
+    }
+}
+
+/// The facts about one document.
+struct DocumentCheck<'a> {
+    name: String,
+    writes: &'a [(&'a Attempt, &'a Write)],
+    observed: &'a [&'a Version],
+    final_version: Option<&'a Version>,
+}
+
+impl DocumentCheck<'_> {
+    fn violation(&self, invariant: Invariant, detail: String) -> Violation {
+        Violation {
+            invariant,
+            document: Some(self.name.clone()),
+            detail,
+        }
+    }
+
+    fn check(&self, violations: &mut Vec<Violation>) {
+        let puts: HashMap<Token, (&Attempt, &Write)> = self
+            .writes
+            .iter()
+            .filter(|(_, write)| matches!(write.effect, Effect::Put { .. }))
+            .map(|(attempt, write)| (attempt.token, (*attempt, *write)))
+            .collect();
+
+        // Every version anyone saw: reads, expectations, the final state.
+        let seen: Vec<&Version> = self
+            .observed
+            .iter()
+            .copied()
+            .chain(self.writes.iter().filter_map(|(_, w)| w.expected.as_ref()))
+            .chain(self.final_version)
+            .collect();
+        let mut by_token: HashMap<Token, &Version> = HashMap::new();
+        let mut by_change_vector: HashMap<&ChangeVector, Token> = HashMap::new();
+        for version in &seen {
+            if let Some(other) = by_token.insert(version.token, version)
+                && other != *version
+            {
+                violations.push(self.violation(
+                    Invariant::Visibility,
+                    format!(
+                        "the version of attempt {} was seen as {} = {} and as {} = {}",
+                        version.token,
+                        other.change_vector,
+                        other.value,
+                        version.change_vector,
+                        version.value
+                    ),
+                ));
+            }
+            if let Some(other) = by_change_vector.insert(&version.change_vector, version.token)
+                && other != version.token
+            {
+                violations.push(self.violation(
+                    Invariant::Visibility,
+                    format!(
+                        "change vector {} was seen holding the writes of attempts {other} and {}",
+                        version.change_vector, version.token
+                    ),
+                ));
+            }
+        }
+
+        // Each version seen was written by a put that may have committed,
+        // with the value and change vector it wrote.
+        for (token, version) in &by_token {
+            match puts.get(token) {
+                None => violations.push(self.violation(
+                    Invariant::Visibility,
+                    format!(
+                        "version {} holds token {token}, which no put of this document wrote",
+                        version.change_vector
+                    ),
+                )),
+                Some((attempt, _)) if attempt.outcome == Outcome::Refused => {
+                    violations.push(self.violation(
+                        Invariant::Visibility,
+                        format!(
+                            "version {} was written by attempt {token}, which was refused \
+                             with a conflict: a refused batch must leave nothing behind",
+                            version.change_vector
+                        ),
+                    ))
+                }
+                Some((_, write)) => {
+                    if write.effect
+                        != (Effect::Put {
+                            value: version.value,
+                        })
+                    {
+                        violations.push(self.violation(
+                            Invariant::Visibility,
+                            format!(
+                                "version {} holds {} but attempt {token} wrote {:?}",
+                                version.change_vector, version.value, write.effect
+                            ),
+                        ));
+                    }
+                    if let Some(written) = &write.written
+                        && *written != version.change_vector
+                    {
+                        violations.push(self.violation(
+                            Invariant::VersionChain,
+                            format!(
+                                "attempt {token} was acknowledged with change vector {written}, \
+                                 but its version was seen as {}",
+                                version.change_vector
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+
+        // What committed: acknowledged writes, and writes in doubt whose
+        // version someone saw.
+        let committed = |attempt: &Attempt, write: &Write| match attempt.outcome {
+            Outcome::Acknowledged => true,
+            Outcome::Refused => false,
+            Outcome::InDoubt => {
+                matches!(write.effect, Effect::Put { .. }) && by_token.contains_key(&attempt.token)
+            }
+        };
+        let mut successors: HashMap<Token, Vec<&Attempt>> = HashMap::new();
+        let mut creations = 0usize;
+        let mut deletions = 0usize;
+        for (attempt, write) in self.writes {
+            if attempt.outcome == Outcome::InDoubt && write.effect == Effect::Delete {
+                // It may have deleted: one more creation may follow.
+                deletions += 1;
+            }
+            if !committed(attempt, write) {
+                continue;
+            }
+            match &write.expected {
+                Some(expected) => successors.entry(expected.token).or_default().push(attempt),
+                None => creations += 1,
+            }
+            if write.effect == Effect::Delete {
+                deletions += 1;
+            }
+        }
+        for (token, next) in &successors {
+            if next.len() > 1 {
+                let attempts: Vec<String> = next.iter().map(|a| a.token.to_string()).collect();
+                violations.push(self.violation(
+                    Invariant::VersionChain,
+                    format!(
+                        "attempts {} all committed from the version written by attempt {token}: \
+                         two successes from one version lose all but one update",
+                        attempts.join(", ")
+                    ),
+                ));
+            }
+        }
+        if creations > deletions + 1 {
+            violations.push(self.violation(
+                Invariant::VersionChain,
+                format!(
+                    "{creations} writes committed expecting the document to be missing, but it \
+                     was deleted at most {deletions} times"
+                ),
+            ));
+        }
+
+        // Every acknowledged put is the final version or was superseded.
+        let final_token = self.final_version.map(|version| version.token);
+        for (attempt, write) in self.writes {
+            if attempt.outcome != Outcome::Acknowledged
+                || !matches!(write.effect, Effect::Put { .. })
+                || final_token == Some(attempt.token)
+                || successors.contains_key(&attempt.token)
+            {
+                continue;
+            }
+            let maybe_superseded = self.writes.iter().any(|(other, other_write)| {
+                other.outcome == Outcome::InDoubt
+                    && other_write
+                        .expected
+                        .as_ref()
+                        .is_some_and(|expected| expected.token == attempt.token)
+            });
+            if !maybe_superseded {
+                let now = match self.final_version {
+                    Some(version) => format!(
+                        "the document holds {} (attempt {})",
+                        version.change_vector, version.token
+                    ),
+                    None => "the document is missing".to_owned(),
+                };
+                violations.push(self.violation(
+                    Invariant::LostWrite,
+                    format!(
+                        "attempt {} was acknowledged ({}) and nothing replaced it, but {now}",
+                        attempt.token,
+                        describe(write)
+                    ),
+                ));
+            }
+        }
+        if let Some(version) = self.final_version
+            && let Some(next) = successors.get(&version.token)
+        {
+            for attempt in next {
+                if attempt.outcome == Outcome::Acknowledged {
+                    violations.push(self.violation(
+                        Invariant::LostWrite,
+                        format!(
+                            "the final version {} (attempt {}) was replaced or deleted by the \
+                             acknowledged attempt {}, which is gone",
+                            version.change_vector, version.token, attempt.token
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn describe(write: &Write) -> String {
+    let expected = match &write.expected {
+        Some(version) => format!("expecting {}", version.change_vector),
+        None => "expecting missing".to_owned(),
+    };
+    match (&write.effect, &write.written) {
+        (Effect::Put { value }, Some(written)) => {
+            format!("put of {value} {expected}, now {written}")
+        }
+        (Effect::Put { value }, None) => format!("put of {value} {expected}"),
+        (Effect::Delete, _) => format!("delete {expected}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The checker on small, hand-made histories: each broken invariant is
+    //! reported, and correct histories (with refusals, doubt and deletes)
+    //! are not.
+
+    use super::*;
+
+    const RUN: &str = "t";
+    const KEY: DocKey = DocKey {
+        kind: Kind::Register,
+        index: 0,
+    };
+
+    fn version(token: Token, value: i64) -> Version {
+        Version {
+            change_vector: ChangeVector::from(format!("A:{token}-db")),
+            token,
+            value,
+        }
+    }
+
+    /// A put by attempt `token` of `value`, expecting `expected`.
+    fn put(token: Token, expected: Option<Version>, value: i64, outcome: Outcome) -> Attempt {
+        let written =
+            (outcome == Outcome::Acknowledged).then(|| version(token, value).change_vector);
+        Attempt {
+            token,
+            writes: vec![Write {
+                key: KEY,
+                expected,
+                effect: Effect::Put { value },
+                written,
+            }],
+            outcome,
+        }
+    }
+
+    fn delete(token: Token, expected: Version, outcome: Outcome) -> Attempt {
+        Attempt {
+            token,
+            writes: vec![Write {
+                key: KEY,
+                expected: Some(expected),
+                effect: Effect::Delete,
+                written: None,
+            }],
+            outcome,
+        }
+    }
+
+    fn run(attempts: Vec<Attempt>, reads: &[Version], last: Option<Version>) -> Vec<Violation> {
+        let mut history = History {
+            attempts,
+            ..History::default()
+        };
+        for read in reads {
+            assert_eq!(history.observe(KEY, read, RUN), None);
+        }
+        let final_state = FinalState::from([(KEY, last)]);
+        check(&history, &final_state, RUN)
+    }
+
+    fn invariants(violations: &[Violation]) -> Vec<Invariant> {
+        violations.iter().map(|v| v.invariant).collect()
+    }
+
+    use Outcome::{Acknowledged, InDoubt, Refused};
+
+    #[test]
+    fn a_clean_chain_with_refusals_deletes_and_creations_passes() {
+        let attempts = vec![
+            put(1, None, 0, Acknowledged),
+            put(2, Some(version(1, 0)), 1, Acknowledged),
+            put(3, Some(version(1, 0)), 1, Refused),
+            delete(4, version(2, 1), Acknowledged),
+            put(5, None, 0, Acknowledged),
+            put(6, Some(version(5, 0)), 1, Acknowledged),
+        ];
+        let violations = run(
+            attempts,
+            &[version(1, 0), version(2, 1)],
+            Some(version(6, 1)),
+        );
+        assert_eq!(violations, Vec::new());
+    }
+
+    #[test]
+    fn two_successes_from_one_version_are_a_fork() {
+        let attempts = vec![
+            put(1, None, 0, Acknowledged),
+            put(2, Some(version(1, 0)), 1, Acknowledged),
+            put(3, Some(version(1, 0)), 1, Acknowledged),
+        ];
+        let violations = run(attempts, &[], Some(version(3, 1)));
+        assert!(
+            invariants(&violations).contains(&Invariant::VersionChain),
+            "{violations:?}"
+        );
+        // Attempt 2 is also lost: nothing replaced it, and it is not final.
+        assert!(
+            invariants(&violations).contains(&Invariant::LostWrite),
+            "{violations:?}"
+        );
+    }
+
+    #[test]
+    fn two_creations_without_a_delete_are_a_fork() {
+        let attempts = vec![put(1, None, 0, Acknowledged), put(2, None, 0, Acknowledged)];
+        let violations = run(attempts, &[], Some(version(2, 0)));
+        assert!(
+            invariants(&violations).contains(&Invariant::VersionChain),
+            "{violations:?}"
+        );
+    }
+
+    #[test]
+    fn an_acknowledged_write_missing_from_the_final_state_is_lost() {
+        let attempts = vec![
+            put(1, None, 0, Acknowledged),
+            put(2, Some(version(1, 0)), 1, Acknowledged),
+        ];
+        let violations = run(attempts, &[], Some(version(1, 0)));
+        assert_eq!(
+            invariants(&violations),
+            vec![Invariant::LostWrite, Invariant::LostWrite],
+            "{violations:?}"
+        );
+    }
+
+    #[test]
+    fn a_lost_delete_is_reported() {
+        let attempts = vec![
+            put(1, None, 0, Acknowledged),
+            delete(2, version(1, 0), Acknowledged),
+        ];
+        let violations = run(attempts, &[], Some(version(1, 0)));
+        assert_eq!(
+            invariants(&violations),
+            vec![Invariant::LostWrite],
+            "{violations:?}"
+        );
+        let violations = run(
+            vec![
+                put(1, None, 0, Acknowledged),
+                delete(2, version(1, 0), Acknowledged),
+            ],
+            &[],
+            None,
+        );
+        assert_eq!(violations, Vec::new());
+    }
+
+    #[test]
+    fn a_refused_write_that_is_seen_is_reported() {
+        let attempts = vec![
+            put(1, None, 0, Acknowledged),
+            put(2, Some(version(1, 0)), 1, Refused),
+        ];
+        let violations = run(attempts, &[version(2, 1)], Some(version(1, 0)));
+        assert_eq!(
+            invariants(&violations),
+            vec![Invariant::Visibility],
+            "{violations:?}"
+        );
+    }
+
+    #[test]
+    fn a_version_with_the_wrong_value_or_change_vector_is_reported() {
+        let attempts = vec![put(1, None, 0, Acknowledged)];
+        let violations = run(attempts.clone(), &[], Some(version(1, 7)));
+        assert_eq!(
+            invariants(&violations),
+            vec![Invariant::Visibility],
+            "{violations:?}"
+        );
+        let mut moved = version(1, 0);
+        moved.change_vector = ChangeVector::from("A:99-db");
+        let violations = run(attempts, &[], Some(moved));
+        assert_eq!(
+            invariants(&violations),
+            vec![Invariant::VersionChain],
+            "{violations:?}"
+        );
+    }
+
+    #[test]
+    fn one_change_vector_for_two_versions_is_reported() {
+        let attempts = vec![
+            put(1, None, 0, Acknowledged),
+            put(2, Some(version(1, 0)), 1, InDoubt),
+        ];
+        let mut reused = version(2, 1);
+        reused.change_vector = version(1, 0).change_vector;
+        let violations = run(attempts, &[version(1, 0), reused], Some(version(1, 0)));
+        assert!(
+            invariants(&violations).contains(&Invariant::Visibility),
+            "{violations:?}"
+        );
+    }
+
+    #[test]
+    fn writes_in_doubt_excuse_only_what_they_could_have_replaced() {
+        // Attempt 2 is in doubt: it may have replaced 1, and nobody saw it.
+        let attempts = vec![
+            put(1, None, 0, Acknowledged),
+            put(2, Some(version(1, 0)), 1, InDoubt),
+        ];
+        assert_eq!(run(attempts, &[], Some(version(1, 0))), Vec::new());
+        // Seen in the final state, it committed.
+        let attempts = vec![
+            put(1, None, 0, Acknowledged),
+            put(2, Some(version(1, 0)), 1, InDoubt),
+        ];
+        assert_eq!(run(attempts, &[], Some(version(2, 1))), Vec::new());
+        // A delete in doubt that expected 1 may explain its absence…
+        let attempts = vec![
+            put(1, None, 0, Acknowledged),
+            delete(2, version(1, 0), InDoubt),
+        ];
+        assert_eq!(run(attempts, &[], None), Vec::new());
+        // …but a write in doubt from another version excuses nothing.
+        let attempts = vec![
+            put(1, None, 0, Acknowledged),
+            put(2, Some(version(1, 0)), 1, Acknowledged),
+            put(3, Some(version(1, 0)), 1, InDoubt),
+        ];
+        let violations = run(attempts, &[], None);
+        assert_eq!(
+            invariants(&violations),
+            vec![Invariant::LostWrite],
+            "{violations:?}"
+        );
+    }
+
+    #[test]
+    fn a_batch_in_doubt_seen_in_part_is_reported() {
+        let other = DocKey {
+            kind: Kind::Register,
+            index: 1,
+        };
+        let batch = |outcome| Attempt {
+            token: 2,
+            writes: vec![
+                Write {
+                    key: KEY,
+                    expected: None,
+                    effect: Effect::Put { value: 0 },
+                    written: None,
+                },
+                Write {
+                    key: other,
+                    expected: None,
+                    effect: Effect::Put { value: 0 },
+                    written: None,
+                },
+            ],
+            outcome,
+        };
+        let history = History {
+            attempts: vec![batch(InDoubt)],
+            ..History::default()
+        };
+        let half = FinalState::from([(KEY, Some(version(2, 0))), (other, None)]);
+        let violations = check(&history, &half, RUN);
+        assert_eq!(
+            invariants(&violations),
+            vec![Invariant::Atomicity],
+            "{violations:?}"
+        );
+        let whole = FinalState::from([(KEY, Some(version(2, 0))), (other, Some(version(2, 0)))]);
+        assert_eq!(check(&history, &whole, RUN), Vec::new());
+        let none = FinalState::from([(KEY, None), (other, None)]);
+        assert_eq!(check(&history, &none, RUN), Vec::new());
+    }
+
+    #[test]
+    fn a_token_nobody_wrote_is_reported() {
+        let attempts = vec![put(1, None, 0, Acknowledged)];
+        let violations = run(attempts, &[], Some(version(9, 0)));
+        assert!(
+            invariants(&violations).contains(&Invariant::Visibility),
+            "{violations:?}"
+        );
+    }
+}

@@ -1,0 +1,196 @@
+// Two people edit the same document in two browsers. The second sees the
+// banner as soon as the first saves, saves anyway, gets the conflict
+// dialog, and resolves it: merge, keep mine or take theirs. What is stored
+// is checked over HTTP.
+
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { copyFileSync, mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import {
+  assertNoPageErrors,
+  launch,
+  person,
+  requestOf,
+  screenshot,
+  seeText,
+  seed,
+  server,
+  stored,
+  studio,
+  uniqueName,
+} from "./harness.mjs";
+
+let browser;
+before(async () => {
+  browser = await launch();
+});
+after(async () => {
+  await browser?.close();
+});
+
+const isPut = (request) => request.method() === "PUT" && request.url().includes("/docs/");
+
+/** Opens the document and waits until its changes feed is live. */
+async function open(page, db, id) {
+  await page.goto(studio(server(), `/db/${db}/collections/people/docs/${id}`));
+  await page.getByLabel("Document JSON").waitFor();
+  await page.locator('[data-feed-state="live"]').waitFor();
+}
+
+/** Replaces the editor's text with `document`, pretty-printed. */
+async function edit(page, document) {
+  await page.getByLabel("Document JSON").fill(JSON.stringify(document, null, 2));
+}
+
+async function save(page) {
+  return requestOf(page, isPut, () => page.getByRole("button", { name: "Save", exact: true }).click());
+}
+
+test("the second editor sees the banner, saves anyway, merges in the conflict dialog; the merge is stored", async () => {
+  const db = uniqueName("conflict");
+  await seed(server(), db, [["people", "ada", { name: "Ada", city: "London", born: 1815, tags: ["math"] }]]);
+  const start = await stored(server(), db, "people", "ada");
+  const alice = await person(browser);
+  const bob = await person(browser);
+  await open(alice, db, "ada");
+  await open(bob, db, "ada");
+
+  // Bob starts editing: the city, and a tag.
+  await edit(bob, { name: "Ada", city: "Paris", born: 1815, tags: ["math", "poetry"] });
+
+  // Alice saves first: her name change, and her own tag.
+  await edit(alice, { name: "Ada Lovelace", city: "London", born: 1815, tags: ["math", "engines"] });
+  const alicePut = await save(alice);
+  assert.equal(alicePut.headers["if-match"], `"${start.changeVector}"`);
+  await seeText(alice.getByRole("status"), "Saved — revision 2");
+  const afterAlice = await stored(server(), db, "people", "ada");
+
+  // Bob is told before he presses save; Alice, who saved it, is not.
+  const banner = bob.getByRole("alert").filter({ hasText: "Changed by someone else" });
+  await seeText(banner, "Changed by someone else — revision 2");
+  await screenshot(bob, "conflict-banner");
+  assert.equal(await alice.getByText("Changed by someone else").count(), 0);
+
+  // He saves anyway, with the version he started from: refused.
+  const bobPut = await save(bob);
+  assert.equal(bobPut.headers["if-match"], `"${start.changeVector}"`);
+  const dialog = bob.getByRole("dialog", { name: "Conflict: someone else saved people #ada" });
+  await dialog.waitFor();
+  await seeText(dialog.getByRole("region", { name: "Started from" }), '"city": "London"');
+  await seeText(dialog.getByRole("region", { name: "Your edit" }), '"city": "Paris"');
+  await seeText(dialog.getByRole("region", { name: "Stored now" }), '"name": "Ada Lovelace"');
+  const diff = dialog.getByRole("table", { name: "Changes since revision 1" });
+  await seeText(diff.getByRole("row", { name: /^name/ }), "Ada Lovelace");
+  await seeText(diff.getByRole("row", { name: /^city/ }), "Paris");
+  await seeText(diff.getByRole("row", { name: /^tags\[1\]/ }), "both changed");
+  await screenshot(bob, "conflict-dialog");
+  // The dialog alone: the README's picture (FOLIO_E2E_README_SCREENSHOT=docs/studio-conflict.png).
+  const picture = await screenshot(dialog, "conflict-dialog-only");
+  if (process.env.FOLIO_E2E_README_SCREENSHOT) {
+    mkdirSync(dirname(process.env.FOLIO_E2E_README_SCREENSHOT), { recursive: true });
+    copyFileSync(picture, process.env.FOLIO_E2E_README_SCREENSHOT);
+  }
+  assert.deepEqual((await stored(server(), db, "people", "ada")).document, afterAlice.document, "nothing written");
+
+  // Merge: both changes, and for the tag both changed, Bob's, to review.
+  await dialog.getByRole("button", { name: "Merge…" }).click();
+  await seeText(dialog.getByText(/^Both sides changed/), "Both sides changed tags");
+  const merged = dialog.getByLabel("Merged document");
+  assert.deepEqual(JSON.parse(await merged.inputValue()), {
+    name: "Ada Lovelace",
+    city: "Paris",
+    born: 1815,
+    tags: ["math", "poetry"],
+  });
+  await screenshot(bob, "conflict-merge");
+  await merged.fill(
+    JSON.stringify({ name: "Ada Lovelace", city: "Paris", born: 1815, tags: ["math", "engines", "poetry"] }, null, 2),
+  );
+  const mergePut = await requestOf(bob, isPut, () => dialog.getByRole("button", { name: "Save merge" }).click());
+  assert.equal(mergePut.headers["if-match"], `"${afterAlice.changeVector}"`, "against the current version");
+  await dialog.waitFor({ state: "detached" });
+  await seeText(bob.getByRole("status"), "Saved — revision 3");
+
+  const final = await stored(server(), db, "people", "ada");
+  assert.equal(final.revision, 3);
+  assert.deepEqual(final.document, {
+    name: "Ada Lovelace",
+    city: "Paris",
+    born: 1815,
+    tags: ["math", "engines", "poetry"],
+  });
+  assert.equal(await bob.getByText("Changed by someone else").count(), 0, "the banner is gone");
+  // And now Alice is the one told.
+  await seeText(alice.getByRole("alert"), "Changed by someone else — revision 3");
+  assertNoPageErrors(alice);
+  assertNoPageErrors(bob);
+});
+
+test("keep mine overwrites against the current version; take theirs reloads the stored one", async () => {
+  const db = uniqueName("resolve");
+  await seed(server(), db, [["people", "grace", { name: "Grace", rank: "Lieutenant" }]]);
+  const alice = await person(browser);
+  const bob = await person(browser);
+  await open(alice, db, "grace");
+  await open(bob, db, "grace");
+
+  await edit(alice, { name: "Grace Hopper", rank: "Lieutenant" });
+  await save(alice);
+  await seeText(alice.getByRole("status"), "Saved — revision 2");
+  const afterAlice = await stored(server(), db, "people", "grace");
+  await edit(bob, { name: "Grace", rank: "Rear Admiral" });
+  await save(bob);
+  const dialog = bob.getByRole("dialog", { name: /Conflict/ });
+  await dialog.waitFor();
+  const keep = await requestOf(bob, isPut, () => dialog.getByRole("button", { name: "Keep mine" }).click());
+  assert.equal(keep.headers["if-match"], `"${afterAlice.changeVector}"`);
+  await dialog.waitFor({ state: "detached" });
+  await seeText(bob.getByRole("status"), "Saved — revision 3");
+  assert.deepEqual((await stored(server(), db, "people", "grace")).document, { name: "Grace", rank: "Rear Admiral" });
+
+  // Alice, now behind, edits and saves: she takes Bob's version instead.
+  await seeText(alice.getByRole("alert"), "Changed by someone else — revision 3");
+  await edit(alice, { name: "Grace Hopper", rank: "Commodore" });
+  await save(alice);
+  const aliceDialog = alice.getByRole("dialog", { name: /Conflict/ });
+  await aliceDialog.waitFor();
+  await aliceDialog.getByRole("button", { name: "Take theirs" }).click();
+  await aliceDialog.waitFor({ state: "detached" });
+  assert.deepEqual(JSON.parse(await alice.getByLabel("Document JSON").inputValue()), {
+    name: "Grace",
+    rank: "Rear Admiral",
+  });
+  await seeText(alice.getByRole("definition").nth(1), "3");
+  assert.equal(await alice.getByText("Changed by someone else").count(), 0);
+  assert.deepEqual((await stored(server(), db, "people", "grace")).document, { name: "Grace", rank: "Rear Admiral" });
+  assertNoPageErrors(alice);
+  assertNoPageErrors(bob);
+});
+
+test("a document deleted by someone else: the banner says so, and keep mine creates it again", async () => {
+  const db = uniqueName("deleted");
+  await seed(server(), db, [["people", "linus", { name: "Linus" }]]);
+  const alice = await person(browser);
+  const bob = await person(browser);
+  await open(alice, db, "linus");
+  await open(bob, db, "linus");
+
+  await edit(bob, { name: "Linus Torvalds" });
+  await alice.getByRole("button", { name: "Delete", exact: true }).click();
+  await alice.getByRole("button", { name: "Delete for good" }).click();
+  await alice.getByRole("heading", { name: "people", level: 1 }).waitFor();
+
+  await seeText(bob.getByRole("alert"), "Deleted by someone else");
+  await save(bob);
+  const dialog = bob.getByRole("dialog", { name: /Conflict/ });
+  await seeText(dialog.getByRole("region", { name: "Stored now" }), "Deleted by someone else");
+  assert.equal(await dialog.getByRole("button", { name: "Merge…" }).isDisabled(), true);
+  const recreate = await requestOf(bob, isPut, () => dialog.getByRole("button", { name: /Keep mine/ }).click());
+  assert.equal(recreate.headers["if-none-match"], "*");
+  await dialog.waitFor({ state: "detached" });
+  const final = await stored(server(), db, "people", "linus");
+  assert.equal(final.status, 200);
+  assert.deepEqual(final.document, { name: "Linus Torvalds" });
+  assertNoPageErrors(bob);
+});

@@ -1,0 +1,101 @@
+// A server started with --keys: the Studio's own files load without a
+// key, the API asks for one, and once it is entered every request carries
+// it, the changes feed included (read with fetch(), which can send
+// Authorization; EventSource cannot).
+
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import {
+  adminKey,
+  assertNoPageErrors,
+  http,
+  keyedServer,
+  launch,
+  person,
+  readerKey,
+  requestOf,
+  screenshot,
+  seeText,
+  seed,
+  stored,
+  studio,
+  uniqueName,
+} from "./harness.mjs";
+
+let browser;
+before(async () => {
+  browser = await launch();
+});
+after(async () => {
+  await browser?.close();
+});
+
+test("the Studio asks for a key, then sends it on every request, the changes feed included", async () => {
+  const db = uniqueName("keys");
+  await seed(keyedServer(), db, [["people", "ada", { name: "Ada" }]], adminKey());
+  const page = await person(browser);
+
+  await page.goto(studio(keyedServer()));
+  await seeText(page.getByRole("alert").first(), "This server requires an API key");
+  await seeText(page.getByRole("alert").last(), "send an API key");
+  await screenshot(page, "keys-required");
+
+  await page.getByLabel("API key").fill("not-a-key-0123456789");
+  await page.getByRole("button", { name: "Use key" }).click();
+  await seeText(page.getByRole("alert").last(), "unknown API key");
+
+  await page.getByLabel("API key").fill(adminKey());
+  const list = await requestOf(
+    page,
+    (request) => request.url().endsWith("/db"),
+    () => page.getByRole("button", { name: "Use key" }).click(),
+  );
+  assert.equal(list.headers.authorization, `Bearer ${adminKey()}`);
+  await page.getByRole("link", { name: db }).click();
+  await page.getByRole("list", { name: "Collections" }).getByRole("link", { name: "people" }).click();
+
+  const feed = page.waitForRequest((request) => request.url().includes("/changes?"));
+  await page.getByRole("link", { name: "ada", exact: true }).click();
+  const feedHeaders = await (await feed).allHeaders();
+  assert.equal(feedHeaders.authorization, `Bearer ${adminKey()}`);
+  assert.equal(feedHeaders.accept, "text/event-stream");
+  await page.locator('[data-feed-state="live"]').waitFor();
+
+  // Someone else saves over HTTP: the banner comes through the keyed feed.
+  const before = await stored(keyedServer(), db, "people", "ada", adminKey());
+  const update = await http(keyedServer(), "PUT", `/db/${db}/docs/people/ada`, {
+    body: { name: "Ada Lovelace" },
+    headers: { "if-match": `"${before.changeVector}"` },
+    key: adminKey(),
+  });
+  assert.equal(update.status, 200, update.text);
+  await seeText(page.getByRole("alert"), "Changed by someone else — revision 2");
+  await screenshot(page, "keys-banner");
+
+  // The key stays for the tab's session: a reload keeps it.
+  await page.reload();
+  await page.locator('[data-feed-state="live"]').waitFor();
+  assert.equal(await page.getByText("This server requires an API key").count(), 0);
+  assertNoPageErrors(page);
+});
+
+test("a read-only key can browse, and a save is refused with the server's reason", async () => {
+  const db = uniqueName("reader");
+  await seed(keyedServer(), db, [["people", "ada", { name: "Ada" }]], adminKey());
+  const page = await person(browser);
+  await page.goto(studio(keyedServer(), `/db/${db}/collections/people/docs/ada`));
+  await page.getByLabel("API key").fill(readerKey());
+  await page.getByRole("button", { name: "Use key" }).click();
+  const editor = page.getByLabel("Document JSON");
+  await editor.waitFor();
+  await page.locator('[data-feed-state="live"]').waitFor();
+
+  await editor.fill('{"name": "Ada Lovelace"}');
+  await page.getByRole("button", { name: "Save", exact: true }).click();
+  await seeText(page.getByRole("alert"), "Not saved: Forbidden");
+  assert.deepEqual((await stored(keyedServer(), db, "people", "ada", adminKey())).document, { name: "Ada" });
+
+  await page.getByRole("button", { name: "Forget key" }).click();
+  await seeText(page.getByRole("alert").first(), "This server requires an API key");
+  assertNoPageErrors(page);
+});

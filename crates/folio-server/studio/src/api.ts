@@ -1,0 +1,289 @@
+// The Folio HTTP API (PROTOCOL.md), as the Studio uses it. Every request
+// carries the API key of this tab, when one is set, as
+// `Authorization: Bearer <key>`, and bypasses the browser's HTTP cache: a
+// document answered with `Last-Modified` and no `Cache-Control` may
+// otherwise be served from the cache, stale, on "take theirs".
+
+/** A problem body (RFC 9457), as every error of the server has. */
+export interface Problem {
+  type?: string;
+  title?: string;
+  status: number;
+  detail?: string;
+  /** 412: the document's current change vector (`null`: it does not exist). */
+  actual?: string | null;
+}
+
+/** An answer that is not a success. */
+export class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly problem: Problem,
+  ) {
+    super(problem.detail ?? problem.title ?? `HTTP ${status}`);
+  }
+}
+
+/** A document with its metadata, as lists and queries answer it. */
+export interface Entry {
+  collection: string;
+  id: string;
+  change_vector: string;
+  revision: number;
+  etag: number;
+  last_modified: string;
+  document: unknown;
+}
+
+/** One version of a document, as read or as written. */
+export interface Version {
+  /** The document as stored (JSON text). */
+  text: string;
+  changeVector: string;
+  revision: number;
+  /** The database-wide etag of this version (where the changes feed resumes). */
+  etag: number;
+  lastModified: string;
+}
+
+/** What a conditional write or delete answered. */
+export type WriteOutcome<T> =
+  | { ok: true; value: T }
+  /** 412: the precondition failed; `actual` is the current change vector. */
+  | { ok: false; actual: string | null };
+
+const KEY_STORAGE = "folio-studio-api-key";
+
+type Listener = () => void;
+
+/**
+ * The API key of this tab (kept in sessionStorage: it survives a reload,
+ * not the tab) and whether the server asked for one.
+ */
+export const credentials = {
+  key: sessionStorage.getItem(KEY_STORAGE) ?? "",
+  /** The server answered 401: a key is missing or unknown. */
+  rejected: false,
+  listeners: new Set<Listener>(),
+
+  setKey(key: string): void {
+    this.key = key.trim();
+    if (this.key) sessionStorage.setItem(KEY_STORAGE, this.key);
+    else sessionStorage.removeItem(KEY_STORAGE);
+    this.rejected = false;
+    this.notify();
+  },
+
+  reject(): void {
+    if (!this.rejected) {
+      this.rejected = true;
+      this.notify();
+    }
+  },
+
+  subscribe(listener: Listener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  },
+
+  notify(): void {
+    for (const listener of this.listeners) listener();
+  },
+};
+
+/** The headers every request carries. */
+export function authHeaders(): Record<string, string> {
+  return credentials.key ? { Authorization: `Bearer ${credentials.key}` } : {};
+}
+
+/** `/db/{db}/docs/{collection}[/{id}]`, each segment percent-encoded. */
+export function documentPath(db: string, collection: string, id?: string): string {
+  const base = `/db/${encodeURIComponent(db)}/docs/${encodeURIComponent(collection)}`;
+  return id === undefined ? base : `${base}/${encodeURIComponent(id)}`;
+}
+
+async function send(
+  method: string,
+  path: string,
+  options: { body?: string; headers?: Record<string, string>; contentType?: string } = {},
+): Promise<Response> {
+  const headers: Record<string, string> = { ...authHeaders(), ...options.headers };
+  if (options.body !== undefined) headers["Content-Type"] = options.contentType ?? "application/json";
+  const response = await fetch(path, {
+    method,
+    headers,
+    body: options.body,
+    cache: "no-store",
+  });
+  if (response.status === 401) credentials.reject();
+  return response;
+}
+
+/** The problem body of a failed response (or one made up from its status). */
+async function problemOf(response: Response): Promise<Problem> {
+  try {
+    const body = (await response.json()) as Problem;
+    if (body && typeof body === "object") return { ...body, status: response.status };
+  } catch {
+    // Not JSON: fall through to a problem made from the status line.
+  }
+  return { status: response.status, title: response.statusText || `HTTP ${response.status}` };
+}
+
+async function fail(response: Response): Promise<never> {
+  throw new HttpError(response.status, await problemOf(response));
+}
+
+async function json<T>(response: Response): Promise<T> {
+  if (!response.ok) await fail(response);
+  return (await response.json()) as T;
+}
+
+/** Strips the quotes of an `ETag` header: the change vector itself. */
+function changeVectorOf(etag: string | null): string {
+  if (!etag) return "";
+  return etag.replace(/^W\//, "").replace(/^"(.*)"$/, "$1");
+}
+
+function versionOf(response: Response, text: string): Version {
+  const headers = response.headers;
+  return {
+    text,
+    changeVector: changeVectorOf(headers.get("ETag")),
+    revision: Number(headers.get("Folio-Revision") ?? 0),
+    etag: Number(headers.get("Folio-Etag") ?? 0),
+    lastModified: headers.get("Last-Modified") ?? "",
+  };
+}
+
+/** `GET /db`: the databases this key may read. */
+export async function listDatabases(): Promise<string[]> {
+  const body = await json<{ databases: string[] }>(await send("GET", "/db"));
+  return body.databases;
+}
+
+/** `PUT /db/{db}` (admin): creates a database; `true` when it is new. */
+export async function createDatabase(db: string): Promise<boolean> {
+  const response = await send("PUT", `/db/${encodeURIComponent(db)}`);
+  if (!response.ok) await fail(response);
+  return response.status === 201;
+}
+
+/** One page of a collection, in id order. */
+export interface Page {
+  items: Entry[];
+  next: string | null;
+}
+
+/** `GET /db/{db}/docs/{collection}?after=&limit=`. */
+export async function listDocuments(
+  db: string,
+  collection: string,
+  after: string | null,
+  limit: number,
+): Promise<Page> {
+  const query = new URLSearchParams({ limit: String(limit) });
+  if (after !== null) query.set("after", after);
+  return json<Page>(await send("GET", `${documentPath(db, collection)}?${query}`));
+}
+
+/** `GET` of one document; `null` when it does not exist. */
+export async function getDocument(db: string, collection: string, id: string): Promise<Version | null> {
+  const response = await send("GET", documentPath(db, collection, id));
+  if (response.status === 404) {
+    const problem = await problemOf(response);
+    // A missing database is an error; a missing document is an answer.
+    if (/^no database/.test(problem.detail ?? "")) {
+      throw new HttpError(404, problem);
+    }
+    return null;
+  }
+  if (!response.ok) await fail(response);
+  return versionOf(response, await response.text());
+}
+
+/** The precondition of a write: the version it replaces, or none at all. */
+export type Precondition = { ifMatch: string } | { ifNoneMatch: "*" };
+
+function preconditionHeaders(precondition: Precondition): Record<string, string> {
+  return "ifMatch" in precondition
+    ? { "If-Match": `"${precondition.ifMatch}"` }
+    : { "If-None-Match": "*" };
+}
+
+/**
+ * A conditional `PUT`: `If-Match: "<change vector>"` (update only that
+ * version) or `If-None-Match: *` (create only). `text` is sent as is.
+ */
+export async function putDocument(
+  db: string,
+  collection: string,
+  id: string,
+  text: string,
+  precondition: Precondition,
+): Promise<WriteOutcome<Version>> {
+  const response = await send("PUT", documentPath(db, collection, id), {
+    body: text,
+    headers: preconditionHeaders(precondition),
+  });
+  if (response.status === 412) {
+    const problem = await problemOf(response);
+    return { ok: false, actual: problem.actual ?? null };
+  }
+  if (!response.ok) await fail(response);
+  return { ok: true, value: versionOf(response, text) };
+}
+
+/** `POST` to a collection: the server picks the id. */
+export async function postDocument(
+  db: string,
+  collection: string,
+  text: string,
+): Promise<{ id: string; version: Version }> {
+  const response = await send("POST", documentPath(db, collection), { body: text });
+  if (!response.ok) await fail(response);
+  const metadata = (await response.json()) as { id: string };
+  return { id: metadata.id, version: versionOf(response, text) };
+}
+
+/** A `DELETE` with `If-Match: "<change vector>"`. */
+export async function deleteDocument(
+  db: string,
+  collection: string,
+  id: string,
+  changeVector: string,
+): Promise<WriteOutcome<null>> {
+  const response = await send("DELETE", documentPath(db, collection, id), {
+    headers: { "If-Match": `"${changeVector}"` },
+  });
+  if (response.status === 412) {
+    const problem = await problemOf(response);
+    return { ok: false, actual: problem.actual ?? null };
+  }
+  if (!response.ok) await fail(response);
+  return { ok: true, value: null };
+}
+
+/** `POST /db/{db}/query` with the query JSON as the user wrote it. */
+export async function runQuery(db: string, queryText: string): Promise<{ results: Entry[]; total: number }> {
+  return json(await send("POST", `/db/${encodeURIComponent(db)}/query`, { body: queryText }));
+}
+
+/** One page of the changes feed in its long-poll form. */
+export interface ChangesPage {
+  changes: Array<{ kind: string; collection: string; id: string; etag: number }>;
+  last_etag: number;
+}
+
+/**
+ * `GET /db/{db}/changes?since=&limit=&timeout=0` with `Accept:
+ * application/json`: the changes after `since`, without waiting.
+ */
+export async function changesPage(db: string, since: number, limit: number): Promise<ChangesPage> {
+  const query = new URLSearchParams({ since: String(since), limit: String(limit), timeout: "0" });
+  return json(
+    await send("GET", `/db/${encodeURIComponent(db)}/changes?${query}`, {
+      headers: { Accept: "application/json" },
+    }),
+  );
+}

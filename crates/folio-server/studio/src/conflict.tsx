@@ -1,0 +1,246 @@
+// The conflict dialog: side by side, the version the edit started from,
+// the edit, and what is stored now, with a diff by path; then take theirs,
+// keep mine (overwrite, against the current change vector) or merge.
+
+import { useEffect, useMemo, useRef, useState } from "preact/hooks";
+import type { Version } from "./api";
+import { deepEqual, diffByPath, markChangedLines, merge3, preview, type Json } from "./diff";
+import { hasInexactNumbers, pretty, validateDocument } from "./jsontext";
+import { formatDate } from "./ui";
+
+/** A conflict between an edit and the stored document. */
+export interface Conflict {
+  /** The version the edit started from. */
+  base: Version;
+  /** The edit (JSON text, valid). */
+  mine: string;
+  /** What is stored now (`null`: someone deleted it). */
+  theirs: Version | null;
+  /** `refused`: a save got 412; `preview`: opened from the banner, before saving. */
+  reason: "refused" | "preview";
+}
+
+export interface ConflictDialogProps {
+  conflict: Conflict;
+  title: string;
+  busy: boolean;
+  onTakeTheirs: () => void;
+  onKeepMine: () => void;
+  /** Saves the merged text against the stored version. */
+  onSaveMerge: (text: string) => void;
+  /** Closes the dialog and goes back to editing. */
+  onClose: () => void;
+}
+
+function parse(text: string): Json | undefined {
+  try {
+    return JSON.parse(text) as Json;
+  } catch {
+    return undefined;
+  }
+}
+
+export function ConflictDialog(props: ConflictDialogProps) {
+  const { conflict, busy } = props;
+  const dialog = useRef<HTMLDialogElement>(null);
+  const [merging, setMerging] = useState(false);
+  const [mergeText, setMergeText] = useState("");
+  const texts = useMemo(
+    () => ({
+      base: pretty(conflict.base.text),
+      mine: pretty(conflict.mine),
+      theirs: conflict.theirs ? pretty(conflict.theirs.text) : null,
+    }),
+    [conflict],
+  );
+  const values = useMemo(
+    () => ({
+      base: parse(conflict.base.text),
+      mine: parse(conflict.mine),
+      theirs: conflict.theirs ? parse(conflict.theirs.text) : undefined,
+    }),
+    [conflict],
+  );
+  const differences = useMemo(() => diffByPath(values.base, values.mine, values.theirs), [values]);
+  const merge = useMemo(() => merge3(values.base, values.mine, values.theirs), [values]);
+  const inexact =
+    hasInexactNumbers(conflict.base.text) ||
+    hasInexactNumbers(conflict.mine) ||
+    (conflict.theirs !== null && hasInexactNumbers(conflict.theirs.text));
+
+  useEffect(() => {
+    const element = dialog.current;
+    if (element && !element.open) element.showModal();
+    return () => element?.close();
+  }, []);
+  // A new conflict (the merge was refused too) starts over at the comparison.
+  useEffect(() => setMerging(false), [conflict]);
+
+  const startMerge = () => {
+    setMergeText(JSON.stringify(merge.value ?? {}, null, 2));
+    setMerging(true);
+  };
+  const mergeValidation = validateDocument(mergeText);
+  const theirs = conflict.theirs;
+
+  return (
+    <dialog
+      ref={dialog}
+      class="conflict"
+      aria-labelledby="conflict-title"
+      aria-describedby="conflict-summary"
+      onCancel={(event) => {
+        event.preventDefault();
+        props.onClose();
+      }}
+    >
+      <h2 id="conflict-title">{props.title}</h2>
+      <p id="conflict-summary">
+        {conflict.reason === "refused" ? "Your save was refused and nothing was written: " : "Before you save: "}
+        your edit started from revision {conflict.base.revision}
+        {theirs
+          ? `, and the document is now at revision ${theirs.revision} (saved ${formatDate(theirs.lastModified)}).`
+          : ", and the document has since been deleted."}
+      </p>
+
+      {!merging && (
+        <>
+          <div class="columns">
+            <Column
+              label={`Started from · revision ${conflict.base.revision}`}
+              name="Started from"
+              lines={markChangedLines(texts.base, texts.base)}
+            />
+            <Column label="Your edit" name="Your edit" lines={markChangedLines(texts.base, texts.mine)} />
+            {texts.theirs !== null && theirs ? (
+              <Column
+                label={`Stored now · revision ${theirs.revision}`}
+                name="Stored now"
+                lines={markChangedLines(texts.base, texts.theirs)}
+              />
+            ) : (
+              <section class="column" aria-label="Stored now">
+                <h3>Stored now</h3>
+                <p class="note error">Deleted by someone else.</p>
+              </section>
+            )}
+          </div>
+
+          <table class="diff">
+            <caption>Changes since revision {conflict.base.revision}</caption>
+            <thead>
+              <tr>
+                <th scope="col">Path</th>
+                <th scope="col">Started from</th>
+                <th scope="col">Your edit</th>
+                <th scope="col">Stored now</th>
+              </tr>
+            </thead>
+            <tbody>
+              {differences.length === 0 && (
+                <tr>
+                  <td colSpan={4} class="muted">
+                    No difference in content.
+                  </td>
+                </tr>
+              )}
+              {differences.map((row) => (
+                <tr key={row.path} class={row.conflict ? "both" : undefined}>
+                  <th scope="row" class="code">
+                    {row.path}
+                    {row.conflict && <span class="badge">both changed</span>}
+                  </th>
+                  <td class="code">{preview(row.base)}</td>
+                  <td class={`code${deepEqual(row.mine, row.base) ? " muted" : " changed"}`}>{preview(row.mine)}</td>
+                  <td class={`code${deepEqual(row.theirs, row.base) ? " muted" : " changed"}`}>
+                    {theirs ? preview(row.theirs) : "(deleted)"}
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+
+          <div class="dialog-actions">
+            <button type="button" class="secondary" disabled={busy} onClick={props.onTakeTheirs}>
+              Take theirs
+            </button>
+            <button type="button" class="danger" disabled={busy} onClick={props.onKeepMine}>
+              {theirs ? "Keep mine" : "Keep mine (create it again)"}
+            </button>
+            <button type="button" disabled={busy || !theirs || values.mine === undefined} onClick={startMerge}>
+              Merge…
+            </button>
+            <button type="button" class="link" disabled={busy} onClick={props.onClose}>
+              Back to editing
+            </button>
+          </div>
+          <p class="muted small">
+            Take theirs: reload the stored version, dropping your edit. Keep mine: overwrite it with your edit
+            (If-Match its current version). Merge: edit a merge of both, then save it the same way.
+          </p>
+        </>
+      )}
+
+      {merging && theirs && (
+        <div class="merge">
+          {merge.conflicts.length > 0 ? (
+            <p class="note warning">
+              Both sides changed {merge.conflicts.join(", ")}: your edit's value is in the merge below. Check it
+              before saving.
+            </p>
+          ) : (
+            <p class="note ok">Both edits merged without overlap: what you changed and what they changed.</p>
+          )}
+          {inexact && (
+            <p class="note warning">
+              A number here has more digits than JavaScript keeps: the merge may have rounded it. Check it.
+            </p>
+          )}
+          <label for="merge-json">Merged document</label>
+          <textarea
+            id="merge-json"
+            rows={14}
+            spellcheck={false}
+            value={mergeText}
+            aria-invalid={!mergeValidation.ok}
+            aria-describedby="merge-validation"
+            onInput={(event) => setMergeText(event.currentTarget.value)}
+          />
+          <p id="merge-validation" class={mergeValidation.ok ? "muted small" : "note error"}>
+            {mergeValidation.ok
+              ? `Saved against revision ${theirs.revision} (If-Match its change vector)`
+              : mergeValidation.message}
+          </p>
+          <div class="dialog-actions">
+            <button
+              type="button"
+              disabled={busy || !mergeValidation.ok}
+              onClick={() => props.onSaveMerge(mergeText)}
+            >
+              Save merge
+            </button>
+            <button type="button" class="secondary" disabled={busy} onClick={() => setMerging(false)}>
+              Back to comparison
+            </button>
+          </div>
+        </div>
+      )}
+    </dialog>
+  );
+}
+
+function Column({ label, name, lines }: { label: string; name: string; lines: ReturnType<typeof markChangedLines> }) {
+  return (
+    <section class="column" aria-label={name}>
+      <h3>{label}</h3>
+      <pre>
+        {lines.map((line, index) => (
+          <span key={index} class={line.changed ? "line changed" : "line"}>
+            {line.text}
+            {"\n"}
+          </span>
+        ))}
+      </pre>
+    </section>
+  );
+}

@@ -1,0 +1,157 @@
+// Comparing and merging JSON documents for the conflict dialog: a diff by
+// path (what each side changed from the version the edit started from), a
+// line diff (to mark changed lines in the side-by-side columns), and a
+// three-way merge.
+
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+/** Structural equality of JSON values (object key order does not matter). */
+export function deepEqual(a: Json | undefined, b: Json | undefined): boolean {
+  if (a === b) return true;
+  if (a === undefined || b === undefined || a === null || b === null) return false;
+  if (typeof a !== "object" || typeof b !== "object") return false;
+  if (Array.isArray(a) !== Array.isArray(b)) return false;
+  if (Array.isArray(a) && Array.isArray(b)) {
+    return a.length === b.length && a.every((item, index) => deepEqual(item, b[index]));
+  }
+  const left = a as Record<string, Json>;
+  const right = b as Record<string, Json>;
+  const keys = Object.keys(left);
+  return (
+    keys.length === Object.keys(right).length &&
+    keys.every((key) => Object.prototype.hasOwnProperty.call(right, key) && deepEqual(left[key], right[key]))
+  );
+}
+
+function isObject(value: Json | undefined): value is { [key: string]: Json } {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** `a.b`, `a["odd key"]`, `a[0]`: a readable path. */
+function childPath(parent: string, key: string | number): string {
+  if (typeof key === "number") return `${parent}[${key}]`;
+  if (/^[A-Za-z_$][A-Za-z0-9_$-]*$/.test(key)) return parent ? `${parent}.${key}` : key;
+  return `${parent}[${JSON.stringify(key)}]`;
+}
+
+/** The leaves of a document by path (empty objects and arrays are leaves). */
+function leaves(value: Json | undefined, path = "", into = new Map<string, Json>()): Map<string, Json> {
+  if (value === undefined) return into;
+  if (Array.isArray(value) && value.length > 0) {
+    value.forEach((item, index) => leaves(item, childPath(path, index), into));
+  } else if (isObject(value) && Object.keys(value).length > 0) {
+    for (const [key, item] of Object.entries(value)) leaves(item, childPath(path, key), into);
+  } else {
+    into.set(path || "(document)", value);
+  }
+  return into;
+}
+
+/** One path where the edit or the stored version differs from the start. */
+export interface PathDifference {
+  path: string;
+  /** `undefined`: absent on that side. */
+  base: Json | undefined;
+  mine: Json | undefined;
+  theirs: Json | undefined;
+  /** Both sides changed it, differently. */
+  conflict: boolean;
+}
+
+/** Every path that either side changed, in document order. */
+export function diffByPath(base: Json | undefined, mine: Json | undefined, theirs: Json | undefined): PathDifference[] {
+  const [b, m, t] = [leaves(base), leaves(mine), leaves(theirs)];
+  const paths = [...new Set([...b.keys(), ...m.keys(), ...t.keys()])];
+  const differences: PathDifference[] = [];
+  for (const path of paths) {
+    const row = { path, base: b.get(path), mine: m.get(path), theirs: t.get(path) };
+    const mineChanged = !deepEqual(row.base, row.mine);
+    const theirsChanged = !deepEqual(row.base, row.theirs);
+    if (!mineChanged && !theirsChanged) continue;
+    differences.push({ ...row, conflict: mineChanged && theirsChanged && !deepEqual(row.mine, row.theirs) });
+  }
+  return differences;
+}
+
+/** A line of a side-by-side column and whether it differs from the start. */
+export interface Line {
+  text: string;
+  changed: boolean;
+}
+
+/** The largest product of line counts diffed exactly; beyond it lines are compared in place. */
+const LCS_LIMIT = 4_000_000;
+
+/**
+ * The lines of `text`, each marked when it is not part of the longest
+ * common subsequence with `base` (an added or changed line).
+ */
+export function markChangedLines(base: string, text: string): Line[] {
+  const a = base.split("\n");
+  const b = text.split("\n");
+  if (a.length * b.length > LCS_LIMIT) {
+    return b.map((line, index) => ({ text: line, changed: line !== a[index] }));
+  }
+  // lengths[i][j]: the LCS length of a[i..] and b[j..].
+  const lengths = Array.from({ length: a.length + 1 }, () => new Uint32Array(b.length + 1));
+  for (let i = a.length - 1; i >= 0; i--) {
+    for (let j = b.length - 1; j >= 0; j--) {
+      lengths[i][j] = a[i] === b[j] ? lengths[i + 1][j + 1] + 1 : Math.max(lengths[i + 1][j], lengths[i][j + 1]);
+    }
+  }
+  const lines: Line[] = [];
+  let i = 0;
+  let j = 0;
+  while (j < b.length) {
+    if (i < a.length && a[i] === b[j]) {
+      lines.push({ text: b[j], changed: false });
+      i++;
+      j++;
+    } else if (i < a.length && lengths[i + 1][j] >= lengths[i][j + 1]) {
+      i++; // a line of the start that this side removed
+    } else {
+      lines.push({ text: b[j], changed: true });
+      j++;
+    }
+  }
+  return lines;
+}
+
+/** The result of a three-way merge. */
+export interface Merge {
+  value: Json | undefined;
+  /** Paths that both sides changed differently; the edit's value was kept. */
+  conflicts: string[];
+}
+
+/**
+ * Merges the edit (`mine`) and the stored version (`theirs`), both made
+ * from `base`: what only one side changed is taken from that side; objects
+ * changed on both sides are merged key by key; anything else changed on
+ * both sides keeps the edit's value and is reported.
+ */
+export function merge3(base: Json | undefined, mine: Json | undefined, theirs: Json | undefined, path = ""): Merge {
+  if (deepEqual(mine, theirs)) return { value: mine, conflicts: [] };
+  if (deepEqual(mine, base)) return { value: theirs, conflicts: [] };
+  if (deepEqual(theirs, base)) return { value: mine, conflicts: [] };
+  if (isObject(mine) && isObject(theirs)) {
+    const start = isObject(base) ? base : {};
+    const value: { [key: string]: Json } = {};
+    const conflicts: string[] = [];
+    const keys = [...new Set([...Object.keys(mine), ...Object.keys(theirs)])];
+    for (const key of keys) {
+      const merged = merge3(start[key], mine[key], theirs[key], childPath(path, key));
+      if (merged.value !== undefined) value[key] = merged.value;
+      conflicts.push(...merged.conflicts);
+    }
+    return { value, conflicts };
+  }
+  return { value: mine, conflicts: [path || "(document)"] };
+}
+
+/** A JSON value in one short line, for tables; `—` when absent. */
+export function preview(value: Json | undefined, max = 80): string {
+  if (value === undefined) return "—";
+  const text = JSON.stringify(value);
+  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+}

@@ -1,0 +1,381 @@
+// One document: its metadata, the JSON editor, conditional save and
+// delete, the conflict dialog on 412, and the live banner when someone
+// else saves it while it is open.
+//
+// The version the edit started from (`base`) is what every write is
+// conditional on: save sends `If-Match: "<its change vector>"`, so a save
+// over someone else's newer version is refused (412) instead of silently
+// overwriting it.
+
+import { useEffect, useRef, useState } from "preact/hooks";
+import { deleteDocument, getDocument, putDocument, type Precondition, type Version } from "./api";
+import { ConflictDialog, type Conflict } from "./conflict";
+import { followChanges, type Change, type FeedState } from "./feed";
+import { minify, pretty, validateDocument } from "./jsontext";
+import { navigate, rememberCollection } from "./router";
+import { Breadcrumbs, ErrorNote, describe, formatDate } from "./ui";
+
+interface Props {
+  db: string;
+  collection: string;
+  id: string;
+  generation: number;
+}
+
+type Notice = { kind: "ok" | "error"; text: string } | null;
+
+export function DocumentPage({ db, collection, id, generation }: Props) {
+  const [base, setBase] = useState<Version | null>(null);
+  const [missing, setMissing] = useState(false);
+  const [loadError, setLoadError] = useState<unknown>();
+  const [text, setText] = useState("");
+  const [busy, setBusy] = useState(false);
+  const [notice, setNotice] = useState<Notice>(null);
+  const [conflict, setConflict] = useState<Conflict | null>(null);
+  const [remote, setRemote] = useState<Change | null>(null);
+  const [feedState, setFeedState] = useState<FeedState>("connecting");
+  const [confirmingDelete, setConfirmingDelete] = useState(false);
+  // Where the changes feed starts: the etag of the first version loaded.
+  const [feedSince, setFeedSince] = useState<number | null>(null);
+
+  // Read by the feed's callback, which outlives renders.
+  const baseRef = useRef<Version | null>(null);
+  const savingRef = useRef(false);
+  const ownWrites = useRef(new Set<string>());
+  const heldChanges = useRef<Change[]>([]);
+
+  const adopt = (version: Version) => {
+    baseRef.current = version;
+    setBase(version);
+    setText(pretty(version.text));
+    setMissing(false);
+    setRemote((current) => (current && current.etag > version.etag ? current : null));
+  };
+
+  /**
+   * Reads the stored version and shows it. `then` runs in the same update
+   * as the new version (or the error), so nothing is ever shown half done.
+   */
+  const load = async (then?: () => void) => {
+    setLoadError(undefined);
+    let version: Version | null;
+    try {
+      version = await getDocument(db, collection, id);
+    } catch (error) {
+      then?.();
+      setLoadError(error);
+      return;
+    }
+    then?.();
+    if (version) {
+      const etag = version.etag;
+      adopt(version);
+      setFeedSince((since) => since ?? etag);
+    } else {
+      baseRef.current = null;
+      setBase(null);
+      setMissing(true);
+      setRemote(null);
+    }
+  };
+
+  useEffect(() => {
+    setBase(null);
+    setConflict(null);
+    setRemote(null);
+    setNotice(null);
+    setFeedSince(null);
+    ownWrites.current.clear();
+    rememberCollection(db, collection);
+    void load();
+  }, [db, collection, id, generation]);
+
+  /** A change reported by the feed: someone else's, unless we wrote it. */
+  const consider = (change: Change) => {
+    if (change.id !== id) return;
+    if (savingRef.current) {
+      // Our own save may be this change: decide once its answer is in.
+      heldChanges.current.push(change);
+      return;
+    }
+    const current = baseRef.current;
+    if (ownWrites.current.has(change.change_vector)) return;
+    if (current && change.etag <= current.etag) return;
+    setRemote((shown) => (shown && shown.etag >= change.etag ? shown : change));
+  };
+  const considerRef = useRef(consider);
+  considerRef.current = consider;
+
+  useEffect(() => {
+    if (feedSince === null) return;
+    const abort = new AbortController();
+    void followChanges({
+      db,
+      collection,
+      since: feedSince,
+      signal: abort.signal,
+      onChange: (change) => considerRef.current(change),
+      onState: setFeedState,
+    });
+    return () => abort.abort();
+  }, [db, collection, feedSince, generation]);
+
+  const finishSaving = () => {
+    savingRef.current = false;
+    const held = heldChanges.current;
+    heldChanges.current = [];
+    held.forEach((change) => considerRef.current(change));
+  };
+
+  /**
+   * Writes `editText` with `precondition`; on 412 opens the conflict dialog
+   * with what is stored now, `startedFrom` being the version the edit was
+   * made from.
+   */
+  const write = async (editText: string, precondition: Precondition, startedFrom: Version) => {
+    setBusy(true);
+    setNotice(null);
+    savingRef.current = true;
+    try {
+      const body = minify(editText);
+      const outcome = await putDocument(db, collection, id, body, precondition);
+      if (outcome.ok) {
+        ownWrites.current.add(outcome.value.changeVector);
+        adopt(outcome.value);
+        setConflict(null);
+        setNotice({ kind: "ok", text: `Saved — revision ${outcome.value.revision}` });
+      } else {
+        const theirs = await getDocument(db, collection, id);
+        setConflict({ base: startedFrom, mine: editText, theirs, reason: "refused" });
+      }
+    } catch (error) {
+      setNotice({ kind: "error", text: `Not saved: ${describe(error)}` });
+    } finally {
+      finishSaving();
+      setBusy(false);
+    }
+  };
+
+  const validation = validateDocument(text);
+  const dirty = base !== null && text !== pretty(base.text);
+
+  const save = (event: Event) => {
+    event.preventDefault();
+    if (!base || !validation.ok) return;
+    void write(text, { ifMatch: base.changeVector }, base);
+  };
+
+  const showDifferences = async () => {
+    if (!base) return;
+    setBusy(true);
+    try {
+      const theirs = await getDocument(db, collection, id);
+      setConflict({ base, mine: validation.ok ? text : base.text, theirs, reason: "preview" });
+    } catch (error) {
+      setNotice({ kind: "error", text: describe(error) });
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  /** Drops the edit for the stored version; the dialog stays until it is shown. */
+  const takeTheirs = async () => {
+    setBusy(true);
+    setNotice(null);
+    await load(() => {
+      setBusy(false);
+      setConflict(null);
+    });
+  };
+
+  const keepMine = () => {
+    if (!conflict) return;
+    const precondition: Precondition = conflict.theirs
+      ? { ifMatch: conflict.theirs.changeVector }
+      : { ifNoneMatch: "*" };
+    void write(conflict.mine, precondition, conflict.base);
+  };
+
+  const saveMerge = (merged: string) => {
+    if (!conflict?.theirs) return;
+    // The merge is made from the stored version: that is what it replaces.
+    void write(merged, { ifMatch: conflict.theirs.changeVector }, conflict.theirs);
+  };
+
+  const remove = async () => {
+    if (!base) return;
+    setBusy(true);
+    setConfirmingDelete(false);
+    try {
+      const outcome = await deleteDocument(db, collection, id, base.changeVector);
+      if (outcome.ok) {
+        navigate({ page: "collection", db, collection });
+      } else {
+        setNotice({
+          kind: "error",
+          text: outcome.actual
+            ? "Not deleted: someone else changed it since you opened it. Reload to see their version."
+            : "Not deleted: someone else deleted it already.",
+        });
+      }
+    } catch (error) {
+      setNotice({ kind: "error", text: `Not deleted: ${describe(error)}` });
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  const label = `${collection} #${id}`;
+  return (
+    <>
+      <Breadcrumbs
+        trail={[
+          [db, { page: "database", db }],
+          [collection, { page: "collection", db, collection }],
+        ]}
+      />
+      <h1 class="document-title">{id}</h1>
+      <FeedIndicator state={feedState} active={feedSince !== null} />
+      <ErrorNote error={loadError} />
+      {missing && (
+        <p class="note" role="status">
+          No document {label}.{" "}
+          <a href={`#/db/${encodeURIComponent(db)}/collections/${encodeURIComponent(collection)}/new`}>
+            Create a document
+          </a>
+        </p>
+      )}
+
+      {remote && (
+        <div class="banner" role="alert">
+          <strong>
+            {remote.event === "delete"
+              ? "Deleted by someone else"
+              : `Changed by someone else — revision ${remote.revision}`}
+          </strong>
+          <span>
+            {remote.event === "delete"
+              ? "Saving now would be refused: it no longer exists."
+              : dirty
+                ? "Your unsaved edit started from an older version: saving will be refused."
+                : "You are looking at an older version."}
+          </span>
+          <span class="banner-actions">
+            {remote.event === "put" && (
+              <button type="button" class="secondary" disabled={busy} onClick={showDifferences}>
+                Show differences
+              </button>
+            )}
+            <button type="button" class="secondary" disabled={busy} onClick={takeTheirs}>
+              Reload
+            </button>
+          </span>
+        </div>
+      )}
+
+      {base && (
+        <>
+          <dl class="metadata" aria-label="Metadata">
+            <div>
+              <dt>Change vector</dt>
+              <dd class="code">{base.changeVector}</dd>
+            </div>
+            <div>
+              <dt>Revision</dt>
+              <dd>{base.revision}</dd>
+            </div>
+            <div>
+              <dt>Last modified</dt>
+              <dd>{formatDate(base.lastModified)}</dd>
+            </div>
+            <div>
+              <dt>Etag</dt>
+              <dd>{base.etag}</dd>
+            </div>
+          </dl>
+
+          <form class="editor" onSubmit={save}>
+            <label for="document-json">Document JSON</label>
+            <textarea
+              id="document-json"
+              rows={18}
+              spellcheck={false}
+              value={text}
+              aria-invalid={!validation.ok}
+              aria-describedby="document-validation"
+              onInput={(event) => setText(event.currentTarget.value)}
+            />
+            <p id="document-validation" class={validation.ok ? "muted small" : "note error"}>
+              {validation.ok ? (dirty ? "Valid JSON, not saved" : "Valid JSON, as stored") : validation.message}
+            </p>
+            <p class="actions">
+              <button type="submit" disabled={!dirty || !validation.ok || busy}>
+                Save
+              </button>
+              <button type="button" class="secondary" disabled={!dirty || busy} onClick={() => adopt(base)}>
+                Discard changes
+              </button>
+              <button type="button" class="secondary" disabled={busy} onClick={takeTheirs}>
+                Reload
+              </button>
+              <span class="spacer" />
+              {confirmingDelete ? (
+                <span class="confirm" role="group" aria-label="Confirm delete">
+                  Delete {label}?{" "}
+                  <button type="button" class="danger" disabled={busy} onClick={remove}>
+                    Delete for good
+                  </button>
+                  <button type="button" class="secondary" onClick={() => setConfirmingDelete(false)}>
+                    Cancel
+                  </button>
+                </span>
+              ) : (
+                <button type="button" class="danger" disabled={busy} onClick={() => setConfirmingDelete(true)}>
+                  Delete
+                </button>
+              )}
+            </p>
+          </form>
+        </>
+      )}
+
+      {notice && (
+        <p class={`note ${notice.kind}`} role={notice.kind === "error" ? "alert" : "status"}>
+          {notice.text}
+        </p>
+      )}
+
+      {conflict && (
+        <ConflictDialog
+          conflict={conflict}
+          title={
+            conflict.reason === "refused"
+              ? `Conflict: someone else saved ${label}`
+              : `Someone else saved ${label}`
+          }
+          busy={busy}
+          onTakeTheirs={takeTheirs}
+          onKeepMine={keepMine}
+          onSaveMerge={saveMerge}
+          onClose={() => setConflict(null)}
+        />
+      )}
+    </>
+  );
+}
+
+function FeedIndicator({ state, active }: { state: FeedState; active: boolean }) {
+  if (!active) return null;
+  const text: Record<FeedState, string> = {
+    connecting: "Connecting to the changes feed…",
+    live: "Live: you will see saves by others as they happen",
+    retrying: "Changes feed interrupted, reconnecting…",
+    unavailable: "Live updates unavailable on this server",
+  };
+  return (
+    <p class={`feed feed-${state}`} aria-live="polite" data-feed-state={state}>
+      <span class="dot" aria-hidden="true" />
+      {text[state]}
+    </p>
+  );
+}

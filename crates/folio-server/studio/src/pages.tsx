@@ -1,0 +1,445 @@
+// The browsing pages: databases, a database's collections, a collection's
+// documents (paged), a new document, and queries.
+
+import { useEffect, useState } from "preact/hooks";
+import {
+  changesPage,
+  createDatabase,
+  listDatabases,
+  listDocuments,
+  postDocument,
+  putDocument,
+  runQuery,
+  type Entry,
+} from "./api";
+import { minify, validateDocument } from "./jsontext";
+import { href, knownCollections, navigate, rememberCollection } from "./router";
+import {
+  Breadcrumbs,
+  ErrorNote,
+  Section,
+  collectionNameProblem,
+  databaseNameProblem,
+  formatDate,
+  idProblem,
+  useLoad,
+} from "./ui";
+
+/** How many documents a page of a collection shows. */
+const PAGE_SIZE = 20;
+
+export function DatabasesPage({ generation }: { generation: number }) {
+  const databases = useLoad(listDatabases, [generation]);
+  const [name, setName] = useState("");
+  const [error, setError] = useState<unknown>();
+  const create = async (event: Event) => {
+    event.preventDefault();
+    const problem = databaseNameProblem(name);
+    if (problem) return setError(new Error(problem));
+    try {
+      await createDatabase(name);
+      navigate({ page: "database", db: name });
+    } catch (caught) {
+      setError(caught);
+    }
+  };
+  return (
+    <>
+      <h1>Databases</h1>
+      <ErrorNote error={databases.error} />
+      {databases.data && databases.data.length === 0 && <p class="muted">No databases yet: create one below.</p>}
+      {databases.data && databases.data.length > 0 && (
+        <ul class="cards" aria-label="Databases">
+          {databases.data.map((db) => (
+            <li key={db}>
+              <a href={href({ page: "database", db })}>{db}</a>
+            </li>
+          ))}
+        </ul>
+      )}
+      <Section title="Create a database">
+        <form class="inline" onSubmit={create}>
+          <label>
+            Database name{" "}
+            <input value={name} required onInput={(event) => setName(event.currentTarget.value.trim())} />
+          </label>
+          <button type="submit">Create database</button>
+        </form>
+        <ErrorNote error={error} />
+      </Section>
+    </>
+  );
+}
+
+/** Changes read per request when looking for collections, and requests before asking to go on. */
+const SCAN_PAGE = 1000;
+const SCAN_PAGES = 10;
+
+/** The collections found in a database's changes feed so far. */
+interface Scan {
+  collections: string[];
+  /** Where the next read starts. */
+  since: number;
+  scanned: number;
+  complete: boolean;
+}
+
+/**
+ * Reads the changes feed (long-poll form, without waiting) from where
+ * `from` stopped, collecting collection names, for at most SCAN_PAGES
+ * requests. The protocol has no request that lists collections; every
+ * collection that was ever written to is in the feed.
+ */
+async function scanCollections(db: string, from: Scan | null): Promise<Scan> {
+  const found = new Set(from?.collections ?? []);
+  let since = from?.since ?? 0;
+  let scanned = from?.scanned ?? 0;
+  for (let request = 0; request < SCAN_PAGES; request++) {
+    const page = await changesPage(db, since, SCAN_PAGE);
+    for (const change of page.changes) found.add(change.collection);
+    scanned += page.changes.length;
+    const complete = page.changes.length < SCAN_PAGE || page.last_etag <= since;
+    since = page.last_etag;
+    if (complete) return { collections: [...found].sort(), since, scanned, complete };
+  }
+  return { collections: [...found].sort(), since, scanned, complete: false };
+}
+
+export function DatabasePage({ db, generation }: { db: string; generation: number }) {
+  const [collection, setCollection] = useState("");
+  const [problem, setProblem] = useState<string | null>(null);
+  const [scan, setScan] = useState<Scan | null>(null);
+  const [scanError, setScanError] = useState<unknown>();
+  const [scanning, setScanning] = useState(false);
+  const readFeed = async (from: Scan | null) => {
+    setScanning(true);
+    try {
+      setScan(await scanCollections(db, from));
+      setScanError(undefined);
+    } catch (error) {
+      setScanError(error);
+    } finally {
+      setScanning(false);
+    }
+  };
+  useEffect(() => {
+    setScan(null);
+    void readFeed(null);
+  }, [db, generation]);
+  const names = [...new Set([...knownCollections(db), ...(scan?.collections ?? [])])].sort();
+  const open = (event: Event) => {
+    event.preventDefault();
+    const invalid = collectionNameProblem(collection);
+    if (invalid) return setProblem(invalid);
+    navigate({ page: "collection", db, collection });
+  };
+  return (
+    <>
+      <Breadcrumbs trail={[[db, { page: "database", db }]]} />
+      <h1>{db}</h1>
+      <p class="actions">
+        <a class="button secondary" href={href({ page: "query", db })}>
+          Query
+        </a>
+      </p>
+      <Section title="Collections">
+        <ErrorNote error={scanError} />
+        {names.length > 0 && (
+          <ul class="cards" aria-label="Collections">
+            {names.map((name) => (
+              <li key={name}>
+                <a href={href({ page: "collection", db, collection: name })}>{name}</a>
+              </li>
+            ))}
+          </ul>
+        )}
+        {names.length === 0 && !scanning && <p class="muted">No collection has been written to yet.</p>}
+        <p class="muted small" aria-live="polite">
+          {scanning
+            ? "Reading the changes feed for collections…"
+            : scan && !scan.complete
+              ? `Collections found in the first ${scan.scanned} changes.`
+              : "Collections found in the database's changes feed, and those opened from this browser."}{" "}
+          {scan && !scan.complete && !scanning && (
+            <button type="button" class="link" onClick={() => void readFeed(scan)}>
+              Read further
+            </button>
+          )}
+        </p>
+        <form class="inline" onSubmit={open}>
+          <label>
+            Collection name{" "}
+            <input value={collection} required onInput={(event) => setCollection(event.currentTarget.value.trim())} />
+          </label>
+          <button type="submit">Open collection</button>
+        </form>
+        {problem && (
+          <p class="note error" role="alert">
+            {problem}
+          </p>
+        )}
+      </Section>
+    </>
+  );
+}
+
+/** A document in one line, for tables. */
+function documentPreview(document: unknown): string {
+  const text = JSON.stringify(document);
+  return text.length > 120 ? `${text.slice(0, 119)}…` : text;
+}
+
+export function CollectionPage({ db, collection, generation }: { db: string; collection: string; generation: number }) {
+  // The ids after which each page starts: the first page starts after nothing.
+  const [starts, setStarts] = useState<Array<string | null>>([null]);
+  const after = starts[starts.length - 1];
+  // The page's number travels with its items: while the next page loads,
+  // the table still shows (and names) the one before.
+  const number = starts.length;
+  const page = useLoad(
+    async () => ({ number, ...(await listDocuments(db, collection, after, PAGE_SIZE)) }),
+    [db, collection, after, generation],
+  );
+  const [openId, setOpenId] = useState("");
+  useEffect(() => setStarts([null]), [db, collection]);
+  useEffect(() => rememberCollection(db, collection), [db, collection]);
+  const open = (event: Event) => {
+    event.preventDefault();
+    if (!idProblem(openId)) navigate({ page: "document", db, collection, id: openId });
+  };
+  const items = page.data?.items ?? [];
+  return (
+    <>
+      <Breadcrumbs
+        trail={[
+          [db, { page: "database", db }],
+          [collection, { page: "collection", db, collection }],
+        ]}
+      />
+      <h1>{collection}</h1>
+      <p class="actions">
+        <a class="button" href={href({ page: "new", db, collection })}>
+          New document
+        </a>
+        <a class="button secondary" href={href({ page: "query", db, collection })}>
+          Query this collection
+        </a>
+        <button type="button" class="secondary" onClick={page.reload}>
+          Refresh
+        </button>
+      </p>
+      <form class="inline" onSubmit={open}>
+        <label>
+          Document id <input value={openId} onInput={(event) => setOpenId(event.currentTarget.value)} />
+        </label>
+        <button type="submit" class="secondary">
+          Open document
+        </button>
+      </form>
+      <ErrorNote error={page.error} />
+      {page.data && items.length === 0 && page.data.number === 1 && (
+        <p class="muted">No documents in {collection} yet.</p>
+      )}
+      {page.data && items.length > 0 && (
+        <EntryTable db={db} entries={items} caption={`Documents in ${collection}, page ${page.data.number}`} />
+      )}
+      <nav class="pager" aria-label="Pages">
+        <button
+          type="button"
+          class="secondary"
+          disabled={starts.length === 1 || page.loading}
+          onClick={() => setStarts(starts.slice(0, -1))}
+        >
+          Previous page
+        </button>
+        <span>Page {page.data?.number ?? number}</span>
+        <button
+          type="button"
+          class="secondary"
+          disabled={!page.data?.next || page.loading}
+          onClick={() => page.data?.next && setStarts([...starts, page.data.next])}
+        >
+          Next page
+        </button>
+      </nav>
+    </>
+  );
+}
+
+/** Documents with their metadata, each id a link to its page. */
+function EntryTable({ db, entries, caption }: { db: string; entries: Entry[]; caption: string }) {
+  return (
+    <table class="entries">
+      <caption>{caption}</caption>
+      <thead>
+        <tr>
+          <th scope="col">Id</th>
+          <th scope="col">Revision</th>
+          <th scope="col">Last modified</th>
+          <th scope="col">Document</th>
+        </tr>
+      </thead>
+      <tbody>
+        {entries.map((entry) => (
+          <tr key={`${entry.collection}/${entry.id}`}>
+            <td>
+              <a href={href({ page: "document", db, collection: entry.collection, id: entry.id })}>{entry.id}</a>
+            </td>
+            <td class="number">{entry.revision}</td>
+            <td>{formatDate(entry.last_modified)}</td>
+            <td class="code">{documentPreview(entry.document)}</td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
+  );
+}
+
+export function NewDocumentPage({ db, collection }: { db: string; collection: string }) {
+  const [id, setId] = useState("");
+  const [text, setText] = useState("{\n  \n}");
+  const [error, setError] = useState<unknown>();
+  const [existing, setExisting] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const validation = validateDocument(text);
+  const create = async (event: Event) => {
+    event.preventDefault();
+    setError(undefined);
+    setExisting(null);
+    if (!validation.ok) return;
+    if (id !== "" && idProblem(id)) return setError(new Error(idProblem(id) ?? ""));
+    setBusy(true);
+    try {
+      if (id === "") {
+        const created = await postDocument(db, collection, minify(text));
+        rememberCollection(db, collection);
+        navigate({ page: "document", db, collection, id: created.id });
+      } else {
+        const outcome = await putDocument(db, collection, id, minify(text), { ifNoneMatch: "*" });
+        if (outcome.ok) {
+          rememberCollection(db, collection);
+          navigate({ page: "document", db, collection, id });
+        } else {
+          setExisting(id);
+        }
+      }
+    } catch (caught) {
+      setError(caught);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <>
+      <Breadcrumbs
+        trail={[
+          [db, { page: "database", db }],
+          [collection, { page: "collection", db, collection }],
+        ]}
+      />
+      <h1>New document in {collection}</h1>
+      <form class="editor" onSubmit={create}>
+        <label>
+          Document id{" "}
+          <input
+            value={id}
+            placeholder="empty: the server makes one"
+            onInput={(event) => setId(event.currentTarget.value)}
+          />
+        </label>
+        <label for="new-document-json">Document JSON</label>
+        <textarea
+          id="new-document-json"
+          rows={16}
+          spellcheck={false}
+          value={text}
+          aria-invalid={!validation.ok}
+          aria-describedby="new-document-validation"
+          onInput={(event) => setText(event.currentTarget.value)}
+        />
+        <p id="new-document-validation" class={validation.ok ? "muted small" : "note error"}>
+          {validation.ok ? "Valid JSON" : validation.message}
+        </p>
+        <p class="actions">
+          <button type="submit" disabled={!validation.ok || busy}>
+            Create
+          </button>
+          <span class="muted small">
+            {id === "" ? "POST: the server picks a time-sortable id" : "PUT with If-None-Match: * (only if it does not exist)"}
+          </span>
+        </p>
+      </form>
+      {existing !== null && (
+        <p class="note error" role="alert">
+          Not created: a document with id {existing} already exists.{" "}
+          <a href={href({ page: "document", db, collection, id: existing })}>Open it</a>
+        </p>
+      )}
+      <ErrorNote error={error} />
+    </>
+  );
+}
+
+export function QueryPage({ db, collection }: { db: string; collection?: string }) {
+  const [text, setText] = useState(() =>
+    JSON.stringify({ collection: collection ?? "", where: [], order_by: [], take: 50 }, null, 2),
+  );
+  const [answer, setAnswer] = useState<{ results: Entry[]; total: number }>();
+  const [error, setError] = useState<unknown>();
+  const [busy, setBusy] = useState(false);
+  let parseProblem: string | null = null;
+  try {
+    JSON.parse(text);
+  } catch (caught) {
+    parseProblem = `Invalid JSON: ${(caught as Error).message}`;
+  }
+  const run = async (event: Event) => {
+    event.preventDefault();
+    setError(undefined);
+    setBusy(true);
+    try {
+      setAnswer(await runQuery(db, text));
+    } catch (caught) {
+      setAnswer(undefined);
+      setError(caught);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <>
+      <Breadcrumbs trail={[[db, { page: "database", db }], ["Query", { page: "query", db }]]} />
+      <h1>Query {db}</h1>
+      <form class="editor" onSubmit={run}>
+        <label for="query-json">Query JSON</label>
+        <textarea
+          id="query-json"
+          rows={10}
+          spellcheck={false}
+          value={text}
+          aria-invalid={parseProblem !== null}
+          aria-describedby="query-help"
+          onInput={(event) => setText(event.currentTarget.value)}
+        />
+        <p id="query-help" class={parseProblem ? "note error" : "muted small"}>
+          {parseProblem ??
+            "where: [{ path, op, value }] with op one of eq ne lt le gt ge in contains starts_with exists; order_by: [{ path, desc }]; skip; take"}
+        </p>
+        <p class="actions">
+          <button type="submit" disabled={parseProblem !== null || busy}>
+            Run query
+          </button>
+        </p>
+      </form>
+      <ErrorNote error={error} />
+      {answer && (
+        <Section title="Results">
+          <p role="status">
+            {answer.results.length} shown of {answer.total} matching
+          </p>
+          {answer.results.length > 0 && <EntryTable db={db} entries={answer.results} caption="Query results" />}
+        </Section>
+      )}
+    </>
+  );
+}
