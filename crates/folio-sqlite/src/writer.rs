@@ -77,10 +77,18 @@ impl Writer {
         failed: Arc<Failed>,
     ) -> Result<Self> {
         let (sender, receiver) = mpsc::channel();
+        // The file is locked to this engine, so only this writer adds
+        // tombstones: once it knows there are none, it can skip looking.
+        let tombstones = connection
+            .query_row("SELECT EXISTS (SELECT 1 FROM tombstones)", [], |row| {
+                row.get(0)
+            })
+            .unwrap_or(true);
         let state = WriterState {
             connection,
             database_id,
             last_etag: 0,
+            tombstones,
             cache,
             commits,
             acknowledger,
@@ -130,6 +138,11 @@ struct WriterState {
     database_id: DatabaseId,
     /// The last etag issued; read afresh at the start of every group.
     last_etag: u64,
+    /// Whether the tombstones table may hold rows: false only while the
+    /// writer knows it is empty (then a new document has no tombstone to
+    /// remove, and the statement that would remove it is skipped: 7 % of
+    /// the writer's instructions per document in `folio import`).
+    tombstones: bool,
     cache: Arc<DocumentCache>,
     commits: Arc<CommitCounter>,
     /// Answers callers once their group is durable.
@@ -439,7 +452,7 @@ impl WriterState {
                 }),
         }
         .map_err(|e| storage("writing a document", e))?;
-        if revision == Some(1) {
+        if revision == Some(1) && self.tombstones {
             // A new document: it may replace a tombstone.
             self.connection
                 .prepare_cached("DELETE FROM tombstones WHERE collection = ?1 AND id = ?2")
@@ -452,7 +465,7 @@ impl WriterState {
     /// Deletes a document if `expect` holds: `Some(true)` deleted,
     /// `Some(false)` nothing to delete, `None` the expectation failed.
     fn delete(
-        &self,
+        &mut self,
         collection: &str,
         id: &str,
         expect: &Expectation,
@@ -496,6 +509,9 @@ impl WriterState {
             (None, Expectation::Any) => Ok(Some(false)),
             (None, _) => Ok(None),
             (Some(revision), _) => {
+                // Set before the insert: if it is rolled back, the flag only
+                // costs a lookup.
+                self.tombstones = true;
                 self.connection
                     .prepare_cached(
                         "INSERT INTO tombstones (etag, collection, id) VALUES (?1, ?2, ?3) \
