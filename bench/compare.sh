@@ -296,7 +296,7 @@ if [ "$import_docs" -gt 0 ]; then
   rate=$(awk -v n="$import_docs" -v a="$started" -v b="$finished" 'BEGIN { print n / (b - a) }')
   on_disk=$(du -ch "$work/served"/import.sqlite* | tail -1 | cut -f1)
   import_line="$(thousands "$import_docs") documents in $seconds s: $(thousands "$rate") documents/s"
-  import_line="$import_line (one \`folio import\` process, batches of 1,000 sent one after another; $on_disk on disk;"
+  import_line="$import_line (one \`folio import\` process, batches of 1,000, four in flight; $on_disk on disk;"
   import_line="$import_line the server's RSS then $(($(rss_of "$serve_pid") / 1024)) MiB)"
 fi
 
