@@ -14,6 +14,10 @@
 //! * it inserts what it read only if the generation is unchanged and the
 //!   document is not being written.
 //!
+//! A document the group creates is neither removed nor cached by the
+//! writer: no cache holds it before the COMMIT (it did not exist), a reader
+//! can only find it in a snapshot that has it, and the first load caches it.
+//!
 //! So while a document is being committed nobody can cache it, and a read
 //! whose snapshot predates the commit finds the generation moved afterwards.
 //! Every load in that window goes to SQLite, whose snapshots are ordered by
