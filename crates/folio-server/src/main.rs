@@ -162,6 +162,19 @@ struct ServeArgs {
     body_timeout: u64,
 }
 
+/// The `folio` binary allocates with mimalloc. Under `folio serve` every
+/// request allocates and frees buffers and the service stack's clones, and
+/// glibc's allocator spent about a sixth of the server's time in
+/// `malloc_consolidate` and friends. Measured (`folio bench update` through
+/// `folio serve`, 32 clients, alternating runs): server CPU per save
+/// 104–112 us against 120–145, 8,800–9,500 saves/s against 7,300–8,600;
+/// `folio import`: 119,000–131,000 documents/s against 110,000–112,000. The
+/// embedded engine is unchanged (SQLite allocates through libc either way).
+/// The price is memory held for reuse: idle RSS 13 MiB against 7, and about
+/// 40 MiB more at the peak of a 32-client load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
