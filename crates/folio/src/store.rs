@@ -81,7 +81,7 @@ impl DocumentStore {
     }
 
     /// A store over an engine made elsewhere (a custom engine, or a wrapper
-    /// such as [`crate::testing::FaultyEngine`]), with default settings.
+    /// made with [`crate::testing::wrap`]), with default settings.
     pub fn from_engine(engine: EngineRef) -> Self {
         DocumentStore {
             inner: Arc::new(StoreInner {

@@ -1,17 +1,144 @@
-//! Test helpers: an engine wrapper that fails on demand.
+//! Test helpers: engine wrappers.
 //!
-//! [`FaultyEngine`] wraps any engine and makes chosen commits fail with an
+//! A test that needs an engine which observes or changes some calls of
+//! another (counting round trips, recording batches, injecting faults)
+//! implements [`Wrapper`] for the calls it cares about; every other call
+//! goes to the inner engine, and [`wrap`] makes it an [`Engine`].
+//!
+//! [`FaultyEngine`] is one: it makes chosen commits fail with an
 //! [`Error::Engine`] (an I/O failure), before they reach the inner engine,
 //! so that tests can show that a failed save changes neither the database
 //! nor the session, and that the failure is not mistaken for a conflict.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use folio_core::{
-    Batch, CommitResult, Engine, EngineError, EngineErrorKind, EngineRef, Entry, Error, FieldPath,
-    Metadata, Query, Result,
+    Batch, ChangesPage, CommitResult, Engine, EngineError, EngineErrorKind, EngineRef, Entry,
+    Error, FieldPath, Metadata, Query, Result,
 };
+
+/// The calls a test wrapper of an engine may observe or change. Each
+/// defaults to passing the call on to [`Wrapper::inner`]; the engine's other
+/// calls always go there. [`wrap`] makes a wrapper an [`Engine`].
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use std::sync::atomic::{AtomicUsize, Ordering};
+/// use folio::testing::{Wrapper, wrap};
+///
+/// /// Counts commits.
+/// struct Counting {
+///     inner: folio::EngineRef,
+///     commits: AtomicUsize,
+/// }
+///
+/// #[async_trait::async_trait]
+/// impl Wrapper for Counting {
+///     fn inner(&self) -> &folio::EngineRef {
+///         &self.inner
+///     }
+///
+///     async fn commit(
+///         &self,
+///         batch: folio::Batch,
+///     ) -> folio::Result<Result<Vec<folio::CommandResult>, folio::ConcurrencyError>> {
+///         self.commits.fetch_add(1, Ordering::SeqCst);
+///         self.inner.commit(batch).await
+///     }
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> folio::Result<()> {
+/// let inner = folio::DocumentStore::in_memory().await?.engine().clone();
+/// let counting = Arc::new(Counting { inner, commits: AtomicUsize::new(0) });
+/// let store = folio::DocumentStore::from_engine(wrap(counting.clone()));
+/// # drop(store);
+/// # Ok(())
+/// # }
+/// ```
+#[async_trait]
+pub trait Wrapper: Send + Sync + 'static {
+    /// The engine the calls go on to.
+    fn inner(&self) -> &EngineRef;
+
+    /// [`Engine::commit`].
+    async fn commit(&self, batch: Batch) -> CommitResult {
+        self.inner().commit(batch).await
+    }
+
+    /// [`Engine::get`].
+    async fn get(&self, collection: &str, ids: &[String]) -> Result<Vec<Option<Entry>>> {
+        self.inner().get(collection, ids).await
+    }
+
+    /// [`Engine::metadata`].
+    async fn metadata(&self, collection: &str, ids: &[String]) -> Result<Vec<Option<Metadata>>> {
+        self.inner().metadata(collection, ids).await
+    }
+
+    /// [`Engine::query`].
+    async fn query(&self, query: &Query) -> Result<Vec<Entry>> {
+        self.inner().query(query).await
+    }
+}
+
+/// The engine made of `wrapper`; keep the `Arc` to look at the wrapper.
+pub fn wrap<W: Wrapper>(wrapper: Arc<W>) -> EngineRef {
+    Arc::new(Wrapped(wrapper))
+}
+
+struct Wrapped<W>(Arc<W>);
+
+#[async_trait]
+impl<W: Wrapper> Engine for Wrapped<W> {
+    async fn commit(&self, batch: Batch) -> CommitResult {
+        self.0.commit(batch).await
+    }
+
+    async fn get(&self, collection: &str, ids: &[String]) -> Result<Vec<Option<Entry>>> {
+        self.0.get(collection, ids).await
+    }
+
+    async fn metadata(&self, collection: &str, ids: &[String]) -> Result<Vec<Option<Metadata>>> {
+        self.0.metadata(collection, ids).await
+    }
+
+    async fn query(&self, query: &Query) -> Result<Vec<Entry>> {
+        self.0.query(query).await
+    }
+
+    async fn count(&self, query: &Query) -> Result<u64> {
+        self.0.inner().count(query).await
+    }
+
+    async fn scan(
+        &self,
+        collection: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Entry>> {
+        self.0.inner().scan(collection, after, limit).await
+    }
+
+    async fn ensure_index(&self, collection: &str, path: &FieldPath) -> Result<()> {
+        self.0.inner().ensure_index(collection, path).await
+    }
+
+    async fn changes(
+        &self,
+        since: u64,
+        collection: Option<&str>,
+        limit: usize,
+    ) -> Result<ChangesPage> {
+        self.0.inner().changes(since, collection, limit).await
+    }
+
+    async fn wait_for_changes(&self, since: u64, timeout: Duration) -> Result<u64> {
+        self.0.inner().wait_for_changes(since, timeout).await
+    }
+}
 
 /// An engine that delegates to another and fails the commits it is told to.
 ///
@@ -23,7 +150,7 @@ use folio_core::{
 /// let inner = folio::DocumentStore::in_memory().await?.engine().clone();
 /// let faulty = Arc::new(FaultyEngine::new(inner));
 /// faulty.fail_next_commits(1);
-/// let store = folio::DocumentStore::from_engine(faulty.clone());
+/// let store = folio::DocumentStore::from_engine(folio::testing::wrap(faulty.clone()));
 /// # drop(store);
 /// # Ok(())
 /// # }
@@ -56,7 +183,11 @@ impl FaultyEngine {
 }
 
 #[async_trait]
-impl Engine for FaultyEngine {
+impl Wrapper for FaultyEngine {
+    fn inner(&self) -> &EngineRef {
+        &self.inner
+    }
+
     async fn commit(&self, batch: Batch) -> CommitResult {
         let fail = self
             .failures_left
@@ -72,47 +203,5 @@ impl Engine for FaultyEngine {
             )));
         }
         self.inner.commit(batch).await
-    }
-
-    async fn get(&self, collection: &str, ids: &[String]) -> Result<Vec<Option<Entry>>> {
-        self.inner.get(collection, ids).await
-    }
-
-    async fn metadata(&self, collection: &str, ids: &[String]) -> Result<Vec<Option<Metadata>>> {
-        self.inner.metadata(collection, ids).await
-    }
-
-    async fn query(&self, query: &Query) -> Result<Vec<Entry>> {
-        self.inner.query(query).await
-    }
-
-    async fn count(&self, query: &Query) -> Result<u64> {
-        self.inner.count(query).await
-    }
-
-    async fn scan(
-        &self,
-        collection: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<Entry>> {
-        self.inner.scan(collection, after, limit).await
-    }
-
-    async fn ensure_index(&self, collection: &str, path: &FieldPath) -> Result<()> {
-        self.inner.ensure_index(collection, path).await
-    }
-
-    async fn changes(
-        &self,
-        since: u64,
-        collection: Option<&str>,
-        limit: usize,
-    ) -> Result<folio_core::ChangesPage> {
-        self.inner.changes(since, collection, limit).await
-    }
-
-    async fn wait_for_changes(&self, since: u64, timeout: std::time::Duration) -> Result<u64> {
-        self.inner.wait_for_changes(since, timeout).await
     }
 }

@@ -9,10 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use folio::{
-    Batch, CommandKind, CommandResult, DocumentStore, Engine, EngineRef, Entry, Expectation,
-    FieldPath, Metadata, Query,
-};
+use folio::testing::{Wrapper, wrap};
+use folio::{Batch, CommandKind, CommandResult, DocumentStore, EngineRef, Expectation, Metadata};
 use folio_core::CommitResult;
 use folio_postgres::testing::TestCluster;
 use folio_server::tools::torture::{Config, Invariant, Report, Stop, Torture};
@@ -181,7 +179,11 @@ impl Broken {
 }
 
 #[async_trait]
-impl Engine for Broken {
+impl Wrapper for Broken {
+    fn inner(&self) -> &EngineRef {
+        &self.inner
+    }
+
     async fn commit(&self, mut batch: Batch) -> CommitResult {
         if !self.armed.load(Ordering::SeqCst) {
             return self.inner.commit(batch).await;
@@ -216,59 +218,13 @@ impl Engine for Broken {
             }
         }
     }
-
-    async fn get(&self, collection: &str, ids: &[String]) -> folio::Result<Vec<Option<Entry>>> {
-        self.inner.get(collection, ids).await
-    }
-
-    async fn metadata(
-        &self,
-        collection: &str,
-        ids: &[String],
-    ) -> folio::Result<Vec<Option<Metadata>>> {
-        self.inner.metadata(collection, ids).await
-    }
-
-    async fn query(&self, query: &Query) -> folio::Result<Vec<Entry>> {
-        self.inner.query(query).await
-    }
-
-    async fn count(&self, query: &Query) -> folio::Result<u64> {
-        self.inner.count(query).await
-    }
-
-    async fn scan(
-        &self,
-        collection: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> folio::Result<Vec<Entry>> {
-        self.inner.scan(collection, after, limit).await
-    }
-
-    async fn ensure_index(&self, collection: &str, path: &FieldPath) -> folio::Result<()> {
-        self.inner.ensure_index(collection, path).await
-    }
-
-    async fn changes(
-        &self,
-        since: u64,
-        collection: Option<&str>,
-        limit: usize,
-    ) -> folio::Result<folio_core::ChangesPage> {
-        self.inner.changes(since, collection, limit).await
-    }
-
-    async fn wait_for_changes(&self, since: u64, timeout: Duration) -> folio::Result<u64> {
-        self.inner.wait_for_changes(since, timeout).await
-    }
 }
 
 /// A run against an in-memory engine broken by `breakage`: its report.
 async fn torture_broken(breakage: Breakage, config: Config) -> Report {
     let inner = DocumentStore::in_memory().await.expect("in memory");
     let broken = Broken::new(inner.engine().clone(), breakage);
-    let store = DocumentStore::from_engine(broken.clone());
+    let store = DocumentStore::from_engine(wrap(broken.clone()));
     let torture = Torture::setup(vec![("broken".to_owned(), store)], config)
         .await
         .expect("setup (unbroken)");

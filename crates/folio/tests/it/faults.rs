@@ -6,10 +6,10 @@
 use std::error::Error as _;
 use std::sync::{Arc, Mutex};
 
-use folio::testing::FaultyEngine;
+use folio::testing::{FaultyEngine, Wrapper, wrap};
 use folio::{
     Batch, CommandResult, ConcurrencyError, DocumentStore, Engine, EngineErrorKind, EngineRef,
-    Entry, Error, Expectation, FieldPath, Metadata, Query,
+    Entry, Error, Expectation,
 };
 
 use crate::harness::{Account, Harness, Note, Person, conflicts, seed};
@@ -31,63 +31,17 @@ struct Recorder {
 }
 
 #[async_trait::async_trait]
-impl Engine for Recorder {
+impl Wrapper for Recorder {
+    fn inner(&self) -> &EngineRef {
+        &self.inner
+    }
+
     async fn commit(
         &self,
         batch: Batch,
     ) -> folio::Result<Result<Vec<CommandResult>, ConcurrencyError>> {
         self.batches.lock().unwrap().push(batch.clone());
         self.inner.commit(batch).await
-    }
-
-    async fn get(&self, collection: &str, ids: &[String]) -> folio::Result<Vec<Option<Entry>>> {
-        self.inner.get(collection, ids).await
-    }
-
-    async fn metadata(
-        &self,
-        collection: &str,
-        ids: &[String],
-    ) -> folio::Result<Vec<Option<Metadata>>> {
-        self.inner.metadata(collection, ids).await
-    }
-
-    async fn query(&self, query: &Query) -> folio::Result<Vec<Entry>> {
-        self.inner.query(query).await
-    }
-
-    async fn count(&self, query: &Query) -> folio::Result<u64> {
-        self.inner.count(query).await
-    }
-
-    async fn scan(
-        &self,
-        collection: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> folio::Result<Vec<Entry>> {
-        self.inner.scan(collection, after, limit).await
-    }
-
-    async fn ensure_index(&self, collection: &str, path: &FieldPath) -> folio::Result<()> {
-        self.inner.ensure_index(collection, path).await
-    }
-
-    async fn changes(
-        &self,
-        since: u64,
-        collection: Option<&str>,
-        limit: usize,
-    ) -> folio::Result<folio_core::ChangesPage> {
-        self.inner.changes(since, collection, limit).await
-    }
-
-    async fn wait_for_changes(
-        &self,
-        since: u64,
-        timeout: std::time::Duration,
-    ) -> folio::Result<u64> {
-        self.inner.wait_for_changes(since, timeout).await
     }
 }
 
@@ -106,11 +60,11 @@ async fn faulty(h: &Harness) -> Faulty {
     let inner = h.store().await.engine().clone();
     let faulty = Arc::new(FaultyEngine::new(inner.clone()));
     let recorder = Arc::new(Recorder {
-        inner: faulty.clone(),
+        inner: wrap(faulty.clone()),
         batches: Mutex::new(Vec::new()),
     });
     Faulty {
-        store: DocumentStore::from_engine(recorder.clone()),
+        store: DocumentStore::from_engine(wrap(recorder.clone())),
         others: DocumentStore::from_engine(inner),
         faulty,
         recorder,

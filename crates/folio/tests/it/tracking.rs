@@ -5,9 +5,10 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use folio::testing::{Wrapper, wrap};
 use folio::{
-    Batch, CommandKind, CommandResult, ConcurrencyError, Document, DocumentStore, Engine,
-    EngineRef, Entry, Error, Expectation, FieldPath, Metadata, Query, SessionOptions, Tracking,
+    Batch, CommandKind, CommandResult, ConcurrencyError, Document, DocumentStore, EngineRef, Entry,
+    Error, Expectation, Metadata, Query, SessionOptions, Tracking,
 };
 use serde::{Deserialize, Serialize};
 
@@ -91,7 +92,11 @@ impl Counting {
 }
 
 #[async_trait::async_trait]
-impl Engine for Counting {
+impl Wrapper for Counting {
+    fn inner(&self) -> &EngineRef {
+        &self.inner
+    }
+
     async fn commit(
         &self,
         batch: Batch,
@@ -119,40 +124,6 @@ impl Engine for Counting {
         self.queries.fetch_add(1, Ordering::SeqCst);
         self.inner.query(query).await
     }
-
-    async fn count(&self, query: &Query) -> folio::Result<u64> {
-        self.inner.count(query).await
-    }
-
-    async fn scan(
-        &self,
-        collection: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> folio::Result<Vec<Entry>> {
-        self.inner.scan(collection, after, limit).await
-    }
-
-    async fn ensure_index(&self, collection: &str, path: &FieldPath) -> folio::Result<()> {
-        self.inner.ensure_index(collection, path).await
-    }
-
-    async fn changes(
-        &self,
-        since: u64,
-        collection: Option<&str>,
-        limit: usize,
-    ) -> folio::Result<folio_core::ChangesPage> {
-        self.inner.changes(since, collection, limit).await
-    }
-
-    async fn wait_for_changes(
-        &self,
-        since: u64,
-        timeout: std::time::Duration,
-    ) -> folio::Result<u64> {
-        self.inner.wait_for_changes(since, timeout).await
-    }
 }
 
 /// A store over a counting wrapper of the test's engine, and a plain store
@@ -167,7 +138,7 @@ async fn counted(h: &Harness) -> (Arc<Counting>, DocumentStore, DocumentStore) {
         queries: AtomicUsize::new(0),
         batches: Mutex::new(Vec::new()),
     });
-    let store = DocumentStore::from_engine(counting.clone());
+    let store = DocumentStore::from_engine(wrap(counting.clone()));
     let others = DocumentStore::from_engine(inner);
     (counting, store, others)
 }
