@@ -58,7 +58,7 @@ pub(crate) fn parse_type_attrs(attrs: &[Attribute], errors: &mut Errors) -> Type
                 if !meta.input.peek(Token![=]) {
                     return Err(meta.error("`collection` needs a value: collection = \"name\""));
                 }
-                let value: Expr = meta.value()?.parse()?;
+                let value = ungrouped(meta.value()?.parse()?);
                 let Expr::Lit(ExprLit {
                     lit: Lit::Str(name),
                     ..
@@ -78,7 +78,7 @@ pub(crate) fn parse_type_attrs(attrs: &[Attribute], errors: &mut Errors) -> Type
                 out.collection = Some(name);
             } else if meta.path.is_ident("optimistic_concurrency") {
                 let enabled = if meta.input.peek(Token![=]) {
-                    let value: Expr = meta.value()?.parse()?;
+                    let value = ungrouped(meta.value()?.parse()?);
                     match value {
                         Expr::Lit(ExprLit {
                             lit: Lit::Bool(enabled),
@@ -288,6 +288,16 @@ pub(crate) fn is_option_change_vector(ty: &Type) -> bool {
         )
 }
 
+/// `value` without the invisible groups around it: a literal that reaches
+/// the attribute through a `macro_rules!` fragment (`$name:literal`) arrives
+/// wrapped in one.
+fn ungrouped(mut value: Expr) -> Expr {
+    while let Expr::Group(group) = value {
+        value = *group.expr;
+    }
+    value
+}
+
 #[cfg(test)]
 mod tests {
     use syn::{DeriveInput, parse_quote};
@@ -342,6 +352,26 @@ mod tests {
         assert!(errors.is_empty(), "{errors:?}");
         assert!(attrs.collection.is_none());
         assert_eq!(attrs.optimistic_concurrency, None);
+    }
+
+    #[test]
+    fn literals_from_macro_fragments() {
+        // `macro_rules!` passes a `$name:literal` on in an invisible group.
+        let invisible = |tokens: proc_macro2::TokenStream| {
+            proc_macro2::Group::new(proc_macro2::Delimiter::None, tokens)
+        };
+        let name = invisible(quote::quote!("people"));
+        let enabled = invisible(quote::quote!(false));
+        let (attrs, errors) = type_attrs(parse_quote! {
+            #[folio(collection = #name, optimistic_concurrency = #enabled)]
+            struct Person;
+        });
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            attrs.collection.map(|name| name.value()).as_deref(),
+            Some("people")
+        );
+        assert_eq!(attrs.optimistic_concurrency, Some(false));
     }
 
     #[test]
