@@ -54,47 +54,23 @@ pub(crate) trait Cell: Document + Clone {
     fn set(&mut self, token: Token, value: i64);
 }
 
-/// A bank account.
-#[derive(Clone, Debug, Serialize, Deserialize, Document)]
-#[folio(collection = "torture_accounts")]
-pub(crate) struct Account {
-    id: String,
-    run: String,
-    token: Token,
-    value: i64,
-    #[folio(change_vector)]
-    #[serde(skip)]
-    change_vector: Option<ChangeVector>,
-}
-
-/// A counter.
-#[derive(Clone, Debug, Serialize, Deserialize, Document)]
-#[folio(collection = "torture_counters")]
-pub(crate) struct Counter {
-    id: String,
-    run: String,
-    token: Token,
-    value: i64,
-    #[folio(change_vector)]
-    #[serde(skip)]
-    change_vector: Option<ChangeVector>,
-}
-
-/// A register.
-#[derive(Clone, Debug, Serialize, Deserialize, Document)]
-#[folio(collection = "torture_registers")]
-pub(crate) struct Register {
-    id: String,
-    run: String,
-    token: Token,
-    value: i64,
-    #[folio(change_vector)]
-    #[serde(skip)]
-    change_vector: Option<ChangeVector>,
-}
-
+/// One kind of cell: a document type of its own collection (the collection
+/// is an attribute of the type), the same fields for every kind.
 macro_rules! cell {
-    ($type:ident, $kind:expr) => {
+    ($(#[$doc:meta])* $type:ident, $collection:literal, $kind:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, Serialize, Deserialize, Document)]
+        #[folio(collection = $collection)]
+        pub(crate) struct $type {
+            id: String,
+            run: String,
+            token: Token,
+            value: i64,
+            #[folio(change_vector)]
+            #[serde(skip)]
+            change_vector: Option<ChangeVector>,
+        }
+
         impl Cell for $type {
             const KIND: Kind = $kind;
 
@@ -128,9 +104,24 @@ macro_rules! cell {
     };
 }
 
-cell!(Account, Kind::Account);
-cell!(Counter, Kind::Counter);
-cell!(Register, Kind::Register);
+cell!(
+    /// A bank account.
+    Account,
+    "torture_accounts",
+    Kind::Account
+);
+cell!(
+    /// A counter.
+    Counter,
+    "torture_counters",
+    Kind::Counter
+);
+cell!(
+    /// A register.
+    Register,
+    "torture_registers",
+    Kind::Register
+);
 
 /// How many documents of each kind a run has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
