@@ -3,15 +3,14 @@
 //! once and reused, no update is lost on the hot document, and bad input
 //! fails with a message that says what is wrong. Nothing here judges speed.
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
 use folio::{Document, DocumentStore};
 use folio_postgres::testing::TestCluster;
 use serde::Deserialize;
 use serde_json::Value;
+
+use crate::process::{FolioServe, free_port};
 
 /// Runs `folio bench ARGS…` to the end.
 fn bench(args: &[&str]) -> Output {
@@ -164,50 +163,10 @@ fn update_hot_counts_every_increment_and_loses_none() {
     assert_eq!(stored, successes, "{first} {second}");
 }
 
-/// A `folio serve` child process, killed when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free loopback port")
-}
-
-fn serve(data: &Path) -> Server {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_folio"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
-        .arg(data)
-        .env("FOLIO_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("folio serve starts");
-    let server = Server { child, port };
-    // A bound on a hang, not a timing assertion.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "folio serve did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    server
-}
-
 #[test]
 fn through_folio_serve() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = serve(dir.path());
+    let server = FolioServe::start_blocking(free_port(), &["--data".as_ref(), dir.path().as_ref()]);
     // The bench creates the database it is pointed at.
     let target = format!("http://127.0.0.1:{}/db/benchhttp", server.port);
     let update = report("update", &target, &[]);

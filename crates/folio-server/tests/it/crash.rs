@@ -9,14 +9,11 @@
 //! process crash, not a power loss: what the server wrote is still in the
 //! operating system's cache when it starts again.
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::process::{FolioServe, free_port};
 use folio::DocumentStore;
 use folio_server::tools::torture::{Config, Stop, Torture, Totals};
-use reqwest::StatusCode;
 
 /// How many times the server is killed: 5, or `FOLIO_CRASH_KILLS` (the
 /// long run of RELIABILITY.md).
@@ -29,57 +26,6 @@ fn kills() -> usize {
 
 /// A bound on a wait that a healthy run never reaches.
 const PATIENCE: Duration = Duration::from_secs(120);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free loopback port")
-}
-
-/// `folio serve` on the embedded engine over `data`, killed when dropped.
-struct Server {
-    child: Child,
-}
-
-impl Server {
-    async fn start(data: &Path, port: u16) -> Server {
-        let child = Command::new(env!("CARGO_BIN_EXE_folio"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data")
-            .arg(data)
-            .env("FOLIO_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("folio serve starts");
-        let server = Server { child };
-        let client = reqwest::Client::new();
-        let health = format!("http://127.0.0.1:{port}/healthz");
-        wait_for("folio serve to come up", async || {
-            client
-                .get(&health)
-                .send()
-                .await
-                .is_ok_and(|response| response.status() == StatusCode::OK)
-        })
-        .await;
-        server
-    }
-
-    /// SIGKILL, and reaps the process.
-    fn kill(&mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("the killed server is reaped");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Polls `done` until it holds (a bound on a hang, not a timing assertion).
 async fn wait_for(what: &str, mut done: impl AsyncFnMut() -> bool) {
@@ -98,7 +44,8 @@ async fn wait_for_totals(torture: &Torture, what: &str, done: impl Fn(&Totals) -
 async fn kill_9_in_the_middle_of_the_load_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
-    let mut server = Server::start(dir.path(), port).await;
+    let args = ["--data".as_ref(), dir.path().as_os_str()];
+    let mut server = FolioServe::start(port, &args).await;
     let url = format!("http://127.0.0.1:{port}/db/torture");
     let created = reqwest::Client::new()
         .put(&url)
@@ -138,7 +85,7 @@ async fn kill_9_in_the_middle_of_the_load_loses_no_acknowledged_write() {
         stop.stop();
         load.await.expect("the clients finish");
 
-        server = Server::start(dir.path(), port).await;
+        server = FolioServe::start(port, &args).await;
         let violations = torture.verify().await.expect("the state is readable");
         assert!(
             violations.is_empty(),

@@ -2,67 +2,13 @@
 //! harness's throwaway cluster), under concurrent conditional increments
 //! through all three, lose no update.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use folio_postgres::testing::TestCluster;
 use reqwest::{StatusCode, header};
 
-/// A `folio serve` child process, killed when dropped.
-struct Server {
-    child: Child,
-    base: String,
-}
+use crate::process::{FolioServe, free_port};
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free loopback port")
-}
-
-async fn start_server(postgres: &str) -> Server {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_folio"))
-        .args([
-            "serve",
-            "--postgres",
-            postgres,
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .env("FOLIO_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("folio serve starts");
-    let server = Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    // Wait for readiness (not a timing assertion: a bound on a hang).
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(response) = client.get(format!("{}/healthz", server.base)).send().await
-            && response.status() == StatusCode::OK
-        {
-            return server;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "folio serve on port {port} did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn start_server(postgres: &str) -> FolioServe {
+    FolioServe::start(free_port(), &["--postgres".as_ref(), postgres.as_ref()]).await
 }
 
 /// Reads the counter, adds one, writes it back with `If-Match`; again on 412.
@@ -111,12 +57,12 @@ async fn three_servers_on_one_postgres_lose_no_update() {
     let client = reqwest::Client::new();
     let database = format!("scale{}", std::process::id());
     let created = client
-        .put(format!("{}/db/{database}", servers[0].base))
+        .put(format!("{}/db/{database}", servers[0].base()))
         .send()
         .await
         .expect("create database");
     assert_eq!(created.status(), StatusCode::CREATED);
-    let counter = |server: &Server| format!("{}/db/{database}/docs/counters/c1", server.base);
+    let counter = |server: &FolioServe| format!("{}/db/{database}/docs/counters/c1", server.base());
     let seeded = client
         .put(counter(&servers[0]))
         .header(header::CONTENT_TYPE, "application/json")
@@ -134,7 +80,7 @@ async fn three_servers_on_one_postgres_lose_no_update() {
     // them).
     let feed = {
         let client = client.clone();
-        let url = format!("{}/db/{database}/changes", servers[0].base);
+        let url = format!("{}/db/{database}/changes", servers[0].base());
         let mut since = seeded["etag"].as_u64().expect("an etag");
         tokio::spawn(async move {
             let mut revisions = Vec::new();

@@ -2,54 +2,22 @@
 //! SIGTERM in the middle of a stream of writes, exits cleanly, and every
 //! write it acknowledged is there when it starts again on the same data.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free loopback port")
-}
-
-fn spawn(data: &std::path::Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_folio"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data")
-        .arg(data)
-        .env("FOLIO_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("folio serve starts")
-}
-
-async fn wait_until_up(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(response) = client.get(format!("{base}/healthz")).send().await
-            && response.status() == StatusCode::OK
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "folio serve did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use crate::process::{FolioServe, free_port};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_requests_and_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut server = spawn(dir.path(), port);
+    let args = ["--data".as_ref(), dir.path().as_os_str()];
+    let mut server = FolioServe::start(port, &args).await;
     let client = reqwest::Client::new();
-    wait_until_up(&client, &base).await;
     assert_eq!(
         client
             .put(format!("{base}/db/shop"))
@@ -97,7 +65,7 @@ async fn sigterm_finishes_in_flight_requests_and_loses_no_acknowledged_write() {
         tokio::task::yield_now().await;
     }
     let status = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
+        .args(["-TERM", &server.child.id().to_string()])
         .status()
         .expect("kill runs");
     assert!(status.success());
@@ -105,7 +73,7 @@ async fn sigterm_finishes_in_flight_requests_and_loses_no_acknowledged_write() {
     for writer in writers {
         written.extend(writer.await.expect("writer"));
     }
-    let exit = server.wait().expect("the server exits");
+    let exit = server.child.wait().expect("the server exits");
     assert!(
         exit.success(),
         "a graceful shutdown exits cleanly, got {exit}"
@@ -114,8 +82,7 @@ async fn sigterm_finishes_in_flight_requests_and_loses_no_acknowledged_write() {
     // Start again on the same data: every acknowledged write is there.
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut server = spawn(dir.path(), port);
-    wait_until_up(&client, &base).await;
+    let server = FolioServe::start(port, &args).await;
     let mut missing = Vec::new();
     for chunk in written.chunks(500) {
         let response = client
@@ -135,8 +102,7 @@ async fn sigterm_finishes_in_flight_requests_and_loses_no_acknowledged_write() {
             }
         }
     }
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     assert!(written.len() >= 200);
     assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
 }
