@@ -31,6 +31,7 @@ mod query;
 mod read;
 mod schema;
 mod sync;
+mod vfs;
 mod writer;
 
 use std::path::{Path, PathBuf};

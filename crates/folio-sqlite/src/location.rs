@@ -48,6 +48,18 @@ pub(crate) enum Location {
 }
 
 impl Location {
+    /// Opens a connection with `flags` added to the location's own.
+    fn connect(&self, flags: OpenFlags) -> rusqlite::Result<Connection> {
+        let (uri, own) = self.uri();
+        match self {
+            // The log is written through `vfs.rs`: one write per commit.
+            Location::File(_) if crate::vfs::register() => {
+                Connection::open_with_flags_and_vfs(uri, own | flags, crate::vfs::NAME)
+            }
+            _ => Connection::open_with_flags(uri, own | flags),
+        }
+    }
+
     fn uri(&self) -> (String, OpenFlags) {
         match self {
             Location::File(path) => (
@@ -71,12 +83,9 @@ impl Location {
 
     /// Opens the writer's connection, creating the database if needed.
     pub(crate) fn open_writer(&self) -> Result<Connection> {
-        let (uri, flags) = self.uri();
-        let connection = Connection::open_with_flags(
-            uri,
-            flags | OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
-        )
-        .map_err(|e| storage("opening the database", e))?;
+        let connection = self
+            .connect(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)
+            .map_err(|e| storage("opening the database", e))?;
         configure(&connection, WRITER_CACHE_KIB)?;
         // Only takes effect when the database is created.
         connection
@@ -120,18 +129,17 @@ impl Location {
 
     /// Opens the checkpointer's connection to an existing database file.
     pub(crate) fn open_checkpointer(&self) -> Result<Connection> {
-        let (uri, flags) = self.uri();
-        let connection =
-            Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_READ_WRITE)
-                .map_err(|e| storage("opening the checkpoint connection", e))?;
+        let connection = self
+            .connect(OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .map_err(|e| storage("opening the checkpoint connection", e))?;
         configure(&connection, READER_CACHE_KIB)?;
         Ok(connection)
     }
 
     /// Opens a read-only connection.
     pub(crate) fn open_reader(&self) -> Result<Connection> {
-        let (uri, flags) = self.uri();
-        let connection = Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_READ_ONLY)
+        let connection = self
+            .connect(OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(|e| storage("opening a read connection", e))?;
         configure(&connection, READER_CACHE_KIB)?;
         Ok(connection)

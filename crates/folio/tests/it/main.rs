@@ -8,6 +8,8 @@
 //! * `faults`: failed commits change neither the database nor the session;
 //!   faults inside the embedded writer (a full disk, a transaction lost
 //!   mid-group) tell every caller the truth;
+//! * `log`: the embedded engine's log holds every acknowledged commit, readable
+//!   from outside and recovered from a crash copy;
 //! * `security`: hostile ids, collection names, paths, values and keys are
 //!   refused or taken literally, never executed;
 //! * `postgres`: PostgreSQL only: several engines (pools) and several OS
@@ -25,6 +27,7 @@ mod changes;
 mod concurrency;
 mod derive;
 mod faults;
+mod log;
 mod pg_terminate;
 mod postgres;
 mod queries;
