@@ -26,6 +26,7 @@ conformance!(
     empty_id_is_replaced_by_a_time_sortable_ulid,
     bad_input_is_refused_at_the_call_and_nothing_is_written,
     reopening_keeps_documents_and_versions,
+    a_refused_insert_leaves_nothing_behind_for_later_writes,
 );
 
 // ---- helpers of this module -------------------------------------------------
@@ -918,4 +919,71 @@ async fn reopening_keeps_documents_and_versions(h: Harness) {
     let grace = stored_metadata::<Person>(&store, "people/3").await.unwrap();
     assert!(grace.etag > delete_etag);
     assert_eq!(grace.revision, 1);
+}
+
+/// A document whose insert was refused (its batch conflicted) leaves nothing
+/// a later write could touch: the next new document may take its place in
+/// storage, an update of the refused one by that document's version
+/// conflicts, and the other document keeps its text and version. (The
+/// embedded writer remembers where it wrote documents, as a hint; a hint
+/// gone stale must change nothing.)
+async fn a_refused_insert_leaves_nothing_behind_for_later_writes(h: Harness) {
+    let store = h.store().await;
+    let engine = store.engine().clone();
+    let note = |id: &str, text: &str, expect: Expectation| {
+        Command::put(
+            "notes",
+            id,
+            serde_json::json!({ "id": id, "text": text }).to_string(),
+            expect,
+        )
+    };
+    let refused = engine
+        .commit(Batch::from(vec![
+            note("ghost", "never stored", Expectation::Missing),
+            Command::check("notes", "absent", Expectation::version("A:1-x")),
+        ]))
+        .await
+        .unwrap();
+    assert!(
+        refused.is_err(),
+        "the check fails, so the batch does: {refused:?}"
+    );
+
+    let created = engine
+        .commit(Batch::from(vec![note(
+            "taker",
+            "mine",
+            Expectation::Missing,
+        )]))
+        .await
+        .unwrap()
+        .unwrap();
+    let CommandResult::Put(taker) = &created[0] else {
+        panic!("a put answers with metadata: {created:?}");
+    };
+    let overwrite = engine
+        .commit(Batch::from(vec![note(
+            "ghost",
+            "overwrites",
+            Expectation::version(taker.change_vector.clone()),
+        )]))
+        .await
+        .unwrap();
+    let conflict = overwrite.expect_err("the ghost does not exist");
+    assert_eq!(conflict.conflicts().len(), 1);
+    assert_eq!(conflict.conflicts()[0].actual(), None);
+
+    let stored = engine
+        .get("notes", &["taker".to_owned(), "ghost".to_owned()])
+        .await
+        .unwrap();
+    let taker_now = stored[0].as_ref().expect("the taker is stored");
+    assert_eq!(taker_now.metadata.change_vector, taker.change_vector);
+    assert!(
+        taker_now.document.contains("mine"),
+        "{}",
+        taker_now.document
+    );
+    assert!(stored[1].is_none(), "the ghost is not stored");
 }
