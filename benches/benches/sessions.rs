@@ -22,9 +22,15 @@
 use std::cell::OnceCell;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use folio::{ConcurrencyChecks, Document, DocumentStore, SessionOptions};
 use serde::{Deserialize, Serialize};
+
+/// Allocates with mimalloc, as the `folio` binary does (an application
+/// embedding Folio chooses its own allocator; BENCHMARKS.md gives the
+/// figures with glibc's too). `main` gives SQLite mimalloc too.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const DOCUMENTS: u64 = 100_000;
 const CLIENTS: u64 = 32;
@@ -289,4 +295,11 @@ fn loads(c: &mut Criterion) {
 }
 
 criterion_group!(benches, updates, loads);
-criterion_main!(benches);
+
+/// `criterion_main!`, after handing SQLite's allocations to mimalloc as the
+/// `folio` binary does (before any thread opens a database).
+fn main() {
+    folio_sqlite::allocate_with_mimalloc();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

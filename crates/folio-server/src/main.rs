@@ -176,6 +176,8 @@ struct ServeArgs {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // Before any thread opens a database (see `allocate_with_mimalloc`).
+    folio_sqlite::allocate_with_mimalloc();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

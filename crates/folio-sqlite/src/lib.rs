@@ -27,6 +27,8 @@ mod cache;
 mod checkpoint;
 mod error;
 mod location;
+#[cfg(feature = "mimalloc")]
+mod memory;
 mod query;
 mod read;
 mod schema;
@@ -54,6 +56,9 @@ use crate::location::Location;
 use crate::read::{ReaderPool, change_vector, entry_from_row};
 use crate::sync::{Acknowledger, Failed};
 use crate::writer::{Request, Writer};
+
+#[cfg(feature = "mimalloc")]
+pub use crate::memory::allocate_with_mimalloc;
 
 /// When a commit counts as done.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

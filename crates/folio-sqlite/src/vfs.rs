@@ -17,8 +17,8 @@
 //! other write goes straight through. Files other than the log are SQLite's
 //! own, untouched.
 //!
-//! This is the only `unsafe` code in Folio: SQLite's file layer is a C
-//! interface of function pointers.
+//! One of two modules with `unsafe` code (with `memory.rs`): SQLite's file
+//! layer is a C interface of function pointers.
 
 #![allow(unsafe_code)]
 
