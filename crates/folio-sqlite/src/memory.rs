@@ -90,7 +90,9 @@ mod tests {
     fn once_sqlite_is_in_use_the_allocator_stays() {
         let connection = rusqlite::Connection::open_in_memory().unwrap();
         assert!(!super::allocate_with_mimalloc());
-        let answer: i64 = connection.query_row("SELECT 6 * 7", [], |row| row.get(0)).unwrap();
+        let answer: i64 = connection
+            .query_row("SELECT 6 * 7", [], |row| row.get(0))
+            .unwrap();
         assert_eq!(answer, 42);
     }
 }

@@ -1,12 +1,21 @@
-//! The syncer: makes a group's commit durable and only then answers its
-//! callers, on its own thread, while the writer already runs the next group.
+//! The syncers: make a group's commit durable and only then answer its
+//! callers, on their own threads, while the writer already runs the next
+//! group.
 //!
 //! The writer connection commits with `synchronous = NORMAL`: COMMIT writes
 //! the group's pages to the write-ahead log but does not wait for the disk.
-//! The syncer then calls `fdatasync` on the log, which covers every group
+//! A syncer then calls `fdatasync` on the log, which covers every group
 //! committed before the call, and answers all of them. So one sync serves
-//! every group that committed while the previous sync ran, and the writer
+//! every group that committed while the previous one ran, and the writer
 //! never waits for the disk.
+//!
+//! Two syncer threads share the queue of committed groups. When a group
+//! commits while one sync is under way, the other thread starts a sync at
+//! once instead of the group waiting for the first to finish (it waited 85
+//! us on average, a tenth of a save's latency in `folio bench update`; this
+//! disk completes two overlapping syncs faster than two in a row). A sync
+//! answers every group committed before it started, so whichever finishes
+//! first answers the groups it covers, in commit order.
 //!
 //! Nothing is acknowledged before it is on disk. Other sessions may read a
 //! commit before its sync completes (as they may in any database between
@@ -17,15 +26,18 @@
 //! published once the group is durable, never before.
 //!
 //! If a sync fails, the data of the groups waiting for it may not be on
-//! disk: they are answered with an error, and the engine refuses every later
-//! write (the failure is reported, never retried: a failed `fsync` can leave
-//! the kernel believing the pages are clean).
+//! disk: they and every group still waiting are answered with an error, and
+//! the engine refuses every later write (the failure is reported, never
+//! retried: a failed `fsync` can leave the kernel believing the pages are
+//! clean). Each syncer syncs through a file descriptor of its own, so that
+//! a write-back error is reported to every sync that covered the page, not
+//! only to the first one that asks.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use folio_core::{ChangeHorizon, CommitResult, EngineError, EngineErrorKind, Error, Result};
@@ -57,42 +69,72 @@ pub(crate) fn sync_failure() -> Error {
     ))
 }
 
-/// The replies of one or more groups, and the last etag they committed.
-type Group = (Vec<Reply>, u64);
+/// How many syncs may be under way at once.
+const SYNCERS: usize = 2;
+
+/// Groups committed and not yet durable, shared by the syncer threads.
+#[derive(Default)]
+pub(crate) struct Queue {
+    state: Mutex<QueueState>,
+    /// Signalled when a group arrives or the engine closes.
+    arrived: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    /// Committed groups, oldest first: sequence number, replies, last etag.
+    waiting: VecDeque<(u64, Vec<Reply>, u64)>,
+    /// The sequence number of the last group queued.
+    last: u64,
+    /// The last group a sync already under way (or done) covers.
+    covered: u64,
+    closed: bool,
+}
 
 /// Answers callers, after a sync when their writes must be durable, and
 /// publishes the changes feed's horizon at the same moment.
 pub(crate) enum Acknowledger {
     /// Answer at once (in-memory databases, `Durability::Relaxed`).
     Immediate(Arc<ChangeHorizon>),
-    /// Answer after syncing the log, on the syncer thread.
+    /// Answer after syncing the log, on the syncer threads.
     Synced {
-        sender: Option<Sender<Group>>,
-        thread: Option<JoinHandle<()>>,
+        queue: Arc<Queue>,
+        threads: Vec<JoinHandle<()>>,
     },
 }
 
 impl Acknowledger {
-    /// A syncer for the log at `wal_path`.
+    /// Syncers for the log at `wal_path`.
     pub(crate) fn synced(
         wal_path: PathBuf,
         failed: Arc<Failed>,
         horizon: Arc<ChangeHorizon>,
     ) -> Result<Self> {
-        let (sender, receiver) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("folio-sqlite-sync".into())
-            .spawn(move || run(&wal_path, &receiver, &failed, &horizon))
-            .map_err(|e| {
-                Error::Engine(
-                    EngineError::new(EngineErrorKind::Other, "starting the sync thread failed")
-                        .with_source(e),
-                )
-            })?;
-        Ok(Acknowledger::Synced {
-            sender: Some(sender),
-            thread: Some(thread),
-        })
+        let queue = Arc::new(Queue::default());
+        let mut threads = Vec::with_capacity(SYNCERS);
+        for _ in 0..SYNCERS {
+            let syncer = Syncer {
+                wal_path: wal_path.clone(),
+                log: None,
+                queue: queue.clone(),
+                failed: failed.clone(),
+                horizon: horizon.clone(),
+            };
+            let thread = std::thread::Builder::new()
+                .name("folio-sqlite-sync".into())
+                .spawn(move || syncer.run());
+            match thread {
+                Ok(thread) => threads.push(thread),
+                Err(error) => {
+                    close(&queue, threads);
+                    return Err(Error::Engine(
+                        EngineError::new(EngineErrorKind::Other, "starting a sync thread failed")
+                            .with_source(error),
+                    ));
+                }
+            }
+        }
+        Ok(Acknowledger::Synced { queue, threads })
     }
 
     /// Answers `replies` once their group, whose last etag is `last_etag`,
@@ -103,12 +145,13 @@ impl Acknowledger {
                 horizon.publish(last_etag);
                 answer(replies);
             }
-            Acknowledger::Synced { sender, .. } => {
-                if let Some(sender) = sender
-                    && let Err(mpsc::SendError((replies, _))) = sender.send((replies, last_etag))
-                {
-                    fail(replies);
-                }
+            Acknowledger::Synced { queue, .. } => {
+                let mut state = lock(&queue.state);
+                state.last += 1;
+                let sequence = state.last;
+                state.waiting.push_back((sequence, replies, last_etag));
+                drop(state);
+                queue.arrived.notify_one();
             }
         }
     }
@@ -116,44 +159,102 @@ impl Acknowledger {
 
 impl Drop for Acknowledger {
     fn drop(&mut self) {
-        if let Acknowledger::Synced { sender, thread } = self {
-            // Closing the channel ends the thread once it answered everyone.
-            drop(sender.take());
-            if let Some(thread) = thread.take() {
-                let _ = thread.join();
-            }
+        if let Acknowledger::Synced { queue, threads } = self {
+            // The syncers answer everyone queued, then end.
+            close(queue, std::mem::take(threads));
         }
     }
 }
 
-fn run(wal_path: &PathBuf, receiver: &Receiver<Group>, failed: &Failed, horizon: &ChangeHorizon) {
-    let mut log: Option<File> = None;
-    while let Ok((mut replies, mut last_etag)) = receiver.recv() {
-        // Everything committed so far is covered by one sync.
-        while let Ok((more, etag)) = receiver.try_recv() {
-            replies.extend(more);
-            last_etag = last_etag.max(etag);
-        }
-        if failed.is_set() {
-            fail(replies);
-            continue;
-        }
-        let synced = match &log {
-            Some(file) => file.sync_data(),
-            None => File::open(wal_path).and_then(|file| {
-                let result = file.sync_data();
-                log = Some(file);
-                result
-            }),
-        };
-        match synced {
-            Ok(()) => {
-                horizon.publish(last_etag);
-                answer(replies);
+fn close(queue: &Queue, threads: Vec<JoinHandle<()>>) {
+    lock(&queue.state).closed = true;
+    queue.arrived.notify_all();
+    for thread in threads {
+        let _ = thread.join();
+    }
+}
+
+/// The queue's state; a syncer that panicked left it consistent (every
+/// change is one statement), so a poisoned lock is taken over.
+fn lock(state: &Mutex<QueueState>) -> MutexGuard<'_, QueueState> {
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One syncer thread.
+struct Syncer {
+    wal_path: PathBuf,
+    /// The log, opened by this thread (its own file descriptor).
+    log: Option<File>,
+    queue: Arc<Queue>,
+    failed: Arc<Failed>,
+    horizon: Arc<ChangeHorizon>,
+}
+
+impl Syncer {
+    fn run(mut self) {
+        loop {
+            // Wait for a group no sync covers yet.
+            let mut state = lock(&self.queue.state);
+            while state.last == state.covered {
+                if state.closed {
+                    return;
+                }
+                state = self
+                    .queue
+                    .arrived
+                    .wait(state)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
             }
-            Err(_) => {
-                failed.set();
-                fail(replies);
+            let target = state.last;
+            state.covered = target;
+            drop(state);
+
+            let synced = if self.failed.is_set() {
+                Err(std::io::Error::other("an earlier sync failed"))
+            } else {
+                self.sync()
+            };
+
+            let mut state = lock(&self.queue.state);
+            let mut done = Vec::new();
+            let mut last_etag = 0;
+            while state
+                .waiting
+                .front()
+                .is_some_and(|(sequence, ..)| *sequence <= target)
+            {
+                if let Some((_, replies, etag)) = state.waiting.pop_front() {
+                    done.extend(replies);
+                    last_etag = last_etag.max(etag);
+                }
+            }
+            if synced.is_err() || self.failed.is_set() {
+                // Whatever waits may lie on the pages that failed.
+                self.failed.set();
+                for (_, replies, _) in state.waiting.drain(..) {
+                    done.extend(replies);
+                }
+                drop(state);
+                fail(done);
+            } else {
+                // Published under the lock, so the horizon moves in order.
+                self.horizon.publish(last_etag);
+                drop(state);
+                answer(done);
+            }
+        }
+    }
+
+    fn sync(&mut self) -> std::io::Result<()> {
+        match &self.log {
+            Some(file) => file.sync_data(),
+            None => {
+                let file = File::open(&self.wal_path)?;
+                let result = file.sync_data();
+                self.log = Some(file);
+                result
             }
         }
     }
@@ -170,5 +271,82 @@ pub(crate) fn answer(replies: Vec<Reply>) {
 fn fail(replies: Vec<Reply>) {
     for (reply, _) in replies {
         let _ = reply.send(Err(sync_failure()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Queues `groups` groups of three replies from four threads at once;
+    /// returns the receivers with the last etag of their group.
+    fn acknowledge_many(
+        acknowledger: &Acknowledger,
+        groups: u64,
+    ) -> Vec<(oneshot::Receiver<CommitResult>, u64)> {
+        let receivers = Mutex::new(Vec::new());
+        let next = std::sync::atomic::AtomicU64::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    loop {
+                        let etag = next.fetch_add(1, Ordering::SeqCst) + 1;
+                        if etag > groups {
+                            break;
+                        }
+                        let mut replies = Vec::new();
+                        for _ in 0..3 {
+                            let (sender, receiver) = oneshot::channel();
+                            replies.push((sender, Ok(Ok(Vec::new()))));
+                            receivers.lock().unwrap().push((receiver, etag));
+                        }
+                        acknowledger.acknowledge(replies, etag);
+                    }
+                });
+            }
+        });
+        receivers.into_inner().unwrap()
+    }
+
+    #[test]
+    fn every_group_is_answered_after_a_sync_and_the_horizon_reaches_the_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = dir.path().join("db-wal");
+        std::fs::write(&wal, b"log").unwrap();
+        let failed = Arc::new(Failed::default());
+        let horizon = Arc::new(ChangeHorizon::new(0));
+        let acknowledger =
+            Acknowledger::synced(wal.clone(), failed.clone(), horizon.clone()).unwrap();
+        let receivers = acknowledge_many(&acknowledger, 500);
+        // Closing waits for every queued group to be synced and answered.
+        drop(acknowledger);
+        assert_eq!(receivers.len(), 1500);
+        for (mut receiver, etag) in receivers {
+            let verdict = receiver.try_recv().expect("answered before the close returned");
+            assert!(matches!(verdict, Ok(Ok(_))), "group {etag}: {verdict:?}");
+        }
+        assert_eq!(horizon.current(), 500);
+        assert!(!failed.is_set());
+    }
+
+    #[test]
+    fn a_failed_sync_fails_every_waiting_group_and_all_later_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        // No log file: opening it for the sync fails, as a failed sync would.
+        let wal = dir.path().join("missing-wal");
+        let failed = Arc::new(Failed::default());
+        let horizon = Arc::new(ChangeHorizon::new(0));
+        let acknowledger = Acknowledger::synced(wal, failed.clone(), horizon.clone()).unwrap();
+        let receivers = acknowledge_many(&acknowledger, 50);
+        drop(acknowledger);
+        for (mut receiver, etag) in receivers {
+            let verdict = receiver.try_recv().expect("answered");
+            assert!(
+                matches!(verdict, Err(Error::Engine(_))),
+                "group {etag} is not durable: {verdict:?}"
+            );
+        }
+        assert!(failed.is_set());
+        assert_eq!(horizon.current(), 0, "nothing durable is published");
     }
 }
