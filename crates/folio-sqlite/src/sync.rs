@@ -322,7 +322,9 @@ mod tests {
         drop(acknowledger);
         assert_eq!(receivers.len(), 1500);
         for (mut receiver, etag) in receivers {
-            let verdict = receiver.try_recv().expect("answered before the close returned");
+            let verdict = receiver
+                .try_recv()
+                .expect("answered before the close returned");
             assert!(matches!(verdict, Ok(Ok(_))), "group {etag}: {verdict:?}");
         }
         assert_eq!(horizon.current(), 500);

@@ -15,9 +15,10 @@
 //! Nobody is answered before COMMIT returns: a batch's success is durable
 //! when its caller hears of it, and a conflict is only reported against
 //! state that really committed. If COMMIT fails, every batch of the group
-//! gets the error. The etag counter is read afresh inside each group's
-//! transaction, so several writers on one file (other processes) stay
-//! correct: SQLite's write lock orders them.
+//! gets the error. The etag counter is read in the first group's
+//! transaction and then kept in memory (the file is locked to this engine,
+//! so no other writer moves it); a group that fails makes the next one read
+//! it again.
 //! Puts are recorded in the changes feed by triggers inside their own
 //! statement, deletes by the writer beside their tombstone; the group's
 //! last etag goes to the acknowledger, which publishes it as the feed's
@@ -89,6 +90,7 @@ impl Writer {
             connection,
             database_id,
             last_etag: 0,
+            etag_known: false,
             tombstones,
             rowids: RowIds::default(),
             cache,
@@ -138,8 +140,11 @@ impl Drop for Writer {
 struct WriterState {
     connection: Connection,
     database_id: DatabaseId,
-    /// The last etag issued; read afresh at the start of every group.
+    /// The last etag issued.
     last_etag: u64,
+    /// Whether `last_etag` is the stored counter (false until the first
+    /// group reads it, and after a group failed).
+    etag_known: bool,
     /// Whether the tombstones table may hold rows: false only while the
     /// writer knows it is empty (then a new document has no tombstone to
     /// remove, and the statement that would remove it is skipped: 7 % of
@@ -201,8 +206,15 @@ impl WriterState {
         }
         let began = self
             .execute("BEGIN IMMEDIATE", "starting a transaction")
-            .and_then(|()| self.read_last_etag());
+            .and_then(|()| {
+                if self.etag_known {
+                    Ok(())
+                } else {
+                    self.read_last_etag()
+                }
+            });
         if let Err(error) = began {
+            self.etag_known = false;
             if !self.connection.is_autocommit() {
                 let _ = self.execute("ROLLBACK", "rolling back");
             }
@@ -252,6 +264,7 @@ impl WriterState {
         }
         self.cache.end_write(written);
         if let Err(error) = committed {
+            self.etag_known = false;
             if !self.connection.is_autocommit() {
                 let _ = self.execute("ROLLBACK", "rolling back");
             }
@@ -419,28 +432,36 @@ impl WriterState {
                 let Some(expected) = expected_etag(change_vector, &self.database_id) else {
                     return Ok(None);
                 };
-                if let Some(rowid) = self.rowids.get(collection, id) {
-                    // The row id skips the index; the row must still be this
-                    // document at the expected version, or nothing changes and
-                    // the statement below decides.
-                    let revision: Option<i64> = self
+                if let Some(known) = self.rowids.get(collection, id)
+                    && known.etag == expected
+                {
+                    // This writer wrote the expected version, so it knows the
+                    // row and the revision: no index lookup, no RETURNING. The
+                    // row must still be this document at that version, or
+                    // nothing changes and the statement below decides.
+                    let revision = known.revision + 1;
+                    let changed = self
                         .connection
                         .prepare_cached(
-                            "UPDATE documents SET etag = ?1, revision = revision + 1, last_modified = ?2, \
-                             data = jsonb(?3) WHERE rowid = ?7 AND collection = ?4 AND id = ?5 AND etag = ?6 \
-                             RETURNING revision",
+                            "UPDATE documents SET etag = ?1, revision = ?8, last_modified = ?2, \
+                             data = jsonb(?3) WHERE rowid = ?7 AND collection = ?4 AND id = ?5 AND etag = ?6",
                         )
                         .and_then(|mut statement| {
-                            statement
-                                .query_row(
-                                    params![etag, now, document, collection, id, expected, rowid],
-                                    |row| row.get(0),
-                                )
-                                .optional()
+                            statement.execute(params![
+                                etag,
+                                now,
+                                document,
+                                collection,
+                                id,
+                                expected,
+                                known.rowid,
+                                revision
+                            ])
                         })
                         .map_err(|e| storage("writing a document", e))?;
-                    if revision.is_some() {
-                        return Ok(revision);
+                    if changed == 1 {
+                        self.rowids.insert(collection, id, Known { rowid: known.rowid, etag, revision });
+                        return Ok(Some(revision));
                     }
                 }
                 self.connection
@@ -492,7 +513,15 @@ impl WriterState {
         let Some((revision, rowid)) = written else {
             return Ok(None);
         };
-        self.rowids.insert(collection, id, rowid);
+        self.rowids.insert(
+            collection,
+            id,
+            Known {
+                rowid,
+                etag,
+                revision,
+            },
+        );
         if revision == 1 && self.tombstones {
             // A new document: it may replace a tombstone.
             self.connection
@@ -587,10 +616,7 @@ impl WriterState {
             .map_err(|e| storage("reading a document's version", e))
     }
 
-    /// Reads the last etag issued, inside the write transaction: another
-    /// process (or another engine of this one) may have written to the file
-    /// since this writer's last group, so the counter is never trusted
-    /// across transactions.
+    /// Reads the last etag issued, inside the write transaction.
     fn read_last_etag(&mut self) -> Result<()> {
         let last: i64 = self
             .connection
@@ -598,6 +624,7 @@ impl WriterState {
             .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
             .map_err(|e| storage("reading the last etag", e))?;
         self.last_etag = u64::try_from(last).unwrap_or(0);
+        self.etag_known = true;
         Ok(())
     }
 
@@ -626,36 +653,49 @@ impl WriterState {
     }
 }
 
-/// The row ids of the documents the writer wrote lately, so that a
-/// conditional update finds its row without the `(collection, id)` index:
-/// one B-tree descent instead of two (the index lookup was 11 % of the
-/// writer's time in `folio bench update`). A remembered row id is only a
-/// hint: the update also matches the collection and id, so a row id gone
-/// stale (its document deleted, its insert rolled back) changes nothing, and
-/// the update by index runs as before.
+/// Where and at which version the writer last wrote each document, for
+/// the documents it wrote lately: an update of a version this writer wrote
+/// goes to its row directly, without the `(collection, id)` index (one
+/// B-tree descent instead of two: the index lookup was 11 % of the writer's
+/// time in `folio bench update`), and sets the revision it knows instead of
+/// reading it back with `RETURNING` (which builds a temporary table per
+/// statement). What is remembered is only a hint: the update also matches
+/// the collection, the id and the etag, so a hint gone stale (its document
+/// deleted, its write rolled back) changes nothing, and the update by index
+/// runs as before. An etag names one write of one document and the file is
+/// locked to this engine, so a document still at the remembered etag is at
+/// the remembered revision.
 ///
 /// Bounded: once it holds `ROWIDS_REMEMBERED` documents it starts over
 /// (about 10 MB at most).
 #[derive(Default)]
 struct RowIds {
-    by_collection: HashMap<String, HashMap<String, i64>>,
+    by_collection: HashMap<String, HashMap<String, Known>>,
     len: usize,
+}
+
+/// A document as the writer last wrote it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Known {
+    rowid: i64,
+    etag: i64,
+    revision: i64,
 }
 
 const ROWIDS_REMEMBERED: usize = 131_072;
 
 impl RowIds {
-    fn get(&self, collection: &str, id: &str) -> Option<i64> {
+    fn get(&self, collection: &str, id: &str) -> Option<Known> {
         self.by_collection.get(collection)?.get(id).copied()
     }
 
-    fn insert(&mut self, collection: &str, id: &str, rowid: i64) {
-        if let Some(known) = self
+    fn insert(&mut self, collection: &str, id: &str, known: Known) {
+        if let Some(remembered) = self
             .by_collection
             .get_mut(collection)
             .and_then(|ids| ids.get_mut(id))
         {
-            *known = rowid;
+            *remembered = known;
             return;
         }
         if self.len >= ROWIDS_REMEMBERED {
@@ -665,7 +705,7 @@ impl RowIds {
         self.by_collection
             .entry(collection.to_owned())
             .or_default()
-            .insert(id.to_owned(), rowid);
+            .insert(id.to_owned(), known);
         self.len += 1;
     }
 
@@ -750,12 +790,17 @@ mod tests {
 
     #[test]
     fn row_ids_are_remembered_per_collection_forgotten_on_delete_and_bounded() {
+        let known = |rowid| Known {
+            rowid,
+            etag: rowid * 10,
+            revision: 1,
+        };
         let mut rowids = RowIds::default();
-        rowids.insert("notes", "a", 1);
-        rowids.insert("people", "a", 2);
-        rowids.insert("notes", "a", 3);
-        assert_eq!(rowids.get("notes", "a"), Some(3));
-        assert_eq!(rowids.get("people", "a"), Some(2));
+        rowids.insert("notes", "a", known(1));
+        rowids.insert("people", "a", known(2));
+        rowids.insert("notes", "a", known(3));
+        assert_eq!(rowids.get("notes", "a"), Some(known(3)));
+        assert_eq!(rowids.get("people", "a"), Some(known(2)));
         assert_eq!(rowids.get("notes", "b"), None);
         assert_eq!(rowids.len, 2);
         rowids.remove("notes", "a");
@@ -763,12 +808,12 @@ mod tests {
         assert_eq!(rowids.get("notes", "a"), None);
         assert_eq!(rowids.len, 1);
         for n in 0..ROWIDS_REMEMBERED {
-            rowids.insert("bulk", &n.to_string(), 10);
+            rowids.insert("bulk", &n.to_string(), known(10));
         }
         assert!(rowids.len <= ROWIDS_REMEMBERED);
         assert_eq!(
             rowids.get("bulk", &(ROWIDS_REMEMBERED - 1).to_string()),
-            Some(10)
+            Some(known(10))
         );
     }
 

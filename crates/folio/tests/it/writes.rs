@@ -27,6 +27,7 @@ conformance!(
     bad_input_is_refused_at_the_call_and_nothing_is_written,
     reopening_keeps_documents_and_versions,
     a_refused_insert_leaves_nothing_behind_for_later_writes,
+    revisions_count_only_committed_writes_around_refused_batches,
 );
 
 // ---- helpers of this module -------------------------------------------------
@@ -986,4 +987,62 @@ async fn a_refused_insert_leaves_nothing_behind_for_later_writes(h: Harness) {
         taker_now.document
     );
     assert!(stored[1].is_none(), "the ghost is not stored");
+}
+
+/// A refused batch takes back the etags it used; the next write takes them
+/// again. Revisions still count committed writes only, whatever the engine
+/// remembered of the refused one (the embedded writer remembers the version
+/// it last wrote of each document, as a hint).
+async fn revisions_count_only_committed_writes_around_refused_batches(h: Harness) {
+    let store = h.store().await;
+    let engine = store.engine().clone();
+    let note = |id: &str, text: &str, expect: Expectation| {
+        Command::put(
+            "notes",
+            id,
+            serde_json::json!({ "id": id, "text": text }).to_string(),
+            expect,
+        )
+    };
+    let put = async |command: Command| -> Metadata {
+        let results = engine
+            .commit(Batch::from(vec![command]))
+            .await
+            .unwrap()
+            .unwrap();
+        match results.into_iter().next() {
+            Some(CommandResult::Put(metadata)) => metadata,
+            other => panic!("a put answers with metadata: {other:?}"),
+        }
+    };
+    let first = put(note("x", "one", Expectation::Missing)).await;
+    assert_eq!(first.revision, 1);
+    for round in 0..3 {
+        let refused = engine
+            .commit(Batch::from(vec![
+                note(
+                    "x",
+                    "refused",
+                    Expectation::version(first.change_vector.clone()),
+                ),
+                Command::check("notes", "absent", Expectation::version("A:1-x")),
+            ]))
+            .await
+            .unwrap();
+        assert!(refused.is_err(), "round {round}: {refused:?}");
+        // Takes the etag the refused write had.
+        put(note(&format!("y{round}"), "other", Expectation::Missing)).await;
+    }
+    let second = put(note("x", "two", Expectation::version(first.change_vector))).await;
+    assert_eq!(second.revision, 2, "one committed write since the first");
+    let third = put(note(
+        "x",
+        "three",
+        Expectation::version(second.change_vector),
+    ))
+    .await;
+    assert_eq!(third.revision, 3);
+    let stored = stored_metadata::<Note>(&store, "x").await.unwrap();
+    assert_eq!(stored.revision, 3);
+    assert_eq!(stored.change_vector, third.change_vector);
 }
