@@ -12,10 +12,16 @@ const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0,
 ];
 
+/// A method, a status and how many requests had both (on one route).
+type MethodStatusCount = (String, u16, u64);
+
 /// The server's counters.
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    /// Requests by route, then by method and status (a handful per route,
+    /// found by a scan: counting a request allocates nothing once its
+    /// route, method and status were seen).
+    requests: Mutex<BTreeMap<String, Vec<MethodStatusCount>>>,
     commit_buckets: [AtomicU64; BUCKETS.len()],
     commit_count: AtomicU64,
     commit_micros: AtomicU64,
@@ -29,9 +35,19 @@ impl Metrics {
             .requests
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *requests
-            .entry((method.to_owned(), route.to_owned(), status))
-            .or_default() += 1;
+        if !requests.contains_key(route) {
+            requests.insert(route.to_owned(), Vec::new());
+        }
+        let Some(counts) = requests.get_mut(route) else {
+            return;
+        };
+        match counts
+            .iter_mut()
+            .find(|(known, known_status, _)| known == method && *known_status == status)
+        {
+            Some((_, _, count)) => *count += 1,
+            None => counts.push((method.to_owned(), status, 1)),
+        }
     }
 
     /// Records one commit's latency.
@@ -65,12 +81,16 @@ impl Metrics {
             .requests
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        for ((method, route, status), count) in requests.iter() {
-            let _ = writeln!(
-                out,
-                "folio_http_requests_total{{method=\"{method}\",route=\"{}\",status=\"{status}\"}} {count}",
-                route.replace('\\', "\\\\").replace('"', "\\\"")
-            );
+        for (route, counts) in requests.iter() {
+            let route = route.replace('\\', "\\\\").replace('"', "\\\"");
+            let mut counts = counts.clone();
+            counts.sort();
+            for (method, status, count) in counts {
+                let _ = writeln!(
+                    out,
+                    "folio_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {count}",
+                );
+            }
         }
         drop(requests);
         out.push_str("# HELP folio_commit_seconds Latency of Engine::commit.\n");
@@ -98,5 +118,30 @@ impl Metrics {
             self.conflicts.load(Ordering::Relaxed)
         );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_by_route_method_and_status() {
+        let metrics = Metrics::default();
+        for _ in 0..3 {
+            metrics.request("PUT", "/db/{db}/docs", 201);
+        }
+        metrics.request("PUT", "/db/{db}/docs", 412);
+        metrics.request("GET", "/db/{db}/docs", 201);
+        metrics.request("GET", "/say \"hi\"", 404);
+        let text = metrics.render();
+        for line in [
+            r#"folio_http_requests_total{method="PUT",route="/db/{db}/docs",status="201"} 3"#,
+            r#"folio_http_requests_total{method="PUT",route="/db/{db}/docs",status="412"} 1"#,
+            r#"folio_http_requests_total{method="GET",route="/db/{db}/docs",status="201"} 1"#,
+            r#"folio_http_requests_total{method="GET",route="/say \"hi\"",status="404"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
     }
 }
