@@ -617,12 +617,7 @@ async fn a_postgres_fault_mid_batch_rolls_back_the_whole_batch(h: Harness) {
 
 /// A put of a new note `id` whose text is `text`.
 fn new_note(id: &str, text: &str) -> folio::Command {
-    folio::Command::put(
-        "notes",
-        id,
-        serde_json::json!({ "id": id, "text": text }).to_string(),
-        Expectation::Missing,
-    )
+    Note::put(id, text, Expectation::Missing)
 }
 
 /// The note ids a batch puts.

@@ -382,6 +382,13 @@ impl Note {
             text: text.into(),
         }
     }
+
+    /// A put of the note `id` as a raw command, for tests that drive an
+    /// engine directly.
+    pub fn put(id: &str, text: &str, expect: folio::Expectation) -> folio::Command {
+        let json = serde_json::to_string(&Note::new(id, text)).expect("a note serializes");
+        folio::Command::put(Note::COLLECTION, id, json, expect)
+    }
 }
 
 /// Opted in, no change-vector field (versions come from the session).

@@ -10,14 +10,7 @@ use std::sync::Arc;
 
 use folio::{Batch, Engine, Expectation};
 
-fn note(id: &str, text: &str, expect: Expectation) -> folio::Command {
-    folio::Command::put(
-        "notes",
-        id,
-        serde_json::json!({ "id": id, "text": text }).to_string(),
-        expect,
-    )
-}
+use crate::harness::Note;
 
 /// The text of note `id` as SQLite itself reads it from `file`.
 fn text_in(file: &Path, id: &str) -> Option<String> {
@@ -64,7 +57,7 @@ async fn every_acknowledged_commit_is_in_the_log_and_survives_a_crash() {
                 let text = format!("{round}:{}", "x".repeat(if n == 0 { size } else { 10 }));
                 tokio::spawn(async move {
                     let result = engine
-                        .commit(Batch::from(vec![note(&id, &text, expect)]))
+                        .commit(Batch::from(vec![Note::put(&id, &text, expect)]))
                         .await
                         .unwrap()
                         .unwrap();

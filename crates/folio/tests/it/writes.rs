@@ -931,17 +931,9 @@ async fn reopening_keeps_documents_and_versions(h: Harness) {
 async fn a_refused_insert_leaves_nothing_behind_for_later_writes(h: Harness) {
     let store = h.store().await;
     let engine = store.engine().clone();
-    let note = |id: &str, text: &str, expect: Expectation| {
-        Command::put(
-            "notes",
-            id,
-            serde_json::json!({ "id": id, "text": text }).to_string(),
-            expect,
-        )
-    };
     let refused = engine
         .commit(Batch::from(vec![
-            note("ghost", "never stored", Expectation::Missing),
+            Note::put("ghost", "never stored", Expectation::Missing),
             Command::check("notes", "absent", Expectation::version("A:1-x")),
         ]))
         .await
@@ -952,7 +944,7 @@ async fn a_refused_insert_leaves_nothing_behind_for_later_writes(h: Harness) {
     );
 
     let created = engine
-        .commit(Batch::from(vec![note(
+        .commit(Batch::from(vec![Note::put(
             "taker",
             "mine",
             Expectation::Missing,
@@ -964,7 +956,7 @@ async fn a_refused_insert_leaves_nothing_behind_for_later_writes(h: Harness) {
         panic!("a put answers with metadata: {created:?}");
     };
     let overwrite = engine
-        .commit(Batch::from(vec![note(
+        .commit(Batch::from(vec![Note::put(
             "ghost",
             "overwrites",
             Expectation::version(taker.change_vector.clone()),
@@ -996,14 +988,6 @@ async fn a_refused_insert_leaves_nothing_behind_for_later_writes(h: Harness) {
 async fn revisions_count_only_committed_writes_around_refused_batches(h: Harness) {
     let store = h.store().await;
     let engine = store.engine().clone();
-    let note = |id: &str, text: &str, expect: Expectation| {
-        Command::put(
-            "notes",
-            id,
-            serde_json::json!({ "id": id, "text": text }).to_string(),
-            expect,
-        )
-    };
     let put = async |command: Command| -> Metadata {
         let results = engine
             .commit(Batch::from(vec![command]))
@@ -1015,12 +999,12 @@ async fn revisions_count_only_committed_writes_around_refused_batches(h: Harness
             other => panic!("a put answers with metadata: {other:?}"),
         }
     };
-    let first = put(note("x", "one", Expectation::Missing)).await;
+    let first = put(Note::put("x", "one", Expectation::Missing)).await;
     assert_eq!(first.revision, 1);
     for round in 0..3 {
         let refused = engine
             .commit(Batch::from(vec![
-                note(
+                Note::put(
                     "x",
                     "refused",
                     Expectation::version(first.change_vector.clone()),
@@ -1031,11 +1015,21 @@ async fn revisions_count_only_committed_writes_around_refused_batches(h: Harness
             .unwrap();
         assert!(refused.is_err(), "round {round}: {refused:?}");
         // Takes the etag the refused write had.
-        put(note(&format!("y{round}"), "other", Expectation::Missing)).await;
+        put(Note::put(
+            &format!("y{round}"),
+            "other",
+            Expectation::Missing,
+        ))
+        .await;
     }
-    let second = put(note("x", "two", Expectation::version(first.change_vector))).await;
+    let second = put(Note::put(
+        "x",
+        "two",
+        Expectation::version(first.change_vector),
+    ))
+    .await;
     assert_eq!(second.revision, 2, "one committed write since the first");
-    let third = put(note(
+    let third = put(Note::put(
         "x",
         "three",
         Expectation::version(second.change_vector),
