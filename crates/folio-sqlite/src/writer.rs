@@ -427,109 +427,76 @@ impl WriterState {
         etag: i64,
         now: i64,
     ) -> Result<Option<i64>> {
-        let written: Option<(i64, i64)> = match expect {
+        match expect {
             Expectation::Version { change_vector } => {
                 let Some(expected) = expected_etag(change_vector, &self.database_id) else {
                     return Ok(None);
                 };
-                if let Some(known) = self.rowids.get(collection, id)
-                    && known.etag == expected
-                {
-                    // This writer wrote the expected version, so it knows the
-                    // row and the revision: no index lookup, no RETURNING. The
-                    // row must still be this document at that version, or
-                    // nothing changes and the statement below decides.
-                    let revision = known.revision + 1;
-                    let changed = self
-                        .connection
-                        .prepare_cached(
-                            "UPDATE documents SET etag = ?1, revision = ?8, last_modified = ?2, \
-                             data = jsonb(?3) WHERE rowid = ?7 AND collection = ?4 AND id = ?5 AND etag = ?6",
-                        )
-                        .and_then(|mut statement| {
-                            statement.execute(params![
-                                etag,
-                                now,
-                                document,
-                                collection,
-                                id,
-                                expected,
-                                known.rowid,
-                                revision
-                            ])
-                        })
-                        .map_err(|e| storage("writing a document", e))?;
-                    if changed == 1 {
-                        self.rowids.insert(collection, id, Known { rowid: known.rowid, etag, revision });
-                        return Ok(Some(revision));
+                // Where the expected version is: remembered if this writer
+                // wrote it lately, otherwise one lookup by key. The update
+                // then goes to the row and sets the revision it knows (an
+                // update with `RETURNING` builds a temporary table per
+                // statement).
+                let hinted = self
+                    .rowids
+                    .get(collection, id)
+                    .filter(|known| known.etag == expected);
+                if let Some(known) = hinted {
+                    if self.update_row(collection, id, document, known, etag, now)? {
+                        return Ok(Some(known.revision + 1));
                     }
+                    // The remembered write was rolled back.
+                    self.rowids.remove(collection, id);
                 }
-                self.connection
-                    .prepare_cached(
-                        "UPDATE documents SET etag = ?1, revision = revision + 1, last_modified = ?2, \
-                         data = jsonb(?3) WHERE collection = ?4 AND id = ?5 AND etag = ?6 \
-                         RETURNING revision, rowid",
-                    )
-                    .and_then(|mut statement| {
-                        statement
-                            .query_row(params![etag, now, document, collection, id, expected], |row| {
-                                Ok((row.get(0)?, row.get(1)?))
-                            })
-                            .optional()
-                    })
+                return match self.find_current(collection, id)? {
+                    Some(known)
+                        if known.etag == expected
+                            && self.update_row(collection, id, document, known, etag, now)? =>
+                    {
+                        Ok(Some(known.revision + 1))
+                    }
+                    _ => Ok(None),
+                };
             }
-            Expectation::Missing => self
-                .connection
-                .prepare_cached(
-                    "INSERT INTO documents (etag, revision, last_modified, data, collection, id) \
-                     VALUES (?1, 1, ?2, jsonb(?3), ?4, ?5) \
-                     ON CONFLICT (collection, id) DO NOTHING RETURNING revision, rowid",
-                )
-                .and_then(|mut statement| {
-                    statement
-                        .query_row(params![etag, now, document, collection, id], |row| {
-                            Ok((row.get(0)?, row.get(1)?))
-                        })
-                        .optional()
-                }),
-            Expectation::Any => self
-                .connection
-                .prepare_cached(
-                    "INSERT INTO documents (etag, revision, last_modified, data, collection, id) \
-                     VALUES (?1, 1, ?2, jsonb(?3), ?4, ?5) \
-                     ON CONFLICT (collection, id) DO UPDATE SET etag = excluded.etag, \
-                     revision = revision + 1, last_modified = excluded.last_modified, data = excluded.data \
-                     RETURNING revision, rowid",
-                )
-                .and_then(|mut statement| {
-                    statement
-                        .query_row(params![etag, now, document, collection, id], |row| {
-                            Ok((row.get(0)?, row.get(1)?))
-                        })
-                        .optional()
-                }),
+            Expectation::Missing => {
+                if !self.insert_row(collection, id, document, etag, now)? {
+                    return Ok(None);
+                }
+            }
+            Expectation::Any => {
+                if let Some(known) = self.rowids.get(collection, id) {
+                    if self.update_row(collection, id, document, known, etag, now)? {
+                        return Ok(Some(known.revision + 1));
+                    }
+                    self.rowids.remove(collection, id);
+                }
+                if !self.insert_row(collection, id, document, etag, now)? {
+                    // Stored already: overwrite whatever version it is at.
+                    let overwritten = match self.find_current(collection, id)? {
+                        Some(known) => self
+                            .update_row(collection, id, document, known, etag, now)?
+                            .then_some(known.revision + 1),
+                        None => None,
+                    };
+                    // Inside the writer's transaction the row cannot vanish
+                    // between these statements.
+                    return overwritten.map(Some).ok_or_else(|| {
+                        storage(
+                            "overwriting a document",
+                            rusqlite::Error::QueryReturnedNoRows,
+                        )
+                    });
+                }
+            }
         }
-        .map_err(|e| storage("writing a document", e))?;
-        let Some((revision, rowid)) = written else {
-            return Ok(None);
-        };
-        self.rowids.insert(
-            collection,
-            id,
-            Known {
-                rowid,
-                etag,
-                revision,
-            },
-        );
-        if revision == 1 && self.tombstones {
+        if self.tombstones {
             // A new document: it may replace a tombstone.
             self.connection
                 .prepare_cached("DELETE FROM tombstones WHERE collection = ?1 AND id = ?2")
                 .and_then(|mut statement| statement.execute(params![collection, id]))
                 .map_err(|e| storage("removing a tombstone", e))?;
         }
-        Ok(Some(revision))
+        Ok(Some(1))
     }
 
     /// Deletes a document if `expect` holds: `Some(true)` deleted,
@@ -605,6 +572,109 @@ impl WriterState {
     }
 
     /// The etag of the stored document, `None` when it does not exist.
+    /// Where `collection/id` is stored and at which version, if it is.
+    fn find_current(&self, collection: &str, id: &str) -> Result<Option<Known>> {
+        self.connection
+            .prepare_cached(
+                "SELECT rowid, etag, revision FROM documents WHERE collection = ?1 AND id = ?2",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_row(params![collection, id], |row| {
+                        Ok(Known {
+                            rowid: row.get(0)?,
+                            etag: row.get(1)?,
+                            revision: row.get(2)?,
+                        })
+                    })
+                    .optional()
+            })
+            .map_err(|e| storage("reading a document's version", e))
+    }
+
+    /// Inserts `collection/id` at revision 1 unless it is stored already;
+    /// whether it did.
+    fn insert_row(
+        &mut self,
+        collection: &str,
+        id: &str,
+        document: &str,
+        etag: i64,
+        now: i64,
+    ) -> Result<bool> {
+        let inserted = self
+            .connection
+            .prepare_cached(
+                "INSERT INTO documents (etag, revision, last_modified, data, collection, id) \
+                 VALUES (?1, 1, ?2, jsonb(?3), ?4, ?5) ON CONFLICT (collection, id) DO NOTHING",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![etag, now, document, collection, id])
+            })
+            .map_err(|e| storage("writing a document", e))?;
+        if inserted == 1 {
+            // The trigger's insert into `changes` does not count: SQLite
+            // restores the last row id when a trigger ends.
+            let rowid = self.connection.last_insert_rowid();
+            self.rowids.insert(
+                collection,
+                id,
+                Known {
+                    rowid,
+                    etag,
+                    revision: 1,
+                },
+            );
+        }
+        Ok(inserted == 1)
+    }
+
+    /// Rewrites the row `known` names with `document` at `etag`, if it still
+    /// holds `collection/id` at `known.etag`; whether it did. The new
+    /// revision is `known.revision + 1`.
+    fn update_row(
+        &mut self,
+        collection: &str,
+        id: &str,
+        document: &str,
+        known: Known,
+        etag: i64,
+        now: i64,
+    ) -> Result<bool> {
+        let revision = known.revision + 1;
+        let changed = self
+            .connection
+            .prepare_cached(
+                "UPDATE documents SET etag = ?1, revision = ?2, last_modified = ?3, data = jsonb(?4) \
+                 WHERE rowid = ?5 AND collection = ?6 AND id = ?7 AND etag = ?8",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![
+                    etag,
+                    revision,
+                    now,
+                    document,
+                    known.rowid,
+                    collection,
+                    id,
+                    known.etag
+                ])
+            })
+            .map_err(|e| storage("writing a document", e))?;
+        if changed == 1 {
+            self.rowids.insert(
+                collection,
+                id,
+                Known {
+                    rowid: known.rowid,
+                    etag,
+                    revision,
+                },
+            );
+        }
+        Ok(changed == 1)
+    }
+
     fn current_etag(&self, collection: &str, id: &str) -> Result<Option<i64>> {
         self.connection
             .prepare_cached("SELECT etag FROM documents WHERE collection = ?1 AND id = ?2")

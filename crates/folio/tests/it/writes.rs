@@ -28,6 +28,7 @@ conformance!(
     reopening_keeps_documents_and_versions,
     a_refused_insert_leaves_nothing_behind_for_later_writes,
     revisions_count_only_committed_writes_around_refused_batches,
+    every_kind_of_put_counts_revisions_across_a_reopen,
 );
 
 // ---- helpers of this module -------------------------------------------------
@@ -1039,4 +1040,110 @@ async fn revisions_count_only_committed_writes_around_refused_batches(h: Harness
     let stored = stored_metadata::<Note>(&store, "x").await.unwrap();
     assert_eq!(stored.revision, 3);
     assert_eq!(stored.change_vector, third.change_vector);
+}
+
+/// Every kind of put (insert, overwrite, conditional update), on documents
+/// the engine wrote in this process and on documents it only finds on disk
+/// after a reopen (the embedded writer remembers rows it wrote; a reopened
+/// one looks them up), and after a rolled-back write of the same document.
+async fn every_kind_of_put_counts_revisions_across_a_reopen(h: Harness) {
+    if !h.persists() {
+        return;
+    }
+    async fn put(
+        store: &DocumentStore,
+        command: Command,
+    ) -> Result<Metadata, Vec<folio::Conflict>> {
+        let verdict = store
+            .engine()
+            .commit(Batch::from(vec![command]))
+            .await
+            .expect("the engine answers");
+        match verdict {
+            Ok(results) => match results.into_iter().next() {
+                Some(CommandResult::Put(metadata)) => Ok(metadata),
+                other => panic!("a put answers with metadata: {other:?}"),
+            },
+            Err(error) => Err(error.into_conflicts()),
+        }
+    }
+    let store = h.store().await;
+    let first = put(&store, Note::put("r", "one", Expectation::Missing))
+        .await
+        .unwrap();
+    let second = put(&store, Note::put("r", "two", Expectation::Any))
+        .await
+        .unwrap();
+    let third = put(
+        &store,
+        Note::put(
+            "r",
+            "three",
+            Expectation::version(second.change_vector.clone()),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!((first.revision, second.revision, third.revision), (1, 2, 3));
+    // A write of "r" rolled back with its batch: what the engine learnt
+    // from it must not count.
+    let refused = store
+        .engine()
+        .commit(Batch::from(vec![
+            Note::put(
+                "r",
+                "refused",
+                Expectation::version(third.change_vector.clone()),
+            ),
+            Command::check("notes", "absent", Expectation::version("A:1-x")),
+        ]))
+        .await
+        .unwrap();
+    assert!(refused.is_err());
+    let fourth = put(&store, Note::put("r", "four", Expectation::Any))
+        .await
+        .unwrap();
+    assert_eq!(fourth.revision, 4);
+    drop(store);
+
+    let store = h.reopened().await.open().await.unwrap();
+    let stale = put(
+        &store,
+        Note::put(
+            "r",
+            "stale",
+            Expectation::version(third.change_vector.clone()),
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(stale.len(), 1);
+    assert_eq!(stale[0].actual(), Some(&fourth.change_vector));
+    let taken = put(&store, Note::put("r", "taken", Expectation::Missing))
+        .await
+        .unwrap_err();
+    assert_eq!(taken[0].actual(), Some(&fourth.change_vector));
+    let fifth = put(
+        &store,
+        Note::put(
+            "r",
+            "five",
+            Expectation::version(fourth.change_vector.clone()),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(fifth.revision, 5);
+    drop(store);
+
+    let store = h.reopened().await.open().await.unwrap();
+    let sixth = put(&store, Note::put("r", "six", Expectation::Any))
+        .await
+        .unwrap();
+    assert_eq!(sixth.revision, 6);
+    assert!(sixth.etag > fifth.etag);
+    let stored = stored::<Note>(&store, "r").await.unwrap();
+    assert_eq!(stored.text, "six");
+    let metadata = stored_metadata::<Note>(&store, "r").await.unwrap();
+    assert_eq!(metadata, sixth);
 }
