@@ -4,12 +4,14 @@
 //! Coherence (a load never returns a version older than one a load that
 //! finished earlier returned) comes from three rules:
 //!
-//! * just before a group's COMMIT, the writer removes every document the
-//!   group wrote, marks them as being written and bumps the generation
-//!   ([`DocumentCache::begin_write`]); after the COMMIT it clears the marks,
-//!   bumps the generation again and caches the versions it just committed
-//!   ([`DocumentCache::end_write`]), so a read-modify-write loop keeps
-//!   hitting the cache;
+//! * just before a group's COMMIT, the writer marks every document the
+//!   group wrote as being written and bumps the generation
+//!   ([`DocumentCache::begin_write`]): a load of a marked document misses,
+//!   even if an older version is still cached; after the COMMIT it bumps
+//!   the generation again, replaces the cached versions with the ones it
+//!   just committed (so a read-modify-write loop keeps hitting the cache),
+//!   drops the other marked ones and clears the marks
+//!   ([`DocumentCache::end_write`]);
 //! * a reader that misses notes the generation *before* it reads SQLite;
 //! * it inserts what it read only if the generation is unchanged and the
 //!   document is not being written.
@@ -93,6 +95,9 @@ impl DocumentCache {
             lookup.push(':');
             lookup.push_str(id);
             let mut state = self.state();
+            if !state.writing.is_empty() && state.writing.contains(lookup.as_str()) {
+                return Err(Ticket(state.generation));
+            }
             match state.entries.get(lookup.as_str()) {
                 Some(entry) => Ok(entry.clone()),
                 None => Err(Ticket(state.generation)),
@@ -121,6 +126,11 @@ impl DocumentCache {
             state.bytes -= entry_size(&previous);
         }
         state.bytes += size;
+        self.shrink(state);
+    }
+
+    /// Evicts the least recently used entries until the budget holds.
+    fn shrink(&self, state: &mut State) {
         while state.bytes > self.capacity_bytes {
             match state.entries.pop_lru() {
                 Some((_, evicted)) => state.bytes -= entry_size(&evicted),
@@ -129,31 +139,59 @@ impl DocumentCache {
         }
     }
 
-    /// Removes the documents a group is about to commit and keeps them out
-    /// of the cache until [`DocumentCache::end_write`]; the writer calls it
-    /// just before COMMIT.
+    /// Marks the documents a group is about to commit: loads of them miss
+    /// and nothing read can cache them until [`DocumentCache::end_write`].
+    /// The writer calls it just before COMMIT. (Their cached versions stay
+    /// where they are, to be replaced in place by `end_write`.)
     pub(crate) fn begin_write<'a>(&self, written: impl IntoIterator<Item = (&'a str, &'a str)>) {
         let mut state = self.state();
         state.generation += 1;
         for (collection, id) in written {
-            let key = key(collection, id);
-            if let Some(removed) = state.entries.pop(&key) {
-                state.bytes -= entry_size(&removed);
-            }
-            state.writing.insert(key);
+            state.writing.insert(key(collection, id));
         }
     }
 
     /// Ends the write begun by [`DocumentCache::begin_write`], after COMMIT
     /// returned, caching `committed`: the new versions, exactly as stored
-    /// (empty when the COMMIT failed).
+    /// (empty when the COMMIT failed). Every other marked document leaves
+    /// the cache.
     pub(crate) fn end_write(&self, committed: Vec<Entry>) {
+        // Replaced versions are freed after the lock is released.
+        let mut replaced = Vec::with_capacity(committed.len());
         let mut state = self.state();
+        let state = &mut *state;
         state.generation += 1;
-        state.writing.clear();
-        for entry in committed {
-            self.put(&mut state, entry);
+        LOOKUP.with_borrow_mut(|lookup| {
+            for entry in committed {
+                lookup.clear();
+                lookup.push_str(&entry.metadata.collection);
+                lookup.push(':');
+                lookup.push_str(&entry.metadata.id);
+                state.writing.remove(lookup.as_str());
+                let size = entry_size(&entry);
+                match state.entries.get_mut(lookup.as_str()) {
+                    Some(cached) if size <= self.capacity_bytes / 4 => {
+                        state.bytes = state.bytes - entry_size(cached) + size;
+                        replaced.push(std::mem::replace(cached, entry));
+                    }
+                    Some(_) => {
+                        if let Some(old) = state.entries.pop(lookup.as_str()) {
+                            state.bytes -= entry_size(&old);
+                            replaced.push(old);
+                        }
+                    }
+                    None => self.put(state, entry),
+                }
+            }
+        });
+        for key in state.writing.drain() {
+            if let Some(old) = state.entries.pop(&key) {
+                state.bytes -= entry_size(&old);
+                replaced.push(old);
+            }
         }
+        self.shrink(state);
+        drop(replaced);
     }
 }
 
@@ -223,6 +261,37 @@ mod tests {
         cache.begin_write([("c", "a")]);
         cache.end_write(Vec::new());
         assert!(cache.get("c", "a").is_err());
+    }
+
+    #[test]
+    fn a_committed_version_replaces_the_cached_one_in_place() {
+        let cache = DocumentCache::new(1 << 20);
+        for id in ["a", "b"] {
+            let ticket = cache.get("c", id).unwrap_err();
+            cache.insert(ticket, &entry(id, "{\"v\":1}"));
+        }
+        cache.begin_write([("c", "a"), ("c", "b")]);
+        assert!(
+            cache.get("c", "a").is_err(),
+            "the old version is not served"
+        );
+        // "b" was written in a form the writer does not cache.
+        cache.end_write(vec![entry("a", "{\"v\":2,\"longer\":true}")]);
+        assert_eq!(
+            cache.get("c", "a").unwrap().document,
+            "{\"v\":2,\"longer\":true}"
+        );
+        assert!(
+            cache.get("c", "b").is_err(),
+            "a marked document without a new version leaves"
+        );
+        let state = cache.state();
+        assert_eq!(
+            state.bytes,
+            entry_size(&entry("a", "{\"v\":2,\"longer\":true}"))
+        );
+        assert_eq!(state.entries.len(), 1);
+        assert!(state.writing.is_empty());
     }
 
     #[test]
