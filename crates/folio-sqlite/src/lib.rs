@@ -26,6 +26,7 @@
 mod cache;
 mod checkpoint;
 mod error;
+mod jsonb;
 mod location;
 #[cfg(feature = "mimalloc")]
 mod memory;
@@ -55,7 +56,7 @@ use crate::error::{closed, storage};
 use crate::location::Location;
 use crate::read::{ReaderPool, change_vector, entry_from_row};
 use crate::sync::{Acknowledger, Failed};
-use crate::writer::{Request, Writer};
+use crate::writer::{Prepared, Request, Writer};
 
 #[cfg(feature = "mimalloc")]
 pub use crate::memory::allocate_with_mimalloc;
@@ -333,6 +334,7 @@ impl Engine for SqliteEngine {
             return Ok(Ok(Vec::new()));
         }
         let (reply, answer) = oneshot::channel();
+        let batch = Prepared::new(batch)?;
         self.shared.writer.send(Request::Commit { batch, reply })?;
         answer.await.map_err(|_| closed())?
     }

@@ -35,7 +35,6 @@ use std::time::SystemTime;
 use folio_core::{
     Batch, Command, CommandKind, CommandResult, CommitResult, ConcurrencyError, Conflict,
     DatabaseId, Entry, Expectation, Metadata, Result, millis_since_epoch, time_from_millis,
-    validate,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
@@ -43,6 +42,7 @@ use tokio::sync::oneshot;
 use crate::cache::DocumentCache;
 use crate::checkpoint::CommitCounter;
 use crate::error::{closed, storage};
+use crate::jsonb::{self, Encoded};
 use crate::read::change_vector;
 use crate::sync::{Acknowledger, Failed, Reply, answer, sync_failure};
 
@@ -50,7 +50,7 @@ use crate::sync::{Acknowledger, Failed, Reply, answer, sync_failure};
 pub(crate) enum Request {
     /// Check and apply a batch.
     Commit {
-        batch: Batch,
+        batch: Prepared,
         reply: oneshot::Sender<CommitResult>,
     },
     /// Run a schema statement (index creation) outside any group.
@@ -58,6 +58,29 @@ pub(crate) enum Request {
         sql: String,
         reply: oneshot::Sender<Result<()>>,
     },
+}
+
+/// A validated batch with the JSONB of its documents, encoded by the
+/// caller's thread so that the writer only stores it (`jsonb.rs`).
+pub(crate) struct Prepared {
+    batch: Batch,
+    /// The encoding of each put's document, in command order.
+    documents: Vec<Encoded>,
+}
+
+impl Prepared {
+    /// Encodes the documents of `batch`, which passed `Batch::validate`.
+    pub(crate) fn new(batch: Batch) -> Result<Prepared> {
+        let documents = batch
+            .commands
+            .iter()
+            .filter_map(|command| match &command.kind {
+                CommandKind::Put { document } => Some(jsonb::encode(document)),
+                _ => None,
+            })
+            .collect::<Result<_>>()?;
+        Ok(Prepared { batch, documents })
+    }
 }
 
 /// The handle to the writer thread; dropping it stops the thread after the
@@ -191,7 +214,7 @@ impl WriterState {
     }
 
     /// Runs `group` in one transaction and answers every caller.
-    fn commit_group(&mut self, group: &mut Vec<(Batch, oneshot::Sender<CommitResult>)>) {
+    fn commit_group(&mut self, group: &mut Vec<(Prepared, oneshot::Sender<CommitResult>)>) {
         if group.is_empty() {
             return;
         }
@@ -284,8 +307,8 @@ impl WriterState {
     /// Runs one batch inside its own savepoint; on a conflict or a failure the
     /// savepoint is rolled back and the etag counter restored. Also returns
     /// the entries the batch wrote, for the read cache.
-    fn run_batch(&mut self, batch: Batch, now: i64) -> (CommitResult, Vec<Entry>) {
-        if is_one_statement(&batch) {
+    fn run_batch(&mut self, batch: Prepared, now: i64) -> (CommitResult, Vec<Entry>) {
+        if is_one_statement(&batch.batch) {
             // One statement is atomic by itself (SQLite's statement
             // journal), and a refused one wrote nothing: no savepoint.
             let etag_before = self.last_etag;
@@ -333,7 +356,9 @@ impl WriterState {
     /// A write and its check are one statement (`UPDATE … WHERE etag = ?`,
     /// `INSERT … ON CONFLICT DO NOTHING`, …): the common case costs one index
     /// lookup, and only a refused write reads the actual version.
-    fn apply(&mut self, batch: Batch, now: i64, written: &mut Vec<Entry>) -> CommitResult {
+    fn apply(&mut self, batch: Prepared, now: i64, written: &mut Vec<Entry>) -> CommitResult {
+        let Prepared { batch, documents } = batch;
+        let mut documents = documents.into_iter();
         let mut conflicts = Vec::new();
         let mut results = Vec::with_capacity(batch.commands.len());
         for command in batch.commands {
@@ -346,8 +371,12 @@ impl WriterState {
             } = command;
             let outcome = match kind {
                 CommandKind::Put { document } => {
+                    let Some(encoded) = documents.next() else {
+                        return Err(storage("writing a document", rusqlite::Error::InvalidQuery));
+                    };
                     let etag = self.next_etag();
-                    let revision = self.put(&collection, &id, &document, &expect, etag, now)?;
+                    let revision =
+                        self.put(&collection, &id, &encoded.jsonb, &expect, etag, now)?;
                     revision.map(|revision| {
                         let metadata = Metadata {
                             change_vector: change_vector(etag, &self.database_id),
@@ -359,7 +388,7 @@ impl WriterState {
                         };
                         // A new document goes into the cache on its first
                         // load, not here (see `written_keys`).
-                        if revision > 1 && validate::is_minified(&document) {
+                        if revision > 1 && encoded.minified {
                             written.push(Entry {
                                 metadata: metadata.clone(),
                                 document,
@@ -422,7 +451,7 @@ impl WriterState {
         &mut self,
         collection: &str,
         id: &str,
-        document: &str,
+        document: &[u8],
         expect: &Expectation,
         etag: i64,
         now: i64,
@@ -598,7 +627,7 @@ impl WriterState {
         &mut self,
         collection: &str,
         id: &str,
-        document: &str,
+        document: &[u8],
         etag: i64,
         now: i64,
     ) -> Result<bool> {
@@ -606,7 +635,7 @@ impl WriterState {
             .connection
             .prepare_cached(
                 "INSERT INTO documents (etag, revision, last_modified, data, collection, id) \
-                 VALUES (?1, 1, ?2, jsonb(?3), ?4, ?5) ON CONFLICT (collection, id) DO NOTHING",
+                 VALUES (?1, 1, ?2, ?3, ?4, ?5) ON CONFLICT (collection, id) DO NOTHING",
             )
             .and_then(|mut statement| {
                 statement.execute(params![etag, now, document, collection, id])
@@ -636,7 +665,7 @@ impl WriterState {
         &mut self,
         collection: &str,
         id: &str,
-        document: &str,
+        document: &[u8],
         known: Known,
         etag: i64,
         now: i64,
@@ -645,7 +674,7 @@ impl WriterState {
         let changed = self
             .connection
             .prepare_cached(
-                "UPDATE documents SET etag = ?1, revision = ?2, last_modified = ?3, data = jsonb(?4) \
+                "UPDATE documents SET etag = ?1, revision = ?2, last_modified = ?3, data = ?4 \
                  WHERE rowid = ?5 AND collection = ?6 AND id = ?7 AND etag = ?8",
             )
             .and_then(|mut statement| {
