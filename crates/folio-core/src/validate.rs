@@ -5,7 +5,7 @@
 //! before anything is queued or written, so bad input fails early with
 //! [`Error::InvalidInput`] and a message that says what is allowed.
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::{Error, Result};
 
@@ -118,15 +118,23 @@ pub fn document_text(text: &str) -> Result<()> {
             "a document must be a JSON object".into(),
         ));
     }
-    let depth = nesting_depth(text);
-    if depth > MAX_NESTING {
-        return Err(Error::InvalidInput(format!(
-            "a document may nest arrays and objects at most {MAX_NESTING} deep; this one nests {depth} deep"
-        )));
-    }
-    read_value::<Checked>(text).map(drop).map_err(|error| {
-        Error::InvalidInput(format!("a document must be well-formed JSON: {error}"))
-    })
+    // One pass: the check counts nesting as it reads and stops at the
+    // limit; only a refused document is scanned again, for the message.
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    deserializer.disable_recursion_limit();
+    Checked { depth: 0 }
+        .deserialize(&mut deserializer)
+        .and_then(|()| deserializer.end())
+        .map_err(|error| {
+            let depth = nesting_depth(text);
+            if depth > MAX_NESTING {
+                Error::InvalidInput(format!(
+                    "a document may nest arrays and objects at most {MAX_NESTING} deep; this one nests {depth} deep"
+                ))
+            } else {
+                Error::InvalidInput(format!("a document must be well-formed JSON: {error}"))
+            }
+        })
 }
 
 /// Reads JSON `text` whose nesting was checked against [`MAX_NESTING`]
@@ -142,60 +150,83 @@ pub fn read_value<T: serde::de::DeserializeOwned>(text: &str) -> serde_json::Res
 /// A JSON value read only to be checked, as strictly as any JSON parser
 /// reads it back: strings decoded (every escape valid, surrogates in
 /// pairs) and free of U+0000 (PostgreSQL cannot store it), numbers within
-/// a 64-bit float (`1e400` is not). Skipping values unread (`IgnoredAny`)
-/// checks neither, and such a document could be stored but never read.
-struct Checked;
+/// a 64-bit float (`1e400` is not), arrays and objects nested at most
+/// [`MAX_NESTING`] deep (`depth` is the nesting around this value).
+/// Skipping values unread (`IgnoredAny`) checks none of that, and such a
+/// document could be stored but never read.
+#[derive(Clone, Copy)]
+struct Checked {
+    depth: usize,
+}
 
-impl<'de> Deserialize<'de> for Checked {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(Checked)
+impl Checked {
+    /// The check of a value inside this array or object.
+    fn inner<E: de::Error>(self) -> Result<Checked, E> {
+        if self.depth >= MAX_NESTING {
+            return Err(E::custom(format_args!(
+                "arrays and objects nest more than {MAX_NESTING} deep"
+            )));
+        }
+        Ok(Checked {
+            depth: self.depth + 1,
+        })
+    }
+}
+
+impl<'de> de::DeserializeSeed<'de> for Checked {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for Checked {
-    type Value = Checked;
+    type Value = ();
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_unit<E>(self) -> Result<Checked, E> {
-        Ok(Checked)
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
-        Ok(Checked)
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
-        Ok(Checked)
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
-        Ok(Checked)
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
-        Ok(Checked)
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_str<E: de::Error>(self, text: &str) -> Result<Checked, E> {
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<(), E> {
         if text.contains('\0') {
             return Err(E::custom(
                 "a string holds the character U+0000 (\\u0000), which no engine stores",
             ));
         }
-        Ok(Checked)
+        Ok(())
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut values: A) -> Result<Checked, A::Error> {
-        while values.next_element::<Checked>()?.is_some() {}
-        Ok(Checked)
+    fn visit_seq<A: SeqAccess<'de>>(self, mut values: A) -> Result<(), A::Error> {
+        let inner = self.inner()?;
+        while values.next_element_seed(inner)?.is_some() {}
+        Ok(())
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Checked, A::Error> {
-        while entries.next_entry::<Checked, Checked>()?.is_some() {}
-        Ok(Checked)
+    fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<(), A::Error> {
+        let inner = self.inner()?;
+        while entries.next_entry_seed(inner, inner)?.is_some() {}
+        Ok(())
     }
 }
 
@@ -337,5 +368,16 @@ mod tests {
             document_text(&deepest).is_ok(),
             "the deepest allowed document"
         );
+        let one_deeper = format!(
+            "{{\"a\":{}1{}}}",
+            "[".repeat(MAX_NESTING),
+            "]".repeat(MAX_NESTING)
+        );
+        let refused = document_text(&one_deeper).unwrap_err().to_string();
+        assert!(refused.contains("129 deep"), "{refused}");
+        // Far deeper than any stack would take: refused at the limit, not
+        // read to the bottom.
+        let abyss = format!("{{\"a\":{}", "[".repeat(1_000_000));
+        assert!(document_text(&abyss).is_err());
     }
 }
