@@ -26,7 +26,6 @@
 //! commit. Only this process writes the file (the engine holds an exclusive
 //! lock on it), so no write escapes the writer's invalidation.
 
-use std::collections::HashSet;
 use std::sync::Mutex;
 
 use folio_core::Entry;
@@ -46,7 +45,7 @@ struct State {
     entries: LruCache<String, Entry>,
     bytes: usize,
     /// Documents of the group being committed: not cacheable until it is done.
-    writing: HashSet<String>,
+    writing: foldhash::HashSet<String>,
 }
 
 /// The cache key of a document.
@@ -75,7 +74,7 @@ impl DocumentCache {
                 generation: 0,
                 entries: LruCache::unbounded(),
                 bytes: 0,
-                writing: HashSet::new(),
+                writing: foldhash::HashSet::default(),
             }),
             capacity_bytes,
         }

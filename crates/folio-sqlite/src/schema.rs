@@ -8,9 +8,10 @@
 //!   removes its tombstone.
 //! * `changes`: the changes feed, one row per write that took an etag
 //!   (`kind` 0 = put, 1 = delete), keyed by the etag (appends go to the
-//!   right edge of the B-tree). Triggers on `documents` record puts inside
-//!   the statement that writes, so a conditional update stays one atomic
-//!   statement; the writer records deletes beside their tombstone.
+//!   right edge of the B-tree). The writer records each write right after
+//!   it, in the same transaction (layout 2 did it with triggers on
+//!   `documents`; a trigger makes SQLite journal every statement's pages,
+//!   and layout 3 dropped them).
 //! * `folio_meta`: key/value settings, among them the database id.
 //! * `folio_counters`: `last_etag`, the last etag issued, written once per
 //!   group commit.
@@ -23,7 +24,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::error::storage;
 
 /// The layout version this build writes.
-const LAYOUT_VERSION: i64 = 2;
+const LAYOUT_VERSION: i64 = 3;
 
 const LAYOUT_V1: &str = "
 CREATE TABLE folio_meta (
@@ -76,6 +77,14 @@ INSERT INTO changes (etag, kind, collection, id, revision)
     UNION ALL SELECT etag, 1, collection, id, 0 FROM tombstones;
 ";
 
+/// Version 3: the writer records puts in `changes` itself, beside the
+/// write (`writer.rs`): no triggers, so SQLite needs no statement journal
+/// for a single-row write.
+const LAYOUT_V3: &str = "
+DROP TRIGGER changes_of_inserts;
+DROP TRIGGER changes_of_updates;
+";
+
 /// What opening a database learned.
 pub(crate) struct Opened {
     pub(crate) database_id: DatabaseId,
@@ -117,6 +126,11 @@ pub(crate) fn open(connection: &mut Connection) -> Result<Opened> {
             .execute_batch(LAYOUT_V2)
             .map_err(|e| storage("adding the changes feed to the layout", e))?;
     }
+    if version < 3 {
+        transaction
+            .execute_batch(LAYOUT_V3)
+            .map_err(|e| storage("moving the changes feed to the writer", e))?;
+    }
     if version < LAYOUT_VERSION {
         transaction
             .pragma_update(None, "user_version", LAYOUT_VERSION)
@@ -149,4 +163,69 @@ pub(crate) fn open(connection: &mut Connection) -> Result<Opened> {
         database_id: DatabaseId::parse(&database_id)?,
         last_etag: u64::try_from(last_etag).unwrap_or(0),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(connection: &Connection) -> (i64, i64, i64) {
+        let version = connection
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap();
+        let triggers = connection
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'trigger'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        let changes = connection
+            .query_row("SELECT count(*) FROM changes", [], |row| row.get(0))
+            .unwrap();
+        (version, triggers, changes)
+    }
+
+    #[test]
+    fn a_new_database_gets_the_current_layout() {
+        let mut connection = Connection::open_in_memory().unwrap();
+        open(&mut connection).unwrap();
+        assert_eq!(layout(&connection), (LAYOUT_VERSION, 0, 0));
+        open(&mut connection).unwrap();
+        assert_eq!(layout(&connection), (LAYOUT_VERSION, 0, 0));
+    }
+
+    #[test]
+    fn older_layouts_are_migrated_keeping_documents_and_their_history() {
+        for old in [1, 2] {
+            let mut connection = Connection::open_in_memory().unwrap();
+            connection.execute_batch(LAYOUT_V1).unwrap();
+            connection
+                .execute(
+                    "INSERT INTO folio_meta (key, value) VALUES ('database_id', ?1)",
+                    [DatabaseId::generate().as_str()],
+                )
+                .unwrap();
+            if old == 2 {
+                connection.execute_batch(LAYOUT_V2).unwrap();
+            }
+            connection
+                .execute_batch(
+                    "INSERT INTO documents (collection, id, etag, revision, last_modified, data) \
+                     VALUES ('notes', 'a', 1, 1, 0, jsonb('{}')); \
+                     UPDATE folio_counters SET value = 1 WHERE name = 'last_etag';",
+                )
+                .unwrap();
+            connection.pragma_update(None, "user_version", old).unwrap();
+            let opened = open(&mut connection).unwrap();
+            assert_eq!(opened.last_etag, 1);
+            // Layout 2's trigger recorded the insert; layout 1 gets the
+            // current state as its history.
+            assert_eq!(
+                layout(&connection),
+                (LAYOUT_VERSION, 0, 1),
+                "from layout {old}"
+            );
+        }
+    }
 }

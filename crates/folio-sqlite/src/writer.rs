@@ -26,7 +26,6 @@
 //! No waiting is added to gather a group: while one group syncs, the next
 //! one queues up by itself, so the group grows with the load.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::thread::JoinHandle;
@@ -45,6 +44,10 @@ use crate::error::{closed, storage};
 use crate::jsonb::{self, Encoded};
 use crate::read::change_vector;
 use crate::sync::{Acknowledger, Failed, Reply, answer, sync_failure};
+
+/// The kinds of change in the `changes` table.
+const PUT: i64 = 0;
+const DELETE: i64 = 1;
 
 /// Work for the writer thread.
 pub(crate) enum Request {
@@ -257,8 +260,14 @@ impl WriterState {
                 replies.push((reply, Err(transaction_lost())));
                 continue;
             }
+            let unguarded = !needs_savepoint(&batch.batch);
             let (verdict, entries) = self.run_batch(batch, now);
-            if self.connection.is_autocommit() {
+            if unguarded && verdict.is_err() && !self.connection.is_autocommit() {
+                // A batch without a savepoint failed after it may have
+                // written (its feed record failed, say): nothing can undo
+                // that write alone, so the group does not commit.
+                lost = Some(transaction_lost());
+            } else if self.connection.is_autocommit() {
                 // SQLite rolled the whole transaction back (it may on
                 // SQLITE_FULL, IOERR, NOMEM or BUSY): the batches before
                 // this one are undone too.
@@ -308,9 +317,9 @@ impl WriterState {
     /// savepoint is rolled back and the etag counter restored. Also returns
     /// the entries the batch wrote, for the read cache.
     fn run_batch(&mut self, batch: Prepared, now: i64) -> (CommitResult, Vec<Entry>) {
-        if is_one_statement(&batch.batch) {
-            // One statement is atomic by itself (SQLite's statement
-            // journal), and a refused one wrote nothing: no savepoint.
+        if !needs_savepoint(&batch.batch) {
+            // A refused one wrote nothing, and one that fails fails its
+            // group (`commit_group`): no savepoint.
             let etag_before = self.last_etag;
             let mut written = Vec::new();
             let outcome = self.apply(batch, now, &mut written);
@@ -586,21 +595,32 @@ impl WriterState {
                     )
                     .and_then(|mut statement| statement.execute(params![etag, collection, id]))
                     .map_err(|e| storage("recording a delete", e))?;
-                self.connection
-                    .prepare_cached(
-                        "INSERT INTO changes (etag, kind, collection, id, revision) \
-                         VALUES (?1, 1, ?2, ?3, ?4)",
-                    )
-                    .and_then(|mut statement| {
-                        statement.execute(params![etag, collection, id, revision])
-                    })
-                    .map_err(|e| storage("recording a delete in the changes feed", e))?;
+                self.record_change(DELETE, etag, collection, id, revision)?;
                 Ok(Some(true))
             }
         }
     }
 
     /// The etag of the stored document, `None` when it does not exist.
+    /// Appends a write to the changes feed (`schema.rs`), in the write's
+    /// transaction.
+    fn record_change(
+        &self,
+        kind: i64,
+        etag: i64,
+        collection: &str,
+        id: &str,
+        revision: i64,
+    ) -> Result<()> {
+        self.connection
+            .prepare_cached(
+                "INSERT INTO changes (etag, kind, collection, id, revision) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut statement| statement.execute(params![etag, kind, collection, id, revision]))
+            .map(drop)
+            .map_err(|e| storage("recording a write in the changes feed", e))
+    }
+
     /// Where `collection/id` is stored and at which version, if it is.
     fn find_current(&self, collection: &str, id: &str) -> Result<Option<Known>> {
         self.connection
@@ -642,8 +662,6 @@ impl WriterState {
             })
             .map_err(|e| storage("writing a document", e))?;
         if inserted == 1 {
-            // The trigger's insert into `changes` does not count: SQLite
-            // restores the last row id when a trigger ends.
             let rowid = self.connection.last_insert_rowid();
             self.rowids.insert(
                 collection,
@@ -654,6 +672,7 @@ impl WriterState {
                     revision: 1,
                 },
             );
+            self.record_change(PUT, etag, collection, id, 1)?;
         }
         Ok(inserted == 1)
     }
@@ -700,6 +719,7 @@ impl WriterState {
                     revision,
                 },
             );
+            self.record_change(PUT, etag, collection, id, revision)?;
         }
         Ok(changed == 1)
     }
@@ -769,7 +789,7 @@ impl WriterState {
 /// (about 10 MB at most).
 #[derive(Default)]
 struct RowIds {
-    by_collection: HashMap<String, HashMap<String, Known>>,
+    by_collection: foldhash::HashMap<String, foldhash::HashMap<String, Known>>,
     len: usize,
 }
 
@@ -837,17 +857,18 @@ fn expected_etag(change_vector: &folio_core::ChangeVector, database: &DatabaseId
         .and_then(|etag| i64::try_from(etag).ok())
 }
 
-/// Whether `batch` runs as one SQL statement: a single conditional update
-/// (`UPDATE … WHERE etag = ?`) or a single read guard. Inserts and deletes
-/// also touch tombstones: two statements.
-fn is_one_statement(batch: &Batch) -> bool {
-    match batch.commands.as_slice() {
-        [command] => matches!(
+/// Whether `batch` needs a savepoint to be undone alone. A single
+/// conditional update (its statement changes nothing when the version is
+/// not the expected one) or a single read guard does not. Inserts and
+/// deletes also touch tombstones, and may write before they are refused.
+fn needs_savepoint(batch: &Batch) -> bool {
+    !matches!(
+        batch.commands.as_slice(),
+        [command] if matches!(
             (&command.kind, &command.expect),
             (CommandKind::Put { .. }, Expectation::Version { .. }) | (CommandKind::Check, _)
-        ),
-        _ => false,
-    }
+        )
+    )
 }
 
 /// The documents a committed batch changed.

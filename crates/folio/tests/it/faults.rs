@@ -918,3 +918,88 @@ async fn a_transaction_lost_mid_group_is_reported_to_every_batch_it_took() {
     drop(engine);
     assert_eq!(integrity(&file), "ok");
 }
+
+/// A conditional update runs without a savepoint; the writer then records
+/// it in the changes feed with a second statement. When that record fails
+/// (here a trigger refuses it without rolling the transaction back), the
+/// update already happened and nothing can undo it alone: the whole group
+/// must fail, the caller of every batch in it must be told so, and nothing
+/// of it may be stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_feed_record_of_an_update_fails_its_whole_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("feed.sqlite");
+    let engine =
+        Arc::new(folio::SqliteEngine::open(&file, folio::SqliteOptions::default()).unwrap());
+    let results = engine
+        .commit(Batch::from(vec![new_note("poison", "version one")]))
+        .await
+        .unwrap()
+        .unwrap();
+    let [CommandResult::Put(stored)] = &results[..] else {
+        panic!("one put: {results:?}");
+    };
+    let connection = rusqlite::Connection::open(&file).unwrap();
+    connection
+        .busy_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
+    connection
+        .execute_batch(
+            "CREATE TRIGGER refuse_feed BEFORE INSERT ON changes WHEN new.id = 'poison' \
+             BEGIN SELECT RAISE(ABORT, 'injected feed fault'); END;",
+        )
+        .unwrap();
+    let update = Batch::from(vec![Note::put(
+        "poison",
+        "version two",
+        Expectation::version(stored.change_vector.clone()),
+    )]);
+    let mut committed = Vec::new();
+    for round in 0..5 {
+        let others: Vec<Batch> = (0..4)
+            .map(|n| Batch::from(vec![new_note(&format!("r{round}n{n}"), "alongside")]))
+            .collect();
+        let (outcome, outcomes) = commit_together(&engine, &update, &others).await;
+        let error = assert_engine_error(outcome);
+        assert!(
+            format!("{error:?}").contains("injected feed fault"),
+            "the update hears its own error: {error:?}"
+        );
+        for (batch, outcome) in others.iter().zip(&outcomes) {
+            if assert_told_the_truth(engine.as_ref(), batch, outcome).await {
+                committed.extend(put_ids(batch));
+            }
+        }
+        // The update did not stay, in the document or in the feed.
+        let now = engine.get("notes", &["poison".to_owned()]).await.unwrap();
+        let now = now[0].as_ref().expect("still stored");
+        assert_eq!(&now.metadata, stored, "round {round}");
+        assert_eq!(now.document, r#"{"id":"poison","text":"version one"}"#);
+    }
+    let feed: Vec<(String, i64)> = connection
+        .prepare("SELECT id, revision FROM changes ORDER BY etag")
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        feed.iter().filter(|(id, _)| id == "poison").count(),
+        1,
+        "only the first version is in the feed: {feed:?}"
+    );
+    assert_eq!(feed.len(), 1 + committed.len());
+
+    // Without the trigger the same update commits, as revision 2.
+    connection
+        .execute_batch("DROP TRIGGER refuse_feed;")
+        .unwrap();
+    let results = engine.commit(update).await.unwrap().unwrap();
+    let [CommandResult::Put(updated)] = &results[..] else {
+        panic!("one put: {results:?}");
+    };
+    assert_eq!(updated.revision, 2);
+    drop(connection);
+    drop(engine);
+    assert_eq!(integrity(&file), "ok");
+}
