@@ -119,6 +119,7 @@ impl Writer {
             etag_known: false,
             tombstones,
             rowids: RowIds::default(),
+            untrusted: false,
             cache,
             commits,
             acknowledger,
@@ -178,6 +179,9 @@ struct WriterState {
     tombstones: bool,
     /// Where the documents this writer wrote lately are (`RowIds`).
     rowids: RowIds,
+    /// Set when a feed record of a write that did not happen could not be
+    /// removed: the current group must not commit.
+    untrusted: bool,
     cache: Arc<DocumentCache>,
     commits: Arc<CommitCounter>,
     /// Answers callers once their group is durable.
@@ -252,6 +256,7 @@ impl WriterState {
             return;
         }
         let etag_at_start = self.last_etag;
+        self.untrusted = false;
         let mut written = Vec::new();
         let mut lost = None;
         for (batch, reply) in group.drain(..) {
@@ -260,12 +265,10 @@ impl WriterState {
                 replies.push((reply, Err(transaction_lost())));
                 continue;
             }
-            let unguarded = !needs_savepoint(&batch.batch);
             let (verdict, entries) = self.run_batch(batch, now);
-            if unguarded && verdict.is_err() && !self.connection.is_autocommit() {
-                // A batch without a savepoint failed after it may have
-                // written (its feed record failed, say): nothing can undo
-                // that write alone, so the group does not commit.
+            if self.untrusted && !self.connection.is_autocommit() {
+                // A write that did not happen could not be taken back out
+                // of the transaction: the group does not commit.
                 lost = Some(transaction_lost());
             } else if self.connection.is_autocommit() {
                 // SQLite rolled the whole transaction back (it may on
@@ -318,8 +321,8 @@ impl WriterState {
     /// the entries the batch wrote, for the read cache.
     fn run_batch(&mut self, batch: Prepared, now: i64) -> (CommitResult, Vec<Entry>) {
         if !needs_savepoint(&batch.batch) {
-            // A refused one wrote nothing, and one that fails fails its
-            // group (`commit_group`): no savepoint.
+            // A refused one wrote nothing, and a failed one took back what
+            // it wrote (`update_row`): no savepoint.
             let etag_before = self.last_etag;
             let mut written = Vec::new();
             let outcome = self.apply(batch, now, &mut written);
@@ -346,13 +349,23 @@ impl WriterState {
             _ => {
                 self.last_etag = etag_before;
                 written.clear();
-                self.execute("ROLLBACK TO batch", "rolling back a savepoint")
-                    .and_then(|()| self.execute("RELEASE batch", "releasing a savepoint"))
+                let rolled_back = self
+                    .execute("ROLLBACK TO batch", "rolling back a savepoint")
+                    .and_then(|()| self.execute("RELEASE batch", "releasing a savepoint"));
+                if rolled_back.is_ok() {
+                    // Whatever the batch could not take back is undone.
+                    self.untrusted = false;
+                }
+                rolled_back
             }
         };
         match kept {
             Ok(()) => (outcome, written),
-            Err(error) => (Err(error), Vec::new()),
+            Err(error) => {
+                // What the batch wrote may still be in the transaction.
+                self.untrusted = true;
+                (Err(error), Vec::new())
+            }
         }
     }
 
@@ -680,6 +693,12 @@ impl WriterState {
     /// Rewrites the row `known` names with `document` at `etag`, if it still
     /// holds `collection/id` at `known.etag`; whether it did. The new
     /// revision is `known.revision + 1`.
+    ///
+    /// The feed record goes first: a conditional update runs without a
+    /// savepoint (`needs_savepoint`), so if recording failed after the
+    /// update, nothing could undo the update alone. Recorded first, a
+    /// failed record leaves nothing behind, and a record whose update then
+    /// changes nothing (a hint gone stale) or fails is taken back.
     fn update_row(
         &mut self,
         collection: &str,
@@ -690,7 +709,8 @@ impl WriterState {
         now: i64,
     ) -> Result<bool> {
         let revision = known.revision + 1;
-        let changed = self
+        self.record_change(PUT, etag, collection, id, revision)?;
+        let updated = self
             .connection
             .prepare_cached(
                 "UPDATE documents SET etag = ?1, revision = ?2, last_modified = ?3, data = ?4 \
@@ -708,20 +728,45 @@ impl WriterState {
                     known.etag
                 ])
             })
-            .map_err(|e| storage("writing a document", e))?;
-        if changed == 1 {
-            self.rowids.insert(
-                collection,
-                id,
-                Known {
-                    rowid: known.rowid,
-                    etag,
-                    revision,
-                },
-            );
-            self.record_change(PUT, etag, collection, id, revision)?;
+            .map_err(|e| storage("writing a document", e));
+        if !matches!(updated, Ok(1)) {
+            self.take_back_change(etag)?;
+            return updated.map(|_| false);
         }
-        Ok(changed == 1)
+        self.rowids.insert(
+            collection,
+            id,
+            Known {
+                rowid: known.rowid,
+                etag,
+                revision,
+            },
+        );
+        Ok(true)
+    }
+
+    /// Removes the feed record of a write that did not happen. If even
+    /// that fails, the group's transaction holds a record of nothing: the
+    /// group must not commit (`commit_group` checks `untrusted`).
+    fn take_back_change(&mut self, etag: i64) -> Result<()> {
+        let taken = self
+            .connection
+            .prepare_cached("DELETE FROM changes WHERE etag = ?1")
+            .and_then(|mut statement| statement.execute([etag]));
+        match taken {
+            Ok(1) => Ok(()),
+            Ok(_) => {
+                self.untrusted = true;
+                Err(storage(
+                    "taking back a feed record",
+                    rusqlite::Error::QueryReturnedNoRows,
+                ))
+            }
+            Err(error) => {
+                self.untrusted = true;
+                Err(storage("taking back a feed record", error))
+            }
+        }
     }
 
     fn current_etag(&self, collection: &str, id: &str) -> Result<Option<i64>> {

@@ -1104,6 +1104,25 @@ async fn every_kind_of_put_counts_revisions_across_a_reopen(h: Harness) {
         .await
         .unwrap();
     assert_eq!(fourth.revision, 4);
+    // The feed has each committed write once, and nothing of the refused one.
+    let feed = store
+        .engine()
+        .changes(0, Some("notes"), 100)
+        .await
+        .unwrap()
+        .changes;
+    let revisions: Vec<(u64, u64)> = feed
+        .iter()
+        .filter(|change| change.id == "r")
+        .map(|change| (change.etag, change.revision))
+        .collect();
+    assert_eq!(
+        revisions,
+        [&first, &second, &third, &fourth]
+            .iter()
+            .map(|metadata| (metadata.etag, metadata.revision))
+            .collect::<Vec<_>>()
+    );
     drop(store);
 
     let store = h.reopened().await.open().await.unwrap();
