@@ -13,8 +13,9 @@
 //!   `documents`; a trigger makes SQLite journal every statement's pages,
 //!   and layout 3 dropped them).
 //! * `folio_meta`: key/value settings, among them the database id.
-//! * `folio_counters`: `last_etag`, the last etag issued, written once per
-//!   group commit.
+//! * `folio_counters`: `last_etag`, the last etag issued as of layout 2
+//!   (written once per group then). Since layout 3 the last etag is the
+//!   feed's ([`LAST_ETAG`]): every write that keeps its etag is in it.
 //!
 //! `PRAGMA user_version` holds the layout version.
 
@@ -85,6 +86,12 @@ DROP TRIGGER changes_of_inserts;
 DROP TRIGGER changes_of_updates;
 ";
 
+/// The last etag any committed write took: the feed's newest (an
+/// `INTEGER PRIMARY KEY`, so one B-tree step), or what layout 2 recorded.
+pub(crate) const LAST_ETAG: &str = "SELECT max(\
+    coalesce((SELECT value FROM folio_counters WHERE name = 'last_etag'), 0), \
+    coalesce((SELECT max(etag) FROM changes), 0))";
+
 /// What opening a database learned.
 pub(crate) struct Opened {
     pub(crate) database_id: DatabaseId,
@@ -137,11 +144,7 @@ pub(crate) fn open(connection: &mut Connection) -> Result<Opened> {
             .map_err(|e| storage("recording the layout version", e))?;
     }
     let last_etag: i64 = transaction
-        .query_row(
-            "SELECT value FROM folio_counters WHERE name = 'last_etag'",
-            [],
-            |row| row.get(0),
-        )
+        .query_row(LAST_ETAG, [], |row| row.get(0))
         .map_err(|e| storage("reading the last etag", e))?;
     let database_id: String = transaction
         .query_row(
@@ -193,6 +196,28 @@ mod tests {
         assert_eq!(layout(&connection), (LAYOUT_VERSION, 0, 0));
         open(&mut connection).unwrap();
         assert_eq!(layout(&connection), (LAYOUT_VERSION, 0, 0));
+    }
+
+    #[test]
+    fn the_last_etag_is_the_feeds_newest() {
+        let mut connection = Connection::open_in_memory().unwrap();
+        assert_eq!(open(&mut connection).unwrap().last_etag, 0);
+        connection
+            .execute(
+                "INSERT INTO changes (etag, kind, collection, id, revision) VALUES (9, 1, 'notes', 'a', 1)",
+                [],
+            )
+            .unwrap();
+        assert_eq!(open(&mut connection).unwrap().last_etag, 9);
+        // A layout-2 counter ahead of the feed (a delete of nothing never
+        // took an etag, but be safe) still counts.
+        connection
+            .execute(
+                "UPDATE folio_counters SET value = 12 WHERE name = 'last_etag'",
+                [],
+            )
+            .unwrap();
+        assert_eq!(open(&mut connection).unwrap().last_etag, 12);
     }
 
     #[test]

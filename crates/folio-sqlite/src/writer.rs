@@ -255,7 +255,6 @@ impl WriterState {
             answer(replies);
             return;
         }
-        let etag_at_start = self.last_etag;
         self.untrusted = false;
         let mut written = Vec::new();
         let mut lost = None;
@@ -285,14 +284,12 @@ impl WriterState {
                 .iter()
                 .flat_map(|(_, verdict)| written_keys(verdict)),
         );
-        let committed = if let Some(error) = lost {
-            Err(error)
-        } else if self.last_etag == etag_at_start {
-            Ok(())
-        } else {
-            self.write_last_etag()
-        }
-        .and_then(|()| self.execute("COMMIT", "committing"));
+        // The last etag needs no record of its own: it is the feed's newest
+        // (`schema::LAST_ETAG`).
+        let committed = match lost {
+            Some(error) => Err(error),
+            None => self.execute("COMMIT", "committing"),
+        };
         match committed {
             Ok(()) => self.commits.committed(),
             Err(_) => written.clear(),
@@ -784,23 +781,12 @@ impl WriterState {
     fn read_last_etag(&mut self) -> Result<()> {
         let last: i64 = self
             .connection
-            .prepare_cached("SELECT value FROM folio_counters WHERE name = 'last_etag'")
+            .prepare_cached(crate::schema::LAST_ETAG)
             .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
             .map_err(|e| storage("reading the last etag", e))?;
         self.last_etag = u64::try_from(last).unwrap_or(0);
         self.etag_known = true;
         Ok(())
-    }
-
-    /// Records the last etag issued, in the group's transaction.
-    fn write_last_etag(&mut self) -> Result<()> {
-        self.connection
-            .prepare_cached("UPDATE folio_counters SET value = ?1 WHERE name = 'last_etag'")
-            .and_then(|mut statement| {
-                statement.execute([i64::try_from(self.last_etag).unwrap_or(i64::MAX)])
-            })
-            .map(drop)
-            .map_err(|e| storage("recording the last etag", e))
     }
 
     fn next_etag(&mut self) -> i64 {
