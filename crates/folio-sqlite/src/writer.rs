@@ -26,6 +26,7 @@
 //! No waiting is added to gather a group: while one group syncs, the next
 //! one queues up by itself, so the group grows with the load.
 
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::thread::JoinHandle;
@@ -816,12 +817,17 @@ impl WriterState {
 /// locked to this engine, so a document still at the remembered etag is at
 /// the remembered revision.
 ///
+/// Documents are remembered by a keyed 64-bit hash of `(collection, id)`,
+/// not by their names: one small map entry per document, no string kept or
+/// compared. Two documents sharing a hash would only make a hint wrong,
+/// which, as above, changes nothing.
+///
 /// Bounded: once it holds `ROWIDS_REMEMBERED` documents it starts over
-/// (about 10 MB at most).
+/// (about 4 MB at most).
 #[derive(Default)]
 struct RowIds {
-    by_collection: foldhash::HashMap<String, foldhash::HashMap<String, Known>>,
-    len: usize,
+    keys: foldhash::quality::RandomState,
+    known: foldhash::HashMap<u64, Known>,
 }
 
 /// A document as the writer last wrote it.
@@ -835,36 +841,25 @@ struct Known {
 const ROWIDS_REMEMBERED: usize = 131_072;
 
 impl RowIds {
+    fn key(&self, collection: &str, id: &str) -> u64 {
+        self.keys.hash_one((collection, id))
+    }
+
     fn get(&self, collection: &str, id: &str) -> Option<Known> {
-        self.by_collection.get(collection)?.get(id).copied()
+        self.known.get(&self.key(collection, id)).copied()
     }
 
     fn insert(&mut self, collection: &str, id: &str, known: Known) {
-        if let Some(remembered) = self
-            .by_collection
-            .get_mut(collection)
-            .and_then(|ids| ids.get_mut(id))
-        {
-            *remembered = known;
-            return;
+        let key = self.key(collection, id);
+        if self.known.len() >= ROWIDS_REMEMBERED && !self.known.contains_key(&key) {
+            self.known.clear();
         }
-        if self.len >= ROWIDS_REMEMBERED {
-            self.by_collection.clear();
-            self.len = 0;
-        }
-        self.by_collection
-            .entry(collection.to_owned())
-            .or_default()
-            .insert(id.to_owned(), known);
-        self.len += 1;
+        self.known.insert(key, known);
     }
 
     fn remove(&mut self, collection: &str, id: &str) {
-        if let Some(ids) = self.by_collection.get_mut(collection)
-            && ids.remove(id).is_some()
-        {
-            self.len -= 1;
-        }
+        let key = self.key(collection, id);
+        self.known.remove(&key);
     }
 }
 
@@ -953,15 +948,15 @@ mod tests {
         assert_eq!(rowids.get("notes", "a"), Some(known(3)));
         assert_eq!(rowids.get("people", "a"), Some(known(2)));
         assert_eq!(rowids.get("notes", "b"), None);
-        assert_eq!(rowids.len, 2);
+        assert_eq!(rowids.known.len(), 2);
         rowids.remove("notes", "a");
         rowids.remove("notes", "missing");
         assert_eq!(rowids.get("notes", "a"), None);
-        assert_eq!(rowids.len, 1);
+        assert_eq!(rowids.known.len(), 1);
         for n in 0..ROWIDS_REMEMBERED {
             rowids.insert("bulk", &n.to_string(), known(10));
         }
-        assert!(rowids.len <= ROWIDS_REMEMBERED);
+        assert!(rowids.known.len() <= ROWIDS_REMEMBERED);
         assert_eq!(
             rowids.get("bulk", &(ROWIDS_REMEMBERED - 1).to_string()),
             Some(known(10))
