@@ -153,9 +153,9 @@ impl DocumentCache {
     /// Ends the write begun by [`DocumentCache::begin_write`], after COMMIT
     /// returned, caching `committed`: the new versions, exactly as stored
     /// (empty when the COMMIT failed). Every other marked document leaves
-    /// the cache.
-    pub(crate) fn end_write(&self, committed: Vec<Entry>) {
-        // Replaced versions are freed after the lock is released.
+    /// the cache. Returns the versions it replaced or dropped, for the
+    /// caller to free when it has time.
+    pub(crate) fn end_write(&self, committed: Vec<Entry>) -> Vec<Entry> {
         let mut replaced = Vec::with_capacity(committed.len());
         let mut state = self.state();
         let state = &mut *state;
@@ -190,7 +190,7 @@ impl DocumentCache {
             }
         }
         self.shrink(state);
-        drop(replaced);
+        replaced
     }
 }
 

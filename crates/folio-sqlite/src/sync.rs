@@ -72,6 +72,11 @@ pub(crate) fn sync_failure() -> Error {
 /// How many syncs may be under way at once.
 const SYNCERS: usize = 2;
 
+/// What the writer is done with once a group committed (its batches, the
+/// cache entries it replaced): freed by whoever answers the group, after
+/// answering, so that the writer does not spend its time on it.
+pub(crate) type Spent = Box<dyn Send>;
+
 /// Groups committed and not yet durable, shared by the syncer threads.
 #[derive(Default)]
 pub(crate) struct Queue {
@@ -82,8 +87,9 @@ pub(crate) struct Queue {
 
 #[derive(Default)]
 struct QueueState {
-    /// Committed groups, oldest first: sequence number, replies, last etag.
-    waiting: VecDeque<(u64, Vec<Reply>, u64)>,
+    /// Committed groups, oldest first: sequence number, replies, last etag,
+    /// and what the writer is done with (freed here, after answering).
+    waiting: VecDeque<(u64, Vec<Reply>, u64, Spent)>,
     /// The sequence number of the last group queued.
     last: u64,
     /// The last group a sync already under way (or done) covers.
@@ -138,18 +144,21 @@ impl Acknowledger {
     }
 
     /// Answers `replies` once their group, whose last etag is `last_etag`,
-    /// is durable.
-    pub(crate) fn acknowledge(&self, replies: Vec<Reply>, last_etag: u64) {
+    /// is durable; then drops `spent`.
+    pub(crate) fn acknowledge(&self, replies: Vec<Reply>, last_etag: u64, spent: Spent) {
         match self {
             Acknowledger::Immediate(horizon) => {
                 horizon.publish(last_etag);
                 answer(replies);
+                drop(spent);
             }
             Acknowledger::Synced { queue, .. } => {
                 let mut state = lock(&queue.state);
                 state.last += 1;
                 let sequence = state.last;
-                state.waiting.push_back((sequence, replies, last_etag));
+                state
+                    .waiting
+                    .push_back((sequence, replies, last_etag, spent));
                 drop(state);
                 queue.arrived.notify_one();
             }
@@ -219,22 +228,25 @@ impl Syncer {
 
             let mut state = lock(&self.queue.state);
             let mut done = Vec::new();
+            let mut spent = Vec::new();
             let mut last_etag = 0;
             while state
                 .waiting
                 .front()
                 .is_some_and(|(sequence, ..)| *sequence <= target)
             {
-                if let Some((_, replies, etag)) = state.waiting.pop_front() {
+                if let Some((_, replies, etag, garbage)) = state.waiting.pop_front() {
                     done.extend(replies);
+                    spent.push(garbage);
                     last_etag = last_etag.max(etag);
                 }
             }
             if synced.is_err() || self.failed.is_set() {
                 // Whatever waits may lie on the pages that failed.
                 self.failed.set();
-                for (_, replies, _) in state.waiting.drain(..) {
+                for (_, replies, _, garbage) in state.waiting.drain(..) {
                     done.extend(replies);
+                    spent.push(garbage);
                 }
                 drop(state);
                 fail(done);
@@ -244,6 +256,7 @@ impl Syncer {
                 drop(state);
                 answer(done);
             }
+            drop(spent);
         }
     }
 
@@ -300,7 +313,7 @@ mod tests {
                             replies.push((sender, Ok(Ok(Vec::new()))));
                             receivers.lock().unwrap().push((receiver, etag));
                         }
-                        acknowledger.acknowledge(replies, etag);
+                        acknowledger.acknowledge(replies, etag, Box::new(()));
                     }
                 });
             }

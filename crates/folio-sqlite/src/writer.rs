@@ -259,13 +259,18 @@ impl WriterState {
         self.untrusted = false;
         let mut written = Vec::new();
         let mut lost = None;
-        for (batch, reply) in group.drain(..) {
+        // What the group is done with is freed by the thread that answers,
+        // after answering: most of it was allocated by the callers' threads,
+        // and freeing it here would take the writer's time.
+        let mut spent = Vec::with_capacity(group.len());
+        for (mut batch, reply) in group.drain(..) {
             if lost.is_some() {
                 // Never run a batch outside the group's transaction.
                 replies.push((reply, Err(transaction_lost())));
                 continue;
             }
-            let (verdict, entries) = self.run_batch(batch, now);
+            let (verdict, entries) = self.run_batch(&mut batch, now);
+            spent.push(batch);
             if self.untrusted && !self.connection.is_autocommit() {
                 // A write that did not happen could not be taken back out
                 // of the transaction: the group does not commit.
@@ -295,7 +300,7 @@ impl WriterState {
             Ok(()) => self.commits.committed(),
             Err(_) => written.clear(),
         }
-        self.cache.end_write(written);
+        let replaced = self.cache.end_write(written);
         if let Err(error) = committed {
             self.etag_known = false;
             if !self.connection.is_autocommit() {
@@ -311,13 +316,14 @@ impl WriterState {
             answer(replies);
             return;
         }
-        self.acknowledger.acknowledge(replies, self.last_etag);
+        self.acknowledger
+            .acknowledge(replies, self.last_etag, Box::new((spent, replaced)));
     }
 
     /// Runs one batch inside its own savepoint; on a conflict or a failure the
     /// savepoint is rolled back and the etag counter restored. Also returns
     /// the entries the batch wrote, for the read cache.
-    fn run_batch(&mut self, batch: Prepared, now: i64) -> (CommitResult, Vec<Entry>) {
+    fn run_batch(&mut self, batch: &mut Prepared, now: i64) -> (CommitResult, Vec<Entry>) {
         if !needs_savepoint(&batch.batch) {
             // A refused one wrote nothing, and a failed one took back what
             // it wrote (`update_row`): no savepoint.
@@ -376,12 +382,12 @@ impl WriterState {
     /// A write and its check are one statement (`UPDATE … WHERE etag = ?`,
     /// `INSERT … ON CONFLICT DO NOTHING`, …): the common case costs one index
     /// lookup, and only a refused write reads the actual version.
-    fn apply(&mut self, batch: Prepared, now: i64, written: &mut Vec<Entry>) -> CommitResult {
+    fn apply(&mut self, batch: &mut Prepared, now: i64, written: &mut Vec<Entry>) -> CommitResult {
         let Prepared { batch, documents } = batch;
-        let mut documents = documents.into_iter();
+        let mut documents = documents.iter();
         let mut conflicts = Vec::new();
         let mut results = Vec::with_capacity(batch.commands.len());
-        for command in batch.commands {
+        for command in &mut batch.commands {
             let Command {
                 collection,
                 id,
@@ -389,14 +395,14 @@ impl WriterState {
                 kind,
                 type_name,
             } = command;
+            let (collection, id, expect, type_name) = (&*collection, &*id, &*expect, &*type_name);
             let outcome = match kind {
                 CommandKind::Put { document } => {
                     let Some(encoded) = documents.next() else {
                         return Err(storage("writing a document", rusqlite::Error::InvalidQuery));
                     };
                     let etag = self.next_etag();
-                    let revision =
-                        self.put(&collection, &id, &encoded.jsonb, &expect, etag, now)?;
+                    let revision = self.put(collection, id, &encoded.jsonb, expect, etag, now)?;
                     revision.map(|revision| {
                         let metadata = Metadata {
                             change_vector: change_vector(etag, &self.database_id),
@@ -411,7 +417,7 @@ impl WriterState {
                         if revision > 1 && encoded.minified {
                             written.push(Entry {
                                 metadata: metadata.clone(),
-                                document,
+                                document: std::mem::take(document),
                             });
                         }
                         CommandResult::Put(metadata)
@@ -419,7 +425,7 @@ impl WriterState {
                 }
                 CommandKind::Delete => {
                     let etag = self.next_etag();
-                    let deleted = self.delete(&collection, &id, &expect, etag)?;
+                    let deleted = self.delete(collection, id, expect, etag)?;
                     deleted.map(|deleted| {
                         if !deleted {
                             // Nothing was there: the etag was not used.
@@ -433,8 +439,8 @@ impl WriterState {
                     })
                 }
                 CommandKind::Check => {
-                    let current = self.current_etag(&collection, &id)?;
-                    expectation_met(&expect, current, &self.database_id).then(|| {
+                    let current = self.current_etag(collection, id)?;
+                    expectation_met(expect, current, &self.database_id).then(|| {
                         CommandResult::Checked {
                             collection: collection.clone(),
                             id: id.clone(),
@@ -445,15 +451,15 @@ impl WriterState {
             match outcome {
                 Some(result) => results.push(result),
                 None => {
-                    let actual = self.current_etag(&collection, &id)?;
+                    let actual = self.current_etag(collection, id)?;
                     conflicts.push(
                         Conflict::new(
-                            collection,
-                            id,
-                            expect,
+                            collection.clone(),
+                            id.clone(),
+                            expect.clone(),
                             actual.map(|etag| change_vector(etag, &self.database_id)),
                         )
-                        .with_type_name(type_name),
+                        .with_type_name(type_name.clone()),
                     );
                 }
             }
