@@ -16,13 +16,15 @@
 //! when its caller hears of it, and a conflict is only reported against
 //! state that really committed. If COMMIT fails, every batch of the group
 //! gets the error. The etag counter is read in the first group's
-//! transaction and then kept in memory (the file is locked to this engine,
-//! so no other writer moves it); a group that fails makes the next one read
-//! it again.
-//! Puts are recorded in the changes feed by triggers inside their own
-//! statement, deletes by the writer beside their tombstone; the group's
-//! last etag goes to the acknowledger, which publishes it as the feed's
-//! horizon once the group is durable.
+//! transaction (the feed's newest etag) and then kept in memory (the file
+//! is locked to this engine, so no other writer moves it); a group that
+//! fails makes the next one read it again.
+//! Every write is recorded in the changes feed by the writer, in the same
+//! transaction: an update's record just before it (`update_row`), an
+//! insert's just after, a delete's beside its tombstone; the group's last
+//! etag goes to the acknowledger, which publishes it as the feed's horizon
+//! once the group is durable. A batch of one conditional update runs
+//! without a savepoint (`needs_savepoint`).
 //! No waiting is added to gather a group: while one group syncs, the next
 //! one queues up by itself, so the group grows with the load.
 
