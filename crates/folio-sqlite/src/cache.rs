@@ -51,10 +51,18 @@ struct State {
 /// The cache key of a document.
 fn key(collection: &str, id: &str) -> String {
     let mut key = String::with_capacity(collection.len() + 1 + id.len());
-    key.push_str(collection);
-    key.push(':');
-    key.push_str(id);
+    write_key(&mut key, collection, id);
     key
+}
+
+/// Writes the cache key of a document into `buffer` (cleared first), so
+/// that a lookup allocates nothing.
+fn write_key<'a>(buffer: &'a mut String, collection: &str, id: &str) -> &'a str {
+    buffer.clear();
+    buffer.push_str(collection);
+    buffer.push(':');
+    buffer.push_str(id);
+    buffer
 }
 
 thread_local! {
@@ -89,15 +97,12 @@ impl DocumentCache {
     /// The cached entry, or a ticket to insert what the caller reads instead.
     pub(crate) fn get(&self, collection: &str, id: &str) -> Result<Entry, Ticket> {
         LOOKUP.with_borrow_mut(|lookup| {
-            lookup.clear();
-            lookup.push_str(collection);
-            lookup.push(':');
-            lookup.push_str(id);
+            let lookup = write_key(lookup, collection, id);
             let mut state = self.state();
-            if !state.writing.is_empty() && state.writing.contains(lookup.as_str()) {
+            if !state.writing.is_empty() && state.writing.contains(lookup) {
                 return Err(Ticket(state.generation));
             }
-            match state.entries.get(lookup.as_str()) {
+            match state.entries.get(lookup) {
                 Some(entry) => Ok(entry.clone()),
                 None => Err(Ticket(state.generation)),
             }
@@ -160,21 +165,18 @@ impl DocumentCache {
         let mut state = self.state();
         let state = &mut *state;
         state.generation += 1;
-        LOOKUP.with_borrow_mut(|lookup| {
+        LOOKUP.with_borrow_mut(|buffer| {
             for entry in committed {
-                lookup.clear();
-                lookup.push_str(&entry.metadata.collection);
-                lookup.push(':');
-                lookup.push_str(&entry.metadata.id);
-                state.writing.remove(lookup.as_str());
+                let lookup = write_key(buffer, &entry.metadata.collection, &entry.metadata.id);
+                state.writing.remove(lookup);
                 let size = entry_size(&entry);
-                match state.entries.get_mut(lookup.as_str()) {
+                match state.entries.get_mut(lookup) {
                     Some(cached) if size <= self.capacity_bytes / 4 => {
                         state.bytes = state.bytes - entry_size(cached) + size;
                         replaced.push(std::mem::replace(cached, entry));
                     }
                     Some(_) => {
-                        if let Some(old) = state.entries.pop(lookup.as_str()) {
+                        if let Some(old) = state.entries.pop(lookup) {
                             state.bytes -= entry_size(&old);
                             replaced.push(old);
                         }

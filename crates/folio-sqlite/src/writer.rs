@@ -494,16 +494,10 @@ impl WriterState {
                 // then goes to the row and sets the revision it knows (an
                 // update with `RETURNING` builds a temporary table per
                 // statement).
-                let hinted = self
-                    .rowids
-                    .get(collection, id)
-                    .filter(|known| known.etag == expected);
-                if let Some(known) = hinted {
-                    if self.update_row(collection, id, document, known, etag, now)? {
-                        return Ok(Some(known.revision + 1));
-                    }
-                    // The remembered write was rolled back.
-                    self.rowids.remove(collection, id);
+                if let Some(revision) =
+                    self.update_remembered(collection, id, document, Some(expected), etag, now)?
+                {
+                    return Ok(Some(revision));
                 }
                 return match self.find_current(collection, id)? {
                     Some(known)
@@ -521,11 +515,10 @@ impl WriterState {
                 }
             }
             Expectation::Any => {
-                if let Some(known) = self.rowids.get(collection, id) {
-                    if self.update_row(collection, id, document, known, etag, now)? {
-                        return Ok(Some(known.revision + 1));
-                    }
-                    self.rowids.remove(collection, id);
+                if let Some(revision) =
+                    self.update_remembered(collection, id, document, None, etag, now)?
+                {
+                    return Ok(Some(revision));
                 }
                 if !self.insert_row(collection, id, document, etag, now)? {
                     // Stored already: overwrite whatever version it is at.
@@ -638,6 +631,33 @@ impl WriterState {
             .and_then(|mut statement| statement.execute(params![etag, kind, collection, id, revision]))
             .map(drop)
             .map_err(|e| storage("recording a write in the changes feed", e))
+    }
+
+    /// Updates `collection/id` where this writer remembers writing it
+    /// (`RowIds`), if it remembers it, and at `expected` only if given; the
+    /// new revision when it did. A remembered write that was rolled back is
+    /// forgotten, and the caller looks the document up instead.
+    fn update_remembered(
+        &mut self,
+        collection: &str,
+        id: &str,
+        document: &[u8],
+        expected: Option<i64>,
+        etag: i64,
+        now: i64,
+    ) -> Result<Option<i64>> {
+        let Some(known) = self
+            .rowids
+            .get(collection, id)
+            .filter(|known| expected.is_none_or(|expected| known.etag == expected))
+        else {
+            return Ok(None);
+        };
+        if self.update_row(collection, id, document, known, etag, now)? {
+            return Ok(Some(known.revision + 1));
+        }
+        self.rowids.remove(collection, id);
+        Ok(None)
     }
 
     /// Where `collection/id` is stored and at which version, if it is.
@@ -776,14 +796,7 @@ impl WriterState {
     }
 
     fn current_etag(&self, collection: &str, id: &str) -> Result<Option<i64>> {
-        self.connection
-            .prepare_cached("SELECT etag FROM documents WHERE collection = ?1 AND id = ?2")
-            .and_then(|mut statement| {
-                statement
-                    .query_row(params![collection, id], |row| row.get(0))
-                    .optional()
-            })
-            .map_err(|e| storage("reading a document's version", e))
+        Ok(self.find_current(collection, id)?.map(|known| known.etag))
     }
 
     /// Reads the last etag issued, inside the write transaction.
