@@ -12,7 +12,9 @@ use folio::{
     Entry, Error, Expectation,
 };
 
-use crate::harness::{Account, Harness, Note, Person, conflicts, seed};
+use crate::harness::{
+    Account, Harness, Note, Person, conflicts, embedded_engine, outside_connection, seed,
+};
 
 conformance!(
     a_failed_save_changes_neither_the_database_nor_the_session,
@@ -373,13 +375,7 @@ async fn a_storage_fault_rolls_back_its_batch_alone(h: Harness) {
     };
     let last_etag = etag_of("n1").await.max(etag_of("n2").await);
 
-    let sql = |statement: &str| {
-        let connection = rusqlite::Connection::open(&file).unwrap();
-        connection
-            .busy_timeout(std::time::Duration::from_secs(10))
-            .unwrap();
-        connection.execute_batch(statement).unwrap();
-    };
+    let sql = |statement: &str| outside_connection(&file).execute_batch(statement).unwrap();
     sql(TRIGGER);
 
     // Several sessions save at the same time as the failing one: the
@@ -828,22 +824,13 @@ const ROLLBACK_TRIGGER: &str = "CREATE TRIGGER rollback_boom BEFORE INSERT ON do
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_lost_mid_group_is_reported_to_every_batch_it_took() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("rollback.sqlite");
-    let engine =
-        Arc::new(folio::SqliteEngine::open(&file, folio::SqliteOptions::default()).unwrap());
+    let (_dir, file, engine) = embedded_engine("rollback.sqlite");
     engine
         .commit(Batch::from(vec![new_note("before", "committed before")]))
         .await
         .unwrap()
         .unwrap();
-    let sql = |statement: &str| {
-        let connection = rusqlite::Connection::open(&file).unwrap();
-        connection
-            .busy_timeout(std::time::Duration::from_secs(10))
-            .unwrap();
-        connection.execute_batch(statement).unwrap();
-    };
+    let sql = |statement: &str| outside_connection(&file).execute_batch(statement).unwrap();
     sql(ROLLBACK_TRIGGER);
 
     let failing = Batch::from(vec![
@@ -926,10 +913,7 @@ async fn a_transaction_lost_mid_group_is_reported_to_every_batch_it_took() {
 /// the feed record), and the batches grouped with it commit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_feed_record_fails_its_update_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("feed.sqlite");
-    let engine =
-        Arc::new(folio::SqliteEngine::open(&file, folio::SqliteOptions::default()).unwrap());
+    let (_dir, file, engine) = embedded_engine("feed.sqlite");
     let results = engine
         .commit(Batch::from(vec![new_note("poison", "version one")]))
         .await
@@ -938,10 +922,7 @@ async fn a_failed_feed_record_fails_its_update_alone() {
     let [CommandResult::Put(stored)] = &results[..] else {
         panic!("one put: {results:?}");
     };
-    let connection = rusqlite::Connection::open(&file).unwrap();
-    connection
-        .busy_timeout(std::time::Duration::from_secs(10))
-        .unwrap();
+    let connection = outside_connection(&file);
     connection
         .execute_batch(
             "CREATE TRIGGER refuse_feed BEFORE INSERT ON changes WHEN new.id = 'poison' \

@@ -256,6 +256,32 @@ fn bare_schema(engine: &PgEngine) -> String {
         .map_or_else(|| schema.to_owned(), |schema| schema.replace("\"\"", "\""))
 }
 
+/// An embedded engine on a new file `name` in a temporary directory: the
+/// directory (removed when dropped), the file's path and the engine.
+pub fn embedded_engine(
+    name: &str,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Arc<folio::SqliteEngine>,
+) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let file = dir.path().join(name);
+    let engine = folio::SqliteEngine::open(&file, folio::SqliteOptions::default())
+        .expect("the embedded engine opens");
+    (dir, file, Arc::new(engine))
+}
+
+/// A connection of its own to the database `file`, as another program
+/// opens it, waiting up to 10 s for the engine's locks.
+pub fn outside_connection(file: &std::path::Path) -> rusqlite::Connection {
+    let connection = rusqlite::Connection::open(file).expect("the file opens");
+    connection
+        .busy_timeout(std::time::Duration::from_secs(10))
+        .expect("a busy timeout");
+    connection
+}
+
 /// A Folio database name no other test of any run uses: `t{n}_{pid}_{run}`
 /// (a counter, the process id, and a stamp of the run, for servers named by
 /// `FOLIO_TEST_POSTGRES` that outlive a run).

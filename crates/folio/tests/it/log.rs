@@ -6,11 +6,10 @@
 //! stops at the first bad one, so a frame written late or torn loses data).
 
 use std::path::Path;
-use std::sync::Arc;
 
 use folio::{Batch, Engine, Expectation};
 
-use crate::harness::Note;
+use crate::harness::{Note, embedded_engine};
 
 /// The text of note `id` as SQLite itself reads it from `file`.
 fn text_in(file: &Path, id: &str) -> Option<String> {
@@ -35,10 +34,7 @@ fn crash_copy(file: &Path, into: &Path) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_commit_is_in_the_log_and_survives_a_crash() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("log.sqlite");
-    let engine =
-        Arc::new(folio::SqliteEngine::open(&file, folio::SqliteOptions::default()).unwrap());
+    let (_dir, file, engine) = embedded_engine("log.sqlite");
 
     // Groups of small commits (many frames per write), then commits larger
     // than one write can carry (SQLite's unix layer writes at most 128 KiB

@@ -51,6 +51,22 @@ async fn stored_metadata<T: Document>(store: &DocumentStore, id: &str) -> Option
         .expect("reading metadata succeeds")
 }
 
+/// Commits one put straight to the engine: its metadata, or its conflicts.
+async fn put(store: &DocumentStore, command: Command) -> Result<Metadata, Vec<folio::Conflict>> {
+    let verdict = store
+        .engine()
+        .commit(Batch::from(vec![command]))
+        .await
+        .expect("the engine answers");
+    match verdict {
+        Ok(results) => match results.into_iter().next() {
+            Some(CommandResult::Put(metadata)) => Ok(metadata),
+            other => panic!("a put answers with metadata: {other:?}"),
+        },
+        Err(error) => Err(error.into_conflicts()),
+    }
+}
+
 fn session_with(store: &DocumentStore, concurrency_checks: ConcurrencyChecks) -> Session {
     store.open_session_with(SessionOptions {
         concurrency_checks,
@@ -990,15 +1006,7 @@ async fn revisions_count_only_committed_writes_around_refused_batches(h: Harness
     let store = h.store().await;
     let engine = store.engine().clone();
     let put = async |command: Command| -> Metadata {
-        let results = engine
-            .commit(Batch::from(vec![command]))
-            .await
-            .unwrap()
-            .unwrap();
-        match results.into_iter().next() {
-            Some(CommandResult::Put(metadata)) => metadata,
-            other => panic!("a put answers with metadata: {other:?}"),
-        }
+        put(&store, command).await.expect("the put commits")
     };
     let first = put(Note::put("x", "one", Expectation::Missing)).await;
     assert_eq!(first.revision, 1);
@@ -1049,23 +1057,6 @@ async fn revisions_count_only_committed_writes_around_refused_batches(h: Harness
 async fn every_kind_of_put_counts_revisions_across_a_reopen(h: Harness) {
     if !h.persists() {
         return;
-    }
-    async fn put(
-        store: &DocumentStore,
-        command: Command,
-    ) -> Result<Metadata, Vec<folio::Conflict>> {
-        let verdict = store
-            .engine()
-            .commit(Batch::from(vec![command]))
-            .await
-            .expect("the engine answers");
-        match verdict {
-            Ok(results) => match results.into_iter().next() {
-                Some(CommandResult::Put(metadata)) => Ok(metadata),
-                other => panic!("a put answers with metadata: {other:?}"),
-            },
-            Err(error) => Err(error.into_conflicts()),
-        }
     }
     let store = h.store().await;
     let first = put(&store, Note::put("r", "one", Expectation::Missing))
