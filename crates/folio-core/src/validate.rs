@@ -173,7 +173,7 @@ impl Checked {
     }
 }
 
-impl<'de> de::DeserializeSeed<'de> for Checked {
+impl<'de> DeserializeSeed<'de> for Checked {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
