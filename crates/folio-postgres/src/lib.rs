@@ -16,6 +16,11 @@
 //!   where PostgreSQL re-checks the `WHERE` of a conditional update against
 //!   the newest row version. A batch that PostgreSQL aborts to stay
 //!   serializable (40001, 40P01) is run again inside the engine.
+//! * **Group commit**: batches of one write (most `save_changes`) that
+//!   arrive while earlier ones run are sent together as one READ COMMITTED
+//!   transaction, each still checked by its own statement, so PostgreSQL
+//!   pays one transaction, one round trip and one WAL flush for the group
+//!   (the `group` module; [`PgOptions::commit_groups`]).
 //! * Queries become `jsonb` operators with every value bound (the `query`
 //!   module).
 //!
@@ -34,6 +39,7 @@
 
 mod error;
 mod feed;
+mod group;
 mod query;
 mod schema;
 pub mod testing;
@@ -66,6 +72,11 @@ pub struct PgOptions {
     /// How often a batch is retried when PostgreSQL aborts it to keep
     /// serializability (SQLSTATE 40001 or 40P01).
     pub serialization_retries: u32,
+    /// How many groups of one-document batches commit at once, each as one
+    /// transaction on a connection of its own (the crate documentation says
+    /// how batches are grouped). 0 turns grouping off: every batch is a
+    /// transaction of its own.
+    pub commit_groups: usize,
 }
 
 impl Default for PgOptions {
@@ -73,6 +84,7 @@ impl Default for PgOptions {
         PgOptions {
             max_connections: 16,
             serialization_retries: 20,
+            commit_groups: 2,
         }
     }
 }
@@ -81,6 +93,13 @@ impl Default for PgOptions {
 ///
 /// Cheap to share behind an `Arc`; it holds a connection pool.
 pub struct PgEngine {
+    inner: Arc<Inner>,
+    /// Where one-document batches queue for a group (the `group` module).
+    groups: group::Queue,
+}
+
+/// The engine's state, shared with the tasks that run groups of commits.
+struct Inner {
     pool: Pool,
     schema: String,
     database_id: DatabaseId,
@@ -220,26 +239,32 @@ impl PgEngine {
             let client = pool.get().await.map_err(pool_error)?;
             schema::migrate(&client, &schema).await?
         };
-        Ok(PgEngine {
+        let inner = Arc::new(Inner {
             statements: Statements::new(&schema),
             feed: feed::Feed::start(&schema, config, pool.clone()),
             pool,
             schema,
             database_id,
             options,
+        });
+        Ok(PgEngine {
+            groups: group::Queue::start(inner.clone()),
+            inner,
         })
     }
 
     /// The random id of this database, the tail of its change vectors.
     pub fn database_id(&self) -> &DatabaseId {
-        &self.database_id
+        &self.inner.database_id
     }
 
     /// The PostgreSQL schema holding this database (quoted).
     pub fn schema(&self) -> &str {
-        &self.schema
+        &self.inner.schema
     }
+}
 
+impl Inner {
     fn change_vector(&self, etag: i64) -> ChangeVector {
         ChangeVector::new(u64::try_from(etag).unwrap_or(0), &self.database_id)
     }
@@ -249,6 +274,46 @@ impl PgEngine {
         change_vector
             .etag_in(&self.database_id)
             .and_then(|etag| i64::try_from(etag).ok())
+    }
+
+    /// Commits `batch` as a transaction of its own, retrying it when
+    /// PostgreSQL aborts it to stay serializable.
+    async fn commit_alone(&self, batch: &Batch) -> CommitResult {
+        let serializable = needs_serializable(batch);
+        let client = self.pool.get().await.map_err(pool_error)?;
+        // If this future is dropped while a transaction block is open, the
+        // connection must not go back to the pool: the guard detaches it
+        // (closing it makes the server roll back).
+        let mut guard = ConnectionGuard(Some(client));
+        let mut attempt = 0;
+        loop {
+            let client = guard.0.as_ref().expect("held until the end");
+            match self.try_commit(client, batch, serializable).await {
+                Ok(verdict) => {
+                    guard.release();
+                    if let Ok(results) = &verdict
+                        && results.iter().any(took_etag)
+                    {
+                        self.feed.committed();
+                    }
+                    return Ok(verdict);
+                }
+                Err(Failure::Retry(error)) => {
+                    attempt += 1;
+                    if attempt > self.options.serialization_retries {
+                        guard.release();
+                        return Err(storage("committing", error));
+                    }
+                    // Deterministic: the same batch runs again, against the
+                    // newer state. Give the winner a moment first.
+                    tokio::task::yield_now().await;
+                }
+                Err(Failure::Fatal(error)) => {
+                    guard.release();
+                    return Err(error);
+                }
+            }
+        }
     }
 
     /// One attempt at a batch.
@@ -612,6 +677,19 @@ fn deleted(command: &Command, etag: Option<i64>) -> CommandResult {
     }
 }
 
+/// Whether `batch` has read guards (`check`, or a delete that expects the
+/// document missing): those need SERIALIZABLE to hold against concurrent
+/// writers.
+fn needs_serializable(batch: &Batch) -> bool {
+    batch.commands.iter().any(|command| {
+        matches!(command.kind, CommandKind::Check)
+            || matches!(
+                (&command.kind, &command.expect),
+                (CommandKind::Delete, Expectation::Missing)
+            )
+    })
+}
+
 /// Whether a command's result took an etag (a change of the feed).
 fn took_etag(result: &CommandResult) -> bool {
     match result {
@@ -639,66 +717,28 @@ impl Engine for PgEngine {
         if batch.is_empty() {
             return Ok(Ok(Vec::new()));
         }
-        // Read guards need SERIALIZABLE to hold against concurrent writers.
-        let serializable = batch.commands.iter().any(|command| {
-            matches!(command.kind, CommandKind::Check)
-                || matches!(
-                    (&command.kind, &command.expect),
-                    (CommandKind::Delete, Expectation::Missing)
-                )
-        });
-        let client = self.pool.get().await.map_err(pool_error)?;
-        // If this future is dropped while a transaction block is open, the
-        // connection must not go back to the pool: the guard detaches it
-        // (closing it makes the server roll back).
-        let mut guard = ConnectionGuard(Some(client));
-        let mut attempt = 0;
-        loop {
-            let client = guard.0.as_ref().expect("held until the end");
-            match self.try_commit(client, &batch, serializable).await {
-                Ok(verdict) => {
-                    guard.release();
-                    if let Ok(results) = &verdict
-                        && results.iter().any(took_etag)
-                    {
-                        self.feed.committed();
-                    }
-                    return Ok(verdict);
-                }
-                Err(Failure::Retry(error)) => {
-                    attempt += 1;
-                    if attempt > self.options.serialization_retries {
-                        guard.release();
-                        return Err(storage("committing", error));
-                    }
-                    // Deterministic: the same batch runs again, against the
-                    // newer state. Give the winner a moment first.
-                    tokio::task::yield_now().await;
-                }
-                Err(Failure::Fatal(error)) => {
-                    guard.release();
-                    return Err(error);
-                }
-            }
+        if batch.commands.len() == 1 && !needs_serializable(&batch) {
+            return self.groups.commit(&self.inner, batch).await;
         }
+        self.inner.commit_alone(&batch).await
     }
 
     async fn get(&self, collection: &str, ids: &[String]) -> Result<Vec<Option<Entry>>> {
         validate::keys(collection, ids)?;
-        let client = self.pool.get().await.map_err(pool_error)?;
+        let client = self.inner.pool.get().await.map_err(pool_error)?;
         if let [id] = ids {
             let statement = client
-                .prepare_cached(&self.statements.get_one)
+                .prepare_cached(&self.inner.statements.get_one)
                 .await
                 .map_err(|e| storage("preparing a read", e))?;
             let row = client
                 .query_opt(&statement, &[&collection, id])
                 .await
                 .map_err(|e| storage("reading a document", e))?;
-            return Ok(vec![row.map(|row| self.entry(&row, collection))]);
+            return Ok(vec![row.map(|row| self.inner.entry(&row, collection))]);
         }
         let statement = client
-            .prepare_cached(&self.statements.get)
+            .prepare_cached(&self.inner.statements.get)
             .await
             .map_err(|e| storage("preparing a read", e))?;
         // One statement: the documents come from one snapshot.
@@ -708,7 +748,7 @@ impl Engine for PgEngine {
             .map_err(|e| storage("reading documents", e))?;
         let mut found: Vec<Option<Entry>> = vec![None; ids.len()];
         for row in rows {
-            let entry = self.entry(&row, collection);
+            let entry = self.inner.entry(&row, collection);
             for (slot, id) in found.iter_mut().zip(ids) {
                 if *id == entry.metadata.id {
                     *slot = Some(entry.clone());
@@ -720,9 +760,9 @@ impl Engine for PgEngine {
 
     async fn metadata(&self, collection: &str, ids: &[String]) -> Result<Vec<Option<Metadata>>> {
         validate::keys(collection, ids)?;
-        let client = self.pool.get().await.map_err(pool_error)?;
+        let client = self.inner.pool.get().await.map_err(pool_error)?;
         let statement = client
-            .prepare_cached(&self.statements.metadata)
+            .prepare_cached(&self.inner.statements.metadata)
             .await
             .map_err(|e| storage("preparing a read", e))?;
         let rows = client
@@ -736,7 +776,7 @@ impl Engine for PgEngine {
             let revision: i64 = row.get(2);
             let metadata = Metadata {
                 collection: collection.to_owned(),
-                change_vector: self.change_vector(etag),
+                change_vector: self.inner.change_vector(etag),
                 revision: u64::try_from(revision).unwrap_or(0),
                 etag: u64::try_from(etag).unwrap_or(0),
                 last_modified: time_from_millis(row.get(3)),
@@ -752,17 +792,17 @@ impl Engine for PgEngine {
     }
 
     async fn query(&self, query: &Query) -> Result<Vec<Entry>> {
-        let sql = query::select(&self.schema, query)?;
-        let rows = self.rows(&sql).await?;
+        let sql = query::select(&self.inner.schema, query)?;
+        let rows = self.inner.rows(&sql).await?;
         Ok(rows
             .iter()
-            .map(|row| self.entry(row, &query.collection))
+            .map(|row| self.inner.entry(row, &query.collection))
             .collect())
     }
 
     async fn count(&self, query: &Query) -> Result<u64> {
-        let sql = query::count(&self.schema, query)?;
-        let rows = self.rows(&sql).await?;
+        let sql = query::count(&self.inner.schema, query)?;
+        let rows = self.inner.rows(&sql).await?;
         let count: i64 = rows.first().map_or(0, |row| row.get(0));
         Ok(u64::try_from(count).unwrap_or(0))
     }
@@ -777,9 +817,9 @@ impl Engine for PgEngine {
         if let Some(after) = after {
             validate::id(after)?;
         }
-        let client = self.pool.get().await.map_err(pool_error)?;
+        let client = self.inner.pool.get().await.map_err(pool_error)?;
         let statement = client
-            .prepare_cached(&self.statements.scan)
+            .prepare_cached(&self.inner.statements.scan)
             .await
             .map_err(|e| storage("preparing a scan", e))?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -787,7 +827,10 @@ impl Engine for PgEngine {
             .query(&statement, &[&collection, &after.unwrap_or(""), &limit])
             .await
             .map_err(|e| storage("scanning a collection", e))?;
-        Ok(rows.iter().map(|row| self.entry(row, collection)).collect())
+        Ok(rows
+            .iter()
+            .map(|row| self.inner.entry(row, collection))
+            .collect())
     }
 
     async fn ensure_index(&self, collection: &str, path: &FieldPath) -> Result<()> {
@@ -796,10 +839,10 @@ impl Engine for PgEngine {
         let sql = format!(
             "CREATE INDEX IF NOT EXISTS {} ON {}.documents (collection, {}) WHERE collection = '{collection}'",
             index_name(collection, path),
-            self.schema,
+            self.inner.schema,
             query::field(path)
         );
-        let client = self.pool.get().await.map_err(pool_error)?;
+        let client = self.inner.pool.get().await.map_err(pool_error)?;
         client
             .batch_execute(&sql)
             .await
@@ -815,14 +858,14 @@ impl Engine for PgEngine {
         if let Some(page) = ChangesPage::check_request(since, collection, limit)? {
             return Ok(page);
         }
-        self.feed.ensure_kept().await?;
-        let horizon = self.feed.horizon.current();
+        self.inner.feed.ensure_kept().await?;
+        let horizon = self.inner.feed.horizon.current();
         if since >= horizon {
             return Ok(ChangesPage::new(Vec::new(), since, horizon, limit));
         }
-        let client = self.pool.get().await.map_err(pool_error)?;
+        let client = self.inner.pool.get().await.map_err(pool_error)?;
         let statement = client
-            .prepare_cached(&self.statements.changes)
+            .prepare_cached(&self.inner.statements.changes)
             .await
             .map_err(|e| storage("preparing the changes feed", e))?;
         let bound = |etag: u64| i64::try_from(etag).unwrap_or(i64::MAX);
@@ -853,7 +896,7 @@ impl Engine for PgEngine {
                     },
                     collection: row.get(2),
                     id: row.get(3),
-                    change_vector: self.change_vector(etag),
+                    change_vector: self.inner.change_vector(etag),
                     revision: u64::try_from(revision).unwrap_or(0),
                 }
             })
@@ -862,22 +905,22 @@ impl Engine for PgEngine {
     }
 
     async fn wait_for_changes(&self, since: u64, timeout: Duration) -> Result<u64> {
-        self.feed.ensure_kept().await?;
-        Ok(self.feed.horizon.wait_beyond(since, timeout).await)
+        self.inner.feed.ensure_kept().await?;
+        Ok(self.inner.feed.horizon.wait_beyond(since, timeout).await)
     }
 }
 
 impl Drop for PgEngine {
     fn drop(&mut self) {
-        self.feed.close();
+        self.inner.feed.close();
     }
 }
 
 impl std::fmt::Debug for PgEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgEngine")
-            .field("schema", &self.schema)
-            .field("database_id", &self.database_id)
+            .field("schema", &self.inner.schema)
+            .field("database_id", &self.inner.database_id)
             .finish_non_exhaustive()
     }
 }

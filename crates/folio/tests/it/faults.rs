@@ -459,7 +459,7 @@ async fn a_storage_fault_rolls_back_its_batch_alone(h: Harness) {
 /// The PostgreSQL counterpart of [`TRIGGER`]: inside the server, any insert
 /// of a document with the id `boom` raises. (PL/pgSQL is fine in a test; the
 /// engine itself uses none.)
-fn postgres_trigger(schema: &str) -> String {
+pub(crate) fn postgres_trigger(schema: &str) -> String {
     format!(
         "CREATE FUNCTION {schema}.fail_boom() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use folio::{DocumentStore, Error};
+use std::error::Error as _;
+
+use folio::{Batch, CommandResult, ConcurrencyError, DocumentStore, Engine, Error, Expectation};
 use folio_postgres::{PgEngine, PgOptions};
 
 use crate::concurrency::{MAX_ATTEMPTS, XorShift, account};
@@ -447,4 +449,251 @@ async fn child_worker() {
     }
     let values: Vec<String> = written.iter().map(u64::to_string).collect();
     eprintln!("{CHILD_REPORT} {}", values.join(" "));
+}
+
+// ---- group commit -----------------------------------------------------------------
+
+/// What `Engine::commit` returns.
+type CommitResult = folio::Result<Result<Vec<CommandResult>, ConcurrencyError>>;
+
+/// A batch of one put of `id` in collection `notes`.
+fn put_note(id: &str, json: &str, expect: Expectation) -> Batch {
+    Batch::from(vec![folio::Command::put("notes", id, json, expect)])
+}
+
+/// An engine on the test's database that runs one group at a time, and an
+/// outside connection holding a row lock on document `gate` (in
+/// collection `notes`), with a write of `gate` waiting behind it: the
+/// engine's only group slot is taken, so every batch committed next queues
+/// until [`Gate::open`], and then they all go in one group.
+struct Gate {
+    engine: Arc<PgEngine>,
+    outside: tokio_postgres::Client,
+    waiting: tokio::task::JoinHandle<CommitResult>,
+}
+
+impl Gate {
+    async fn close(h: &Harness) -> Gate {
+        let postgres = h.postgres().expect("a PostgreSQL harness");
+        let options = PgOptions {
+            commit_groups: 1,
+            ..PgOptions::default()
+        };
+        let engine = Arc::new(
+            PgEngine::connect(&postgres.url, &postgres.database, options)
+                .await
+                .unwrap(),
+        );
+        let put = |expect| put_note("gate", r#"{"text":"g"}"#, expect);
+        engine
+            .commit(put(Expectation::Missing))
+            .await
+            .unwrap()
+            .unwrap();
+        let outside = crate::harness::sql_client(&postgres.url).await;
+        outside
+            .batch_execute(&format!(
+                "BEGIN; SELECT 1 FROM {}.documents WHERE collection = 'notes' AND id = 'gate' FOR UPDATE",
+                postgres.quoted_schema()
+            ))
+            .await
+            .unwrap();
+        let waiting = tokio::spawn({
+            let engine = engine.clone();
+            async move { engine.commit(put(Expectation::Any)).await }
+        });
+        // The gate's write is in the server, waiting for the row lock.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let blocked: i64 = outside
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                     AND query LIKE '%documents%'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if blocked > 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the gate's write never blocked");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Gate {
+            engine,
+            outside,
+            waiting,
+        }
+    }
+
+    /// Commits `batches`, all queued before the gate opens, and returns
+    /// their results in order.
+    async fn commit_behind(self, batches: Vec<Batch>) -> Vec<CommitResult> {
+        let engine = self.engine.clone();
+        // `join_all` polls every commit once, in order, before the second
+        // future opens the gate: all of them are queued by then.
+        let (results, ()) = futures_util::future::join(
+            futures_util::future::join_all(batches.into_iter().map(|batch| engine.commit(batch))),
+            async {
+                self.outside.batch_execute("COMMIT").await.unwrap();
+            },
+        )
+        .await;
+        self.waiting.await.unwrap().unwrap().unwrap();
+        results
+    }
+}
+
+/// The transaction ids that wrote documents `ids` (collection `notes`).
+async fn writers(h: &Harness, ids: &[String]) -> Vec<String> {
+    let postgres = h.postgres().unwrap();
+    let client = crate::harness::sql_client(&postgres.url).await;
+    let mut writers = Vec::new();
+    for id in ids {
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT xmin::text FROM {}.documents WHERE collection = 'notes' AND id = $1",
+                    postgres.quoted_schema()
+                ),
+                &[id],
+            )
+            .await
+            .unwrap();
+        writers.push(row.get(0));
+    }
+    writers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_document_batches_commit_as_one_group_and_each_keeps_its_check() {
+    let h = Harness::new(EngineKind::Postgres).await;
+    let seeded = h
+        .fresh_engine()
+        .await
+        .commit(put_note("hot", r#"{"text":"v1"}"#, Expectation::Missing))
+        .await
+        .unwrap()
+        .unwrap();
+    let CommandResult::Put(v1) = &seeded[0] else {
+        panic!("a put: {seeded:?}")
+    };
+    let since = v1.etag;
+    let gate = Gate::close(&h).await;
+    let engine = gate.engine.clone();
+
+    // Ten writers of `hot`, all expecting v1, and ten new documents.
+    const HOT: usize = 10;
+    let mut batches: Vec<Batch> = (0..HOT)
+        .map(|n| {
+            put_note(
+                "hot",
+                &format!(r#"{{"text":"writer {n}"}}"#),
+                Expectation::version(v1.change_vector.clone()),
+            )
+        })
+        .collect();
+    let fresh: Vec<String> = (0..10).map(|n| format!("fresh{n}")).collect();
+    for id in &fresh {
+        batches.push(put_note(id, r#"{"text":"new"}"#, Expectation::Missing));
+    }
+    let results = gate.commit_behind(batches).await;
+
+    // The first to arrive wins, as one after the other; every other writer
+    // of `hot` gets a conflict naming the winner's version.
+    let winner = match &results[0] {
+        Ok(Ok(results)) => match &results[..] {
+            [CommandResult::Put(metadata)] => metadata.clone(),
+            other => panic!("one put: {other:?}"),
+        },
+        other => panic!("the first writer of hot wins: {other:?}"),
+    };
+    for result in &results[1..HOT] {
+        let conflict = match result {
+            Ok(Err(error)) => &error.conflicts()[0],
+            other => panic!("a conflict: {other:?}"),
+        };
+        assert_eq!(conflict.id(), "hot");
+        assert_eq!(conflict.actual(), Some(&winner.change_vector));
+    }
+    for result in &results[HOT..] {
+        assert!(matches!(result, Ok(Ok(_))), "{result:?}");
+    }
+
+    // They were one transaction: the winner and the ten new documents share
+    // their writer.
+    let mut written = fresh.clone();
+    written.push("hot".to_owned());
+    let mut ids = writers(&h, &written).await;
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "one transaction wrote them all: {ids:?}");
+
+    // The feed has each write once, in etag order: the gate's two (its
+    // insert and the write that held the slot), the winner's, the ten new
+    // documents'.
+    let page = engine.changes(since, None, 100).await.unwrap();
+    let mut fed: Vec<&str> = page
+        .changes
+        .iter()
+        .map(|change| change.id.as_str())
+        .collect();
+    assert!(
+        page.changes
+            .windows(2)
+            .all(|pair| pair[0].etag < pair[1].etag)
+    );
+    fed.sort_unstable();
+    let mut expected: Vec<&str> = written.iter().map(String::as_str).collect();
+    expected.extend(["gate", "gate"]);
+    expected.sort_unstable();
+    assert_eq!(fed, expected);
+    let stored = engine.get("notes", &["hot".to_owned()]).await.unwrap();
+    assert_eq!(
+        stored[0].as_ref().unwrap().document,
+        r#"{"text": "writer 0"}"#
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_statement_in_a_group_fails_only_its_own_batch() {
+    let h = Harness::new(EngineKind::Postgres).await;
+    let postgres = h.postgres().unwrap();
+    let client = crate::harness::sql_client(&postgres.url).await;
+    client
+        .batch_execute(&crate::faults::postgres_trigger(&postgres.quoted_schema()))
+        .await
+        .unwrap();
+    let gate = Gate::close(&h).await;
+
+    let ids: Vec<String> = ["a", "b", "boom", "c", "d"].map(String::from).to_vec();
+    let batches = ids
+        .iter()
+        .map(|id| put_note(id, r#"{"text":"new"}"#, Expectation::Missing))
+        .collect();
+    let results = gate.commit_behind(batches).await;
+    for (id, result) in ids.iter().zip(&results) {
+        if id == "boom" {
+            let Err(Error::Engine(error)) = result else {
+                panic!("boom fails in the server: {result:?}")
+            };
+            let mut causes = Vec::new();
+            let mut source = error.source();
+            while let Some(cause) = source {
+                causes.push(cause.to_string());
+                source = cause.source();
+            }
+            assert!(
+                causes.iter().any(|cause| cause.contains("injected fault")),
+                "{error} / {causes:?}"
+            );
+        } else {
+            assert!(matches!(result, Ok(Ok(_))), "{id}: {result:?}");
+        }
+    }
+    let engine = h.fresh_engine().await;
+    let stored = engine.get("notes", &ids).await.unwrap();
+    for (id, entry) in ids.iter().zip(stored) {
+        assert_eq!(entry.is_some(), id != "boom", "{id}");
+    }
 }
