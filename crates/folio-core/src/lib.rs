@@ -29,7 +29,7 @@ pub use changes::{Change, ChangeHorizon, ChangeKind, ChangesPage};
 pub use engine::{CommitResult, Engine, EngineRef, QueryResult};
 pub use error::{ConcurrencyError, Conflict, EngineError, EngineErrorKind, Error};
 pub use id::generate_id;
-pub use metadata::{Entry, Metadata, millis_since_epoch, time_from_millis};
+pub use metadata::{Entry, Metadata, millis_since_epoch, rfc3339, time_from_millis};
 pub use query::{FieldPath, Filter, Op, Order, Query};
 
 /// `Result` with Folio's [`Error`] as the default error type.

@@ -45,21 +45,20 @@ pub fn time_from_millis(millis: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(u64::try_from(millis).unwrap_or(0))
 }
 
-mod rfc3339 {
+/// Times as RFC 3339 text in UTC with milliseconds, as the protocol writes
+/// them: `#[serde(with = "folio_core::rfc3339")]` on a `SystemTime` field.
+pub mod rfc3339 {
     use std::time::SystemTime;
 
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
-    pub(super) fn serialize<S: Serializer>(
-        time: &SystemTime,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
+    /// Writes `time` as `2023-11-14T22:13:20.123Z`.
+    pub fn serialize<S: Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(&humantime::format_rfc3339_millis(*time))
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<SystemTime, D::Error> {
+    /// Reads RFC 3339 text (any precision).
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SystemTime, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
         humantime::parse_rfc3339_weak(&text).map_err(D::Error::custom)
     }

@@ -1,7 +1,7 @@
 //! The URL of one database on a Folio server, and the URLs of its routes.
 
 use folio_core::{Error, Result, validate};
-use reqwest::Url;
+use url::Url;
 
 /// Where one database is: the server's root (which may carry a path
 /// prefix, e.g. behind a reverse proxy) and the database's name.

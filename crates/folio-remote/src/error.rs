@@ -23,8 +23,10 @@ pub(crate) enum Failure {
     },
     /// No answer: connecting, sending or receiving failed or timed out.
     Transport {
-        /// What reqwest reported.
-        error: reqwest::Error,
+        /// What failed.
+        error: Transport,
+        /// The request, `METHOD URL`, for the message.
+        request: String,
         /// Whether the request was a write (a batch), whose fate is then
         /// unknown unless connecting failed.
         write: bool,
@@ -32,6 +34,18 @@ pub(crate) enum Failure {
     /// An answer that does not follow the protocol (malformed JSON, the
     /// wrong number of results…).
     Protocol(String),
+}
+
+/// How a request got no usable answer.
+#[derive(Debug)]
+pub(crate) enum Transport {
+    /// Connecting or sending failed, or the connection ended before the
+    /// answer's head.
+    Send(hyper_util::client::legacy::Error),
+    /// The answer's body could not be read.
+    Receive(hyper::Error),
+    /// No whole answer within the engine's timeout.
+    Timeout(tokio::time::error::Elapsed),
 }
 
 /// The parts of an `application/problem+json` body that a client uses.
@@ -64,8 +78,8 @@ const QUOTED_BODY: usize = 200;
 /// | no connection, a broken connection | [`EngineErrorKind::Network`] |
 /// | 500, any other status, a malformed answer | [`EngineErrorKind::Other`] |
 ///
-/// Messages keep the problem's `detail`; engine errors carry the
-/// `reqwest::Error` as their source.
+/// Messages keep the problem's `detail`; engine errors carry the HTTP
+/// client's error (or the timeout) as their source.
 pub(crate) fn map(failure: Failure) -> Error {
     match failure {
         Failure::Status {
@@ -106,26 +120,38 @@ pub(crate) fn map(failure: Failure) -> Error {
                 ),
             }
         }
-        Failure::Transport { error, write } => {
-            let kind = if error.is_timeout() {
-                EngineErrorKind::Timeout
-            } else if error.is_decode() {
-                EngineErrorKind::Other
-            } else {
-                EngineErrorKind::Network
+        Failure::Transport {
+            error,
+            request,
+            write,
+        } => {
+            let connecting = matches!(&error, Transport::Send(error) if error.is_connect());
+            let (kind, what) = match error {
+                Transport::Timeout(_) => (
+                    EngineErrorKind::Timeout,
+                    "the request to the Folio server timed out",
+                ),
+                _ => (
+                    EngineErrorKind::Network,
+                    "the request to the Folio server failed",
+                ),
             };
-            let what = match kind {
-                EngineErrorKind::Timeout => "the request to the Folio server timed out",
-                EngineErrorKind::Other => "the Folio server's answer could not be read",
-                _ => "the request to the Folio server failed",
-            };
-            let outcome = if write && !error.is_connect() {
+            let outcome = if write && !connecting {
                 " (the batch may or may not have been applied: read before retrying)"
             } else {
                 ""
             };
-            let message = format!("{what}{outcome}: {}", chain(&error));
-            Error::Engine(EngineError::new(kind, message).with_source(error))
+            let engine = |source: &(dyn std::error::Error + 'static)| {
+                EngineError::new(
+                    kind,
+                    format!("{what}{outcome}: {request}: {}", chain(source)),
+                )
+            };
+            Error::Engine(match error {
+                Transport::Send(error) => engine(&error).with_source(error),
+                Transport::Receive(error) => engine(&error).with_source(error),
+                Transport::Timeout(error) => engine(&error).with_source(error),
+            })
         }
         Failure::Protocol(what) => engine(
             EngineErrorKind::Other,
@@ -169,8 +195,8 @@ fn describe(status: u16, problem: &Problem, body: &[u8], location: Option<&str>)
     }
 }
 
-/// An error and its sources, `: `-separated (reqwest's own message names
-/// the URL; the innermost source says what happened).
+/// An error and its sources, `: `-separated (the innermost source says
+/// what happened).
 fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
@@ -336,22 +362,20 @@ mod tests {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             listener.local_addr().unwrap().port()
         };
-        let error = reqwest::Client::new()
-            .get(format!("http://127.0.0.1:{port}/db/x"))
-            .send()
-            .await
-            .expect_err("nothing listens");
-        let error = map(Failure::Transport {
-            error,
-            write: false,
-        });
+        let error = crate::RemoteEngine::connect(
+            &format!("http://127.0.0.1:{port}/db/x"),
+            crate::RemoteOptions::default(),
+        )
+        .await
+        .expect_err("nothing listens");
         assert_eq!(engine_kind(&error), EngineErrorKind::Network);
         let Error::Engine(engine) = &error else {
             unreachable!()
         };
         assert!(
-            std::error::Error::source(engine).is_some_and(|source| source.is::<reqwest::Error>()),
-            "the reqwest error is the source"
+            std::error::Error::source(engine)
+                .is_some_and(|source| source.is::<hyper_util::client::legacy::Error>()),
+            "the HTTP client's error is the source"
         );
         assert!(engine.message().contains(&port.to_string()), "{error}");
     }
@@ -367,19 +391,14 @@ mod tests {
                 held.push(socket);
             }
         });
-        let error = reqwest::Client::builder()
-            .timeout(Duration::from_millis(200))
-            .build()
-            .unwrap()
-            .get(format!("http://{address}/db/x"))
-            .send()
+        let options = crate::RemoteOptions {
+            timeout: Duration::from_millis(200),
+            ..crate::RemoteOptions::default()
+        };
+        let error = crate::RemoteEngine::connect(&format!("http://{address}/db/x"), options)
             .await
             .expect_err("the server never answers");
         silent.abort();
-        let error = map(Failure::Transport {
-            error,
-            write: false,
-        });
         assert_eq!(engine_kind(&error), EngineErrorKind::Timeout);
         assert!(error.to_string().contains("timed out"), "{error}");
     }

@@ -4,8 +4,10 @@
 //! session serialized is what the server stores, and what the server
 //! stored is what [`Entry::document`] holds.
 
+use std::time::SystemTime;
+
 use folio_core::{
-    Command, CommandKind, CommandResult, Entry, Error, Expectation, Metadata, Result,
+    ChangeVector, Command, CommandKind, CommandResult, Entry, Error, Expectation, Metadata, Result,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -54,7 +56,90 @@ impl<'a> WireCommand<'a> {
 /// The answer to a committed batch.
 #[derive(Deserialize)]
 pub(crate) struct BatchResponse {
-    pub(crate) results: Vec<CommandResult>,
+    pub(crate) results: Vec<WireResult>,
+}
+
+/// One result of a committed batch, as the server writes a
+/// [`CommandResult`]: `{"result": "put" | "deleted" | "checked", …}`.
+///
+/// Read as one flat struct: serde reads an internally tagged enum by
+/// buffering every field first, which a client pays on every save.
+#[derive(Deserialize)]
+pub(crate) struct WireResult {
+    result: ResultKind,
+    collection: String,
+    id: String,
+    #[serde(default)]
+    change_vector: Option<ChangeVector>,
+    #[serde(default)]
+    revision: Option<u64>,
+    #[serde(default)]
+    etag: Option<u64>,
+    #[serde(default, with = "optional_time")]
+    last_modified: Option<SystemTime>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum ResultKind {
+    Put,
+    Deleted,
+    Checked,
+}
+
+impl WireResult {
+    /// The result, or what it lacks.
+    pub(crate) fn into_result(self) -> std::result::Result<CommandResult, String> {
+        let WireResult {
+            result,
+            collection,
+            id,
+            change_vector,
+            revision,
+            etag,
+            last_modified,
+        } = self;
+        Ok(match result {
+            ResultKind::Put => match (change_vector, revision, etag, last_modified) {
+                (Some(change_vector), Some(revision), Some(etag), Some(last_modified)) => {
+                    CommandResult::Put(Metadata {
+                        id,
+                        collection,
+                        change_vector,
+                        revision,
+                        etag,
+                        last_modified,
+                    })
+                }
+                _ => {
+                    return Err(format!(
+                        "the put of {collection} #{id} came back without its metadata"
+                    ));
+                }
+            },
+            ResultKind::Deleted => CommandResult::Deleted {
+                collection,
+                id,
+                etag,
+            },
+            ResultKind::Checked => CommandResult::Checked { collection, id },
+        })
+    }
+}
+
+/// An optional RFC 3339 time.
+mod optional_time {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<SystemTime>, D::Error> {
+        #[derive(Deserialize)]
+        struct Time(#[serde(with = "folio_core::rfc3339")] SystemTime);
+        Ok(Option::<Time>::deserialize(deserializer)?.map(|Time(time)| time))
+    }
 }
 
 /// `POST /db/{db}/docs/{collection}/get`.
@@ -85,30 +170,59 @@ pub(crate) struct ListResponse {
 
 /// An entry: `{ collection, id, change_vector, revision, etag,
 /// last_modified, document }`, the document kept as the server sent it.
+/// (The metadata's fields are listed rather than flattened: serde reads a
+/// flattened struct by buffering every field first.)
 #[derive(Deserialize)]
 pub(crate) struct WireEntry {
-    #[serde(flatten)]
-    metadata: Metadata,
+    id: String,
+    collection: String,
+    change_vector: ChangeVector,
+    revision: u64,
+    etag: u64,
+    #[serde(with = "folio_core::rfc3339")]
+    last_modified: SystemTime,
     document: Box<RawValue>,
 }
 
 impl WireEntry {
-    /// The metadata alone.
-    pub(crate) fn metadata(&self) -> &Metadata {
-        &self.metadata
+    /// The collection and the id.
+    pub(crate) fn key(&self) -> (&str, &str) {
+        (&self.collection, &self.id)
     }
 
     /// The metadata, dropping the document.
     pub(crate) fn into_metadata(self) -> Metadata {
-        self.metadata
+        self.split().0
+    }
+
+    fn split(self) -> (Metadata, Box<RawValue>) {
+        let WireEntry {
+            id,
+            collection,
+            change_vector,
+            revision,
+            etag,
+            last_modified,
+            document,
+        } = self;
+        let metadata = Metadata {
+            id,
+            collection,
+            change_vector,
+            revision,
+            etag,
+            last_modified,
+        };
+        (metadata, document)
     }
 }
 
 impl From<WireEntry> for Entry {
     fn from(entry: WireEntry) -> Self {
-        let document: Box<str> = entry.document.into();
+        let (metadata, document) = entry.split();
+        let document: Box<str> = document.into();
         Entry {
-            metadata: entry.metadata,
+            metadata,
             document: document.into(),
         }
     }
@@ -178,9 +292,24 @@ mod tests {
             {"result":"checked","collection":"people","id":"p4"}
         ]}"#;
         let response: BatchResponse = serde_json::from_str(body).unwrap();
-        assert!(matches!(&response.results[0], CommandResult::Put(m) if m.etag == 5));
+        let results: Vec<CommandResult> = response
+            .results
+            .into_iter()
+            .map(|result| result.into_result().unwrap())
+            .collect();
         assert_eq!(
-            response.results[1],
+            results[0],
+            CommandResult::Put(Metadata {
+                id: "p1".into(),
+                collection: "people".into(),
+                change_vector: ChangeVector::from("A:5-x"),
+                revision: 1,
+                etag: 5,
+                last_modified: time_from_millis(1_700_000_000_123),
+            })
+        );
+        assert_eq!(
+            results[1],
             CommandResult::Deleted {
                 collection: "people".into(),
                 id: "p2".into(),
@@ -188,12 +317,14 @@ mod tests {
             }
         );
         assert!(matches!(
-            &response.results[2],
+            &results[2],
             CommandResult::Deleted { etag: None, .. }
         ));
-        assert!(matches!(
-            &response.results[3],
-            CommandResult::Checked { .. }
-        ));
+        assert!(matches!(&results[3], CommandResult::Checked { .. }));
+        // A put without its metadata is not a result.
+        let body = r#"{"results":[{"result":"put","collection":"people","id":"p1","etag":5}]}"#;
+        let response: BatchResponse = serde_json::from_str(body).unwrap();
+        let refused = response.results.into_iter().next().unwrap().into_result();
+        assert!(refused.unwrap_err().contains("people #p1"));
     }
 }
