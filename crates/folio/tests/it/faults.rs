@@ -90,6 +90,21 @@ fn assert_engine_error<T: std::fmt::Debug>(result: folio::Result<T>) -> folio::E
     }
 }
 
+/// Asserts that one of `error`'s sources says `text`: the native error of
+/// the failure is kept.
+pub(crate) fn assert_caused_by(error: &folio::EngineError, text: &str) {
+    let mut causes = Vec::new();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    assert!(
+        causes.iter().any(|cause| cause.contains(text)),
+        "the native error is kept as the source: {error} / {causes:?}"
+    );
+}
+
 async fn person(store: &DocumentStore, id: &str) -> Option<Person> {
     store.open_session().load::<Person>(id).await.unwrap()
 }
@@ -402,16 +417,7 @@ async fn a_storage_fault_rolls_back_its_batch_alone(h: Harness) {
         .unwrap();
     barrier.wait().await;
     let error = assert_engine_error(failing.save_changes().await);
-    let mut causes = Vec::new();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        causes.push(cause.to_string());
-        source = cause.source();
-    }
-    assert!(
-        causes.iter().any(|cause| cause.contains("injected fault")),
-        "the native error is kept as the source: {error} / {causes:?}"
-    );
+    assert_caused_by(&error, "injected fault");
     for task in tasks {
         task.await
             .unwrap()
@@ -527,16 +533,7 @@ async fn a_postgres_fault_mid_batch_rolls_back_the_whole_batch(h: Harness) {
     let result = failing.save_changes().await;
     assert!(result.as_ref().err().and_then(Error::conflicts).is_none());
     let error = assert_engine_error(result);
-    let mut causes = Vec::new();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        causes.push(cause.to_string());
-        source = cause.source();
-    }
-    assert!(
-        causes.iter().any(|cause| cause.contains("injected fault")),
-        "the native error is kept as the source: {error} / {causes:?}"
-    );
+    assert_caused_by(&error, "injected fault");
     for task in tasks {
         task.await
             .unwrap()
@@ -859,18 +856,7 @@ async fn a_transaction_lost_mid_group_is_reported_to_every_batch_it_took() {
         let (outcome, outcomes) = commit_together(&engine, failing, &others).await;
         assert!(!assert_told_the_truth(engine.as_ref(), failing, &outcome).await);
         let error = assert_engine_error(outcome);
-        let mut causes = Vec::new();
-        let mut source = error.source();
-        while let Some(cause) = source {
-            causes.push(cause.to_string());
-            source = cause.source();
-        }
-        assert!(
-            causes
-                .iter()
-                .any(|cause| cause.contains("injected rollback")),
-            "the failing batch hears its own error: {error} / {causes:?}"
-        );
+        assert_caused_by(&error, "injected rollback");
         for (batch, outcome) in others.iter().zip(&outcomes) {
             if assert_told_the_truth(engine.as_ref(), batch, outcome).await {
                 committed.extend(put_ids(batch));

@@ -11,8 +11,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use std::error::Error as _;
-
 use folio::{Batch, CommandResult, ConcurrencyError, DocumentStore, Engine, Error, Expectation};
 use folio_postgres::{PgEngine, PgOptions};
 
@@ -502,20 +500,26 @@ impl Gate {
             let engine = engine.clone();
             async move { engine.commit(put(Expectation::Any)).await }
         });
-        // The gate's write is in the server, waiting for the row lock.
+        // The gate's write is in the server, waiting for the row lock. (Seen
+        // from a connection of its own: inside `outside`'s transaction,
+        // pg_stat_activity would stay as it was at its first read.)
+        let watcher = crate::harness::sql_client(&postgres.url).await;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let blocked: i64 = outside
+            let blocked: i64 = watcher
                 .query_one(
                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
-                     AND query LIKE '%documents%'",
-                    &[],
+                     AND strpos(query, $1) > 0",
+                    &[&format!("{}.documents", postgres.quoted_schema())],
                 )
                 .await
                 .unwrap()
                 .get(0);
             if blocked > 0 {
                 break;
+            }
+            if waiting.is_finished() {
+                panic!("the gate's write did not wait: {:?}", waiting.await);
             }
             assert!(Instant::now() < deadline, "the gate's write never blocked");
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -677,16 +681,7 @@ async fn a_failing_statement_in_a_group_fails_only_its_own_batch() {
             let Err(Error::Engine(error)) = result else {
                 panic!("boom fails in the server: {result:?}")
             };
-            let mut causes = Vec::new();
-            let mut source = error.source();
-            while let Some(cause) = source {
-                causes.push(cause.to_string());
-                source = cause.source();
-            }
-            assert!(
-                causes.iter().any(|cause| cause.contains("injected fault")),
-                "{error} / {causes:?}"
-            );
+            crate::faults::assert_caused_by(error, "injected fault");
         } else {
             assert!(matches!(result, Ok(Ok(_))), "{id}: {result:?}");
         }
