@@ -5,8 +5,8 @@
 //! wake-ups of a backend and of the client around them. The engine's
 //! gatherer task takes the one-write batches that queue while earlier groups
 //! run (at most [`MAX_GROUP`]) and commits each gathering as one READ
-//! COMMITTED transaction: `BEGIN`, the batches' statements in one pipelined
-//! flight, the versions of any conflicts, `COMMIT`. At most
+//! COMMITTED transaction: `BEGIN`, the batches' statements and `COMMIT` in
+//! one pipelined flight (then the versions of any conflicts). At most
 //! `PgOptions::commit_groups` groups run at once, each on its own
 //! connection; the longer a group takes, the more the next one gathers.
 //!
@@ -15,7 +15,7 @@
 //! * Its check is in its own statement (`UPDATE … WHERE etag = $expected`,
 //!   `INSERT … ON CONFLICT DO NOTHING`): a conflict writes nothing, so the
 //!   other batches of the group commit regardless, and the conflict's
-//!   actual version is read inside the transaction.
+//!   actual version is read after the commit, as for a batch alone.
 //! * Statements run in (collection, id) order, as in every batch, so groups
 //!   and batches lock rows in one order and never deadlock one another.
 //!   Batches on one document keep their arrival order: the second sees the
@@ -127,8 +127,7 @@ enum GroupFailure {
     /// A statement failed, so the transaction was rolled back: nothing of
     /// the group was written.
     RolledBack,
-    /// `COMMIT` (or `BEGIN`) failed: whether the writes took effect is
-    /// unknown.
+    /// `COMMIT` failed: whether the writes took effect is unknown.
     Unknown(Error),
 }
 
@@ -187,12 +186,12 @@ impl Inner {
             Err(GroupFailure::Unknown(error)) => answer_all_with(group, error),
             Err(GroupFailure::RolledBack) => {
                 // Nothing was written: each batch runs alone, so whatever
-                // failed fails only its own batch.
-                join_all(group.into_iter().map(|pending| async move {
+                // failed fails only its own batch; one after the other, in
+                // arrival order, as batches on one document must.
+                for pending in group {
                     let verdict = self.commit_alone(&pending.batch).await;
                     let _ = pending.reply.send(verdict);
-                }))
-                .await;
+                }
             }
         }
     }
@@ -243,25 +242,25 @@ impl Inner {
         if let Err(error) = committed {
             return Err(GroupFailure::Unknown(storage("committing", error)));
         }
-        if let Err(error) = began {
-            // Without the block, each statement ran on its own.
-            return Err(GroupFailure::Unknown(storage(
-                "starting a transaction",
-                error,
-            )));
-        }
-        // A failed statement aborted the block, and COMMIT then rolled it
-        // back: nothing of the group was written.
-        let mut outcomes: Vec<Option<Outcome>> = (0..commands.len()).map(|_| None).collect();
+        // With the block, a failed statement aborted it and COMMIT rolled it
+        // back: nothing of the group was written. Without it (BEGIN failed,
+        // yet the connection answered COMMIT), each statement ran on its
+        // own: every outcome is final, a failure its own batch's.
+        let in_block = began.is_ok();
+        let mut outcomes: Vec<Option<std::result::Result<Outcome, Failure>>> =
+            (0..commands.len()).map(|_| None).collect();
         for (&index, outcome) in order.iter().zip(sorted) {
-            outcomes[index] = Some(outcome.map_err(|_| GroupFailure::RolledBack)?);
+            if in_block && outcome.is_err() {
+                return Err(GroupFailure::RolledBack);
+            }
+            outcomes[index] = Some(outcome);
         }
         // Committed. The conflicts wrote nothing; their actual versions are
         // read now, as for a batch alone.
         let conflicted: Vec<usize> = outcomes
             .iter()
             .enumerate()
-            .filter(|(_, outcome)| matches!(outcome, Some(Outcome::Conflict)))
+            .filter(|(_, outcome)| matches!(outcome, Some(Ok(Outcome::Conflict))))
             .map(|(index, _)| index)
             .collect();
         let mut actual = join_all(
@@ -276,17 +275,27 @@ impl Inner {
             .zip(commands)
             .map(
                 |(outcome, command)| match outcome.expect("every command ran") {
-                    Outcome::Done(result) => Verdict::Done(result),
-                    Outcome::Conflict => match actual.next().expect("read for every conflict") {
-                        Ok(etag) => Verdict::Conflict(self.conflict(command, etag)),
-                        Err(Failure::Fatal(error)) => Verdict::Failed(error),
-                        Err(Failure::Retry(error)) => {
-                            Verdict::Failed(storage("reading a document's version", error))
+                    Ok(Outcome::Done(result)) => Verdict::Done(result),
+                    Ok(Outcome::Conflict) => {
+                        match actual.next().expect("read for every conflict") {
+                            Ok(etag) => Verdict::Conflict(self.conflict(command, etag)),
+                            Err(failure) => {
+                                Verdict::Failed(failed("reading a document's version", failure))
+                            }
                         }
-                    },
+                    }
+                    Err(failure) => Verdict::Failed(failed("writing a document", failure)),
                 },
             )
             .collect())
+    }
+}
+
+/// The error of a statement that failed `doing` something.
+fn failed(doing: &str, failure: Failure) -> Error {
+    match failure {
+        Failure::Fatal(error) => error,
+        Failure::Retry(error) => storage(doing, error),
     }
 }
 

@@ -402,4 +402,32 @@ mod tests {
         assert_eq!(engine_kind(&error), EngineErrorKind::Timeout);
         assert!(error.to_string().contains("timed out"), "{error}");
     }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_error_status_whose_body_never_comes_keeps_its_status() {
+        // Answers 503 with a body it never sends: the status is the answer.
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let stalling = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 100\r\n\r\n")
+                    .await;
+                held.push(socket);
+            }
+        });
+        let options = crate::RemoteOptions {
+            timeout: Duration::from_millis(300),
+            ..crate::RemoteOptions::default()
+        };
+        let error = crate::RemoteEngine::connect(&format!("http://{address}/db/x"), options)
+            .await
+            .expect_err("503");
+        stalling.abort();
+        assert_eq!(engine_kind(&error), EngineErrorKind::Busy, "{error}");
+    }
 }

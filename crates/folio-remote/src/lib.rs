@@ -264,18 +264,14 @@ impl RemoteEngine {
             request: format!("{method} {uri}"),
             write,
         };
-        let answer = tokio::time::timeout(self.timeout, async {
-            let response = self.http.request(request).await.map_err(Transport::Send)?;
-            let (parts, body) = response.into_parts();
-            let body = body.collect().await.map(|body| body.to_bytes());
-            Ok::<_, Transport>((parts, body))
-        })
-        .await;
-        let (parts, body) = match answer {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(error)) => return Err(transport(error)),
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let response = match tokio::time::timeout_at(deadline, self.http.request(request)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => return Err(transport(Transport::Send(error))),
             Err(elapsed) => return Err(transport(Transport::Timeout(elapsed))),
         };
+        let (parts, body) = response.into_parts();
+        let body = tokio::time::timeout_at(deadline, body.collect()).await;
         let status = parts.status;
         if !status.is_success() {
             let location = parts
@@ -283,14 +279,23 @@ impl RemoteEngine {
                 .get(LOCATION)
                 .and_then(|value| value.to_str().ok())
                 .map(str::to_owned);
-            // The status is the answer; a body cut short only loses the detail.
+            // The status is the answer; a body cut short or late only loses
+            // the detail.
+            let body = match body {
+                Ok(Ok(body)) => body.to_bytes().to_vec(),
+                _ => Vec::new(),
+            };
             return Err(Failure::Status {
                 status: status.as_u16(),
-                body: body.map(Vec::from).unwrap_or_default(),
+                body,
                 location,
             });
         }
-        let body = body.map_err(|error| transport(Transport::Receive(error)))?;
+        let body = match body {
+            Ok(Ok(body)) => body.to_bytes(),
+            Ok(Err(error)) => return Err(transport(Transport::Receive(error))),
+            Err(elapsed) => return Err(transport(Transport::Timeout(elapsed))),
+        };
         serde_json::from_slice(&body).map_err(|error| {
             Failure::Protocol(format!(
                 "the body of a {status} answer is not as expected: {error}"
