@@ -136,7 +136,8 @@ enum Verdict {
     Done(CommandResult),
     /// It wrote nothing: the document's version was not the expected one.
     Conflict(Conflict),
-    /// It wrote nothing, and reading the actual version failed.
+    /// It failed: its statement (when the group ran without a block), or
+    /// reading a conflict's actual version.
     Failed(Error),
 }
 
@@ -204,36 +205,14 @@ impl Inner {
         commands: &[&Command],
     ) -> std::result::Result<Vec<Verdict>, GroupFailure> {
         let now = millis_since_epoch(SystemTime::now());
-        let mut prepared = Vec::with_capacity(commands.len());
-        for command in commands {
-            prepared.push(
-                self.prepare(client, command)
-                    .await
-                    .map_err(|_| GroupFailure::RolledBack)?,
-            );
-        }
-        let current = client
-            .prepare_cached(&self.statements.current_etag)
+        let prepared = self
+            .prepare_all(client, commands)
             .await
             .map_err(|_| GroupFailure::RolledBack)?;
-        // Stable: batches on one document keep their arrival order.
-        let mut order: Vec<usize> = (0..commands.len()).collect();
-        order.sort_by(|&a, &b| {
-            (&commands[a].collection, &commands[a].id)
-                .cmp(&(&commands[b].collection, &commands[b].id))
-        });
-        let run_all = join_all(order.iter().map(|&index| {
-            self.run(
-                client,
-                commands[index],
-                prepared[index].as_ref(),
-                &current,
-                now,
-            )
-        }));
+        let run_all = self.run_in_key_order(client, commands, &prepared, now);
         // One flight: BEGIN, the statements, COMMIT. PostgreSQL answers in
         // order, so once COMMIT's answer is in, every statement's is too.
-        let (began, sorted, committed) = join3(
+        let (began, ran, committed) = join3(
             client.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED"),
             run_all,
             client.batch_execute("COMMIT"),
@@ -249,7 +228,7 @@ impl Inner {
         let in_block = began.is_ok();
         let mut outcomes: Vec<Option<std::result::Result<Outcome, Failure>>> =
             (0..commands.len()).map(|_| None).collect();
-        for (&index, outcome) in order.iter().zip(sorted) {
+        for (index, outcome) in ran {
             if in_block && outcome.is_err() {
                 return Err(GroupFailure::RolledBack);
             }
@@ -266,7 +245,7 @@ impl Inner {
         let mut actual = join_all(
             conflicted
                 .iter()
-                .map(|&index| self.current_etag(client, &current, commands[index])),
+                .map(|&index| self.current_etag(client, &prepared.current, commands[index])),
         )
         .await
         .into_iter();

@@ -44,6 +44,7 @@ mod query;
 mod schema;
 pub mod testing;
 
+use std::borrow::Borrow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -199,6 +200,16 @@ impl Statements {
     }
 }
 
+/// The statements of a batch or group, ready to go out pipelined.
+struct Prepared {
+    /// Each command's write statement (`None`: it needs none).
+    statements: Vec<Option<Statement>>,
+    /// `current_etag`, for the actual versions of conflicts.
+    current: Statement,
+    /// The command indexes in the order they run.
+    order: Vec<usize>,
+}
+
 /// What one command of a batch came to.
 enum Outcome {
     Done(CommandResult),
@@ -330,40 +341,15 @@ impl Inner {
     ) -> std::result::Result<std::result::Result<Vec<CommandResult>, ConcurrencyError>, Failure>
     {
         let now = millis_since_epoch(SystemTime::now());
-        // Prepare first (cached per connection), so that the statements
-        // below go out in command order.
-        let mut prepared = Vec::with_capacity(batch.commands.len());
-        for command in &batch.commands {
-            prepared.push(self.prepare(client, command).await?);
-        }
-        let current = client
-            .prepare_cached(&self.statements.current_etag)
-            .await
-            .map_err(|e| classify("preparing a statement", e))?;
-        // Statements run in (collection, id) order, so two batches touching
-        // the same documents lock them in the same order and never deadlock.
-        // The sort is stable: commands on one document keep their order, and
-        // commands on different documents do not depend on each other.
-        let mut order: Vec<usize> = (0..batch.commands.len()).collect();
-        order.sort_by(|&a, &b| {
-            let (a, b) = (&batch.commands[a], &batch.commands[b]);
-            (&a.collection, &a.id).cmp(&(&b.collection, &b.id))
-        });
+        let prepared = self.prepare_all(client, &batch.commands).await?;
         let run_all = async {
-            let sorted = join_all(order.iter().map(|&index| {
-                self.run(
-                    client,
-                    &batch.commands[index],
-                    prepared[index].as_ref(),
-                    &current,
-                    now,
-                )
-            }))
-            .await;
+            let ran = self
+                .run_in_key_order(client, &batch.commands, &prepared, now)
+                .await;
             // The first failure in execution order is the cause; the
             // statements after it only report the aborted transaction.
-            let mut outcomes: Vec<Option<Outcome>> = (0..order.len()).map(|_| None).collect();
-            for (&index, outcome) in order.iter().zip(sorted) {
+            let mut outcomes: Vec<Option<Outcome>> = (0..ran.len()).map(|_| None).collect();
+            for (index, outcome) in ran {
                 outcomes[index] = Some(outcome?);
             }
             Ok::<_, Failure>(
@@ -377,7 +363,9 @@ impl Inner {
             return match run_all.await?.pop().expect("one command") {
                 Outcome::Done(result) => Ok(Ok(vec![result])),
                 Outcome::Conflict => {
-                    let actual = self.current_etag(client, &current, command).await?;
+                    let actual = self
+                        .current_etag(client, &prepared.current, command)
+                        .await?;
                     Ok(Err(ConcurrencyError::new(vec![
                         self.conflict(command, actual),
                     ])))
@@ -391,7 +379,9 @@ impl Inner {
         };
         let (began, outcomes) =
             futures_util::future::join(client.batch_execute(begin), run_all).await;
-        let verdict = self.judge(client, batch, &current, began, outcomes).await;
+        let verdict = self
+            .judge(client, batch, &prepared.current, began, outcomes)
+            .await;
         let end = match &verdict {
             Ok(Ok(_)) => "COMMIT",
             _ => "ROLLBACK",
@@ -402,6 +392,62 @@ impl Inner {
             (Ok(Ok(_)), Err(error)) => Err(classify("committing", error)),
             (verdict, _) => verdict,
         }
+    }
+
+    /// Prepares the statements of `commands` (cached per connection) before
+    /// any of them is sent, so that they can go out pipelined, and settles
+    /// the order they run in.
+    async fn prepare_all<C: Borrow<Command>>(
+        &self,
+        client: &deadpool_postgres::Object,
+        commands: &[C],
+    ) -> std::result::Result<Prepared, Failure> {
+        let mut statements = Vec::with_capacity(commands.len());
+        for command in commands {
+            statements.push(self.prepare(client, command.borrow()).await?);
+        }
+        let current = client
+            .prepare_cached(&self.statements.current_etag)
+            .await
+            .map_err(|e| classify("preparing a statement", e))?;
+        // Statements run in (collection, id) order, so two batches (or
+        // groups) touching the same documents lock them in the same order and
+        // never deadlock. The sort is stable: commands on one document keep
+        // their order, and commands on different documents do not depend on
+        // each other.
+        let mut order: Vec<usize> = (0..commands.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (a, b) = (commands[a].borrow(), commands[b].borrow());
+            (&a.collection, &a.id).cmp(&(&b.collection, &b.id))
+        });
+        Ok(Prepared {
+            statements,
+            current,
+            order,
+        })
+    }
+
+    /// Runs `commands`, pipelined, in the order `prepare_all` settled:
+    /// each command's index with its outcome, in execution order. Each
+    /// statement is sent when this future is first polled.
+    async fn run_in_key_order<C: Borrow<Command>>(
+        &self,
+        client: &deadpool_postgres::Object,
+        commands: &[C],
+        prepared: &Prepared,
+        now: i64,
+    ) -> Vec<(usize, std::result::Result<Outcome, Failure>)> {
+        let outcomes = join_all(prepared.order.iter().map(|&index| {
+            self.run(
+                client,
+                commands[index].borrow(),
+                prepared.statements[index].as_ref(),
+                &prepared.current,
+                now,
+            )
+        }))
+        .await;
+        prepared.order.iter().copied().zip(outcomes).collect()
     }
 
     /// The verdict on a pipelined batch: its results, its conflicts (with
