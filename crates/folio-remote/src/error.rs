@@ -380,54 +380,47 @@ mod tests {
         assert!(engine.message().contains(&port.to_string()), "{error}");
     }
 
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_server_that_does_not_answer_times_out() {
-        // Accepts connections, never answers.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let silent = tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((socket, _)) = listener.accept().await {
-                held.push(socket);
-            }
-        });
-        let options = crate::RemoteOptions {
-            timeout: Duration::from_millis(200),
-            ..crate::RemoteOptions::default()
-        };
-        let error = crate::RemoteEngine::connect(&format!("http://{address}/db/x"), options)
-            .await
-            .expect_err("the server never answers");
-        silent.abort();
-        assert_eq!(engine_kind(&error), EngineErrorKind::Timeout);
-        assert!(error.to_string().contains("timed out"), "{error}");
-    }
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn an_error_status_whose_body_never_comes_keeps_its_status() {
-        // Answers 503 with a body it never sends: the status is the answer.
+    /// Connects, with `timeout`, to a server that holds every connection
+    /// open and sends `head` (if any) after reading the request, but never
+    /// more; the error the connect ends with.
+    async fn connect_to_a_stalling_server(head: Option<&'static [u8]>, timeout: Duration) -> Error {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let stalling = tokio::spawn(async move {
             let mut held = Vec::new();
             while let Ok((mut socket, _)) = listener.accept().await {
-                let mut request = [0u8; 4096];
-                let _ = socket.read(&mut request).await;
-                let _ = socket
-                    .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 100\r\n\r\n")
-                    .await;
+                if let Some(head) = head {
+                    let mut request = [0u8; 4096];
+                    let _ = socket.read(&mut request).await;
+                    let _ = socket.write_all(head).await;
+                }
                 held.push(socket);
             }
         });
         let options = crate::RemoteOptions {
-            timeout: Duration::from_millis(300),
+            timeout,
             ..crate::RemoteOptions::default()
         };
         let error = crate::RemoteEngine::connect(&format!("http://{address}/db/x"), options)
             .await
-            .expect_err("503");
+            .expect_err("the server never answers in full");
         stalling.abort();
+        error
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_server_that_does_not_answer_times_out() {
+        let error = connect_to_a_stalling_server(None, Duration::from_millis(200)).await;
+        assert_eq!(engine_kind(&error), EngineErrorKind::Timeout);
+        assert!(error.to_string().contains("timed out"), "{error}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_error_status_whose_body_never_comes_keeps_its_status() {
+        // A 503 whose announced body never comes: the status is the answer.
+        let head: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 100\r\n\r\n";
+        let error = connect_to_a_stalling_server(Some(head), Duration::from_millis(300)).await;
         assert_eq!(engine_kind(&error), EngineErrorKind::Busy, "{error}");
     }
 }

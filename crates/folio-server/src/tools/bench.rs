@@ -266,24 +266,21 @@ fn milliseconds(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e3
 }
 
-/// Opens the target's store (the PostgreSQL engine with its default
-/// options); a server's database is created if it does not exist yet.
+/// Opens the target's store as an application would (the PostgreSQL engine
+/// with its default options: a pool of 16 connections shared by the
+/// clients, and group commit); a server's database is created if it does
+/// not exist yet.
 async fn open(target: &TargetSpec, database: &str, shown: &str) -> Result<DocumentStore, String> {
     let opened = match target {
-        TargetSpec::Postgres(url) => {
-            // As an application gets it: a pool of 16 connections shared
-            // by the clients, and group commit.
-            folio::PgEngine::connect(url, database, folio::PgOptions::default())
-                .await
-                .map(|engine| DocumentStore::from_engine(Arc::new(engine)))
-        }
         TargetSpec::Http(url) => {
             create_database(url)
                 .await
                 .map_err(|message| format!("cannot open {shown}: {message}"))?;
             target.open(DATABASE).await
         }
-        TargetSpec::Embedded(_) | TargetSpec::Memory => target.open(database).await,
+        TargetSpec::Postgres(_) | TargetSpec::Embedded(_) | TargetSpec::Memory => {
+            target.open(database).await
+        }
     };
     opened.map_err(|error| format!("cannot open {shown}: {error}"))
 }
