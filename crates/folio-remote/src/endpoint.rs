@@ -59,6 +59,12 @@ impl Endpoint {
         Ok(Endpoint { root, database })
     }
 
+    /// `host[:port]` as the `Host` header names it: the port only when it
+    /// is not HTTP's default (brackets kept around an IPv6 address).
+    pub(crate) fn authority(&self) -> &str {
+        &self.root[url::Position::BeforeHost..url::Position::AfterPort]
+    }
+
     /// The database's name.
     pub(crate) fn database(&self) -> &str {
         &self.database
@@ -162,6 +168,19 @@ mod tests {
             parse("http://[::1]:7070/db/shop").database_url().as_str(),
             "http://[::1]:7070/db/shop"
         );
+    }
+
+    #[test]
+    fn the_authority_is_what_the_host_header_names() {
+        assert_eq!(
+            parse("http://127.0.0.1:7070/db/shop").authority(),
+            "127.0.0.1:7070"
+        );
+        assert_eq!(
+            parse("http://Folio.Internal:80/x/db/shop").authority(),
+            "folio.internal"
+        );
+        assert_eq!(parse("http://[::1]:7070/db/shop").authority(), "[::1]:7070");
     }
 
     #[test]

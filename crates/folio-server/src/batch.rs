@@ -37,15 +37,16 @@ pub(crate) fn database_path(path: Result<Path<DatabasePath>, PathRejection>) -> 
 }
 
 /// One command of a batch request (a plain struct rather than a tagged
-/// enum, so the document stays raw JSON text, exactly as sent).
+/// enum, so the document stays raw JSON text, exactly as sent, borrowed
+/// from the request body until the command takes its copy).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct BatchCommand {
+struct BatchCommand<'a> {
     op: Operation,
     collection: String,
     id: String,
-    #[serde(default)]
-    document: Option<Box<RawValue>>,
+    #[serde(default, borrow)]
+    document: Option<&'a RawValue>,
     #[serde(default)]
     expect: Expectation,
 }
@@ -60,8 +61,9 @@ enum Operation {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct BatchRequest {
-    commands: Vec<BatchCommand>,
+struct BatchRequest<'a> {
+    #[serde(borrow)]
+    commands: Vec<BatchCommand<'a>>,
 }
 
 #[derive(Serialize)]
@@ -71,7 +73,7 @@ struct BatchResponse {
 
 /// Parses a batch request body into commands (validated).
 pub fn parse_batch(text: &str) -> ApiResult<Vec<Command>> {
-    let request: BatchRequest = serde_json::from_str(text)
+    let request: BatchRequest<'_> = serde_json::from_str(text)
         .map_err(|error| ApiError::BadRequest(format!("malformed batch: {error}")))?;
     if request.commands.len() > MAX_COMMANDS {
         return Err(ApiError::BadRequest(format!(

@@ -30,6 +30,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post, put};
+use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
 
 pub use crate::databases::{Backend, Databases};
@@ -39,7 +40,7 @@ pub use crate::state::{AppState, Limits};
 /// The application: every route of the protocol, over `state`.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.limits().max_body_bytes;
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(admin::healthz))
         .route("/metrics", get(admin::metrics))
         .route("/openapi.json", get(admin::openapi))
@@ -72,17 +73,27 @@ pub fn router(state: AppState) -> Router {
         .merge(studio::routes())
         .fallback(admin::not_found)
         .method_not_allowed_fallback(admin::method_not_allowed)
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            deadline::limit_body_time,
-        ))
+        // Counting by route needs the route, so this one wraps each route.
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_request,
         ))
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .with_state(state.clone());
+    // What needs no route wraps the router once. `Router::layer` wraps each
+    // route in a boxed service of its own, and every request clones its
+    // route's whole stack of them: through `folio serve`, these three as
+    // route layers cost 4 us of the server's CPU per `update`, in two
+    // requests.
+    Router::new().fallback_service(
+        ServiceBuilder::new()
+            .layer(TraceLayer::new_for_http())
+            .layer(middleware::from_fn_with_state(
+                state,
+                deadline::limit_body_time,
+            ))
+            .layer(DefaultBodyLimit::max(body_limit))
+            .service(routes),
+    )
 }
 
 /// Counts every request by method, route and status.
@@ -146,6 +157,12 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::i
             },
             () = &mut shutdown => break,
         };
+        // Answers go out as soon as they are written, not held back for
+        // the acknowledgment of an earlier segment (Nagle's algorithm): an
+        // event of the changes feed is a small write of its own.
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "TCP_NODELAY could not be set on a connection");
+        }
         let connection =
             http.serve_connection(hyper_util::rt::TokioIo::new(stream), service.clone());
         let connection = connections.watch(connection);

@@ -18,6 +18,10 @@
 //! rest off the writer, but its disk flushes delayed the log syncs that
 //! acknowledge commits, and throughput fell: SQLite syncs the database file
 //! once, at the end of the writer's checkpoint.)
+//!
+//! The thread runs at a lower priority than the rest of the process
+//! ([`CHECKPOINTER_NICENESS`]): its copying can wait for a free processor,
+//! the commits it would delay cannot.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -78,6 +82,7 @@ impl Checkpointer {
 }
 
 fn run(connection: &Connection, commits: &CommitCounter, stop: &(Mutex<bool>, Condvar)) {
+    lower_priority();
     let mut seen = commits.current();
     let (stopped, wake) = stop;
     let mut stopped = stopped
@@ -103,6 +108,39 @@ fn run(connection: &Connection, commits: &CommitCounter, stop: &(Mutex<bool>, Co
     }
 }
 
+/// The checkpointer's niceness: it yields the processor to the writer, the
+/// syncers and the request handlers, and copies pages in the time they
+/// leave (under a saturating load there is some: every client waiting for
+/// a sync). Work that is late here is not lost: the writer finishes the
+/// copy itself once the log is large. Measured against the default of 0,
+/// in alternating 8 s runs with 32 clients: `folio bench update` embedded
+/// 66,348 and 65,852 → 72,436 and 72,319 saves/s, p99 2.7–2.8 → 2.2–2.3 ms;
+/// `batch10` 112,538 and 121,591 → 135,743 and 136,435 documents/s;
+/// through `folio serve`, 3 % more saves in three pairs.
+const CHECKPOINTER_NICENESS: i32 = 10;
+
+/// Lowers this thread's scheduling priority to [`CHECKPOINTER_NICENESS`]
+/// (Linux, where a thread has a niceness of its own; any process may lower
+/// its own threads). A refusal leaves the thread as it was.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn lower_priority() {
+    // SAFETY: neither call takes a pointer; `setpriority` on this thread's
+    // id changes this thread only. Its result is not needed: refused (a
+    // seccomp filter, say), the checkpointer runs at the writer's priority.
+    unsafe {
+        let thread = libc::gettid();
+        libc::setpriority(
+            libc::PRIO_PROCESS,
+            libc::id_t::try_from(thread).unwrap_or_default(),
+            CHECKPOINTER_NICENESS,
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() {}
+
 impl Drop for Checkpointer {
     fn drop(&mut self) {
         let (stopped, wake) = &*self.stop;
@@ -113,5 +151,53 @@ impl Drop for Checkpointer {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// The niceness in a thread's `/proc/…/stat`: the 19th field, the 17th
+    /// after the parenthesised name.
+    fn niceness(task: &Path) -> Option<i32> {
+        let stat = std::fs::read_to_string(task.join("stat")).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(16)?
+            .parse()
+            .ok()
+    }
+
+    /// The niceness of this process's thread named `name` (as `/proc`
+    /// shows it: cut to 15 bytes), if it runs.
+    fn niceness_of(name: &str) -> Option<i32> {
+        std::fs::read_dir("/proc/self/task").ok()?.find_map(|task| {
+            let task = task.ok()?.path();
+            let comm = std::fs::read_to_string(task.join("comm")).ok()?;
+            (comm.trim_end() == name).then(|| niceness(&task)).flatten()
+        })
+    }
+
+    #[test]
+    fn the_checkpointer_runs_at_a_lower_priority_and_only_it() {
+        let commits = Arc::new(CommitCounter::default());
+        let checkpointer =
+            Checkpointer::start(Connection::open_in_memory().unwrap(), commits).unwrap();
+        // The thread lowers its own priority as it starts.
+        let started = std::time::Instant::now();
+        let mut seen = niceness_of("folio-sqlite-ch");
+        while seen != Some(CHECKPOINTER_NICENESS) && started.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+            seen = niceness_of("folio-sqlite-ch");
+        }
+        assert!(seen.is_some_and(|niceness| niceness > 0), "{seen:?}");
+        assert_eq!(seen, Some(CHECKPOINTER_NICENESS));
+        assert_eq!(niceness(Path::new("/proc/thread-self")), Some(0));
+        drop(checkpointer);
+        assert_eq!(niceness_of("folio-sqlite-ch"), None, "the thread ended");
     }
 }

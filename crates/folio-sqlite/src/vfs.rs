@@ -17,7 +17,8 @@
 //! other write goes straight through. Files other than the log are SQLite's
 //! own, untouched.
 //!
-//! One of two modules with `unsafe` code (with `memory.rs`): SQLite's file
+//! One of three modules with `unsafe` code (with `memory.rs`, and
+//! `checkpoint.rs` lowering its thread's priority): SQLite's file
 //! layer is a C interface of function pointers.
 
 #![allow(unsafe_code)]
