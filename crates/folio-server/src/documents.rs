@@ -97,14 +97,13 @@ pub(crate) fn body_text(
 
 /// Checks a JSON body against the nesting limit (before parsing it).
 pub(crate) fn check_nesting(state: &AppState, text: &str) -> ApiResult<()> {
-    let depth = validate::nesting_depth(text);
     let limit = state.limits().max_nesting;
-    if depth > limit {
-        return Err(ApiError::BadRequest(format!(
+    match validate::deeper_than(text, limit) {
+        Some(depth) => Err(ApiError::BadRequest(format!(
             "the JSON nests {depth} deep; at most {limit} is allowed"
-        )));
+        ))),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// A document body: `application/json`, a JSON object within the limits.
