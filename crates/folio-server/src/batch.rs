@@ -208,6 +208,8 @@ mod tests {
             r#"{"commands":[{"op":"put","collection":"c","id":"x","document":[1]}]}"#,
             r#"{"commands":[{"op":"explode","collection":"c","id":"x"}]}"#,
             r#"{"commands":[{"op":"check","collection":"c","id":"x","expect":"sometimes"}]}"#,
+            r#"{"commands":[{"op":"check","collection":"c","id":"x","expect":{"change_vector":"A:1-x","extra":1}}]}"#,
+            r#"{"commands":[{"op":"check","collection":"c","id":"x","expect":{}}]}"#,
             r#"{"orders":[]}"#,
         ] {
             assert!(parse_batch(bad).is_err(), "{bad} must be refused");

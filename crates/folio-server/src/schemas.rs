@@ -94,10 +94,15 @@ pub enum ExpectBody {
     /// `any` or `missing`.
     Word(ExpectWord),
     /// Exactly this version.
-    Version {
-        /// The change vector.
-        change_vector: String,
-    },
+    Version(ExpectVersion),
+}
+
+/// `{ "change_vector": "…" }`: exactly this version (no other field).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectVersion {
+    /// The change vector.
+    change_vector: String,
 }
 
 /// The expectations that are words.
