@@ -54,7 +54,14 @@ impl<'de> Deserialize<'de> for Expectation {
 struct ExpectationVisitor;
 
 const EXPECTATION_WORDS: &[&str] = &["any", "missing"];
-const EXPECTATION_FIELDS: &[&str] = &["change_vector"];
+
+/// The one field of `{ "change_vector": "…" }`, read without allocating
+/// (escaped or not); any other key is an error that names it.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum ExpectationField {
+    ChangeVector,
+}
 
 impl<'de> serde::de::Visitor<'de> for ExpectationVisitor {
     type Value = Expectation;
@@ -73,14 +80,11 @@ impl<'de> serde::de::Visitor<'de> for ExpectationVisitor {
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Expectation, A::Error> {
         let mut change_vector: Option<ChangeVector> = None;
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            match &*key {
-                "change_vector" if change_vector.is_some() => {
-                    return Err(serde::de::Error::duplicate_field("change_vector"));
-                }
-                "change_vector" => change_vector = Some(map.next_value()?),
-                other => return Err(serde::de::Error::unknown_field(other, EXPECTATION_FIELDS)),
+        while let Some(ExpectationField::ChangeVector) = map.next_key()? {
+            if change_vector.is_some() {
+                return Err(serde::de::Error::duplicate_field("change_vector"));
             }
+            change_vector = Some(map.next_value()?);
         }
         change_vector
             .map(|change_vector| Expectation::Version { change_vector })
