@@ -151,8 +151,11 @@ impl Location {
     }
 }
 
-/// How much of the database file a connection maps into memory: reads of
-/// mapped pages are memory copies instead of `read` system calls.
+/// How much of the database file a connection maps into memory: none.
+/// Mapped reads would save a `read` system call per page, but SQLite
+/// unmaps and maps the file again whenever another connection committed,
+/// and under a write load that cost more than it saved (`update` was 38 %
+/// faster without it; BENCHMARKS.md, issue 2).
 const MMAP_BYTES: i64 = 0;
 
 fn configure(connection: &Connection, cache_kib: i64) -> Result<()> {
