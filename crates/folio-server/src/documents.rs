@@ -555,8 +555,7 @@ impl Patch {
         if patched.len() > limits.max_body_bytes {
             return Err(ApiError::PayloadTooLarge(limits.max_body_bytes));
         }
-        let depth = validate::nesting_depth(&patched);
-        if depth > limits.max_nesting {
+        if let Some(depth) = validate::deeper_than(&patched, limits.max_nesting) {
             return Err(ApiError::BadRequest(format!(
                 "the patched document nests {depth} deep; at most {} is allowed",
                 limits.max_nesting
