@@ -39,3 +39,29 @@ pub(crate) fn closed() -> Error {
         "the embedded engine's writer has stopped",
     ))
 }
+
+/// A copy of a native error's text, for when one failure is reported to
+/// several callers (SQLite's errors cannot be cloned).
+#[derive(Debug)]
+pub(crate) struct NativeCause(String);
+
+impl NativeCause {
+    /// The native causes under `error`, innermost last, if it has any.
+    pub(crate) fn of(error: &Error) -> Option<Self> {
+        let mut causes = Vec::new();
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            causes.push(cause.to_string());
+            source = cause.source();
+        }
+        (!causes.is_empty()).then(|| NativeCause(causes.join(": ")))
+    }
+}
+
+impl std::fmt::Display for NativeCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NativeCause {}

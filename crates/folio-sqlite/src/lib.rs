@@ -26,6 +26,8 @@
 mod cache;
 mod checkpoint;
 mod error;
+#[cfg(feature = "fault-injection")]
+mod faults;
 mod jsonb;
 mod location;
 #[cfg(feature = "mimalloc")]
@@ -58,6 +60,8 @@ use crate::read::{ReaderPool, change_vector, entry_from_row};
 use crate::sync::{Acknowledger, Failed};
 use crate::writer::{Prepared, Request, Writer};
 
+#[cfg(feature = "fault-injection")]
+pub use crate::faults::IoFaults;
 #[cfg(feature = "mimalloc")]
 pub use crate::memory::allocate_with_mimalloc;
 
@@ -93,6 +97,10 @@ pub struct SqliteOptions {
     /// (`EngineErrorKind::Io`) and writes nothing; deleting documents
     /// makes room again. SQLite's `max_page_count`, rounded down to pages.
     pub max_size_bytes: Option<u64>,
+    /// I/O failures to inject into the database's log, for tests of what a
+    /// failing disk does (feature `fault-injection`; see [`IoFaults`]).
+    #[cfg(feature = "fault-injection")]
+    pub io_faults: Option<Arc<IoFaults>>,
 }
 
 impl Default for SqliteOptions {
@@ -103,6 +111,8 @@ impl Default for SqliteOptions {
             max_idle_readers: 16,
             cache_bytes: 64 << 20,
             max_size_bytes: None,
+            #[cfg(feature = "fault-injection")]
+            io_faults: None,
         }
     }
 }
@@ -173,6 +183,10 @@ impl SqliteEngine {
         lock: Option<std::fs::File>,
     ) -> Result<Self> {
         let location = Arc::new(location);
+        #[cfg(feature = "fault-injection")]
+        if let (Some(path), Some(faults)) = (location.path(), &options.io_faults) {
+            faults::register(wal_path(path), faults);
+        }
         let mut connection = location.open_writer()?;
         let opened = schema::open(&mut connection)?;
         if let Some(bytes) = options.max_size_bytes {
@@ -191,9 +205,7 @@ impl SqliteEngine {
         let horizon = Arc::new(ChangeHorizon::new(opened.last_etag));
         let acknowledger = match (location.path(), options.durability) {
             (Some(path), Durability::Full) => {
-                let mut wal = path.as_os_str().to_owned();
-                wal.push("-wal");
-                Acknowledger::synced(PathBuf::from(wal), failed.clone(), horizon.clone())?
+                Acknowledger::synced(wal_path(path), failed.clone(), horizon.clone())?
             }
             _ => Acknowledger::Immediate(horizon.clone()),
         };
@@ -245,6 +257,13 @@ impl SqliteEngine {
         .await
         .map_err(|_| closed())?
     }
+}
+
+/// The write-ahead log of the database file at `path`, named as SQLite names it.
+fn wal_path(path: &Path) -> PathBuf {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    PathBuf::from(wal)
 }
 
 /// Caps the database at `bytes` (whole pages; SQLite keeps at least the

@@ -60,12 +60,24 @@ impl Failed {
     }
 }
 
-/// The error of a write refused or lost because syncing failed.
+/// The error of a write committed to the log whose sync failed: it is in
+/// doubt, whole or not at all.
 pub(crate) fn sync_failure() -> Error {
     Error::Engine(EngineError::new(
         EngineErrorKind::Io,
-        "syncing the write-ahead log to disk failed; the embedded database takes no more writes \
-         until it is reopened (check the disk)",
+        "syncing the write-ahead log to disk failed, so this batch may or may not be on disk \
+         (whole or not at all: read it back once the database is reopened); the embedded \
+         database takes no more writes until it is reopened (check the disk)",
+    ))
+}
+
+/// The error of a write refused, with nothing written, because an earlier
+/// sync failed.
+pub(crate) fn refused_after_sync_failure() -> Error {
+    Error::Engine(EngineError::new(
+        EngineErrorKind::Io,
+        "an earlier sync of the write-ahead log to disk failed, so the embedded database takes \
+         no more writes until it is reopened (check the disk); nothing of this batch was written",
     ))
 }
 
@@ -261,6 +273,10 @@ impl Syncer {
     }
 
     fn sync(&mut self) -> std::io::Result<()> {
+        #[cfg(feature = "fault-injection")]
+        if crate::faults::sync_fails(&self.wal_path) {
+            return Err(std::io::Error::from_raw_os_error(libc::EIO));
+        }
         match &self.log {
             Some(file) => file.sync_data(),
             None => {

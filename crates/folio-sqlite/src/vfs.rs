@@ -97,6 +97,9 @@ struct LogFile {
     /// rewrites headers alone when it recomputes checksums), and goes
     /// straight through.
     appended_to: i64,
+    /// Failures injected into this log's writes (`faults.rs`).
+    #[cfg(feature = "fault-injection")]
+    faults: Option<std::sync::Arc<crate::faults::IoFaults>>,
 }
 
 /// Where SQLite's own file starts in the memory given to `open`.
@@ -143,6 +146,10 @@ unsafe extern "C" fn open(
             offset: 0,
             commit_pending: false,
             appended_to: 0,
+            #[cfg(feature = "fault-injection")]
+            faults: (!name.is_null())
+                .then(|| crate::faults::for_log_named(CStr::from_ptr(name)))
+                .flatten(),
         });
         ffi::SQLITE_OK
     }
@@ -179,20 +186,31 @@ impl LogFile {
             self.gathered.clear();
             return ffi::SQLITE_IOERR_WRITE;
         };
-        // SAFETY: `inner` is open; the buffer outlives the call.
-        let rc = unsafe {
-            match methods(self).xWrite {
-                Some(write) => write(
-                    self.inner,
-                    self.gathered.as_ptr().cast(),
-                    amount,
-                    self.offset,
-                ),
-                None => ffi::SQLITE_IOERR_WRITE,
-            }
-        };
+        let rc = self.write(&self.gathered, amount, self.offset);
         self.gathered.clear();
         rc
+    }
+
+    /// Writes `amount` bytes (the length of `bytes`) at `offset` through
+    /// SQLite's own file; where the feature `fault-injection` is on, an
+    /// armed failure (`faults.rs`) answers instead, after writing half of
+    /// the bytes if the failure is a torn write.
+    fn write(&self, bytes: &[u8], amount: c_int, offset: i64) -> c_int {
+        // SAFETY: `inner` is open.
+        let Some(write) = (unsafe { methods(self).xWrite }) else {
+            return ffi::SQLITE_IOERR_WRITE;
+        };
+        #[cfg(feature = "fault-injection")]
+        if let Some(torn) = self.faults.as_ref().and_then(|f| f.take_log_write()) {
+            if torn {
+                // SAFETY: as below, for a prefix of the buffer.
+                unsafe { write(self.inner, bytes.as_ptr().cast(), amount / 2, offset) };
+            }
+            return ffi::SQLITE_IOERR_WRITE;
+        }
+        // SAFETY: `inner` is open; `bytes` holds `amount` bytes and outlives
+        // the call.
+        unsafe { write(self.inner, bytes.as_ptr().cast(), amount, offset) }
     }
 
     /// The file offset just past what is gathered.
@@ -232,13 +250,7 @@ unsafe extern "C" fn log_write(
             // header rewritten in place, a page that did not fit): straight
             // through.
             log.appended_to = log.appended_to.max(offset + i64::from(amount));
-            // SAFETY: `inner` is open.
-            return unsafe {
-                match methods(log).xWrite {
-                    Some(write) => write(log.inner, data, amount, offset),
-                    None => ffi::SQLITE_IOERR_WRITE,
-                }
-            };
+            return log.write(bytes, amount, offset);
         }
         log.offset = offset;
     }

@@ -46,7 +46,7 @@ use crate::checkpoint::CommitCounter;
 use crate::error::{closed, storage};
 use crate::jsonb::{self, Encoded};
 use crate::read::change_vector;
-use crate::sync::{Acknowledger, Failed, Reply, answer, sync_failure};
+use crate::sync::{Acknowledger, Failed, Reply, answer, refused_after_sync_failure};
 
 /// The kinds of change in the `changes` table.
 const PUT: i64 = 0;
@@ -232,7 +232,7 @@ impl WriterState {
         let mut replies: Vec<Reply> = Vec::with_capacity(group.len());
         if self.failed.is_set() {
             for (_, reply) in group.drain(..) {
-                replies.push((reply, Err(sync_failure())));
+                replies.push((reply, Err(refused_after_sync_failure())));
             }
             answer(replies);
             return;
@@ -251,9 +251,8 @@ impl WriterState {
             if !self.connection.is_autocommit() {
                 let _ = self.execute("ROLLBACK", "rolling back");
             }
-            let message = error.to_string();
             for (_, reply) in group.drain(..) {
-                replies.push((reply, Err(group_failure(&message))));
+                replies.push((reply, Err(group_failure(&error))));
             }
             answer(replies);
             return;
@@ -308,11 +307,10 @@ impl WriterState {
             if !self.connection.is_autocommit() {
                 let _ = self.execute("ROLLBACK", "rolling back");
             }
-            let message = error.to_string();
             for (_, verdict) in &mut replies {
                 // A batch that failed by itself keeps its own error.
                 if !matches!(verdict, Err(folio_core::Error::Engine(_))) {
-                    *verdict = Err(group_failure(&message));
+                    *verdict = Err(group_failure(&error));
                 }
             }
             answer(replies);
@@ -944,11 +942,22 @@ fn transaction_lost() -> folio_core::Error {
     ))
 }
 
-fn group_failure(message: &str) -> folio_core::Error {
-    folio_core::Error::Engine(folio_core::EngineError::new(
-        folio_core::EngineErrorKind::Io,
-        format!("the group commit failed, nothing of this batch was written: {message}"),
-    ))
+/// The error each batch of a group hears when the group's transaction
+/// failed: the kind and the native cause of `error`, which only one caller
+/// could own, copied for every caller.
+fn group_failure(error: &folio_core::Error) -> folio_core::Error {
+    let kind = match error {
+        folio_core::Error::Engine(engine) => engine.kind(),
+        _ => folio_core::EngineErrorKind::Other,
+    };
+    let mut failure = folio_core::EngineError::new(
+        kind,
+        format!("the group commit failed, nothing of this batch was written: {error}"),
+    );
+    if let Some(cause) = crate::error::NativeCause::of(error) {
+        failure = failure.with_source(cause);
+    }
+    folio_core::Error::Engine(failure)
 }
 
 #[cfg(test)]

@@ -966,3 +966,279 @@ async fn a_failed_feed_record_fails_its_update_alone() {
     drop(engine);
     assert_eq!(integrity(&file), "ok");
 }
+
+// ---- a failing disk below the embedded engine -----------------------------------------
+//
+// `folio_sqlite::IoFaults` makes the log's file layer answer SQLite's write
+// with `SQLITE_IOERR_WRITE` (cleanly, or after half the bytes landed: a
+// torn write) and the syncers' `fdatasync` return `EIO`, where the
+// operating system's own error would surface.
+
+/// An embedded database on a disk that fails when told: the directory, the
+/// file, the engine (durable: every commit waits for a sync) and the switch.
+fn failing_disk(
+    name: &str,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Arc<folio::SqliteEngine>,
+    Arc<folio_sqlite::IoFaults>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(name);
+    let faults = Arc::new(folio_sqlite::IoFaults::default());
+    let engine = folio::SqliteEngine::open(
+        &file,
+        folio::SqliteOptions {
+            io_faults: Some(faults.clone()),
+            ..folio::SqliteOptions::default()
+        },
+    )
+    .unwrap();
+    (dir, file, Arc::new(engine), faults)
+}
+
+/// The metadata a put was acknowledged with.
+fn told(result: &CommandResult) -> folio::Metadata {
+    match result {
+        CommandResult::Put(metadata) => metadata.clone(),
+        other => panic!("a put answered {other:?}"),
+    }
+}
+
+/// The ids of every note `engine` holds, sorted.
+async fn note_ids(engine: &dyn Engine) -> Vec<String> {
+    let mut ids: Vec<String> = engine
+        .scan("notes", None, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.metadata.id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Six batches of one or two new notes, committed beside a failing one.
+fn alongside(round: usize) -> Vec<Batch> {
+    (0..6)
+        .map(|n| {
+            let mut commands = vec![new_note(&format!("r{round}a{n}"), "alongside")];
+            if n % 2 == 0 {
+                commands.push(new_note(&format!("r{round}b{n}"), "alongside"));
+            }
+            Batch::from(commands)
+        })
+        .collect()
+}
+
+/// A write to the log fails in the middle of a group's COMMIT, cleanly or
+/// torn: every batch of that group is told `Error::Engine` (`Io`) and
+/// nothing of it is stored, not in the engine's cache, not in the file,
+/// not in what a crash would leave; the writer commits the next groups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_log_write_fails_its_group_and_the_writer_goes_on() {
+    let (_dir, file, engine, faults) = failing_disk("eio.sqlite");
+    let first = engine
+        .commit(Batch::from(vec![new_note("counter", "0")]))
+        .await
+        .unwrap()
+        .unwrap();
+    // Updated in every round against the version last acknowledged.
+    let mut counter = told(&first[0]);
+    let mut committed = vec!["counter".to_owned()];
+    for round in 0..8 {
+        let torn = round % 2 == 1;
+        faults.fail_log_writes(1, torn);
+        let update = Batch::from(vec![Note::put(
+            "counter",
+            &round.to_string(),
+            Expectation::version(counter.change_vector.clone()),
+        )]);
+        let others = alongside(round);
+        let (outcome, outcomes) = commit_together(&engine, &update, &others).await;
+        assert_eq!(
+            faults.injected_log_writes(),
+            u64::try_from(round + 1).unwrap(),
+            "round {round}: the armed failure was met"
+        );
+
+        let mut failed = 0;
+        for (batch, outcome) in others.iter().zip(&outcomes) {
+            if assert_told_the_truth(engine.as_ref(), batch, outcome).await {
+                committed.extend(put_ids(batch));
+            } else {
+                failed += 1;
+            }
+        }
+        let stored = engine
+            .get("notes", &["counter".to_owned()])
+            .await
+            .unwrap()
+            .remove(0)
+            .expect("the counter is stored");
+        match outcome {
+            Ok(Ok(results)) => {
+                counter = told(&results[0]);
+                assert_eq!(stored.metadata, counter, "stored as acknowledged");
+            }
+            Err(Error::Engine(error)) => {
+                failed += 1;
+                assert_eq!(error.kind(), EngineErrorKind::Io, "{error}");
+                assert_caused_by(&error, "disk I/O error");
+                assert_eq!(
+                    stored.metadata, counter,
+                    "round {round}: a failed update leaves the version it expected"
+                );
+            }
+            other => panic!("a failed write must be an Error::Engine, got {other:?}"),
+        }
+        assert!(
+            failed >= 1,
+            "round {round}: the failed write failed a group"
+        );
+
+        // What a `kill -9` would leave now recovers exactly what was
+        // acknowledged: neither the torn half nor the refused frames.
+        let copy_dir = tempfile::tempdir().unwrap();
+        let copy = crate::log::crash_copy(&file, copy_dir.path());
+        assert_eq!(integrity(&copy), "ok", "round {round}");
+        let recovered = folio::SqliteEngine::open(&copy, folio::SqliteOptions::default()).unwrap();
+        committed.sort();
+        assert_eq!(note_ids(&recovered).await, committed, "round {round}");
+        let recovered_counter = recovered
+            .get("notes", &["counter".to_owned()])
+            .await
+            .unwrap()
+            .remove(0)
+            .unwrap();
+        assert_eq!(recovered_counter.metadata, counter, "round {round}");
+    }
+
+    // The writer goes on: an update against the version last acknowledged,
+    // and new documents, commit; the failed ones can be written again.
+    let next = Batch::from(vec![
+        Note::put(
+            "counter",
+            "after",
+            Expectation::version(counter.change_vector.clone()),
+        ),
+        new_note("after", "after the faults"),
+    ]);
+    let results = engine.commit(next).await.unwrap().unwrap();
+    assert_eq!(told(&results[0]).revision, counter.revision + 1);
+    committed.push("after".to_owned());
+    let retried: Vec<Batch> = alongside(0)
+        .into_iter()
+        .filter(|batch| !committed.contains(&put_ids(batch)[0]))
+        .collect();
+    for batch in &retried {
+        let outcome = engine.commit(batch.clone()).await;
+        assert!(assert_told_the_truth(engine.as_ref(), batch, &outcome).await);
+        committed.extend(put_ids(batch));
+    }
+    committed.sort();
+    assert_eq!(note_ids(engine.as_ref()).await, committed);
+
+    drop(engine);
+    assert_eq!(integrity(&file), "ok");
+    let reopened = folio::SqliteEngine::open(&file, folio::SqliteOptions::default()).unwrap();
+    assert_eq!(note_ids(&reopened).await, committed, "after a reopen");
+}
+
+/// A sync of the log fails (`fdatasync` returns `EIO`): the batches it was
+/// to make durable are told `Error::Engine` and that they are in doubt,
+/// whole or not at all; later writes are refused with nothing written
+/// (after a failed sync the kernel may call the lost pages clean, so the
+/// engine never retries one), reads go on, and a reopened database holds
+/// every acknowledged batch and each batch in doubt whole or not at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sync_puts_its_batches_in_doubt_and_no_write_is_taken_until_reopened() {
+    let (_dir, file, engine, faults) = failing_disk("fsync.sqlite");
+    let before = Batch::from(vec![new_note("before", "durable")]);
+    engine.commit(before).await.unwrap().unwrap();
+    let mut acknowledged = vec!["before".to_owned()];
+
+    faults.fail_syncs(1);
+    let failing = Batch::from(vec![new_note("f1", "in doubt"), new_note("f2", "in doubt")]);
+    let others = alongside(0);
+    let (outcome, outcomes) = commit_together(&engine, &failing, &others).await;
+    assert_eq!(faults.injected_syncs(), 1, "the armed failure was met");
+    let mut in_doubt = Vec::new();
+    let mut refused = Vec::new();
+    for (batch, outcome) in
+        std::iter::once((&failing, &outcome)).chain(others.iter().zip(&outcomes))
+    {
+        match outcome {
+            Ok(Ok(results)) => {
+                for (id, result) in put_ids(batch).into_iter().zip(results) {
+                    let stored = engine
+                        .get("notes", std::slice::from_ref(&id))
+                        .await
+                        .unwrap()
+                        .remove(0);
+                    assert_eq!(stored.map(|entry| entry.metadata), Some(told(result)));
+                    acknowledged.push(id);
+                }
+            }
+            Err(Error::Engine(error)) => {
+                assert_eq!(error.kind(), EngineErrorKind::Io, "{error}");
+                let message = error.to_string();
+                assert!(message.contains("reopened"), "what to do: {message}");
+                if message.contains("may or may not be on disk") {
+                    in_doubt.push(put_ids(batch));
+                } else {
+                    // A group that came to the writer after the failure.
+                    assert!(
+                        message.contains("nothing of this batch was written"),
+                        "{message}"
+                    );
+                    refused.extend(put_ids(batch));
+                }
+            }
+            other => panic!("a failed sync must be an Error::Engine, got {other:?}"),
+        }
+    }
+    assert!(!in_doubt.is_empty(), "the failed sync put a group in doubt");
+
+    // No more writes, and the refusal says so; nothing of them is written.
+    for n in 0..3 {
+        let id = format!("later{n}");
+        refused.push(id.clone());
+        let later = Batch::from(vec![new_note(&id, "refused")]);
+        let error = assert_engine_error(engine.commit(later).await);
+        assert_eq!(error.kind(), EngineErrorKind::Io);
+        let message = error.to_string();
+        assert!(
+            message.contains("nothing of this batch was written") && message.contains("reopened"),
+            "{message}"
+        );
+    }
+    // Reads go on.
+    let read = engine.get("notes", &acknowledged).await.unwrap();
+    assert!(read.iter().all(Option::is_some), "{read:?}");
+
+    drop(engine);
+    assert_eq!(integrity(&file), "ok");
+    let reopened =
+        Arc::new(folio::SqliteEngine::open(&file, folio::SqliteOptions::default()).unwrap());
+    let ids = note_ids(reopened.as_ref()).await;
+    for id in &acknowledged {
+        assert!(ids.contains(id), "{id} was acknowledged: {ids:?}");
+    }
+    for batch in &in_doubt {
+        let present = batch.iter().filter(|id| ids.contains(id)).count();
+        assert!(
+            present == 0 || present == batch.len(),
+            "a batch in doubt is whole or absent: {batch:?} in {ids:?}"
+        );
+    }
+    assert!(
+        refused.iter().all(|id| !ids.contains(id)),
+        "nothing refused is stored: {refused:?} in {ids:?}"
+    );
+    // The reopened database takes writes again.
+    let after = Batch::from(vec![new_note("after", "taken")]);
+    let outcome = reopened.commit(after.clone()).await;
+    assert!(assert_told_the_truth(reopened.as_ref(), &after, &outcome).await);
+}

@@ -24,7 +24,7 @@ fn text_in(file: &Path, id: &str) -> Option<String> {
 }
 
 /// Copies the database and its log, as a crash would leave them.
-fn crash_copy(file: &Path, into: &Path) -> std::path::PathBuf {
+pub(crate) fn crash_copy(file: &Path, into: &Path) -> std::path::PathBuf {
     let copy = into.join("copy.sqlite");
     std::fs::copy(file, &copy).unwrap();
     let wal = file.with_extension("sqlite-wal");
