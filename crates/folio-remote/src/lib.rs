@@ -47,7 +47,7 @@ mod endpoint;
 mod error;
 mod wire;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use folio_core::{
@@ -78,6 +78,8 @@ const MAX_IDS: usize = 1000;
 const MAX_TAKE: u64 = 1000;
 /// The most entries the server returns in one page of a collection.
 const MAX_PAGE: usize = 1000;
+/// The longest one long poll of the changes feed may wait on the server.
+const MAX_POLL: Duration = Duration::from_secs(300);
 /// The collection named by the request that [`RemoteEngine::connect`]
 /// makes to check the database and the key (it reads no document).
 const PROBE_COLLECTION: &str = "_folio";
@@ -312,7 +314,8 @@ impl RemoteEngine {
     }
 
     /// `GET /db/{db}/changes` as a long poll (`Accept: application/json`):
-    /// waits at most `wait`, and at most half the request timeout.
+    /// one request, waiting at most `wait`, at most half the request
+    /// timeout and at most the server's limit ([`MAX_POLL`]).
     async fn long_poll(
         &self,
         since: u64,
@@ -324,7 +327,7 @@ impl RemoteEngine {
             return Ok(page);
         }
         let limit = limit.min(MAX_PAGE);
-        let wait = wait.min(self.timeout / 2);
+        let wait = wait.min(self.timeout / 2).min(MAX_POLL);
         let mut url = self.endpoint.url(&["changes"]);
         {
             let mut pairs = url.query_pairs_mut();
@@ -561,13 +564,22 @@ impl Engine for RemoteEngine {
             .await
     }
 
-    /// A long poll for one change of any collection.
+    /// Long polls for one change of any collection, until one comes or
+    /// `timeout` is over.
     async fn wait_for_changes(&self, since: u64, timeout: Duration) -> Result<u64> {
-        let page = self.long_poll(since, None, 1, timeout).await?;
-        Ok(page.last_etag)
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let page = self.long_poll(since, None, 1, left).await?;
+            if page.last_etag > since || Instant::now() >= deadline {
+                return Ok(page.last_etag);
+            }
+        }
     }
 
-    /// One long poll (the server waits; one request per call).
+    /// Long polls (the server waits, so no request is wasted) until a page
+    /// has changes or `timeout` is over: one request per poll, each at most
+    /// as long as [`RemoteEngine::long_poll`] allows.
     async fn changes_wait(
         &self,
         since: u64,
@@ -575,7 +587,17 @@ impl Engine for RemoteEngine {
         limit: usize,
         timeout: Duration,
     ) -> Result<ChangesPage> {
-        self.long_poll(since, collection, limit, timeout).await
+        let deadline = Instant::now() + timeout;
+        let mut since = since;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let page = self.long_poll(since, collection, limit, left).await?;
+            if !page.changes.is_empty() || Instant::now() >= deadline {
+                return Ok(page);
+            }
+            // Nothing matched up to the page's end: wait beyond it.
+            since = page.last_etag.max(since);
+        }
     }
 }
 

@@ -108,6 +108,8 @@ pub async fn changes(
         Some(etag) => etag,
         None => params.since.unwrap_or(0),
     };
+    // Refused here, before an event stream's 200 goes out.
+    ChangesPage::check_request(since, params.collection.as_deref(), limit)?;
     let engine = state.databases().get(&db).await?;
     if wants_json(&headers) {
         let timeout = params.timeout.unwrap_or(DEFAULT_TIMEOUT);
@@ -116,14 +118,13 @@ pub async fn changes(
                 "timeout must be between 0 and {MAX_TIMEOUT} seconds"
             )));
         }
-        let page = engine
-            .changes_wait(
-                since,
-                params.collection.as_deref(),
-                limit,
-                Duration::from_secs_f64(timeout),
-            )
-            .await?;
+        let collection = params.collection.as_deref();
+        let wait = engine.changes_wait(since, collection, limit, Duration::from_secs_f64(timeout));
+        // A shutdown ends the wait: what is there now, at once.
+        let page = tokio::select! {
+            page = wait => page?,
+            () = state.shutting_down() => engine.changes(since, collection, limit).await?,
+        };
         return Ok(json_response(
             StatusCode::OK,
             HeaderMap::new(),

@@ -130,7 +130,22 @@ async fn every_request(server: &Server, db: &str, authorization: Option<&str>) -
             .send(Method::PUT, &format!("/db/{db}"), &auth, Body::empty())
             .await,
         server.send(Method::GET, "/db", &auth, Body::empty()).await,
+        server
+            .send(
+                Method::GET,
+                &format!("/db/{db}/changes?timeout=0"),
+                &with_accept_json(&auth),
+                Body::empty(),
+            )
+            .await,
     ]
+}
+
+/// `headers` with `Accept: application/json` (the changes feed's long poll).
+fn with_accept_json<'a>(headers: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut headers = headers.to_vec();
+    headers.push(("accept", "application/json"));
+    headers
 }
 
 #[tokio::test]
@@ -183,8 +198,8 @@ async fn a_read_key_reads_and_may_not_write() {
     let server = secured().await;
     let responses = every_request(&server, "shop", Some(READER)).await;
     let statuses: Vec<u16> = responses.iter().map(|r| r.status.as_u16()).collect();
-    // GET, HEAD, list, get-many and query are reads.
-    for index in [0, 1, 6, 7, 8] {
+    // GET, HEAD, list, get-many, query and the changes feed are reads.
+    for index in [0, 1, 6, 7, 8, 12] {
         assert_eq!(
             responses[index].status,
             StatusCode::OK,
@@ -222,7 +237,7 @@ async fn a_read_key_reads_and_may_not_write() {
 async fn a_key_for_another_database_is_403() {
     let server = secured().await;
     let responses = every_request(&server, "shop", Some(OTHER)).await;
-    for resp in &responses[..11] {
+    for resp in responses[..11].iter().chain(&responses[12..]) {
         if resp.method == Method::HEAD {
             assert_eq!(resp.status, StatusCode::FORBIDDEN, "{resp:?}");
         } else {
@@ -254,7 +269,7 @@ async fn a_key_for_another_database_is_403() {
 async fn a_write_key_writes_but_does_not_create_databases() {
     let server = secured().await;
     let responses = every_request(&server, "shop", Some(WRITER)).await;
-    for resp in &responses[..10] {
+    for resp in responses[..10].iter().chain(&responses[11..]) {
         assert!(resp.status.is_success(), "{resp:?}");
     }
     forbidden(&responses[10]);

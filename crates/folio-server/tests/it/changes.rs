@@ -115,27 +115,30 @@ async fn long_poll_waits_for_the_next_write() {
     server.create_db("feed").await;
     let first = server.put_doc("feed", "notes", "n1", "{}").await;
     let since = first["etag"].as_u64().expect("etag");
-    let app = server.app.clone();
-    let poll = tokio::spawn(async move {
-        crate::common::send(
-            &app,
-            Method::GET,
-            &format!("/db/feed/changes?since={since}&timeout=25"),
-            &[JSON],
-            Body::empty(),
-        )
-        .await
-    });
-    tokio::task::yield_now().await;
+    let uri = format!("/db/feed/changes?since={since}&timeout=25");
+    let mut poll = std::pin::pin!(crate::common::send(
+        &server.app,
+        Method::GET,
+        &uri,
+        &[JSON],
+        Body::empty(),
+    ));
+    still_waiting(&mut poll).await;
     let second = server.put_doc("feed", "notes", "n2", "{}").await;
     let answer = tokio::time::timeout(PATIENCE, poll)
         .await
-        .expect("the long poll answers when the write commits")
-        .expect("the poll task finishes");
+        .expect("the long poll answers when the write commits");
     assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
     let body = answer.json();
     assert_eq!(body["changes"][0]["id"], "n2");
     assert_eq!(body["changes"][0]["etag"], second["etag"]);
+}
+
+/// Drives `poll`, a long poll with nothing to report, for a while, and
+/// checks that it is waiting rather than answered.
+async fn still_waiting(poll: &mut (impl Future<Output = crate::common::Resp> + Unpin)) {
+    let early = tokio::time::timeout(Duration::from_millis(200), poll).await;
+    assert!(early.is_err(), "a long poll with nothing newer waits");
 }
 
 #[tokio::test]
@@ -182,6 +185,23 @@ async fn bad_feed_requests_are_refused_with_a_problem() {
         ),
         // A stream has no timeout.
         ("/db/feed/changes?timeout=5", &[], StatusCode::BAD_REQUEST),
+        // Etags are at most 2^63-1: refused before a stream's 200 goes out.
+        (
+            "/db/feed/changes?since=9223372036854775808",
+            &[],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/db/feed/changes?since=9223372036854775808",
+            &[JSON],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/db/feed/changes",
+            &[("last-event-id", "9223372036854775808")],
+            StatusCode::BAD_REQUEST,
+        ),
+        ("/db/feed/changes?limit=0", &[], StatusCode::BAD_REQUEST),
         (
             "/db/nowhere/changes?timeout=0",
             &[JSON],
@@ -362,4 +382,130 @@ async fn event_streams_end_when_the_server_shuts_down() {
     })
     .await;
     assert!(ended.is_ok(), "the stream ends once the server shuts down");
+}
+
+/// A server on loopback over a new data directory with the database `db`:
+/// the directory (kept while the test runs), the state and the base URL.
+async fn serve_with(db: &str) -> (tempfile::TempDir, String) {
+    let root = tempfile::tempdir().expect("tempdir");
+    let state = plain_state(&root.path().join("data"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let base = format!("http://{}", listener.local_addr().expect("an address"));
+    tokio::spawn(folio_server::serve(listener, state));
+    let created = reqwest::Client::new()
+        .put(format!("{base}/db/{db}"))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(created.status(), 201);
+    (root, base)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_stream_filters_by_collection_names_deletes_and_reads_page_by_page() {
+    let (_root, base) = serve_with("filtered").await;
+    let client = reqwest::Client::new();
+    let put = |collection: &str, id: &str| {
+        let request = client
+            .put(format!("{base}/db/filtered/docs/{collection}/{id}"))
+            .header("content-type", "application/json")
+            .body(r#"{"text":"hi"}"#);
+        async move {
+            let response = request.send().await.expect("a put");
+            assert!(response.status().is_success(), "{response:?}");
+            response.json::<Value>().await.expect("metadata")
+        }
+    };
+    let a = put("notes", "a").await;
+    put("people", "p").await;
+    let b = put("notes", "b").await;
+    let deleted = client
+        .delete(format!("{base}/db/filtered/docs/notes/a"))
+        .send()
+        .await
+        .expect("a delete");
+    assert_eq!(deleted.status(), 204);
+    put("people", "q").await;
+
+    // One change per read of the engine: the stream goes on page by page.
+    let mut stream = client
+        .get(format!(
+            "{base}/db/filtered/changes?collection=notes&limit=1"
+        ))
+        .send()
+        .await
+        .expect("the stream opens");
+    assert_eq!(stream.status(), 200);
+    let mut events = Events::default();
+    read_events(&mut stream, &mut events, 3).await;
+    let seen: Vec<(&str, &str)> = events
+        .parsed
+        .iter()
+        .map(|(_, event, data)| (event.as_str(), data["id"].as_str().unwrap()))
+        .collect();
+    assert_eq!(seen, [("put", "a"), ("put", "b"), ("delete", "a")]);
+    let ids: Vec<u64> = events
+        .parsed
+        .iter()
+        .map(|(id, _, _)| id.parse().expect("an etag"))
+        .collect();
+    assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "{ids:?}");
+    assert_eq!(events.parsed[0].2["etag"], a["etag"]);
+    assert_eq!(events.parsed[1].2["change_vector"], b["change_vector"]);
+    let (_, _, delete) = &events.parsed[2];
+    let mut fields: Vec<&str> = delete
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        [
+            "change_vector",
+            "collection",
+            "etag",
+            "id",
+            "kind",
+            "revision"
+        ]
+    );
+    assert_eq!(delete["kind"], "delete");
+    assert_eq!(delete["collection"], "notes");
+    assert_eq!(
+        delete["revision"], 1,
+        "a delete names the revision it deleted"
+    );
+    assert_ne!(
+        delete["change_vector"], a["change_vector"],
+        "the delete's own"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_ends_when_the_server_shuts_down() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let state = plain_state(&root.path().join("data"));
+    let app = router(state.clone());
+    let created = crate::common::send(&app, Method::PUT, "/db/quiet", &[], Body::empty()).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+    let mut poll = std::pin::pin!(crate::common::send(
+        &app,
+        Method::GET,
+        "/db/quiet/changes?timeout=300",
+        &[JSON],
+        Body::empty(),
+    ));
+    still_waiting(&mut poll).await;
+    state.shut_down();
+    let answer = tokio::time::timeout(PATIENCE, poll)
+        .await
+        .expect("the poll ends with the server, not after 300 s");
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    let body = answer.json();
+    assert_eq!(body["changes"], serde_json::json!([]));
+    assert_eq!(body["last_etag"], 0);
 }

@@ -222,3 +222,55 @@ async fn api_keys_are_sent_and_refusals_are_unauthorized() {
     assert!(format!("{writer:?}").contains("/db/shop"));
     assert!(!format!("{writer:?}").contains("writer-key"));
 }
+
+/// A wait longer than one long poll may last (half the request timeout)
+/// goes on polling: a write that comes after the first poll ended is
+/// still returned, and a quiet feed is answered with an empty page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_longer_than_one_poll_keeps_polling() {
+    let server = Server::start(None).await;
+    let options = RemoteOptions {
+        timeout: std::time::Duration::from_millis(400),
+        ..RemoteOptions::default()
+    };
+    let remote = RemoteEngine::connect(&format!("{}/db/shop", server.base), options)
+        .await
+        .unwrap();
+    let writer = server.connect("shop", None).await.unwrap();
+
+    // Each poll lasts at most 200 ms; the write comes after a few of them.
+    let write = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        let batch = Batch::from(vec![Command::put(
+            "items",
+            "late",
+            "{}",
+            Expectation::Missing,
+        )]);
+        writer.commit(batch).await.unwrap().unwrap();
+    });
+    let page = remote
+        .changes_wait(0, Some("items"), 10, std::time::Duration::from_secs(20))
+        .await
+        .unwrap();
+    write.await.unwrap();
+    let ids: Vec<&str> = page.changes.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["late"]);
+    let etag = remote
+        .wait_for_changes(0, std::time::Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(etag, page.last_etag, "a change after 0 is there at once");
+
+    let quiet = remote
+        .changes_wait(
+            page.last_etag,
+            None,
+            10,
+            std::time::Duration::from_millis(500),
+        )
+        .await
+        .unwrap();
+    assert!(quiet.changes.is_empty(), "{quiet:?}");
+    assert_eq!(quiet.last_etag, page.last_etag);
+}
