@@ -1,13 +1,15 @@
-//! I/O failures injected below the writer (feature `fault-injection`), so
-//! that tests can show what a failing disk does to the engine: a write to
-//! the write-ahead log that fails (cleanly, or after half its bytes landed,
-//! as a torn write), and a sync of the log that fails.
+//! I/O failures injected below the engine (feature `fault-injection`), so
+//! that tests can show what a failing disk does to it: a write to the
+//! write-ahead log that fails (cleanly, or after half its bytes landed, as
+//! a torn write), a sync of the log that fails, and the same for the
+//! database file, which only checkpoints write.
 //!
-//! The failures are real to SQLite and to the syncers: the log's file layer
-//! (`vfs.rs`) answers SQLite's write with `SQLITE_IOERR_WRITE`, and the
-//! syncer's `fdatasync` returns `EIO`, exactly where the operating system's
-//! error would surface. Nothing else changes, so the engine under test is
-//! the engine that ships; without the feature none of this is compiled.
+//! The failures are real to SQLite and to the syncers: the file layer
+//! (`vfs.rs`) answers SQLite's write with `SQLITE_IOERR_WRITE` and its sync
+//! with `SQLITE_IOERR_FSYNC`, and the syncer's `fdatasync` returns `EIO`,
+//! exactly where the operating system's error would surface. Nothing else
+//! changes, so the engine under test is the engine that ships; without the
+//! feature none of this is compiled.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -26,24 +28,48 @@
 //! # }
 //! ```
 
-use std::ffi::CStr;
+use std::ffi::{CStr, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-/// Failures to inject into one embedded database's log; shared with the
+/// Failures to inject into one embedded database's files; shared with the
 /// test that arms them. See the module documentation.
 #[derive(Debug, Default)]
 pub struct IoFaults {
-    /// How many of the next writes to the log fail.
-    log_writes: AtomicU32,
+    log: Armed,
+    log_syncs: Armed,
+    database: Armed,
+    database_syncs: Armed,
+}
+
+/// How many of the next operations of one kind fail, and how many did.
+#[derive(Debug, Default)]
+struct Armed {
+    left: AtomicU32,
     /// Whether a failing write first writes half of its bytes.
     torn: AtomicBool,
-    /// How many of the next syncs of the log fail.
-    syncs: AtomicU32,
-    injected_log_writes: AtomicU64,
-    injected_syncs: AtomicU64,
+    injected: AtomicU64,
+}
+
+impl Armed {
+    fn arm(&self, count: u32, torn: bool) {
+        self.torn.store(torn, Ordering::Release);
+        self.left.store(count, Ordering::Release);
+    }
+
+    /// Whether this operation fails, and if so whether it is torn.
+    fn take(&self) -> Option<bool> {
+        take(&self.left).then(|| {
+            self.injected.fetch_add(1, Ordering::AcqRel);
+            self.torn.load(Ordering::Acquire)
+        })
+    }
+
+    fn injected(&self) -> u64 {
+        self.injected.load(Ordering::Acquire)
+    }
 }
 
 impl IoFaults {
@@ -51,40 +77,62 @@ impl IoFaults {
     /// I/O error. With `torn`, each of them first writes the first half of
     /// its bytes, as a write cut short by the disk would.
     pub fn fail_log_writes(&self, count: u32, torn: bool) {
-        self.torn.store(torn, Ordering::Release);
-        self.log_writes.store(count, Ordering::Release);
+        self.log.arm(count, torn);
     }
 
-    /// Makes the next `count` syncs (`fdatasync`) of the log fail with `EIO`.
+    /// Makes the next `count` syncs (`fdatasync`) of the log by the
+    /// syncers fail with `EIO`.
     pub fn fail_syncs(&self, count: u32) {
-        self.syncs.store(count, Ordering::Release);
+        self.log_syncs.arm(count, false);
+    }
+
+    /// Makes the next `count` writes to the database file (checkpoints
+    /// copying pages from the log) fail with an I/O error, torn as in
+    /// [`IoFaults::fail_log_writes`]. `0` disarms.
+    pub fn fail_database_writes(&self, count: u32, torn: bool) {
+        self.database.arm(count, torn);
+    }
+
+    /// Makes the next `count` syncs of the database file (the end of a
+    /// checkpoint) fail with an I/O error. `0` disarms.
+    pub fn fail_database_syncs(&self, count: u32) {
+        self.database_syncs.arm(count, false);
     }
 
     /// How many log writes have failed so far because of this.
     pub fn injected_log_writes(&self) -> u64 {
-        self.injected_log_writes.load(Ordering::Acquire)
+        self.log.injected()
     }
 
-    /// How many syncs have failed so far because of this.
+    /// How many syncs of the log have failed so far because of this.
     pub fn injected_syncs(&self) -> u64 {
-        self.injected_syncs.load(Ordering::Acquire)
+        self.log_syncs.injected()
+    }
+
+    /// How many writes to the database file have failed so far.
+    pub fn injected_database_writes(&self) -> u64 {
+        self.database.injected()
+    }
+
+    /// How many syncs of the database file have failed so far.
+    pub fn injected_database_syncs(&self) -> u64 {
+        self.database_syncs.injected()
     }
 
     /// Whether this write to the log fails, and if so whether it is torn.
     pub(crate) fn take_log_write(&self) -> Option<bool> {
-        take(&self.log_writes).then(|| {
-            self.injected_log_writes.fetch_add(1, Ordering::AcqRel);
-            self.torn.load(Ordering::Acquire)
-        })
+        self.log.take()
     }
 
-    /// Whether this sync of the log fails.
-    fn take_sync(&self) -> bool {
-        let fails = take(&self.syncs);
-        if fails {
-            self.injected_syncs.fetch_add(1, Ordering::AcqRel);
-        }
-        fails
+    /// Whether this write to the database file fails, and if so whether it
+    /// is torn.
+    pub(crate) fn take_database_write(&self) -> Option<bool> {
+        self.database.take()
+    }
+
+    /// Whether this sync of the database file fails.
+    pub(crate) fn take_database_sync(&self) -> bool {
+        self.database_syncs.take().is_some()
     }
 }
 
@@ -95,35 +143,46 @@ fn take(count: &AtomicU32) -> bool {
         .is_ok()
 }
 
-/// The faults of each database opened with some, by the path of its log
-/// (SQLite opens the log by name, and every connection opens its own).
+/// The faults of each database opened with some, by the path of its file
+/// (SQLite opens the files by name, and every connection opens its own).
 static REGISTERED: Mutex<Vec<(PathBuf, Weak<IoFaults>)>> = Mutex::new(Vec::new());
 
-/// Injects `faults` into the log at `wal` from now on.
-pub(crate) fn register(wal: PathBuf, faults: &Arc<IoFaults>) {
+/// Injects `faults` into the database file at `database` and its log from
+/// now on.
+pub(crate) fn register(database: PathBuf, faults: &Arc<IoFaults>) {
     let mut registered = REGISTERED
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    registered.retain(|(path, held)| held.strong_count() > 0 && *path != wal);
-    registered.push((wal, Arc::downgrade(faults)));
+    registered.retain(|(path, held)| held.strong_count() > 0 && *path != database);
+    registered.push((database, Arc::downgrade(faults)));
 }
 
-/// The faults injected into the log at `wal`, if any.
-fn for_log(wal: &Path) -> Option<Arc<IoFaults>> {
+/// The faults injected into the database file at `database`, if any.
+fn for_database(database: &Path) -> Option<Arc<IoFaults>> {
     REGISTERED
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .iter()
-        .find(|(path, _)| path == wal)
+        .find(|(path, _)| path == database)
         .and_then(|(_, faults)| faults.upgrade())
 }
 
-/// The faults for a log SQLite opens under `name`.
-pub(crate) fn for_log_named(name: &CStr) -> Option<Arc<IoFaults>> {
-    for_log(Path::new(std::ffi::OsStr::from_bytes(name.to_bytes())))
+/// The faults for a database file SQLite opens under `name`.
+pub(crate) fn for_database_named(name: &CStr) -> Option<Arc<IoFaults>> {
+    for_database(Path::new(OsStr::from_bytes(name.to_bytes())))
 }
 
-/// Whether the next sync of the log at `wal` fails.
-pub(crate) fn sync_fails(wal: &Path) -> bool {
-    for_log(wal).is_some_and(|faults| faults.take_sync())
+/// The faults for a log SQLite opens under `name` (the database's name
+/// and `-wal`).
+pub(crate) fn for_log_named(name: &CStr) -> Option<Arc<IoFaults>> {
+    let database = name.to_bytes().strip_suffix(b"-wal")?;
+    for_database(Path::new(OsStr::from_bytes(database)))
+}
+
+/// Whether the next sync of the log at `wal` by a syncer fails.
+pub(crate) fn log_sync_fails(wal: &Path) -> bool {
+    let database = wal.as_os_str().as_bytes().strip_suffix(b"-wal");
+    database
+        .and_then(|database| for_database(Path::new(OsStr::from_bytes(database))))
+        .is_some_and(|faults| faults.log_syncs.take().is_some())
 }

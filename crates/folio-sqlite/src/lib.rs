@@ -185,7 +185,7 @@ impl SqliteEngine {
         let location = Arc::new(location);
         #[cfg(feature = "fault-injection")]
         if let (Some(path), Some(faults)) = (location.path(), &options.io_faults) {
-            faults::register(wal_path(path), faults);
+            faults::register(path.to_owned(), faults);
         }
         let mut connection = location.open_writer()?;
         let opened = schema::open(&mut connection)?;

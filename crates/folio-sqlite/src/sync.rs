@@ -274,7 +274,7 @@ impl Syncer {
 
     fn sync(&mut self) -> std::io::Result<()> {
         #[cfg(feature = "fault-injection")]
-        if crate::faults::sync_fails(&self.wal_path) {
+        if crate::faults::log_sync_fails(&self.wal_path) {
             return Err(std::io::Error::from_raw_os_error(libc::EIO));
         }
         match &self.log {

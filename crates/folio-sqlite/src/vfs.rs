@@ -102,9 +102,17 @@ struct LogFile {
     faults: Option<std::sync::Arc<crate::faults::IoFaults>>,
 }
 
-/// Where SQLite's own file starts in the memory given to `open`.
+/// Where SQLite's own file starts in the memory given to `open`: behind
+/// the largest of the files this layer wraps.
 const fn inner_offset() -> usize {
-    std::mem::size_of::<LogFile>().next_multiple_of(16)
+    let wrapper = std::mem::size_of::<LogFile>();
+    #[cfg(feature = "fault-injection")]
+    let wrapper = if faulty::SIZE > wrapper {
+        faulty::SIZE
+    } else {
+        wrapper
+    };
+    wrapper.next_multiple_of(16)
 }
 
 unsafe extern "C" fn open(
@@ -125,6 +133,13 @@ unsafe extern "C" fn open(
             return ffi::SQLITE_ERROR;
         };
         if flags & ffi::SQLITE_OPEN_WAL == 0 {
+            #[cfg(feature = "fault-injection")]
+            if flags & ffi::SQLITE_OPEN_MAIN_DB != 0
+                && !name.is_null()
+                && let Some(faults) = crate::faults::for_database_named(CStr::from_ptr(name))
+            {
+                return faulty::open(inner_vfs, inner_open, name, file, flags, out_flags, faults);
+            }
             // Not a log: SQLite's own file, in place.
             return inner_open(inner_vfs, name, file, flags, out_flags);
         }
@@ -372,3 +387,185 @@ static LOG_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
     xFetch: Some(log_fetch),
     xUnfetch: Some(log_unfetch),
 };
+
+/// The database file of a database opened with `SqliteOptions::io_faults`
+/// (feature `fault-injection`): SQLite's own file, except that a write or a
+/// sync fails when the test armed it (`faults.rs`). Only checkpoints write
+/// the database file, so this is a checkpoint on a failing disk.
+#[cfg(feature = "fault-injection")]
+mod faulty {
+    use std::ffi::{c_char, c_int, c_void};
+    use std::sync::Arc;
+
+    use rusqlite::ffi;
+
+    use super::inner_offset;
+    use crate::faults::IoFaults;
+
+    #[repr(C)]
+    struct DatabaseFile {
+        base: ffi::sqlite3_file,
+        inner: *mut ffi::sqlite3_file,
+        faults: Arc<IoFaults>,
+    }
+
+    /// The size of the wrapper, which SQLite's own file goes behind.
+    pub(super) const SIZE: usize = std::mem::size_of::<DatabaseFile>();
+
+    type Open = unsafe extern "C" fn(
+        *mut ffi::sqlite3_vfs,
+        *const c_char,
+        *mut ffi::sqlite3_file,
+        c_int,
+        *mut c_int,
+    ) -> c_int;
+
+    /// Opens the database file `name` through `inner_open`, wrapped.
+    ///
+    /// # Safety
+    /// As the VFS's `xOpen`: `file` points to `szOsFile` bytes.
+    pub(super) unsafe fn open(
+        inner_vfs: *mut ffi::sqlite3_vfs,
+        inner_open: Open,
+        name: *const c_char,
+        file: *mut ffi::sqlite3_file,
+        flags: c_int,
+        out_flags: *mut c_int,
+        faults: Arc<IoFaults>,
+    ) -> c_int {
+        // SAFETY: as for the log in `super::open`.
+        unsafe {
+            let inner = file
+                .cast::<u8>()
+                .add(inner_offset())
+                .cast::<ffi::sqlite3_file>();
+            let rc = inner_open(inner_vfs, name, inner, flags, out_flags);
+            if rc != ffi::SQLITE_OK {
+                (*file).pMethods = std::ptr::null();
+                return rc;
+            }
+            file.cast::<DatabaseFile>().write(DatabaseFile {
+                base: ffi::sqlite3_file { pMethods: &METHODS },
+                inner,
+                faults,
+            });
+            ffi::SQLITE_OK
+        }
+    }
+
+    /// # Safety
+    /// `file` was opened by `open` and is not closed.
+    unsafe fn database<'a>(file: *mut ffi::sqlite3_file) -> &'a DatabaseFile {
+        // SAFETY: guaranteed by the caller.
+        unsafe { &*file.cast::<DatabaseFile>() }
+    }
+
+    /// # Safety
+    /// `database.inner` is open.
+    unsafe fn methods(database: &DatabaseFile) -> &ffi::sqlite3_io_methods {
+        // SAFETY: an open file has its methods set.
+        unsafe { &*(*database.inner).pMethods }
+    }
+
+    unsafe extern "C" fn write(
+        file: *mut ffi::sqlite3_file,
+        data: *const c_void,
+        amount: c_int,
+        offset: i64,
+    ) -> c_int {
+        // SAFETY: SQLite calls this on files `open` wrapped, with `amount`
+        // readable bytes at `data`.
+        unsafe {
+            let database = database(file);
+            let Some(write) = methods(database).xWrite else {
+                return ffi::SQLITE_IOERR_WRITE;
+            };
+            if let Some(torn) = database.faults.take_database_write() {
+                if torn {
+                    write(database.inner, data, amount / 2, offset);
+                }
+                return ffi::SQLITE_IOERR_WRITE;
+            }
+            write(database.inner, data, amount, offset)
+        }
+    }
+
+    unsafe extern "C" fn sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
+        // SAFETY: SQLite calls this on files `open` wrapped.
+        unsafe {
+            let database = database(file);
+            if database.faults.take_database_sync() {
+                return ffi::SQLITE_IOERR_FSYNC;
+            }
+            methods(database)
+                .xSync
+                .map_or(ffi::SQLITE_IOERR_FSYNC, |sync| sync(database.inner, flags))
+        }
+    }
+
+    unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
+        // SAFETY: SQLite closes each file once; the struct was written by `open`.
+        unsafe {
+            let database = database(file);
+            let rc = methods(database)
+                .xClose
+                .map_or(ffi::SQLITE_OK, |close| close(database.inner));
+            std::ptr::drop_in_place(file.cast::<DatabaseFile>());
+            rc
+        }
+    }
+
+    /// Defines a method that calls SQLite's own.
+    macro_rules! forward {
+        ($name:ident => $method:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty, $missing:expr) => {
+            unsafe extern "C" fn $name(file: *mut ffi::sqlite3_file $(, $arg: $ty)*) -> $ret {
+                // SAFETY: SQLite calls this on files `open` wrapped.
+                unsafe {
+                    let database = database(file);
+                    match methods(database).$method {
+                        Some(method) => method(database.inner $(, $arg)*),
+                        None => $missing,
+                    }
+                }
+            }
+        };
+    }
+
+    forward!(read => xRead(data: *mut c_void, amount: c_int, offset: i64) -> c_int, ffi::SQLITE_IOERR_READ);
+    forward!(truncate => xTruncate(size: i64) -> c_int, ffi::SQLITE_IOERR_TRUNCATE);
+    forward!(file_size => xFileSize(size: *mut i64) -> c_int, ffi::SQLITE_IOERR_FSTAT);
+    forward!(lock => xLock(level: c_int) -> c_int, ffi::SQLITE_IOERR_LOCK);
+    forward!(unlock => xUnlock(level: c_int) -> c_int, ffi::SQLITE_IOERR_UNLOCK);
+    forward!(check_reserved_lock => xCheckReservedLock(out: *mut c_int) -> c_int, ffi::SQLITE_IOERR_CHECKRESERVEDLOCK);
+    forward!(file_control => xFileControl(op: c_int, arg: *mut c_void) -> c_int, ffi::SQLITE_NOTFOUND);
+    forward!(sector_size => xSectorSize() -> c_int, 0);
+    forward!(device_characteristics => xDeviceCharacteristics() -> c_int, 0);
+    forward!(shm_map => xShmMap(page: c_int, size: c_int, extend: c_int, out: *mut *mut c_void) -> c_int, ffi::SQLITE_IOERR_SHMMAP);
+    forward!(shm_lock => xShmLock(offset: c_int, n: c_int, flags: c_int) -> c_int, ffi::SQLITE_IOERR_SHMLOCK);
+    forward!(shm_barrier => xShmBarrier() -> (), ());
+    forward!(shm_unmap => xShmUnmap(delete: c_int) -> c_int, ffi::SQLITE_OK);
+    forward!(fetch => xFetch(offset: i64, amount: c_int, out: *mut *mut c_void) -> c_int, ffi::SQLITE_OK);
+    forward!(unfetch => xUnfetch(offset: i64, page: *mut c_void) -> c_int, ffi::SQLITE_OK);
+
+    static METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
+        iVersion: 3,
+        xClose: Some(close),
+        xRead: Some(read),
+        xWrite: Some(write),
+        xTruncate: Some(truncate),
+        xSync: Some(sync),
+        xFileSize: Some(file_size),
+        xLock: Some(lock),
+        xUnlock: Some(unlock),
+        xCheckReservedLock: Some(check_reserved_lock),
+        xFileControl: Some(file_control),
+        xSectorSize: Some(sector_size),
+        xDeviceCharacteristics: Some(device_characteristics),
+        xShmMap: Some(shm_map),
+        xShmLock: Some(shm_lock),
+        xShmBarrier: Some(shm_barrier),
+        xShmUnmap: Some(shm_unmap),
+        xFetch: Some(fetch),
+        xUnfetch: Some(unfetch),
+    };
+}

@@ -1242,3 +1242,89 @@ async fn a_failed_sync_puts_its_batches_in_doubt_and_no_write_is_taken_until_reo
     let outcome = reopened.commit(after.clone()).await;
     assert!(assert_told_the_truth(reopened.as_ref(), &after, &outcome).await);
 }
+
+/// Commits batches of two new notes until `failed()` counts `enough`
+/// failures (the checkpointer tries every 10 ms while commits come);
+/// returns the ids committed.
+async fn commit_until(
+    engine: &folio::SqliteEngine,
+    prefix: &str,
+    enough: u64,
+    failed: impl Fn() -> u64,
+) -> Vec<String> {
+    let text = "c".repeat(1000);
+    let mut committed = Vec::new();
+    for n in 0.. {
+        if failed() >= enough {
+            break;
+        }
+        assert!(n < 100_000, "the checkpointer never met the failure");
+        let batch = Batch::from(vec![
+            new_note(&format!("{prefix}{n}a"), &text),
+            new_note(&format!("{prefix}{n}b"), &text),
+        ]);
+        let outcome = engine.commit(batch.clone()).await;
+        assert!(
+            assert_told_the_truth(engine, &batch, &outcome).await,
+            "a commit does not depend on checkpoints: {outcome:?}"
+        );
+        committed.extend(put_ids(&batch));
+    }
+    committed
+}
+
+/// Checkpoints copy the log into the database file; here their writes fail
+/// (torn: half of each write lands, so the file holds damaged pages), then
+/// their syncs. Nothing is lost and nothing waits for them: commits go on
+/// being acknowledged, what a crash would leave recovers every one of them
+/// (the log still holds the pages), and once the disk works again a
+/// checkpoint rewrites the pages, so that the database file alone holds
+/// everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_checkpoints_lose_nothing_and_a_later_one_repairs_the_file() {
+    let (_dir, file, engine, faults) = failing_disk("checkpoint.sqlite");
+    let mut committed = Vec::new();
+
+    faults.fail_database_writes(u32::MAX, true);
+    committed.extend(commit_until(&engine, "w", 3, || faults.injected_database_writes()).await);
+    faults.fail_database_writes(0, false);
+    faults.fail_database_syncs(u32::MAX);
+    committed.extend(commit_until(&engine, "s", 3, || faults.injected_database_syncs()).await);
+    committed.sort();
+    assert_eq!(note_ids(engine.as_ref()).await, committed);
+
+    let copy_dir = tempfile::tempdir().unwrap();
+    let copy = crate::log::crash_copy(&file, copy_dir.path());
+    assert_eq!(
+        integrity(&copy),
+        "ok",
+        "a crash copy reads its pages from the log"
+    );
+    let recovered = folio::SqliteEngine::open(&copy, folio::SqliteOptions::default()).unwrap();
+    assert_eq!(
+        note_ids(&recovered).await,
+        committed,
+        "recovered from a crash"
+    );
+    drop(recovered);
+
+    // The disk works again: the next checkpoints copy the pages, the last
+    // one when the engine closes, which also removes the log.
+    faults.fail_database_syncs(0);
+    let after = Batch::from(vec![new_note("after", "the disk works again")]);
+    engine.commit(after).await.unwrap().unwrap();
+    committed.push("after".to_owned());
+    committed.sort();
+    drop(engine);
+    let wal = file.with_extension("sqlite-wal");
+    assert!(
+        std::fs::metadata(&wal).map_or(true, |log| log.len() == 0),
+        "everything is in the database file"
+    );
+    let alone_dir = tempfile::tempdir().unwrap();
+    let alone = alone_dir.path().join("alone.sqlite");
+    std::fs::copy(&file, &alone).unwrap();
+    assert_eq!(integrity(&alone), "ok", "the damaged pages were rewritten");
+    let reopened = folio::SqliteEngine::open(&alone, folio::SqliteOptions::default()).unwrap();
+    assert_eq!(note_ids(&reopened).await, committed);
+}
