@@ -201,21 +201,29 @@ fn events(page: &ChangesPage) -> Vec<Event> {
         .collect()
 }
 
-/// The etag of `Last-Event-ID`, when sent.
+/// The etag of `Last-Event-ID`, when sent and not empty (an event stream's
+/// `id:` may reset it to empty: then there is nothing to resume after).
 fn last_event_id(headers: &HeaderMap) -> ApiResult<Option<u64>> {
     let Some(value) = headers.get("last-event-id") else {
         return Ok(None);
     };
-    value
-        .to_str()
-        .ok()
-        .and_then(|text| text.trim().parse::<u64>().ok())
-        .map(Some)
-        .ok_or_else(|| ApiError::BadRequest("Last-Event-ID must be an etag (a number)".into()))
+    match value.to_str().map(str::trim) {
+        Ok("") => Ok(None),
+        Ok(text) => text
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| bad_last_event_id()),
+        Err(_) => Err(bad_last_event_id()),
+    }
+}
+
+fn bad_last_event_id() -> ApiError {
+    ApiError::BadRequest("Last-Event-ID must be an etag (a number)".into())
 }
 
 /// Whether the client asked for the long-poll form: `Accept` names
-/// `application/json` and not `text/event-stream`.
+/// `application/json` and not `text/event-stream` (a media range with
+/// `q=0` is one the client does not accept).
 fn wants_json(headers: &HeaderMap) -> bool {
     let accept = headers
         .get_all(header::ACCEPT)
@@ -225,12 +233,26 @@ fn wants_json(headers: &HeaderMap) -> bool {
         .join(",");
     let names = |media: &str| {
         accept.split(',').any(|part| {
-            part.split(';')
+            let mut fields = part.split(';');
+            let named = fields
                 .next()
                 .unwrap_or("")
                 .trim()
-                .eq_ignore_ascii_case(media)
+                .eq_ignore_ascii_case(media);
+            named && !fields.any(refuses)
         })
     };
     names("application/json") && !names("text/event-stream")
+}
+
+/// Whether a media range's parameter is `q=0` (RFC 9110: "not acceptable").
+fn refuses(parameter: &str) -> bool {
+    let Some((name, value)) = parameter.split_once('=') else {
+        return false;
+    };
+    name.trim().eq_ignore_ascii_case("q")
+        && value
+            .trim()
+            .parse::<f64>()
+            .is_ok_and(|quality| quality == 0.0)
 }
