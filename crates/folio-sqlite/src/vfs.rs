@@ -15,7 +15,9 @@
 //! a write elsewhere, closing it) first writes what is gathered, so SQLite
 //! never observes the difference. Only appended frames are gathered; every
 //! other write goes straight through. Files other than the log are SQLite's
-//! own, untouched.
+//! own, untouched, except in tests: with the feature `fault-injection`, the
+//! log's writes and the database file's writes and syncs fail when a test
+//! arms them (`faults.rs`, and the `faulty` module below).
 //!
 //! One of three modules with `unsafe` code (with `memory.rs`, and
 //! `checkpoint.rs` lowering its thread's priority): SQLite's file
