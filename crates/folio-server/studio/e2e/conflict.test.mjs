@@ -9,6 +9,7 @@ import { copyFileSync, mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import {
   assertNoPageErrors,
+  http,
   launch,
   person,
   requestOf,
@@ -192,5 +193,38 @@ test("a document deleted by someone else: the banner says so, and keep mine crea
   const final = await stored(server(), db, "people", "linus");
   assert.equal(final.status, 200);
   assert.deepEqual(final.document, { name: "Linus Torvalds" });
+  assertNoPageErrors(bob);
+});
+
+test('merging keeps "__proto__" and "constructor" as fields of the document', async () => {
+  const db = uniqueName("proto");
+  await seed(server(), db, []);
+  const created = await http(server(), "PUT", `/db/${db}/docs/people/ada`, {
+    body: '{"name": "Ada", "__proto__": {"city": "London"}}',
+    headers: { "if-none-match": "*" },
+  });
+  assert.equal(created.status, 201, created.text);
+  const alice = await person(browser);
+  const bob = await person(browser);
+  await open(alice, db, "ada");
+  await open(bob, db, "ada");
+
+  await bob
+    .getByLabel("Document JSON")
+    .fill('{"name": "Ada", "__proto__": {"city": "Paris"}, "constructor": "Babbage"}');
+  await alice.getByLabel("Document JSON").fill('{"name": "Ada Lovelace", "__proto__": {"city": "London"}}');
+  await save(alice);
+  await seeText(alice.getByRole("status"), "Saved — revision 2");
+  await save(bob);
+  const dialog = bob.getByRole("dialog", { name: /Conflict/ });
+  await dialog.getByRole("button", { name: "Merge…" }).click();
+
+  // Written as text: an object literal's "__proto__" would set the prototype.
+  const expected = JSON.parse('{"name": "Ada Lovelace", "__proto__": {"city": "Paris"}, "constructor": "Babbage"}');
+  assert.deepEqual(JSON.parse(await dialog.getByLabel("Merged document").inputValue()), expected);
+  await dialog.getByRole("button", { name: "Save merge" }).click();
+  await dialog.waitFor({ state: "detached" });
+  const raw = await http(server(), "GET", `/db/${db}/docs/people/ada`);
+  assert.deepEqual(JSON.parse(raw.text), expected);
   assertNoPageErrors(bob);
 });
