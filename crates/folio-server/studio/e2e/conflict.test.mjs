@@ -228,3 +228,51 @@ test('merging keeps "__proto__" and "constructor" as fields of the document', as
   assert.deepEqual(JSON.parse(raw.text), expected);
   assertNoPageErrors(bob);
 });
+
+test("the feed shows the server's error event and resumes from the last change it read, not past an unreadable one", async () => {
+  const db = uniqueName("feed");
+  await seed(server(), db, [["people", "ada", { name: "Ada" }]]);
+  const start = await stored(server(), db, "people", "ada");
+  const page = await person(browser);
+
+  // The first two connections are answered here, each when the test is ready for it.
+  const resumedFrom = [];
+  const answers = [
+    "event: error\ndata: the changes could not be read: disk I/O error\n\n",
+    "id: 999999\nevent: put\ndata: {not json\n\n",
+  ];
+  const turns = answers.map(() => {
+    let resolve;
+    const promise = new Promise((resolved) => (resolve = resolved));
+    return { promise, resolve };
+  });
+  turns[0].resolve();
+  await page.route(
+    (url) => url.pathname === `/db/${db}/changes`,
+    async (route) => {
+      const turn = resumedFrom.length;
+      resumedFrom.push(route.request().headers()["last-event-id"]);
+      if (turn >= answers.length) return route.continue();
+      await turns[turn].promise;
+      return route.fulfill({ status: 200, contentType: "text/event-stream", body: answers[turn] });
+    },
+  );
+  await page.goto(studio(server(), `/db/${db}/collections/people/docs/ada`));
+  const feed = page.locator("[data-feed-state]");
+
+  await seeText(feed, "interrupted (the server ended the feed: the changes could not be read: disk I/O error)");
+  turns[1].resolve();
+  await seeText(feed, "Changes feed interrupted (a put event could not be read");
+  await page.locator('[data-feed-state="live"]').waitFor();
+  const etag = (await http(server(), "GET", `/db/${db}/docs/people/ada`)).headers.get("folio-etag");
+  assert.deepEqual(resumedFrom, [etag, etag, etag], "every reconnection resumes from the version loaded");
+
+  // The real feed, resumed from there, still reports someone else's save.
+  const update = await http(server(), "PUT", `/db/${db}/docs/people/ada`, {
+    body: { name: "Ada Lovelace" },
+    headers: { "if-match": `"${start.changeVector}"` },
+  });
+  assert.equal(update.status, 200, update.text);
+  await seeText(page.getByRole("alert"), "Changed by someone else — revision 2");
+  assertNoPageErrors(page);
+});

@@ -24,6 +24,9 @@ interface Props {
 
 type Notice = { kind: "ok" | "error"; text: string } | null;
 
+/** Where the changes feed is, and why it was interrupted. */
+type Feed = { state: FeedState; problem?: string };
+
 export function DocumentPage({ db, collection, id, generation }: Props) {
   const [base, setBase] = useState<Version | null>(null);
   const [missing, setMissing] = useState(false);
@@ -33,7 +36,7 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
   const [notice, setNotice] = useState<Notice>(null);
   const [conflict, setConflict] = useState<Conflict | null>(null);
   const [remote, setRemote] = useState<Change | null>(null);
-  const [feedState, setFeedState] = useState<FeedState>("connecting");
+  const [feed, setFeed] = useState<Feed>({ state: "connecting" });
   const [confirmingDelete, setConfirmingDelete] = useState(false);
   // Where the changes feed starts: the etag of the first version loaded.
   const [feedSince, setFeedSince] = useState<number | null>(null);
@@ -115,7 +118,7 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
       since: feedSince,
       signal: abort.signal,
       onChange: (change) => considerRef.current(change),
-      onState: setFeedState,
+      onState: (state, problem) => setFeed({ state, problem }),
     });
     return () => abort.abort();
   }, [db, collection, feedSince, generation]);
@@ -235,7 +238,7 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
         ]}
       />
       <h1 class="document-title">{id}</h1>
-      <FeedIndicator state={feedState} active={feedSince !== null} />
+      <FeedIndicator feed={feed} active={feedSince !== null} />
       <ErrorNote error={loadError} />
       {missing && (
         <p class="note" role="status">
@@ -364,18 +367,20 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
   );
 }
 
-function FeedIndicator({ state, active }: { state: FeedState; active: boolean }) {
+function FeedIndicator({ feed, active }: { feed: Feed; active: boolean }) {
   if (!active) return null;
   const text: Record<FeedState, string> = {
     connecting: "Connecting to the changes feed…",
     live: "Live: you will see saves by others as they happen",
-    retrying: "Changes feed interrupted, reconnecting…",
+    retrying: feed.problem
+      ? `Changes feed interrupted (${feed.problem}), reconnecting…`
+      : "Changes feed interrupted, reconnecting…",
     unavailable: "Live updates unavailable on this server",
   };
   return (
-    <p class={`feed feed-${state}`} aria-live="polite" data-feed-state={state}>
+    <p class={`feed feed-${feed.state}`} aria-live="polite" data-feed-state={feed.state}>
       <span class="dot" aria-hidden="true" />
-      {text[state]}
+      {text[feed.state]}
     </p>
   );
 }
