@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { copyFileSync, mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import {
+  answerConfirm,
   assertNoPageErrors,
   http,
   launch,
@@ -193,6 +194,38 @@ test("a document deleted by someone else: the banner says so, and keep mine crea
   const final = await stored(server(), db, "people", "linus");
   assert.equal(final.status, 200);
   assert.deepEqual(final.document, { name: "Linus Torvalds" });
+  assertNoPageErrors(bob);
+});
+
+/** Alice saves `document` over the version both opened; Bob is shown the banner. */
+async function aliceSaves(alice, bob, document) {
+  await edit(alice, document);
+  await save(alice);
+  await seeText(alice.getByRole("status"), "Saved — revision");
+  const banner = bob.getByRole("alert").filter({ hasText: "Changed by someone else" });
+  await banner.waitFor();
+  return banner;
+}
+
+test("the banner's reload asks before dropping an unsaved edit; cancelled, the edit stays", async () => {
+  const db = uniqueName("reload");
+  await seed(server(), db, [["people", "ada", { name: "Ada" }]]);
+  const alice = await person(browser);
+  const bob = await person(browser);
+  await open(alice, db, "ada");
+  await open(bob, db, "ada");
+  await edit(bob, { name: "Ada", city: "London" });
+  const banner = await aliceSaves(alice, bob, { name: "Ada Lovelace" });
+  const reload = banner.getByRole("button", { name: "Reload" });
+
+  const question = await answerConfirm(bob, false, () => reload.click());
+  assert.match(question, /Your unsaved edit of people #ada will be lost/);
+  assert.deepEqual(JSON.parse(await bob.getByLabel("Document JSON").inputValue()), { name: "Ada", city: "London" });
+  await seeText(banner, "Changed by someone else — revision 2");
+
+  await answerConfirm(bob, true, () => reload.click());
+  await banner.waitFor({ state: "detached" });
+  assert.deepEqual(JSON.parse(await bob.getByLabel("Document JSON").inputValue()), { name: "Ada Lovelace" });
   assertNoPageErrors(bob);
 });
 

@@ -13,7 +13,7 @@ import { ConflictDialog, type Conflict } from "./conflict";
 import { followChanges, type Change, type FeedState } from "./feed";
 import { minify, pretty, validateDocument } from "./jsontext";
 import { navigate, rememberCollection } from "./router";
-import { Breadcrumbs, ErrorNote, describe, formatDate } from "./ui";
+import { Breadcrumbs, ErrorNote, describe, formatDate, mayDropUnsavedEdit, useUnsavedEdit } from "./ui";
 
 interface Props {
   db: string;
@@ -161,6 +161,8 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
 
   const validation = validateDocument(text);
   const dirty = base !== null && text !== pretty(base.text);
+  const label = `${collection} #${id}`;
+  useUnsavedEdit(dirty ? label : null);
 
   const save = (event: Event) => {
     event.preventDefault();
@@ -189,6 +191,11 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
       setBusy(false);
       setConflict(null);
     });
+  };
+
+  /** Reload (banner and editor): as take theirs, once the user agrees to drop the edit. */
+  const reload = () => {
+    if (mayDropUnsavedEdit(`Reload ${label} as stored now?`)) void takeTheirs();
   };
 
   const keepMine = () => {
@@ -228,7 +235,6 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
     }
   };
 
-  const label = `${collection} #${id}`;
   return (
     <>
       <Breadcrumbs
@@ -269,7 +275,7 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
                 Show differences
               </button>
             )}
-            <button type="button" class="secondary" disabled={busy} onClick={takeTheirs}>
+            <button type="button" class="secondary" disabled={busy} onClick={reload}>
               Reload
             </button>
           </span>
@@ -318,7 +324,7 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
               <button type="button" class="secondary" disabled={!dirty || busy} onClick={() => adopt(base)}>
                 Discard changes
               </button>
-              <button type="button" class="secondary" disabled={busy} onClick={takeTheirs}>
+              <button type="button" class="secondary" disabled={busy} onClick={reload}>
                 Reload
               </button>
               <span class="spacer" />
