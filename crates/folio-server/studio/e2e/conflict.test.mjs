@@ -207,6 +207,49 @@ async function aliceSaves(alice, bob, document) {
   return banner;
 }
 
+test("show differences without an edit, or with invalid JSON, does not offer keep mine", async () => {
+  const db = uniqueName("noedit");
+  await seed(server(), db, [["people", "grace", { name: "Grace", rank: "Lieutenant" }]]);
+  const alice = await person(browser);
+  const bob = await person(browser);
+  await open(alice, db, "grace");
+  await open(bob, db, "grace");
+  const banner = await aliceSaves(alice, bob, { name: "Grace", rank: "Commodore" });
+
+  // Bob has changed nothing: keeping "his" version would undo Alice's save.
+  await banner.getByRole("button", { name: "Show differences" }).click();
+  const dialog = bob.getByRole("dialog", { name: "Someone else saved people #grace" });
+  await dialog.waitFor();
+  assert.equal(await dialog.getByRole("button", { name: "Keep mine" }).isDisabled(), true);
+  await seeText(dialog.getByText(/^You have not changed anything/), "since revision 1");
+  await dialog.getByRole("button", { name: "Back to editing" }).click();
+  await dialog.waitFor({ state: "detached" });
+
+  // Invalid JSON: shown as it is, not replaced by the version it started from.
+  const invalid = '{"name": "Grace", "rank": ';
+  await bob.getByLabel("Document JSON").fill(invalid);
+  await banner.getByRole("button", { name: "Show differences" }).click();
+  await dialog.waitFor();
+  const mine = dialog.getByRole("region", { name: "Your edit" });
+  await seeText(mine, invalid);
+  await seeText(mine.getByRole("heading"), "not valid JSON");
+  assert.equal(await dialog.getByRole("button", { name: "Keep mine" }).isDisabled(), true);
+  assert.equal(await dialog.getByRole("button", { name: "Merge…" }).isDisabled(), true);
+  await seeText(dialog.getByText(/^Your edit is not a document/), "Invalid JSON");
+  await screenshot(bob, "conflict-dialog-invalid-edit");
+
+  // Take theirs still works, and Alice's save was never undone.
+  await dialog.getByRole("button", { name: "Take theirs" }).click();
+  await dialog.waitFor({ state: "detached" });
+  assert.deepEqual(JSON.parse(await bob.getByLabel("Document JSON").inputValue()), {
+    name: "Grace",
+    rank: "Commodore",
+  });
+  assert.deepEqual((await stored(server(), db, "people", "grace")).document, { name: "Grace", rank: "Commodore" });
+  assertNoPageErrors(alice);
+  assertNoPageErrors(bob);
+});
+
 test("the banner's reload asks before dropping an unsaved edit; cancelled, the edit stays", async () => {
   const db = uniqueName("reload");
   await seed(server(), db, [["people", "ada", { name: "Ada" }]]);
@@ -226,6 +269,48 @@ test("the banner's reload asks before dropping an unsaved edit; cancelled, the e
   await answerConfirm(bob, true, () => reload.click());
   await banner.waitFor({ state: "detached" });
   assert.deepEqual(JSON.parse(await bob.getByLabel("Document JSON").inputValue()), { name: "Ada Lovelace" });
+  assertNoPageErrors(bob);
+});
+
+test("a conflict after keep mine whose stored version cannot be read says so in the dialog", async () => {
+  const db = uniqueName("reread");
+  await seed(server(), db, [["people", "ada", { name: "Ada" }]]);
+  const alice = await person(browser);
+  const bob = await person(browser);
+  await open(alice, db, "ada");
+  await open(bob, db, "ada");
+  await edit(bob, { name: "Ada", city: "Paris" });
+  await aliceSaves(alice, bob, { name: "Ada Lovelace" });
+  await save(bob);
+  const dialog = bob.getByRole("dialog", { name: /Conflict/ });
+  await dialog.waitFor();
+
+  // Someone saves again, so Bob's keep mine is refused too; and reading
+  // the stored version then fails.
+  const current = await stored(server(), db, "people", "ada");
+  const again = await http(server(), "PUT", `/db/${db}/docs/people/ada`, {
+    body: { name: "Ada King" },
+    headers: { "if-match": `"${current.changeVector}"` },
+  });
+  assert.equal(again.status, 200, again.text);
+  await bob.route(
+    (url) => url.pathname === `/db/${db}/docs/people/ada`,
+    (route) =>
+      route.request().method() === "GET"
+        ? route.fulfill({
+            status: 503,
+            contentType: "application/problem+json",
+            body: JSON.stringify({ title: "Service Unavailable", status: 503, detail: "the store is restarting" }),
+          })
+        : route.fallback(),
+  );
+  await dialog.getByRole("button", { name: "Keep mine" }).click();
+  await seeText(
+    dialog.getByRole("alert"),
+    "Not saved: someone else saved it, and reading their version failed: Service Unavailable: the store is restarting",
+  );
+  assert.equal(await dialog.getByRole("button", { name: "Keep mine" }).isDisabled(), false);
+  assert.deepEqual((await stored(server(), db, "people", "ada")).document, { name: "Ada King" });
   assertNoPageErrors(bob);
 });
 

@@ -136,3 +136,55 @@ test("changing the key asks before dropping an unsaved edit; kept, the edit is s
   assert.deepEqual((await stored(keyedServer(), db, "people", "ada", adminKey())).document, { name: "Ada Lovelace" });
   assertNoPageErrors(page);
 });
+
+test("a write from the conflict dialog that the server refuses shows its reason in the dialog, and keeps the edit", async () => {
+  const db = uniqueName("refused");
+  await seed(keyedServer(), db, [["people", "ada", { name: "Ada", city: "London" }]], adminKey());
+  const page = await person(browser);
+  await openWithKey(page, db, "ada", readerKey());
+
+  const before = await stored(keyedServer(), db, "people", "ada", adminKey());
+  const update = await http(keyedServer(), "PUT", `/db/${db}/docs/people/ada`, {
+    body: { name: "Ada Lovelace", city: "London" },
+    headers: { "if-match": `"${before.changeVector}"` },
+    key: adminKey(),
+  });
+  assert.equal(update.status, 200, update.text);
+  const banner = page.getByRole("alert").filter({ hasText: "Changed by someone else" });
+  await seeText(banner, "Changed by someone else — revision 2");
+
+  const edit = '{\n  "name": "Ada",\n  "city": "Paris"\n}';
+  await page.getByLabel("Document JSON").fill(edit);
+  await banner.getByRole("button", { name: "Show differences" }).click();
+  const dialog = page.getByRole("dialog", { name: "Someone else saved people #ada" });
+  await dialog.waitFor();
+
+  // Keep mine: 403 for a read-only key, told in the dialog, which stays.
+  await dialog.getByRole("button", { name: "Keep mine" }).click();
+  const problem = dialog.getByRole("alert");
+  await seeText(problem, "Not saved: Forbidden: this key may not write");
+  await screenshot(page, "conflict-dialog-forbidden");
+
+  // Save merge: the same, and the merge being edited stays as it was.
+  await dialog.getByRole("button", { name: "Merge…" }).click();
+  const merged = dialog.getByLabel("Merged document");
+  await merged.fill('{"name": "Ada Lovelace", "city": "Paris", "note": "mine"}');
+  const [answer] = await Promise.all([
+    page.waitForResponse((response) => response.request().method() === "PUT"),
+    dialog.getByRole("button", { name: "Save merge" }).click(),
+  ]);
+  assert.equal(answer.status(), 403);
+  await seeText(problem, "Not saved: Forbidden: this key may not write");
+  assert.equal(await merged.inputValue(), '{"name": "Ada Lovelace", "city": "Paris", "note": "mine"}');
+
+  // Back to editing: the edit is still in the editor, and nothing was written.
+  await dialog.getByRole("button", { name: "Back to comparison" }).click();
+  await dialog.getByRole("button", { name: "Back to editing" }).click();
+  await dialog.waitFor({ state: "detached" });
+  assert.equal(await page.getByLabel("Document JSON").inputValue(), edit);
+  assert.deepEqual((await stored(keyedServer(), db, "people", "ada", adminKey())).document, {
+    name: "Ada Lovelace",
+    city: "London",
+  });
+  assertNoPageErrors(page);
+});

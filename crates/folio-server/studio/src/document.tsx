@@ -9,7 +9,7 @@
 
 import { useEffect, useRef, useState } from "preact/hooks";
 import { deleteDocument, getDocument, putDocument, type Precondition, type Version } from "./api";
-import { ConflictDialog, type Conflict } from "./conflict";
+import { ConflictDialog, keepMineProblem, type Conflict } from "./conflict";
 import { followChanges, type Change, type FeedState } from "./feed";
 import { minify, pretty, validateDocument } from "./jsontext";
 import { navigate, rememberCollection } from "./router";
@@ -24,6 +24,12 @@ interface Props {
 
 type Notice = { kind: "ok" | "error"; text: string } | null;
 
+/**
+ * The conflict dialog, when open: the conflict, and why the last write
+ * from the dialog failed (told in the dialog: the page is behind it).
+ */
+type Dialog = { conflict: Conflict; problem: string | null } | null;
+
 /** Where the changes feed is, and why it was interrupted. */
 type Feed = { state: FeedState; problem?: string };
 
@@ -34,7 +40,7 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
   const [text, setText] = useState("");
   const [busy, setBusy] = useState(false);
   const [notice, setNotice] = useState<Notice>(null);
-  const [conflict, setConflict] = useState<Conflict | null>(null);
+  const [dialog, setDialog] = useState<Dialog>(null);
   const [remote, setRemote] = useState<Change | null>(null);
   const [feed, setFeed] = useState<Feed>({ state: "connecting" });
   const [confirmingDelete, setConfirmingDelete] = useState(false);
@@ -82,9 +88,12 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
     }
   };
 
+  const openDialog = (conflict: Conflict) => setDialog({ conflict, problem: null });
+  const closeDialog = () => setDialog(null);
+
   useEffect(() => {
     setBase(null);
-    setConflict(null);
+    closeDialog();
     setRemote(null);
     setNotice(null);
     setFeedSince(null);
@@ -133,11 +142,14 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
   /**
    * Writes `editText` with `precondition`; on 412 opens the conflict dialog
    * with what is stored now, `startedFrom` being the version the edit was
-   * made from.
+   * made from. A failure is told where the user is looking: in the dialog
+   * when the write came from it, the edit kept either way.
    */
   const write = async (editText: string, precondition: Precondition, startedFrom: Version) => {
+    const fromDialog = dialog !== null;
     setBusy(true);
     setNotice(null);
+    setDialog((open) => open && { ...open, problem: null });
     savingRef.current = true;
     try {
       const body = minify(editText);
@@ -145,14 +157,18 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
       if (outcome.ok) {
         ownWrites.current.add(outcome.value.changeVector);
         adopt(outcome.value);
-        setConflict(null);
+        closeDialog();
         setNotice({ kind: "ok", text: `Saved — revision ${outcome.value.revision}` });
       } else {
-        const theirs = await getDocument(db, collection, id);
-        setConflict({ base: startedFrom, mine: editText, theirs, reason: "refused" });
+        const theirs = await getDocument(db, collection, id).catch((error: unknown) => {
+          throw new Error(`someone else saved it, and reading their version failed: ${describe(error)}`);
+        });
+        openDialog({ base: startedFrom, mine: editText, theirs, reason: "refused" });
       }
     } catch (error) {
-      setNotice({ kind: "error", text: `Not saved: ${describe(error)}` });
+      const problem = `Not saved: ${describe(error)}`;
+      if (fromDialog) setDialog((open) => open && { ...open, problem });
+      else setNotice({ kind: "error", text: problem });
     } finally {
       finishSaving();
       setBusy(false);
@@ -175,7 +191,7 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
     setBusy(true);
     try {
       const theirs = await getDocument(db, collection, id);
-      setConflict({ base, mine: validation.ok ? text : base.text, theirs, reason: "preview" });
+      openDialog({ base, mine: text, theirs, reason: "preview" });
     } catch (error) {
       setNotice({ kind: "error", text: describe(error) });
     } finally {
@@ -189,7 +205,7 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
     setNotice(null);
     await load(() => {
       setBusy(false);
-      setConflict(null);
+      closeDialog();
     });
   };
 
@@ -198,8 +214,10 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
     if (mayDropUnsavedEdit(`Reload ${label} as stored now?`)) void takeTheirs();
   };
 
+  const conflict = dialog?.conflict;
+
   const keepMine = () => {
-    if (!conflict) return;
+    if (!conflict || keepMineProblem(conflict) !== null) return;
     const precondition: Precondition = conflict.theirs
       ? { ifMatch: conflict.theirs.changeVector }
       : { ifNoneMatch: "*" };
@@ -354,19 +372,20 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
         </p>
       )}
 
-      {conflict && (
+      {dialog && (
         <ConflictDialog
-          conflict={conflict}
+          conflict={dialog.conflict}
           title={
-            conflict.reason === "refused"
+            dialog.conflict.reason === "refused"
               ? `Conflict: someone else saved ${label}`
               : `Someone else saved ${label}`
           }
           busy={busy}
+          problem={dialog.problem}
           onTakeTheirs={takeTheirs}
           onKeepMine={keepMine}
           onSaveMerge={saveMerge}
-          onClose={() => setConflict(null)}
+          onClose={closeDialog}
         />
       )}
     </>
