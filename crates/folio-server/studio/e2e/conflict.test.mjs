@@ -8,7 +8,9 @@ import assert from "node:assert/strict";
 import { copyFileSync, mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import {
+  answerConfirm,
   assertNoPageErrors,
+  http,
   launch,
   person,
   requestOf,
@@ -193,4 +195,202 @@ test("a document deleted by someone else: the banner says so, and keep mine crea
   assert.equal(final.status, 200);
   assert.deepEqual(final.document, { name: "Linus Torvalds" });
   assertNoPageErrors(bob);
+});
+
+/** Alice saves `document` over the version both opened; Bob is shown the banner. */
+async function aliceSaves(alice, bob, document) {
+  await edit(alice, document);
+  await save(alice);
+  await seeText(alice.getByRole("status"), "Saved — revision");
+  const banner = bob.getByRole("alert").filter({ hasText: "Changed by someone else" });
+  await banner.waitFor();
+  return banner;
+}
+
+test("show differences without an edit, or with invalid JSON, does not offer keep mine", async () => {
+  const db = uniqueName("noedit");
+  await seed(server(), db, [["people", "grace", { name: "Grace", rank: "Lieutenant" }]]);
+  const alice = await person(browser);
+  const bob = await person(browser);
+  await open(alice, db, "grace");
+  await open(bob, db, "grace");
+  const banner = await aliceSaves(alice, bob, { name: "Grace", rank: "Commodore" });
+
+  // Bob has changed nothing: keeping "his" version would undo Alice's save.
+  await banner.getByRole("button", { name: "Show differences" }).click();
+  const dialog = bob.getByRole("dialog", { name: "Someone else saved people #grace" });
+  await dialog.waitFor();
+  assert.equal(await dialog.getByRole("button", { name: "Keep mine" }).isDisabled(), true);
+  await seeText(dialog.getByText(/^You have not changed anything/), "since revision 1");
+  await dialog.getByRole("button", { name: "Back to editing" }).click();
+  await dialog.waitFor({ state: "detached" });
+
+  // Invalid JSON: shown as it is, not replaced by the version it started from.
+  const invalid = '{"name": "Grace", "rank": ';
+  await bob.getByLabel("Document JSON").fill(invalid);
+  await banner.getByRole("button", { name: "Show differences" }).click();
+  await dialog.waitFor();
+  const mine = dialog.getByRole("region", { name: "Your edit" });
+  await seeText(mine, invalid);
+  await seeText(mine.getByRole("heading"), "not valid JSON");
+  assert.equal(await dialog.getByRole("button", { name: "Keep mine" }).isDisabled(), true);
+  assert.equal(await dialog.getByRole("button", { name: "Merge…" }).isDisabled(), true);
+  await seeText(dialog.getByText(/^Your edit is not a document/), "Invalid JSON");
+  await screenshot(bob, "conflict-dialog-invalid-edit");
+
+  // Take theirs still works, and Alice's save was never undone.
+  await dialog.getByRole("button", { name: "Take theirs" }).click();
+  await dialog.waitFor({ state: "detached" });
+  assert.deepEqual(JSON.parse(await bob.getByLabel("Document JSON").inputValue()), {
+    name: "Grace",
+    rank: "Commodore",
+  });
+  assert.deepEqual((await stored(server(), db, "people", "grace")).document, { name: "Grace", rank: "Commodore" });
+  assertNoPageErrors(alice);
+  assertNoPageErrors(bob);
+});
+
+test("the banner's reload asks before dropping an unsaved edit; cancelled, the edit stays", async () => {
+  const db = uniqueName("reload");
+  await seed(server(), db, [["people", "ada", { name: "Ada" }]]);
+  const alice = await person(browser);
+  const bob = await person(browser);
+  await open(alice, db, "ada");
+  await open(bob, db, "ada");
+  await edit(bob, { name: "Ada", city: "London" });
+  const banner = await aliceSaves(alice, bob, { name: "Ada Lovelace" });
+  const reload = banner.getByRole("button", { name: "Reload" });
+
+  const question = await answerConfirm(bob, false, () => reload.click());
+  assert.match(question, /Your unsaved edit of people #ada will be lost/);
+  assert.deepEqual(JSON.parse(await bob.getByLabel("Document JSON").inputValue()), { name: "Ada", city: "London" });
+  await seeText(banner, "Changed by someone else — revision 2");
+
+  await answerConfirm(bob, true, () => reload.click());
+  await banner.waitFor({ state: "detached" });
+  assert.deepEqual(JSON.parse(await bob.getByLabel("Document JSON").inputValue()), { name: "Ada Lovelace" });
+  assertNoPageErrors(bob);
+});
+
+test("a conflict after keep mine whose stored version cannot be read says so in the dialog", async () => {
+  const db = uniqueName("reread");
+  await seed(server(), db, [["people", "ada", { name: "Ada" }]]);
+  const alice = await person(browser);
+  const bob = await person(browser);
+  await open(alice, db, "ada");
+  await open(bob, db, "ada");
+  await edit(bob, { name: "Ada", city: "Paris" });
+  await aliceSaves(alice, bob, { name: "Ada Lovelace" });
+  await save(bob);
+  const dialog = bob.getByRole("dialog", { name: /Conflict/ });
+  await dialog.waitFor();
+
+  // Someone saves again, so Bob's keep mine is refused too; and reading
+  // the stored version then fails.
+  const current = await stored(server(), db, "people", "ada");
+  const again = await http(server(), "PUT", `/db/${db}/docs/people/ada`, {
+    body: { name: "Ada King" },
+    headers: { "if-match": `"${current.changeVector}"` },
+  });
+  assert.equal(again.status, 200, again.text);
+  await bob.route(
+    (url) => url.pathname === `/db/${db}/docs/people/ada`,
+    (route) =>
+      route.request().method() === "GET"
+        ? route.fulfill({
+            status: 503,
+            contentType: "application/problem+json",
+            body: JSON.stringify({ title: "Service Unavailable", status: 503, detail: "the store is restarting" }),
+          })
+        : route.fallback(),
+  );
+  await dialog.getByRole("button", { name: "Keep mine" }).click();
+  await seeText(
+    dialog.getByRole("alert"),
+    "Not saved: someone else saved it, and reading their version failed: Service Unavailable: the store is restarting",
+  );
+  assert.equal(await dialog.getByRole("button", { name: "Keep mine" }).isDisabled(), false);
+  assert.deepEqual((await stored(server(), db, "people", "ada")).document, { name: "Ada King" });
+  assertNoPageErrors(bob);
+});
+
+test('merging keeps "__proto__" and "constructor" as fields of the document', async () => {
+  const db = uniqueName("proto");
+  await seed(server(), db, []);
+  const created = await http(server(), "PUT", `/db/${db}/docs/people/ada`, {
+    body: '{"name": "Ada", "__proto__": {"city": "London"}}',
+    headers: { "if-none-match": "*" },
+  });
+  assert.equal(created.status, 201, created.text);
+  const alice = await person(browser);
+  const bob = await person(browser);
+  await open(alice, db, "ada");
+  await open(bob, db, "ada");
+
+  await bob
+    .getByLabel("Document JSON")
+    .fill('{"name": "Ada", "__proto__": {"city": "Paris"}, "constructor": "Babbage"}');
+  await alice.getByLabel("Document JSON").fill('{"name": "Ada Lovelace", "__proto__": {"city": "London"}}');
+  await save(alice);
+  await seeText(alice.getByRole("status"), "Saved — revision 2");
+  await save(bob);
+  const dialog = bob.getByRole("dialog", { name: /Conflict/ });
+  await dialog.getByRole("button", { name: "Merge…" }).click();
+
+  // Written as text: an object literal's "__proto__" would set the prototype.
+  const expected = JSON.parse('{"name": "Ada Lovelace", "__proto__": {"city": "Paris"}, "constructor": "Babbage"}');
+  assert.deepEqual(JSON.parse(await dialog.getByLabel("Merged document").inputValue()), expected);
+  await dialog.getByRole("button", { name: "Save merge" }).click();
+  await dialog.waitFor({ state: "detached" });
+  const raw = await http(server(), "GET", `/db/${db}/docs/people/ada`);
+  assert.deepEqual(JSON.parse(raw.text), expected);
+  assertNoPageErrors(bob);
+});
+
+test("the feed shows the server's error event and resumes from the last change it read, not past an unreadable one", async () => {
+  const db = uniqueName("feed");
+  await seed(server(), db, [["people", "ada", { name: "Ada" }]]);
+  const start = await stored(server(), db, "people", "ada");
+  const page = await person(browser);
+
+  // The first two connections are answered here, each when the test is ready for it.
+  const resumedFrom = [];
+  const answers = [
+    "event: error\ndata: the changes could not be read: disk I/O error\n\n",
+    "id: 999999\nevent: put\ndata: {not json\n\n",
+  ];
+  const turns = answers.map(() => {
+    let resolve;
+    const promise = new Promise((resolved) => (resolve = resolved));
+    return { promise, resolve };
+  });
+  turns[0].resolve();
+  await page.route(
+    (url) => url.pathname === `/db/${db}/changes`,
+    async (route) => {
+      const turn = resumedFrom.length;
+      resumedFrom.push(route.request().headers()["last-event-id"]);
+      if (turn >= answers.length) return route.continue();
+      await turns[turn].promise;
+      return route.fulfill({ status: 200, contentType: "text/event-stream", body: answers[turn] });
+    },
+  );
+  await page.goto(studio(server(), `/db/${db}/collections/people/docs/ada`));
+  const feed = page.locator("[data-feed-state]");
+
+  await seeText(feed, "interrupted (the server ended the feed: the changes could not be read: disk I/O error)");
+  turns[1].resolve();
+  await seeText(feed, "Changes feed interrupted (a put event could not be read");
+  await page.locator('[data-feed-state="live"]').waitFor();
+  const etag = (await http(server(), "GET", `/db/${db}/docs/people/ada`)).headers.get("folio-etag");
+  assert.deepEqual(resumedFrom, [etag, etag, etag], "every reconnection resumes from the version loaded");
+
+  // The real feed, resumed from there, still reports someone else's save.
+  const update = await http(server(), "PUT", `/db/${db}/docs/people/ada`, {
+    body: { name: "Ada Lovelace" },
+    headers: { "if-match": `"${start.changeVector}"` },
+  });
+  assert.equal(update.status, 200, update.text);
+  await seeText(page.getByRole("alert"), "Changed by someone else — revision 2");
+  assertNoPageErrors(page);
 });

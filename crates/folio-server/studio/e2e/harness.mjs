@@ -135,6 +135,21 @@ export async function requestOf(page, matches, action) {
   return { request, headers: await request.allHeaders() };
 }
 
+/**
+ * Runs `action`, which must ask a question with window.confirm(), and
+ * answers it: OK when `accept`, Cancel otherwise. Returns the question.
+ */
+export async function answerConfirm(page, accept, action) {
+  const asked = page.waitForEvent("dialog").then(async (dialog) => {
+    assert.equal(dialog.type(), "confirm");
+    const question = dialog.message();
+    await (accept ? dialog.accept() : dialog.dismiss());
+    return question;
+  });
+  const [question] = await Promise.all([asked, action()]);
+  return question;
+}
+
 /** Fails the test when the page threw an uncaught error. */
 export function assertNoPageErrors(page) {
   assert.deepEqual(

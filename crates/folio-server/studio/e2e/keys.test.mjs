@@ -7,6 +7,7 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import {
   adminKey,
+  answerConfirm,
   assertNoPageErrors,
   http,
   keyedServer,
@@ -95,7 +96,95 @@ test("a read-only key can browse, and a save is refused with the server's reason
   await seeText(page.getByRole("alert"), "Not saved: Forbidden");
   assert.deepEqual((await stored(keyedServer(), db, "people", "ada", adminKey())).document, { name: "Ada" });
 
-  await page.getByRole("button", { name: "Forget key" }).click();
+  // Forgetting the key loads the page again, which drops the refused edit: asked first.
+  const question = await answerConfirm(page, true, () => page.getByRole("button", { name: "Forget key" }).click());
+  assert.match(question, /Your unsaved edit of people #ada will be lost/);
   await seeText(page.getByRole("alert").first(), "This server requires an API key");
+  assertNoPageErrors(page);
+});
+
+/** Opens a document of the keyed server with `key`, and waits until its changes feed is live. */
+async function openWithKey(page, db, id, key) {
+  await page.goto(studio(keyedServer(), `/db/${db}/collections/people/docs/${id}`));
+  await page.getByLabel("API key").fill(key);
+  await page.getByRole("button", { name: "Use key" }).click();
+  await page.getByLabel("Document JSON").waitFor();
+  await page.locator('[data-feed-state="live"]').waitFor();
+}
+
+test("changing the key asks before dropping an unsaved edit; kept, the edit is saved with the new key", async () => {
+  const db = uniqueName("rekey");
+  await seed(keyedServer(), db, [["people", "ada", { name: "Ada" }]], adminKey());
+  const page = await person(browser);
+  await openWithKey(page, db, "ada", readerKey());
+  const editor = page.getByLabel("Document JSON");
+  await editor.fill('{"name": "Ada Lovelace"}');
+
+  await page.getByLabel("API key").fill(adminKey());
+  const question = await answerConfirm(page, false, () => page.getByRole("button", { name: "Use key" }).click());
+  assert.match(question, /The API key changed/);
+  assert.match(question, /Your unsaved edit of people #ada will be lost/);
+  assert.deepEqual(JSON.parse(await editor.inputValue()), { name: "Ada Lovelace" }, "the edit is kept");
+
+  const put = await requestOf(
+    page,
+    (request) => request.method() === "PUT",
+    () => page.getByRole("button", { name: "Save", exact: true }).click(),
+  );
+  assert.equal(put.headers.authorization, `Bearer ${adminKey()}`);
+  await seeText(page.getByRole("status"), "Saved — revision 2");
+  assert.deepEqual((await stored(keyedServer(), db, "people", "ada", adminKey())).document, { name: "Ada Lovelace" });
+  assertNoPageErrors(page);
+});
+
+test("a write from the conflict dialog that the server refuses shows its reason in the dialog, and keeps the edit", async () => {
+  const db = uniqueName("refused");
+  await seed(keyedServer(), db, [["people", "ada", { name: "Ada", city: "London" }]], adminKey());
+  const page = await person(browser);
+  await openWithKey(page, db, "ada", readerKey());
+
+  const before = await stored(keyedServer(), db, "people", "ada", adminKey());
+  const update = await http(keyedServer(), "PUT", `/db/${db}/docs/people/ada`, {
+    body: { name: "Ada Lovelace", city: "London" },
+    headers: { "if-match": `"${before.changeVector}"` },
+    key: adminKey(),
+  });
+  assert.equal(update.status, 200, update.text);
+  const banner = page.getByRole("alert").filter({ hasText: "Changed by someone else" });
+  await seeText(banner, "Changed by someone else — revision 2");
+
+  const edit = '{\n  "name": "Ada",\n  "city": "Paris"\n}';
+  await page.getByLabel("Document JSON").fill(edit);
+  await banner.getByRole("button", { name: "Show differences" }).click();
+  const dialog = page.getByRole("dialog", { name: "Someone else saved people #ada" });
+  await dialog.waitFor();
+
+  // Keep mine: 403 for a read-only key, told in the dialog, which stays.
+  await dialog.getByRole("button", { name: "Keep mine" }).click();
+  const problem = dialog.getByRole("alert");
+  await seeText(problem, "Not saved: Forbidden: this key may not write");
+  await screenshot(page, "conflict-dialog-forbidden");
+
+  // Save merge: the same, and the merge being edited stays as it was.
+  await dialog.getByRole("button", { name: "Merge…" }).click();
+  const merged = dialog.getByLabel("Merged document");
+  await merged.fill('{"name": "Ada Lovelace", "city": "Paris", "note": "mine"}');
+  const [answer] = await Promise.all([
+    page.waitForResponse((response) => response.request().method() === "PUT"),
+    dialog.getByRole("button", { name: "Save merge" }).click(),
+  ]);
+  assert.equal(answer.status(), 403);
+  await seeText(problem, "Not saved: Forbidden: this key may not write");
+  assert.equal(await merged.inputValue(), '{"name": "Ada Lovelace", "city": "Paris", "note": "mine"}');
+
+  // Back to editing: the edit is still in the editor, and nothing was written.
+  await dialog.getByRole("button", { name: "Back to comparison" }).click();
+  await dialog.getByRole("button", { name: "Back to editing" }).click();
+  await dialog.waitFor({ state: "detached" });
+  assert.equal(await page.getByLabel("Document JSON").inputValue(), edit);
+  assert.deepEqual((await stored(keyedServer(), db, "people", "ada", adminKey())).document, {
+    name: "Ada Lovelace",
+    city: "London",
+  });
   assertNoPageErrors(page);
 });

@@ -12,7 +12,11 @@ import { formatDate } from "./ui";
 export interface Conflict {
   /** The version the edit started from. */
   base: Version;
-  /** The edit (JSON text, valid). */
+  /**
+   * The editor's text. From a refused save, a document; from the banner,
+   * whatever the editor holds: maybe the version it started from (no
+   * edit), maybe not JSON at all.
+   */
   mine: string;
   /** What is stored now (`null`: someone deleted it). */
   theirs: Version | null;
@@ -24,12 +28,32 @@ export interface ConflictDialogProps {
   conflict: Conflict;
   title: string;
   busy: boolean;
+  /** Why the last write from the dialog failed (the page behind it cannot be read). */
+  problem: string | null;
   onTakeTheirs: () => void;
   onKeepMine: () => void;
   /** Saves the merged text against the stored version. */
   onSaveMerge: (text: string) => void;
   /** Closes the dialog and goes back to editing. */
   onClose: () => void;
+}
+
+/**
+ * Why "keep mine" must not be offered, or `null`. It writes the edit over
+ * what is stored now: an edit that is not a document would be refused, and
+ * no edit at all would write the old version back over their save.
+ */
+export function keepMineProblem(conflict: Conflict): string | null {
+  const validation = validateDocument(conflict.mine);
+  if (!validation.ok) {
+    return `Your edit is not a document (${validation.message}): go back to editing to fix it.`;
+  }
+  if (deepEqual(parse(conflict.mine), parse(conflict.base.text))) {
+    const undoing = conflict.theirs ? "over their save" : "undoing their delete";
+    const revision = conflict.base.revision;
+    return `You have not changed anything since revision ${revision}: keeping yours would write it back, ${undoing}.`;
+  }
+  return null;
 }
 
 function parse(text: string): Json | undefined {
@@ -61,7 +85,12 @@ export function ConflictDialog(props: ConflictDialogProps) {
     }),
     [conflict],
   );
-  const differences = useMemo(() => diffByPath(values.base, values.mine, values.theirs), [values]);
+  // An edit that is not JSON has no paths: the table lists their changes alone.
+  const differences = useMemo(
+    () => diffByPath(values.base, values.mine ?? values.base, values.theirs),
+    [values],
+  );
+  const cannotKeepMine = useMemo(() => keepMineProblem(conflict), [conflict]);
   const merge = useMemo(() => merge3(values.base, values.mine, values.theirs), [values]);
   const inexact =
     hasInexactNumbers(conflict.base.text) ||
@@ -102,6 +131,11 @@ export function ConflictDialog(props: ConflictDialogProps) {
           ? `, and the document is now at revision ${theirs.revision} (saved ${formatDate(theirs.lastModified)}).`
           : ", and the document has since been deleted."}
       </p>
+      {props.problem && (
+        <p class="note error" role="alert">
+          {props.problem}
+        </p>
+      )}
 
       {!merging && (
         <>
@@ -111,7 +145,11 @@ export function ConflictDialog(props: ConflictDialogProps) {
               name="Started from"
               lines={markChangedLines(texts.base, texts.base)}
             />
-            <Column label="Your edit" name="Your edit" lines={markChangedLines(texts.base, texts.mine)} />
+            <Column
+              label={values.mine === undefined ? "Your edit · not valid JSON" : "Your edit"}
+              name="Your edit"
+              lines={markChangedLines(texts.base, texts.mine)}
+            />
             {texts.theirs !== null && theirs ? (
               <Column
                 label={`Stored now · revision ${theirs.revision}`}
@@ -151,7 +189,9 @@ export function ConflictDialog(props: ConflictDialogProps) {
                     {row.conflict && <span class="badge">both changed</span>}
                   </th>
                   <td class="code">{preview(row.base)}</td>
-                  <td class={`code${deepEqual(row.mine, row.base) ? " muted" : " changed"}`}>{preview(row.mine)}</td>
+                  <td class={`code${deepEqual(row.mine, row.base) ? " muted" : " changed"}`}>
+                    {values.mine === undefined ? "(not valid JSON)" : preview(row.mine)}
+                  </td>
                   <td class={`code${deepEqual(row.theirs, row.base) ? " muted" : " changed"}`}>
                     {theirs ? preview(row.theirs) : "(deleted)"}
                   </td>
@@ -164,7 +204,13 @@ export function ConflictDialog(props: ConflictDialogProps) {
             <button type="button" class="secondary" disabled={busy} onClick={props.onTakeTheirs}>
               Take theirs
             </button>
-            <button type="button" class="danger" disabled={busy} onClick={props.onKeepMine}>
+            <button
+              type="button"
+              class="danger"
+              disabled={busy || cannotKeepMine !== null}
+              aria-describedby={cannotKeepMine === null ? undefined : "keep-mine-problem"}
+              onClick={props.onKeepMine}
+            >
               {theirs ? "Keep mine" : "Keep mine (create it again)"}
             </button>
             <button type="button" disabled={busy || !theirs || values.mine === undefined} onClick={startMerge}>
@@ -174,6 +220,11 @@ export function ConflictDialog(props: ConflictDialogProps) {
               Back to editing
             </button>
           </div>
+          {cannotKeepMine !== null && (
+            <p id="keep-mine-problem" class="note warning">
+              {cannotKeepMine}
+            </p>
+          )}
           <p class="muted small">
             Take theirs: reload the stored version, dropping your edit. Keep mine: overwrite it with your edit
             (If-Match its current version). Merge: edit a merge of both, then save it the same way.

@@ -19,7 +19,7 @@ export function deepEqual(a: Json | undefined, b: Json | undefined): boolean {
   const keys = Object.keys(left);
   return (
     keys.length === Object.keys(right).length &&
-    keys.every((key) => Object.prototype.hasOwnProperty.call(right, key) && deepEqual(left[key], right[key]))
+    keys.every((key) => Object.hasOwn(right, key) && deepEqual(left[key], right[key]))
   );
 }
 
@@ -117,6 +117,22 @@ export function markChangedLines(base: string, text: string): Line[] {
   return lines;
 }
 
+// A document's keys are data, never the object's machinery: `"__proto__"`
+// and `"constructor"` are fields like any other. Read only own properties
+// (`object[key]` would find `constructor` on the prototype) and define
+// fields rather than assign them (`object["__proto__"] = …` would replace
+// the prototype, and the field would be lost).
+
+/** The field `key` of a JSON object; `undefined` when it has none. */
+function field(object: { [key: string]: Json }, key: string): Json | undefined {
+  return Object.hasOwn(object, key) ? object[key] : undefined;
+}
+
+/** Sets the field `key` of a JSON object, as JSON.parse would. */
+function setField(object: { [key: string]: Json }, key: string, value: Json): void {
+  Object.defineProperty(object, key, { value, enumerable: true, writable: true, configurable: true });
+}
+
 /** The result of a three-way merge. */
 export interface Merge {
   value: Json | undefined;
@@ -140,8 +156,8 @@ export function merge3(base: Json | undefined, mine: Json | undefined, theirs: J
     const conflicts: string[] = [];
     const keys = [...new Set([...Object.keys(mine), ...Object.keys(theirs)])];
     for (const key of keys) {
-      const merged = merge3(start[key], mine[key], theirs[key], childPath(path, key));
-      if (merged.value !== undefined) value[key] = merged.value;
+      const merged = merge3(field(start, key), field(mine, key), field(theirs, key), childPath(path, key));
+      if (merged.value !== undefined) setField(value, key, merged.value);
       conflicts.push(...merged.conflicts);
     }
     return { value, conflicts };

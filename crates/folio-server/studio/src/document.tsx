@@ -9,11 +9,11 @@
 
 import { useEffect, useRef, useState } from "preact/hooks";
 import { deleteDocument, getDocument, putDocument, type Precondition, type Version } from "./api";
-import { ConflictDialog, type Conflict } from "./conflict";
+import { ConflictDialog, keepMineProblem, type Conflict } from "./conflict";
 import { followChanges, type Change, type FeedState } from "./feed";
 import { minify, pretty, validateDocument } from "./jsontext";
 import { navigate, rememberCollection } from "./router";
-import { Breadcrumbs, ErrorNote, describe, formatDate } from "./ui";
+import { Breadcrumbs, ErrorNote, describe, formatDate, mayDropUnsavedEdit, useUnsavedEdit } from "./ui";
 
 interface Props {
   db: string;
@@ -24,6 +24,15 @@ interface Props {
 
 type Notice = { kind: "ok" | "error"; text: string } | null;
 
+/**
+ * The conflict dialog, when open: the conflict, and why the last write
+ * from the dialog failed (told in the dialog: the page is behind it).
+ */
+type Dialog = { conflict: Conflict; problem: string | null } | null;
+
+/** Where the changes feed is, and why it was interrupted. */
+type Feed = { state: FeedState; problem?: string };
+
 export function DocumentPage({ db, collection, id, generation }: Props) {
   const [base, setBase] = useState<Version | null>(null);
   const [missing, setMissing] = useState(false);
@@ -31,9 +40,9 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
   const [text, setText] = useState("");
   const [busy, setBusy] = useState(false);
   const [notice, setNotice] = useState<Notice>(null);
-  const [conflict, setConflict] = useState<Conflict | null>(null);
+  const [dialog, setDialog] = useState<Dialog>(null);
   const [remote, setRemote] = useState<Change | null>(null);
-  const [feedState, setFeedState] = useState<FeedState>("connecting");
+  const [feed, setFeed] = useState<Feed>({ state: "connecting" });
   const [confirmingDelete, setConfirmingDelete] = useState(false);
   // Where the changes feed starts: the etag of the first version loaded.
   const [feedSince, setFeedSince] = useState<number | null>(null);
@@ -79,9 +88,12 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
     }
   };
 
+  const openDialog = (conflict: Conflict) => setDialog({ conflict, problem: null });
+  const closeDialog = () => setDialog(null);
+
   useEffect(() => {
     setBase(null);
-    setConflict(null);
+    closeDialog();
     setRemote(null);
     setNotice(null);
     setFeedSince(null);
@@ -115,7 +127,7 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
       since: feedSince,
       signal: abort.signal,
       onChange: (change) => considerRef.current(change),
-      onState: setFeedState,
+      onState: (state, problem) => setFeed({ state, problem }),
     });
     return () => abort.abort();
   }, [db, collection, feedSince, generation]);
@@ -130,11 +142,14 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
   /**
    * Writes `editText` with `precondition`; on 412 opens the conflict dialog
    * with what is stored now, `startedFrom` being the version the edit was
-   * made from.
+   * made from. A failure is told where the user is looking: in the dialog
+   * when the write came from it, the edit kept either way.
    */
   const write = async (editText: string, precondition: Precondition, startedFrom: Version) => {
+    const fromDialog = dialog !== null;
     setBusy(true);
     setNotice(null);
+    setDialog((open) => open && { ...open, problem: null });
     savingRef.current = true;
     try {
       const body = minify(editText);
@@ -142,14 +157,18 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
       if (outcome.ok) {
         ownWrites.current.add(outcome.value.changeVector);
         adopt(outcome.value);
-        setConflict(null);
+        closeDialog();
         setNotice({ kind: "ok", text: `Saved — revision ${outcome.value.revision}` });
       } else {
-        const theirs = await getDocument(db, collection, id);
-        setConflict({ base: startedFrom, mine: editText, theirs, reason: "refused" });
+        const theirs = await getDocument(db, collection, id).catch((error: unknown) => {
+          throw new Error(`someone else saved it, and reading their version failed: ${describe(error)}`);
+        });
+        openDialog({ base: startedFrom, mine: editText, theirs, reason: "refused" });
       }
     } catch (error) {
-      setNotice({ kind: "error", text: `Not saved: ${describe(error)}` });
+      const problem = `Not saved: ${describe(error)}`;
+      if (fromDialog) setDialog((open) => open && { ...open, problem });
+      else setNotice({ kind: "error", text: problem });
     } finally {
       finishSaving();
       setBusy(false);
@@ -158,6 +177,8 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
 
   const validation = validateDocument(text);
   const dirty = base !== null && text !== pretty(base.text);
+  const label = `${collection} #${id}`;
+  useUnsavedEdit(dirty ? label : null);
 
   const save = (event: Event) => {
     event.preventDefault();
@@ -170,7 +191,7 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
     setBusy(true);
     try {
       const theirs = await getDocument(db, collection, id);
-      setConflict({ base, mine: validation.ok ? text : base.text, theirs, reason: "preview" });
+      openDialog({ base, mine: text, theirs, reason: "preview" });
     } catch (error) {
       setNotice({ kind: "error", text: describe(error) });
     } finally {
@@ -184,12 +205,19 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
     setNotice(null);
     await load(() => {
       setBusy(false);
-      setConflict(null);
+      closeDialog();
     });
   };
 
+  /** Reload (banner and editor): as take theirs, once the user agrees to drop the edit. */
+  const reload = () => {
+    if (mayDropUnsavedEdit(`Reload ${label} as stored now?`)) void takeTheirs();
+  };
+
+  const conflict = dialog?.conflict;
+
   const keepMine = () => {
-    if (!conflict) return;
+    if (!conflict || keepMineProblem(conflict) !== null) return;
     const precondition: Precondition = conflict.theirs
       ? { ifMatch: conflict.theirs.changeVector }
       : { ifNoneMatch: "*" };
@@ -225,7 +253,6 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
     }
   };
 
-  const label = `${collection} #${id}`;
   return (
     <>
       <Breadcrumbs
@@ -235,7 +262,7 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
         ]}
       />
       <h1 class="document-title">{id}</h1>
-      <FeedIndicator state={feedState} active={feedSince !== null} />
+      <FeedIndicator feed={feed} active={feedSince !== null} />
       <ErrorNote error={loadError} />
       {missing && (
         <p class="note" role="status">
@@ -266,7 +293,7 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
                 Show differences
               </button>
             )}
-            <button type="button" class="secondary" disabled={busy} onClick={takeTheirs}>
+            <button type="button" class="secondary" disabled={busy} onClick={reload}>
               Reload
             </button>
           </span>
@@ -315,7 +342,7 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
               <button type="button" class="secondary" disabled={!dirty || busy} onClick={() => adopt(base)}>
                 Discard changes
               </button>
-              <button type="button" class="secondary" disabled={busy} onClick={takeTheirs}>
+              <button type="button" class="secondary" disabled={busy} onClick={reload}>
                 Reload
               </button>
               <span class="spacer" />
@@ -345,37 +372,40 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
         </p>
       )}
 
-      {conflict && (
+      {dialog && (
         <ConflictDialog
-          conflict={conflict}
+          conflict={dialog.conflict}
           title={
-            conflict.reason === "refused"
+            dialog.conflict.reason === "refused"
               ? `Conflict: someone else saved ${label}`
               : `Someone else saved ${label}`
           }
           busy={busy}
+          problem={dialog.problem}
           onTakeTheirs={takeTheirs}
           onKeepMine={keepMine}
           onSaveMerge={saveMerge}
-          onClose={() => setConflict(null)}
+          onClose={closeDialog}
         />
       )}
     </>
   );
 }
 
-function FeedIndicator({ state, active }: { state: FeedState; active: boolean }) {
+function FeedIndicator({ feed, active }: { feed: Feed; active: boolean }) {
   if (!active) return null;
   const text: Record<FeedState, string> = {
     connecting: "Connecting to the changes feed…",
     live: "Live: you will see saves by others as they happen",
-    retrying: "Changes feed interrupted, reconnecting…",
+    retrying: feed.problem
+      ? `Changes feed interrupted (${feed.problem}), reconnecting…`
+      : "Changes feed interrupted, reconnecting…",
     unavailable: "Live updates unavailable on this server",
   };
   return (
-    <p class={`feed feed-${state}`} aria-live="polite" data-feed-state={state}>
+    <p class={`feed feed-${feed.state}`} aria-live="polite" data-feed-state={feed.state}>
       <span class="dot" aria-hidden="true" />
-      {text[state]}
+      {text[feed.state]}
     </p>
   );
 }

@@ -90,7 +90,8 @@ export interface FeedOptions {
   /** Report changes with a larger etag than this. */
   since: number;
   onChange: (change: Change) => void;
-  onState: (state: FeedState) => void;
+  /** `problem`: why the feed was interrupted (with `retrying`). */
+  onState: (state: FeedState, problem?: string) => void;
   signal: AbortSignal;
 }
 
@@ -101,6 +102,11 @@ const RETRY_MAX_MS = 10_000;
  * Follows the changes of a collection until `signal` aborts, reconnecting
  * (with `Last-Event-ID`: no change is missed or repeated) when the stream
  * ends or fails. Resolves when aborted, or when the server has no feed.
+ *
+ * The position moves past an event only once it has been read: an event
+ * that cannot be read, or the server's `error` event (it ends the stream
+ * with one when it fails to read the changes), interrupts the feed, which
+ * reconnects from the last event it did read.
  */
 export async function followChanges(options: FeedOptions): Promise<void> {
   const { db, collection, signal } = options;
@@ -108,6 +114,7 @@ export async function followChanges(options: FeedOptions): Promise<void> {
   let retryMs = RETRY_FIRST_MS;
   options.onState("connecting");
   while (!signal.aborted) {
+    let problem: string | undefined;
     try {
       const query = new URLSearchParams({ since: lastEventId, collection });
       const response = await fetch(`/db/${encodeURIComponent(db)}/changes?${query}`, {
@@ -122,30 +129,51 @@ export async function followChanges(options: FeedOptions): Promise<void> {
         await response.body?.cancel();
         return;
       }
-      if (!response.ok || !response.body) throw new Error(`changes feed: HTTP ${response.status}`);
+      if (!response.ok || !response.body) throw new Error(`the server answered HTTP ${response.status}`);
       options.onState("live");
       retryMs = RETRY_FIRST_MS;
       const parser = new EventStreamParser((event) => {
+        const change = changeOf(event);
         if (event.id !== null) lastEventId = event.id;
-        if (event.event !== "put" && event.event !== "delete") return;
-        const change = JSON.parse(event.data) as Omit<Change, "event">;
-        options.onChange({ ...change, event: event.event });
+        if (change) options.onChange(change);
       });
       const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        parser.push(value);
+      try {
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          parser.push(value);
+        }
+      } finally {
+        // Left early (an event not read): close the connection.
+        reader.cancel().catch(() => undefined);
       }
     } catch (error) {
       if (signal.aborted) return;
+      problem = error instanceof Error ? error.message : String(error);
       console.warn("changes feed interrupted; reconnecting", error);
     }
     if (signal.aborted) return;
-    options.onState("retrying");
+    options.onState("retrying", problem);
     await sleep(retryMs, signal);
     retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
   }
+}
+
+/**
+ * The change an event reports; `null` for events that report none. Throws
+ * on the server's `error` event and on a change that cannot be read.
+ */
+function changeOf(event: StreamEvent): Change | null {
+  if (event.event === "error") throw new Error(`the server ended the feed: ${event.data}`);
+  if (event.event !== "put" && event.event !== "delete") return null;
+  let change: Omit<Change, "event">;
+  try {
+    change = JSON.parse(event.data) as Omit<Change, "event">;
+  } catch (error) {
+    throw new Error(`a ${event.event} event could not be read (${(error as Error).message})`);
+  }
+  return { ...change, event: event.event };
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {

@@ -8,7 +8,7 @@ import { credentials } from "./api";
 import { DocumentPage } from "./document";
 import { CollectionPage, DatabasePage, DatabasesPage, NewDocumentPage, QueryPage } from "./pages";
 import { href, useRoute, type Route } from "./router";
-import { KeyField } from "./ui";
+import { KeyField, mayDropUnsavedEdit } from "./ui";
 import "./style.css";
 
 function Page({ route, generation }: { route: Route; generation: number }) {
@@ -39,13 +39,17 @@ function Page({ route, generation }: { route: Route; generation: number }) {
 
 function App() {
   const route = useRoute();
-  // Bumped when the API key changes: every page loads again with it.
+  // Bumped when the API key changes: every page loads again with it,
+  // unless that would drop an unsaved edit and the user keeps it instead
+  // (the new key is used from then on: saving the edit sends it).
   const [generation, setGeneration] = useState(0);
   useEffect(() => {
     let key = credentials.key;
     return credentials.subscribe(() => {
-      if (credentials.key !== key) {
-        key = credentials.key;
+      if (credentials.key === key) return;
+      key = credentials.key;
+      const question = "The API key changed. Load this page again with it?";
+      if (mayDropUnsavedEdit(question, "Cancel keeps it, and saving it sends the new key.")) {
         setGeneration((value) => value + 1);
       }
     });

@@ -1,5 +1,6 @@
 // Small pieces shared by the pages: loading data, showing errors,
-// breadcrumbs, the API-key field, names as PROTOCOL.md allows them.
+// breadcrumbs, the API-key field, asking before an unsaved edit is
+// dropped, names as PROTOCOL.md allows them.
 
 import type { ComponentChildren } from "preact";
 import { useCallback, useEffect, useState } from "preact/hooks";
@@ -131,6 +132,32 @@ export function KeyField() {
       )}
     </form>
   );
+}
+
+/** The unsaved edit on the page (what it edits), if any. */
+let unsavedEdit: string | null = null;
+
+/**
+ * Tells what loading the page again would drop: `label` while the page
+ * holds an unsaved edit of it, `null` when it holds none.
+ */
+export function useUnsavedEdit(label: string | null): void {
+  useEffect(() => {
+    unsavedEdit = label;
+    return () => {
+      unsavedEdit = null;
+    };
+  }, [label]);
+}
+
+/**
+ * Whether to go on with something that drops the unsaved edit: yes when
+ * there is none; otherwise the user is asked `question` (window.confirm).
+ * `ifCancelled` says what declining keeps.
+ */
+export function mayDropUnsavedEdit(question: string, ifCancelled = "Cancel keeps it."): boolean {
+  if (unsavedEdit === null) return true;
+  return window.confirm(`${question}\n\nYour unsaved edit of ${unsavedEdit} will be lost. ${ifCancelled}`);
 }
 
 /** A labelled page section. */
