@@ -201,24 +201,19 @@ fn events(page: &ChangesPage) -> Vec<Event> {
         .collect()
 }
 
-/// The etag of `Last-Event-ID`, when sent and not empty (an event stream's
-/// `id:` may reset it to empty: then there is nothing to resume after).
+/// The etag of `Last-Event-ID`, when sent. An empty one is refused like
+/// any other that is not an etag: an event source sends none when it has
+/// no event id to resume after.
 fn last_event_id(headers: &HeaderMap) -> ApiResult<Option<u64>> {
     let Some(value) = headers.get("last-event-id") else {
         return Ok(None);
     };
-    match value.to_str().map(str::trim) {
-        Ok("") => Ok(None),
-        Ok(text) => text
-            .parse::<u64>()
-            .map(Some)
-            .map_err(|_| bad_last_event_id()),
-        Err(_) => Err(bad_last_event_id()),
-    }
-}
-
-fn bad_last_event_id() -> ApiError {
-    ApiError::BadRequest("Last-Event-ID must be an etag (a number)".into())
+    value
+        .to_str()
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .map(Some)
+        .ok_or_else(|| ApiError::BadRequest("Last-Event-ID must be an etag (a number)".into()))
 }
 
 /// Whether the client asked for the long-poll form: `Accept` names
