@@ -134,26 +134,37 @@ unsafe extern "C" fn open(
         let Some(inner_open) = (*inner_vfs).xOpen else {
             return ffi::SQLITE_ERROR;
         };
+        // SQLite's own file, opened in the memory behind this layer's.
+        let open_behind = || {
+            let inner = file
+                .cast::<u8>()
+                .add(inner_offset())
+                .cast::<ffi::sqlite3_file>();
+            let rc = inner_open(inner_vfs, name, inner, flags, out_flags);
+            if rc != ffi::SQLITE_OK {
+                (*file).pMethods = std::ptr::null();
+                return Err(rc);
+            }
+            Ok(inner)
+        };
         if flags & ffi::SQLITE_OPEN_WAL == 0 {
             #[cfg(feature = "fault-injection")]
             if flags & ffi::SQLITE_OPEN_MAIN_DB != 0
                 && !name.is_null()
                 && let Some(faults) = crate::faults::for_database_named(CStr::from_ptr(name))
             {
-                return faulty::open(inner_vfs, inner_open, name, file, flags, out_flags, faults);
+                return match open_behind() {
+                    Ok(inner) => faulty::wrap(file, inner, faults),
+                    Err(rc) => rc,
+                };
             }
             // Not a log: SQLite's own file, in place.
             return inner_open(inner_vfs, name, file, flags, out_flags);
         }
-        let inner = file
-            .cast::<u8>()
-            .add(inner_offset())
-            .cast::<ffi::sqlite3_file>();
-        let rc = inner_open(inner_vfs, name, inner, flags, out_flags);
-        if rc != ffi::SQLITE_OK {
-            (*file).pMethods = std::ptr::null();
-            return rc;
-        }
+        let inner = match open_behind() {
+            Ok(inner) => inner,
+            Err(rc) => return rc,
+        };
         file.cast::<LogFile>().write(LogFile {
             base: ffi::sqlite3_file {
                 pMethods: &LOG_METHODS,
@@ -396,12 +407,11 @@ static LOG_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
 /// the database file, so this is a checkpoint on a failing disk.
 #[cfg(feature = "fault-injection")]
 mod faulty {
-    use std::ffi::{c_char, c_int, c_void};
+    use std::ffi::{c_int, c_void};
     use std::sync::Arc;
 
     use rusqlite::ffi;
 
-    use super::inner_offset;
     use crate::faults::IoFaults;
 
     #[repr(C)]
@@ -414,45 +424,27 @@ mod faulty {
     /// The size of the wrapper, which SQLite's own file goes behind.
     pub(super) const SIZE: usize = std::mem::size_of::<DatabaseFile>();
 
-    type Open = unsafe extern "C" fn(
-        *mut ffi::sqlite3_vfs,
-        *const c_char,
-        *mut ffi::sqlite3_file,
-        c_int,
-        *mut c_int,
-    ) -> c_int;
-
-    /// Opens the database file `name` through `inner_open`, wrapped.
+    /// Makes `file` the wrapper of SQLite's own database file `inner`,
+    /// opened behind it.
     ///
     /// # Safety
-    /// As the VFS's `xOpen`: `file` points to `szOsFile` bytes.
-    pub(super) unsafe fn open(
-        inner_vfs: *mut ffi::sqlite3_vfs,
-        inner_open: Open,
-        name: *const c_char,
+    /// As the VFS's `xOpen`: `file` points to `szOsFile` bytes, and `inner`
+    /// is the open file at `inner_offset()` in them.
+    pub(super) unsafe fn wrap(
         file: *mut ffi::sqlite3_file,
-        flags: c_int,
-        out_flags: *mut c_int,
+        inner: *mut ffi::sqlite3_file,
         faults: Arc<IoFaults>,
     ) -> c_int {
-        // SAFETY: as for the log in `super::open`.
+        // SAFETY: guaranteed by the caller; the wrapper fits in front of
+        // `inner` (`inner_offset`).
         unsafe {
-            let inner = file
-                .cast::<u8>()
-                .add(inner_offset())
-                .cast::<ffi::sqlite3_file>();
-            let rc = inner_open(inner_vfs, name, inner, flags, out_flags);
-            if rc != ffi::SQLITE_OK {
-                (*file).pMethods = std::ptr::null();
-                return rc;
-            }
             file.cast::<DatabaseFile>().write(DatabaseFile {
                 base: ffi::sqlite3_file { pMethods: &METHODS },
                 inner,
                 faults,
             });
-            ffi::SQLITE_OK
         }
+        ffi::SQLITE_OK
     }
 
     /// # Safety

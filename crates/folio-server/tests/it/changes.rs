@@ -286,31 +286,9 @@ async fn read_events(response: &mut reqwest::Response, events: &mut Events, coun
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_stream_sends_live_events_and_resumes_after_last_event_id() {
-    let root = tempfile::tempdir().expect("tempdir");
-    let state = plain_state(&root.path().join("data"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a port");
-    let base = format!("http://{}", listener.local_addr().expect("an address"));
-    tokio::spawn(folio_server::serve(listener, state));
+    let (_root, base) = serve_with("live").await;
     let client = reqwest::Client::new();
-    let put = |id: &'static str| {
-        let request = client
-            .put(format!("{base}/db/live/docs/notes/{id}"))
-            .header("content-type", "application/json")
-            .body(r#"{"text":"hi"}"#);
-        async move {
-            let response = request.send().await.expect("a put");
-            assert!(response.status().is_success(), "{response:?}");
-            response.json::<Value>().await.expect("metadata")
-        }
-    };
-    let created = client
-        .put(format!("{base}/db/live"))
-        .send()
-        .await
-        .expect("create");
-    assert_eq!(created.status(), 201);
+    let put = |id: &'static str| put_over_http(&client, &base, "live", "notes", id);
     put("a").await;
     put("b").await;
 
@@ -394,8 +372,28 @@ async fn event_streams_end_when_the_server_shuts_down() {
     assert!(ended.is_ok(), "the stream ends once the server shuts down");
 }
 
+/// Puts `{"text":"hi"}` as `collection/id` in `db` of the server at `base`,
+/// expecting success; the metadata it answers with.
+async fn put_over_http(
+    client: &reqwest::Client,
+    base: &str,
+    db: &str,
+    collection: &str,
+    id: &str,
+) -> Value {
+    let response = client
+        .put(format!("{base}/db/{db}/docs/{collection}/{id}"))
+        .header("content-type", "application/json")
+        .body(r#"{"text":"hi"}"#)
+        .send()
+        .await
+        .expect("a put");
+    assert!(response.status().is_success(), "{response:?}");
+    response.json::<Value>().await.expect("metadata")
+}
+
 /// A server on loopback over a new data directory with the database `db`:
-/// the directory (kept while the test runs), the state and the base URL.
+/// the directory (kept while the test runs) and the base URL.
 async fn serve_with(db: &str) -> (tempfile::TempDir, String) {
     let root = tempfile::tempdir().expect("tempdir");
     let state = plain_state(&root.path().join("data"));
@@ -417,17 +415,7 @@ async fn serve_with(db: &str) -> (tempfile::TempDir, String) {
 async fn event_stream_filters_by_collection_names_deletes_and_reads_page_by_page() {
     let (_root, base) = serve_with("filtered").await;
     let client = reqwest::Client::new();
-    let put = |collection: &str, id: &str| {
-        let request = client
-            .put(format!("{base}/db/filtered/docs/{collection}/{id}"))
-            .header("content-type", "application/json")
-            .body(r#"{"text":"hi"}"#);
-        async move {
-            let response = request.send().await.expect("a put");
-            assert!(response.status().is_success(), "{response:?}");
-            response.json::<Value>().await.expect("metadata")
-        }
-    };
+    let put = |collection, id| put_over_http(&client, &base, "filtered", collection, id);
     let a = put("notes", "a").await;
     put("people", "p").await;
     let b = put("notes", "b").await;

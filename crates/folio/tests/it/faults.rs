@@ -792,14 +792,7 @@ async fn a_full_disk_fails_its_batch_alone_and_the_writer_goes_on() {
     let outcome = engine.commit(fits_now.clone()).await;
     assert!(assert_told_the_truth(engine.as_ref(), &fits_now, &outcome).await);
 
-    let mut left: Vec<String> = engine
-        .scan("notes", None, 10_000)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|entry| entry.metadata.id)
-        .collect();
-    left.sort();
+    let left = note_ids(engine.as_ref()).await;
     let mut expected: Vec<String> = (0..5)
         .flat_map(|round| {
             (0..6).flat_map(move |n| [format!("r{round}a{n}"), format!("r{round}b{n}")])
@@ -873,16 +866,8 @@ async fn a_transaction_lost_mid_group_is_reported_to_every_batch_it_took() {
     }
 
     // Exactly what was acknowledged is stored.
-    let mut stored: Vec<String> = engine
-        .scan("notes", None, 10_000)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|entry| entry.metadata.id)
-        .collect();
-    stored.sort();
     committed.sort();
-    assert_eq!(stored, committed);
+    assert_eq!(note_ids(engine.as_ref()).await, committed);
 
     // Without the trigger, the failing batch commits.
     sql("DROP TRIGGER rollback_boom;");
