@@ -13,7 +13,7 @@ use folio::{
 };
 
 use crate::harness::{
-    Account, Harness, Note, Person, conflicts, embedded_engine, outside_connection, seed,
+    Account, Harness, Note, Person, conflicts, embedded_engine, note_ids, outside_connection, seed,
 };
 
 conformance!(
@@ -989,19 +989,6 @@ fn told(result: &CommandResult) -> folio::Metadata {
         CommandResult::Put(metadata) => metadata.clone(),
         other => panic!("a put answered {other:?}"),
     }
-}
-
-/// The ids of every note `engine` holds, sorted.
-async fn note_ids(engine: &dyn Engine) -> Vec<String> {
-    let mut ids: Vec<String> = engine
-        .scan("notes", None, 10_000)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|entry| entry.metadata.id)
-        .collect();
-    ids.sort();
-    ids
 }
 
 /// Six batches of one or two new notes, committed beside a failing one.

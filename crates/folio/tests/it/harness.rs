@@ -272,6 +272,19 @@ pub fn embedded_engine(
     (dir, file, Arc::new(engine))
 }
 
+/// The ids of every note `engine` holds (at most 10,000), sorted.
+pub async fn note_ids(engine: &dyn folio::Engine) -> Vec<String> {
+    let mut ids: Vec<String> = engine
+        .scan(Note::COLLECTION, None, 10_000)
+        .await
+        .expect("the notes are listed")
+        .into_iter()
+        .map(|entry| entry.metadata.id)
+        .collect();
+    ids.sort();
+    ids
+}
+
 /// A connection of its own to the database `file`, as another program
 /// opens it, waiting up to 10 s for the engine's locks.
 pub fn outside_connection(file: &std::path::Path) -> rusqlite::Connection {
