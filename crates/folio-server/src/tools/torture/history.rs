@@ -21,8 +21,9 @@
 //!   write that produced it was acknowledged with, and a document is not
 //!   created from "missing" more often than it was deleted;
 //! * **no lost write**: every acknowledged put is the final version, or a
-//!   committed write (or one in doubt) expected it; and the final version
-//!   was not replaced or deleted by an acknowledged write;
+//!   committed write (or a delete in doubt: it leaves no token to see)
+//!   expected it; and the final version was not replaced or deleted by an
+//!   acknowledged write;
 //! * **atomicity**: a batch in doubt (its puts) is seen whole or not at all.
 //!   Every later write of a document reads the version it replaces, so a
 //!   put that committed is always seen: in a read, in an expectation, or in
@@ -496,8 +497,13 @@ impl DocumentCheck<'_> {
             {
                 continue;
             }
+            // Only a delete in doubt can explain it: it leaves no token. A
+            // put in doubt that replaced it would be seen (in the final
+            // state, or as the version a later write expected), and then it
+            // is a successor above.
             let maybe_superseded = self.writes.iter().any(|(other, other_write)| {
                 other.outcome == Outcome::InDoubt
+                    && other_write.effect == Effect::Delete
                     && other_write
                         .expected
                         .as_ref()
@@ -763,6 +769,19 @@ mod tests {
             put(2, Some(version(1, 0)), 1, InDoubt),
         ];
         assert_eq!(run(attempts, &[], Some(version(1, 0))), Vec::new());
+        // But unseen, it cannot be why 1 is gone: had it committed, the
+        // document would hold it (or a later write would have read it).
+        // This is a creation lost in a crash, whatever was in doubt after it.
+        let attempts = vec![
+            put(1, None, 0, Acknowledged),
+            put(2, Some(version(1, 0)), 1, InDoubt),
+        ];
+        let violations = run(attempts, &[], None);
+        assert_eq!(
+            invariants(&violations),
+            vec![Invariant::LostWrite],
+            "{violations:?}"
+        );
         // Seen in the final state, it committed.
         let attempts = vec![
             put(1, None, 0, Acknowledged),
