@@ -1,6 +1,7 @@
 //! The torture harness (`folio_server::tools::torture`) as tests: short
-//! runs against the embedded engine, a server on a real socket and
-//! PostgreSQL find no violation; runs against deliberately broken engines
+//! runs against the embedded engine, a server on a real socket, two pools
+//! on PostgreSQL and three `folio serve` processes on one PostgreSQL find
+//! no violation; runs against deliberately broken engines
 //! find the violations they must (a checker that cannot fail proves
 //! nothing).
 
@@ -17,6 +18,7 @@ use folio_server::tools::torture::{Config, Invariant, Report, Stop, Torture};
 use folio_server::{AppState, Backend, Databases, Limits};
 
 use crate::common::options;
+use crate::process::{FolioServe, free_port};
 
 /// A bound on a hung run, never reached by a healthy one (the runs are
 /// bounded by their number of operations).
@@ -112,6 +114,33 @@ async fn a_short_run_on_two_postgres_pools_keeps_every_invariant() {
     let second = stores.pop().expect("two");
     let first = stores.pop().expect("two");
     let report = torture(vec![("pool 1", first), ("pool 2", second)], short(3)).await;
+    assert_clean(&report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_run_through_three_servers_on_one_postgres_keeps_every_invariant() {
+    let postgres = TestCluster::shared().url().to_owned();
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        let args = ["--postgres".as_ref(), postgres.as_ref()];
+        servers.push(FolioServe::start(free_port(), &args).await);
+    }
+    let database = format!("torture_three_{}", std::process::id());
+    let created = reqwest::Client::new()
+        .put(format!("{}/db/{database}", servers[0].base()))
+        .send()
+        .await
+        .expect("create the database");
+    assert!(created.status().is_success(), "{created:?}");
+    let mut targets = Vec::new();
+    for (label, server) in ["server 1", "server 2", "server 3"]
+        .into_iter()
+        .zip(&servers)
+    {
+        let url = format!("{}/db/{database}", server.base());
+        targets.push((label, DocumentStore::connect(&url).await.expect("connects")));
+    }
+    let report = torture(targets, short(4)).await;
     assert_clean(&report);
 }
 
