@@ -68,15 +68,18 @@ pub async fn healthz() -> Response {
     json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
 }
 
-/// `GET /metrics`: Prometheus text.
-#[utoipa::path(get, path = "/metrics", tag = "service", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
-pub async fn metrics(State(state): State<AppState>) -> Response {
+/// `GET /metrics`: Prometheus text. With keys configured, any valid key
+/// may read it (a scraper sends one as a bearer token); only `/healthz` and
+/// the Studio's files need none.
+#[utoipa::path(get, path = "/metrics", tag = "service", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain"), (status = 401, description = "keys are configured and the request has no known key", content_type = "application/problem+json")))]
+pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    state.authenticate(&headers)?;
     let mut response = state.metrics().render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),
     );
-    response
+    Ok(response)
 }
 
 /// The OpenAPI 3.1 description of every route, generated from the handlers.
@@ -107,9 +110,15 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 )]
 pub struct ApiDoc;
 
-/// `GET /openapi.json`.
-#[utoipa::path(get, path = "/openapi.json", tag = "service", responses((status = 200, description = "this document", body = Object)))]
-pub async fn openapi() -> Response {
+/// `GET /openapi.json`. With keys configured, any valid key may read it.
+#[utoipa::path(get, path = "/openapi.json", tag = "service", responses((status = 200, description = "this document", body = Object), (status = 401, description = "keys are configured and the request has no known key", content_type = "application/problem+json")))]
+pub async fn openapi(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    state.authenticate(&headers)?;
+    Ok(openapi_document())
+}
+
+/// The OpenAPI document as a response.
+fn openapi_document() -> Response {
     use utoipa::OpenApi as _;
     match ApiDoc::openapi().to_json() {
         Ok(text) => {

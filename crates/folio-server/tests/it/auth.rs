@@ -305,6 +305,50 @@ async fn a_write_key_writes_but_does_not_create_databases() {
 }
 
 #[tokio::test]
+async fn only_liveness_and_the_studio_need_no_key() {
+    let server = secured().await;
+    for open in ["/healthz", "/studio", "/studio/"] {
+        let resp = server.get(open).await;
+        assert_eq!(resp.status, StatusCode::OK, "{open}: {resp:?}");
+    }
+    for (service, with_key) in [
+        ("/metrics", "text/plain"),
+        ("/openapi.json", "application/json"),
+    ] {
+        unauthorized(&server.get(service).await);
+        let resp = server
+            .send(
+                Method::GET,
+                service,
+                &[("authorization", "Bearer not-a-key-at-all-0000")],
+                Body::empty(),
+            )
+            .await;
+        unauthorized(&resp);
+        // Any known key reads it, whatever its databases and role.
+        for key in [READER, OTHER] {
+            let resp = server
+                .send(
+                    Method::GET,
+                    service,
+                    &[("authorization", key)],
+                    Body::empty(),
+                )
+                .await;
+            assert_eq!(resp.status, StatusCode::OK, "{service}: {resp:?}");
+            assert!(
+                resp.header("content-type")
+                    .unwrap_or("")
+                    .starts_with(with_key),
+                "{resp:?}"
+            );
+        }
+    }
+    // The event stream of the feed, not only its long poll, needs a key.
+    unauthorized(&server.get("/db/shop/changes").await);
+}
+
+#[tokio::test]
 async fn healthz_needs_no_key_and_the_database_list_is_filtered() {
     let server = secured().await;
     let resp = server.get("/healthz").await;
