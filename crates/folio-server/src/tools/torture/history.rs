@@ -449,10 +449,6 @@ impl DocumentCheck<'_> {
         let mut creations = 0usize;
         let mut deletions = 0usize;
         for (attempt, write) in self.writes {
-            if attempt.outcome == Outcome::InDoubt && write.effect == Effect::Delete {
-                // It may have deleted: one more creation may follow.
-                deletions += 1;
-            }
             if !committed(attempt, write) {
                 continue;
             }
@@ -464,6 +460,21 @@ impl DocumentCheck<'_> {
                 deletions += 1;
             }
         }
+        // A delete in doubt may have deleted, and then one more creation may
+        // follow; unless a committed write replaced the version it expected
+        // (both cannot have committed).
+        deletions += self
+            .writes
+            .iter()
+            .filter(|(attempt, write)| {
+                attempt.outcome == Outcome::InDoubt
+                    && write.effect == Effect::Delete
+                    && write
+                        .expected
+                        .as_ref()
+                        .is_none_or(|expected| !successors.contains_key(&expected.token))
+            })
+            .count();
         for (token, next) in &successors {
             if next.len() > 1 {
                 let attempts: Vec<String> = next.iter().map(|a| a.token.to_string()).collect();
@@ -674,6 +685,25 @@ mod tests {
             invariants(&violations).contains(&Invariant::VersionChain),
             "{violations:?}"
         );
+        // A delete in doubt excuses a second creation only if it can have
+        // committed: not when a committed write replaced what it expected.
+        let attempts = vec![
+            put(1, None, 0, Acknowledged),
+            delete(2, version(1, 0), InDoubt),
+            put(3, Some(version(1, 0)), 1, Acknowledged),
+            put(4, None, 0, Acknowledged),
+        ];
+        let violations = run(attempts, &[], Some(version(4, 0)));
+        assert!(
+            invariants(&violations).contains(&Invariant::VersionChain),
+            "{violations:?}"
+        );
+        let attempts = vec![
+            put(1, None, 0, Acknowledged),
+            delete(2, version(1, 0), InDoubt),
+            put(3, None, 0, Acknowledged),
+        ];
+        assert_eq!(run(attempts, &[], Some(version(3, 0))), Vec::new());
     }
 
     #[test]
