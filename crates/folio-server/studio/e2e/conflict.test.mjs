@@ -86,6 +86,16 @@ test("the second editor sees the banner, saves anyway, merges in the conflict di
   await seeText(diff.getByRole("row", { name: /^name/ }), "Ada Lovelace");
   await seeText(diff.getByRole("row", { name: /^city/ }), "Paris");
   await seeText(diff.getByRole("row", { name: /^tags\[1\]/ }), "both changed");
+  // Marked in his column: the lines he changed or added, not "math", which
+  // only gained a comma when "poetry" came after it.
+  const marked = await dialog
+    .getByRole("region", { name: "Your edit" })
+    .locator(".line.changed")
+    .allTextContents();
+  assert.deepEqual(
+    marked.map((line) => line.trim()),
+    ['"city": "Paris",', '"poetry"'],
+  );
   await screenshot(bob, "conflict-dialog");
   // The dialog alone: the README's picture (FOLIO_E2E_README_SCREENSHOT=docs/studio-conflict.png).
   const picture = await screenshot(dialog, "conflict-dialog-only");

@@ -84,13 +84,17 @@ const LCS_LIMIT = 4_000_000;
 
 /**
  * The lines of `text`, each marked when it is not part of the longest
- * common subsequence with `base` (an added or changed line).
+ * common subsequence with `base` (an added or changed line). A line that
+ * only gained or lost its trailing comma (a value after it was added or
+ * removed) is not a change.
  */
 export function markChangedLines(base: string, text: string): Line[] {
-  const a = base.split("\n");
-  const b = text.split("\n");
+  const withoutComma = (line: string) => (line.endsWith(",") ? line.slice(0, -1) : line);
+  const a = base.split("\n").map(withoutComma);
+  const shown = text.split("\n");
+  const b = shown.map(withoutComma);
   if (a.length * b.length > LCS_LIMIT) {
-    return b.map((line, index) => ({ text: line, changed: line !== a[index] }));
+    return shown.map((line, index) => ({ text: line, changed: b[index] !== a[index] }));
   }
   // lengths[i][j]: the LCS length of a[i..] and b[j..].
   const lengths = Array.from({ length: a.length + 1 }, () => new Uint32Array(b.length + 1));
@@ -104,13 +108,13 @@ export function markChangedLines(base: string, text: string): Line[] {
   let j = 0;
   while (j < b.length) {
     if (i < a.length && a[i] === b[j]) {
-      lines.push({ text: b[j], changed: false });
+      lines.push({ text: shown[j], changed: false });
       i++;
       j++;
     } else if (i < a.length && lengths[i + 1][j] >= lengths[i][j + 1]) {
       i++; // a line of the start that this side removed
     } else {
-      lines.push({ text: b[j], changed: true });
+      lines.push({ text: shown[j], changed: true });
       j++;
     }
   }
