@@ -37,8 +37,11 @@ function Page({ route, generation }: { route: Route; generation: number }) {
   }
 }
 
+/** Following a link away, or going back, asks before it drops an unsaved edit. */
+const mayLeave = () => mayDropUnsavedEdit("Leave this page?");
+
 function App() {
-  const route = useRoute();
+  const route = useRoute(mayLeave);
   // Bumped when the API key changes: every page loads again with it,
   // unless that would drop an unsaved edit and the user keeps it instead
   // (the new key is used from then on: saving the edit sends it).

@@ -57,19 +57,60 @@ export function href(route: Route): string {
   }
 }
 
-/** Goes to a route (a new history entry). */
+/**
+ * The fragment of a move already agreed to: `navigate`'s, or that of a
+ * link the user agreed to follow. The page is not asked about it again.
+ */
+let agreedMove: string | null = null;
+
+/**
+ * Goes to a route (a new history entry). The page is not asked whether it
+ * may be left: the app moves after something the user asked for (a
+ * document deleted, one created).
+ */
 export function navigate(route: Route): void {
-  location.hash = href(route);
+  agreedMove = href(route);
+  location.hash = agreedMove;
 }
 
-/** The current route, following the fragment. */
-export function useRoute(): Route {
+/**
+ * The current route, following the fragment. A move away that the user
+ * makes happens only when `mayLeave()` agrees. A link is asked about
+ * before it is followed, so that declining leaves the history as it was;
+ * a move the browser has already made (back, forward, the address bar) is
+ * undone with a new entry for the page shown, so that going back again
+ * goes where it went.
+ */
+export function useRoute(mayLeave: () => boolean): Route {
   const [route, setRoute] = useState(() => parseHash(location.hash));
   useEffect(() => {
-    const follow = () => setRoute(parseHash(location.hash));
+    let shown = location.hash;
+    const askBeforeFollowing = (event: MouseEvent) => {
+      const plainClick = event.button === 0 && !(event.metaKey || event.ctrlKey || event.shiftKey || event.altKey);
+      if (event.defaultPrevented || !plainClick || !(event.target instanceof Element)) return;
+      const link = event.target.closest("a");
+      if (!link?.getAttribute("href")?.startsWith("#") || link.hash === location.hash) return;
+      if (mayLeave()) agreedMove = link.hash;
+      else event.preventDefault();
+    };
+    const follow = () => {
+      const agreed = location.hash === agreedMove;
+      agreedMove = null;
+      if (location.hash === shown) return;
+      if (!agreed && !mayLeave()) {
+        history.pushState(history.state, "", shown || location.pathname + location.search);
+        return;
+      }
+      shown = location.hash;
+      setRoute(parseHash(shown));
+    };
+    document.addEventListener("click", askBeforeFollowing);
     window.addEventListener("hashchange", follow);
-    return () => window.removeEventListener("hashchange", follow);
-  }, []);
+    return () => {
+      document.removeEventListener("click", askBeforeFollowing);
+      window.removeEventListener("hashchange", follow);
+    };
+  }, [mayLeave]);
   return route;
 }
 

@@ -138,14 +138,24 @@ export function KeyField() {
 let unsavedEdit: string | null = null;
 
 /**
- * Tells what loading the page again would drop: `label` while the page
- * holds an unsaved edit of it, `null` when it holds none.
+ * Tells what leaving or loading the page again would drop: `label` while
+ * the page holds an unsaved edit of it, `null` when it holds none. While
+ * it holds one, closing or reloading the tab asks too (the browser's own
+ * question: it shows no text of ours).
  */
 export function useUnsavedEdit(label: string | null): void {
   useEffect(() => {
     unsavedEdit = label;
+    if (label === null) return;
+    const askBeforeUnload = (event: BeforeUnloadEvent) => {
+      event.preventDefault();
+      // Older browsers ask only when returnValue is set (MDN's legacy form).
+      event.returnValue = true;
+    };
+    window.addEventListener("beforeunload", askBeforeUnload);
     return () => {
       unsavedEdit = null;
+      window.removeEventListener("beforeunload", askBeforeUnload);
     };
   }, [label]);
 }
