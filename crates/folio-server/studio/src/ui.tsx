@@ -3,7 +3,7 @@
 // dropped, names as PROTOCOL.md allows them.
 
 import type { ComponentChildren } from "preact";
-import { useCallback, useEffect, useState } from "preact/hooks";
+import { useCallback, useEffect, useLayoutEffect, useState } from "preact/hooks";
 import { HttpError, credentials } from "./api";
 import { href, type Route } from "./router";
 
@@ -144,7 +144,10 @@ let unsavedEdit: string | null = null;
  * question: it shows no text of ours).
  */
 export function useUnsavedEdit(label: string | null): void {
-  useEffect(() => {
+  // A layout effect runs as the render that changed the edit commits, in
+  // the same turn as the keystroke: a back button pressed right after it
+  // already finds the edit (a plain effect waits for the next frame).
+  useLayoutEffect(() => {
     unsavedEdit = label;
     if (label === null) return;
     const askBeforeUnload = (event: BeforeUnloadEvent) => {
