@@ -130,6 +130,11 @@ impl IoFaults {
         self.database.take()
     }
 
+    /// Whether this sync of the log by a syncer fails.
+    fn take_log_sync(&self) -> bool {
+        self.log_syncs.take().is_some()
+    }
+
     /// Whether this sync of the database file fails.
     pub(crate) fn take_database_sync(&self) -> bool {
         self.database_syncs.take().is_some()
@@ -172,17 +177,18 @@ pub(crate) fn for_database_named(name: &CStr) -> Option<Arc<IoFaults>> {
     for_database(Path::new(OsStr::from_bytes(name.to_bytes())))
 }
 
-/// The faults for a log SQLite opens under `name` (the database's name
-/// and `-wal`).
-pub(crate) fn for_log_named(name: &CStr) -> Option<Arc<IoFaults>> {
-    let database = name.to_bytes().strip_suffix(b"-wal")?;
+/// The faults for the log named `wal` (the database's name and `-wal`).
+fn for_log(wal: &[u8]) -> Option<Arc<IoFaults>> {
+    let database = wal.strip_suffix(b"-wal")?;
     for_database(Path::new(OsStr::from_bytes(database)))
+}
+
+/// The faults for a log SQLite opens under `name`.
+pub(crate) fn for_log_named(name: &CStr) -> Option<Arc<IoFaults>> {
+    for_log(name.to_bytes())
 }
 
 /// Whether the next sync of the log at `wal` by a syncer fails.
 pub(crate) fn log_sync_fails(wal: &Path) -> bool {
-    let database = wal.as_os_str().as_bytes().strip_suffix(b"-wal");
-    database
-        .and_then(|database| for_database(Path::new(OsStr::from_bytes(database))))
-        .is_some_and(|faults| faults.log_syncs.take().is_some())
+    for_log(wal.as_os_str().as_bytes()).is_some_and(|faults| faults.take_log_sync())
 }

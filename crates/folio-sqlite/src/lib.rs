@@ -97,8 +97,9 @@ pub struct SqliteOptions {
     /// (`EngineErrorKind::Io`) and writes nothing; deleting documents
     /// makes room again. SQLite's `max_page_count`, rounded down to pages.
     pub max_size_bytes: Option<u64>,
-    /// I/O failures to inject into the database's log, for tests of what a
-    /// failing disk does (feature `fault-injection`; see [`IoFaults`]).
+    /// I/O failures to inject into the database's log and file, for tests
+    /// of what a failing disk does (feature `fault-injection`; see
+    /// [`IoFaults`]).
     #[cfg(feature = "fault-injection")]
     pub io_faults: Option<Arc<IoFaults>>,
 }

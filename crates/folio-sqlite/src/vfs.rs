@@ -192,13 +192,38 @@ unsafe fn log<'a>(file: *mut ffi::sqlite3_file) -> &'a mut LogFile {
     unsafe { &mut *file.cast::<LogFile>() }
 }
 
-/// SQLite's own methods for the log's file.
+/// The methods of SQLite's own file `inner`, behind one of this layer's.
 ///
 /// # Safety
-/// `log.inner` must be an open file.
-unsafe fn methods(log: &LogFile) -> &ffi::sqlite3_io_methods {
+/// `inner` must be an open file, open for as long as the methods are used.
+unsafe fn methods<'a>(inner: *mut ffi::sqlite3_file) -> &'a ffi::sqlite3_io_methods {
     // SAFETY: an open file has its methods set.
-    unsafe { &*(*log.inner).pMethods }
+    unsafe { &*(*inner).pMethods }
+}
+
+/// SQLite's own file's `xWrite`.
+#[cfg(feature = "fault-injection")]
+type Write = unsafe extern "C" fn(*mut ffi::sqlite3_file, *const c_void, c_int, i64) -> c_int;
+
+/// Answers a write with the failure a test armed (`faults.rs`), after
+/// writing the first half of its bytes through `write` when it is torn.
+///
+/// # Safety
+/// As `write` itself: `inner` is open, with `amount` readable bytes at `data`.
+#[cfg(feature = "fault-injection")]
+unsafe fn fail_write(
+    write: Write,
+    inner: *mut ffi::sqlite3_file,
+    data: *const c_void,
+    amount: c_int,
+    offset: i64,
+    torn: bool,
+) -> c_int {
+    if torn {
+        // SAFETY: guaranteed by the caller, for a prefix of the bytes.
+        unsafe { write(inner, data, amount / 2, offset) };
+    }
+    ffi::SQLITE_IOERR_WRITE
 }
 
 impl LogFile {
@@ -225,16 +250,22 @@ impl LogFile {
     /// the bytes if the failure is a torn write.
     fn write(&self, bytes: &[u8], amount: c_int, offset: i64) -> c_int {
         // SAFETY: `inner` is open.
-        let Some(write) = (unsafe { methods(self).xWrite }) else {
+        let Some(write) = (unsafe { methods(self.inner).xWrite }) else {
             return ffi::SQLITE_IOERR_WRITE;
         };
         #[cfg(feature = "fault-injection")]
         if let Some(torn) = self.faults.as_ref().and_then(|f| f.take_log_write()) {
-            if torn {
-                // SAFETY: as below, for a prefix of the buffer.
-                unsafe { write(self.inner, bytes.as_ptr().cast(), amount / 2, offset) };
-            }
-            return ffi::SQLITE_IOERR_WRITE;
+            // SAFETY: as below.
+            return unsafe {
+                fail_write(
+                    write,
+                    self.inner,
+                    bytes.as_ptr().cast(),
+                    amount,
+                    offset,
+                    torn,
+                )
+            };
         }
         // SAFETY: `inner` is open; `bytes` holds `amount` bytes and outlives
         // the call.
@@ -302,7 +333,7 @@ unsafe extern "C" fn log_close(file: *mut ffi::sqlite3_file) -> c_int {
     unsafe {
         let log = log(file);
         let flushed = log.flush();
-        let closed = match methods(log).xClose {
+        let closed = match methods(log.inner).xClose {
             Some(close) => close(log.inner),
             None => ffi::SQLITE_OK,
         };
@@ -326,7 +357,7 @@ macro_rules! flushing {
                 if rc != ffi::SQLITE_OK {
                     return rc;
                 }
-                match methods(log).$method {
+                match methods(log.inner).$method {
                     Some(method) => method(log.inner $(, $arg)*),
                     None => ffi::SQLITE_ERROR,
                 }
@@ -353,7 +384,7 @@ unsafe extern "C" fn log_sector_size(file: *mut ffi::sqlite3_file) -> c_int {
     // SAFETY: SQLite calls this only on files `open` made logs.
     unsafe {
         let log = log(file);
-        methods(log)
+        methods(log.inner)
             .xSectorSize
             .map_or(0, |method| method(log.inner))
     }
@@ -363,7 +394,7 @@ unsafe extern "C" fn log_device_characteristics(file: *mut ffi::sqlite3_file) ->
     // SAFETY: SQLite calls this only on files `open` made logs.
     unsafe {
         let log = log(file);
-        methods(log)
+        methods(log.inner)
             .xDeviceCharacteristics
             .map_or(0, |method| method(log.inner))
     }
@@ -373,7 +404,7 @@ unsafe extern "C" fn log_shm_barrier(file: *mut ffi::sqlite3_file) {
     // SAFETY: SQLite calls this only on files `open` made logs.
     unsafe {
         let log = log(file);
-        if let Some(method) = methods(log).xShmBarrier {
+        if let Some(method) = methods(log.inner).xShmBarrier {
             method(log.inner);
         }
     }
@@ -412,6 +443,7 @@ mod faulty {
 
     use rusqlite::ffi;
 
+    use super::{fail_write, methods};
     use crate::faults::IoFaults;
 
     #[repr(C)]
@@ -454,13 +486,6 @@ mod faulty {
         unsafe { &*file.cast::<DatabaseFile>() }
     }
 
-    /// # Safety
-    /// `database.inner` is open.
-    unsafe fn methods(database: &DatabaseFile) -> &ffi::sqlite3_io_methods {
-        // SAFETY: an open file has its methods set.
-        unsafe { &*(*database.inner).pMethods }
-    }
-
     unsafe extern "C" fn write(
         file: *mut ffi::sqlite3_file,
         data: *const c_void,
@@ -471,14 +496,11 @@ mod faulty {
         // readable bytes at `data`.
         unsafe {
             let database = database(file);
-            let Some(write) = methods(database).xWrite else {
+            let Some(write) = methods(database.inner).xWrite else {
                 return ffi::SQLITE_IOERR_WRITE;
             };
             if let Some(torn) = database.faults.take_database_write() {
-                if torn {
-                    write(database.inner, data, amount / 2, offset);
-                }
-                return ffi::SQLITE_IOERR_WRITE;
+                return fail_write(write, database.inner, data, amount, offset, torn);
             }
             write(database.inner, data, amount, offset)
         }
@@ -491,7 +513,7 @@ mod faulty {
             if database.faults.take_database_sync() {
                 return ffi::SQLITE_IOERR_FSYNC;
             }
-            methods(database)
+            methods(database.inner)
                 .xSync
                 .map_or(ffi::SQLITE_IOERR_FSYNC, |sync| sync(database.inner, flags))
         }
@@ -501,7 +523,7 @@ mod faulty {
         // SAFETY: SQLite closes each file once; the struct was written by `open`.
         unsafe {
             let database = database(file);
-            let rc = methods(database)
+            let rc = methods(database.inner)
                 .xClose
                 .map_or(ffi::SQLITE_OK, |close| close(database.inner));
             std::ptr::drop_in_place(file.cast::<DatabaseFile>());
@@ -516,7 +538,7 @@ mod faulty {
                 // SAFETY: SQLite calls this on files `open` wrapped.
                 unsafe {
                     let database = database(file);
-                    match methods(database).$method {
+                    match methods(database.inner).$method {
                         Some(method) => method(database.inner $(, $arg)*),
                         None => $missing,
                     }

@@ -531,23 +531,15 @@ fn bad_request() -> impl Strategy<Value = BadRequest> {
 /// not itself contain. One server answers every case (as one would).
 #[test]
 fn problem_bodies_leak_nothing() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
     let server = Server::new();
     let data = server.root.path().to_string_lossy().to_lowercase();
-    problems_leak_nothing(&runtime, &server.app, &[&data]);
+    problems_leak_nothing(&server.app, &[&data]);
 }
 
 /// The same on the PostgreSQL engine, whose errors carry SQL states, SQL
 /// text and the server's address, none of which may reach a client.
 #[test]
 fn problem_bodies_leak_nothing_on_postgres() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
     let url = folio_postgres::testing::TestCluster::shared()
         .url()
         .to_owned();
@@ -565,13 +557,17 @@ fn problem_bodies_leak_nothing_on_postgres() {
         .split_once('@')
         .map_or(lower.as_str(), |(_, host)| host)
         .to_owned();
-    problems_leak_nothing(&runtime, &app, &[&lower, &host, "postgres://"]);
+    problems_leak_nothing(&app, &[&lower, &host, "postgres://"]);
 }
 
 /// Runs the random bad requests of [`bad_request`] against `app` (database
 /// `shop` with `people/p1` in it), checking every answer; `private` are
 /// words of this server's set-up that no answer may carry either.
-fn problems_leak_nothing(runtime: &tokio::runtime::Runtime, app: &axum::Router, private: &[&str]) {
+fn problems_leak_nothing(app: &axum::Router, private: &[&str]) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
     runtime.block_on(async {
         let created = crate::common::send(app, Method::PUT, "/db/shop", &[], Body::empty()).await;
         assert!(created.status.is_success(), "{created:?}");

@@ -832,15 +832,7 @@ async fn a_transaction_lost_mid_group_is_reported_to_every_batch_it_took() {
     let lone_failing = Batch::from(vec![new_note("boom", "alone")]);
     let mut committed = vec!["before".to_owned()];
     for round in 0..10 {
-        let others: Vec<Batch> = (0..6)
-            .map(|n| {
-                let mut commands = vec![new_note(&format!("r{round}a{n}"), "alongside")];
-                if n % 2 == 0 {
-                    commands.push(new_note(&format!("r{round}b{n}"), "alongside"));
-                }
-                Batch::from(commands)
-            })
-            .collect();
+        let others = alongside(round);
         let failing = if round % 2 == 0 {
             &failing
         } else {

@@ -338,6 +338,17 @@ impl DocumentCheck<'_> {
         }
     }
 
+    /// The version (its token) each delete in doubt expected: it may have
+    /// deleted it.
+    fn deletes_in_doubt(&self) -> impl Iterator<Item = Option<Token>> + '_ {
+        self.writes
+            .iter()
+            .filter(|(attempt, write)| {
+                attempt.outcome == Outcome::InDoubt && write.effect == Effect::Delete
+            })
+            .map(|(_, write)| write.expected.as_ref().map(|expected| expected.token))
+    }
+
     fn check(&self, violations: &mut Vec<Violation>) {
         let puts: HashMap<Token, (&Attempt, &Write)> = self
             .writes
@@ -464,16 +475,8 @@ impl DocumentCheck<'_> {
         // follow; unless a committed write replaced the version it expected
         // (both cannot have committed).
         deletions += self
-            .writes
-            .iter()
-            .filter(|(attempt, write)| {
-                attempt.outcome == Outcome::InDoubt
-                    && write.effect == Effect::Delete
-                    && write
-                        .expected
-                        .as_ref()
-                        .is_none_or(|expected| !successors.contains_key(&expected.token))
-            })
+            .deletes_in_doubt()
+            .filter(|expected| expected.is_none_or(|token| !successors.contains_key(&token)))
             .count();
         for (token, next) in &successors {
             if next.len() > 1 {
@@ -512,14 +515,9 @@ impl DocumentCheck<'_> {
             // put in doubt that replaced it would be seen (in the final
             // state, or as the version a later write expected), and then it
             // is a successor above.
-            let maybe_superseded = self.writes.iter().any(|(other, other_write)| {
-                other.outcome == Outcome::InDoubt
-                    && other_write.effect == Effect::Delete
-                    && other_write
-                        .expected
-                        .as_ref()
-                        .is_some_and(|expected| expected.token == attempt.token)
-            });
+            let maybe_superseded = self
+                .deletes_in_doubt()
+                .any(|expected| expected == Some(attempt.token));
             if !maybe_superseded {
                 let now = match self.final_version {
                     Some(version) => format!(
