@@ -228,9 +228,45 @@ impl Batch {
         self.commands.len()
     }
 
-    /// Validates every command (see [`Command::validate`]).
+    /// Validates every command (see [`Command::validate`]) and that no two
+    /// commands name the same document.
+    ///
+    /// A batch names each document at most once, so that every expectation
+    /// of a batch is judged against the state committed before it, and the
+    /// version a conflict reports is always a committed one (never a write
+    /// of the refused batch itself, which is rolled back).
     pub fn validate(&self) -> crate::Result<()> {
-        self.commands.iter().try_for_each(Command::validate)
+        self.commands.iter().try_for_each(Command::validate)?;
+        match self.repeated_document() {
+            None => Ok(()),
+            Some((first, again)) => {
+                let command = &self.commands[again];
+                Err(crate::Error::InvalidInput(format!(
+                    "commands {first} and {again} both name {} #{}: a batch names each \
+                     document at most once (send the final version of the document once)",
+                    command.collection, command.id
+                )))
+            }
+        }
+    }
+
+    /// The positions of the first two commands that name the same document.
+    fn repeated_document(&self) -> Option<(usize, usize)> {
+        let key = |index: usize| {
+            let command = &self.commands[index];
+            (command.collection.as_str(), command.id.as_str())
+        };
+        // Most batches are small: comparing every pair allocates nothing.
+        if self.commands.len() <= 16 {
+            return (1..self.commands.len()).find_map(|again| {
+                (0..again)
+                    .find(|&first| key(first) == key(again))
+                    .map(|first| (first, again))
+            });
+        }
+        let mut seen = std::collections::HashMap::with_capacity(self.commands.len());
+        (0..self.commands.len())
+            .find_map(|index| seen.insert(key(index), index).map(|first| (first, index)))
     }
 }
 
@@ -311,6 +347,36 @@ mod tests {
         let parsed: Expectation =
             serde_json::from_str(r#"{"change\u005fvector":"A:3-x"}"#).unwrap();
         assert_eq!(parsed, Expectation::version("A:3-x"));
+    }
+
+    #[test]
+    fn a_batch_names_each_document_once() {
+        let put = |collection: &str, id: &str| Command::put(collection, id, "{}", Expectation::Any);
+        let fine = Batch::from(vec![
+            put("people", "p1"),
+            put("notes", "p1"),
+            Command::check("people", "p2", Expectation::Missing),
+        ]);
+        assert!(fine.validate().is_ok());
+        for size in [2, 16, 17, 40] {
+            let mut commands: Vec<Command> = (0..size - 1)
+                .map(|n| put("people", &format!("p{n}")))
+                .collect();
+            commands.push(Command::delete("people", "p0", Expectation::Any));
+            let error = Batch::from(commands)
+                .validate()
+                .expect_err("p0 is named twice");
+            assert!(
+                matches!(&error, crate::Error::InvalidInput(detail)
+                    if detail.contains(&format!("commands 0 and {} both name people #p0", size - 1))),
+                "{size} commands: {error}"
+            );
+        }
+        let guard_and_write = Batch::from(vec![
+            Command::check("people", "p1", Expectation::Missing),
+            put("people", "p1"),
+        ]);
+        assert!(guard_and_write.validate().is_err());
     }
 
     #[test]

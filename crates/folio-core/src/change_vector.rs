@@ -45,7 +45,10 @@ impl ChangeVector {
     /// ```
     pub fn etag_in(&self, database: &DatabaseId) -> Option<u64> {
         let (etag, tail) = self.0.strip_prefix("A:")?.split_once('-')?;
-        if tail != database.as_str() || !etag.bytes().all(|b| b.is_ascii_digit()) {
+        // Only the form Folio writes: change vectors compare as strings, so
+        // "A:03-…" is not "A:3-…" (no sign, no leading zero).
+        let canonical = etag == "0" || (!etag.starts_with('0') && !etag.is_empty());
+        if tail != database.as_str() || !canonical || !etag.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
         etag.parse().ok()
@@ -189,6 +192,9 @@ mod tests {
         assert_eq!(etag("A:42-Ab-cdefghijklmnopqrstu"), Some(42));
         assert_eq!(etag("A:42-Xb-cdefghijklmnopqrstu"), None);
         assert_eq!(etag("A:+42-Ab-cdefghijklmnopqrstu"), None);
+        assert_eq!(etag("A:042-Ab-cdefghijklmnopqrstu"), None);
+        assert_eq!(etag("A:-Ab-cdefghijklmnopqrstu"), None);
+        assert_eq!(etag("A:0-Ab-cdefghijklmnopqrstu"), Some(0));
         assert_eq!(etag("B:42-Ab-cdefghijklmnopqrstu"), None);
         assert_eq!(etag("garbage"), None);
     }

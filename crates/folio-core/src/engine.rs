@@ -34,8 +34,13 @@ pub struct QueryResult {
 ///   etag, a new change vector `A:{etag}-{database id}`, and (for puts) the
 ///   next revision and the commit time. A delete of a missing document with
 ///   an `Any` expectation changes nothing and takes no etag.
-/// * Commands apply in order; a command's expectation is judged against the
-///   state left by the commands before it in the same batch.
+/// * A batch names each document at most once ([`Batch::validate`]), so
+///   every expectation is judged against the state committed before the
+///   batch, and a conflict's actual version is always a committed one (or
+///   none). Commands apply in order.
+/// * No change vector is ever issued twice: an etag taken by a write that
+///   is rolled back (a refused batch, a failed group) is never taken again,
+///   not after a restart either.
 /// * When commit returns `Ok(Ok(_))` the batch is durable as configured.
 /// * Reads see only committed data.
 /// * Every put or delete that takes an etag is a [`crate::Change`] of the

@@ -53,8 +53,12 @@ impl Error {
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EngineErrorKind {
-    /// Reading or writing storage failed (disk full, I/O error, read-only file).
+    /// Reading or writing storage failed (an I/O error, a read-only file).
     Io,
+    /// The disk (or the size the database may take) is full: nothing of the
+    /// write was stored. Reads go on; writes succeed again once there is
+    /// room.
+    Full,
     /// The storage is busy or locked by someone else; retrying later may help.
     Busy,
     /// The stored data is damaged or not a Folio database.

@@ -45,9 +45,8 @@ pub(crate) fn storage(doing: &str, error: tokio_postgres::Error) -> Error {
             EngineErrorKind::Network
         }
         Some(code) if *code == SqlState::QUERY_CANCELED => EngineErrorKind::Timeout,
-        Some(code) if *code == SqlState::DISK_FULL || *code == SqlState::IO_ERROR => {
-            EngineErrorKind::Io
-        }
+        Some(code) if *code == SqlState::DISK_FULL => EngineErrorKind::Full,
+        Some(code) if *code == SqlState::IO_ERROR => EngineErrorKind::Io,
         Some(code) if *code == SqlState::DATA_CORRUPTED || *code == SqlState::INDEX_CORRUPTED => {
             EngineErrorKind::Corrupt
         }
@@ -62,6 +61,7 @@ pub(crate) fn storage(doing: &str, error: tokio_postgres::Error) -> Error {
         EngineErrorKind::SerializationFailure => {
             " (the batch kept conflicting with concurrent transactions)"
         }
+        EngineErrorKind::Full => " (the PostgreSQL server is out of disk space)",
         _ => "",
     };
     Error::Engine(EngineError::new(kind, format!("{doing} failed{hint}")).with_source(error))

@@ -10,12 +10,12 @@ pub(crate) fn storage(doing: &str, error: rusqlite::Error) -> Error {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => EngineErrorKind::Busy,
         Some(
             ErrorCode::SystemIoFailure
-            | ErrorCode::DiskFull
             | ErrorCode::ReadOnly
             | ErrorCode::CannotOpen
             | ErrorCode::PermissionDenied
             | ErrorCode::FileLockingProtocolFailed,
         ) => EngineErrorKind::Io,
+        Some(ErrorCode::DiskFull) => EngineErrorKind::Full,
         Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => EngineErrorKind::Corrupt,
         _ => EngineErrorKind::Other,
     };
@@ -23,8 +23,9 @@ pub(crate) fn storage(doing: &str, error: rusqlite::Error) -> Error {
         EngineErrorKind::Busy => {
             " (the database file is locked by another process; is a second Folio using it?)"
         }
-        EngineErrorKind::Io => {
-            " (check that the disk has space and the data directory is writable)"
+        EngineErrorKind::Io => " (check the disk, and that the data directory is writable)",
+        EngineErrorKind::Full => {
+            " (the disk is full, or the database reached its size limit: free some space)"
         }
         EngineErrorKind::Corrupt => " (the file is damaged or is not a Folio database)",
         _ => "",
