@@ -11,6 +11,7 @@
 //! [`ChangeHorizon`] is the in-process half every engine shares: the
 //! published horizon, and waiting for it to move without polling storage.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -123,6 +124,9 @@ impl ChangesPage {
 #[derive(Debug)]
 pub struct ChangeHorizon {
     sender: watch::Sender<u64>,
+    /// The horizon, readable without the channel's lock: every read of the
+    /// embedded engine asks it (readers show only what is durable).
+    current: AtomicU64,
 }
 
 impl ChangeHorizon {
@@ -130,12 +134,13 @@ impl ChangeHorizon {
     pub fn new(etag: u64) -> Self {
         ChangeHorizon {
             sender: watch::Sender::new(etag),
+            current: AtomicU64::new(etag),
         }
     }
 
     /// The published horizon.
     pub fn current(&self) -> u64 {
-        *self.sender.borrow()
+        self.current.load(Ordering::Acquire)
     }
 
     /// Moves the horizon up to `etag` (never down) and wakes the waiters
@@ -145,6 +150,9 @@ impl ChangeHorizon {
             let moved = etag > *current;
             if moved {
                 *current = etag;
+                // Under the channel's lock: the two never disagree for long,
+                // and the atomic never goes down.
+                self.current.store(etag, Ordering::Release);
             }
             moved
         });
@@ -160,6 +168,13 @@ impl ChangeHorizon {
             // Timed out (the sender lives as long as `self`).
             _ => self.current(),
         }
+    }
+
+    /// Waits until the horizon is at least `etag`, however long that takes.
+    pub async fn wait_until(&self, etag: u64) {
+        let mut receiver = self.sender.subscribe();
+        // The sender lives as long as `self`, so this only ends at `etag`.
+        let _ = receiver.wait_for(|current| *current >= etag).await;
     }
 
     /// How many readers are waiting (engines that pay for computing the

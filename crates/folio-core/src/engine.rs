@@ -42,7 +42,9 @@ pub struct QueryResult {
 ///   is rolled back (a refused batch, a failed group) is never taken again,
 ///   not after a restart either.
 /// * When commit returns `Ok(Ok(_))` the batch is durable as configured.
-/// * Reads see only committed data.
+/// * Reads show only committed data that is durable as configured: a
+///   version that a power loss could still erase is not shown (a read waits
+///   for it, or fails if its durability is in doubt).
 /// * Every put or delete that takes an etag is a [`crate::Change`] of the
 ///   changes feed; [`Engine::changes`] returns them in etag order, only up
 ///   to the published horizon (see [`crate::changes`]), so none is ever

@@ -32,7 +32,7 @@ use std::ffi::{CStr, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 
 /// Failures to inject into one embedded database's files; shared with the
 /// test that arms them. See the module documentation.
@@ -42,6 +42,16 @@ pub struct IoFaults {
     log_syncs: Armed,
     database: Armed,
     database_syncs: Armed,
+    /// Syncs of the log wait while this is held ([`IoFaults::hold_syncs`]).
+    syncs_held: Mutex<Held>,
+    syncs_released: Condvar,
+}
+
+/// Whether syncs of the log wait, and how many wait now.
+#[derive(Debug, Default)]
+struct Held {
+    held: bool,
+    waiting: u32,
 }
 
 /// How many of the next operations of one kind fail, and how many did.
@@ -97,6 +107,55 @@ impl IoFaults {
     /// checkpoint) fail with an I/O error. `0` disarms.
     pub fn fail_database_syncs(&self, count: u32) {
         self.database_syncs.arm(count, false);
+    }
+
+    /// Makes the syncers' next syncs of the log wait until
+    /// [`IoFaults::release_syncs`]: groups stay committed and not yet
+    /// durable for as long as a test needs (a slow disk, held still).
+    pub fn hold_syncs(&self) {
+        self.held().held = true;
+    }
+
+    /// Lets the syncs held by [`IoFaults::hold_syncs`] go on (each fails if
+    /// [`IoFaults::fail_syncs`] armed it).
+    pub fn release_syncs(&self) {
+        self.held().held = false;
+        self.syncs_released.notify_all();
+    }
+
+    /// Blocks until a sync of the log is waiting at the hold: a group has
+    /// committed and is not durable.
+    pub fn wait_for_held_sync(&self) {
+        let mut held = self.held();
+        while held.waiting == 0 {
+            held = self
+                .syncs_released
+                .wait(held)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.syncs_held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits while syncs are held (a syncer, before its sync).
+    fn pass_hold(&self) {
+        let mut held = self.held();
+        if !held.held {
+            return;
+        }
+        held.waiting += 1;
+        self.syncs_released.notify_all();
+        while held.held {
+            held = self
+                .syncs_released
+                .wait(held)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        held.waiting -= 1;
     }
 
     /// How many log writes have failed so far because of this.
@@ -188,7 +247,11 @@ pub(crate) fn for_log_named(name: &CStr) -> Option<Arc<IoFaults>> {
     for_log(name.to_bytes())
 }
 
-/// Whether the next sync of the log at `wal` by a syncer fails.
+/// Whether the next sync of the log at `wal` by a syncer fails, once it
+/// may go on (`IoFaults::hold_syncs`).
 pub(crate) fn log_sync_fails(wal: &Path) -> bool {
-    for_log(wal.as_os_str().as_bytes()).is_some_and(|faults| faults.take_log_sync())
+    for_log(wal.as_os_str().as_bytes()).is_some_and(|faults| {
+        faults.pass_hold();
+        faults.take_log_sync()
+    })
 }

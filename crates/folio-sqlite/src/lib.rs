@@ -40,6 +40,7 @@ mod vfs;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
@@ -58,7 +59,7 @@ use crate::error::{closed, storage};
 use crate::location::Location;
 use crate::read::{ReaderPool, change_vector, entry_from_row};
 use crate::sync::{Acknowledger, Failed};
-use crate::writer::{Prepared, Request, Writer};
+use crate::writer::{Links, Prepared, Request, Writer};
 
 #[cfg(feature = "fault-injection")]
 pub use crate::faults::IoFaults;
@@ -134,7 +135,15 @@ struct Shared {
     cache: Arc<DocumentCache>,
     database_id: DatabaseId,
     /// The changes feed's horizon: the last etag durably committed.
+    /// Readers show nothing beyond it (`Shared::durable`).
     horizon: Arc<ChangeHorizon>,
+    /// Set when a sync failed: what was committed after the last good
+    /// sync may or may not be on disk.
+    failed: Arc<Failed>,
+    /// Whether the tombstones table may hold rows (set by the writer before
+    /// it writes one): until then, a load that finds nothing need not look
+    /// for a delete still being synced.
+    tombstones: Arc<AtomicBool>,
     location: Arc<Location>,
     /// The exclusive lock on the database (a file's `.lock` beside it),
     /// released when the engine closes.
@@ -210,14 +219,19 @@ impl SqliteEngine {
             }
             _ => Acknowledger::Immediate(horizon.clone()),
         };
+        // The writer learns whether there are tombstones, and tells readers.
+        let tombstones = Arc::new(AtomicBool::new(true));
         let writer = Writer::start(
             connection,
             opened.database_id.clone(),
             options.max_batches_per_group,
-            cache.clone(),
-            commits,
             acknowledger,
-            failed,
+            Links {
+                cache: cache.clone(),
+                commits,
+                failed: failed.clone(),
+                tombstones: tombstones.clone(),
+            },
         )?;
         Ok(SqliteEngine {
             shared: Arc::new(Shared {
@@ -227,6 +241,8 @@ impl SqliteEngine {
                 cache,
                 database_id: opened.database_id,
                 horizon,
+                failed,
+                tombstones,
                 location,
                 _lock: lock,
             }),
@@ -244,20 +260,88 @@ impl SqliteEngine {
     }
 
     /// Runs `read` on the blocking pool with a read connection: for reads
-    /// that may scan many rows.
+    /// that may scan many rows. What it read is returned once it is
+    /// durable: the newest write its snapshot could hold is read after it
+    /// (a later snapshot holds at least as much), and waited for.
     async fn read_blocking<T: Send + 'static>(
         &self,
         read: impl FnOnce(&rusqlite::Connection, &DatabaseId) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || {
-            shared
-                .readers
-                .with(|connection| read(connection, &shared.database_id))
+        let (value, newest) = tokio::task::spawn_blocking(move || {
+            shared.readers.with(|connection| {
+                let value = read(connection, &shared.database_id)?;
+                let newest: i64 = connection
+                    .prepare_cached("SELECT coalesce(max(etag), 0) FROM changes")
+                    .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
+                    .map_err(|e| storage("reading the newest write", e))?;
+                Ok((value, u64::try_from(newest).unwrap_or(0)))
+            })
         })
         .await
-        .map_err(|_| closed())?
+        .map_err(|_| closed())??;
+        self.shared.durable(newest).await?;
+        Ok(value)
     }
+}
+
+impl Shared {
+    /// Returns once every write up to `etag` is durable. Readers show only
+    /// durable versions: a version someone read is never erased by a power
+    /// loss (the writer's COMMIT makes a group visible to readers before the
+    /// syncers' `fdatasync` returns, so a read may have to wait for it). An
+    /// error when the sync failed: that version may or may not be on disk.
+    async fn durable(&self, etag: u64) -> Result<()> {
+        while etag > self.horizon.current() {
+            if self.failed.is_set() {
+                return Err(folio_core::Error::Engine(folio_core::EngineError::new(
+                    folio_core::EngineErrorKind::Io,
+                    "syncing the write-ahead log to disk failed, so the newest writes this read \
+                     would show may or may not be on disk; reopen the database (check the disk)",
+                )));
+            }
+            tokio::select! {
+                () = self.horizon.wait_until(etag) => {}
+                () = self.failed.wait() => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The etag of the newest delete of one of `ids` in `collection` (0 when
+    /// none), so that a load that finds nothing waits for the delete's sync
+    /// like any other read of a version.
+    fn newest_delete(
+        &self,
+        connection: &rusqlite::Connection,
+        collection: &str,
+        ids: &[&str],
+    ) -> Result<u64> {
+        if ids.is_empty() || !self.tombstones.load(Ordering::Acquire) {
+            return Ok(0);
+        }
+        let mut statement = connection
+            .prepare_cached("SELECT etag FROM tombstones WHERE collection = ?1 AND id = ?2")
+            .map_err(|e| storage("preparing a read", e))?;
+        let mut newest = 0;
+        for id in ids {
+            let etag: Option<i64> = statement
+                .query_row(params![collection, id], |row| row.get(0))
+                .optional()
+                .map_err(|e| storage("reading a delete", e))?;
+            newest = newest.max(etag.and_then(|etag| u64::try_from(etag).ok()).unwrap_or(0));
+        }
+        Ok(newest)
+    }
+}
+
+/// The etag of the newest of these versions (0 when there are none).
+fn newest_etag<'a>(versions: impl IntoIterator<Item = &'a Metadata>) -> u64 {
+    versions
+        .into_iter()
+        .map(|metadata| metadata.etag)
+        .max()
+        .unwrap_or(0)
 }
 
 /// The write-ahead log of the database file at `path`, named as SQLite names it.
@@ -304,6 +388,11 @@ fn absolute(path: &Path) -> Result<PathBuf> {
     Ok(directory.join(file_name))
 }
 
+/// How long opening a database waits for its lock before reporting it busy.
+const LOCK_PATIENCE: Duration = Duration::from_millis(500);
+/// How often it tries for the lock meanwhile.
+const LOCK_RETRY: Duration = Duration::from_millis(10);
+
 /// Takes the exclusive lock of the database at `path` (the file `PATH.lock`).
 fn lock_database(path: &Path) -> Result<std::fs::File> {
     let mut lock_path = path.as_os_str().to_owned();
@@ -324,7 +413,21 @@ fn lock_database(path: &Path) -> Result<std::fs::File> {
                 error,
             )
         })?;
-    match file.try_lock() {
+    // A lock held for a moment only is waited for: a process that forks
+    // holds a copy of every descriptor until its child runs a program, so
+    // a database closed and opened again at once may find its own lock
+    // still held by a child of this process.
+    let mut waited = Duration::ZERO;
+    let locked = loop {
+        match file.try_lock() {
+            Err(std::fs::TryLockError::WouldBlock) if waited < LOCK_PATIENCE => {
+                std::thread::sleep(LOCK_RETRY);
+                waited += LOCK_RETRY;
+            }
+            other => break other,
+        }
+    };
+    match locked {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => {
             Err(folio_core::Error::Engine(folio_core::EngineError::new(
@@ -373,13 +476,16 @@ impl Engine for SqliteEngine {
                 }
             }
         }
+        let mut newest = newest_etag(found.iter().flatten().map(|entry| &entry.metadata));
         if misses.is_empty() {
+            shared.durable(newest).await?;
             return Ok(found);
         }
-        shared.readers.with(|connection| {
+        let deleted = shared.readers.with(|connection| {
             let mut statement = connection
                 .prepare_cached(GET_DOCUMENT)
                 .map_err(|e| storage("preparing a read", e))?;
+            let mut missing = Vec::new();
             for (position, ticket) in misses {
                 let entry = statement
                     .query_row(params![collection, ids[position]], |row| {
@@ -387,26 +493,33 @@ impl Engine for SqliteEngine {
                     })
                     .optional()
                     .map_err(|e| storage("reading a document", e))?;
-                if let Some(entry) = &entry {
-                    shared.cache.insert(ticket, entry);
+                match &entry {
+                    Some(entry) => {
+                        newest = newest.max(entry.metadata.etag);
+                        shared.cache.insert(ticket, entry);
+                    }
+                    None => missing.push(ids[position].as_str()),
                 }
                 found[position] = entry;
             }
-            Ok(())
+            shared.newest_delete(connection, collection, &missing)
         })?;
+        shared.durable(newest.max(deleted)).await?;
         Ok(found)
     }
 
     async fn metadata(&self, collection: &str, ids: &[String]) -> Result<Vec<Option<Metadata>>> {
         validate::keys(collection, ids)?;
-        let database = &self.shared.database_id;
-        self.shared.readers.with(|connection| {
+        let shared = &self.shared;
+        let database = &shared.database_id;
+        let (found, deleted) = shared.readers.with(|connection| {
             let mut statement = connection
                 .prepare_cached(
                     "SELECT etag, revision, last_modified FROM documents WHERE collection = ?1 AND id = ?2",
                 )
                 .map_err(|e| storage("preparing a read", e))?;
-            ids.iter()
+            let found = ids
+                .iter()
                 .map(|id| {
                     statement
                         .query_row(params![collection, id], |row| {
@@ -424,8 +537,20 @@ impl Engine for SqliteEngine {
                         .optional()
                         .map_err(|e| storage("reading a document's metadata", e))
                 })
-                .collect()
-        })
+                .collect::<Result<Vec<_>>>()?;
+            let missing: Vec<&str> = ids
+                .iter()
+                .zip(&found)
+                .filter(|(_, metadata)| metadata.is_none())
+                .map(|(id, _)| id.as_str())
+                .collect();
+            let deleted = shared.newest_delete(connection, collection, &missing)?;
+            Ok((found, deleted))
+        })?;
+        shared
+            .durable(newest_etag(found.iter().flatten()).max(deleted))
+            .await?;
+        Ok(found)
     }
 
     async fn query(&self, query: &Query) -> Result<Vec<Entry>> {

@@ -16,6 +16,10 @@
 //! * `folio_counters`: `last_etag`, the last etag issued as of layout 2
 //!   (written once per group then). Since layout 3 the last etag is the
 //!   feed's ([`LAST_ETAG`]): every write that keeps its etag is in it.
+//!   `etags_reserved`: every etag up to it may have been taken, by a write
+//!   that committed or one that was rolled back; the writer starts above it
+//!   and raises it ahead of use ([`RESERVE_ETAGS`]), so no etag (and no
+//!   change vector) is ever taken twice.
 //!
 //! `PRAGMA user_version` holds the layout version.
 
@@ -91,6 +95,18 @@ DROP TRIGGER changes_of_updates;
 pub(crate) const LAST_ETAG: &str = "SELECT max(\
     coalesce((SELECT value FROM folio_counters WHERE name = 'last_etag'), 0), \
     coalesce((SELECT max(etag) FROM changes), 0))";
+
+/// The last etag any committed write took (as [`LAST_ETAG`]) and the etags
+/// reserved (`writer.rs`: an etag up to the reservation may have been taken
+/// by a write that did not commit, and is never taken again).
+pub(crate) const LAST_AND_RESERVED_ETAGS: &str = "SELECT max(\
+    coalesce((SELECT value FROM folio_counters WHERE name = 'last_etag'), 0), \
+    coalesce((SELECT max(etag) FROM changes), 0)), \
+    coalesce((SELECT value FROM folio_counters WHERE name = 'etags_reserved'), 0)";
+
+/// Records the etags reserved (`?1`).
+pub(crate) const RESERVE_ETAGS: &str = "INSERT INTO folio_counters (name, value) \
+    VALUES ('etags_reserved', ?1) ON CONFLICT (name) DO UPDATE SET value = excluded.value";
 
 /// What opening a database learned.
 pub(crate) struct Opened {

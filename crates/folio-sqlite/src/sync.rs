@@ -17,17 +17,20 @@
 //! answers every group committed before it started, so whichever finishes
 //! first answers the groups it covers, in commit order.
 //!
-//! Nothing is acknowledged before it is on disk. Other sessions may read a
-//! commit before its sync completes (as they may in any database between
-//! commit and acknowledgment); anything that depends on it commits later in
-//! the same log, so its own sync covers both.
+//! Nothing is acknowledged before it is on disk, and nothing is shown to a
+//! reader before it is on disk either: SQLite's readers see a group as soon
+//! as it commits, so the engine's reads wait until the horizon (published
+//! here, after the sync) covers the newest version they would show
+//! (`Shared::durable` in `lib.rs`). A version someone read is never erased
+//! by a power loss, and its change vector never comes back naming another.
 //!
 //! The changes feed's horizon moves with the answers: a group's last etag is
 //! published once the group is durable, never before.
 //!
 //! If a sync fails, the data of the groups waiting for it may not be on
-//! disk: they and every group still waiting are answered with an error, and
-//! the engine refuses every later write (the failure is reported, never
+//! disk: they and every group still waiting are answered with an error
+//! (reads that would show them too), and the engine refuses every later
+//! write (the failure is reported, never
 //! retried: a failed `fsync` can leave the kernel believing the pages are
 //! clean). Each syncer syncs through a file descriptor of its own, so that
 //! a write-back error is reported to every sync that covered the page, not
@@ -46,17 +49,36 @@ use tokio::sync::oneshot;
 /// A caller waiting for its batch's verdict.
 pub(crate) type Reply = (oneshot::Sender<CommitResult>, CommitResult);
 
-/// Set once a sync failed: the engine takes no more writes.
+/// Set once a sync failed: the engine takes no more writes, and readers
+/// waiting for a write to become durable learn that it may never be.
 #[derive(Default)]
-pub(crate) struct Failed(AtomicBool);
+pub(crate) struct Failed {
+    set: AtomicBool,
+    changed: tokio::sync::Notify,
+}
 
 impl Failed {
     pub(crate) fn is_set(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.set.load(Ordering::Acquire)
     }
 
     fn set(&self) {
-        self.0.store(true, Ordering::Release);
+        self.set.store(true, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+
+    /// Returns once a sync has failed.
+    pub(crate) async fn wait(&self) {
+        loop {
+            let notified = self.changed.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the check, so a `set` in between wakes it.
+            notified.as_mut().enable();
+            if self.is_set() {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -122,18 +144,59 @@ pub(crate) enum Acknowledger {
 }
 
 impl Acknowledger {
-    /// Syncers for the log at `wal_path`.
+    /// Syncers for the log at `wal_path`, which exists.
+    ///
+    /// Each syncer's descriptor of the log is opened here, before any write:
+    /// a commit never needs a new descriptor, so running out of them (too
+    /// many connections or databases) fails the opening of a database, not
+    /// a sync, and only a sync that really failed stops the engine. The log
+    /// is synced once here too: what a crashed process left in it (in the
+    /// operating system's cache) is durable before readers are shown it.
     pub(crate) fn synced(
         wal_path: PathBuf,
         failed: Arc<Failed>,
         horizon: Arc<ChangeHorizon>,
     ) -> Result<Self> {
+        let mut logs = Vec::with_capacity(SYNCERS);
+        for _ in 0..SYNCERS {
+            let log = File::open(&wal_path).map_err(|error| {
+                Error::Engine(
+                    EngineError::new(
+                        EngineErrorKind::Io,
+                        format!(
+                            "opening the write-ahead log {} failed (out of file descriptors?)",
+                            wal_path.display()
+                        ),
+                    )
+                    .with_source(error),
+                )
+            })?;
+            logs.push(log);
+        }
+        if let Some(log) = logs.first() {
+            log.sync_data().map_err(|error| {
+                Error::Engine(
+                    EngineError::new(EngineErrorKind::Io, "syncing the write-ahead log failed")
+                        .with_source(error),
+                )
+            })?;
+        }
+        Self::start(wal_path, logs, failed, horizon)
+    }
+
+    /// Syncer threads, one per descriptor in `logs`.
+    fn start(
+        wal_path: PathBuf,
+        logs: Vec<File>,
+        failed: Arc<Failed>,
+        horizon: Arc<ChangeHorizon>,
+    ) -> Result<Self> {
         let queue = Arc::new(Queue::default());
         let mut threads = Vec::with_capacity(SYNCERS);
-        for _ in 0..SYNCERS {
+        for log in logs {
             let syncer = Syncer {
                 wal_path: wal_path.clone(),
-                log: None,
+                log,
                 queue: queue.clone(),
                 failed: failed.clone(),
                 horizon: horizon.clone(),
@@ -205,16 +268,18 @@ fn lock(state: &Mutex<QueueState>) -> MutexGuard<'_, QueueState> {
 
 /// One syncer thread.
 struct Syncer {
+    /// The log's path, naming it for fault injection in tests.
+    #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
     wal_path: PathBuf,
-    /// The log, opened by this thread (its own file descriptor).
-    log: Option<File>,
+    /// The log, through this syncer's own file descriptor.
+    log: File,
     queue: Arc<Queue>,
     failed: Arc<Failed>,
     horizon: Arc<ChangeHorizon>,
 }
 
 impl Syncer {
-    fn run(mut self) {
+    fn run(self) {
         loop {
             // Wait for a group no sync covers yet.
             let mut state = lock(&self.queue.state);
@@ -272,20 +337,12 @@ impl Syncer {
         }
     }
 
-    fn sync(&mut self) -> std::io::Result<()> {
+    fn sync(&self) -> std::io::Result<()> {
         #[cfg(feature = "fault-injection")]
         if crate::faults::log_sync_fails(&self.wal_path) {
             return Err(std::io::Error::from_raw_os_error(libc::EIO));
         }
-        match &self.log {
-            Some(file) => file.sync_data(),
-            None => {
-                let file = File::open(&self.wal_path)?;
-                let result = file.sync_data();
-                self.log = Some(file);
-                result
-            }
-        }
+        self.log.sync_data()
     }
 }
 
@@ -361,13 +418,37 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_sync_fails_every_waiting_group_and_all_later_ones() {
+    fn a_log_that_cannot_be_opened_fails_the_engines_start_not_a_sync() {
         let dir = tempfile::tempdir().unwrap();
-        // No log file: opening it for the sync fails, as a failed sync would.
-        let wal = dir.path().join("missing-wal");
         let failed = Arc::new(Failed::default());
         let horizon = Arc::new(ChangeHorizon::new(0));
-        let acknowledger = Acknowledger::synced(wal, failed.clone(), horizon.clone()).unwrap();
+        let error = Acknowledger::synced(
+            dir.path().join("missing-wal"),
+            failed.clone(),
+            horizon.clone(),
+        )
+        .err()
+        .expect("a missing log cannot be synced");
+        assert!(
+            error.to_string().contains("opening the write-ahead log"),
+            "{error}"
+        );
+        assert!(!failed.is_set(), "nothing was written, nothing is in doubt");
+    }
+
+    #[test]
+    fn a_failed_sync_fails_every_waiting_group_and_all_later_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = dir.path().join("db-wal");
+        std::fs::write(&wal, b"log").unwrap();
+        let failed = Arc::new(Failed::default());
+        let horizon = Arc::new(ChangeHorizon::new(0));
+        // Syncers whose descriptors name a special file, which cannot be
+        // synced (EINVAL): every sync fails, as on a failing disk.
+        let logs = (0..SYNCERS)
+            .map(|_| File::open("/dev/null").unwrap())
+            .collect();
+        let acknowledger = Acknowledger::start(wal, logs, failed.clone(), horizon.clone()).unwrap();
         let receivers = acknowledge_many(&acknowledger, 50);
         drop(acknowledger);
         for (mut receiver, etag) in receivers {

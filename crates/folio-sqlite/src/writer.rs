@@ -30,6 +30,7 @@
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
@@ -47,6 +48,11 @@ use crate::error::{closed, storage};
 use crate::jsonb::{self, Encoded};
 use crate::read::change_vector;
 use crate::sync::{Acknowledger, Failed, Reply, answer, refused_after_sync_failure};
+
+/// How many etags beyond a group's needs the writer reserves at once: the
+/// reservation is one more row written in one group out of thousands, and a
+/// reopened database starts above it (skipping at most this many).
+const ETAGS_RESERVED_AHEAD: u64 = 4096;
 
 /// The kinds of change in the `changes` table.
 const PUT: i64 = 0;
@@ -96,17 +102,33 @@ pub(crate) struct Writer {
     thread: Option<JoinHandle<()>>,
 }
 
+/// What the writer shares with the rest of the engine.
+pub(crate) struct Links {
+    /// The document cache, kept coherent by the writer.
+    pub(crate) cache: Arc<DocumentCache>,
+    /// Counts commits for the checkpointer.
+    pub(crate) commits: Arc<CommitCounter>,
+    /// Set when a sync failed: no more writes.
+    pub(crate) failed: Arc<Failed>,
+    /// Whether the tombstones table may hold rows, as readers see it.
+    pub(crate) tombstones: Arc<AtomicBool>,
+}
+
 impl Writer {
     /// Starts the writer thread on `connection`.
     pub(crate) fn start(
         connection: Connection,
         database_id: DatabaseId,
         max_batches_per_group: usize,
-        cache: Arc<DocumentCache>,
-        commits: Arc<CommitCounter>,
         acknowledger: Acknowledger,
-        failed: Arc<Failed>,
+        links: Links,
     ) -> Result<Self> {
+        let Links {
+            cache,
+            commits,
+            failed,
+            tombstones: readers_tombstones,
+        } = links;
         let (sender, receiver) = mpsc::channel();
         // The file is locked to this engine, so only this writer adds
         // tombstones: once it knows there are none, it can skip looking.
@@ -115,12 +137,15 @@ impl Writer {
                 row.get(0)
             })
             .unwrap_or(true);
+        readers_tombstones.store(tombstones, Ordering::Release);
         let state = WriterState {
             connection,
             database_id,
             last_etag: 0,
             etag_known: false,
+            reserved: 0,
             tombstones,
+            readers_tombstones,
             rowids: RowIds::default(),
             untrusted: false,
             cache,
@@ -172,14 +197,19 @@ struct WriterState {
     database_id: DatabaseId,
     /// The last etag issued.
     last_etag: u64,
-    /// Whether `last_etag` is the stored counter (false until the first
+    /// Whether `reserved` is what storage holds (false until the first
     /// group reads it, and after a group failed).
     etag_known: bool,
+    /// The etags reserved in storage: every etag up to it may have been
+    /// taken (`reserve_etags`).
+    reserved: u64,
     /// Whether the tombstones table may hold rows: false only while the
     /// writer knows it is empty (then a new document has no tombstone to
     /// remove, and the statement that would remove it is skipped: 7 % of
     /// the writer's instructions per document in `folio import`).
     tombstones: bool,
+    /// `tombstones` as the readers see it, set before a tombstone is written.
+    readers_tombstones: Arc<AtomicBool>,
     /// Where the documents this writer wrote lately are (`RowIds`).
     rowids: RowIds,
     /// Set when a feed record of a write that did not happen could not be
@@ -258,6 +288,10 @@ impl WriterState {
             answer(replies);
             return;
         }
+        let etags_needed = group
+            .iter()
+            .map(|(batch, _)| batch.batch.len() as u64)
+            .sum::<u64>();
         let began = self
             .execute("BEGIN IMMEDIATE", "starting a transaction")
             .and_then(|()| {
@@ -266,7 +300,8 @@ impl WriterState {
                 } else {
                     self.read_last_etag()
                 }
-            });
+            })
+            .and_then(|()| self.reserve_etags(etags_needed));
         if let Err(error) = began {
             self.etag_known = false;
             if !self.connection.is_autocommit() {
@@ -342,17 +377,18 @@ impl WriterState {
     }
 
     /// Runs one batch inside its own savepoint; on a conflict or a failure the
-    /// savepoint is rolled back and the etag counter restored. Also returns
+    /// savepoint is rolled back (the etags it took stay taken). Also returns
     /// the entries the batch wrote, for the read cache.
     fn run_batch(&mut self, batch: &mut Prepared, now: i64) -> (CommitResult, Vec<Entry>) {
+        // The etags a refused or failed batch took are never given back:
+        // a change vector names one version forever, and a version that was
+        // written and then rolled back must not lend its name to the next.
         if !needs_savepoint(&batch.batch) {
             // A refused one wrote nothing, and a failed one took back what
             // it wrote (`update_row`): no savepoint.
-            let etag_before = self.last_etag;
             let mut written = Vec::new();
             let outcome = self.apply(batch, now, &mut written);
             if !matches!(outcome, Ok(Ok(_))) {
-                self.last_etag = etag_before;
                 written.clear();
             }
             return (outcome, written);
@@ -360,7 +396,6 @@ impl WriterState {
         if let Err(error) = self.execute("SAVEPOINT batch", "starting a savepoint") {
             return (Err(error), Vec::new());
         }
-        let etag_before = self.last_etag;
         let mut written = Vec::new();
         let outcome = self.apply(batch, now, &mut written);
         let kept = match outcome {
@@ -368,11 +403,9 @@ impl WriterState {
             _ if self.connection.is_autocommit() => {
                 // SQLite rolled the whole transaction back, the savepoint
                 // with it: the caller hears what failed.
-                self.last_etag = etag_before;
                 return (outcome, Vec::new());
             }
             _ => {
-                self.last_etag = etag_before;
                 written.clear();
                 let rolled_back = self
                     .execute("ROLLBACK TO batch", "rolling back a savepoint")
@@ -449,7 +482,9 @@ impl WriterState {
                     let deleted = self.delete(collection, id, expect, etag)?;
                     deleted.map(|deleted| {
                         if !deleted {
-                            // Nothing was there: the etag was not used.
+                            // Nothing was there: no version, no tombstone
+                            // and no feed record carries the etag, so it was
+                            // never issued.
                             self.last_etag -= 1;
                         }
                         CommandResult::Deleted {
@@ -619,6 +654,7 @@ impl WriterState {
                 // Set before the insert: if it is rolled back, the flag only
                 // costs a lookup.
                 self.tombstones = true;
+                self.readers_tombstones.store(true, Ordering::Release);
                 self.connection
                     .prepare_cached(
                         "INSERT INTO tombstones (etag, collection, id) VALUES (?1, ?2, ?3) \
@@ -818,15 +854,50 @@ impl WriterState {
         Ok(self.find_current(collection, id)?.map(|known| known.etag))
     }
 
-    /// Reads the last etag issued, inside the write transaction.
+    /// Reads the last etag issued and the etags reserved, inside the write
+    /// transaction. The counter only moves up: after a failed group, the
+    /// etags that group took stay taken though nothing of it is stored.
     fn read_last_etag(&mut self) -> Result<()> {
-        let last: i64 = self
+        let (last, reserved): (i64, i64) = self
             .connection
-            .prepare_cached(crate::schema::LAST_ETAG)
-            .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
+            .prepare_cached(crate::schema::LAST_AND_RESERVED_ETAGS)
+            .and_then(|mut statement| statement.query_row([], |row| Ok((row.get(0)?, row.get(1)?))))
             .map_err(|e| storage("reading the last etag", e))?;
-        self.last_etag = u64::try_from(last).unwrap_or(0);
+        let (last, reserved) = (
+            u64::try_from(last).unwrap_or(0),
+            u64::try_from(reserved).unwrap_or(0),
+        );
+        // Every etag up to the reservation may have been taken before the
+        // database was last closed (or crashed): start above all of them.
+        self.last_etag = self.last_etag.max(last).max(reserved);
+        self.reserved = reserved;
         self.etag_known = true;
+        Ok(())
+    }
+
+    /// Makes sure the stored reservation covers the `needed` etags the group
+    /// may take, raising it in the group's transaction when it does not. A
+    /// group that commits has its etags reserved with it, so a database that
+    /// is reopened (after a crash too) never takes one of them again; a
+    /// group that fails leaves its etags taken in memory, and the next
+    /// group's reservation covers them.
+    fn reserve_etags(&mut self, needed: u64) -> Result<()> {
+        let wanted = self.last_etag.saturating_add(needed);
+        if wanted <= self.reserved {
+            return Ok(());
+        }
+        let reserved = wanted.saturating_add(ETAGS_RESERVED_AHEAD);
+        let value = i64::try_from(reserved).map_err(|_| {
+            folio_core::Error::Engine(folio_core::EngineError::new(
+                folio_core::EngineErrorKind::Other,
+                "the database has used up its etags (2^63)",
+            ))
+        })?;
+        self.connection
+            .prepare_cached(crate::schema::RESERVE_ETAGS)
+            .and_then(|mut statement| statement.execute([value]))
+            .map_err(|e| storage("reserving etags", e))?;
+        self.reserved = reserved;
         Ok(())
     }
 

@@ -272,9 +272,13 @@ async fn feed_skips_nothing_with_concurrent_writers(h: Harness) {
                     let id = |n: u64| format!("d{}", n % 12);
                     let commands = match random.next() % 4 {
                         0 => vec![put("docs", &id(random.next()), r#"{"v":1}"#)],
-                        1 => (0..3)
-                            .map(|_| put("docs", &id(random.next()), r#"{"v":2}"#))
-                            .collect(),
+                        // Three documents in a row (a batch names each once).
+                        1 => {
+                            let first = random.next();
+                            (0..3)
+                                .map(|n| put("docs", &id(first + n), r#"{"v":2}"#))
+                                .collect()
+                        }
                         2 => vec![Command::delete("docs", id(random.next()), Expectation::Any)],
                         // A version no engine issued, after a write: the whole batch
                         // conflicts and rolls back its etags.

@@ -16,6 +16,9 @@
 //!   processes on one database lose no update and keep every invariant;
 //! * `pg_terminate`: PostgreSQL only: backends terminated mid-batch fail
 //!   their batch whole, and the pool recovers;
+//! * `versions`: a change vector names one version forever: batches name a
+//!   document once, etags are never taken twice, and the embedded engine's
+//!   readers see only durable versions;
 //! * `derive`: compile-fail tests of `#[derive(Document)]`.
 
 #![allow(unreachable_pub)]
@@ -34,4 +37,5 @@ mod queries;
 mod security;
 mod sessions;
 mod tracking;
+mod versions;
 mod writes;
