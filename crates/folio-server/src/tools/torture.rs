@@ -307,6 +307,7 @@ impl Torture {
             token,
             writes,
             outcome: Outcome::Acknowledged,
+            started: 0,
         });
 
         for (label, store) in &targets {

@@ -155,6 +155,12 @@ enum Breakage {
     /// Only the first command of a batch is written; the others are
     /// acknowledged with made-up versions.
     WriteFirstCommandOnly,
+    /// A conflict reports as stored the change vector the next write will
+    /// take (as an engine that reports its own rolled-back write and then
+    /// gives its etag back does).
+    ReportTheNextVersion,
+    /// A conflict reports as stored a change vector no write produced.
+    ReportPhantomVersions,
 }
 
 /// An engine that breaks the contract once armed (setup runs unbroken).
@@ -233,6 +239,37 @@ impl Wrapper for Broken {
                     self.inner.commit(batch).await
                 }
             }
+            Breakage::ReportTheNextVersion | Breakage::ReportPhantomVersions => {
+                let conflict = match self.inner.commit(batch).await? {
+                    Ok(results) => return Ok(Ok(results)),
+                    Err(conflict) => conflict,
+                };
+                // The in-memory engine publishes each group's last etag as
+                // it commits: the next write takes the one after it.
+                let next = match self.breakage {
+                    Breakage::ReportTheNextVersion => {
+                        self.inner.wait_for_changes(0, Duration::ZERO).await? + 1
+                    }
+                    _ => 1 << 40,
+                };
+                let conflicts = conflict
+                    .into_conflicts()
+                    .into_iter()
+                    .map(|conflict| {
+                        let actual = conflict.actual().map(|stored| {
+                            let database = stored.as_str().split_once('-').map_or("", |(_, d)| d);
+                            folio::ChangeVector::from(format!("A:{next}-{database}"))
+                        });
+                        folio::Conflict::new(
+                            conflict.collection(),
+                            conflict.id(),
+                            conflict.expected().clone(),
+                            actual,
+                        )
+                    })
+                    .collect();
+                Ok(Err(folio::ConcurrencyError::new(conflicts)))
+            }
             Breakage::WriteFirstCommandOnly => {
                 let mut results = match self
                     .inner
@@ -305,5 +342,34 @@ async fn an_engine_that_writes_half_a_batch_is_caught() {
     assert!(
         invariants(&report).contains(&Invariant::LostWrite),
         "the half not written is lost: {report:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_that_reports_a_change_vector_it_then_issues_again_is_caught() {
+    // Few registers and many clients: conflicts are frequent.
+    let config = Config {
+        clients: 8,
+        registers: 3,
+        ..short(7)
+    };
+    let report = torture_broken(Breakage::ReportTheNextVersion, config).await;
+    assert!(
+        invariants(&report).contains(&Invariant::ChangeVector),
+        "a change vector named two versions: {report:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_that_reports_a_version_never_written_is_caught() {
+    let config = Config {
+        clients: 8,
+        registers: 3,
+        ..short(8)
+    };
+    let report = torture_broken(Breakage::ReportPhantomVersions, config).await;
+    assert!(
+        invariants(&report).contains(&Invariant::ChangeVector),
+        "a conflict reported a version no write produced: {report:#?}"
     );
 }

@@ -29,14 +29,19 @@
 //!   put that committed is always seen: in a read, in an expectation, or in
 //!   the final state.
 //!
+//! * **change vectors**: one change vector names one version of one
+//!   document: across documents, across every place a client was shown one
+//!   (acknowledgements, reads, expectations, the final state, a conflict's
+//!   `actual`); a conflict never reports a change vector before the write
+//!   that took it was sent, nor one that no write can have produced
+//!   ([`Reported`], on the run's clock).
+//!
 //! An attempt in doubt counts as committed once anyone saw its token (a
 //! read, an expectation, the final state); otherwise it is only an excuse:
-//! it may have replaced the version it expected. A version that was seen
-//! but never acknowledged may vanish in a crash (readers may see a commit
-//! before it is durable), so only acknowledged writes must survive. (The
-//! atomicity check assumes that what was seen survives: true of a killed
-//! process, whose writes the operating system keeps, and of PostgreSQL;
-//! after a power loss it could misfire.)
+//! it may have replaced the version it expected. Only acknowledged writes
+//! must survive: a version that was seen but never acknowledged was
+//! durable when it was read (engines show only durable versions), but the
+//! checker does not require it.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -89,6 +94,17 @@ pub(crate) struct DocKey {
 impl DocKey {
     pub(crate) fn new(kind: Kind, index: u32) -> Self {
         DocKey { kind, index }
+    }
+
+    /// The document of run `run` stored as `collection`/`id`, if it is one.
+    pub(crate) fn parse(collection: &str, id: &str, run: &str) -> Option<Self> {
+        let kind = [Kind::Account, Kind::Counter, Kind::Register]
+            .into_iter()
+            .find(|kind| kind.collection() == collection)?;
+        let prefix = kind.id(run, 0);
+        let prefix = prefix.strip_suffix('0')?;
+        let index = id.strip_prefix(prefix)?.parse().ok()?;
+        (kind.id(run, index) == id).then_some(DocKey { kind, index })
     }
 
     /// `collection/id`, for messages.
@@ -150,6 +166,23 @@ pub(crate) struct Attempt {
     pub(crate) token: Token,
     pub(crate) writes: Vec<Write>,
     pub(crate) outcome: Outcome,
+    /// When its `save_changes` was sent, on the run's clock ([`Clock`]): no
+    /// version it wrote can have been shown to anyone before.
+    pub(crate) started: Tick,
+}
+
+/// A moment of a run: the run's clock ticks at every save sent and every
+/// conflict received, by any client, so ticks order those events.
+pub(crate) type Tick = u64;
+
+/// A change vector an engine reported as the stored version of a document
+/// in a conflict (the conflict's `actual`).
+#[derive(Clone, Debug)]
+pub(crate) struct Reported {
+    pub(crate) key: DocKey,
+    pub(crate) change_vector: ChangeVector,
+    /// When the conflict was received.
+    pub(crate) at: Tick,
 }
 
 /// An invariant that a run can break.
@@ -160,6 +193,10 @@ pub enum Invariant {
     Bank,
     /// Two successes from one version, or a chain that does not link.
     VersionChain,
+    /// One change vector named two versions (of two documents, or one
+    /// shown before the write that took it), or a conflict reported as
+    /// stored a version that no write produced.
+    ChangeVector,
     /// A batch whose fate was unknown was seen applied in part.
     Atomicity,
     /// An acknowledged write is neither in the final state nor superseded.
@@ -201,6 +238,8 @@ pub(crate) struct History {
     pub(crate) attempts: Vec<Attempt>,
     /// Every version read, once per document and token.
     pub(crate) observed: HashMap<(DocKey, Token), Version>,
+    /// Every change vector a conflict reported as stored.
+    pub(crate) reported: Vec<Reported>,
 }
 
 impl History {
@@ -236,6 +275,7 @@ impl History {
     /// Adds another client's history; disagreeing reads are violations.
     pub(crate) fn merge(&mut self, other: History, run: &str) -> Vec<Violation> {
         self.attempts.extend(other.attempts);
+        self.reported.extend(other.reported);
         let mut violations = Vec::new();
         for ((key, _), version) in other.observed {
             violations.extend(self.observe(key, &version, run));
@@ -274,7 +314,125 @@ pub(crate) fn check(history: &History, final_state: &FinalState, run: &str) -> V
         document.check(&mut violations);
     }
     check_atomicity(history, final_state, run, &mut violations);
+    check_change_vectors(history, final_state, run, &mut violations);
     violations
+}
+
+/// A change vector names one version of one document, forever: every
+/// change vector the clients were shown — in an acknowledgement, a read, an
+/// expectation, the final state, or a conflict's `actual` — names one
+/// document and one write; a conflict reports a version only after the
+/// write that took its change vector was sent; and a change vector a
+/// conflict reported names a version some write may have produced. (An
+/// engine that reports its own rolled-back write as the conflict's `actual`
+/// and then gives that change vector to a later write fails the second or
+/// the third rule.) Two versions of one document with one change vector are
+/// reported by the document's own check (`Visibility`).
+fn check_change_vectors(
+    history: &History,
+    final_state: &FinalState,
+    run: &str,
+    violations: &mut Vec<Violation>,
+) {
+    let mut named: HashMap<&ChangeVector, (DocKey, Token)> = HashMap::new();
+    let mut name = |change_vector, key: DocKey, token, violations: &mut Vec<Violation>| {
+        if let Some((other_key, other_token)) = named.insert(change_vector, (key, token))
+            && other_key != key
+        {
+            violations.push(Violation {
+                invariant: Invariant::ChangeVector,
+                document: Some(key.name(run)),
+                detail: format!(
+                    "change vector {change_vector} names the write of attempt {token} of this                      document and the write of attempt {other_token} of {}",
+                    other_key.name(run)
+                ),
+            });
+        }
+    };
+    for ((key, token), version) in &history.observed {
+        name(&version.change_vector, *key, *token, violations);
+    }
+    for attempt in &history.attempts {
+        for write in &attempt.writes {
+            if let Some(expected) = &write.expected {
+                name(
+                    &expected.change_vector,
+                    write.key,
+                    expected.token,
+                    violations,
+                );
+            }
+            if let Some(written) = &write.written {
+                name(written, write.key, attempt.token, violations);
+            }
+        }
+    }
+    for (key, version) in final_state {
+        if let Some(version) = version {
+            name(&version.change_vector, *key, version.token, violations);
+        }
+    }
+    let attempts: HashMap<Token, &Attempt> = history
+        .attempts
+        .iter()
+        .map(|attempt| (attempt.token, attempt))
+        .collect();
+    for reported in &history.reported {
+        let document = Some(reported.key.name(run));
+        match named.get(&reported.change_vector) {
+            Some((key, token)) => {
+                let started = attempts.get(token).map(|attempt| attempt.started);
+                if *key != reported.key {
+                    violations.push(Violation {
+                        invariant: Invariant::ChangeVector,
+                        document,
+                        detail: format!(
+                            "a conflict reported {} as this document's stored version, but it \
+                             names a version of {}",
+                            reported.change_vector,
+                            key.name(run)
+                        ),
+                    });
+                } else if started.is_some_and(|started| started > reported.at) {
+                    violations.push(Violation {
+                        invariant: Invariant::ChangeVector,
+                        document,
+                        detail: format!(
+                            "a conflict reported {} as stored before attempt {token}, whose \
+                             write took that change vector, was sent: it named another version \
+                             then (a rolled-back write's, issued again)",
+                            reported.change_vector
+                        ),
+                    });
+                }
+            }
+            None => {
+                // Its version was never seen: only a put whose change vector
+                // nobody was told (in doubt, or acknowledged without it) may
+                // have produced it, and only one sent before the conflict.
+                let possible = history.attempts.iter().any(|attempt| {
+                    attempt.outcome != Outcome::Refused
+                        && attempt.started <= reported.at
+                        && attempt.writes.iter().any(|write| {
+                            write.key == reported.key
+                                && write.written.is_none()
+                                && matches!(write.effect, Effect::Put { .. })
+                        })
+                });
+                if !possible {
+                    violations.push(Violation {
+                        invariant: Invariant::ChangeVector,
+                        document,
+                        detail: format!(
+                            "a conflict reported {} as this document's stored version, which \
+                             no write of it can have produced (a version that never committed)",
+                            reported.change_vector
+                        ),
+                    });
+                }
+            }
+        }
+    }
 }
 
 /// Each batch in doubt is seen whole or not at all.
@@ -604,6 +762,7 @@ mod tests {
                 written,
             }],
             outcome,
+            started: token,
         }
     }
 
@@ -617,6 +776,7 @@ mod tests {
                 written: None,
             }],
             outcome,
+            started: token,
         }
     }
 
@@ -859,6 +1019,7 @@ mod tests {
                 },
             ],
             outcome,
+            started: 2,
         };
         let history = History {
             attempts: vec![batch(InDoubt)],
@@ -871,10 +1032,127 @@ mod tests {
             vec![Invariant::Atomicity],
             "{violations:?}"
         );
-        let whole = FinalState::from([(KEY, Some(version(2, 0))), (other, Some(version(2, 0)))]);
+        let other_version = Version {
+            change_vector: "A:3-db".into(),
+            ..version(2, 0)
+        };
+        let whole = FinalState::from([(KEY, Some(version(2, 0))), (other, Some(other_version))]);
         assert_eq!(check(&history, &whole, RUN), Vec::new());
         let none = FinalState::from([(KEY, None), (other, None)]);
         assert_eq!(check(&history, &none, RUN), Vec::new());
+    }
+
+    /// A conflict reported at tick `at` that `KEY` is stored at `change_vector`.
+    fn reported(change_vector: &str, at: Tick) -> Reported {
+        Reported {
+            key: KEY,
+            change_vector: change_vector.into(),
+            at,
+        }
+    }
+
+    #[test]
+    fn a_change_vector_reported_before_its_write_was_sent_is_reported() {
+        // Attempt 2 was refused; the engine reported its own rolled-back
+        // write, A:5-db, as stored, then gave A:5-db to attempt 3 (sent
+        // after the conflict, at tick 4).
+        let first = put(1, None, 0, Acknowledged);
+        let refused = put(2, Some(version(1, 0)), 1, Refused);
+        let mut later = put(3, Some(version(1, 0)), 2, Acknowledged);
+        later.started = 4;
+        later.writes[0].written = Some("A:5-db".into());
+        let history = History {
+            attempts: vec![first, refused, later],
+            reported: vec![reported("A:5-db", 3)],
+            ..History::default()
+        };
+        let last = Version {
+            change_vector: "A:5-db".into(),
+            token: 3,
+            value: 2,
+        };
+        let violations = check(&history, &FinalState::from([(KEY, Some(last))]), RUN);
+        assert_eq!(
+            invariants(&violations),
+            vec![Invariant::ChangeVector],
+            "{violations:?}"
+        );
+        // Reported after the write was sent, it is the committed version.
+        let mut history = history;
+        history.reported = vec![reported("A:5-db", 5)];
+        let last = Version {
+            change_vector: "A:5-db".into(),
+            token: 3,
+            value: 2,
+        };
+        assert_eq!(
+            check(&history, &FinalState::from([(KEY, Some(last))]), RUN),
+            Vec::new()
+        );
+    }
+
+    #[test]
+    fn a_reported_version_no_write_produced_is_reported() {
+        let attempts = vec![
+            put(1, None, 0, Acknowledged),
+            put(2, Some(version(1, 0)), 1, Refused),
+        ];
+        let history = History {
+            attempts: attempts.clone(),
+            reported: vec![reported("A:9-db", 3)],
+            ..History::default()
+        };
+        let final_state = FinalState::from([(KEY, Some(version(1, 0)))]);
+        let violations = check(&history, &final_state, RUN);
+        assert_eq!(
+            invariants(&violations),
+            vec![Invariant::ChangeVector],
+            "{violations:?}"
+        );
+        // A put in doubt, sent before the conflict, may have produced it.
+        let mut attempts = attempts;
+        attempts.push(put(3, Some(version(1, 0)), 5, InDoubt));
+        let history = History {
+            attempts,
+            reported: vec![reported("A:9-db", 4)],
+            ..History::default()
+        };
+        assert_eq!(check(&history, &final_state, RUN), Vec::new());
+    }
+
+    #[test]
+    fn one_change_vector_on_two_documents_is_reported() {
+        let other = DocKey {
+            kind: Kind::Register,
+            index: 1,
+        };
+        let history = History {
+            attempts: vec![
+                put(1, None, 0, Acknowledged),
+                Attempt {
+                    writes: vec![Write {
+                        key: other,
+                        ..put(2, None, 0, Acknowledged).writes.remove(0)
+                    }],
+                    ..put(2, None, 0, Acknowledged)
+                },
+            ],
+            ..History::default()
+        };
+        let mut shared = version(2, 0);
+        shared.change_vector = version(1, 0).change_vector;
+        let mut attempts = history.attempts;
+        attempts[1].writes[0].written = Some(shared.change_vector.clone());
+        let history = History {
+            attempts,
+            ..History::default()
+        };
+        let final_state = FinalState::from([(KEY, Some(version(1, 0))), (other, Some(shared))]);
+        let violations = check(&history, &final_state, RUN);
+        assert!(
+            invariants(&violations).contains(&Invariant::ChangeVector),
+            "{violations:?}"
+        );
     }
 
     #[test]

@@ -20,14 +20,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use folio::{
-    ChangeVector, ConcurrencyChecks, Document, DocumentStore, Error, Result, Session,
-    SessionOptions,
+    ChangeVector, ConcurrencyChecks, ConcurrencyError, Document, DocumentStore, Error, Result,
+    Session, SessionOptions,
 };
 use serde::{Deserialize, Serialize};
 
 use super::Stop;
 use super::history::{
-    Attempt, DocKey, Effect, History, Invariant, Kind, Outcome, Token, Version, Violation, Write,
+    Attempt, DocKey, Effect, History, Invariant, Kind, Outcome, Reported, Tick, Token, Version,
+    Violation, Write,
 };
 
 /// Attempts of one `retry_on_conflict` before it gives up (a conflict).
@@ -174,6 +175,8 @@ pub(crate) struct Shared {
     pub(crate) max_operations: Option<u64>,
     pub(crate) counters: Counters,
     next_token: AtomicU64,
+    /// The run's clock (`history::Tick`).
+    clock: AtomicU64,
     violations: Mutex<Vec<Violation>>,
     error_samples: Mutex<Vec<String>>,
 }
@@ -192,6 +195,7 @@ impl Shared {
             max_operations,
             counters: Counters::default(),
             next_token: AtomicU64::new(1),
+            clock: AtomicU64::new(1),
             violations: Mutex::new(Vec::new()),
             error_samples: Mutex::new(Vec::new()),
         }
@@ -199,6 +203,11 @@ impl Shared {
 
     pub(crate) fn next_token(&self) -> Token {
         self.next_token.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The next moment of the run's clock.
+    pub(crate) fn tick(&self) -> Tick {
+        self.clock.fetch_add(1, Ordering::SeqCst)
     }
 
     pub(crate) fn violation(&self, violation: Violation) {
@@ -427,11 +436,32 @@ impl Client {
     fn settle(&mut self, attempt: Attempt, saved: Result<()>) -> Result<()> {
         let (outcome, returned) = match saved {
             Ok(()) => (Outcome::Acknowledged, Ok(())),
-            Err(Error::Concurrency(_)) => (Outcome::Refused, Ok(())),
+            Err(Error::Concurrency(error)) => {
+                self.reported(&error);
+                (Outcome::Refused, Ok(()))
+            }
             Err(error) => (Outcome::InDoubt, Err(error)),
         };
         self.record(attempt, outcome);
         returned
+    }
+
+    /// Records the versions a conflict reported as stored.
+    fn reported(&mut self, error: &ConcurrencyError) {
+        let at = self.shared.tick();
+        for conflict in error.conflicts() {
+            let (Some(change_vector), Some(key)) = (
+                conflict.actual(),
+                DocKey::parse(conflict.collection(), conflict.id(), &self.shared.run),
+            ) else {
+                continue;
+            };
+            self.history.reported.push(Reported {
+                key,
+                change_vector: change_vector.clone(),
+                at,
+            });
+        }
     }
 
     fn record(&mut self, mut attempt: Attempt, outcome: Outcome) {
@@ -517,6 +547,8 @@ impl Client {
                         token,
                         writes,
                         outcome: Outcome::InDoubt,
+                        // Saved as soon as this returns.
+                        started: shared.tick(),
                     });
                     Ok(())
                 }
@@ -596,6 +628,7 @@ impl Client {
                 written: None,
             });
         }
+        let started = self.shared.tick();
         let saved = session.save_changes().await;
         if saved.is_ok() {
             for (write, id) in writes.iter_mut().zip(&ids) {
@@ -611,6 +644,7 @@ impl Client {
                 token,
                 writes,
                 outcome: Outcome::InDoubt,
+                started,
             },
             saved,
         )
@@ -649,6 +683,7 @@ impl Client {
                 }
             }
         };
+        let started = self.shared.tick();
         let saved = session.save_changes().await;
         let mut write = write;
         if saved.is_ok() && write.effect != Effect::Delete {
@@ -663,6 +698,7 @@ impl Client {
                 token,
                 writes: vec![write],
                 outcome: Outcome::InDoubt,
+                started,
             },
             saved,
         )
@@ -739,11 +775,13 @@ impl Client {
                 });
                 Ok(())
             }
-            (Err(Error::Concurrency(_)), Err(_)) => {
+            (Err(Error::Concurrency(error)), Err(_)) => {
+                self.reported(&error);
                 add(&self.shared.counters.torn_reads_caught, 1);
                 Ok(())
             }
-            (Err(Error::Concurrency(_)), Ok(())) => {
+            (Err(Error::Concurrency(error)), Ok(())) => {
+                self.reported(&error);
                 add(&self.shared.counters.conflicts, 1);
                 Ok(())
             }
