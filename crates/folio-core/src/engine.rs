@@ -103,6 +103,14 @@ pub trait Engine: Send + Sync + 'static {
     /// on a notification, never by polling storage in a loop.
     async fn wait_for_changes(&self, since: u64, timeout: Duration) -> Result<u64>;
 
+    /// Whether the engine can serve now: `Ok`, or the failure that stops
+    /// it from taking writes (a failed sync, a damaged database, a full
+    /// disk), as the error its writes would get. Reads may still work.
+    /// Provided: `Ok` (an engine with no such state).
+    fn health(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Long polling: the changes after `since` as [`Engine::changes`] does,
     /// but when there are none yet, waits up to `timeout` for some.
     async fn changes_wait(

@@ -63,6 +63,9 @@ pub enum EngineErrorKind {
     Busy,
     /// The stored data is damaged or not a Folio database.
     Corrupt,
+    /// The stored data was written by a newer version of Folio, in a layout
+    /// this one cannot read.
+    Unsupported,
     /// A transaction was aborted by the database to keep it serializable
     /// (PostgreSQL `40001`/`40P01`); retrying the whole batch may help.
     SerializationFailure,

@@ -62,10 +62,25 @@ pub async fn create_database(
     Ok(json(status, &serde_json::json!({ "database": path.db })))
 }
 
-/// `GET /healthz` (no authentication).
-#[utoipa::path(get, path = "/healthz", tag = "service", responses((status = 200, description = "the server is up", body = Object)))]
-pub async fn healthz() -> Response {
-    json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
+/// `GET /healthz` (no authentication): `200 {"status":"ok"}`, or `503`
+/// with what keeps the server from serving (a data directory it cannot
+/// write, databases that take no writes). Database names are told only
+/// when the server has no keys; with keys, only how many.
+#[utoipa::path(get, path = "/healthz", tag = "service", responses((status = 200, description = "the server is up: { status: ok }", body = Object), (status = 503, description = "something keeps it from serving: { status: failing, problems: [{ database?, problem }] }", body = Object)))]
+pub async fn healthz(State(state): State<AppState>) -> Response {
+    let mut problems = state.databases().problems().await;
+    if problems.is_empty() {
+        return json(StatusCode::OK, &serde_json::json!({ "status": "ok" }));
+    }
+    if state.has_keys() {
+        for problem in &mut problems {
+            problem.database = None;
+        }
+    }
+    json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &serde_json::json!({ "status": "failing", "problems": problems }),
+    )
 }
 
 /// `GET /metrics`: Prometheus text. With keys configured, any valid key

@@ -131,6 +131,74 @@ impl Databases {
     }
 }
 
+/// One thing that keeps the server from serving, as `GET /healthz` reports
+/// it: which database (none: the server itself) and what, in words that
+/// name no file.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct HealthProblem {
+    /// The database, when the problem is one database's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// What is wrong and what it stops.
+    pub problem: String,
+}
+
+impl Databases {
+    /// What keeps the server from serving now: a data directory it cannot
+    /// write, open databases that take no writes (a failed sync, damage, a
+    /// full disk), databases that could not be opened. Empty when all is well.
+    pub async fn problems(&self) -> Vec<HealthProblem> {
+        let mut problems = Vec::new();
+        if let Backend::Embedded { dir, .. } = &self.backend
+            && let Err(error) = probe_writable(dir)
+        {
+            tracing::error!(%error, directory = %dir.display(), "the data directory is not writable");
+            problems.push(HealthProblem {
+                database: None,
+                problem: "the data directory cannot be written: no database can take writes, \
+                          and new ones cannot be opened"
+                    .into(),
+            });
+        }
+        let open = self.open.read().await;
+        let mut names: Vec<&String> = open.keys().collect();
+        names.sort();
+        for name in names {
+            if let Err(folio_core::Error::Engine(error)) = open[name].health() {
+                tracing::error!(database = %name, error = ?error, "a database cannot serve");
+                problems.push(HealthProblem {
+                    database: Some(name.clone()),
+                    problem: health_words(error.kind()).into(),
+                });
+            }
+        }
+        problems
+    }
+}
+
+/// What a database that cannot serve is told by `/healthz`, by kind.
+fn health_words(kind: folio_core::EngineErrorKind) -> &'static str {
+    use folio_core::EngineErrorKind;
+    match kind {
+        EngineErrorKind::Corrupt => "damaged: it takes no writes; restore it from a backup",
+        EngineErrorKind::Full => "the disk is full: it takes no writes until there is room",
+        EngineErrorKind::Unsupported => "written by a newer Folio: it cannot be read",
+        EngineErrorKind::Io => {
+            "a write to disk failed: it takes no writes until the server is restarted (check the disk)"
+        }
+        _ => "it cannot serve now",
+    }
+}
+
+/// Creates and removes a file in `dir`: whether the directory can be
+/// written (its permissions, a read-only mount, a full disk).
+fn probe_writable(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let probe = dir.join(format!(".folio-health-{}", std::process::id()));
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
+}
+
 fn io_failure(doing: &str, error: std::io::Error) -> ApiError {
     tracing::error!(%error, "{doing} failed");
     ApiError::Internal(folio_core::EngineErrorKind::Io)

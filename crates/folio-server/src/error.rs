@@ -36,8 +36,11 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     /// 428: this collection requires `If-Match` to change a document.
     PreconditionRequired(String),
-    /// 500: the storage failed.
+    /// 500: the storage failed (a damaged database, a layout of a newer
+    /// Folio, any other failure: each kind its own problem type).
     Internal(EngineErrorKind),
+    /// 507: the disk is full; nothing of the request was written.
+    InsufficientStorage,
     /// 503: the storage is busy or unreachable; try again.
     Unavailable(EngineErrorKind),
 }
@@ -80,6 +83,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PreconditionRequired(_) => StatusCode::PRECONDITION_REQUIRED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -98,7 +102,10 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload-too-large",
             ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
             ApiError::PreconditionRequired(_) => "precondition-required",
+            ApiError::Internal(EngineErrorKind::Corrupt) => "damaged-database",
+            ApiError::Internal(EngineErrorKind::Unsupported) => "unsupported-layout",
             ApiError::Internal(_) => "storage-failure",
+            ApiError::InsufficientStorage => "insufficient-storage",
             ApiError::Unavailable(_) => "unavailable",
         }
     }
@@ -116,7 +123,10 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "Payload too large",
             ApiError::UnsupportedMediaType(_) => "Unsupported media type",
             ApiError::PreconditionRequired(_) => "Precondition required",
+            ApiError::Internal(EngineErrorKind::Corrupt) => "Database damaged",
+            ApiError::Internal(EngineErrorKind::Unsupported) => "Unsupported database layout",
             ApiError::Internal(_) => "Storage failure",
+            ApiError::InsufficientStorage => "Insufficient storage",
             ApiError::Unavailable(_) => "Service unavailable",
         }
     }
@@ -138,9 +148,21 @@ impl ApiError {
             ApiError::PayloadTooLarge(limit) => {
                 format!("the body is larger than the limit of {limit} bytes")
             }
+            ApiError::Internal(EngineErrorKind::Corrupt) => "the database is damaged (a page \
+                failed its checksum, or the file is not a Folio database): it takes no writes; \
+                restore it from a backup. The server log has the details"
+                .into(),
+            ApiError::Internal(EngineErrorKind::Unsupported) => "the database was written by a \
+                newer Folio than this server, in a layout it cannot read: run that Folio, or a \
+                newer one"
+                .into(),
             ApiError::Internal(kind) => {
                 format!("the storage failed ({kind:?}); the server log has the details")
             }
+            ApiError::InsufficientStorage => "the disk is full (or the database reached its size \
+                limit): nothing of this request was written. Writes succeed again once there is \
+                room; reads go on"
+                .into(),
             ApiError::Unavailable(kind) => {
                 format!("the storage is unavailable ({kind:?}); try again")
             }
@@ -203,6 +225,7 @@ impl From<folio_core::Error> for ApiError {
                     | EngineErrorKind::Network
                     | EngineErrorKind::Timeout
                     | EngineErrorKind::SerializationFailure => ApiError::Unavailable(engine.kind()),
+                    EngineErrorKind::Full => ApiError::InsufficientStorage,
                     kind => ApiError::Internal(kind),
                 }
             }

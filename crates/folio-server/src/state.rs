@@ -105,6 +105,11 @@ impl AppState {
         }
     }
 
+    /// Whether the server has API keys (and so authenticates requests).
+    pub fn has_keys(&self) -> bool {
+        self.inner.keys.is_some()
+    }
+
     /// Checks the request's key for `needed` in `database` (no keys: allowed).
     pub fn authorize(&self, headers: &HeaderMap, database: &str, needed: Role) -> ApiResult<()> {
         match &self.inner.keys {

@@ -31,6 +31,9 @@ use std::time::Duration;
 use folio_core::Result;
 use rusqlite::Connection;
 
+use crate::error::storage;
+use crate::health::Health;
+
 /// How often the checkpointer runs while the writer commits.
 const BUSY_INTERVAL: Duration = Duration::from_millis(10);
 
@@ -59,12 +62,16 @@ pub(crate) struct Checkpointer {
 }
 
 impl Checkpointer {
-    pub(crate) fn start(connection: Connection, commits: Arc<CommitCounter>) -> Result<Self> {
+    pub(crate) fn start(
+        connection: Connection,
+        commits: Arc<CommitCounter>,
+        health: Arc<Health>,
+    ) -> Result<Self> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let signal = stop.clone();
         let thread = std::thread::Builder::new()
             .name("folio-sqlite-checkpoint".into())
-            .spawn(move || run(&connection, &commits, &signal))
+            .spawn(move || run(&connection, &commits, &health, &signal))
             .map_err(|e| {
                 folio_core::Error::Engine(
                     folio_core::EngineError::new(
@@ -81,7 +88,12 @@ impl Checkpointer {
     }
 }
 
-fn run(connection: &Connection, commits: &CommitCounter, stop: &(Mutex<bool>, Condvar)) {
+fn run(
+    connection: &Connection,
+    commits: &CommitCounter,
+    health: &Health,
+    stop: &(Mutex<bool>, Condvar),
+) {
     lower_priority();
     let mut seen = commits.current();
     let (stopped, wake) = stop;
@@ -102,9 +114,15 @@ fn run(connection: &Connection, commits: &CommitCounter, stop: &(Mutex<bool>, Co
         seen = now;
         interval = BUSY_INTERVAL;
         // A failed checkpoint loses nothing (the log keeps the pages); the
-        // next round tries again. The stop flag stays locked meanwhile, so
-        // dropping the engine waits for the round to end.
-        let _ = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        // next round tries again, unless it found a damaged page. The stop
+        // flag stays locked meanwhile, so dropping the engine waits for the
+        // round to end.
+        let checkpointed = connection
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .map_err(|e| storage("copying the log into the database file", e));
+        if let Err(error) = checkpointed {
+            health.note(&error);
+        }
     }
 }
 
@@ -185,8 +203,12 @@ mod tests {
     #[test]
     fn the_checkpointer_runs_at_a_lower_priority_and_only_it() {
         let commits = Arc::new(CommitCounter::default());
-        let checkpointer =
-            Checkpointer::start(Connection::open_in_memory().unwrap(), commits).unwrap();
+        let checkpointer = Checkpointer::start(
+            Connection::open_in_memory().unwrap(),
+            commits,
+            Arc::default(),
+        )
+        .unwrap();
         // The thread lowers its own priority as it starts.
         let started = std::time::Instant::now();
         let mut seen = niceness_of("folio-sqlite-ch");

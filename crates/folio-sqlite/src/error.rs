@@ -6,6 +6,20 @@ use rusqlite::ErrorCode;
 /// Maps a SQLite error onto an [`Error::Engine`] of the matching kind,
 /// keeping the native error as the source. `doing` says what failed.
 pub(crate) fn storage(doing: &str, error: rusqlite::Error) -> Error {
+    if let rusqlite::Error::SqliteFailure(native, _) = &error
+        && native.extended_code == rusqlite::ffi::SQLITE_IOERR_DATA
+    {
+        return Error::Engine(
+            EngineError::new(
+                EngineErrorKind::Corrupt,
+                format!(
+                    "{doing} failed: a page of the database failed its checksum, so the file is \
+                     damaged (writes are refused; restore the database from a backup)"
+                ),
+            )
+            .with_source(error),
+        );
+    }
     let kind = match error.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => EngineErrorKind::Busy,
         Some(

@@ -45,6 +45,13 @@ pub struct IoFaults {
     /// Syncs of the log wait while this is held ([`IoFaults::hold_syncs`]).
     syncs_held: Mutex<Held>,
     syncs_released: Condvar,
+    /// How long each sync of the log by a syncer takes at least, in
+    /// microseconds ([`IoFaults::slow_syncs`]).
+    sync_delay_micros: AtomicU64,
+    /// Whether to record the files for simulated power losses.
+    simulate_power_loss: bool,
+    /// The files as a disk that can lose power holds them.
+    disk: Mutex<Option<Disk>>,
 }
 
 /// Whether syncs of the log wait, and how many wait now.
@@ -107,6 +114,118 @@ impl IoFaults {
     /// checkpoint) fail with an I/O error. `0` disarms.
     pub fn fail_database_syncs(&self, count: u32) {
         self.database_syncs.arm(count, false);
+    }
+
+    /// Faults that also record every write and sync of the database's files
+    /// (before it is opened), so that [`IoFaults::power_loss`] can tell what
+    /// a power loss at any moment would leave on the disk.
+    pub fn simulating_power_loss() -> Self {
+        IoFaults {
+            simulate_power_loss: true,
+            ..IoFaults::default()
+        }
+    }
+
+    /// What the disk would hold if the power went out now: every write
+    /// synced before this call, and each write not yet synced kept,
+    /// dropped, torn to some of its sectors, in an order shuffled by `seed`.
+    /// The engine goes on; the files it writes are not these.
+    ///
+    /// # Panics
+    ///
+    /// Unless made with [`IoFaults::simulating_power_loss`] and registered
+    /// with a database (`SqliteOptions::io_faults`).
+    pub fn power_loss(&self, seed: u64) -> PowerLoss {
+        let disk = self.disk();
+        let disk = disk
+            .as_ref()
+            .expect("power losses are simulated for a database opened with these faults");
+        let mut random = Random::new(seed);
+        PowerLoss {
+            database: disk.database.after_power_loss(&mut random),
+            log: disk.log.after_power_loss(&mut random),
+        }
+    }
+
+    fn disk(&self) -> std::sync::MutexGuard<'_, Option<Disk>> {
+        self.disk
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts recording the files of the database at `path` as they are now.
+    fn start_disk(&self, path: &Path) {
+        if self.simulate_power_loss {
+            let mut log = path.as_os_str().to_owned();
+            log.push("-wal");
+            *self.disk() = Some(Disk {
+                database: FileImage::of(path),
+                log: FileImage::of(Path::new(&log)),
+            });
+        }
+    }
+
+    /// Runs `record` on the simulated disk, if there is one.
+    fn on_disk<T>(&self, record: impl FnOnce(&mut Disk) -> T) -> Option<T> {
+        self.disk().as_mut().map(record)
+    }
+
+    /// A write of `bytes` at `offset` to the log completed.
+    pub(crate) fn record_log_write(&self, bytes: &[u8], offset: i64) {
+        self.on_disk(|disk| disk.log.record(Pending::write(bytes, offset)));
+    }
+
+    /// The log was truncated to `size`.
+    pub(crate) fn record_log_truncate(&self, size: i64) {
+        self.on_disk(|disk| {
+            disk.log
+                .record(Pending::Truncate(u64::try_from(size).unwrap_or(0)))
+        });
+    }
+
+    /// A sync of the log begins: what it will make durable.
+    pub(crate) fn log_sync_begins(&self) -> Option<SyncMark> {
+        self.on_disk(|disk| disk.log.sync_begins())
+    }
+
+    /// A sync of the log that began at `mark` completed.
+    pub(crate) fn log_synced(&self, mark: Option<SyncMark>) {
+        if let Some(mark) = mark {
+            self.on_disk(|disk| disk.log.synced(mark));
+        }
+    }
+
+    /// A write of `bytes` at `offset` to the database file completed.
+    pub(crate) fn record_database_write(&self, bytes: &[u8], offset: i64) {
+        self.on_disk(|disk| disk.database.record(Pending::write(bytes, offset)));
+    }
+
+    /// The database file was truncated to `size`.
+    pub(crate) fn record_database_truncate(&self, size: i64) {
+        self.on_disk(|disk| {
+            disk.database
+                .record(Pending::Truncate(u64::try_from(size).unwrap_or(0)))
+        });
+    }
+
+    /// A sync of the database file begins: what it will make durable.
+    pub(crate) fn database_sync_begins(&self) -> Option<SyncMark> {
+        self.on_disk(|disk| disk.database.sync_begins())
+    }
+
+    /// A sync of the database file that began at `mark` completed.
+    pub(crate) fn database_synced(&self, mark: Option<SyncMark>) {
+        if let Some(mark) = mark {
+            self.on_disk(|disk| disk.database.synced(mark));
+        }
+    }
+
+    /// Makes every sync of the log by the syncers take at least `delay`, as
+    /// a slow disk's would: groups stay committed and not yet durable for
+    /// that long.
+    pub fn slow_syncs(&self, delay: std::time::Duration) {
+        let micros = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        self.sync_delay_micros.store(micros, Ordering::Release);
     }
 
     /// Makes the syncers' next syncs of the log wait until
@@ -218,6 +337,7 @@ pub(crate) fn register(database: PathBuf, faults: &Arc<IoFaults>) {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     registered.retain(|(path, held)| held.strong_count() > 0 && *path != database);
+    faults.start_disk(&database);
     registered.push((database, Arc::downgrade(faults)));
 }
 
@@ -247,11 +367,189 @@ pub(crate) fn for_log_named(name: &CStr) -> Option<Arc<IoFaults>> {
     for_log(name.to_bytes())
 }
 
-/// Whether the next sync of the log at `wal` by a syncer fails, once it
-/// may go on (`IoFaults::hold_syncs`).
-pub(crate) fn log_sync_fails(wal: &Path) -> bool {
-    for_log(wal.as_os_str().as_bytes()).is_some_and(|faults| {
-        faults.pass_hold();
-        faults.take_log_sync()
-    })
+/// A syncer's sync of the log at `wal`, with the faults of its database:
+/// it waits while syncs are held (`IoFaults::hold_syncs`), fails when armed
+/// to, and what it covers becomes durable on the simulated disk.
+pub(crate) fn sync_log(
+    wal: &Path,
+    sync: impl FnOnce() -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let Some(faults) = for_log(wal.as_os_str().as_bytes()) else {
+        return sync();
+    };
+    faults.pass_hold();
+    let delay = faults.sync_delay_micros.load(Ordering::Acquire);
+    if delay > 0 {
+        std::thread::sleep(std::time::Duration::from_micros(delay));
+    }
+    if faults.take_log_sync() {
+        return Err(std::io::Error::from_raw_os_error(libc::EIO));
+    }
+    let began = faults.log_sync_begins();
+    sync()?;
+    faults.log_synced(began);
+    Ok(())
+}
+
+// ---- simulated power loss --------------------------------------------------
+
+/// What a simulated disk holds of one file: what is durable for sure (as of
+/// its last completed sync), and the writes and truncations since, which a
+/// power loss may keep, drop, tear or reorder.
+#[derive(Clone, Debug, Default)]
+struct FileImage {
+    durable: Vec<u8>,
+    pending: Vec<Pending>,
+    /// Pending operations dropped by syncs that completed (`pending` holds
+    /// the ones after them): syncs are numbered by this.
+    settled: u64,
+}
+
+/// One operation on a file not yet synced.
+#[derive(Clone, Debug)]
+enum Pending {
+    Write { offset: u64, bytes: Vec<u8> },
+    Truncate(u64),
+}
+
+impl Pending {
+    fn write(bytes: &[u8], offset: i64) -> Self {
+        Pending::Write {
+            offset: u64::try_from(offset).unwrap_or(0),
+            bytes: bytes.to_vec(),
+        }
+    }
+
+    fn apply(&self, image: &mut Vec<u8>) {
+        match self {
+            Pending::Write { offset, bytes } => {
+                let start = usize::try_from(*offset).unwrap_or(usize::MAX);
+                let end = start.saturating_add(bytes.len());
+                if image.len() < end {
+                    image.resize(end, 0);
+                }
+                image[start..end].copy_from_slice(bytes);
+            }
+            Pending::Truncate(size) => {
+                image.truncate(usize::try_from(*size).unwrap_or(usize::MAX));
+            }
+        }
+    }
+}
+
+impl FileImage {
+    /// The image of a file as it is on disk now, taken as durable.
+    fn of(path: &Path) -> Self {
+        FileImage {
+            durable: std::fs::read(path).unwrap_or_default(),
+            ..FileImage::default()
+        }
+    }
+
+    fn record(&mut self, operation: Pending) {
+        self.pending.push(operation);
+    }
+
+    /// Where a sync that begins now ends: everything recorded so far.
+    fn sync_begins(&self) -> SyncMark {
+        SyncMark(self.settled + self.pending.len() as u64)
+    }
+
+    /// A sync that began at `mark` completed: what was recorded before it
+    /// began is durable.
+    fn synced(&mut self, SyncMark(mark): SyncMark) {
+        let done = usize::try_from(mark.saturating_sub(self.settled))
+            .unwrap_or(usize::MAX)
+            .min(self.pending.len());
+        for operation in self.pending.drain(..done) {
+            operation.apply(&mut self.durable);
+        }
+        self.settled += done as u64;
+    }
+
+    /// What the disk may hold after a power loss now: the durable image,
+    /// and each pending operation kept, dropped, or (a write) torn to some
+    /// of its 512-byte sectors, applied in an order shuffled by `random`.
+    fn after_power_loss(&self, random: &mut Random) -> Vec<u8> {
+        let mut image = self.durable.clone();
+        let mut survivors: Vec<Pending> = Vec::new();
+        for operation in &self.pending {
+            match (random.below(4), operation) {
+                // Dropped.
+                (0, _) => {}
+                // Torn: some of its sectors landed.
+                (1, Pending::Write { offset, bytes }) => {
+                    for (index, sector) in bytes.chunks(512).enumerate() {
+                        if random.below(2) == 0 {
+                            survivors.push(Pending::Write {
+                                offset: offset + 512 * index as u64,
+                                bytes: sector.to_vec(),
+                            });
+                        }
+                    }
+                }
+                _ => survivors.push(operation.clone()),
+            }
+        }
+        // Reordered: the disk may have written them in any order.
+        for index in (1..survivors.len()).rev() {
+            let other = random.below(index as u64 + 1) as usize;
+            survivors.swap(index, other);
+        }
+        for operation in &survivors {
+            operation.apply(&mut image);
+        }
+        image
+    }
+}
+
+/// How far a sync reaches in a file's recorded operations.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SyncMark(u64);
+
+/// The simulated disk of one database: its file and its log.
+#[derive(Debug)]
+struct Disk {
+    database: FileImage,
+    log: FileImage,
+}
+
+/// The files of a database after a simulated power loss
+/// ([`IoFaults::power_loss`]).
+#[derive(Clone, Debug)]
+pub struct PowerLoss {
+    /// The database file.
+    pub database: Vec<u8>,
+    /// Its write-ahead log.
+    pub log: Vec<u8>,
+}
+
+impl PowerLoss {
+    /// Writes the files as the database `path` (and `path-wal`), to be
+    /// opened as after the power came back.
+    pub fn write_to(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::write(path, &self.database)?;
+        let mut log = path.as_os_str().to_owned();
+        log.push("-wal");
+        std::fs::write(log, &self.log)
+    }
+}
+
+/// A small seeded generator (xorshift64*), so a failing power loss can be
+/// replayed from its seed.
+struct Random(u64);
+
+impl Random {
+    fn new(seed: u64) -> Self {
+        Random(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
+    }
 }

@@ -28,6 +28,8 @@ mod checkpoint;
 mod error;
 #[cfg(feature = "fault-injection")]
 mod faults;
+mod file;
+mod health;
 mod jsonb;
 mod location;
 #[cfg(feature = "mimalloc")]
@@ -35,7 +37,9 @@ mod memory;
 mod query;
 mod read;
 mod schema;
+mod space;
 mod sync;
+pub mod testing;
 mod vfs;
 mod writer;
 
@@ -56,13 +60,15 @@ use tokio::sync::oneshot;
 use crate::cache::DocumentCache;
 use crate::checkpoint::{Checkpointer, CommitCounter};
 use crate::error::{closed, storage};
+use crate::health::Health;
 use crate::location::Location;
 use crate::read::{ReaderPool, change_vector, entry_from_row};
-use crate::sync::{Acknowledger, Failed};
+use crate::space::Space;
+use crate::sync::Acknowledger;
 use crate::writer::{Links, Prepared, Request, Writer};
 
 #[cfg(feature = "fault-injection")]
-pub use crate::faults::IoFaults;
+pub use crate::faults::{IoFaults, PowerLoss};
 #[cfg(feature = "mimalloc")]
 pub use crate::memory::allocate_with_mimalloc;
 
@@ -93,6 +99,12 @@ pub struct SqliteOptions {
     /// How many bytes of recently read documents to keep in memory, so that
     /// loads by id skip SQLite (0 turns the cache off).
     pub cache_bytes: usize,
+    /// How many bytes of disk a database file's engine keeps in reserve
+    /// (`NAME.sqlite-reserve`, while it is open): when the disk fills up,
+    /// it gives them back to copy its log into the file and empty it, and
+    /// takes writes again (deletes meanwhile) once the disk has them and
+    /// 4 MiB more free. 0 keeps no reserve.
+    pub reserve_bytes: u64,
     /// The most bytes the database may hold (`None`: as much as the disk
     /// has). A commit that needs more fails as on a full disk
     /// (`EngineErrorKind::Io`) and writes nothing; deleting documents
@@ -112,6 +124,7 @@ impl Default for SqliteOptions {
             max_batches_per_group: 512,
             max_idle_readers: 16,
             cache_bytes: 64 << 20,
+            reserve_bytes: 4 << 20,
             max_size_bytes: None,
             #[cfg(feature = "fault-injection")]
             io_faults: None,
@@ -128,9 +141,12 @@ pub struct SqliteEngine {
 }
 
 struct Shared {
-    // Dropped first: stopping the writer before the readers close.
-    writer: Writer,
+    // Dropped first: a checkpoint of its own beside the writer's last one
+    // (which empties the log when the engine closes) would make that one
+    // give up (SQLite lets one checkpoint run at a time, and does not wait).
     _checkpointer: Option<Checkpointer>,
+    // Dropped next: stopping the writer before the readers close.
+    writer: Writer,
     readers: ReaderPool,
     cache: Arc<DocumentCache>,
     database_id: DatabaseId,
@@ -139,7 +155,7 @@ struct Shared {
     horizon: Arc<ChangeHorizon>,
     /// Set when a sync failed: what was committed after the last good
     /// sync may or may not be on disk.
-    failed: Arc<Failed>,
+    health: Arc<Health>,
     /// Whether the tombstones table may hold rows (set by the writer before
     /// it writes one): until then, a load that finds nothing need not look
     /// for a delete still being synced.
@@ -176,6 +192,8 @@ impl SqliteEngine {
             return Ok(SqliteEngine { shared });
         }
         let lock = lock_database(&path)?;
+        file::prepare(&path)?;
+        vfs::checksum_pages(&path);
         let engine = Self::start(Location::File(path.clone()), options, Some(lock))?;
         open.push((path, Arc::downgrade(&engine.shared)));
         Ok(engine)
@@ -204,18 +222,19 @@ impl SqliteEngine {
         }
         let cache = Arc::new(DocumentCache::new(options.cache_bytes));
         let commits = Arc::new(CommitCounter::default());
+        let health = Arc::new(Health::default());
         let checkpointer = match location.path() {
             Some(_) => Some(Checkpointer::start(
                 location.open_checkpointer()?,
                 commits.clone(),
+                health.clone(),
             )?),
             None => None,
         };
-        let failed = Arc::new(Failed::default());
         let horizon = Arc::new(ChangeHorizon::new(opened.last_etag));
         let acknowledger = match (location.path(), options.durability) {
             (Some(path), Durability::Full) => {
-                Acknowledger::synced(wal_path(path), failed.clone(), horizon.clone())?
+                Acknowledger::synced(wal_path(path), health.clone(), horizon.clone())?
             }
             _ => Acknowledger::Immediate(horizon.clone()),
         };
@@ -229,19 +248,24 @@ impl SqliteEngine {
             Links {
                 cache: cache.clone(),
                 commits,
-                failed: failed.clone(),
+                health: health.clone(),
                 tombstones: tombstones.clone(),
+                space: Space::open(location.path(), options.reserve_bytes, &health),
             },
         )?;
         Ok(SqliteEngine {
             shared: Arc::new(Shared {
-                writer,
                 _checkpointer: checkpointer,
-                readers: ReaderPool::new(location.clone(), options.max_idle_readers),
+                writer,
+                readers: ReaderPool::new(
+                    location.clone(),
+                    options.max_idle_readers,
+                    health.clone(),
+                ),
                 cache,
                 database_id: opened.database_id,
                 horizon,
-                failed,
+                health,
                 tombstones,
                 location,
                 _lock: lock,
@@ -293,7 +317,7 @@ impl Shared {
     /// error when the sync failed: that version may or may not be on disk.
     async fn durable(&self, etag: u64) -> Result<()> {
         while etag > self.horizon.current() {
-            if self.failed.is_set() {
+            if self.health.sync_failed() {
                 return Err(folio_core::Error::Engine(folio_core::EngineError::new(
                     folio_core::EngineErrorKind::Io,
                     "syncing the write-ahead log to disk failed, so the newest writes this read \
@@ -302,7 +326,7 @@ impl Shared {
             }
             tokio::select! {
                 () = self.horizon.wait_until(etag) => {}
-                () = self.failed.wait() => {}
+                () = self.health.wait_for_sync_failure() => {}
             }
         }
         Ok(())
@@ -652,6 +676,10 @@ impl Engine for SqliteEngine {
 
     async fn wait_for_changes(&self, since: u64, timeout: Duration) -> Result<u64> {
         Ok(self.shared.horizon.wait_beyond(since, timeout).await)
+    }
+
+    fn health(&self) -> Result<()> {
+        self.shared.health.report()
     }
 }
 

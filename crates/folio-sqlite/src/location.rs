@@ -32,7 +32,7 @@ const PAGE_SIZE: i64 = 2048;
 /// writer had spent a fifth of its time in its own checkpoints), with
 /// `update` unchanged (62,087 and 57,450/s against 61,933 and 60,234/s, p99
 /// 2.9–3.1 ms against 2.7–2.8 ms).
-const WRITER_CHECKPOINT_PAGES: i64 = 64_000;
+pub(crate) const WRITER_CHECKPOINT_PAGES: i64 = 64_000;
 
 /// The writer's page cache: it reads every document it checks.
 const WRITER_CACHE_KIB: i64 = 64 * 1024;
@@ -92,10 +92,15 @@ impl Location {
             .connect(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)
             .map_err(|e| storage("opening the database", e))?;
         configure(&connection, WRITER_CACHE_KIB)?;
-        // Only takes effect when the database is created.
+        // Only take effect when the database is created (the reserved bytes
+        // also at the next VACUUM, which converting a database runs).
         connection
             .pragma_update(None, "page_size", PAGE_SIZE)
             .map_err(|e| storage("setting the page size", e))?;
+        if let Location::File(_) = self {
+            crate::vfs::reserve_checksum_bytes(&connection)
+                .map_err(|e| storage("reserving room for page checksums", e))?;
+        }
         if let Location::File(_) = self {
             let mode: String = connection
                 .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))

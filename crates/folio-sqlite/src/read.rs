@@ -10,6 +10,7 @@ use folio_core::{ChangeVector, DatabaseId, Entry, Metadata, Result, time_from_mi
 use rusqlite::{Connection, Row};
 
 use crate::error::storage;
+use crate::health::Health;
 use crate::location::Location;
 
 /// Idle read connections, opened on demand, kept up to a bound.
@@ -17,14 +18,17 @@ pub(crate) struct ReaderPool {
     location: Arc<Location>,
     idle: Mutex<Vec<Connection>>,
     max_idle: usize,
+    /// Told of any damaged page a read finds.
+    health: Arc<Health>,
 }
 
 impl ReaderPool {
-    pub(crate) fn new(location: Arc<Location>, max_idle: usize) -> Self {
+    pub(crate) fn new(location: Arc<Location>, max_idle: usize, health: Arc<Health>) -> Self {
         ReaderPool {
             location,
             idle: Mutex::new(Vec::new()),
             max_idle,
+            health,
         }
     }
 
@@ -38,9 +42,9 @@ impl ReaderPool {
             .pop();
         let connection = match idle {
             Some(connection) => connection,
-            None => self.location.open_reader()?,
+            None => self.health.noted(self.location.open_reader())?,
         };
-        let result = read(&connection);
+        let result = self.health.noted(read(&connection));
         let mut idle = self
             .idle
             .lock()

@@ -29,7 +29,11 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::error::storage;
 
 /// The layout version this build writes.
-const LAYOUT_VERSION: i64 = 3;
+///
+/// Layout 4 changes no table: its pages reserve 8 bytes for a checksum
+/// (`vfs.rs`; `file.rs` converts older files). Its number keeps an older
+/// Folio, which would write pages without checksums, from opening it.
+const LAYOUT_VERSION: i64 = 4;
 
 const LAYOUT_V1: &str = "
 CREATE TABLE folio_meta (
@@ -138,9 +142,13 @@ pub(crate) fn open(connection: &mut Connection) -> Result<Opened> {
         }
         1..=LAYOUT_VERSION => {}
         newer => {
-            return Err(Error::InvalidInput(format!(
-                "the database has layout version {newer}, newer than this Folio understands \
-                 ({LAYOUT_VERSION}); upgrade Folio to open it"
+            return Err(Error::Engine(folio_core::EngineError::new(
+                folio_core::EngineErrorKind::Unsupported,
+                format!(
+                    "the database has layout {newer}, written by a newer Folio than this one \
+                     (which reads layouts up to {LAYOUT_VERSION}): open it with that Folio or a \
+                     newer one"
+                ),
             )));
         }
     }
@@ -182,6 +190,22 @@ pub(crate) fn open(connection: &mut Connection) -> Result<Opened> {
         database_id: DatabaseId::parse(&database_id)?,
         last_etag: u64::try_from(last_etag).unwrap_or(0),
     })
+}
+
+/// Makes `connection`'s empty database one of layout 3, as Folio wrote it
+/// before page checksums, for tests of the conversion (`file.rs`).
+#[cfg(test)]
+pub(crate) fn layout_3(connection: &Connection) {
+    connection.execute_batch(LAYOUT_V1).unwrap();
+    connection.execute_batch(LAYOUT_V2).unwrap();
+    connection.execute_batch(LAYOUT_V3).unwrap();
+    connection
+        .execute(
+            "INSERT INTO folio_meta (key, value) VALUES ('database_id', ?1)",
+            [DatabaseId::generate().as_str()],
+        )
+        .unwrap();
+    connection.pragma_update(None, "user_version", 3).unwrap();
 }
 
 #[cfg(test)]

@@ -39,48 +39,16 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use folio_core::{ChangeHorizon, CommitResult, EngineError, EngineErrorKind, Error, Result};
 use tokio::sync::oneshot;
 
+use crate::health::Health;
+
 /// A caller waiting for its batch's verdict.
 pub(crate) type Reply = (oneshot::Sender<CommitResult>, CommitResult);
-
-/// Set once a sync failed: the engine takes no more writes, and readers
-/// waiting for a write to become durable learn that it may never be.
-#[derive(Default)]
-pub(crate) struct Failed {
-    set: AtomicBool,
-    changed: tokio::sync::Notify,
-}
-
-impl Failed {
-    pub(crate) fn is_set(&self) -> bool {
-        self.set.load(Ordering::Acquire)
-    }
-
-    fn set(&self) {
-        self.set.store(true, Ordering::Release);
-        self.changed.notify_waiters();
-    }
-
-    /// Returns once a sync has failed.
-    pub(crate) async fn wait(&self) {
-        loop {
-            let notified = self.changed.notified();
-            let mut notified = std::pin::pin!(notified);
-            // Registered before the check, so a `set` in between wakes it.
-            notified.as_mut().enable();
-            if self.is_set() {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
 
 /// The error of a write committed to the log whose sync failed: it is in
 /// doubt, whole or not at all.
@@ -154,7 +122,7 @@ impl Acknowledger {
     /// operating system's cache) is durable before readers are shown it.
     pub(crate) fn synced(
         wal_path: PathBuf,
-        failed: Arc<Failed>,
+        health: Arc<Health>,
         horizon: Arc<ChangeHorizon>,
     ) -> Result<Self> {
         let mut logs = Vec::with_capacity(SYNCERS);
@@ -174,21 +142,25 @@ impl Acknowledger {
             logs.push(log);
         }
         if let Some(log) = logs.first() {
-            log.sync_data().map_err(|error| {
+            #[cfg(feature = "fault-injection")]
+            let synced = crate::faults::sync_log(&wal_path, || log.sync_data());
+            #[cfg(not(feature = "fault-injection"))]
+            let synced = log.sync_data();
+            synced.map_err(|error| {
                 Error::Engine(
                     EngineError::new(EngineErrorKind::Io, "syncing the write-ahead log failed")
                         .with_source(error),
                 )
             })?;
         }
-        Self::start(wal_path, logs, failed, horizon)
+        Self::start(wal_path, logs, health, horizon)
     }
 
     /// Syncer threads, one per descriptor in `logs`.
     fn start(
         wal_path: PathBuf,
         logs: Vec<File>,
-        failed: Arc<Failed>,
+        health: Arc<Health>,
         horizon: Arc<ChangeHorizon>,
     ) -> Result<Self> {
         let queue = Arc::new(Queue::default());
@@ -198,7 +170,7 @@ impl Acknowledger {
                 wal_path: wal_path.clone(),
                 log,
                 queue: queue.clone(),
-                failed: failed.clone(),
+                health: health.clone(),
                 horizon: horizon.clone(),
             };
             let thread = std::thread::Builder::new()
@@ -274,7 +246,7 @@ struct Syncer {
     /// The log, through this syncer's own file descriptor.
     log: File,
     queue: Arc<Queue>,
-    failed: Arc<Failed>,
+    health: Arc<Health>,
     horizon: Arc<ChangeHorizon>,
 }
 
@@ -297,7 +269,7 @@ impl Syncer {
             state.covered = target;
             drop(state);
 
-            let synced = if self.failed.is_set() {
+            let synced = if self.health.sync_failed() {
                 Err(std::io::Error::other("an earlier sync failed"))
             } else {
                 self.sync()
@@ -318,9 +290,9 @@ impl Syncer {
                     last_etag = last_etag.max(etag);
                 }
             }
-            if synced.is_err() || self.failed.is_set() {
+            if synced.is_err() || self.health.sync_failed() {
                 // Whatever waits may lie on the pages that failed.
-                self.failed.set();
+                self.health.fail_sync();
                 for (_, replies, _, garbage) in state.waiting.drain(..) {
                     done.extend(replies);
                     spent.push(garbage);
@@ -339,9 +311,8 @@ impl Syncer {
 
     fn sync(&self) -> std::io::Result<()> {
         #[cfg(feature = "fault-injection")]
-        if crate::faults::log_sync_fails(&self.wal_path) {
-            return Err(std::io::Error::from_raw_os_error(libc::EIO));
-        }
+        return crate::faults::sync_log(&self.wal_path, || self.log.sync_data());
+        #[cfg(not(feature = "fault-injection"))]
         self.log.sync_data()
     }
 }
@@ -376,7 +347,7 @@ mod tests {
             for _ in 0..4 {
                 scope.spawn(|| {
                     loop {
-                        let etag = next.fetch_add(1, Ordering::SeqCst) + 1;
+                        let etag = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
                         if etag > groups {
                             break;
                         }
@@ -399,10 +370,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let wal = dir.path().join("db-wal");
         std::fs::write(&wal, b"log").unwrap();
-        let failed = Arc::new(Failed::default());
+        let health = Arc::new(Health::default());
         let horizon = Arc::new(ChangeHorizon::new(0));
         let acknowledger =
-            Acknowledger::synced(wal.clone(), failed.clone(), horizon.clone()).unwrap();
+            Acknowledger::synced(wal.clone(), health.clone(), horizon.clone()).unwrap();
         let receivers = acknowledge_many(&acknowledger, 500);
         // Closing waits for every queued group to be synced and answered.
         drop(acknowledger);
@@ -414,17 +385,17 @@ mod tests {
             assert!(matches!(verdict, Ok(Ok(_))), "group {etag}: {verdict:?}");
         }
         assert_eq!(horizon.current(), 500);
-        assert!(!failed.is_set());
+        assert!(!health.sync_failed());
     }
 
     #[test]
     fn a_log_that_cannot_be_opened_fails_the_engines_start_not_a_sync() {
         let dir = tempfile::tempdir().unwrap();
-        let failed = Arc::new(Failed::default());
+        let health = Arc::new(Health::default());
         let horizon = Arc::new(ChangeHorizon::new(0));
         let error = Acknowledger::synced(
             dir.path().join("missing-wal"),
-            failed.clone(),
+            health.clone(),
             horizon.clone(),
         )
         .err()
@@ -433,7 +404,10 @@ mod tests {
             error.to_string().contains("opening the write-ahead log"),
             "{error}"
         );
-        assert!(!failed.is_set(), "nothing was written, nothing is in doubt");
+        assert!(
+            !health.sync_failed(),
+            "nothing was written, nothing is in doubt"
+        );
     }
 
     #[test]
@@ -441,14 +415,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let wal = dir.path().join("db-wal");
         std::fs::write(&wal, b"log").unwrap();
-        let failed = Arc::new(Failed::default());
+        let health = Arc::new(Health::default());
         let horizon = Arc::new(ChangeHorizon::new(0));
         // Syncers whose descriptors name a special file, which cannot be
         // synced (EINVAL): every sync fails, as on a failing disk.
         let logs = (0..SYNCERS)
             .map(|_| File::open("/dev/null").unwrap())
             .collect();
-        let acknowledger = Acknowledger::start(wal, logs, failed.clone(), horizon.clone()).unwrap();
+        let acknowledger = Acknowledger::start(wal, logs, health.clone(), horizon.clone()).unwrap();
         let receivers = acknowledge_many(&acknowledger, 50);
         drop(acknowledger);
         for (mut receiver, etag) in receivers {
@@ -458,7 +432,7 @@ mod tests {
                 "group {etag} is not durable: {verdict:?}"
             );
         }
-        assert!(failed.is_set());
+        assert!(health.sync_failed());
         assert_eq!(horizon.current(), 0, "nothing durable is published");
     }
 }

@@ -1,38 +1,64 @@
-//! A thin layer over SQLite's own file system layer (its "unix" VFS) that
-//! writes each commit to the write-ahead log in one system call.
+//! A layer over SQLite's own file system layer (its "unix" VFS) that keeps
+//! damage from being read as data, and writes each commit to the
+//! write-ahead log in one system call.
 //!
-//! SQLite writes a frame of the log in two calls, its 24-byte header and
-//! then the page, so a group commit of N pages makes 2N `pwrite` calls: in
-//! `folio bench update` that was 28 % of the writer thread's time, most of
-//! it the kernel's fixed cost per call. Here the log file gathers the
-//! frames of a transaction in memory while they arrive in order, and writes
-//! them at once when the commit frame (the one whose header carries the
-//! database size) is complete: still inside SQLite's own write call, whose
-//! result reports any failure. Nothing becomes visible earlier: SQLite
-//! publishes new frames to readers only after that call returned.
+//! **Page checksums.** A database created by Folio reserves the last
+//! [`RESERVED_BYTES`] of every page (SQLite's "reserved bytes", set before
+//! the first page is written; `reserve_checksum_bytes`). Every page written
+//! to the database file gets the XXH3 checksum of the rest of the page
+//! there, and every whole page read from it is checked against it: a
+//! damaged page (a flipped bit, a torn or zeroed sector, a page of another
+//! file) is the error `SQLITE_IOERR_DATA`, never content. Only files the
+//! engine registered (`checksum_pages`) are checked, so a file of an older
+//! layout opens as before until it is converted. Pages in the log are
+//! checked with SQLite's own frame checksums, which chain every frame to the
+//! one before (SQLite checks them only when it recovers a log): a read of a
+//! committed frame's page reads the previous frame's checksum and the
+//! frame's header with it, in the same system call, and is refused when the
+//! chain does not hold. Frames this connection appended to a transaction
+//! not yet committed are not checked (SQLite may rewrite them in place and
+//! fix the chain at COMMIT). Memory-mapped reads are off for checked files
+//! (a mapped page could not be checked).
 //!
-//! Any other use of the log file (a read, a sync, a size query, a truncate,
-//! a write elsewhere, closing it) first writes what is gathered, so SQLite
-//! never observes the difference. Only appended frames are gathered; every
-//! other write goes straight through. Files other than the log are SQLite's
-//! own, untouched, except in tests: with the feature `fault-injection`, the
-//! log's writes and the database file's writes and syncs fail when a test
-//! arms them (`faults.rs`, and the `faulty` module below).
+//! **One write per commit.** SQLite writes a frame of the log in two calls,
+//! its 24-byte header and then the page, so a group commit of N pages makes
+//! 2N `pwrite` calls: in `folio bench update` that was 28 % of the writer
+//! thread's time, most of it the kernel's fixed cost per call. Here the log
+//! file gathers the frames of a transaction in memory while they arrive in
+//! order, and writes them at once when the commit frame (the one whose
+//! header carries the database size) is complete: still inside SQLite's own
+//! write call, whose result reports any failure. Nothing becomes visible
+//! earlier: SQLite publishes new frames to readers only after that call
+//! returned. Any other use of the log file (a read, a sync, a size query, a
+//! truncate, a write elsewhere, closing it) first writes what is gathered,
+//! so SQLite never observes the difference. Only appended frames are
+//! gathered; every other write goes straight through.
+//!
+//! With the feature `fault-injection`, the files' writes and syncs fail when
+//! a test arms them (`faults.rs`).
 //!
 //! One of three modules with `unsafe` code (with `memory.rs`, and
-//! `checkpoint.rs` lowering its thread's priority): SQLite's file
-//! layer is a C interface of function pointers.
+//! `checkpoint.rs` lowering its thread's priority): SQLite's file layer is a
+//! C interface of function pointers.
 
 #![allow(unsafe_code)]
 
+use std::collections::HashSet;
 use std::ffi::{CStr, c_char, c_int, c_void};
-use std::sync::OnceLock;
+use std::path::Path;
+use std::sync::{Mutex, OnceLock};
 
 use rusqlite::ffi;
 
 /// The name connections pass to SQLite to use this layer.
 pub(crate) const NAME: &str = "folio";
 const NAME_C: &CStr = c"folio";
+
+/// The bytes reserved at the end of every page for its checksum.
+pub(crate) const RESERVED_BYTES: u8 = 8;
+
+/// The size of the log's header.
+const LOG_HEADER: usize = 32;
 
 /// The size of a frame header in SQLite's write-ahead log.
 const FRAME_HEADER: usize = 24;
@@ -82,38 +108,102 @@ pub(crate) fn register() -> bool {
         .ok
 }
 
-/// A log file: SQLite's own file (`inner`, stored right behind this
-/// struct in the memory SQLite gives `open`) and the frames gathered.
-#[repr(C)]
-struct LogFile {
-    base: ffi::sqlite3_file,
-    inner: *mut ffi::sqlite3_file,
-    gathered: Vec<u8>,
-    /// Where `gathered` goes in the file.
-    offset: i64,
-    /// The last write gathered was the header of a commit frame: its page
-    /// completes the commit.
-    commit_pending: bool,
-    /// The end of the last frame appended since the log started over: a
-    /// frame header below it rewrites a frame already written (SQLite
-    /// rewrites headers alone when it recomputes checksums), and goes
-    /// straight through.
-    appended_to: i64,
-    /// Failures injected into this log's writes (`faults.rs`).
-    #[cfg(feature = "fault-injection")]
-    faults: Option<std::sync::Arc<crate::faults::IoFaults>>,
+/// The database files whose pages carry checksums, by path.
+static CHECKSUMMED: Mutex<Option<HashSet<Vec<u8>>>> = Mutex::new(None);
+
+/// Checks (and computes) page checksums in the database file at `path`
+/// from now on, on every connection opened after this call. For files whose
+/// pages reserve [`RESERVED_BYTES`] (Folio's, since layout 4).
+pub(crate) fn checksum_pages(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    CHECKSUMMED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get_or_insert_with(HashSet::new)
+        .insert(path.as_os_str().as_bytes().to_vec());
+}
+
+/// Whether the database file SQLite opens under `name` has page checksums.
+fn checksummed(name: &CStr) -> bool {
+    CHECKSUMMED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .as_ref()
+        .is_some_and(|paths| paths.contains(name.to_bytes()))
+}
+
+/// Makes the database of `connection` reserve [`RESERVED_BYTES`] at the end
+/// of each page: at once for a database with no page written yet, at the
+/// next `VACUUM` for another (SQLite's `SQLITE_FCNTL_RESERVE_BYTES`).
+pub(crate) fn reserve_checksum_bytes(connection: &rusqlite::Connection) -> rusqlite::Result<()> {
+    let mut reserved = c_int::from(RESERVED_BYTES);
+    // SAFETY: the handle is open for as long as `connection` is borrowed;
+    // the file control reads and writes one int through the pointer.
+    let rc = unsafe {
+        ffi::sqlite3_file_control(
+            connection.handle(),
+            c"main".as_ptr(),
+            ffi::SQLITE_FCNTL_RESERVE_BYTES,
+            (&raw mut reserved).cast(),
+        )
+    };
+    if rc == ffi::SQLITE_OK {
+        Ok(())
+    } else {
+        Err(rusqlite::Error::SqliteFailure(ffi::Error::new(rc), None))
+    }
+}
+
+/// The checksum of a page: XXH3 of everything but its last
+/// [`RESERVED_BYTES`], little-endian.
+fn page_checksum(page: &[u8]) -> [u8; 8] {
+    let body = page.len() - usize::from(RESERVED_BYTES);
+    xxhash_rust::xxh3::xxh3_64(&page[..body]).to_le_bytes()
+}
+
+/// Whether `page` holds its own checksum.
+pub(crate) fn page_is_intact(page: &[u8]) -> bool {
+    let body = page.len() - usize::from(RESERVED_BYTES);
+    page[body..] == page_checksum(page)
+}
+
+/// Whether a read or write of `amount` bytes is one whole page.
+fn is_page(amount: c_int) -> bool {
+    (512..=65536).contains(&amount) && amount.count_ones() == 1
+}
+
+/// SQLite's checksum of the write-ahead log (its file format): over 32-bit
+/// words taken in pairs, big-endian words when `big_endian`, continuing
+/// from `(s1, s2)`. `data` is a multiple of 8 bytes.
+fn log_checksum(big_endian: bool, data: &[u8], (mut s1, mut s2): (u32, u32)) -> (u32, u32) {
+    let word = |bytes: &[u8]| {
+        let bytes = [bytes[0], bytes[1], bytes[2], bytes[3]];
+        if big_endian {
+            u32::from_be_bytes(bytes)
+        } else {
+            u32::from_le_bytes(bytes)
+        }
+    };
+    for pair in data.chunks_exact(8) {
+        s1 = s1.wrapping_add(word(&pair[..4])).wrapping_add(s2);
+        s2 = s2.wrapping_add(word(&pair[4..])).wrapping_add(s1);
+    }
+    (s1, s2)
+}
+
+/// Two big-endian 32-bit numbers, as the log stores checksums.
+fn stored_checksum(bytes: &[u8]) -> (u32, u32) {
+    let number =
+        |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    (number(0), number(4))
 }
 
 /// Where SQLite's own file starts in the memory given to `open`: behind
 /// the largest of the files this layer wraps.
 const fn inner_offset() -> usize {
-    let wrapper = std::mem::size_of::<LogFile>();
-    #[cfg(feature = "fault-injection")]
-    let wrapper = if faulty::SIZE > wrapper {
-        faulty::SIZE
-    } else {
-        wrapper
-    };
+    let log = std::mem::size_of::<LogFile>();
+    let database = std::mem::size_of::<DatabaseFile>();
+    let wrapper = if log > database { log } else { database };
     wrapper.next_multiple_of(16)
 }
 
@@ -134,62 +224,50 @@ unsafe extern "C" fn open(
         let Some(inner_open) = (*inner_vfs).xOpen else {
             return ffi::SQLITE_ERROR;
         };
-        // SQLite's own file, opened in the memory behind this layer's.
-        let open_behind = || {
-            let inner = file
-                .cast::<u8>()
-                .add(inner_offset())
-                .cast::<ffi::sqlite3_file>();
-            let rc = inner_open(inner_vfs, name, inner, flags, out_flags);
-            if rc != ffi::SQLITE_OK {
-                (*file).pMethods = std::ptr::null();
-                return Err(rc);
-            }
-            Ok(inner)
-        };
-        if flags & ffi::SQLITE_OPEN_WAL == 0 {
-            #[cfg(feature = "fault-injection")]
-            if flags & ffi::SQLITE_OPEN_MAIN_DB != 0
-                && !name.is_null()
-                && let Some(faults) = crate::faults::for_database_named(CStr::from_ptr(name))
-            {
-                return match open_behind() {
-                    Ok(inner) => faulty::wrap(file, inner, faults),
-                    Err(rc) => rc,
-                };
-            }
-            // Not a log: SQLite's own file, in place.
+        let wrapped = flags & (ffi::SQLITE_OPEN_WAL | ffi::SQLITE_OPEN_MAIN_DB) != 0;
+        if !wrapped || name.is_null() {
+            // Not a log or a database file: SQLite's own file, in place.
             return inner_open(inner_vfs, name, file, flags, out_flags);
         }
-        let inner = match open_behind() {
-            Ok(inner) => inner,
-            Err(rc) => return rc,
-        };
-        file.cast::<LogFile>().write(LogFile {
-            base: ffi::sqlite3_file {
-                pMethods: &LOG_METHODS,
-            },
-            inner,
-            gathered: Vec::new(),
-            offset: 0,
-            commit_pending: false,
-            appended_to: 0,
-            #[cfg(feature = "fault-injection")]
-            faults: (!name.is_null())
-                .then(|| crate::faults::for_log_named(CStr::from_ptr(name)))
-                .flatten(),
-        });
+        // SQLite's own file, opened in the memory behind this layer's.
+        let inner = file
+            .cast::<u8>()
+            .add(inner_offset())
+            .cast::<ffi::sqlite3_file>();
+        let rc = inner_open(inner_vfs, name, inner, flags, out_flags);
+        if rc != ffi::SQLITE_OK {
+            (*file).pMethods = std::ptr::null();
+            return rc;
+        }
+        let name = CStr::from_ptr(name);
+        if flags & ffi::SQLITE_OPEN_WAL != 0 {
+            file.cast::<LogFile>().write(LogFile {
+                base: ffi::sqlite3_file {
+                    pMethods: &LOG_METHODS,
+                },
+                inner,
+                gathered: Vec::new(),
+                offset: 0,
+                commit_pending: false,
+                appended_to: 0,
+                uncommitted_from: i64::MAX,
+                big_endian: None,
+                #[cfg(feature = "fault-injection")]
+                faults: crate::faults::for_log_named(name),
+            });
+        } else {
+            file.cast::<DatabaseFile>().write(DatabaseFile {
+                base: ffi::sqlite3_file {
+                    pMethods: &DATABASE_METHODS,
+                },
+                inner,
+                checksums: checksummed(name),
+                #[cfg(feature = "fault-injection")]
+                faults: crate::faults::for_database_named(name),
+            });
+        }
         ffi::SQLITE_OK
     }
-}
-
-/// The log file behind a `sqlite3_file` this layer opened.
-///
-/// # Safety
-/// `file` must have been opened by `open` as a log file and not closed.
-unsafe fn log<'a>(file: *mut ffi::sqlite3_file) -> &'a mut LogFile {
-    // SAFETY: guaranteed by the caller.
-    unsafe { &mut *file.cast::<LogFile>() }
 }
 
 /// The methods of SQLite's own file `inner`, behind one of this layer's.
@@ -202,7 +280,6 @@ unsafe fn methods<'a>(inner: *mut ffi::sqlite3_file) -> &'a ffi::sqlite3_io_meth
 }
 
 /// SQLite's own file's `xWrite`.
-#[cfg(feature = "fault-injection")]
 type Write = unsafe extern "C" fn(*mut ffi::sqlite3_file, *const c_void, c_int, i64) -> c_int;
 
 /// Answers a write with the failure a test armed (`faults.rs`), after
@@ -224,6 +301,64 @@ unsafe fn fail_write(
         unsafe { write(inner, data, amount / 2, offset) };
     }
     ffi::SQLITE_IOERR_WRITE
+}
+
+/// Reads `amount` bytes at `offset` through SQLite's own file `inner`.
+///
+/// # Safety
+/// `inner` is open and `data` has room for `amount` bytes.
+unsafe fn read_inner(
+    inner: *mut ffi::sqlite3_file,
+    data: *mut c_void,
+    amount: c_int,
+    offset: i64,
+) -> c_int {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        match methods(inner).xRead {
+            Some(read) => read(inner, data, amount, offset),
+            None => ffi::SQLITE_IOERR_READ,
+        }
+    }
+}
+
+// ---- the log ---------------------------------------------------------------
+
+/// A log file: SQLite's own file (`inner`, stored right behind this
+/// struct in the memory SQLite gives `open`) and the frames gathered.
+#[repr(C)]
+struct LogFile {
+    base: ffi::sqlite3_file,
+    inner: *mut ffi::sqlite3_file,
+    gathered: Vec<u8>,
+    /// Where `gathered` goes in the file.
+    offset: i64,
+    /// The last write gathered was the header of a commit frame: its page
+    /// completes the commit.
+    commit_pending: bool,
+    /// The end of the last frame appended since the log started over: a
+    /// frame header below it rewrites a frame already written (SQLite
+    /// rewrites headers alone when it recomputes checksums), and goes
+    /// straight through.
+    appended_to: i64,
+    /// Where the frames this connection appended since its last commit
+    /// frame begin (`i64::MAX`: none): reads from there are not checked.
+    uncommitted_from: i64,
+    /// Whether the log's checksums take big-endian words (its header's
+    /// magic number), once read.
+    big_endian: Option<bool>,
+    /// Failures injected into this log's writes (`faults.rs`).
+    #[cfg(feature = "fault-injection")]
+    faults: Option<std::sync::Arc<crate::faults::IoFaults>>,
+}
+
+/// The log file behind a `sqlite3_file` this layer opened.
+///
+/// # Safety
+/// `file` must have been opened by `open` as a log file and not closed.
+unsafe fn log<'a>(file: *mut ffi::sqlite3_file) -> &'a mut LogFile {
+    // SAFETY: guaranteed by the caller.
+    unsafe { &mut *file.cast::<LogFile>() }
 }
 
 impl LogFile {
@@ -269,13 +404,86 @@ impl LogFile {
         }
         // SAFETY: `inner` is open; `bytes` holds `amount` bytes and outlives
         // the call.
-        unsafe { write(self.inner, bytes.as_ptr().cast(), amount, offset) }
+        let rc = unsafe { write(self.inner, bytes.as_ptr().cast(), amount, offset) };
+        #[cfg(feature = "fault-injection")]
+        if let (Some(faults), ffi::SQLITE_OK) = (&self.faults, rc) {
+            faults.record_log_write(bytes, offset);
+        }
+        rc
     }
 
     /// The file offset just past what is gathered.
     fn end(&self) -> i64 {
         self.offset + i64::try_from(self.gathered.len()).unwrap_or(i64::MAX)
     }
+
+    /// Reads the page of a committed frame at `offset` into `data`, checking
+    /// the frame's checksum: one read from the checksum before it (the
+    /// previous frame's, or the log header's) to the page's end.
+    ///
+    /// # Safety
+    /// `data` has room for `amount` bytes.
+    unsafe fn read_checked(&mut self, data: *mut c_void, amount: c_int, offset: i64) -> c_int {
+        let page = usize::try_from(amount).unwrap_or(0);
+        let frame = i64::try_from(FRAME_HEADER + page).unwrap_or(i64::MAX);
+        let header_at = offset - FRAME_HEADER as i64;
+        // The cumulative checksum before this frame: the previous frame's
+        // (the last 8 bytes of its header) or the log header's.
+        let from = if header_at == LOG_HEADER as i64 {
+            (LOG_HEADER - 8) as i64
+        } else {
+            header_at - frame + 16
+        };
+        let span = usize::try_from(offset + i64::from(amount) - from).unwrap_or(0);
+        let big_endian = match self.big_endian {
+            Some(big_endian) => big_endian,
+            None => {
+                let mut magic = [0u8; 4];
+                // SAFETY: `magic` has room for 4 bytes.
+                let rc = unsafe { read_inner(self.inner, magic.as_mut_ptr().cast(), 4, 0) };
+                if rc != ffi::SQLITE_OK {
+                    return rc;
+                }
+                let big_endian = u32::from_be_bytes(magic) & 1 == 1;
+                self.big_endian = Some(big_endian);
+                big_endian
+            }
+        };
+        READ_BUFFER.with_borrow_mut(|buffer| {
+            buffer.resize(span, 0);
+            let Ok(span_amount) = c_int::try_from(span) else {
+                return ffi::SQLITE_IOERR_READ;
+            };
+            // SAFETY: `buffer` has room for `span` bytes.
+            let rc =
+                unsafe { read_inner(self.inner, buffer.as_mut_ptr().cast(), span_amount, from) };
+            if rc != ffi::SQLITE_OK {
+                return rc;
+            }
+            let previous = stored_checksum(&buffer[..8]);
+            let header = &buffer[span - page - FRAME_HEADER..span - page];
+            let body = &buffer[span - page..];
+            let computed = log_checksum(
+                big_endian,
+                body,
+                log_checksum(big_endian, &header[..8], previous),
+            );
+            // SAFETY: `data` has room for `amount` bytes (the caller's).
+            unsafe { std::ptr::copy_nonoverlapping(body.as_ptr(), data.cast::<u8>(), page) };
+            if computed == stored_checksum(&header[16..24]) {
+                ffi::SQLITE_OK
+            } else {
+                ffi::SQLITE_IOERR_DATA
+            }
+        })
+    }
+}
+
+thread_local! {
+    /// A reusable buffer for checked reads of the log.
+    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// A reusable buffer for pages written with their checksum.
+    static WRITE_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 unsafe extern "C" fn log_write(
@@ -292,6 +500,16 @@ unsafe extern "C" fn log_write(
             std::slice::from_raw_parts(data.cast::<u8>(), usize::try_from(amount).unwrap_or(0)),
         )
     };
+    if bytes.len() == FRAME_HEADER && offset >= LOG_HEADER as i64 {
+        if bytes[4..8] == [0; 4] {
+            // A frame of a transaction this connection writes.
+            log.uncommitted_from = log.uncommitted_from.min(offset);
+        } else {
+            // The commit frame: its transaction is the log's from now on
+            // (SQLite fixed the checksums of frames it rewrote before it).
+            log.uncommitted_from = i64::MAX;
+        }
+    }
     let appends = !log.gathered.is_empty()
         && offset == log.end()
         && log.gathered.len() + bytes.len() <= MAX_WRITE;
@@ -303,6 +521,7 @@ unsafe extern "C" fn log_write(
         if offset == 0 {
             // The log header: the log starts over.
             log.appended_to = 0;
+            log.uncommitted_from = i64::MAX;
         }
         if bytes.len() != FRAME_HEADER || offset < log.appended_to {
             // Not the start of a new frame (the log header, a page or a
@@ -328,6 +547,34 @@ unsafe extern "C" fn log_write(
     ffi::SQLITE_OK
 }
 
+unsafe extern "C" fn log_read(
+    file: *mut ffi::sqlite3_file,
+    data: *mut c_void,
+    amount: c_int,
+    offset: i64,
+) -> c_int {
+    // SAFETY: SQLite calls this only on files `open` made logs, with room
+    // for `amount` bytes at `data`.
+    unsafe {
+        let log = log(file);
+        let rc = log.flush();
+        if rc != ffi::SQLITE_OK {
+            return rc;
+        }
+        // The page of a frame: a whole page where frame pages start.
+        let first_page = (LOG_HEADER + FRAME_HEADER) as i64;
+        let committed_frame_page = is_page(amount)
+            && offset >= first_page
+            && (offset - first_page) % (FRAME_HEADER as i64 + i64::from(amount)) == 0
+            && offset < log.uncommitted_from;
+        if committed_frame_page {
+            log.read_checked(data, amount, offset)
+        } else {
+            read_inner(log.inner, data, amount, offset)
+        }
+    }
+}
+
 unsafe extern "C" fn log_close(file: *mut ffi::sqlite3_file) -> c_int {
     // SAFETY: SQLite closes each file once; the struct was written by `open`.
     unsafe {
@@ -343,6 +590,48 @@ unsafe extern "C" fn log_close(file: *mut ffi::sqlite3_file) -> c_int {
         } else {
             closed
         }
+    }
+}
+
+unsafe extern "C" fn log_sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
+    // SAFETY: SQLite calls this only on files `open` made logs.
+    unsafe {
+        let log = log(file);
+        let rc = log.flush();
+        if rc != ffi::SQLITE_OK {
+            return rc;
+        }
+        #[cfg(feature = "fault-injection")]
+        let began = log.faults.as_ref().map(|faults| faults.log_sync_begins());
+        let rc = match methods(log.inner).xSync {
+            Some(sync) => sync(log.inner, flags),
+            None => ffi::SQLITE_IOERR_FSYNC,
+        };
+        #[cfg(feature = "fault-injection")]
+        if let (Some(faults), Some(began), ffi::SQLITE_OK) = (&log.faults, began, rc) {
+            faults.log_synced(began);
+        }
+        rc
+    }
+}
+
+unsafe extern "C" fn log_truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
+    // SAFETY: SQLite calls this only on files `open` made logs.
+    unsafe {
+        let log = log(file);
+        let rc = log.flush();
+        if rc != ffi::SQLITE_OK {
+            return rc;
+        }
+        let rc = match methods(log.inner).xTruncate {
+            Some(truncate) => truncate(log.inner, size),
+            None => ffi::SQLITE_IOERR_TRUNCATE,
+        };
+        #[cfg(feature = "fault-injection")]
+        if let (Some(faults), ffi::SQLITE_OK) = (&log.faults, rc) {
+            faults.record_log_truncate(size);
+        }
+        rc
     }
 }
 
@@ -366,9 +655,6 @@ macro_rules! flushing {
     };
 }
 
-flushing!(log_read => xRead(data: *mut c_void, amount: c_int, offset: i64));
-flushing!(log_truncate => xTruncate(size: i64));
-flushing!(log_sync => xSync(flags: c_int));
 flushing!(log_file_size => xFileSize(size: *mut i64));
 flushing!(log_lock => xLock(level: c_int));
 flushing!(log_unlock => xUnlock(level: c_int));
@@ -377,8 +663,6 @@ flushing!(log_file_control => xFileControl(op: c_int, arg: *mut c_void));
 flushing!(log_shm_map => xShmMap(page: c_int, size: c_int, extend: c_int, out: *mut *mut c_void));
 flushing!(log_shm_lock => xShmLock(offset: c_int, n: c_int, flags: c_int));
 flushing!(log_shm_unmap => xShmUnmap(delete: c_int));
-flushing!(log_fetch => xFetch(offset: i64, amount: c_int, out: *mut *mut c_void));
-flushing!(log_unfetch => xUnfetch(offset: i64, page: *mut c_void));
 
 unsafe extern "C" fn log_sector_size(file: *mut ffi::sqlite3_file) -> c_int {
     // SAFETY: SQLite calls this only on files `open` made logs.
@@ -397,6 +681,7 @@ unsafe extern "C" fn log_device_characteristics(file: *mut ffi::sqlite3_file) ->
         methods(log.inner)
             .xDeviceCharacteristics
             .map_or(0, |method| method(log.inner))
+            & !ffi::SQLITE_IOCAP_SUBPAGE_READ
     }
 }
 
@@ -408,6 +693,26 @@ unsafe extern "C" fn log_shm_barrier(file: *mut ffi::sqlite3_file) {
             method(log.inner);
         }
     }
+}
+
+/// No memory-mapped reads of the log: every read of a page is checked.
+unsafe extern "C" fn no_fetch(
+    _file: *mut ffi::sqlite3_file,
+    _offset: i64,
+    _amount: c_int,
+    out: *mut *mut c_void,
+) -> c_int {
+    // SAFETY: SQLite passes a pointer to store the mapping in.
+    unsafe { *out = std::ptr::null_mut() };
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn no_unfetch(
+    _file: *mut ffi::sqlite3_file,
+    _offset: i64,
+    _page: *mut c_void,
+) -> c_int {
+    ffi::SQLITE_OK
 }
 
 static LOG_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
@@ -428,160 +733,311 @@ static LOG_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
     xShmLock: Some(log_shm_lock),
     xShmBarrier: Some(log_shm_barrier),
     xShmUnmap: Some(log_shm_unmap),
-    xFetch: Some(log_fetch),
-    xUnfetch: Some(log_unfetch),
+    xFetch: Some(no_fetch),
+    xUnfetch: Some(no_unfetch),
 };
 
-/// The database file of a database opened with `SqliteOptions::io_faults`
-/// (feature `fault-injection`): SQLite's own file, except that a write or a
-/// sync fails when the test armed it (`faults.rs`). Only checkpoints write
-/// the database file, so this is a checkpoint on a failing disk.
-#[cfg(feature = "fault-injection")]
-mod faulty {
-    use std::ffi::{c_int, c_void};
-    use std::sync::Arc;
+// ---- the database file -----------------------------------------------------
 
-    use rusqlite::ffi;
+/// A database file: SQLite's own file, its pages checksummed when the
+/// engine registered the file (`checksum_pages`).
+#[repr(C)]
+struct DatabaseFile {
+    base: ffi::sqlite3_file,
+    inner: *mut ffi::sqlite3_file,
+    /// Whether pages carry checksums.
+    checksums: bool,
+    /// Failures injected into this file's writes and syncs (`faults.rs`).
+    #[cfg(feature = "fault-injection")]
+    faults: Option<std::sync::Arc<crate::faults::IoFaults>>,
+}
 
-    use super::{fail_write, methods};
-    use crate::faults::IoFaults;
+/// # Safety
+/// `file` was opened by `open` as a database file and is not closed.
+unsafe fn database<'a>(file: *mut ffi::sqlite3_file) -> &'a DatabaseFile {
+    // SAFETY: guaranteed by the caller.
+    unsafe { &*file.cast::<DatabaseFile>() }
+}
 
-    #[repr(C)]
-    struct DatabaseFile {
-        base: ffi::sqlite3_file,
-        inner: *mut ffi::sqlite3_file,
-        faults: Arc<IoFaults>,
+unsafe extern "C" fn database_read(
+    file: *mut ffi::sqlite3_file,
+    data: *mut c_void,
+    amount: c_int,
+    offset: i64,
+) -> c_int {
+    // SAFETY: SQLite calls this on files `open` wrapped, with room for
+    // `amount` bytes at `data`.
+    unsafe {
+        let database = database(file);
+        let rc = read_inner(database.inner, data, amount, offset);
+        if rc == ffi::SQLITE_OK && database.checksums && is_page(amount) {
+            let page =
+                std::slice::from_raw_parts(data.cast::<u8>(), usize::try_from(amount).unwrap_or(0));
+            if !page_is_intact(page) {
+                return ffi::SQLITE_IOERR_DATA;
+            }
+        }
+        rc
     }
+}
 
-    /// The size of the wrapper, which SQLite's own file goes behind.
-    pub(super) const SIZE: usize = std::mem::size_of::<DatabaseFile>();
-
-    /// Makes `file` the wrapper of SQLite's own database file `inner`,
-    /// opened behind it.
-    ///
-    /// # Safety
-    /// As the VFS's `xOpen`: `file` points to `szOsFile` bytes, and `inner`
-    /// is the open file at `inner_offset()` in them.
-    pub(super) unsafe fn wrap(
-        file: *mut ffi::sqlite3_file,
-        inner: *mut ffi::sqlite3_file,
-        faults: Arc<IoFaults>,
-    ) -> c_int {
-        // SAFETY: guaranteed by the caller; the wrapper fits in front of
-        // `inner` (`inner_offset`).
-        unsafe {
-            file.cast::<DatabaseFile>().write(DatabaseFile {
-                base: ffi::sqlite3_file { pMethods: &METHODS },
-                inner,
-                faults,
+unsafe extern "C" fn database_write(
+    file: *mut ffi::sqlite3_file,
+    data: *const c_void,
+    amount: c_int,
+    offset: i64,
+) -> c_int {
+    // SAFETY: SQLite calls this on files `open` wrapped, with `amount`
+    // readable bytes at `data`.
+    unsafe {
+        let database = database(file);
+        let Some(write) = methods(database.inner).xWrite else {
+            return ffi::SQLITE_IOERR_WRITE;
+        };
+        let bytes =
+            std::slice::from_raw_parts(data.cast::<u8>(), usize::try_from(amount).unwrap_or(0));
+        if database.checksums && is_page(amount) {
+            // The page with its checksum, in a copy: SQLite's buffer is its own.
+            return WRITE_BUFFER.with_borrow_mut(|page| {
+                page.clear();
+                page.extend_from_slice(bytes);
+                let body = page.len() - usize::from(RESERVED_BYTES);
+                let checksum = page_checksum(page);
+                page[body..].copy_from_slice(&checksum);
+                database.write_through(write, page, amount, offset)
             });
         }
-        ffi::SQLITE_OK
+        database.write_through(write, bytes, amount, offset)
     }
+}
 
+impl DatabaseFile {
+    /// Writes `bytes` at `offset` through SQLite's own `write`, unless a
+    /// test armed a failure (`faults.rs`).
+    ///
     /// # Safety
-    /// `file` was opened by `open` and is not closed.
-    unsafe fn database<'a>(file: *mut ffi::sqlite3_file) -> &'a DatabaseFile {
-        // SAFETY: guaranteed by the caller.
-        unsafe { &*file.cast::<DatabaseFile>() }
-    }
-
-    unsafe extern "C" fn write(
-        file: *mut ffi::sqlite3_file,
-        data: *const c_void,
+    /// `write` is the inner file's, which is open; `bytes` holds `amount` bytes.
+    unsafe fn write_through(
+        &self,
+        write: Write,
+        bytes: &[u8],
         amount: c_int,
         offset: i64,
     ) -> c_int {
-        // SAFETY: SQLite calls this on files `open` wrapped, with `amount`
-        // readable bytes at `data`.
-        unsafe {
-            let database = database(file);
-            let Some(write) = methods(database.inner).xWrite else {
-                return ffi::SQLITE_IOERR_WRITE;
+        #[cfg(feature = "fault-injection")]
+        if let Some(torn) = self.faults.as_ref().and_then(|f| f.take_database_write()) {
+            // SAFETY: guaranteed by the caller.
+            return unsafe {
+                fail_write(
+                    write,
+                    self.inner,
+                    bytes.as_ptr().cast(),
+                    amount,
+                    offset,
+                    torn,
+                )
             };
-            if let Some(torn) = database.faults.take_database_write() {
-                return fail_write(write, database.inner, data, amount, offset, torn);
+        }
+        // SAFETY: guaranteed by the caller.
+        let rc = unsafe { write(self.inner, bytes.as_ptr().cast(), amount, offset) };
+        #[cfg(feature = "fault-injection")]
+        if let (Some(faults), ffi::SQLITE_OK) = (&self.faults, rc) {
+            faults.record_database_write(bytes, offset);
+        }
+        rc
+    }
+}
+
+unsafe extern "C" fn database_sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
+    // SAFETY: SQLite calls this on files `open` wrapped.
+    unsafe {
+        let database = database(file);
+        #[cfg(feature = "fault-injection")]
+        let began = match &database.faults {
+            Some(faults) if faults.take_database_sync() => return ffi::SQLITE_IOERR_FSYNC,
+            Some(faults) => Some(faults.database_sync_begins()),
+            None => None,
+        };
+        let rc = methods(database.inner)
+            .xSync
+            .map_or(ffi::SQLITE_IOERR_FSYNC, |sync| sync(database.inner, flags));
+        #[cfg(feature = "fault-injection")]
+        if let (Some(faults), Some(began), ffi::SQLITE_OK) = (&database.faults, began, rc) {
+            faults.database_synced(began);
+        }
+        rc
+    }
+}
+
+unsafe extern "C" fn database_truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
+    // SAFETY: SQLite calls this on files `open` wrapped.
+    unsafe {
+        let database = database(file);
+        let rc = methods(database.inner)
+            .xTruncate
+            .map_or(ffi::SQLITE_IOERR_TRUNCATE, |truncate| {
+                truncate(database.inner, size)
+            });
+        #[cfg(feature = "fault-injection")]
+        if let (Some(faults), ffi::SQLITE_OK) = (&database.faults, rc) {
+            faults.record_database_truncate(size);
+        }
+        rc
+    }
+}
+
+unsafe extern "C" fn database_close(file: *mut ffi::sqlite3_file) -> c_int {
+    // SAFETY: SQLite closes each file once; the struct was written by `open`.
+    unsafe {
+        let database = database(file);
+        let rc = methods(database.inner)
+            .xClose
+            .map_or(ffi::SQLITE_OK, |close| close(database.inner));
+        std::ptr::drop_in_place(file.cast::<DatabaseFile>());
+        rc
+    }
+}
+
+unsafe extern "C" fn database_device_characteristics(file: *mut ffi::sqlite3_file) -> c_int {
+    // SAFETY: SQLite calls this on files `open` wrapped.
+    unsafe {
+        let database = database(file);
+        let characteristics = methods(database.inner)
+            .xDeviceCharacteristics
+            .map_or(0, |method| method(database.inner));
+        // Whole pages only, so that every page read can be checked.
+        characteristics & !ffi::SQLITE_IOCAP_SUBPAGE_READ
+    }
+}
+
+unsafe extern "C" fn database_fetch(
+    file: *mut ffi::sqlite3_file,
+    offset: i64,
+    amount: c_int,
+    out: *mut *mut c_void,
+) -> c_int {
+    // SAFETY: SQLite calls this on files `open` wrapped.
+    unsafe {
+        let database = database(file);
+        if database.checksums {
+            // A mapped page could not be checked: SQLite reads it instead.
+            *out = std::ptr::null_mut();
+            return ffi::SQLITE_OK;
+        }
+        match methods(database.inner).xFetch {
+            Some(fetch) => fetch(database.inner, offset, amount, out),
+            None => {
+                *out = std::ptr::null_mut();
+                ffi::SQLITE_OK
             }
-            write(database.inner, data, amount, offset)
         }
     }
+}
 
-    unsafe extern "C" fn sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
-        // SAFETY: SQLite calls this on files `open` wrapped.
-        unsafe {
-            let database = database(file);
-            if database.faults.take_database_sync() {
-                return ffi::SQLITE_IOERR_FSYNC;
-            }
-            methods(database.inner)
-                .xSync
-                .map_or(ffi::SQLITE_IOERR_FSYNC, |sync| sync(database.inner, flags))
-        }
-    }
-
-    unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
-        // SAFETY: SQLite closes each file once; the struct was written by `open`.
-        unsafe {
-            let database = database(file);
-            let rc = methods(database.inner)
-                .xClose
-                .map_or(ffi::SQLITE_OK, |close| close(database.inner));
-            std::ptr::drop_in_place(file.cast::<DatabaseFile>());
-            rc
-        }
-    }
-
-    /// Defines a method that calls SQLite's own.
-    macro_rules! forward {
-        ($name:ident => $method:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty, $missing:expr) => {
-            unsafe extern "C" fn $name(file: *mut ffi::sqlite3_file $(, $arg: $ty)*) -> $ret {
-                // SAFETY: SQLite calls this on files `open` wrapped.
-                unsafe {
-                    let database = database(file);
-                    match methods(database.inner).$method {
-                        Some(method) => method(database.inner $(, $arg)*),
-                        None => $missing,
-                    }
+/// Defines a method that calls SQLite's own.
+macro_rules! forward {
+    ($name:ident => $method:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty, $missing:expr) => {
+        unsafe extern "C" fn $name(file: *mut ffi::sqlite3_file $(, $arg: $ty)*) -> $ret {
+            // SAFETY: SQLite calls this on files `open` wrapped.
+            unsafe {
+                let database = database(file);
+                match methods(database.inner).$method {
+                    Some(method) => method(database.inner $(, $arg)*),
+                    None => $missing,
                 }
             }
-        };
+        }
+    };
+}
+
+forward!(database_file_size => xFileSize(size: *mut i64) -> c_int, ffi::SQLITE_IOERR_FSTAT);
+forward!(database_lock => xLock(level: c_int) -> c_int, ffi::SQLITE_IOERR_LOCK);
+forward!(database_unlock => xUnlock(level: c_int) -> c_int, ffi::SQLITE_IOERR_UNLOCK);
+forward!(database_check_reserved_lock => xCheckReservedLock(out: *mut c_int) -> c_int, ffi::SQLITE_IOERR_CHECKRESERVEDLOCK);
+forward!(database_file_control => xFileControl(op: c_int, arg: *mut c_void) -> c_int, ffi::SQLITE_NOTFOUND);
+forward!(database_sector_size => xSectorSize() -> c_int, 0);
+forward!(database_shm_map => xShmMap(page: c_int, size: c_int, extend: c_int, out: *mut *mut c_void) -> c_int, ffi::SQLITE_IOERR_SHMMAP);
+forward!(database_shm_lock => xShmLock(offset: c_int, n: c_int, flags: c_int) -> c_int, ffi::SQLITE_IOERR_SHMLOCK);
+forward!(database_shm_barrier => xShmBarrier() -> (), ());
+forward!(database_shm_unmap => xShmUnmap(delete: c_int) -> c_int, ffi::SQLITE_OK);
+forward!(database_unfetch => xUnfetch(offset: i64, page: *mut c_void) -> c_int, ffi::SQLITE_OK);
+
+static DATABASE_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
+    iVersion: 3,
+    xClose: Some(database_close),
+    xRead: Some(database_read),
+    xWrite: Some(database_write),
+    xTruncate: Some(database_truncate),
+    xSync: Some(database_sync),
+    xFileSize: Some(database_file_size),
+    xLock: Some(database_lock),
+    xUnlock: Some(database_unlock),
+    xCheckReservedLock: Some(database_check_reserved_lock),
+    xFileControl: Some(database_file_control),
+    xSectorSize: Some(database_sector_size),
+    xDeviceCharacteristics: Some(database_device_characteristics),
+    xShmMap: Some(database_shm_map),
+    xShmLock: Some(database_shm_lock),
+    xShmBarrier: Some(database_shm_barrier),
+    xShmUnmap: Some(database_shm_unmap),
+    xFetch: Some(database_fetch),
+    xUnfetch: Some(database_unfetch),
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_holds_its_checksum_and_any_damage_breaks_it() {
+        let mut page: Vec<u8> = (0..2048u32).map(|n| (n * 31 % 251) as u8).collect();
+        let body = page.len() - 8;
+        let checksum = page_checksum(&page);
+        page[body..].copy_from_slice(&checksum);
+        assert!(page_is_intact(&page));
+        for at in [0, 1, 100, 1000, body - 1, body, page.len() - 1] {
+            let mut damaged = page.clone();
+            damaged[at] ^= 0x10;
+            assert!(!page_is_intact(&damaged), "a flipped bit at {at}");
+        }
+        assert!(!page_is_intact(&vec![0; 2048]), "a zeroed page is damage");
     }
 
-    forward!(read => xRead(data: *mut c_void, amount: c_int, offset: i64) -> c_int, ffi::SQLITE_IOERR_READ);
-    forward!(truncate => xTruncate(size: i64) -> c_int, ffi::SQLITE_IOERR_TRUNCATE);
-    forward!(file_size => xFileSize(size: *mut i64) -> c_int, ffi::SQLITE_IOERR_FSTAT);
-    forward!(lock => xLock(level: c_int) -> c_int, ffi::SQLITE_IOERR_LOCK);
-    forward!(unlock => xUnlock(level: c_int) -> c_int, ffi::SQLITE_IOERR_UNLOCK);
-    forward!(check_reserved_lock => xCheckReservedLock(out: *mut c_int) -> c_int, ffi::SQLITE_IOERR_CHECKRESERVEDLOCK);
-    forward!(file_control => xFileControl(op: c_int, arg: *mut c_void) -> c_int, ffi::SQLITE_NOTFOUND);
-    forward!(sector_size => xSectorSize() -> c_int, 0);
-    forward!(device_characteristics => xDeviceCharacteristics() -> c_int, 0);
-    forward!(shm_map => xShmMap(page: c_int, size: c_int, extend: c_int, out: *mut *mut c_void) -> c_int, ffi::SQLITE_IOERR_SHMMAP);
-    forward!(shm_lock => xShmLock(offset: c_int, n: c_int, flags: c_int) -> c_int, ffi::SQLITE_IOERR_SHMLOCK);
-    forward!(shm_barrier => xShmBarrier() -> (), ());
-    forward!(shm_unmap => xShmUnmap(delete: c_int) -> c_int, ffi::SQLITE_OK);
-    forward!(fetch => xFetch(offset: i64, amount: c_int, out: *mut *mut c_void) -> c_int, ffi::SQLITE_OK);
-    forward!(unfetch => xUnfetch(offset: i64, page: *mut c_void) -> c_int, ffi::SQLITE_OK);
-
-    static METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
-        iVersion: 3,
-        xClose: Some(close),
-        xRead: Some(read),
-        xWrite: Some(write),
-        xTruncate: Some(truncate),
-        xSync: Some(sync),
-        xFileSize: Some(file_size),
-        xLock: Some(lock),
-        xUnlock: Some(unlock),
-        xCheckReservedLock: Some(check_reserved_lock),
-        xFileControl: Some(file_control),
-        xSectorSize: Some(sector_size),
-        xDeviceCharacteristics: Some(device_characteristics),
-        xShmMap: Some(shm_map),
-        xShmLock: Some(shm_lock),
-        xShmBarrier: Some(shm_barrier),
-        xShmUnmap: Some(shm_unmap),
-        xFetch: Some(fetch),
-        xUnfetch: Some(unfetch),
-    };
+    #[test]
+    fn the_log_checksum_is_sqlites() {
+        // The frame checksum SQLite stores is this one: checked against a
+        // log SQLite wrote, frame by frame.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.sqlite");
+        let connection = rusqlite::Connection::open(&path).unwrap();
+        connection
+            .query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+            .unwrap();
+        connection
+            .execute_batch(
+                "PRAGMA wal_autocheckpoint = 0; CREATE TABLE t (v); \
+                 INSERT INTO t VALUES (randomblob(3000)); INSERT INTO t VALUES (randomblob(100));",
+            )
+            .unwrap();
+        let log = std::fs::read(dir.path().join("log.sqlite-wal")).unwrap();
+        let page = u32::from_be_bytes([log[8], log[9], log[10], log[11]]) as usize;
+        let big_endian = u32::from_be_bytes([log[0], log[1], log[2], log[3]]) & 1 == 1;
+        let mut running = stored_checksum(&log[24..32]);
+        assert_eq!(
+            log_checksum(big_endian, &log[..24], (0, 0)),
+            running,
+            "the header's"
+        );
+        let mut frames = 0;
+        for frame in log[LOG_HEADER..].chunks_exact(FRAME_HEADER + page) {
+            running = log_checksum(
+                big_endian,
+                &frame[FRAME_HEADER..],
+                log_checksum(big_endian, &frame[..8], running),
+            );
+            assert_eq!(running, stored_checksum(&frame[16..24]), "frame {frames}");
+            frames += 1;
+        }
+        assert!(frames >= 3, "{frames} frames");
+    }
 }

@@ -45,9 +45,17 @@ use tokio::sync::oneshot;
 use crate::cache::DocumentCache;
 use crate::checkpoint::CommitCounter;
 use crate::error::{closed, storage};
+use crate::health::Health;
 use crate::jsonb::{self, Encoded};
+use crate::location::WRITER_CHECKPOINT_PAGES;
 use crate::read::change_vector;
-use crate::sync::{Acknowledger, Failed, Reply, answer, refused_after_sync_failure};
+use crate::space::Space;
+use crate::sync::{Acknowledger, Reply, answer};
+
+/// The smallest log (pages) the writer lets grow before checkpointing,
+/// however little room is left: below it, checkpoints cost more than the
+/// room they keep.
+const MIN_LOG_PAGES: i64 = 1_000;
 
 /// How many etags beyond a group's needs the writer reserves at once: the
 /// reservation is one more row written in one group out of thousands, and a
@@ -109,9 +117,11 @@ pub(crate) struct Links {
     /// Counts commits for the checkpointer.
     pub(crate) commits: Arc<CommitCounter>,
     /// Set when a sync failed: no more writes.
-    pub(crate) failed: Arc<Failed>,
+    pub(crate) health: Arc<Health>,
     /// Whether the tombstones table may hold rows, as readers see it.
     pub(crate) tombstones: Arc<AtomicBool>,
+    /// The room on the disk (`space.rs`).
+    pub(crate) space: Space,
 }
 
 impl Writer {
@@ -126,9 +136,13 @@ impl Writer {
         let Links {
             cache,
             commits,
-            failed,
+            health,
             tombstones: readers_tombstones,
+            space,
         } = links;
+        let page_size: i64 = connection
+            .query_row("PRAGMA page_size", [], |row| row.get(0))
+            .map_err(|e| storage("reading the page size", e))?;
         let (sender, receiver) = mpsc::channel();
         // The file is locked to this engine, so only this writer adds
         // tombstones: once it knows there are none, it can skip looking.
@@ -151,7 +165,10 @@ impl Writer {
             cache,
             commits,
             acknowledger,
-            failed,
+            health,
+            space,
+            page_size: u64::try_from(page_size).unwrap_or(4096),
+            log_pages: WRITER_CHECKPOINT_PAGES,
             max_batches_per_group: max_batches_per_group.max(1),
         };
         let thread = std::thread::Builder::new()
@@ -219,8 +236,14 @@ struct WriterState {
     commits: Arc<CommitCounter>,
     /// Answers callers once their group is durable.
     acknowledger: Acknowledger,
-    /// Set when syncing failed: no more writes.
-    failed: Arc<Failed>,
+    /// Whether a sync failed or a damaged page was read: no more writes.
+    health: Arc<Health>,
+    /// The room on the disk: only deletes while it is full.
+    space: Space,
+    page_size: u64,
+    /// The log size (pages) at which the writer checkpoints, bounded by the
+    /// room on the disk (`space.rs`).
+    log_pages: i64,
     max_batches_per_group: usize,
 }
 
@@ -264,14 +287,16 @@ impl WriterState {
         let WriterState {
             connection,
             acknowledger,
-            failed,
+            health,
+            mut space,
             ..
         } = self;
         // Waits for the syncers' last answers.
         drop(acknowledger);
-        if !failed.is_set() {
+        if !health.sync_failed() {
             let _ = connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
         }
+        space.close();
     }
 
     /// Runs `group` in one transaction and answers every caller.
@@ -281,13 +306,36 @@ impl WriterState {
         }
         let now = millis_since_epoch(SystemTime::now());
         let mut replies: Vec<Reply> = Vec::with_capacity(group.len());
-        if self.failed.is_set() {
+        if self.health.refusal().is_some() {
             for (_, reply) in group.drain(..) {
-                replies.push((reply, Err(refused_after_sync_failure())));
+                if let Some(refusal) = self.health.refusal() {
+                    replies.push((reply, Err(refusal)));
+                }
             }
             answer(replies);
             return;
         }
+        if self.space.full(&self.health) {
+            // Only batches that put nothing are tried: deleting makes room.
+            let (tried, refused): (Vec<_>, Vec<_>) = group.drain(..).partition(|(batch, _)| {
+                !batch
+                    .batch
+                    .commands
+                    .iter()
+                    .any(|command| matches!(command.kind, CommandKind::Put { .. }))
+            });
+            answer(
+                refused
+                    .into_iter()
+                    .map(|(_, reply)| (reply, Err(self.space.refusal())))
+                    .collect(),
+            );
+            group.extend(tried);
+            if group.is_empty() {
+                return;
+            }
+        }
+        self.bound_log();
         let etags_needed = group
             .iter()
             .map(|(batch, _)| batch.batch.len() as u64)
@@ -310,6 +358,8 @@ impl WriterState {
             for (_, reply) in group.drain(..) {
                 replies.push((reply, Err(group_failure(&error))));
             }
+            self.note_damage(&replies);
+            self.note_room(&replies);
             answer(replies);
             return;
         }
@@ -369,11 +419,68 @@ impl WriterState {
                     *verdict = Err(group_failure(&error));
                 }
             }
+            self.note_damage(&replies);
+            self.note_room(&replies);
             answer(replies);
             return;
         }
+        self.note_damage(&replies);
+        self.note_room(&replies);
         self.acknowledger
             .acknowledge(replies, self.last_etag, Box::new((spent, replaced)));
+    }
+
+    /// When a verdict reports the disk full: the engine gives its reserve
+    /// back and empties its log into the database file (`space.rs`).
+    fn note_room(&mut self, replies: &[Reply]) {
+        let out_of_room = replies.iter().any(|(_, verdict)| {
+            matches!(verdict, Err(folio_core::Error::Engine(error))
+                if error.kind() == folio_core::EngineErrorKind::Full)
+        });
+        if out_of_room {
+            self.space.ran_out(&self.health);
+            if !self.connection.is_autocommit() {
+                let _ = self.execute("ROLLBACK", "rolling back");
+            }
+            // Copies the log into the file (which may grow into the
+            // reserve) and truncates it: its blocks return to the disk. If
+            // it cannot finish now, a later group tries again.
+            let emptied = self
+                .connection
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .map_err(|e| storage("emptying the log", e));
+            if let Err(error) = emptied {
+                self.health.note(&error);
+            }
+        }
+    }
+
+    /// Lets the log grow to at most a quarter of the free space before the
+    /// writer checkpoints (looked at about once a second).
+    fn bound_log(&mut self) {
+        let Some(pages) =
+            self.space
+                .log_pages(self.page_size, MIN_LOG_PAGES, WRITER_CHECKPOINT_PAGES)
+        else {
+            return;
+        };
+        if pages != self.log_pages
+            && self
+                .connection
+                .pragma_update(None, "wal_autocheckpoint", pages)
+                .is_ok()
+        {
+            self.log_pages = pages;
+        }
+    }
+
+    /// Records a damaged page any verdict reports: no more writes then.
+    fn note_damage(&self, replies: &[Reply]) {
+        for (_, verdict) in replies {
+            if let Err(error) = verdict {
+                self.health.note(error);
+            }
+        }
     }
 
     /// Runs one batch inside its own savepoint; on a conflict or a failure the

@@ -138,6 +138,10 @@ impl<W: Wrapper> Engine for Wrapped<W> {
     async fn wait_for_changes(&self, since: u64, timeout: Duration) -> Result<u64> {
         self.0.inner().wait_for_changes(since, timeout).await
     }
+
+    fn health(&self) -> Result<()> {
+        self.0.inner().health()
+    }
 }
 
 /// An engine that delegates to another and fails the commits it is told to.

@@ -57,6 +57,27 @@ impl Server {
         Server { root, data, app }
     }
 
+    /// A server over the data directory `data` (created on first use),
+    /// which outlives it.
+    pub(crate) fn over(data: &Path, config: Config) -> Self {
+        let root = tempfile::tempdir().expect("tempdir");
+        let app = app_over(data, config);
+        Server {
+            root,
+            data: data.to_owned(),
+            app,
+        }
+    }
+
+    /// A new server over the data directory of `self`, once `self` (and
+    /// every database it had open) is gone: as after a restart.
+    pub(crate) fn restarted(self, config: Config) -> Self {
+        let Server { root, data, app } = self;
+        drop(app);
+        let app = app_over(&data, config);
+        Server { root, data, app }
+    }
+
     /// Sends a request; `body` is sent as is.
     pub(crate) async fn send(
         &self,

@@ -24,5 +24,6 @@ mod service;
 mod shutdown;
 mod socket;
 mod status;
+mod storage;
 mod studio;
 mod torture;

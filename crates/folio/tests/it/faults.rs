@@ -693,8 +693,7 @@ async fn commit_together(
 
 /// `PRAGMA integrity_check` of the file, through a connection of its own.
 fn integrity(file: &std::path::Path) -> String {
-    rusqlite::Connection::open(file)
-        .unwrap()
+    outside_connection(file)
         .query_row("PRAGMA integrity_check", [], |row| row.get(0))
         .unwrap()
 }

@@ -286,12 +286,24 @@ pub async fn note_ids(engine: &dyn folio::Engine) -> Vec<String> {
 }
 
 /// A connection of its own to the database `file`, as another program
-/// opens it, waiting up to 10 s for the engine's locks.
+/// opens it, waiting up to 10 s for the engine's locks. It never copies the
+/// log into the database file (no checkpoint, not even when it closes):
+/// SQLite alone would write pages without the checksums Folio keeps in them
+/// (only Folio may write a Folio database's file).
 pub fn outside_connection(file: &std::path::Path) -> rusqlite::Connection {
     let connection = rusqlite::Connection::open(file).expect("the file opens");
     connection
         .busy_timeout(std::time::Duration::from_secs(10))
         .expect("a busy timeout");
+    connection
+        .set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )
+        .expect("no checkpoint on close");
+    connection
+        .pragma_update(None, "wal_autocheckpoint", 0)
+        .expect("no checkpoints");
     connection
 }
 

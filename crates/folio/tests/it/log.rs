@@ -9,11 +9,11 @@ use std::path::Path;
 
 use folio::{Batch, Engine, Expectation};
 
-use crate::harness::{Note, embedded_engine};
+use crate::harness::{Note, embedded_engine, outside_connection};
 
 /// The text of note `id` as SQLite itself reads it from `file`.
 fn text_in(file: &Path, id: &str) -> Option<String> {
-    let connection = rusqlite::Connection::open(file).unwrap();
+    let connection = outside_connection(file);
     connection
         .query_row(
             "SELECT data ->> '$.text' FROM documents WHERE collection = 'notes' AND id = ?1",
@@ -76,8 +76,7 @@ async fn every_acknowledged_commit_is_in_the_log_and_survives_a_crash() {
 
         let copy_dir = tempfile::tempdir().unwrap();
         let copy = crash_copy(&file, copy_dir.path());
-        let integrity: String = rusqlite::Connection::open(&copy)
-            .unwrap()
+        let integrity: String = outside_connection(&copy)
             .query_row("PRAGMA integrity_check", [], |row| row.get(0))
             .unwrap();
         assert_eq!(integrity, "ok", "round {round}");

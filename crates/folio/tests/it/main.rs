@@ -5,6 +5,10 @@
 //! * `sessions`, `writes`, `tracking`, `queries`, `concurrency`: the
 //!   conformance suite (DESIGN.md's contract), written once;
 //! * `changes`: the changes feed on every engine, and the horizon on PostgreSQL;
+//! * `damage`: damaged files (a flipped byte in the database file or the
+//!   log, an empty file, a newer layout) are errors, never content;
+//! * `disk`: a full disk (a real, small tmpfs) costs writes only, and a
+//!   little room brings them back;
 //! * `faults`: failed commits change neither the database nor the session;
 //!   faults inside the embedded writer (a full disk, a transaction lost
 //!   mid-group) tell every caller the truth;
@@ -28,7 +32,9 @@ mod harness;
 
 mod changes;
 mod concurrency;
+mod damage;
 mod derive;
+mod disk;
 mod faults;
 mod log;
 mod pg_terminate;
