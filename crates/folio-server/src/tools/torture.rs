@@ -44,7 +44,7 @@
 mod history;
 mod workload;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -308,6 +308,7 @@ impl Torture {
             writes,
             outcome: Outcome::Acknowledged,
             started: 0,
+            settled: 0,
         });
 
         for (label, store) in &targets {
@@ -408,8 +409,57 @@ impl Torture {
         let inner = &self.inner;
         let mut states = Vec::with_capacity(inner.targets.len());
         for (label, store) in &inner.targets {
-            states.push((label, read_final_state(store, &inner.shared).await?));
+            states.push((
+                label.as_str(),
+                read_final_state(store, &inner.shared).await?,
+            ));
         }
+        let history = lock(&inner.history);
+        Ok(self.judge(&states, &history))
+    }
+
+    /// The run's clock now: a moment to cut the history at
+    /// ([`Torture::verify_as_of`]).
+    pub fn now(&self) -> u64 {
+        self.inner.shared.tick()
+    }
+
+    /// Checks the history as it stood at `cut` ([`Torture::now`]) against
+    /// the state `store` holds: the database as a power loss at `cut` left
+    /// it. What no client knew before `cut` did not happen: attempts sent
+    /// later are dropped, outcomes learned later are in doubt, reads and
+    /// conflicts received later are dropped. Call it when no client runs.
+    pub async fn verify_as_of(
+        &self,
+        cut: u64,
+        store: &DocumentStore,
+    ) -> Result<Vec<Violation>, String> {
+        let state = read_final_state(store, &self.inner.shared).await?;
+        let history = lock(&self.inner.history).before(cut);
+        Ok(self.judge(&[("after the power loss", state)], &history))
+    }
+
+    /// How many saves were sent before `cut` and answered after it (in
+    /// doubt after a power loss at `cut`).
+    pub fn in_flight_at(&self, cut: u64) -> usize {
+        lock(&self.inner.history)
+            .attempts
+            .iter()
+            .filter(|attempt| attempt.started < cut && attempt.settled >= cut)
+            .count()
+    }
+
+    /// Every change vector a client was shown before `cut`: none may name
+    /// another version after a power loss at `cut` (a write after it must
+    /// take a new one).
+    pub fn change_vectors_shown_before(&self, cut: u64) -> HashSet<folio::ChangeVector> {
+        lock(&self.inner.history).change_vectors_before(cut)
+    }
+
+    /// The violations of `history` against the final states read through
+    /// each target (which must agree).
+    fn judge(&self, states: &[(&str, FinalState)], history: &History) -> Vec<Violation> {
+        let inner = &self.inner;
         let mut violations = Vec::new();
         let (first_label, first) = &states[0];
         for (label, state) in &states[1..] {
@@ -446,12 +496,8 @@ impl Torture {
                 detail: format!("the final state {detail}"),
             });
         }
-        violations.extend(history::check(
-            &lock(&inner.history),
-            first,
-            &inner.shared.run,
-        ));
-        Ok(violations)
+        violations.extend(history::check(history, first, &inner.shared.run));
+        violations
     }
 
     /// Verifies the final state ([`Torture::verify`]) and reports the run.

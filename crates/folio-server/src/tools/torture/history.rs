@@ -20,10 +20,10 @@
 //!   (a fork is a lost update), each expected change vector is the one the
 //!   write that produced it was acknowledged with, and a document is not
 //!   created from "missing" more often than it was deleted;
-//! * **no lost write**: every acknowledged put is the final version, or a
-//!   committed write (or a delete in doubt: it leaves no token to see)
-//!   expected it; and the final version was not replaced or deleted by an
-//!   acknowledged write;
+//! * **no lost write**: every acknowledged put, and every put whose version
+//!   anyone read, is the final version, or a committed write (or a delete
+//!   in doubt: it leaves no token to see) expected it; and the final version
+//!   was not replaced or deleted by an acknowledged write;
 //! * **atomicity**: a batch in doubt (its puts) is seen whole or not at all.
 //!   Every later write of a document reads the version it replaces, so a
 //!   put that committed is always seen: in a read, in an expectation, or in
@@ -38,10 +38,9 @@
 //!
 //! An attempt in doubt counts as committed once anyone saw its token (a
 //! read, an expectation, the final state); otherwise it is only an excuse:
-//! it may have replaced the version it expected. Only acknowledged writes
-//! must survive: a version that was seen but never acknowledged was
-//! durable when it was read (engines show only durable versions), but the
-//! checker does not require it.
+//! it may have replaced the version it expected. What was seen must survive
+//! like what was acknowledged: engines show only durable versions, so not
+//! even a power loss may erase one that was read.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -166,13 +165,16 @@ pub(crate) struct Attempt {
     pub(crate) token: Token,
     pub(crate) writes: Vec<Write>,
     pub(crate) outcome: Outcome,
-    /// When its `save_changes` was sent, on the run's clock ([`Clock`]): no
-    /// version it wrote can have been shown to anyone before.
+    /// When its `save_changes` was sent, on the run's clock: no version it
+    /// wrote can have been shown to anyone before.
     pub(crate) started: Tick,
+    /// When its client learned the outcome (`Tick::MAX`: never).
+    pub(crate) settled: Tick,
 }
 
-/// A moment of a run: the run's clock ticks at every save sent and every
-/// conflict received, by any client, so ticks order those events.
+/// A moment of a run: the run's clock ticks at every save sent, every
+/// outcome learned, every read and every conflict received, by any client,
+/// so ticks order those events.
 pub(crate) type Tick = u64;
 
 /// A change vector an engine reported as the stored version of a document
@@ -238,19 +240,24 @@ pub(crate) struct History {
     pub(crate) attempts: Vec<Attempt>,
     /// Every version read, once per document and token.
     pub(crate) observed: HashMap<(DocKey, Token), Version>,
+    /// When each version of `observed` was first read.
+    pub(crate) observed_at: HashMap<(DocKey, Token), Tick>,
     /// Every change vector a conflict reported as stored.
     pub(crate) reported: Vec<Reported>,
 }
 
 impl History {
-    /// Records a read of `version` of `key`; a version read before with
-    /// another change vector or value is a violation, returned.
+    /// Records a read of `version` of `key` at `at`; a version read before
+    /// with another change vector or value is a violation, returned.
     pub(crate) fn observe(
         &mut self,
         key: DocKey,
         version: &Version,
+        at: Tick,
         run: &str,
     ) -> Option<Violation> {
+        let first = self.observed_at.entry((key, version.token)).or_insert(at);
+        *first = (*first).min(at);
         match self.observed.get(&(key, version.token)) {
             None => {
                 self.observed.insert((key, version.token), version.clone());
@@ -277,10 +284,75 @@ impl History {
         self.attempts.extend(other.attempts);
         self.reported.extend(other.reported);
         let mut violations = Vec::new();
-        for ((key, _), version) in other.observed {
-            violations.extend(self.observe(key, &version, run));
+        for ((key, token), version) in other.observed {
+            let at = other.observed_at.get(&(key, token)).copied().unwrap_or(0);
+            violations.extend(self.observe(key, &version, at, run));
         }
         violations
+    }
+
+    /// The history as a power loss at `cut` leaves it: what no client knew
+    /// before `cut` did not happen. Attempts sent later are gone; attempts
+    /// whose outcome came later are in doubt (their writes may or may not
+    /// be on the disk); reads and conflicts received later are gone.
+    pub(crate) fn before(&self, cut: Tick) -> History {
+        let attempts = self
+            .attempts
+            .iter()
+            .filter(|attempt| attempt.started < cut)
+            .map(|attempt| {
+                let mut attempt = attempt.clone();
+                if attempt.settled >= cut {
+                    attempt.outcome = Outcome::InDoubt;
+                    attempt.settled = Tick::MAX;
+                    for write in &mut attempt.writes {
+                        write.written = None;
+                    }
+                }
+                attempt
+            })
+            .collect();
+        let kept: HashMap<(DocKey, Token), Tick> = self
+            .observed_at
+            .iter()
+            .filter(|(_, at)| **at < cut)
+            .map(|(key, at)| (*key, *at))
+            .collect();
+        History {
+            attempts,
+            observed: self
+                .observed
+                .iter()
+                .filter(|(key, _)| kept.contains_key(key))
+                .map(|(key, version)| (*key, version.clone()))
+                .collect(),
+            observed_at: kept,
+            reported: self
+                .reported
+                .iter()
+                .filter(|reported| reported.at < cut)
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// Every change vector a client was shown before `cut`: read, expected,
+    /// acknowledged, or reported by a conflict.
+    pub(crate) fn change_vectors_before(&self, cut: Tick) -> HashSet<ChangeVector> {
+        let before = self.before(cut);
+        let mut shown: HashSet<ChangeVector> = before
+            .observed
+            .values()
+            .map(|version| version.change_vector.clone())
+            .collect();
+        for attempt in &before.attempts {
+            for write in &attempt.writes {
+                shown.extend(write.expected.iter().map(|v| v.change_vector.clone()));
+                shown.extend(write.written.iter().cloned());
+            }
+        }
+        shown.extend(before.reported.iter().map(|r| r.change_vector.clone()));
+        shown
     }
 }
 
@@ -659,10 +731,11 @@ impl DocumentCheck<'_> {
             ));
         }
 
-        // Every acknowledged put is the final version or was superseded.
+        // Every put that was acknowledged, or read (readers are shown only
+        // durable versions), is the final version or was superseded.
         let final_token = self.final_version.map(|version| version.token);
         for (attempt, write) in self.writes {
-            if attempt.outcome != Outcome::Acknowledged
+            if !committed(attempt, write)
                 || !matches!(write.effect, Effect::Put { .. })
                 || final_token == Some(attempt.token)
                 || successors.contains_key(&attempt.token)
@@ -687,8 +760,13 @@ impl DocumentCheck<'_> {
                 violations.push(self.violation(
                     Invariant::LostWrite,
                     format!(
-                        "attempt {} was acknowledged ({}) and nothing replaced it, but {now}",
+                        "attempt {} was {} ({}) and nothing replaced it, but {now}",
                         attempt.token,
+                        if attempt.outcome == Outcome::Acknowledged {
+                            "acknowledged"
+                        } else {
+                            "seen"
+                        },
                         describe(write)
                     ),
                 ));
@@ -763,6 +841,7 @@ mod tests {
             }],
             outcome,
             started: token,
+            settled: token,
         }
     }
 
@@ -777,6 +856,7 @@ mod tests {
             }],
             outcome,
             started: token,
+            settled: token,
         }
     }
 
@@ -786,7 +866,7 @@ mod tests {
             ..History::default()
         };
         for read in reads {
-            assert_eq!(history.observe(KEY, read, RUN), None);
+            assert_eq!(history.observe(KEY, read, read.token, RUN), None);
         }
         let final_state = FinalState::from([(KEY, last)]);
         check(&history, &final_state, RUN)
@@ -1020,6 +1100,7 @@ mod tests {
             ],
             outcome,
             started: 2,
+            settled: 2,
         };
         let history = History {
             attempts: vec![batch(InDoubt)],

@@ -424,10 +424,11 @@ impl Client {
     }
 
     fn observe(&mut self, key: DocKey, version: Option<Version>) {
-        if let Some(version) = version
-            && let Some(violation) = self.history.observe(key, &version, &self.shared.run)
-        {
-            self.shared.violation(violation);
+        if let Some(version) = version {
+            let at = self.shared.tick();
+            if let Some(violation) = self.history.observe(key, &version, at, &self.shared.run) {
+                self.shared.violation(violation);
+            }
         }
     }
 
@@ -481,6 +482,7 @@ impl Client {
             Outcome::InDoubt => add(&counters.in_doubt, 1),
         }
         attempt.outcome = outcome;
+        attempt.settled = self.shared.tick();
         self.history.attempts.push(attempt);
     }
 
@@ -549,6 +551,7 @@ impl Client {
                         outcome: Outcome::InDoubt,
                         // Saved as soon as this returns.
                         started: shared.tick(),
+                        settled: Tick::MAX,
                     });
                     Ok(())
                 }
@@ -645,6 +648,7 @@ impl Client {
                 writes,
                 outcome: Outcome::InDoubt,
                 started,
+                settled: Tick::MAX,
             },
             saved,
         )
@@ -699,6 +703,7 @@ impl Client {
                 writes: vec![write],
                 outcome: Outcome::InDoubt,
                 started,
+                settled: Tick::MAX,
             },
             saved,
         )
