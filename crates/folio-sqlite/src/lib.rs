@@ -60,6 +60,7 @@ use crate::read::{ReaderPool, change_vector, entry_from_row};
 use crate::sync::{Acknowledger, Failed};
 use crate::writer::{Prepared, Request, Writer};
 
+pub use crate::cache::CacheBudget;
 #[cfg(feature = "fault-injection")]
 pub use crate::faults::IoFaults;
 #[cfg(feature = "mimalloc")]
@@ -92,6 +93,11 @@ pub struct SqliteOptions {
     /// How many bytes of recently read documents to keep in memory, so that
     /// loads by id skip SQLite (0 turns the cache off).
     pub cache_bytes: usize,
+    /// A budget this engine's document cache shares with the caches of
+    /// other engines opened with a clone of it: together they hold at most
+    /// its bytes (this one also at most `cache_bytes`). `None`: the cache
+    /// is bounded by `cache_bytes` alone.
+    pub cache_budget: Option<CacheBudget>,
     /// The most bytes the database may hold (`None`: as much as the disk
     /// has). A commit that needs more fails as on a full disk
     /// (`EngineErrorKind::Io`) and writes nothing; deleting documents
@@ -111,6 +117,7 @@ impl Default for SqliteOptions {
             max_batches_per_group: 512,
             max_idle_readers: 16,
             cache_bytes: 64 << 20,
+            cache_budget: None,
             max_size_bytes: None,
             #[cfg(feature = "fault-injection")]
             io_faults: None,
@@ -193,7 +200,7 @@ impl SqliteEngine {
         if let Some(bytes) = options.max_size_bytes {
             limit_size(&connection, bytes)?;
         }
-        let cache = Arc::new(DocumentCache::new(options.cache_bytes));
+        let cache = DocumentCache::shared(options.cache_bytes, options.cache_budget.as_ref());
         let commits = Arc::new(CommitCounter::default());
         let checkpointer = match location.path() {
             Some(_) => Some(Checkpointer::start(
