@@ -34,6 +34,9 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     /// 415: the body's content type is not one this route takes.
     UnsupportedMediaType(String),
+    /// 421: the request names a host this server does not answer for
+    /// (without keys, only loopback names: see `crate::edge`).
+    MisdirectedRequest(String),
     /// 428: this collection requires `If-Match` to change a document.
     PreconditionRequired(String),
     /// 500: the storage failed.
@@ -78,6 +81,7 @@ impl ApiError {
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::MisdirectedRequest(_) => StatusCode::MISDIRECTED_REQUEST,
             ApiError::PreconditionRequired(_) => StatusCode::PRECONDITION_REQUIRED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -97,6 +101,7 @@ impl ApiError {
             ApiError::RequestTimeout(_) => "request-timeout",
             ApiError::PayloadTooLarge(_) => "payload-too-large",
             ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
+            ApiError::MisdirectedRequest(_) => "misdirected-request",
             ApiError::PreconditionRequired(_) => "precondition-required",
             ApiError::Internal(_) => "storage-failure",
             ApiError::Unavailable(_) => "unavailable",
@@ -115,6 +120,7 @@ impl ApiError {
             ApiError::RequestTimeout(_) => "Request timeout",
             ApiError::PayloadTooLarge(_) => "Payload too large",
             ApiError::UnsupportedMediaType(_) => "Unsupported media type",
+            ApiError::MisdirectedRequest(_) => "Misdirected request",
             ApiError::PreconditionRequired(_) => "Precondition required",
             ApiError::Internal(_) => "Storage failure",
             ApiError::Unavailable(_) => "Service unavailable",
@@ -128,6 +134,7 @@ impl ApiError {
             | ApiError::Forbidden(detail)
             | ApiError::NotFound(detail)
             | ApiError::UnsupportedMediaType(detail)
+            | ApiError::MisdirectedRequest(detail)
             | ApiError::PreconditionRequired(detail) => detail.clone(),
             ApiError::MethodNotAllowed => "this route does not take that method".into(),
             ApiError::Conflict(error) => error.to_string(),

@@ -16,6 +16,7 @@ pub mod conditional;
 pub mod databases;
 pub mod deadline;
 pub mod documents;
+pub mod edge;
 pub mod error;
 pub mod metrics;
 pub mod schemas;
@@ -87,10 +88,7 @@ pub fn router(state: AppState) -> Router {
     Router::new().fallback_service(
         ServiceBuilder::new()
             .layer(TraceLayer::new_for_http())
-            .layer(middleware::from_fn_with_state(
-                state,
-                deadline::limit_body_time,
-            ))
+            .layer(middleware::from_fn_with_state(state, edge::admit))
             .layer(DefaultBodyLimit::max(body_limit))
             .service(routes),
     )

@@ -160,6 +160,30 @@ struct ServeArgs {
     /// 408 and the connection is closed.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     body_timeout: u64,
+    /// Also serve requests for this host name (repeatable). Without --keys
+    /// only localhost, names under .localhost and IP addresses are served,
+    /// and any other Host is answered 421: otherwise a web page whose own
+    /// name is re-pointed at this machine (DNS rebinding) could use every
+    /// database from a visitor's browser. With --keys, every name is served.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    allow_host: Vec<String>,
+}
+
+/// `name` as `--allow-host` takes it: a host name alone, without a port or
+/// a scheme.
+fn check_allowed_host(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "--allow-host {name:?}: give a host name alone (letters, digits, '-', '.', '_'), \
+             without a scheme or a port"
+        ))
+    }
 }
 
 /// The `folio` binary allocates with mimalloc. Under `folio serve` every
@@ -339,6 +363,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let keys = args.keys.as_deref().map(Keys::load).transpose()?;
     let has_keys = keys.as_ref().is_some_and(|keys| !keys.is_empty());
     folio_server::check_exposure(&args.listen, has_keys, args.insecure)?;
+    for name in &args.allow_host {
+        check_allowed_host(name)?;
+    }
     let backend = match args.postgres {
         Some(url) => Backend::Postgres {
             url,
@@ -360,7 +387,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         keys,
         limits,
         args.require_precondition,
-    );
+    )
+    .with_allowed_hosts(args.allow_host);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|error| format!("cannot listen on {}: {error}", args.listen))?;

@@ -42,6 +42,8 @@ pub(crate) struct Config {
     pub(crate) keys: Option<&'static str>,
     pub(crate) limits: Option<Limits>,
     pub(crate) require_precondition: Vec<String>,
+    /// Host names served besides the loopback ones (without keys).
+    pub(crate) allowed_hosts: Vec<String>,
 }
 
 impl Server {
@@ -147,7 +149,8 @@ pub(crate) fn app_over(data: &Path, config: Config) -> Router {
         keys,
         config.limits.unwrap_or_default(),
         config.require_precondition,
-    );
+    )
+    .with_allowed_hosts(config.allowed_hosts);
     router(state)
 }
 
@@ -175,6 +178,13 @@ pub(crate) async fn send(
     body: impl Into<Body>,
 ) -> Resp {
     let mut request = Request::builder().method(method.clone()).uri(uri);
+    // As every HTTP/1.1 client does, unless the test sends its own.
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        request = request.header("host", "localhost");
+    }
     for (name, value) in headers {
         request = request.header(*name, *value);
     }

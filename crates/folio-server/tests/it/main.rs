@@ -12,6 +12,7 @@ mod cli;
 mod common;
 mod concurrency;
 mod crash;
+mod edge;
 mod headers;
 mod leaks;
 mod names;
