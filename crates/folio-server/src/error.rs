@@ -43,6 +43,9 @@ pub enum ApiError {
     Internal(EngineErrorKind),
     /// 503: the storage is busy or unreachable; try again.
     Unavailable(EngineErrorKind),
+    /// 503: the server has as many connections open as it may (the
+    /// number); this one is closed after the answer.
+    TooManyConnections(usize),
 }
 
 /// What a failed precondition found.
@@ -84,7 +87,9 @@ impl ApiError {
             ApiError::MisdirectedRequest(_) => StatusCode::MISDIRECTED_REQUEST,
             ApiError::PreconditionRequired(_) => StatusCode::PRECONDITION_REQUIRED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::TooManyConnections(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -105,6 +110,7 @@ impl ApiError {
             ApiError::PreconditionRequired(_) => "precondition-required",
             ApiError::Internal(_) => "storage-failure",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::TooManyConnections(_) => "connection-limit",
         }
     }
 
@@ -124,6 +130,7 @@ impl ApiError {
             ApiError::PreconditionRequired(_) => "Precondition required",
             ApiError::Internal(_) => "Storage failure",
             ApiError::Unavailable(_) => "Service unavailable",
+            ApiError::TooManyConnections(_) => "Too many connections",
         }
     }
 
@@ -151,6 +158,10 @@ impl ApiError {
             ApiError::Unavailable(kind) => {
                 format!("the storage is unavailable ({kind:?}); try again")
             }
+            ApiError::TooManyConnections(limit) => format!(
+                "the server is at its limit of {limit} open connections (--max-connections); \
+                 this connection is closed: try again shortly on a new one"
+            ),
         }
     }
 }
@@ -189,6 +200,13 @@ impl IntoResponse for ApiError {
                 response
                     .headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            // Connections are let go of within moments (a client leaves):
+            // worth a try a second later.
+            ApiError::TooManyConnections(_) => {
+                let headers = response.headers_mut();
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }

@@ -160,6 +160,14 @@ struct ServeArgs {
     /// 408 and the connection is closed.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     body_timeout: u64,
+    /// The most client connections served at once; one more is answered
+    /// 503 (with Retry-After) and closed. Each connection holds a file
+    /// descriptor and buffers, and the databases need descriptors too
+    /// (about 10 each, more while busy), so the default is a quarter of the
+    /// descriptor limit (which `folio serve` raises to the hard limit at
+    /// start), at most 4,096.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: Option<u64>,
     /// Also serve requests for this host name (repeatable). Without --keys
     /// only localhost, names under .localhost and IP addresses are served,
     /// and any other Host is answered 421: otherwise a web page whose own
@@ -167,6 +175,28 @@ struct ServeArgs {
     /// database from a visitor's browser. With --keys, every name is served.
     #[arg(long = "allow-host", value_name = "NAME")]
     allow_host: Vec<String>,
+}
+
+/// How many connections to serve at once by default, out of `descriptors`
+/// file descriptors: a quarter, the rest being the databases' and the
+/// logs', and at most 4,096 (each connection's buffers cost memory too).
+fn default_max_connections(descriptors: u64) -> u64 {
+    (descriptors / 4).clamp(16, 4096)
+}
+
+/// Raises the soft limit on open files to the hard limit, so that the
+/// server is not held to the 1,024 most shells start it with; the limit in
+/// force.
+fn raise_descriptor_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(error) => {
+            tracing::warn!(%error, "the file descriptor limit could not be raised");
+            rlimit::Resource::NOFILE
+                .get()
+                .map_or(1024, |(soft, _)| soft)
+        }
+    }
 }
 
 /// `name` as `--allow-host` takes it: a host name alone, without a port or
@@ -366,6 +396,22 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     for name in &args.allow_host {
         check_allowed_host(name)?;
     }
+    let descriptors = raise_descriptor_limit();
+    let max_connections = args
+        .max_connections
+        .unwrap_or_else(|| default_max_connections(descriptors));
+    tracing::info!(
+        descriptors,
+        max_connections,
+        "file descriptor limit (soft, raised to the hard limit) and what is kept within it"
+    );
+    if max_connections > descriptors {
+        tracing::warn!(
+            descriptors,
+            "--max-connections is above the file descriptor limit: raise the hard limit \
+             (ulimit -Hn) or lower it"
+        );
+    }
     let backend = match args.postgres {
         Some(url) => Backend::Postgres {
             url,
@@ -381,6 +427,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         max_nesting: args.max_nesting,
         header_timeout: std::time::Duration::from_secs(args.header_timeout.max(1)),
         body_timeout: std::time::Duration::from_secs(args.body_timeout.max(1)),
+        max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
     };
     let state = AppState::new(
         Databases::new(backend),

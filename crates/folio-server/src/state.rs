@@ -25,6 +25,9 @@ pub struct Limits {
     /// How long a client may take to send a request's body, in all
     /// (default 60 s): later, 408 and the connection is closed.
     pub body_timeout: Duration,
+    /// The most connections open at once (default 1,024): one more is
+    /// answered `503` and closed. Only [`crate::serve`] applies it.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -34,6 +37,7 @@ impl Default for Limits {
             max_nesting: folio_core::validate::MAX_NESTING,
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(60),
+            max_connections: 1024,
         }
     }
 }
