@@ -46,6 +46,12 @@ pub enum ApiError {
     /// 503: the server has as many connections open as it may (the
     /// number); this one is closed after the answer.
     TooManyConnections(usize),
+    /// 503: the server has as many databases open as it may (the number)
+    /// and every one of them is in use.
+    TooManyOpenDatabases(usize),
+    /// 403: the server holds as many databases as it may (the number); no
+    /// other can be created.
+    TooManyDatabases(usize),
 }
 
 /// What a failed precondition found.
@@ -87,9 +93,10 @@ impl ApiError {
             ApiError::MisdirectedRequest(_) => StatusCode::MISDIRECTED_REQUEST,
             ApiError::PreconditionRequired(_) => StatusCode::PRECONDITION_REQUIRED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::Unavailable(_) | ApiError::TooManyConnections(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Unavailable(_)
+            | ApiError::TooManyConnections(_)
+            | ApiError::TooManyOpenDatabases(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyDatabases(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -111,6 +118,8 @@ impl ApiError {
             ApiError::Internal(_) => "storage-failure",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::TooManyConnections(_) => "connection-limit",
+            ApiError::TooManyOpenDatabases(_) => "open-database-limit",
+            ApiError::TooManyDatabases(_) => "database-limit",
         }
     }
 
@@ -131,6 +140,8 @@ impl ApiError {
             ApiError::Internal(_) => "Storage failure",
             ApiError::Unavailable(_) => "Service unavailable",
             ApiError::TooManyConnections(_) => "Too many connections",
+            ApiError::TooManyOpenDatabases(_) => "Too many open databases",
+            ApiError::TooManyDatabases(_) => "Too many databases",
         }
     }
 
@@ -161,6 +172,15 @@ impl ApiError {
             ApiError::TooManyConnections(limit) => format!(
                 "the server is at its limit of {limit} open connections (--max-connections); \
                  this connection is closed: try again shortly on a new one"
+            ),
+            ApiError::TooManyOpenDatabases(limit) => format!(
+                "the server has its limit of {limit} databases open (--max-open-databases), all \
+                 of them in use (requests in flight, changes feeds), so it cannot open another \
+                 now; try again shortly"
+            ),
+            ApiError::TooManyDatabases(limit) => format!(
+                "the server already holds its limit of {limit} databases (--max-databases), so \
+                 no other can be created; the operator may raise the limit"
             ),
         }
     }
@@ -201,12 +221,17 @@ impl IntoResponse for ApiError {
                     .headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            // Connections are let go of within moments (a client leaves):
-            // worth a try a second later.
+            // Connections and databases in use are let go of within moments
+            // (a request ends, a client leaves): worth a try a second later.
             ApiError::TooManyConnections(_) => {
                 let headers = response.headers_mut();
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            ApiError::TooManyOpenDatabases(_) => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
         }

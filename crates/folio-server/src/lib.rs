@@ -35,7 +35,7 @@ use axum::routing::{get, post, put};
 use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
 
-pub use crate::databases::{Backend, Databases};
+pub use crate::databases::{Backend, DatabaseLimits, Databases};
 pub use crate::error::ApiError;
 pub use crate::state::{AppState, Limits};
 

@@ -323,6 +323,10 @@ impl WireAnswer {
     pub(crate) fn has(&self, line: &str) -> bool {
         self.headers.iter().any(|header| header == line)
     }
+
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
 }
 
 /// A bound on waiting for an answer that a healthy run never reaches (not

@@ -126,6 +126,13 @@ impl FolioServe {
         (soft, hard)
     }
 
+    /// How many file descriptors the server has open now.
+    pub(crate) fn open_descriptors(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .map(|entries| entries.count())
+            .unwrap_or(0)
+    }
+
     /// SIGKILL, and reaps the process.
     pub(crate) fn kill(&mut self) {
         self.child.kill().expect("SIGKILL");
