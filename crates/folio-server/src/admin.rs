@@ -43,7 +43,7 @@ pub async fn list_databases(
 
 /// `PUT /db/{db}` (admin): creates the database; 201 when created, 200
 /// when it existed.
-#[utoipa::path(put, path = "/db/{db}", tag = "databases", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")), responses((status = 201, description = "created", body = Object), (status = 200, description = "existed already", body = Object), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json")))]
+#[utoipa::path(put, path = "/db/{db}", tag = "databases", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")), responses((status = 201, description = "created", body = Object), (status = 200, description = "existed already", body = Object), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this, or the server holds as many databases as it may (database-limit)", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json")))]
 pub async fn create_database(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -89,7 +89,9 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "service", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain"), (status = 401, description = "keys are configured and the request has no known key", content_type = "application/problem+json")))]
 pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     state.authenticate(&headers)?;
-    let mut response = state.metrics().render().into_response();
+    let mut text = state.metrics().render();
+    state.databases().render_metrics(&mut text).await;
+    let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -102,7 +104,7 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> ApiRe
 #[openapi(
     info(
         title = "Folio",
-        description = "Optimistic concurrency over plain HTTP: ETag, If-Match, If-None-Match, 412, 428 (PROTOCOL.md)"
+        description = "Optimistic concurrency over plain HTTP: ETag, If-Match, If-None-Match, 412, 428 (PROTOCOL.md). On every route: an HTTP/1.1 request without exactly one Host is 400; without API keys configured, a Host other than localhost, a name under .localhost, an IP address or a name the operator allows is 421 (misdirected-request, against DNS rebinding); a Content-Length over the body limit is 413 before the body is read (no 100 Continue) and the connection is closed; a connection beyond the server's limit is answered 503 (connection-limit, Retry-After) and closed; a database that cannot be opened because every open one is in use is 503 (open-database-limit, Retry-After)."
     ),
     paths(
         crate::documents::get_document,

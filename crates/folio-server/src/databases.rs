@@ -2,15 +2,33 @@
 //!
 //! Names are validated (`folio_core::validate::database`) before they touch
 //! a file name or a schema name: no path traversal through a database name.
+//!
+//! An open database costs threads, file descriptors and memory (an
+//! embedded one: four threads, about ten descriptors, its caches; a
+//! PostgreSQL one: a pool of connections), so at most
+//! [`DatabaseLimits::max_open`] are open at once. Opening one more first
+//! closes the least recently used idle one, and waits until it is closed
+//! (its threads joined, its file unlocked). A database is idle when
+//! nothing but this registry holds its engine: every request in flight and
+//! every open changes feed holds a clone of the engine it uses, so an
+//! engine in use is never closed under it. A database being closed counts
+//! as open until it is, and is reopened only after. When every open
+//! database is in use, opening another is refused (`503`, try again).
+//!
+//! How many databases may exist at all is bounded too
+//! ([`DatabaseLimits::max_databases`]); creations are serialized so that
+//! the count holds.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use folio_core::{EngineRef, validate};
 use folio_postgres::{PgEngine, PgOptions};
 use folio_sqlite::{SqliteEngine, SqliteOptions};
-use tokio::sync::RwLock;
+use tokio::sync::{RwLock, watch};
 
 use crate::error::{ApiError, ApiResult};
 
@@ -33,26 +51,83 @@ pub enum Backend {
     },
 }
 
+/// How many databases a server keeps open, and how many may exist.
+#[derive(Clone, Copy, Debug)]
+pub struct DatabaseLimits {
+    /// The most databases open at once (default 64): opening another
+    /// closes the least recently used idle one first.
+    pub max_open: usize,
+    /// The most databases that may exist (default 10,000): creating one
+    /// more is refused with `403`.
+    pub max_databases: usize,
+}
+
+impl Default for DatabaseLimits {
+    fn default() -> Self {
+        DatabaseLimits {
+            max_open: 64,
+            max_databases: 10_000,
+        }
+    }
+}
+
+/// An open database.
+struct Open {
+    engine: EngineRef,
+    /// When it was last handed out (a tick of `Databases::clock`).
+    used: AtomicU64,
+}
+
+/// Databases being closed, each with a receiver told when its close is done.
+type Closing = Arc<Mutex<HashMap<String, watch::Receiver<bool>>>>;
+
 /// The open databases.
 pub struct Databases {
     backend: Backend,
-    open: RwLock<HashMap<String, EngineRef>>,
+    limits: DatabaseLimits,
+    open: RwLock<HashMap<String, Open>>,
+    closing: Closing,
+    /// Ticks of use, for the least recently used order.
+    clock: AtomicU64,
+    /// Held while a database is created, so that two creations cannot both
+    /// find room under `max_databases`.
+    creating: tokio::sync::Mutex<()>,
+    /// Idle databases closed to make room.
+    closed: AtomicU64,
 }
 
 impl Databases {
-    /// No database open yet.
+    /// No database open yet; the default limits.
     pub fn new(backend: Backend) -> Self {
+        Self::with_limits(backend, DatabaseLimits::default())
+    }
+
+    /// No database open yet; at most `limits` (each at least 1).
+    pub fn with_limits(backend: Backend, limits: DatabaseLimits) -> Self {
         Databases {
             backend,
+            limits: DatabaseLimits {
+                max_open: limits.max_open.max(1),
+                max_databases: limits.max_databases.max(1),
+            },
             open: RwLock::new(HashMap::new()),
+            closing: Arc::default(),
+            clock: AtomicU64::new(0),
+            creating: tokio::sync::Mutex::new(()),
+            closed: AtomicU64::new(0),
         }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> DatabaseLimits {
+        self.limits
     }
 
     /// The engine of database `name`: 404 when it does not exist.
     pub async fn get(&self, name: &str) -> ApiResult<EngineRef> {
         validate::database(name)?;
-        if let Some(engine) = self.open.read().await.get(name) {
-            return Ok(engine.clone());
+        if let Some(open) = self.open.read().await.get(name) {
+            return Ok(self.hand_out(open));
         }
         if !self.exists(name).await? {
             return Err(ApiError::NotFound(format!(
@@ -62,12 +137,57 @@ impl Databases {
         self.open_engine(name).await
     }
 
-    /// Creates database `name` if absent; whether it was created.
+    /// Creates database `name` if absent; whether it was created. Refused
+    /// with `403` when as many databases as allowed exist.
     pub async fn create(&self, name: &str) -> ApiResult<bool> {
         validate::database(name)?;
+        let _creating = self.creating.lock().await;
         let existed = self.exists(name).await?;
+        if !existed && self.list().await?.len() >= self.limits.max_databases {
+            return Err(ApiError::TooManyDatabases(self.limits.max_databases));
+        }
         self.open_engine(name).await?;
         Ok(!existed)
+    }
+
+    /// How many databases are open now (those being closed included).
+    pub async fn open_count(&self) -> usize {
+        let open = self.open.read().await.len();
+        open + lock(&self.closing).len()
+    }
+
+    /// How many idle databases were closed to make room, so far.
+    pub fn closed_count(&self) -> u64 {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// The memory budget of the embedded engines' document caches, if any.
+    pub fn cache_budget(&self) -> Option<&folio_sqlite::CacheBudget> {
+        match &self.backend {
+            Backend::Embedded { options, .. } => options.cache_budget.as_ref(),
+            Backend::Postgres { .. } => None,
+        }
+    }
+
+    /// The databases' gauges and counters in Prometheus text.
+    pub async fn render_metrics(&self, out: &mut String) {
+        out.push_str(
+            "# HELP folio_databases_open Databases open now (engines running, those being closed included).\n\
+             # TYPE folio_databases_open gauge\n",
+        );
+        let _ = writeln!(out, "folio_databases_open {}", self.open_count().await);
+        out.push_str(
+            "# HELP folio_databases_closed_total Idle databases closed to stay within the limit of open databases.\n\
+             # TYPE folio_databases_closed_total counter\n",
+        );
+        let _ = writeln!(out, "folio_databases_closed_total {}", self.closed_count());
+        if let Some(budget) = self.cache_budget() {
+            out.push_str(
+                "# HELP folio_document_cache_bytes Bytes held by the document caches of all open databases.\n\
+                 # TYPE folio_document_cache_bytes gauge\n",
+            );
+            let _ = writeln!(out, "folio_document_cache_bytes {}", budget.used_bytes());
+        }
     }
 
     /// The names of every database, sorted.
@@ -108,12 +228,60 @@ impl Databases {
         }
     }
 
+    /// The engine of `open`, marked as used now.
+    fn hand_out(&self, open: &Open) -> EngineRef {
+        open.used.store(
+            self.clock.fetch_add(1, Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        open.engine.clone()
+    }
+
     async fn open_engine(&self, name: &str) -> ApiResult<EngineRef> {
-        let mut open = self.open.write().await;
-        if let Some(engine) = open.get(name) {
-            return Ok(engine.clone());
+        loop {
+            let mut open = self.open.write().await;
+            if let Some(engine) = open.get(name) {
+                return Ok(self.hand_out(engine));
+            }
+            let wait = {
+                let closing = lock(&self.closing);
+                if let Some(done) = closing.get(name) {
+                    // Its file is still locked by the engine being closed.
+                    Some(done.clone())
+                } else if open.len() + closing.len() < self.limits.max_open {
+                    None
+                } else if let Some(idle) = least_recently_used_idle(&open) {
+                    drop(closing);
+                    let Some(evicted) = open.remove(&idle) else {
+                        continue;
+                    };
+                    Some(self.close(idle, evicted.engine))
+                } else if let Some(done) = closing.values().next() {
+                    Some(done.clone())
+                } else {
+                    return Err(ApiError::TooManyOpenDatabases(self.limits.max_open));
+                }
+            };
+            if let Some(mut done) = wait {
+                drop(open);
+                // An error means the closing thread is gone: closed either way.
+                let _ = done.wait_for(|closed| *closed).await;
+                continue;
+            }
+            let engine = self.start_engine(name).await?;
+            open.insert(
+                name.to_owned(),
+                Open {
+                    engine: engine.clone(),
+                    used: AtomicU64::new(self.clock.fetch_add(1, Ordering::Relaxed)),
+                },
+            );
+            return Ok(engine);
         }
-        let engine: EngineRef = match &self.backend {
+    }
+
+    async fn start_engine(&self, name: &str) -> ApiResult<EngineRef> {
+        Ok(match &self.backend {
             Backend::Embedded { dir, options } => {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| io_failure("creating the data directory", e))?;
@@ -125,10 +293,43 @@ impl Databases {
             Backend::Postgres { url, options } => {
                 Arc::new(PgEngine::connect(url, name, options.clone()).await?)
             }
-        };
-        open.insert(name.to_owned(), engine.clone());
-        Ok(engine)
+        })
     }
+
+    /// Closes `engine` (the last handle on it) on a blocking thread:
+    /// closing joins the engine's threads and may copy its log into the
+    /// database file. The receiver is told when it is done.
+    fn close(&self, name: String, engine: EngineRef) -> watch::Receiver<bool> {
+        let (done, receiver) = watch::channel(false);
+        lock(&self.closing).insert(name.clone(), receiver.clone());
+        self.closed.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(database = %name, "closing an idle database to make room");
+        let closing = self.closing.clone();
+        tokio::task::spawn_blocking(move || {
+            drop(engine);
+            lock(&closing).remove(&name);
+            done.send_replace(true);
+        });
+        receiver
+    }
+}
+
+/// The open database used least recently among those nobody else holds.
+fn least_recently_used_idle(open: &HashMap<String, Open>) -> Option<String> {
+    open.iter()
+        .filter(|(_, open)| Arc::strong_count(&open.engine) == 1)
+        .min_by_key(|(_, open)| open.used.load(Ordering::Relaxed))
+        .map(|(name, _)| name.clone())
+}
+
+/// The map of databases being closed (a panic while it was held left it
+/// consistent: each change is one call).
+fn lock(
+    closing: &Mutex<HashMap<String, watch::Receiver<bool>>>,
+) -> std::sync::MutexGuard<'_, HashMap<String, watch::Receiver<bool>>> {
+    closing
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// One thing that keeps the server from serving, as `GET /healthz` reports
@@ -164,7 +365,7 @@ impl Databases {
         let mut names: Vec<&String> = open.keys().collect();
         names.sort();
         for name in names {
-            if let Err(folio_core::Error::Engine(error)) = open[name].health() {
+            if let Err(folio_core::Error::Engine(error)) = open[name].engine.health() {
                 tracing::error!(database = %name, error = ?error, "a database cannot serve");
                 problems.push(HealthProblem {
                     database: Some(name.clone()),

@@ -5,8 +5,9 @@
 //!   [`crate::serve`]) closes a connection whose headers do not arrive in
 //!   time, and an idle keep-alive connection once its next request is
 //!   that late.
-//! * The body: [`limit_body_time`] gives the whole body one deadline from
-//!   the moment the head arrived (not a timeout between chunks, which a
+//! * The body: [`limit_body_time`] (applied to every request by
+//!   [`crate::edge`]) gives the whole body one deadline from the moment the
+//!   head arrived (not a timeout between chunks, which a
 //!   byte every few seconds would reset); a late body is answered 408 and
 //!   the connection closed.
 
@@ -16,27 +17,17 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::extract::Request;
 use http_body::{Frame, SizeHint};
 
-use crate::state::AppState;
-
-/// Gives every request body `Limits::body_timeout` to arrive, in all.
-pub(crate) async fn limit_body_time(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// Gives `request`'s body `timeout` to arrive, in all, from now on.
+pub(crate) fn limit_body_time(request: Request, timeout: Duration) -> Request {
     use http_body::Body as _;
     if request.body().is_end_stream() {
         // No body (a GET, a DELETE): nothing to wait for.
-        return next.run(request).await;
+        return request;
     }
-    let timeout = state.limits().body_timeout;
-    next.run(request.map(|body| Body::new(DeadlineBody::new(body, timeout))))
-        .await
+    request.map(|body| Body::new(DeadlineBody::new(body, timeout)))
 }
 
 /// The error of a body that did not arrive in time.

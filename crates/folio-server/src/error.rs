@@ -34,6 +34,9 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     /// 415: the body's content type is not one this route takes.
     UnsupportedMediaType(String),
+    /// 421: the request names a host this server does not answer for
+    /// (without keys, only loopback names: see `crate::edge`).
+    MisdirectedRequest(String),
     /// 428: this collection requires `If-Match` to change a document.
     PreconditionRequired(String),
     /// 500: the storage failed (a damaged database, a layout of a newer
@@ -43,6 +46,15 @@ pub enum ApiError {
     InsufficientStorage,
     /// 503: the storage is busy or unreachable; try again.
     Unavailable(EngineErrorKind),
+    /// 503: the server has as many connections open as it may (the
+    /// number); this one is closed after the answer.
+    TooManyConnections(usize),
+    /// 503: the server has as many databases open as it may (the number)
+    /// and every one of them is in use.
+    TooManyOpenDatabases(usize),
+    /// 403: the server holds as many databases as it may (the number); no
+    /// other can be created.
+    TooManyDatabases(usize),
 }
 
 /// What a failed precondition found.
@@ -81,10 +93,14 @@ impl ApiError {
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::MisdirectedRequest(_) => StatusCode::MISDIRECTED_REQUEST,
             ApiError::PreconditionRequired(_) => StatusCode::PRECONDITION_REQUIRED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_)
+            | ApiError::TooManyConnections(_)
+            | ApiError::TooManyOpenDatabases(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyDatabases(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -101,12 +117,16 @@ impl ApiError {
             ApiError::RequestTimeout(_) => "request-timeout",
             ApiError::PayloadTooLarge(_) => "payload-too-large",
             ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
+            ApiError::MisdirectedRequest(_) => "misdirected-request",
             ApiError::PreconditionRequired(_) => "precondition-required",
             ApiError::Internal(EngineErrorKind::Corrupt) => "damaged-database",
             ApiError::Internal(EngineErrorKind::Unsupported) => "unsupported-layout",
             ApiError::Internal(_) => "storage-failure",
             ApiError::InsufficientStorage => "insufficient-storage",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::TooManyConnections(_) => "connection-limit",
+            ApiError::TooManyOpenDatabases(_) => "open-database-limit",
+            ApiError::TooManyDatabases(_) => "database-limit",
         }
     }
 
@@ -122,12 +142,16 @@ impl ApiError {
             ApiError::RequestTimeout(_) => "Request timeout",
             ApiError::PayloadTooLarge(_) => "Payload too large",
             ApiError::UnsupportedMediaType(_) => "Unsupported media type",
+            ApiError::MisdirectedRequest(_) => "Misdirected request",
             ApiError::PreconditionRequired(_) => "Precondition required",
             ApiError::Internal(EngineErrorKind::Corrupt) => "Database damaged",
             ApiError::Internal(EngineErrorKind::Unsupported) => "Unsupported database layout",
             ApiError::Internal(_) => "Storage failure",
             ApiError::InsufficientStorage => "Insufficient storage",
             ApiError::Unavailable(_) => "Service unavailable",
+            ApiError::TooManyConnections(_) => "Too many connections",
+            ApiError::TooManyOpenDatabases(_) => "Too many open databases",
+            ApiError::TooManyDatabases(_) => "Too many databases",
         }
     }
 
@@ -138,6 +162,7 @@ impl ApiError {
             | ApiError::Forbidden(detail)
             | ApiError::NotFound(detail)
             | ApiError::UnsupportedMediaType(detail)
+            | ApiError::MisdirectedRequest(detail)
             | ApiError::PreconditionRequired(detail) => detail.clone(),
             ApiError::MethodNotAllowed => "this route does not take that method".into(),
             ApiError::Conflict(error) => error.to_string(),
@@ -166,6 +191,19 @@ impl ApiError {
             ApiError::Unavailable(kind) => {
                 format!("the storage is unavailable ({kind:?}); try again")
             }
+            ApiError::TooManyConnections(limit) => format!(
+                "the server is at its limit of {limit} open connections (--max-connections); \
+                 this connection is closed: try again shortly on a new one"
+            ),
+            ApiError::TooManyOpenDatabases(limit) => format!(
+                "the server has its limit of {limit} databases open (--max-open-databases), all \
+                 of them in use (requests in flight, changes feeds), so it cannot open another \
+                 now; try again shortly"
+            ),
+            ApiError::TooManyDatabases(limit) => format!(
+                "the server already holds its limit of {limit} databases (--max-databases), so \
+                 no other can be created; the operator may raise the limit"
+            ),
         }
     }
 }
@@ -204,6 +242,18 @@ impl IntoResponse for ApiError {
                 response
                     .headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            // Connections and databases in use are let go of within moments
+            // (a request ends, a client leaves): worth a try a second later.
+            ApiError::TooManyConnections(_) => {
+                let headers = response.headers_mut();
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            ApiError::TooManyOpenDatabases(_) => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
         }

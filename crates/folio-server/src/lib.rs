@@ -16,6 +16,7 @@ pub mod conditional;
 pub mod databases;
 pub mod deadline;
 pub mod documents;
+pub mod edge;
 pub mod error;
 pub mod metrics;
 pub mod schemas;
@@ -24,16 +25,17 @@ pub mod studio;
 pub mod tools;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
 
-pub use crate::databases::{Backend, Databases};
+pub use crate::databases::{Backend, DatabaseLimits, Databases};
 pub use crate::error::ApiError;
 pub use crate::state::{AppState, Limits};
 
@@ -87,10 +89,7 @@ pub fn router(state: AppState) -> Router {
     Router::new().fallback_service(
         ServiceBuilder::new()
             .layer(TraceLayer::new_for_http())
-            .layer(middleware::from_fn_with_state(
-                state,
-                deadline::limit_body_time,
-            ))
+            .layer(middleware::from_fn_with_state(state, edge::admit))
             .layer(DefaultBodyLimit::max(body_limit))
             .service(routes),
     )
@@ -132,14 +131,38 @@ pub fn check_exposure(listen: &SocketAddr, has_keys: bool, insecure: bool) -> Re
     }
 }
 
+/// How many refusals at the connection limit may be under way at once;
+/// beyond, a connection is closed without an answer, so that refusing
+/// holds a bounded number of descriptors too.
+const REFUSALS_AT_ONCE: usize = 64;
+
+/// How long a connection refused at the limit may take to send its request
+/// head, to be answered `503`.
+const REFUSAL_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Serves `state` on `listener` (HTTP/1.1) until SIGINT or SIGTERM;
 /// requests in flight finish before it returns. A connection whose request
 /// head takes longer than `Limits::header_timeout` is closed.
+///
+/// At most `Limits::max_connections` connections are served at once. One
+/// more is answered `503` with a problem body (`connection-limit`) and
+/// `Retry-After: 1` to its first request, then closed: a client learns why
+/// instead of hanging in the listen queue, and the descriptors the
+/// databases need are not all taken by idle connections.
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
+    let limits = state.limits();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(state.limits().header_timeout);
+        .header_read_timeout(limits.header_timeout);
+    let mut refuse = hyper::server::conn::http1::Builder::new();
+    refuse
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(REFUSAL_PATIENCE)
+        .keep_alive(false);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let refusals = Arc::new(tokio::sync::Semaphore::new(REFUSALS_AT_ONCE));
     let stopping = state.clone();
+    let counters = state.clone();
     let service = hyper_util::service::TowerToHyperService::new(router(state));
     let connections = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown_signal());
@@ -163,13 +186,34 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::i
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "TCP_NODELAY could not be set on a connection");
         }
-        let connection =
-            http.serve_connection(hyper_util::rt::TokioIo::new(stream), service.clone());
-        let connection = connections.watch(connection);
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            counters.metrics().connection_refused();
+            let Ok(refusal) = refusals.clone().try_acquire_owned() else {
+                continue;
+            };
+            let limit = limits.max_connections;
+            let answer = hyper::service::service_fn(move |_request| {
+                std::future::ready(Ok::<_, std::convert::Infallible>(
+                    ApiError::TooManyConnections(limit).into_response(),
+                ))
+            });
+            let connection = refuse.serve_connection(io, answer);
+            tokio::spawn(async move {
+                let _ = connection.await;
+                drop(refusal);
+            });
+            continue;
+        };
+        let connection = connections.watch(http.serve_connection(io, service.clone()));
+        let counted = counters.clone();
+        counted.metrics().connection(true);
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "a connection ended with an error");
             }
+            counted.metrics().connection(false);
+            drop(slot);
         });
     }
     drop(listener);

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use folio_server::auth::Keys;
 use folio_server::client::{Client, Failure};
-use folio_server::{AppState, Backend, Databases, Limits};
+use folio_server::{AppState, Backend, DatabaseLimits, Databases, Limits};
 
 #[derive(Parser)]
 #[command(
@@ -160,6 +160,85 @@ struct ServeArgs {
     /// 408 and the connection is closed.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     body_timeout: u64,
+    /// The most client connections served at once; one more is answered
+    /// 503 (with Retry-After) and closed. Each connection holds a file
+    /// descriptor and buffers, and the databases need descriptors too
+    /// (about 10 each, more while busy), so the default is a quarter of the
+    /// descriptor limit (which `folio serve` raises to the hard limit at
+    /// start), at most 4,096.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: Option<u64>,
+    /// The most databases open at once; opening another first closes the
+    /// least recently used idle one (it opens again on its next use). An
+    /// open embedded database holds 4 threads, about 10 file descriptors
+    /// (more while busy) and its cache; a PostgreSQL one, a pool of
+    /// connections. Default: one per 64 descriptors of the descriptor
+    /// limit, from 4 to 64.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_open_databases: Option<u64>,
+    /// The most databases that may exist; creating one more is refused
+    /// (403). Bounds what a client allowed to create databases (anyone,
+    /// without --keys) can take of the disk.
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_databases: u64,
+    /// Bytes of recently read documents kept in memory, for all databases
+    /// together (when full, the largest cache gives up its least recently
+    /// used documents first).
+    #[arg(long, default_value_t = 256 << 20)]
+    cache_bytes: usize,
+    /// Also serve requests for this host name (repeatable). Without --keys
+    /// only localhost, names under .localhost and IP addresses are served,
+    /// and any other Host is answered 421: otherwise a web page whose own
+    /// name is re-pointed at this machine (DNS rebinding) could use every
+    /// database from a visitor's browser. With --keys, every name is served.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    allow_host: Vec<String>,
+}
+
+/// How many connections to serve at once by default, out of `descriptors`
+/// file descriptors: a quarter, the rest being the databases' and the
+/// logs', and at most 4,096 (each connection's buffers cost memory too).
+fn default_max_connections(descriptors: u64) -> u64 {
+    (descriptors / 4).clamp(16, 4096)
+}
+
+/// How many databases to keep open by default, out of `descriptors` file
+/// descriptors: one per 64 (an embedded database holds about 10, more with
+/// concurrent readers), from 4 to 64.
+fn default_max_open_databases(descriptors: u64) -> u64 {
+    (descriptors / 64).clamp(4, 64)
+}
+
+/// Raises the soft limit on open files to the hard limit, so that the
+/// server is not held to the 1,024 most shells start it with; the limit in
+/// force.
+fn raise_descriptor_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(error) => {
+            tracing::warn!(%error, "the file descriptor limit could not be raised");
+            rlimit::Resource::NOFILE
+                .get()
+                .map_or(1024, |(soft, _)| soft)
+        }
+    }
+}
+
+/// `name` as `--allow-host` takes it: a host name alone, without a port or
+/// a scheme.
+fn check_allowed_host(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "--allow-host {name:?}: give a host name alone (letters, digits, '-', '.', '_'), \
+             without a scheme or a port"
+        ))
+    }
 }
 
 /// The `folio` binary allocates with mimalloc. Under `folio serve` every
@@ -339,6 +418,32 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let keys = args.keys.as_deref().map(Keys::load).transpose()?;
     let has_keys = keys.as_ref().is_some_and(|keys| !keys.is_empty());
     folio_server::check_exposure(&args.listen, has_keys, args.insecure)?;
+    for name in &args.allow_host {
+        check_allowed_host(name)?;
+    }
+    let descriptors = raise_descriptor_limit();
+    let max_connections = args
+        .max_connections
+        .unwrap_or_else(|| default_max_connections(descriptors));
+    let max_open_databases = args
+        .max_open_databases
+        .unwrap_or_else(|| default_max_open_databases(descriptors));
+    tracing::info!(
+        descriptors,
+        max_connections,
+        max_open_databases,
+        max_databases = args.max_databases,
+        "file descriptor limit (soft, raised to the hard limit) and what is kept within it"
+    );
+    if max_connections.saturating_add(max_open_databases.saturating_mul(16)) > descriptors {
+        tracing::warn!(
+            descriptors,
+            "--max-connections and --max-open-databases may need more file descriptors than the \
+             limit allows (each open database holds about 10, more while busy): raise the hard \
+             limit (ulimit -Hn) or lower them"
+        );
+    }
+    let to_usize = |value: u64| usize::try_from(value).unwrap_or(usize::MAX);
     let backend = match args.postgres {
         Some(url) => Backend::Postgres {
             url,
@@ -346,7 +451,12 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         },
         None => Backend::Embedded {
             dir: args.data.clone(),
-            options: folio_sqlite::SqliteOptions::default(),
+            options: folio_sqlite::SqliteOptions {
+                // Any one database may use the whole budget.
+                cache_bytes: args.cache_bytes,
+                cache_budget: Some(folio_sqlite::CacheBudget::new(args.cache_bytes)),
+                ..folio_sqlite::SqliteOptions::default()
+            },
         },
     };
     let limits = Limits {
@@ -354,13 +464,17 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         max_nesting: args.max_nesting,
         header_timeout: std::time::Duration::from_secs(args.header_timeout.max(1)),
         body_timeout: std::time::Duration::from_secs(args.body_timeout.max(1)),
+        max_connections: to_usize(max_connections),
     };
-    let state = AppState::new(
-        Databases::new(backend),
-        keys,
-        limits,
-        args.require_precondition,
+    let databases = Databases::with_limits(
+        backend,
+        DatabaseLimits {
+            max_open: to_usize(max_open_databases),
+            max_databases: to_usize(args.max_databases),
+        },
     );
+    let state = AppState::new(databases, keys, limits, args.require_precondition)
+        .with_allowed_hosts(args.allow_host);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|error| format!("cannot listen on {}: {error}", args.listen))?;

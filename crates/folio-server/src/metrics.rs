@@ -1,5 +1,6 @@
 //! Prometheus metrics, in the text exposition format: requests by route and
-//! status, commit latency, conflicts.
+//! status, commit latency, conflicts, connections (the databases' own are
+//! rendered by `Databases::render_metrics`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -26,6 +27,8 @@ pub struct Metrics {
     commit_count: AtomicU64,
     commit_micros: AtomicU64,
     conflicts: AtomicU64,
+    connections_open: AtomicU64,
+    connections_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -68,6 +71,20 @@ impl Metrics {
     /// Counts conflicts (one per refused expectation).
     pub fn conflicts(&self, count: usize) {
         self.conflicts.fetch_add(count as u64, Ordering::Relaxed);
+    }
+
+    /// Counts a connection opened (`true`) or closed (`false`).
+    pub fn connection(&self, opened: bool) {
+        if opened {
+            self.connections_open.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.connections_open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a connection refused at the connection limit.
+    pub fn connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The exposition text.
@@ -116,6 +133,22 @@ impl Metrics {
             out,
             "folio_conflicts_total {}",
             self.conflicts.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP folio_connections_open Client connections open now.\n");
+        out.push_str("# TYPE folio_connections_open gauge\n");
+        let _ = writeln!(
+            out,
+            "folio_connections_open {}",
+            self.connections_open.load(Ordering::Relaxed)
+        );
+        out.push_str(
+            "# HELP folio_connections_refused_total Connections refused at the connection limit.\n",
+        );
+        out.push_str("# TYPE folio_connections_refused_total counter\n");
+        let _ = writeln!(
+            out,
+            "folio_connections_refused_total {}",
+            self.connections_refused.load(Ordering::Relaxed)
         );
         out
     }

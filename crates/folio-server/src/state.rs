@@ -25,6 +25,9 @@ pub struct Limits {
     /// How long a client may take to send a request's body, in all
     /// (default 60 s): later, 408 and the connection is closed.
     pub body_timeout: Duration,
+    /// The most connections open at once (default 1,024): one more is
+    /// answered `503` and closed. Only [`crate::serve`] applies it.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -34,6 +37,7 @@ impl Default for Limits {
             max_nesting: folio_core::validate::MAX_NESTING,
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(60),
+            max_connections: 1024,
         }
     }
 }
@@ -51,6 +55,9 @@ struct Inner {
     /// `db/collection` or `collection` (every database): updates and deletes
     /// there need `If-Match`.
     require_precondition: HashSet<String>,
+    /// Host names served besides the loopback ones when there are no keys
+    /// (lowercase, without a trailing dot).
+    allowed_hosts: Vec<String>,
     metrics: Metrics,
     /// Set when the server begins shutting down.
     shutdown: tokio::sync::watch::Sender<bool>,
@@ -70,10 +77,44 @@ impl AppState {
                 keys: keys.filter(|keys| !keys.is_empty()),
                 limits,
                 require_precondition: require_precondition.into_iter().collect(),
+                allowed_hosts: Vec::new(),
                 metrics: Metrics::default(),
                 shutdown: tokio::sync::watch::Sender::new(false),
             }),
         }
+    }
+
+    /// Also serves requests for these host names (`Host`, without a port)
+    /// when no keys are configured; see [`crate::edge`]. With keys, every
+    /// host name is served anyway.
+    ///
+    /// # Panics
+    ///
+    /// When the state was cloned already: configure it before it is shared.
+    #[must_use]
+    pub fn with_allowed_hosts(mut self, hosts: impl IntoIterator<Item = String>) -> Self {
+        let inner = Arc::get_mut(&mut self.inner)
+            .expect("allowed hosts are configured before the state is shared");
+        inner.allowed_hosts = hosts
+            .into_iter()
+            .map(|host| crate::edge::normalize_name(&host).to_ascii_lowercase())
+            .collect();
+        self
+    }
+
+    /// Whether API keys are configured.
+    pub fn has_keys(&self) -> bool {
+        self.inner.keys.is_some()
+    }
+
+    /// Whether `name` (a host name without a port) was allowed with
+    /// [`AppState::with_allowed_hosts`].
+    pub(crate) fn allows_host(&self, name: &str) -> bool {
+        let name = crate::edge::normalize_name(name);
+        self.inner
+            .allowed_hosts
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(name))
     }
 
     /// The databases.
@@ -103,11 +144,6 @@ impl AppState {
         async move {
             let _ = receiver.wait_for(|stopping| *stopping).await;
         }
-    }
-
-    /// Whether the server has API keys (and so authenticates requests).
-    pub fn has_keys(&self) -> bool {
-        self.inner.keys.is_some()
     }
 
     /// Checks the request's key for `needed` in `database` (no keys: allowed).

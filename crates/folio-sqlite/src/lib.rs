@@ -67,6 +67,7 @@ use crate::space::Space;
 use crate::sync::Acknowledger;
 use crate::writer::{Links, Prepared, Request, Writer};
 
+pub use crate::cache::CacheBudget;
 #[cfg(feature = "fault-injection")]
 pub use crate::faults::{IoFaults, PowerLoss};
 #[cfg(feature = "mimalloc")]
@@ -105,6 +106,11 @@ pub struct SqliteOptions {
     /// takes writes again (deletes meanwhile) once the disk has them and
     /// 4 MiB more free. 0 keeps no reserve.
     pub reserve_bytes: u64,
+    /// A budget this engine's document cache shares with the caches of
+    /// other engines opened with a clone of it: together they hold at most
+    /// its bytes (this one also at most `cache_bytes`). `None`: the cache
+    /// is bounded by `cache_bytes` alone.
+    pub cache_budget: Option<CacheBudget>,
     /// The most bytes the database may hold (`None`: as much as the disk
     /// has). A commit that needs more fails as on a full disk
     /// (`EngineErrorKind::Io`) and writes nothing; deleting documents
@@ -125,6 +131,7 @@ impl Default for SqliteOptions {
             max_idle_readers: 16,
             cache_bytes: 64 << 20,
             reserve_bytes: 4 << 20,
+            cache_budget: None,
             max_size_bytes: None,
             #[cfg(feature = "fault-injection")]
             io_faults: None,
@@ -220,7 +227,7 @@ impl SqliteEngine {
         if let Some(bytes) = options.max_size_bytes {
             limit_size(&connection, bytes)?;
         }
-        let cache = Arc::new(DocumentCache::new(options.cache_bytes));
+        let cache = DocumentCache::shared(options.cache_bytes, options.cache_budget.as_ref());
         let commits = Arc::new(CommitCounter::default());
         let health = Arc::new(Health::default());
         let checkpointer = match location.path() {

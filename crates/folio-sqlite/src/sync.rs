@@ -128,11 +128,19 @@ impl Acknowledger {
         let mut logs = Vec::with_capacity(SYNCERS);
         for _ in 0..SYNCERS {
             let log = File::open(&wal_path).map_err(|error| {
+                // Out of descriptors is a passing shortage: try again later.
+                let (kind, why) = match error.raw_os_error() {
+                    Some(libc::EMFILE | libc::ENFILE) => (
+                        EngineErrorKind::Busy,
+                        "out of file descriptors: try again later",
+                    ),
+                    _ => (EngineErrorKind::Io, "check the disk"),
+                };
                 Error::Engine(
                     EngineError::new(
-                        EngineErrorKind::Io,
+                        kind,
                         format!(
-                            "opening the write-ahead log {} failed (out of file descriptors?)",
+                            "opening the write-ahead log {} failed ({why})",
                             wal_path.display()
                         ),
                     )

@@ -345,6 +345,7 @@ async fn event_streams_end_when_the_server_shuts_down() {
     let create = Request::builder()
         .method(Method::PUT)
         .uri("/db/bye")
+        .header("host", "localhost")
         .body(Body::empty())
         .expect("a request");
     assert_eq!(
@@ -357,6 +358,7 @@ async fn event_streams_end_when_the_server_shuts_down() {
     );
     let open = Request::builder()
         .uri("/db/bye/changes")
+        .header("host", "localhost")
         .body(Body::empty())
         .expect("a request");
     let response = app.oneshot(open).await.expect("infallible");

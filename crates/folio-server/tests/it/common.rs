@@ -42,6 +42,8 @@ pub(crate) struct Config {
     pub(crate) keys: Option<&'static str>,
     pub(crate) limits: Option<Limits>,
     pub(crate) require_precondition: Vec<String>,
+    /// Host names served besides the loopback ones (without keys).
+    pub(crate) allowed_hosts: Vec<String>,
 }
 
 impl Server {
@@ -168,7 +170,8 @@ pub(crate) fn app_over(data: &Path, config: Config) -> Router {
         keys,
         config.limits.unwrap_or_default(),
         config.require_precondition,
-    );
+    )
+    .with_allowed_hosts(config.allowed_hosts);
     router(state)
 }
 
@@ -196,6 +199,13 @@ pub(crate) async fn send(
     body: impl Into<Body>,
 ) -> Resp {
     let mut request = Request::builder().method(method.clone()).uri(uri);
+    // As every HTTP/1.1 client does, unless the test sends its own.
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        request = request.header("host", "localhost");
+    }
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
@@ -310,4 +320,119 @@ pub(crate) fn unquote(etag: &str) -> String {
 /// `cv` → `"cv"`.
 pub(crate) fn quote(change_vector: &str) -> String {
     format!("\"{change_vector}\"")
+}
+
+/// One client connection over a real socket, raw HTTP/1.1: requests are
+/// sent one at a time and their answers read whole (`Content-Length`
+/// bodies), so that the connection stays the same one throughout.
+pub(crate) struct Wire {
+    reader: tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>,
+    writer: tokio::net::tcp::OwnedWriteHalf,
+}
+
+/// An answer read off a [`Wire`].
+#[derive(Debug)]
+pub(crate) struct WireAnswer {
+    pub(crate) status: u16,
+    /// Lowercase `name: value` lines.
+    pub(crate) headers: Vec<String>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl WireAnswer {
+    /// Whether the answer has the header line `line` (lowercase).
+    pub(crate) fn has(&self, line: &str) -> bool {
+        self.headers.iter().any(|header| header == line)
+    }
+
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A bound on waiting for an answer that a healthy run never reaches (not
+/// a timing assertion).
+const WIRE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Wire {
+    /// A new connection to `address`.
+    pub(crate) async fn connect(address: std::net::SocketAddr) -> Wire {
+        let (read, writer) = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connected")
+            .into_split();
+        Wire {
+            reader: tokio::io::BufReader::new(read),
+            writer,
+        }
+    }
+
+    /// Sends `method path` with `Host: localhost` and `body` (JSON when not
+    /// empty), and reads the answer.
+    pub(crate) async fn send(&mut self, method: &str, path: &str, body: &str) -> WireAnswer {
+        use tokio::io::AsyncWriteExt;
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        if !body.is_empty() {
+            request.push_str("Content-Type: application/json\r\n");
+        }
+        request.push_str("\r\n");
+        request.push_str(body);
+        self.writer
+            .write_all(request.as_bytes())
+            .await
+            .expect("sent");
+        self.read_answer().await
+    }
+
+    /// Reads one answer (its head, and a `Content-Length` body).
+    pub(crate) async fn read_answer(&mut self) -> WireAnswer {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+        let reader = &mut self.reader;
+        tokio::time::timeout(WIRE_PATIENCE, async {
+            let mut line = String::new();
+            reader.read_line(&mut line).await.expect("a status line");
+            let status = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|status| status.parse().ok())
+                .unwrap_or_else(|| panic!("a status line: {line:?}"));
+            let mut headers = Vec::new();
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).await.expect("a header");
+                let line = line.trim_end().to_ascii_lowercase();
+                if line.is_empty() {
+                    break;
+                }
+                if let Some(value) = line.strip_prefix("content-length: ") {
+                    length = value.parse().expect("a length");
+                }
+                headers.push(line);
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).await.expect("the body");
+            WireAnswer {
+                status,
+                headers,
+                body,
+            }
+        })
+        .await
+        .expect("an answer")
+    }
+
+    /// Reads until the server closes the connection; what came.
+    pub(crate) async fn rest(&mut self) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut rest = Vec::new();
+        tokio::time::timeout(WIRE_PATIENCE, self.reader.read_to_end(&mut rest))
+            .await
+            .expect("the connection closed")
+            .expect("read to the end");
+        rest
+    }
 }

@@ -87,7 +87,7 @@ async fn a_client_trickling_its_headers_is_disconnected() {
     let (address, _root) = start_serving().await;
     let slow = tokio::spawn(trickle(
         address,
-        "GET /healthz HTTP/1.1\r\nHost: folio\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: localhost\r\n",
         "X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n",
     ));
     // A connection that never sends anything is closed too.
@@ -95,7 +95,7 @@ async fn a_client_trickling_its_headers_is_disconnected() {
     // Meanwhile the server serves others.
     let mut quick = TcpStream::connect(address).await.expect("connected");
     quick
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: folio\r\nConnection: close\r\n\r\n")
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await
         .expect("sent");
     let mut answer = String::new();
@@ -120,7 +120,7 @@ async fn a_client_trickling_its_body_gets_408_and_is_disconnected() {
     let (address, _root) = start_serving().await;
     let body = r#"{"text":"this body arrives one byte at a time, far too slowly"}"#;
     let head = format!(
-        "PUT /db/shop/docs/notes/slow HTTP/1.1\r\nHost: folio\r\nContent-Type: application/json\r\n\
+        "PUT /db/shop/docs/notes/slow HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\n\r\n",
         body.len()
     );
@@ -139,7 +139,7 @@ async fn a_client_trickling_its_body_gets_408_and_is_disconnected() {
     let mut check = TcpStream::connect(address).await.expect("connected");
     check
         .write_all(
-            b"GET /db/shop/docs/notes/slow HTTP/1.1\r\nHost: folio\r\nConnection: close\r\n\r\n",
+            b"GET /db/shop/docs/notes/slow HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
         )
         .await
         .expect("sent");
