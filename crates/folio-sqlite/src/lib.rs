@@ -23,6 +23,7 @@
 //! # }
 //! ```
 
+mod backup;
 mod cache;
 mod checkpoint;
 mod error;
@@ -60,6 +61,10 @@ use crate::read::{ReaderPool, change_vector, entry_from_row};
 use crate::sync::{Acknowledger, Failed};
 use crate::writer::{Prepared, Request, Writer};
 
+pub use crate::backup::{
+    BackupSummary, BackupWriter, DatabaseState, SqliteSnapshot, backup_summary, database_state,
+    place_database, prepare_backup, restore_backup, verify_backup,
+};
 #[cfg(feature = "fault-injection")]
 pub use crate::faults::IoFaults;
 #[cfg(feature = "mimalloc")]
@@ -261,7 +266,7 @@ impl SqliteEngine {
 }
 
 /// The write-ahead log of the database file at `path`, named as SQLite names it.
-fn wal_path(path: &Path) -> PathBuf {
+pub(crate) fn wal_path(path: &Path) -> PathBuf {
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
     PathBuf::from(wal)
@@ -281,7 +286,7 @@ fn limit_size(connection: &rusqlite::Connection, bytes: u64) -> Result<()> {
 }
 
 /// `path` made absolute (its directory canonical), so that one file has one name.
-fn absolute(path: &Path) -> Result<PathBuf> {
+pub(crate) fn absolute(path: &Path) -> Result<PathBuf> {
     let file_name = path.file_name().ok_or_else(|| {
         folio_core::Error::InvalidInput(format!("{} names no database file", path.display()))
     })?;
@@ -305,7 +310,7 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 }
 
 /// Takes the exclusive lock of the database at `path` (the file `PATH.lock`).
-fn lock_database(path: &Path) -> Result<std::fs::File> {
+pub(crate) fn lock_database(path: &Path) -> Result<std::fs::File> {
     let mut lock_path = path.as_os_str().to_owned();
     lock_path.push(".lock");
     let io_error = |doing: String, error: std::io::Error| {
@@ -483,12 +488,7 @@ impl Engine for SqliteEngine {
 
     async fn ensure_index(&self, collection: &str, path: &FieldPath) -> Result<()> {
         validate::collection(collection)?;
-        // Collection and path are validated to [A-Za-z0-9_.-]: safe inside a
-        // quoted identifier. The indexed expression is the one queries use.
-        let sql = format!(
-            "CREATE INDEX IF NOT EXISTS \"folio_index:{collection}:{path}\" ON documents (collection, {})",
-            query::extract(path)
-        );
+        let sql = query::index_sql(collection, path);
         let (reply, answer) = oneshot::channel();
         self.shared.writer.send(Request::Execute { sql, reply })?;
         answer.await.map_err(|_| closed())?
