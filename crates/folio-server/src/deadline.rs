@@ -9,6 +9,9 @@
 //!   the moment the head arrived (not a timeout between chunks, which a
 //!   byte every few seconds would reset); a late body is answered 408 and
 //!   the connection closed.
+//! * The body of a restore (`POST /db/{db}/restore`) is a whole database,
+//!   as long as it is: it has `body_timeout` between two chunks instead
+//!   (and only a key with the admin role gets it read).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -35,7 +38,9 @@ pub(crate) async fn limit_body_time(
         return next.run(request).await;
     }
     let timeout = state.limits().body_timeout;
-    next.run(request.map(|body| Body::new(DeadlineBody::new(body, timeout))))
+    let between_chunks = request.method() == axum::http::Method::POST
+        && crate::backup::is_restore_path(request.uri().path());
+    next.run(request.map(|body| Body::new(DeadlineBody::new(body, timeout, between_chunks))))
         .await
 }
 
@@ -73,14 +78,18 @@ struct DeadlineBody {
     body: Body,
     timeout: Duration,
     deadline: Pin<Box<tokio::time::Sleep>>,
+    /// The deadline moves with each chunk: `timeout` between two chunks
+    /// rather than for the whole body.
+    between_chunks: bool,
 }
 
 impl DeadlineBody {
-    fn new(body: Body, timeout: Duration) -> Self {
+    fn new(body: Body, timeout: Duration, between_chunks: bool) -> Self {
         DeadlineBody {
             body,
             timeout,
             deadline: Box::pin(tokio::time::sleep(timeout)),
+            between_chunks,
         }
     }
 }
@@ -94,6 +103,10 @@ impl http_body::Body for DeadlineBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         if let Poll::Ready(frame) = Pin::new(&mut self.body).poll_frame(cx) {
+            if self.between_chunks {
+                let next = tokio::time::Instant::now() + self.timeout;
+                self.deadline.as_mut().reset(next);
+            }
             return Poll::Ready(frame);
         }
         if self.deadline.as_mut().poll(cx).is_ready() {
