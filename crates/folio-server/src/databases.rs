@@ -214,10 +214,16 @@ impl Databases {
         };
         match &self.backend {
             Backend::Embedded { dir, .. } => {
-                // Checked first, outside any lock: the whole file is read.
+                // Refused before the upload is read through, and again
+                // under the lock before the file moves in.
+                let database = dir.join(format!("{name}.sqlite"));
+                let path = database.clone();
+                if blocking(move || database_state(&path)).await? == DatabaseState::HoldsData {
+                    return Err(refused());
+                }
+                // Checked outside any lock: the whole file is read.
                 let file = upload.to_owned();
                 let summary = blocking(move || prepare_backup(&file, identity)).await?;
-                let database = dir.join(format!("{name}.sqlite"));
                 let mut open = self.open.write().await;
                 if let Some(engine) = open.get(name) {
                     if engine.in_use() {
@@ -248,13 +254,13 @@ impl Databases {
                 })
             }
             Backend::Postgres { url, .. } => {
+                if self.exists(name).await? {
+                    return Err(refused());
+                }
                 // An older layout is brought up to date and a newer one
                 // refused, as for the embedded engine; then every check.
                 let file = upload.to_owned();
                 blocking(move || prepare_backup(&file, Identity::Keep)).await?;
-                if self.exists(name).await? {
-                    return Err(refused());
-                }
                 // An engine left from a schema dropped behind the server's
                 // back knows a database id that is no more.
                 self.open.write().await.remove(name);

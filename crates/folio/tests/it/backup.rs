@@ -841,3 +841,61 @@ async fn postgres_load_refuses_a_database_that_exists() {
     let engine: EngineRef = Arc::new(engine);
     assert!(documents(&engine, &COLLECTIONS).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_of_an_older_layout_restores_brought_up_to_date() {
+    // A database of layout 1 (before the changes feed), made by hand.
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let old = dir.path().join("old.sqlite");
+    let connection = rusqlite::Connection::open(&old).expect("a database");
+    connection
+        .execute_batch(
+            "CREATE TABLE folio_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+             CREATE TABLE folio_counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+             INSERT INTO folio_counters (name, value) VALUES ('last_etag', 3);
+             CREATE TABLE documents (collection TEXT NOT NULL, id TEXT NOT NULL, etag INTEGER NOT NULL,
+                 revision INTEGER NOT NULL, last_modified INTEGER NOT NULL, data BLOB NOT NULL);
+             CREATE UNIQUE INDEX documents_by_key ON documents (collection, id);
+             CREATE TABLE tombstones (etag INTEGER PRIMARY KEY, collection TEXT NOT NULL, id TEXT NOT NULL);
+             CREATE UNIQUE INDEX tombstones_by_key ON tombstones (collection, id);
+             INSERT INTO folio_meta (key, value) VALUES ('database_id', 'AAAAAAAAAAAAAAAAAAAAAB');
+             INSERT INTO documents VALUES ('notes', 'a', 2, 2, 1700000000000, jsonb('{\"text\":\"a\"}'));
+             INSERT INTO tombstones VALUES (3, 'notes', 'b');
+             PRAGMA user_version = 1;",
+        )
+        .expect("the layout-1 database");
+    drop(connection);
+    let target = dir.path().join("restored.sqlite");
+    let summary = folio_sqlite::restore_backup(&old, &target, Identity::Keep)
+        .expect("an older layout restores");
+    assert!(summary.layout > 1, "brought up to this build's layout");
+    assert_eq!(summary.header.last_etag, 3);
+    let restored: EngineRef = Arc::new(
+        folio::SqliteEngine::open(&target, folio::SqliteOptions::default()).expect("it opens"),
+    );
+    let notes = documents(&restored, &["notes"]).await;
+    assert_eq!(notes.len(), 1);
+    assert_eq!(
+        notes[0].metadata.change_vector.as_str(),
+        "A:2-AAAAAAAAAAAAAAAAAAAAAB"
+    );
+    assert_eq!(notes[0].metadata.revision, 2);
+    // The current state became the history, and the next etag follows it.
+    let history = feed(&restored, 3).await;
+    assert_eq!(
+        history
+            .iter()
+            .map(|change| (change.etag, change.kind))
+            .collect::<Vec<_>>(),
+        [(2, folio::ChangeKind::Put), (3, folio::ChangeKind::Delete)]
+    );
+    assert_eq!(
+        etag(&commit(&restored, vec![put("notes", "c", "{}")]).await),
+        4
+    );
+    // The file given is left as it was.
+    let layout: i64 = rusqlite::Connection::open(&old)
+        .and_then(|connection| connection.query_row("PRAGMA user_version", [], |row| row.get(0)))
+        .expect("the old file");
+    assert_eq!(layout, 1);
+}
