@@ -8,7 +8,9 @@
 //! * the changes feed: [`Change`], [`ChangesPage`], [`ChangeHorizon`];
 //! * the query AST: [`Query`], [`Filter`], [`Op`], [`FieldPath`];
 //! * validation of everything that crosses a boundary: [`validate`];
-//! * identifiers: [`generate_id`], [`DatabaseId`].
+//! * identifiers: [`generate_id`], [`DatabaseId`];
+//! * whole-database snapshots for backups, restores, copies and exports:
+//!   [`SnapshotReader`], [`SnapshotWriter`], [`copy_snapshot`].
 //!
 //! Applications depend on the `folio` crate, which re-exports what they need;
 //! engine authors depend on this one.
@@ -21,6 +23,7 @@ mod error;
 mod id;
 mod metadata;
 mod query;
+mod snapshot;
 pub mod validate;
 
 pub use batch::{Batch, Command, CommandKind, CommandResult, Expectation};
@@ -31,6 +34,10 @@ pub use error::{ConcurrencyError, Conflict, EngineError, EngineErrorKind, Error}
 pub use id::generate_id;
 pub use metadata::{Entry, Metadata, millis_since_epoch, rfc3339, time_from_millis};
 pub use query::{FieldPath, Filter, Op, Order, Query};
+pub use snapshot::{
+    Identity, Index, RESTORED_ETAG_GAP, SnapshotContents, SnapshotCounts, SnapshotHeader,
+    SnapshotPart, SnapshotReader, SnapshotWriter, Tombstone, copy_snapshot,
+};
 
 /// `Result` with Folio's [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -114,7 +114,7 @@ impl Feed {
 }
 
 /// The horizon now: see the module documentation.
-async fn barrier(client: &Client, schema: &str) -> Result<u64> {
+pub(crate) async fn barrier(client: &Client, schema: &str) -> Result<u64> {
     let last: i64 = client
         .query_one(
             &format!("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {schema}.etags"),

@@ -37,12 +37,15 @@
 //! # }
 //! ```
 
+mod backup;
 mod error;
 mod feed;
 mod group;
 mod query;
 mod schema;
 pub mod testing;
+
+pub use crate::backup::{PgLoader, PgSnapshot, open_snapshot};
 
 use std::borrow::Borrow;
 use std::sync::Arc;
@@ -221,18 +224,8 @@ impl PgEngine {
     /// and opens the Folio database `database` (the schema `folio_{database}`),
     /// creating it on first use.
     pub async fn connect(url: &str, database: &str, options: PgOptions) -> Result<Self> {
-        validate::database(database)?;
-        if database.len() > MAX_DATABASE_NAME {
-            // PostgreSQL cuts identifiers at 63 bytes: two long names could
-            // silently share one schema.
-            return Err(Error::InvalidInput(format!(
-                "database names on PostgreSQL have at most {MAX_DATABASE_NAME} characters (the schema is \
-                 \"folio_{{name}}\" and PostgreSQL names have at most 63 bytes)"
-            )));
-        }
-        let config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|error| Error::InvalidInput(format!("malformed PostgreSQL URL: {error}")))?;
+        check_database_name(database)?;
+        let config = parse_url(url)?;
         let manager = Manager::from_config(
             config.clone(),
             NoTls,
@@ -665,12 +658,30 @@ async fn write(
         .map_err(|e| classify("writing a document", e))
 }
 
+/// Checks a Folio database name for this engine: valid, and short enough
+/// for its schema name.
+fn check_database_name(database: &str) -> Result<()> {
+    validate::database(database)?;
+    if database.len() > MAX_DATABASE_NAME {
+        // PostgreSQL cuts identifiers at 63 bytes: two long names could
+        // silently share one schema.
+        return Err(Error::InvalidInput(format!(
+            "database names on PostgreSQL have at most {MAX_DATABASE_NAME} characters (the schema is \
+             \"folio_{{name}}\" and PostgreSQL names have at most 63 bytes)"
+        )));
+    }
+    Ok(())
+}
+
+fn parse_url(url: &str) -> Result<tokio_postgres::Config> {
+    url.parse()
+        .map_err(|error| Error::InvalidInput(format!("malformed PostgreSQL URL: {error}")))
+}
+
 /// The Folio databases on the PostgreSQL server at `url` (schemas named
 /// `folio_*` with a layout), sorted.
 pub async fn list_databases(url: &str) -> Result<Vec<String>> {
-    let config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|error| Error::InvalidInput(format!("malformed PostgreSQL URL: {error}")))?;
+    let config = parse_url(url)?;
     let (client, connection) = config
         .connect(NoTls)
         .await
@@ -743,6 +754,16 @@ fn took_etag(result: &CommandResult) -> bool {
         CommandResult::Deleted { etag, .. } => etag.is_some(),
         CommandResult::Checked { .. } => false,
     }
+}
+
+/// The statement that makes the index of `path` in `collection` (validated
+/// by the caller to `[A-Za-z0-9_-]`: safe in a literal) if absent.
+fn index_sql(schema: &str, collection: &str, path: &FieldPath) -> String {
+    format!(
+        "CREATE INDEX IF NOT EXISTS {} ON {schema}.documents (collection, {}) WHERE collection = '{collection}'",
+        index_name(collection, path),
+        query::field(path)
+    )
 }
 
 /// A stable, short name for the index of `path` in `collection` (PostgreSQL
@@ -881,13 +902,7 @@ impl Engine for PgEngine {
 
     async fn ensure_index(&self, collection: &str, path: &FieldPath) -> Result<()> {
         validate::collection(collection)?;
-        // The collection is validated to [A-Za-z0-9_-]: safe in a literal.
-        let sql = format!(
-            "CREATE INDEX IF NOT EXISTS {} ON {}.documents (collection, {}) WHERE collection = '{collection}'",
-            index_name(collection, path),
-            self.inner.schema,
-            query::field(path)
-        );
+        let sql = index_sql(&self.inner.schema, collection, path);
         let client = self.inner.pool.get().await.map_err(pool_error)?;
         client
             .batch_execute(&sql)

@@ -16,6 +16,9 @@
 //! * `folio_migrations`: the layout versions applied, so a later release
 //!   can change the layout step by step.
 //!
+//! A new layout step goes into [`try_migrate`] (existing databases) and
+//! [`create_in_transaction`] (databases built from a snapshot) alike.
+//!
 //! Only plain SQL: no PL/pgSQL, no extensions (PostgreSQL-compatible
 //! distributed databases accept it too). Every step is idempotent, so
 //! several processes opening a new database at once do no harm.
@@ -75,6 +78,42 @@ fn layout_v2(schema: &str) -> String {
              UNION ALL SELECT etag, 1, collection, id, 0 FROM {schema}.tombstones
          ON CONFLICT DO NOTHING;"
     )
+}
+
+/// Creates the schema and its whole layout for a database built from a
+/// snapshot, with `database_id`, inside the caller's transaction on
+/// `client` (so that nobody sees the database before it is complete).
+/// Refuses a schema that exists: a database built from a snapshot is new.
+pub(crate) async fn create_in_transaction(
+    client: &Client,
+    schema: &str,
+    database_id: &DatabaseId,
+) -> Result<()> {
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema};
+             CREATE TABLE {schema}.folio_migrations (
+                 version    integer PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             );
+             {}
+             {}",
+            layout_v1(schema),
+            layout_v2(schema)
+        ))
+        .await
+        .map_err(|e| storage("creating the database layout", e))?;
+    for version in 1..=LAYOUT_VERSION {
+        record(client, schema, version).await?;
+    }
+    client
+        .execute(
+            &format!("INSERT INTO {schema}.meta (key, value) VALUES ('database_id', $1)"),
+            &[&database_id.as_str()],
+        )
+        .await
+        .map_err(|e| storage("recording the database id", e))
+        .map(drop)
 }
 
 /// Creates or upgrades the layout and returns the database id.
@@ -151,6 +190,60 @@ async fn try_migrate(client: &Client, schema: &str) -> Result<DatabaseId> {
         .map_err(|e| storage("reading the database id", e))?
         .get(0);
     DatabaseId::parse(&id)
+}
+
+/// Checks, in the caller's transaction, that the database in `schema`
+/// exists and has this build's layout: what reading a snapshot of it needs.
+pub(crate) async fn check_current(client: &Client, schema: &str, database: &str) -> Result<()> {
+    let exists: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = 'folio_migrations')",
+            &[&unquoted(schema)],
+        )
+        .await
+        .map_err(|e| storage("looking for the database", e))?
+        .get(0);
+    if !exists {
+        return Err(Error::NotFound(format!(
+            "no database {database:?} on this PostgreSQL server"
+        )));
+    }
+    let applied: Option<i32> = client
+        .query_one(
+            &format!("SELECT max(version) FROM {schema}.folio_migrations"),
+            &[],
+        )
+        .await
+        .map_err(|e| storage("reading the layout version", e))?
+        .get(0);
+    match applied.unwrap_or(0) {
+        LAYOUT_VERSION => Ok(()),
+        newer if newer > LAYOUT_VERSION => Err(Error::InvalidInput(format!(
+            "the database has layout version {newer}, newer than this Folio understands \
+             ({LAYOUT_VERSION}); upgrade Folio to read it"
+        ))),
+        older => Err(Error::InvalidInput(format!(
+            "the database has layout version {older}, older than this Folio's ({LAYOUT_VERSION}): \
+             open it once with this Folio (folio serve --postgres …) to upgrade it"
+        ))),
+    }
+}
+
+/// Whether the schema of `database` exists at all (with a layout or not).
+pub(crate) async fn schema_exists(client: &Client, schema: &str) -> Result<bool> {
+    Ok(client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+            &[&unquoted(schema)],
+        )
+        .await
+        .map_err(|e| storage("looking for the database", e))?
+        .get(0))
+}
+
+/// `schema` without its quotes (database names hold no quote).
+fn unquoted(schema: &str) -> &str {
+    schema.trim_matches('"')
 }
 
 /// Records that layout `version` is applied.

@@ -1,5 +1,6 @@
 //! The client side of the `folio` command: `get`, `put`, `delete`, `query`,
-//! `import`, `export` against a server, over the protocol of PROTOCOL.md.
+//! `import` against a server, over the protocol of PROTOCOL.md (the
+//! commands that move whole databases are in `transfer`).
 //!
 //! Writes go through the server's batch and document endpoints, so they
 //! reach `Engine::commit` like every other write. Exit codes say what went
@@ -26,7 +27,7 @@ pub struct Failure {
 }
 
 impl Failure {
-    fn new(message: impl Into<String>) -> Self {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
         Failure {
             message: message.into(),
             status: None,
@@ -76,7 +77,12 @@ impl Client {
         })
     }
 
-    fn url(&self, path: &str) -> String {
+    /// The database this client talks to.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}/db/{}{path}", self.base, self.database)
     }
 
@@ -87,7 +93,7 @@ impl Client {
         ))
     }
 
-    fn request(&self, method: Method, url: String) -> reqwest::RequestBuilder {
+    pub(crate) fn request(&self, method: Method, url: String) -> reqwest::RequestBuilder {
         let request = self.http.request(method, url);
         match &self.api_key {
             Some(key) => request.bearer_auth(key),
@@ -95,7 +101,10 @@ impl Client {
         }
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, Failure> {
+    pub(crate) async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, Failure> {
         let response = request.send().await.map_err(|error| {
             Failure::new(format!("cannot reach the server at {}: {error}", self.base))
         })?;
@@ -120,6 +129,18 @@ impl Client {
             message: format!("{status}: {detail}"),
             status: Some(status),
         })
+    }
+
+    /// The same client for requests that carry a whole database (backups,
+    /// restores, exports): no limit on the whole exchange (a large
+    /// database takes as long as it takes), only on connecting; a peer
+    /// that is gone is noticed by TCP keep-alive.
+    pub fn for_transfers(mut self) -> Result<Self, Failure> {
+        self.http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|error| Failure::new(format!("cannot make an HTTP client: {error}")))?;
+        Ok(self)
     }
 
     /// `folio get`: the document, or with `metadata` the entry with its version.
@@ -201,58 +222,6 @@ impl Client {
             .await?;
         let body = response.text().await.map_err(read_failure)?;
         writeln!(out, "{body}").map_err(write_failure)
-    }
-
-    /// `folio export`: every document of `collection` as JSON Lines
-    /// (`{"collection","id","document"}`), paged by id.
-    pub async fn export(&self, collection: &str, out: &mut impl Write) -> Result<u64, Failure> {
-        #[derive(Deserialize)]
-        struct Page {
-            items: Vec<Item>,
-            next: Option<String>,
-        }
-        #[derive(Deserialize)]
-        struct Item {
-            id: String,
-            document: Box<RawValue>,
-        }
-        let progress = spinner("exporting");
-        let mut after: Option<String> = None;
-        let mut exported = 0u64;
-        loop {
-            let mut url = self.url(&format!("/docs/{collection}?limit=1000"));
-            if let Some(after) = &after {
-                url.push_str("&after=");
-                url.extend(percent_encoding::utf8_percent_encode(
-                    after,
-                    percent_encoding::NON_ALPHANUMERIC,
-                ));
-            }
-            let page: Page = self
-                .send(self.request(Method::GET, url))
-                .await?
-                .json()
-                .await
-                .map_err(read_failure)?;
-            for item in &page.items {
-                writeln!(
-                    out,
-                    "{{\"collection\":{},\"id\":{},\"document\":{}}}",
-                    json_string(collection),
-                    json_string(&item.id),
-                    item.document.get()
-                )
-                .map_err(write_failure)?;
-            }
-            exported += page.items.len() as u64;
-            progress.set_position(exported);
-            match page.next {
-                Some(next) => after = Some(next),
-                None => break,
-            }
-        }
-        progress.finish_and_clear();
-        Ok(exported)
     }
 
     /// `folio import`: JSON Lines of `{"collection","id","document"}` (or,
@@ -394,7 +363,7 @@ fn header_text(response: &reqwest::Response, name: impl header::AsHeaderName) ->
         .map(str::to_owned)
 }
 
-fn spinner(message: &'static str) -> ProgressBar {
+pub(crate) fn spinner(message: &'static str) -> ProgressBar {
     let progress = ProgressBar::new_spinner().with_message(message);
     progress.set_style(
         ProgressStyle::with_template("{spinner} {msg}: {pos} documents")
@@ -403,11 +372,11 @@ fn spinner(message: &'static str) -> ProgressBar {
     progress
 }
 
-fn read_failure(error: reqwest::Error) -> Failure {
+pub(crate) fn read_failure(error: reqwest::Error) -> Failure {
     Failure::new(format!("reading the server's answer failed: {error}"))
 }
 
-fn write_failure(error: std::io::Error) -> Failure {
+pub(crate) fn write_failure(error: std::io::Error) -> Failure {
     Failure::new(format!("writing the output failed: {error}"))
 }
 

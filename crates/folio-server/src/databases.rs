@@ -18,6 +18,9 @@
 //! How many databases may exist at all is bounded too
 //! ([`DatabaseLimits::max_databases`]); creations are serialized so that
 //! the count holds.
+//!
+//! A restore ([`crate::backup`]) makes a new database from a backup file,
+//! one at a time, into a name that is absent, or empty and not in use.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -25,9 +28,15 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use folio_core::{EngineRef, validate};
-use folio_postgres::{PgEngine, PgOptions};
-use folio_sqlite::{SqliteEngine, SqliteOptions};
+use folio_core::{
+    EngineRef, Identity, SnapshotContents, SnapshotCounts, SnapshotHeader, SnapshotReader,
+    copy_snapshot, validate,
+};
+use folio_postgres::{PgEngine, PgLoader, PgOptions};
+use folio_sqlite::{
+    DatabaseState, SqliteEngine, SqliteOptions, SqliteSnapshot, database_state, place_database,
+    prepare_backup,
+};
 use tokio::sync::{RwLock, watch};
 
 use crate::error::{ApiError, ApiResult};
@@ -71,9 +80,38 @@ impl Default for DatabaseLimits {
     }
 }
 
+/// An open database's engine, by its type: backups and exports need more
+/// than the [`folio_core::Engine`] trait.
+#[derive(Clone, Debug)]
+pub enum OpenEngine {
+    /// The embedded engine.
+    Embedded(Arc<SqliteEngine>),
+    /// The PostgreSQL engine.
+    Postgres(Arc<PgEngine>),
+}
+
+impl OpenEngine {
+    /// The engine, for everything the trait does.
+    pub fn engine(&self) -> EngineRef {
+        match self {
+            OpenEngine::Embedded(engine) => engine.clone(),
+            OpenEngine::Postgres(engine) => engine.clone(),
+        }
+    }
+
+    /// Whether anyone but the registry holds the engine (a request in
+    /// flight, an open event stream).
+    fn in_use(&self) -> bool {
+        match self {
+            OpenEngine::Embedded(engine) => Arc::strong_count(engine) > 1,
+            OpenEngine::Postgres(engine) => Arc::strong_count(engine) > 1,
+        }
+    }
+}
+
 /// An open database.
 struct Open {
-    engine: EngineRef,
+    engine: OpenEngine,
     /// When it was last handed out (a tick of `Databases::clock`).
     used: AtomicU64,
 }
@@ -94,6 +132,8 @@ pub struct Databases {
     creating: tokio::sync::Mutex<()>,
     /// Idle databases closed to make room.
     closed: AtomicU64,
+    /// Taken by a restore for its whole run: one at a time.
+    restoring: tokio::sync::Mutex<()>,
 }
 
 impl Databases {
@@ -115,7 +155,13 @@ impl Databases {
             clock: AtomicU64::new(0),
             creating: tokio::sync::Mutex::new(()),
             closed: AtomicU64::new(0),
+            restoring: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Where the databases are kept.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
     }
 
     /// The limits in force.
@@ -125,6 +171,12 @@ impl Databases {
 
     /// The engine of database `name`: 404 when it does not exist.
     pub async fn get(&self, name: &str) -> ApiResult<EngineRef> {
+        self.handle(name).await.map(|open| open.engine())
+    }
+
+    /// The engine of database `name` by its type: 404 when it does not
+    /// exist.
+    pub async fn handle(&self, name: &str) -> ApiResult<OpenEngine> {
         validate::database(name)?;
         if let Some(open) = self.open.read().await.get(name) {
             return Ok(self.hand_out(open));
@@ -219,7 +271,8 @@ impl Databases {
         }
     }
 
-    async fn exists(&self, name: &str) -> ApiResult<bool> {
+    /// Whether database `name` exists.
+    pub async fn exists(&self, name: &str) -> ApiResult<bool> {
         match &self.backend {
             Backend::Embedded { dir, .. } => Ok(dir.join(format!("{name}.sqlite")).exists()),
             Backend::Postgres { .. } => {
@@ -229,7 +282,7 @@ impl Databases {
     }
 
     /// The engine of `open`, marked as used now.
-    fn hand_out(&self, open: &Open) -> EngineRef {
+    fn hand_out(&self, open: &Open) -> OpenEngine {
         open.used.store(
             self.clock.fetch_add(1, Ordering::Relaxed),
             Ordering::Relaxed,
@@ -237,7 +290,7 @@ impl Databases {
         open.engine.clone()
     }
 
-    async fn open_engine(&self, name: &str) -> ApiResult<EngineRef> {
+    async fn open_engine(&self, name: &str) -> ApiResult<OpenEngine> {
         loop {
             let mut open = self.open.write().await;
             if let Some(engine) = open.get(name) {
@@ -280,26 +333,26 @@ impl Databases {
         }
     }
 
-    async fn start_engine(&self, name: &str) -> ApiResult<EngineRef> {
+    async fn start_engine(&self, name: &str) -> ApiResult<OpenEngine> {
         Ok(match &self.backend {
             Backend::Embedded { dir, options } => {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| io_failure("creating the data directory", e))?;
-                Arc::new(SqliteEngine::open(
+                OpenEngine::Embedded(Arc::new(SqliteEngine::open(
                     dir.join(format!("{name}.sqlite")),
                     options.clone(),
-                )?)
+                )?))
             }
-            Backend::Postgres { url, options } => {
-                Arc::new(PgEngine::connect(url, name, options.clone()).await?)
-            }
+            Backend::Postgres { url, options } => OpenEngine::Postgres(Arc::new(
+                PgEngine::connect(url, name, options.clone()).await?,
+            )),
         })
     }
 
     /// Closes `engine` (the last handle on it) on a blocking thread:
     /// closing joins the engine's threads and may copy its log into the
     /// database file. The receiver is told when it is done.
-    fn close(&self, name: String, engine: EngineRef) -> watch::Receiver<bool> {
+    fn close(&self, name: String, engine: OpenEngine) -> watch::Receiver<bool> {
         let (done, receiver) = watch::channel(false);
         lock(&self.closing).insert(name.clone(), receiver.clone());
         self.closed.fetch_add(1, Ordering::Relaxed);
@@ -312,12 +365,112 @@ impl Databases {
         });
         receiver
     }
+
+    /// A directory for a restore's or a backup's temporary file: the data
+    /// directory of the embedded engine (a restored file is moved from
+    /// there into place, on the same file system), the system's temporary
+    /// directory for PostgreSQL.
+    pub(crate) fn scratch_directory(&self) -> ApiResult<PathBuf> {
+        match &self.backend {
+            Backend::Embedded { dir, .. } => {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| io_failure("creating the data directory", e))?;
+                Ok(dir.clone())
+            }
+            Backend::Postgres { .. } => Ok(std::env::temp_dir()),
+        }
+    }
+
+    /// Makes the new database `name` from the backup file `upload` (a
+    /// temporary file the caller owns and removes afterwards): see
+    /// [`crate::backup`]. 409 when `name` exists and holds data.
+    pub(crate) async fn restore(
+        &self,
+        name: &str,
+        upload: &std::path::Path,
+        identity: Identity,
+    ) -> ApiResult<Restored> {
+        validate::database(name)?;
+        let _one_at_a_time = self.restoring.lock().await;
+        let refused = || {
+            ApiError::DatabaseExists(format!(
+                "the database {name:?} exists and holds data: a restore makes a new database; \
+                 restore into another name"
+            ))
+        };
+        match &self.backend {
+            Backend::Embedded { dir, .. } => {
+                // Refused before the upload is read through, and again
+                // under the lock before the file moves in.
+                let database = dir.join(format!("{name}.sqlite"));
+                let path = database.clone();
+                if blocking(move || database_state(&path)).await? == DatabaseState::HoldsData {
+                    return Err(refused());
+                }
+                // Checked outside any lock: the whole file is read.
+                let file = upload.to_owned();
+                let summary = blocking(move || prepare_backup(&file, identity)).await?;
+                let mut open = self.open.write().await;
+                if let Some(engine) = open.get(name) {
+                    if engine.engine.in_use() {
+                        return Err(ApiError::DatabaseExists(format!(
+                            "the database {name:?} exists and is in use (requests in flight, or a \
+                             changes feed being read): a restore makes a new database; restore \
+                             into another name"
+                        )));
+                    }
+                    // Closed before its file is looked at and replaced.
+                    let closing = open.remove(name);
+                    blocking(move || {
+                        drop(closing);
+                        Ok(())
+                    })
+                    .await?;
+                }
+                let path = database.clone();
+                if blocking(move || database_state(&path)).await? == DatabaseState::HoldsData {
+                    return Err(refused());
+                }
+                let file = upload.to_owned();
+                blocking(move || place_database(&file, &database)).await?;
+                drop(open);
+                Ok(Restored {
+                    header: summary.header,
+                    counts: summary.counts,
+                })
+            }
+            Backend::Postgres { url, .. } => {
+                if self.exists(name).await? {
+                    return Err(refused());
+                }
+                // An older layout is brought up to date and a newer one
+                // refused, as for the embedded engine; then every check.
+                let file = upload.to_owned();
+                blocking(move || prepare_backup(&file, Identity::Keep)).await?;
+                // An engine left from a schema dropped behind the server's
+                // back knows a database id that is no more.
+                self.open.write().await.remove(name);
+                let mut reader =
+                    SqliteSnapshot::open_file(upload, SnapshotContents::Everything).await?;
+                let mut header = reader.header().clone();
+                header.database_id = identity.database_id(&header.database_id);
+                let loader = match PgLoader::create(url, name, &header).await {
+                    Ok(loader) => loader,
+                    // Created by another process since the check above.
+                    Err(_) if self.exists(name).await? => return Err(refused()),
+                    Err(error) => return Err(error.into()),
+                };
+                let counts = copy_snapshot(&mut reader, Box::new(loader)).await?;
+                Ok(Restored { header, counts })
+            }
+        }
+    }
 }
 
 /// The open database used least recently among those nobody else holds.
 fn least_recently_used_idle(open: &HashMap<String, Open>) -> Option<String> {
     open.iter()
-        .filter(|(_, open)| Arc::strong_count(&open.engine) == 1)
+        .filter(|(_, open)| !open.engine.in_use())
         .min_by_key(|(_, open)| open.used.load(Ordering::Relaxed))
         .map(|(name, _)| name.clone())
 }
@@ -365,7 +518,7 @@ impl Databases {
         let mut names: Vec<&String> = open.keys().collect();
         names.sort();
         for name in names {
-            if let Err(folio_core::Error::Engine(error)) = open[name].engine.health() {
+            if let Err(folio_core::Error::Engine(error)) = open[name].engine.engine().health() {
                 tracing::error!(database = %name, error = ?error, "a database cannot serve");
                 problems.push(HealthProblem {
                     database: Some(name.clone()),
@@ -398,6 +551,28 @@ fn probe_writable(dir: &std::path::Path) -> std::io::Result<()> {
     let probe = dir.join(format!(".folio-health-{}", std::process::id()));
     std::fs::write(&probe, b"")?;
     std::fs::remove_file(&probe)
+}
+
+/// What a restore made.
+#[derive(Debug)]
+pub(crate) struct Restored {
+    /// The new database's identity.
+    pub(crate) header: SnapshotHeader,
+    /// What it holds.
+    pub(crate) counts: SnapshotCounts,
+}
+
+/// Runs `work` (file I/O, SQLite) on the blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> folio_core::Result<T> + Send + 'static,
+) -> ApiResult<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(outcome) => Ok(outcome?),
+        Err(error) => {
+            tracing::error!(%error, "a blocking task failed");
+            Err(ApiError::Internal(folio_core::EngineErrorKind::Other))
+        }
+    }
 }
 
 fn io_failure(doing: &str, error: std::io::Error) -> ApiError {

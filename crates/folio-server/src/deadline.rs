@@ -10,6 +10,9 @@
 //!   head arrived (not a timeout between chunks, which a
 //!   byte every few seconds would reset); a late body is answered 408 and
 //!   the connection closed.
+//! * The body of a restore (`POST /db/{db}/restore`) is a whole database,
+//!   as long as it is: it has `body_timeout` between two chunks instead
+//!   (and only a key with the admin role gets it read).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -27,7 +30,10 @@ pub(crate) fn limit_body_time(request: Request, timeout: Duration) -> Request {
         // No body (a GET, a DELETE): nothing to wait for.
         return request;
     }
-    request.map(|body| Body::new(DeadlineBody::new(body, timeout)))
+    // A restore's body is a whole database: a deadline between chunks.
+    let between_chunks = request.method() == axum::http::Method::POST
+        && crate::backup::is_restore_path(request.uri().path());
+    request.map(|body| Body::new(DeadlineBody::new(body, timeout, between_chunks)))
 }
 
 /// The error of a body that did not arrive in time.
@@ -64,14 +70,18 @@ struct DeadlineBody {
     body: Body,
     timeout: Duration,
     deadline: Pin<Box<tokio::time::Sleep>>,
+    /// The deadline moves with each chunk: `timeout` between two chunks
+    /// rather than for the whole body.
+    between_chunks: bool,
 }
 
 impl DeadlineBody {
-    fn new(body: Body, timeout: Duration) -> Self {
+    fn new(body: Body, timeout: Duration, between_chunks: bool) -> Self {
         DeadlineBody {
             body,
             timeout,
             deadline: Box::pin(tokio::time::sleep(timeout)),
+            between_chunks,
         }
     }
 }
@@ -85,6 +95,10 @@ impl http_body::Body for DeadlineBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         if let Poll::Ready(frame) = Pin::new(&mut self.body).poll_frame(cx) {
+            if self.between_chunks {
+                let next = tokio::time::Instant::now() + self.timeout;
+                self.deadline.as_mut().reset(next);
+            }
             return Poll::Ready(frame);
         }
         if self.deadline.as_mut().poll(cx).is_ready() {

@@ -44,8 +44,12 @@ pub(crate) async fn admit(State(state): State<AppState>, request: Request, next:
         return error.into_response();
     }
     let limits = state.limits();
-    if announced_length(request.headers())
-        .is_some_and(|length| length > u64::try_from(limits.max_body_bytes).unwrap_or(u64::MAX))
+    // A restore's body is a whole database, with no size limit.
+    let restore = request.method() == axum::http::Method::POST
+        && crate::backup::is_restore_path(request.uri().path());
+    if !restore
+        && announced_length(request.headers())
+            .is_some_and(|length| length > u64::try_from(limits.max_body_bytes).unwrap_or(u64::MAX))
     {
         let mut response = ApiError::PayloadTooLarge(limits.max_body_bytes).into_response();
         // The body was not read: reading it only to keep the connection

@@ -26,6 +26,8 @@ pub enum ApiError {
     MethodNotAllowed,
     /// 409: a batch's expectations failed; nothing was applied.
     Conflict(ConcurrencyError),
+    /// 409: a restore's target database exists and holds data (or is in use).
+    DatabaseExists(String),
     /// 412: a precondition (`If-Match`, `If-None-Match`) failed.
     PreconditionFailed(PreconditionFailure),
     /// 408: the body did not arrive in time (the connection is closed).
@@ -88,7 +90,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::DatabaseExists(_) => StatusCode::CONFLICT,
             ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -113,6 +115,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not-found",
             ApiError::MethodNotAllowed => "method-not-allowed",
             ApiError::Conflict(_) => "concurrency-conflict",
+            ApiError::DatabaseExists(_) => "database-exists",
             ApiError::PreconditionFailed(_) => "precondition-failed",
             ApiError::RequestTimeout(_) => "request-timeout",
             ApiError::PayloadTooLarge(_) => "payload-too-large",
@@ -138,6 +141,7 @@ impl ApiError {
             ApiError::NotFound(_) => "Not found",
             ApiError::MethodNotAllowed => "Method not allowed",
             ApiError::Conflict(_) => "Optimistic concurrency check failed",
+            ApiError::DatabaseExists(_) => "Database exists",
             ApiError::PreconditionFailed(_) => "Precondition failed",
             ApiError::RequestTimeout(_) => "Request timeout",
             ApiError::PayloadTooLarge(_) => "Payload too large",
@@ -161,6 +165,7 @@ impl ApiError {
             | ApiError::Unauthorized(detail)
             | ApiError::Forbidden(detail)
             | ApiError::NotFound(detail)
+            | ApiError::DatabaseExists(detail)
             | ApiError::UnsupportedMediaType(detail)
             | ApiError::MisdirectedRequest(detail)
             | ApiError::PreconditionRequired(detail) => detail.clone(),

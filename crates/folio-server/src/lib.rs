@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod backup;
 pub mod batch;
 pub mod changes;
 pub mod client;
@@ -23,6 +24,7 @@ pub mod schemas;
 pub mod state;
 pub mod studio;
 pub mod tools;
+pub mod transfer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,6 +53,9 @@ pub fn router(state: AppState) -> Router {
         .route("/db/{db}/batch", post(batch::batch))
         .route("/db/{db}/query", post(batch::query))
         .route("/db/{db}/changes", get(changes::changes))
+        .route("/db/{db}/backup", get(backup::backup))
+        .route("/db/{db}/restore", post(backup::restore))
+        .route("/db/{db}/export", get(backup::export))
         .route(
             "/db/{db}/docs/{collection}",
             get(documents::list_documents).post(documents::post_document),

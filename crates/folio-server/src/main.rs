@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use folio_core::Identity;
 use folio_server::auth::Keys;
 use folio_server::client::{Client, Failure};
+use folio_server::transfer::{self, Place, Source};
 use folio_server::{AppState, Backend, DatabaseLimits, Databases, Limits};
 
 #[derive(Parser)]
@@ -88,14 +90,62 @@ enum Command {
         #[arg(long)]
         only_new: bool,
     },
-    /// Export a collection as JSON Lines.
+    /// Export the documents of a collection, or of every collection with
+    /// --all, as JSON Lines: one snapshot, each line an entry with its
+    /// collection and metadata (`folio import` reads it back).
     Export {
         #[command(flatten)]
-        target: Target,
-        /// The collection.
-        collection: String,
+        place: PlaceArgs,
+        /// The collection (with --all, give only FILE).
+        collection: Option<String>,
         /// The output file (absent: standard output).
         file: Option<PathBuf>,
+        /// Every collection.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Back a database up to FILE: one consistent snapshot, taken while
+    /// writes go on, as an embedded Folio database file.
+    Backup {
+        #[command(flatten)]
+        place: PlaceArgs,
+        /// The backup file to write (it must not exist).
+        file: PathBuf,
+    },
+    /// Restore a backup FILE as a new database (absent, or empty and
+    /// unused), keeping documents, etags, revisions, times, the changes
+    /// feed, indexes and the database id.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        #[command(flatten)]
+        place: PlaceArgs,
+        /// Give the new database an id of its own: change vectors read from
+        /// the source no longer match (conditional writes with them are
+        /// refused). For a copy beside a source that lives on.
+        #[arg(long)]
+        new_id: bool,
+    },
+    /// Copy a whole database into a new one, e.g. from the embedded engine
+    /// to PostgreSQL: one snapshot, everything kept (see restore).
+    Copy {
+        /// From: http://HOST:PORT[/db/NAME] (a server), embedded:DIR (a data
+        /// directory no server holds), postgres://… , or a backup FILE.
+        from: String,
+        /// To: http://HOST:PORT[/db/NAME], embedded:DIR or postgres://… .
+        to: String,
+        /// The database (where FROM or TO does not name it).
+        #[arg(long, default_value = "default", env = "FOLIO_DB")]
+        db: String,
+        /// The database's name at TO, when it differs.
+        #[arg(long)]
+        to_db: Option<String>,
+        /// The API key, for servers that require one.
+        #[arg(long, env = "FOLIO_API_KEY")]
+        api_key: Option<String>,
+        /// Give the new database an id of its own (see restore).
+        #[arg(long)]
+        new_id: bool,
     },
     /// Measure a workload against a database, as an application drives it
     /// (ops/s, conflicts, latency): a load generator like pgbench.
@@ -123,6 +173,79 @@ impl Target {
     fn client(self) -> Result<Client, Failure> {
         Client::new(&self.server, &self.db, self.api_key)
     }
+}
+
+/// Where a whole-database command (backup, restore, export) finds the
+/// database: through the server, or without one.
+#[derive(clap::Args)]
+struct PlaceArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Instead of the server: the embedded engine's data directory, which
+    /// no server holds.
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Instead of the server: the PostgreSQL server (postgres://…).
+    #[arg(long, value_name = "URL", conflicts_with = "data")]
+    postgres: Option<String>,
+}
+
+impl PlaceArgs {
+    fn place(self) -> Result<Place, Failure> {
+        let Target {
+            server,
+            db,
+            api_key,
+        } = self.target;
+        Ok(match (self.data, self.postgres) {
+            (Some(directory), _) => Place::Embedded {
+                directory,
+                database: db,
+            },
+            (None, Some(url)) => Place::Postgres { url, database: db },
+            (None, None) => Place::Server(Client::new(&server, &db, api_key)?.for_transfers()?),
+        })
+    }
+}
+
+/// A `folio copy` endpoint: `http://HOST:PORT[/db/NAME]`, `embedded:DIR`,
+/// `postgres://…`, or (as the source) a backup file.
+fn copy_place(spec: &str, db: &str, api_key: Option<String>) -> Result<Source, Failure> {
+    if spec.starts_with("http://") || spec.starts_with("https://") {
+        let (server, database) = match spec.split_once("/db/") {
+            Some((server, database)) => (server, database.trim_end_matches('/')),
+            None => (spec, db),
+        };
+        return Ok(Source::Place(Place::Server(
+            Client::new(server, database, api_key)?.for_transfers()?,
+        )));
+    }
+    if let Some(directory) = spec.strip_prefix("embedded:") {
+        return Ok(Source::Place(Place::Embedded {
+            directory: PathBuf::from(directory),
+            database: db.to_owned(),
+        }));
+    }
+    let url = spec
+        .strip_prefix("postgres:")
+        .filter(|url| url.starts_with("postgres"));
+    if let Some(url) = url.or_else(|| {
+        (spec.starts_with("postgres://") || spec.starts_with("postgresql://")).then_some(spec)
+    }) {
+        return Ok(Source::Place(Place::Postgres {
+            url: url.to_owned(),
+            database: db.to_owned(),
+        }));
+    }
+    if std::path::Path::new(spec).is_file() {
+        return Ok(Source::File(PathBuf::from(spec)));
+    }
+    Err(Failure {
+        message: format!(
+            "{spec}: give http://HOST:PORT[/db/NAME], embedded:DIR, postgres://… or a backup file"
+        ),
+        status: None,
+    })
 }
 
 #[derive(clap::Args)]
@@ -375,11 +498,28 @@ async fn client_command(command: Command) -> Result<(), Failure> {
             .await
             .map(drop),
         Command::Export {
-            target,
+            place,
             collection,
             file,
+            all,
         } => {
-            let client = target.client()?;
+            let (collection, file) = match (all, collection, file) {
+                (false, None, _) => {
+                    return Err(Failure {
+                        message: "give a COLLECTION, or --all for every collection".into(),
+                        status: None,
+                    });
+                }
+                (false, Some(collection), file) => (Some(collection), file),
+                (true, _, Some(_)) => {
+                    return Err(Failure {
+                        message: "with --all, give only the output FILE".into(),
+                        status: None,
+                    });
+                }
+                (true, file, None) => (None, file.map(PathBuf::from)),
+            };
+            let place = place.place()?;
             let exported = match file {
                 Some(path) => {
                     let file = std::fs::File::create(&path).map_err(|error| Failure {
@@ -387,18 +527,61 @@ async fn client_command(command: Command) -> Result<(), Failure> {
                         status: None,
                     })?;
                     let mut writer = std::io::BufWriter::new(file);
-                    let exported = client.export(&collection, &mut writer).await?;
-                    std::io::Write::flush(&mut writer).map_err(|error| Failure {
-                        message: format!("writing {}: {error}", path.display()),
-                        status: None,
-                    })?;
+                    let exported =
+                        transfer::export(&place, collection.as_deref(), &mut writer).await?;
+                    writer
+                        .into_inner()
+                        .map_err(|error| error.into_error())
+                        .and_then(|file| file.sync_all())
+                        .map_err(|error| Failure {
+                            message: format!("writing {}: {error}", path.display()),
+                            status: None,
+                        })?;
                     exported
                 }
-                None => client.export(&collection, &mut stdout).await?,
+                None => transfer::export(&place, collection.as_deref(), &mut stdout).await?,
             };
             eprintln!("exported {exported} documents");
             Ok(())
         }
+        Command::Backup { place, file } => transfer::backup(&place.place()?, &file).await.map(drop),
+        Command::Restore {
+            file,
+            place,
+            new_id,
+        } => transfer::restore(&file, &place.place()?, identity(new_id))
+            .await
+            .map(drop),
+        Command::Copy {
+            from,
+            to,
+            db,
+            to_db,
+            api_key,
+            new_id,
+        } => {
+            let source = copy_place(&from, &db, api_key.clone())?;
+            let Source::Place(target) = copy_place(&to, to_db.as_deref().unwrap_or(&db), api_key)?
+            else {
+                return Err(Failure {
+                    message: format!(
+                        "{to}: copy into http://HOST:PORT[/db/NAME], embedded:DIR or postgres://…"
+                    ),
+                    status: None,
+                });
+            };
+            transfer::copy(source, &target, identity(new_id))
+                .await
+                .map(drop)
+        }
+    }
+}
+
+fn identity(new_id: bool) -> Identity {
+    if new_id {
+        Identity::New
+    } else {
+        Identity::Keep
     }
 }
 

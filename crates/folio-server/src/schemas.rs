@@ -258,6 +258,12 @@ pub struct GetManyBody {
 #[schema(pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,512}$")]
 pub struct IdBody(String);
 
+/// A backup: an embedded Folio database file (SQLite), as
+/// `GET /db/{db}/backup` writes it.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct BackupFileBody(Vec<u8>);
+
 fn of(kind: &Type) -> RefOr<Schema> {
     let builder = ObjectBuilder::new().schema_type(kind.clone());
     let builder = match kind {

@@ -92,7 +92,6 @@ fn header(path: &Path) -> Result<Header> {
 /// place once it is complete and synced.
 fn create(path: &Path) -> Result<()> {
     let temporary = temporary_beside(path, "creating");
-    crate::vfs::checksum_pages(&temporary);
     let created = (|| {
         let mut connection = Location::File(temporary.clone()).open_writer()?;
         crate::schema::open(&mut connection)?;
@@ -107,7 +106,6 @@ fn create(path: &Path) -> Result<()> {
 /// new file whose pages do, and puts the copy in its place.
 fn convert(path: &Path) -> Result<()> {
     let temporary = temporary_beside(path, "converting");
-    crate::vfs::checksum_pages(&temporary);
     let converted = (|| {
         // Opening recovers the log; the checkpoint empties it into the file.
         let connection = Location::File(path.to_owned()).open_writer()?;

@@ -23,6 +23,7 @@
 //! # }
 //! ```
 
+mod backup;
 mod cache;
 mod checkpoint;
 mod error;
@@ -67,6 +68,10 @@ use crate::space::Space;
 use crate::sync::Acknowledger;
 use crate::writer::{Links, Prepared, Request, Writer};
 
+pub use crate::backup::{
+    BackupSummary, BackupWriter, DatabaseState, SqliteSnapshot, backup_summary, database_state,
+    place_database, prepare_backup, restore_backup, verify_backup,
+};
 pub use crate::cache::CacheBudget;
 #[cfg(feature = "fault-injection")]
 pub use crate::faults::{IoFaults, PowerLoss};
@@ -200,7 +205,6 @@ impl SqliteEngine {
         }
         let lock = lock_database(&path)?;
         file::prepare(&path)?;
-        vfs::checksum_pages(&path);
         let engine = Self::start(Location::File(path.clone()), options, Some(lock))?;
         open.push((path, Arc::downgrade(&engine.shared)));
         Ok(engine)
@@ -376,7 +380,7 @@ fn newest_etag<'a>(versions: impl IntoIterator<Item = &'a Metadata>) -> u64 {
 }
 
 /// The write-ahead log of the database file at `path`, named as SQLite names it.
-fn wal_path(path: &Path) -> PathBuf {
+pub(crate) fn wal_path(path: &Path) -> PathBuf {
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
     PathBuf::from(wal)
@@ -396,7 +400,7 @@ fn limit_size(connection: &rusqlite::Connection, bytes: u64) -> Result<()> {
 }
 
 /// `path` made absolute (its directory canonical), so that one file has one name.
-fn absolute(path: &Path) -> Result<PathBuf> {
+pub(crate) fn absolute(path: &Path) -> Result<PathBuf> {
     let file_name = path.file_name().ok_or_else(|| {
         folio_core::Error::InvalidInput(format!("{} names no database file", path.display()))
     })?;
@@ -425,7 +429,7 @@ const LOCK_PATIENCE: Duration = Duration::from_millis(500);
 const LOCK_RETRY: Duration = Duration::from_millis(10);
 
 /// Takes the exclusive lock of the database at `path` (the file `PATH.lock`).
-fn lock_database(path: &Path) -> Result<std::fs::File> {
+pub(crate) fn lock_database(path: &Path) -> Result<std::fs::File> {
     let mut lock_path = path.as_os_str().to_owned();
     lock_path.push(".lock");
     let io_error = |doing: String, error: std::io::Error| {
@@ -639,12 +643,7 @@ impl Engine for SqliteEngine {
 
     async fn ensure_index(&self, collection: &str, path: &FieldPath) -> Result<()> {
         validate::collection(collection)?;
-        // Collection and path are validated to [A-Za-z0-9_.-]: safe inside a
-        // quoted identifier. The indexed expression is the one queries use.
-        let sql = format!(
-            "CREATE INDEX IF NOT EXISTS \"folio_index:{collection}:{path}\" ON documents (collection, {})",
-            query::extract(path)
-        );
+        let sql = query::index_sql(collection, path);
         let (reply, answer) = oneshot::channel();
         self.shared.writer.send(Request::Execute { sql, reply })?;
         answer.await.map_err(|_| closed())?

@@ -34,6 +34,20 @@ pub(crate) fn extract(path: &FieldPath) -> String {
     format!("json_extract(data, {})", path_literal(path))
 }
 
+/// The name prefix of the indexes `ensure_index` makes:
+/// `folio_index:{collection}:{path}`.
+pub(crate) const INDEX_PREFIX: &str = "folio_index:";
+
+/// The statement that makes the index of `path` in `collection` (validated
+/// to `[A-Za-z0-9_-]`, so safe inside a quoted identifier) if absent: the
+/// indexed expression is the one queries use.
+pub(crate) fn index_sql(collection: &str, path: &FieldPath) -> String {
+    format!(
+        "CREATE INDEX IF NOT EXISTS \"{INDEX_PREFIX}{collection}:{path}\" ON documents (collection, {})",
+        extract(path)
+    )
+}
+
 fn json_type(path: &FieldPath) -> String {
     format!("json_type(data, {})", path_literal(path))
 }

@@ -11,9 +11,10 @@
 //! * it gives the reserve back, and copies its log into the database file
 //!   and empties it (a TRUNCATE checkpoint, `writer.rs`): the copy may grow
 //!   the file, and the reserve is the room for that; emptying the log
-//!   returns its blocks to the disk. Without this, freed space was taken by
-//!   the checkpoints copying the log, and the log could never start over,
-//!   so no write fitted again, not even after a restart;
+//!   returns its blocks to the disk, but for [`LOG_ROOM`] it keeps for the
+//!   deletes to come. Without this, freed space was taken by the
+//!   checkpoints copying the log, and the log could never start over, so
+//!   no write fitted again, not even a delete, not even after a restart;
 //! * it refuses batches that put something, as full (`EngineErrorKind::Full`),
 //!   before trying them: a batch that only deletes or checks is taken
 //!   (deleting is how a user makes room);
@@ -37,6 +38,11 @@ use crate::health::Health;
 /// Free space beyond the reserve the disk needs before a full engine takes
 /// writes again: room for the log to hold some groups.
 pub(crate) const RESUME_MARGIN: u64 = 4 << 20;
+
+/// Room kept for the log once it is emptied on a full disk: blocks given to
+/// the log file beyond its end (it keeps its size), so that deletes, which
+/// are taken while the disk is full, write into blocks the log already has.
+pub(crate) const LOG_ROOM: u64 = 1 << 20;
 
 /// How often an engine that is not full looks at the free space.
 const CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -169,6 +175,25 @@ impl Space {
             let _ = std::fs::remove_file(path);
         }
         self.reserved = false;
+    }
+
+    /// Gives the log, just emptied, [`LOG_ROOM`] of blocks beyond its end
+    /// (if the disk has them): deletes then fit in it.
+    pub(crate) fn keep_log_room(&self) {
+        let Some(reserve) = &self.reserve else {
+            return;
+        };
+        let Some(database) = reserve
+            .to_str()
+            .and_then(|path| path.strip_suffix("-reserve"))
+        else {
+            return;
+        };
+        let log = sibling(Path::new(database), "-wal");
+        if let Ok(file) = std::fs::OpenOptions::new().write(true).open(log) {
+            let _ =
+                rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::KEEP_SIZE, 0, LOG_ROOM);
+        }
     }
 
     /// Removes the reserve when the engine closes.

@@ -8,9 +8,12 @@
 //! to the database file gets the XXH3 checksum of the rest of the page
 //! there, and every whole page read from it is checked against it: a
 //! damaged page (a flipped bit, a torn or zeroed sector, a page of another
-//! file) is the error `SQLITE_IOERR_DATA`, never content. Only files the
-//! engine registered (`checksum_pages`) are checked, so a file of an older
-//! layout opens as before until it is converted. Pages in the log are
+//! file) is the error `SQLITE_IOERR_DATA`, never content. Whether a file's
+//! pages carry checksums is what its first page says (its reserved bytes,
+//! read when the file opens and whenever the first page is read or
+//! written), so a file of an older layout opens as before until it is
+//! converted, and every file Folio writes through this layer, a backup too,
+//! gets them. Pages in the log are
 //! checked with SQLite's own frame checksums, which chain every frame to the
 //! one before (SQLite checks them only when it recovers a log): a read of a
 //! committed frame's page reads the previous frame's checksum and the
@@ -43,10 +46,8 @@
 
 #![allow(unsafe_code)]
 
-use std::collections::HashSet;
 use std::ffi::{CStr, c_char, c_int, c_void};
-use std::path::Path;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use rusqlite::ffi;
 
@@ -108,30 +109,6 @@ pub(crate) fn register() -> bool {
         .ok
 }
 
-/// The database files whose pages carry checksums, by path.
-static CHECKSUMMED: Mutex<Option<HashSet<Vec<u8>>>> = Mutex::new(None);
-
-/// Checks (and computes) page checksums in the database file at `path`
-/// from now on, on every connection opened after this call. For files whose
-/// pages reserve [`RESERVED_BYTES`] (Folio's, since layout 4).
-pub(crate) fn checksum_pages(path: &Path) {
-    use std::os::unix::ffi::OsStrExt;
-    CHECKSUMMED
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .get_or_insert_with(HashSet::new)
-        .insert(path.as_os_str().as_bytes().to_vec());
-}
-
-/// Whether the database file SQLite opens under `name` has page checksums.
-fn checksummed(name: &CStr) -> bool {
-    CHECKSUMMED
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .as_ref()
-        .is_some_and(|paths| paths.contains(name.to_bytes()))
-}
-
 /// Makes the database of `connection` reserve [`RESERVED_BYTES`] at the end
 /// of each page: at once for a database with no page written yet, at the
 /// next `VACUUM` for another (SQLite's `SQLITE_FCNTL_RESERVE_BYTES`).
@@ -152,6 +129,28 @@ pub(crate) fn reserve_checksum_bytes(connection: &rusqlite::Connection) -> rusql
     } else {
         Err(rusqlite::Error::SqliteFailure(ffi::Error::new(rc), None))
     }
+}
+
+/// The first bytes of every SQLite database file.
+const MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+/// Whether `header` (the first 100 bytes or more of a database file) says
+/// the file's pages reserve [`RESERVED_BYTES`] for their checksum: `None`
+/// when it is no database header.
+fn header_reserves_checksum(header: &[u8]) -> Option<bool> {
+    (header.len() >= 100 && header[..16] == *MAGIC).then(|| header[20] == RESERVED_BYTES)
+}
+
+/// Whether the database file `inner`, as it is now, reserves room for
+/// checksums (no: an empty file, whose first page will say).
+///
+/// # Safety
+/// `inner` is an open file.
+unsafe fn reserves_checksum(inner: *mut ffi::sqlite3_file) -> bool {
+    let mut header = [0u8; 100];
+    // SAFETY: `header` has room for 100 bytes.
+    let rc = unsafe { read_inner(inner, header.as_mut_ptr().cast(), 100, 0) };
+    rc == ffi::SQLITE_OK && header_reserves_checksum(&header) == Some(true)
 }
 
 /// The checksum of a page: XXH3 of everything but its last
@@ -239,6 +238,7 @@ unsafe extern "C" fn open(
             (*file).pMethods = std::ptr::null();
             return rc;
         }
+        #[cfg(feature = "fault-injection")]
         let name = CStr::from_ptr(name);
         if flags & ffi::SQLITE_OPEN_WAL != 0 {
             file.cast::<LogFile>().write(LogFile {
@@ -261,7 +261,7 @@ unsafe extern "C" fn open(
                     pMethods: &DATABASE_METHODS,
                 },
                 inner,
-                checksums: checksummed(name),
+                checksums: reserves_checksum(inner),
                 #[cfg(feature = "fault-injection")]
                 faults: crate::faults::for_database_named(name),
             });
@@ -739,13 +739,14 @@ static LOG_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
 
 // ---- the database file -----------------------------------------------------
 
-/// A database file: SQLite's own file, its pages checksummed when the
-/// engine registered the file (`checksum_pages`).
+/// A database file: SQLite's own file, its pages checksummed when its
+/// first page says they reserve the room (`RESERVED_BYTES`).
 #[repr(C)]
 struct DatabaseFile {
     base: ffi::sqlite3_file,
     inner: *mut ffi::sqlite3_file,
-    /// Whether pages carry checksums.
+    /// Whether pages carry checksums: what the file's first page said when
+    /// it was opened, or last read or written.
     checksums: bool,
     /// Failures injected into this file's writes and syncs (`faults.rs`).
     #[cfg(feature = "fault-injection")]
@@ -759,6 +760,13 @@ unsafe fn database<'a>(file: *mut ffi::sqlite3_file) -> &'a DatabaseFile {
     unsafe { &*file.cast::<DatabaseFile>() }
 }
 
+/// # Safety
+/// As [`database`]; SQLite calls a file's methods one at a time.
+unsafe fn database_mut<'a>(file: *mut ffi::sqlite3_file) -> &'a mut DatabaseFile {
+    // SAFETY: guaranteed by the caller.
+    unsafe { &mut *file.cast::<DatabaseFile>() }
+}
+
 unsafe extern "C" fn database_read(
     file: *mut ffi::sqlite3_file,
     data: *mut c_void,
@@ -768,11 +776,18 @@ unsafe extern "C" fn database_read(
     // SAFETY: SQLite calls this on files `open` wrapped, with room for
     // `amount` bytes at `data`.
     unsafe {
-        let database = database(file);
+        let database = database_mut(file);
         let rc = read_inner(database.inner, data, amount, offset);
+        let bytes =
+            std::slice::from_raw_parts(data.cast::<u8>(), usize::try_from(amount).unwrap_or(0));
+        if rc == ffi::SQLITE_OK
+            && offset == 0
+            && let Some(reserves) = header_reserves_checksum(bytes)
+        {
+            database.checksums = reserves;
+        }
         if rc == ffi::SQLITE_OK && database.checksums && is_page(amount) {
-            let page =
-                std::slice::from_raw_parts(data.cast::<u8>(), usize::try_from(amount).unwrap_or(0));
+            let page = bytes;
             if !page_is_intact(page) {
                 return ffi::SQLITE_IOERR_DATA;
             }
@@ -790,12 +805,19 @@ unsafe extern "C" fn database_write(
     // SAFETY: SQLite calls this on files `open` wrapped, with `amount`
     // readable bytes at `data`.
     unsafe {
-        let database = database(file);
+        let database = database_mut(file);
         let Some(write) = methods(database.inner).xWrite else {
             return ffi::SQLITE_IOERR_WRITE;
         };
         let bytes =
             std::slice::from_raw_parts(data.cast::<u8>(), usize::try_from(amount).unwrap_or(0));
+        if offset == 0
+            && let Some(reserves) = header_reserves_checksum(bytes)
+        {
+            // The first page says whether pages carry checksums (a new
+            // database, or one being copied into checksummed pages).
+            database.checksums = reserves;
+        }
         if database.checksums && is_page(amount) {
             // The page with its checksum, in a copy: SQLite's buffer is its own.
             return WRITE_BUFFER.with_borrow_mut(|page| {

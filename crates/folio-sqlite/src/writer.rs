@@ -54,8 +54,9 @@ use crate::sync::{Acknowledger, Reply, answer};
 
 /// The smallest log (pages) the writer lets grow before checkpointing,
 /// however little room is left: below it, checkpoints cost more than the
-/// room they keep.
-const MIN_LOG_PAGES: i64 = 1_000;
+/// room they keep. Within `space::LOG_ROOM` (for 2 KiB pages), so that a
+/// log on a full disk starts over inside the room it kept.
+const MIN_LOG_PAGES: i64 = 256;
 
 /// How many etags beyond a group's needs the writer reserves at once: the
 /// reservation is one more row written in one group out of thousands, and a
@@ -449,8 +450,9 @@ impl WriterState {
                 .connection
                 .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
                 .map_err(|e| storage("emptying the log", e));
-            if let Err(error) = emptied {
-                self.health.note(&error);
+            match emptied {
+                Ok(()) => self.space.keep_log_room(),
+                Err(error) => self.health.note(&error),
             }
         }
     }

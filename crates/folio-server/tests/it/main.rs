@@ -5,10 +5,12 @@
 //! deep bodies, and a property test of every problem body.
 
 mod auth;
+mod backup;
 mod batch;
 mod bench;
 mod changes;
 mod cli;
+mod cli_backup;
 mod common;
 mod concurrency;
 mod crash;

@@ -105,8 +105,9 @@ async fn a_full_disk_costs_writes_only_and_a_little_room_brings_them_back() {
     stored.push("after-freeing".into());
     assert!(engine.health().is_ok());
 
-    // Full again, then a restart while full: the database opens, reads,
-    // refuses puts, and takes them once room is freed.
+    // Full again, then a restart: the database opens and reads everything,
+    // fills the disk again (closing emptied its log), refuses puts, and
+    // takes them once room is freed.
     fill(&engine, "b", &mut stored).await;
     drop(engine);
     let engine = open();
@@ -115,6 +116,7 @@ async fn a_full_disk_costs_writes_only_and_a_little_room_brings_them_back() {
         stored.len(),
         "everything acknowledged reads"
     );
+    fill(&engine, "c", &mut stored).await;
     assert!(matches!(put(&engine, "while-full").await, Put::Full(_)));
     std::fs::remove_file(&second_filler).unwrap();
     assert!(matches!(put(&engine, "after-restart").await, Put::Stored));

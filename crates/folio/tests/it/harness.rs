@@ -129,6 +129,9 @@ pub struct Harness {
     engine: Option<EngineRef>,
     postgres: Option<PostgresDatabase>,
     remote: Option<RemoteServer>,
+    /// The engines by their type, for what only they do (backups).
+    memory_engine: Option<Arc<SqliteEngine>>,
+    postgres_engine: Option<Arc<PgEngine>>,
 }
 
 impl Harness {
@@ -137,14 +140,17 @@ impl Harness {
             EngineKind::Remote => Some(RemoteServer::start().await),
             _ => None,
         };
+        let mut memory_engine = None;
+        let mut postgres_engine = None;
         let (engine, postgres) = match kind {
-            EngineKind::Memory => (
-                Some(Arc::new(
+            EngineKind::Memory => {
+                let engine = Arc::new(
                     SqliteEngine::in_memory(SqliteOptions::default())
                         .expect("an in-memory engine opens"),
-                ) as EngineRef),
-                None,
-            ),
+                );
+                memory_engine = Some(engine.clone());
+                (Some(engine as EngineRef), None)
+            }
             EngineKind::Disk => (None, None),
             EngineKind::Postgres => {
                 let url = TestCluster::shared().url().to_owned();
@@ -159,7 +165,9 @@ impl Harness {
                     schema: bare_schema(&engine),
                     database,
                 };
-                (Some(Arc::new(engine) as EngineRef), Some(postgres))
+                let engine = Arc::new(engine);
+                postgres_engine = Some(engine.clone());
+                (Some(engine as EngineRef), Some(postgres))
             }
             EngineKind::Remote => (
                 Some(remote.as_ref().expect("started above").connect().await),
@@ -172,7 +180,191 @@ impl Harness {
             engine,
             postgres,
             remote,
+            memory_engine,
+            postgres_engine,
         }
+    }
+
+    /// Backs the test's database up to the new file `file`, the way its
+    /// engine does: `SqliteEngine::backup_to` (in memory, on disk), a
+    /// PostgreSQL snapshot written as an embedded file, or the server's
+    /// `GET …/backup` (remote, through `folio backup`'s client).
+    pub async fn backup(&self, file: &std::path::Path) {
+        match self.kind {
+            EngineKind::Memory => {
+                let engine = self.memory_engine.as_ref().expect("set for memory");
+                engine.backup_to(file).await.expect("the backup is made");
+            }
+            EngineKind::Disk => {
+                // The engine the stores share (or the file, opened now).
+                let engine = SqliteEngine::open(
+                    self.database_file().expect("on disk"),
+                    SqliteOptions::default(),
+                )
+                .expect("the database opens");
+                engine.backup_to(file).await.expect("the backup is made");
+            }
+            EngineKind::Postgres => {
+                use folio_core::SnapshotReader as _;
+                let engine = self.postgres_engine.as_ref().expect("set for PostgreSQL");
+                let mut reader = engine
+                    .snapshot(folio_core::SnapshotContents::Everything)
+                    .await
+                    .expect("the snapshot is read");
+                let writer = folio_sqlite::BackupWriter::create(file, reader.header())
+                    .await
+                    .expect("the backup file is made");
+                folio_core::copy_snapshot(&mut reader, Box::new(writer))
+                    .await
+                    .expect("the backup is written");
+            }
+            EngineKind::Remote => {
+                folio_server::transfer::backup(&self.server_place(folio::DEFAULT_DATABASE), file)
+                    .await
+                    .expect("the server makes the backup");
+            }
+        }
+    }
+
+    /// A new database of the test's kind restored from the backup `file`,
+    /// and an engine on it: a file beside the test's (in memory, on disk),
+    /// a new schema (PostgreSQL), a new database on the test's server
+    /// (remote, `POST …/restore`).
+    pub async fn restore(
+        &self,
+        file: &std::path::Path,
+        identity: folio_core::Identity,
+    ) -> EngineRef {
+        match self.kind {
+            EngineKind::Memory | EngineKind::Disk => {
+                let target = self
+                    .dir
+                    .path()
+                    .join(format!("{}.sqlite", unique_database_name()));
+                folio_sqlite::restore_backup(file, &target, identity).expect("the backup restores");
+                Arc::new(
+                    SqliteEngine::open(&target, SqliteOptions::default())
+                        .expect("the restored database opens"),
+                )
+            }
+            EngineKind::Postgres => self.copy_to_postgres(file, identity).await.0,
+            EngineKind::Remote => {
+                let database = unique_database_name();
+                folio_server::transfer::restore(file, &self.server_place(&database), identity)
+                    .await
+                    .expect("the server restores the backup");
+                let url = self.remote.as_ref().expect("remote").url.replace(
+                    &format!("/db/{}", folio::DEFAULT_DATABASE),
+                    &format!("/db/{database}"),
+                );
+                Arc::new(
+                    RemoteEngine::connect(&url, RemoteOptions::default())
+                        .await
+                        .expect("a client of the restored database"),
+                )
+            }
+        }
+    }
+
+    /// A new database on the shared PostgreSQL cluster loaded from the
+    /// backup `file` (what `folio copy … postgres://…` does): an engine on
+    /// it, and its name.
+    pub async fn copy_to_postgres(
+        &self,
+        file: &std::path::Path,
+        identity: folio_core::Identity,
+    ) -> (EngineRef, String) {
+        let url = TestCluster::shared().url().to_owned();
+        let database = unique_database_name();
+        folio_server::transfer::restore(
+            file,
+            &folio_server::transfer::Place::Postgres {
+                url: url.clone(),
+                database: database.clone(),
+            },
+            identity,
+        )
+        .await
+        .expect("the backup loads into PostgreSQL");
+        let engine = PgEngine::connect(&url, &database, PgOptions::default())
+            .await
+            .expect("the loaded database opens");
+        (Arc::new(engine), database)
+    }
+
+    /// The live documents of the test's database (of `collection`, or
+    /// all), read in one snapshot: the engine's own, or the server's
+    /// `GET …/export` (remote). By collection, then id.
+    pub async fn export(&self, collection: Option<&str>) -> Vec<folio::Entry> {
+        use folio_core::SnapshotReader;
+        let contents = folio_core::SnapshotContents::Documents {
+            collection: collection.map(str::to_owned),
+        };
+        let mut reader: Box<dyn SnapshotReader> = match self.kind {
+            EngineKind::Memory => Box::new(
+                self.memory_engine
+                    .as_ref()
+                    .expect("memory")
+                    .snapshot(contents)
+                    .await
+                    .expect("a snapshot"),
+            ),
+            EngineKind::Disk => Box::new(
+                SqliteEngine::open(
+                    self.database_file().expect("disk"),
+                    SqliteOptions::default(),
+                )
+                .expect("the database opens")
+                .snapshot(contents)
+                .await
+                .expect("a snapshot"),
+            ),
+            EngineKind::Postgres => Box::new(
+                self.postgres_engine
+                    .as_ref()
+                    .expect("postgres")
+                    .snapshot(contents)
+                    .await
+                    .expect("a snapshot"),
+            ),
+            EngineKind::Remote => {
+                let mut lines = Vec::new();
+                folio_server::transfer::export(
+                    &self.server_place(folio::DEFAULT_DATABASE),
+                    collection,
+                    &mut lines,
+                )
+                .await
+                .expect("the server exports");
+                return String::from_utf8(lines)
+                    .expect("UTF-8")
+                    .lines()
+                    .map(entry_from_line)
+                    .collect();
+            }
+        };
+        let mut entries = Vec::new();
+        while let Some(part) = reader.next_part().await.expect("the snapshot reads") {
+            match part {
+                folio_core::SnapshotPart::Documents(part) => entries.extend(part),
+                other => panic!("an export reads documents only, got {other:?}"),
+            }
+        }
+        entries
+    }
+
+    /// The test's server as a place of `folio backup`/`restore` (remote only).
+    fn server_place(&self, database: &str) -> folio_server::transfer::Place {
+        let remote = self.remote.as_ref().expect("a remote harness");
+        let base = remote
+            .url
+            .strip_suffix(&format!("/db/{}", folio::DEFAULT_DATABASE))
+            .expect("the test database's URL");
+        folio_server::transfer::Place::Server(
+            folio_server::client::Client::new(base, database, None)
+                .and_then(folio_server::client::Client::for_transfers)
+                .expect("a client of the test server"),
+        )
     }
 
     /// A builder pointed at this test's database; add settings, then open.
@@ -244,6 +436,22 @@ impl Harness {
             self.kind,
             EngineKind::Disk | EngineKind::Postgres | EngineKind::Remote
         )
+    }
+}
+
+/// An entry from a line of an export (JSON Lines of the protocol's entries).
+pub fn entry_from_line(line: &str) -> folio::Entry {
+    #[derive(Deserialize)]
+    struct Line {
+        #[serde(flatten)]
+        metadata: folio::Metadata,
+        document: Box<serde_json::value::RawValue>,
+    }
+    let line: Line = serde_json::from_str(line)
+        .unwrap_or_else(|error| panic!("an export line ({error}): {line}"));
+    folio::Entry {
+        metadata: line.metadata,
+        document: line.document.get().to_owned(),
     }
 }
 

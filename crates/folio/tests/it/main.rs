@@ -4,6 +4,8 @@
 //!   `conformance!` macro that instantiates scenarios once per engine;
 //! * `sessions`, `writes`, `tracking`, `queries`, `concurrency`: the
 //!   conformance suite (DESIGN.md's contract), written once;
+//! * `backup`: backups, restores, copies to PostgreSQL and exports of whole
+//!   databases keep every version, in one snapshot, on every engine;
 //! * `changes`: the changes feed on every engine, and the horizon on PostgreSQL;
 //! * `damage`: damaged files (a flipped byte in the database file or the
 //!   log, an empty file, a newer layout) are errors, never content;
@@ -30,6 +32,7 @@
 #[macro_use]
 mod harness;
 
+mod backup;
 mod changes;
 mod concurrency;
 mod damage;

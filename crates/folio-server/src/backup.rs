@@ -1,0 +1,320 @@
+//! Backups, restores and exports over HTTP.
+//!
+//! * `GET /db/{db}/backup` (admin): a consistent snapshot of the live
+//!   database as one file, streamed: an embedded Folio database file
+//!   (`application/vnd.sqlite3`). An embedded database is copied by SQLite
+//!   from a read connection of its own while the writer goes on
+//!   ([`folio_sqlite::SqliteEngine::backup_to`]); a PostgreSQL database is
+//!   read in one `REPEATABLE READ` transaction and written in the same
+//!   format ([`folio_sqlite::BackupWriter`]). The embedded engine's file is
+//!   locked to this process, so a backup of a live database goes through
+//!   the server that holds it.
+//! * `POST /db/{db}/restore` (admin): a backup file becomes the **new**
+//!   database `db` (absent, or empty and unused: otherwise `409`), with
+//!   every document, etag, revision, time, the changes feed, the indexes
+//!   and the database id (`?new_id=true` gives it one of its own). The
+//!   file is checked whole first (layout, SQLite's integrity check,
+//!   Folio's invariants); a file that fails is `400` and nothing is made.
+//!   A restore builds a database; it never writes into one that serves.
+//! * `GET /db/{db}/export` (read): every live document, of every
+//!   collection or of one, from one snapshot, as JSON Lines (one entry with
+//!   its collection and metadata per line, by collection then id);
+//!   `Folio-Last-Etag` says where to follow the changes feed from to miss
+//!   nothing written after it.
+//!
+//! The temporary files (the snapshot being streamed, the upload being
+//! checked) live in the data directory (embedded) or the system's
+//! temporary directory (PostgreSQL), and are removed when the request
+//! ends, whatever happened.
+
+use std::path::{Path, PathBuf};
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use folio_core::{
+    Identity, SnapshotContents, SnapshotPart, SnapshotReader, copy_snapshot, validate,
+};
+use folio_sqlite::{BackupWriter, backup_summary};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+
+use crate::auth::Role;
+use crate::batch::{DatabasePath, database_path};
+use crate::databases::{OpenEngine, blocking};
+use crate::documents::{EntryBody, json_response};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// The media type of a backup: an SQLite database file.
+pub const BACKUP_MEDIA_TYPE: &str = "application/vnd.sqlite3";
+
+/// The media type of an export: JSON Lines.
+pub const EXPORT_MEDIA_TYPE: &str = "application/x-ndjson";
+
+/// Whether `path` is a restore's (`/db/{db}/restore`): its body is as long
+/// as a database, so it gets a deadline between chunks instead of one for
+/// the whole body (see the `deadline` module).
+pub(crate) fn is_restore_path(path: &str) -> bool {
+    path.strip_prefix("/db/")
+        .and_then(|rest| rest.strip_suffix("/restore"))
+        .is_some_and(|database| !database.is_empty() && !database.contains('/'))
+}
+
+/// A temporary file, removed (with whatever SQLite made beside it) when
+/// dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    /// A new name in `directory`, hidden (no database name starts with a
+    /// dot, so listings never show it).
+    fn new(directory: &Path, database: &str, purpose: &str) -> Self {
+        Scratch(directory.join(format!(
+            ".{database}.{purpose}-{}.sqlite",
+            folio_core::generate_id()
+        )))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        for suffix in ["-wal", "-shm", "-journal"] {
+            let mut path = self.0.as_os_str().to_owned();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// `GET /db/{db}/backup` (admin): the database as one file, from one
+/// snapshot taken while writes go on.
+#[utoipa::path(get, path = "/db/{db}/backup", tag = "backups", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")), responses((status = 200, description = "the backup: an embedded Folio database file (SQLite) holding one consistent snapshot; restore it with POST /db/{db}/restore or folio restore. Folio-Database-Id: its database id; Folio-Last-Etag: every change up to it is in the backup", body = crate::schemas::BackupFileBody, content_type = "application/vnd.sqlite3"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this (admin role needed)", content_type = "application/problem+json"), (status = 404, description = "no such database", content_type = "application/problem+json")))]
+pub async fn backup(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    path: Result<UrlPath<DatabasePath>, PathRejection>,
+) -> ApiResult<Response> {
+    let db = database_path(path)?;
+    state.authorize(&headers, &db, Role::Admin)?;
+    let engine = state.databases().handle(&db).await?;
+    let scratch = Scratch::new(&state.databases().scratch_directory()?, &db, "backup");
+    let summary = match &engine {
+        OpenEngine::Embedded(engine) => engine.backup_to(&scratch.0).await?,
+        OpenEngine::Postgres(engine) => {
+            let mut reader = engine.snapshot(SnapshotContents::Everything).await?;
+            let writer = BackupWriter::create(&scratch.0, reader.header()).await?;
+            copy_snapshot(&mut reader, Box::new(writer)).await?;
+            let file = scratch.0.clone();
+            blocking(move || backup_summary(&file)).await?
+        }
+    };
+    let file = tokio::fs::File::open(&scratch.0)
+        .await
+        .map_err(|error| io_failure("opening the backup file", &error))?;
+    // The open file keeps the data; the name goes now, whatever happens to
+    // the download.
+    drop(scratch);
+    let mut response =
+        Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 256 << 10))
+            .into_response();
+    let response_headers = response.headers_mut();
+    response_headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(BACKUP_MEDIA_TYPE),
+    );
+    response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(summary.bytes));
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{db}.sqlite\"")) {
+        response_headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(summary.header.database_id.as_str()) {
+        response_headers.insert("folio-database-id", value);
+    }
+    response_headers.insert(
+        "folio-last-etag",
+        HeaderValue::from(summary.header.feed_position),
+    );
+    Ok(response)
+}
+
+/// The query string of a restore.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreParams {
+    #[serde(default)]
+    new_id: bool,
+}
+
+/// What a restore answers.
+#[derive(Serialize)]
+struct RestoreBody {
+    database: String,
+    database_id: String,
+    /// `kept`: the source's database id, so the change vectors clients
+    /// hold are valid; `new`: an id of its own.
+    change_vectors: &'static str,
+    last_etag: u64,
+    documents: u64,
+    collections: u64,
+    tombstones: u64,
+    changes: u64,
+    indexes: u64,
+}
+
+/// `POST /db/{db}/restore` (admin): the backup in the body becomes the new
+/// database `db`.
+#[utoipa::path(post, path = "/db/{db}/restore", tag = "backups", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("new_id" = Option<bool>, Query, description = "give the new database an id of its own: no change vector of the backup's source matches its versions (default false: the source's id, so versions clients hold stay valid)")), request_body(content((crate::schemas::BackupFileBody = "application/vnd.sqlite3"), (crate::schemas::BackupFileBody = "application/octet-stream")), description = "a backup file, as GET /db/{db}/backup writes it"), responses((status = 201, description = "restored: { database, database_id, change_vectors: kept|new, last_etag, documents, collections, tombstones, changes, indexes }", body = Object), (status = 400, description = "not a usable backup (not a Folio database, damaged, a newer layout), or malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this (admin role needed)", content_type = "application/problem+json"), (status = 409, description = "the database exists and holds data, or is in use", content_type = "application/problem+json"), (status = 415, description = "not application/vnd.sqlite3 or application/octet-stream", content_type = "application/problem+json")))]
+pub async fn restore(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    path: Result<UrlPath<DatabasePath>, PathRejection>,
+    params: Result<Query<RestoreParams>, QueryRejection>,
+    body: Body,
+) -> ApiResult<Response> {
+    let db = database_path(path)?;
+    state.authorize(&headers, &db, Role::Admin)?;
+    let Query(params) = params.map_err(|rejection| {
+        ApiError::BadRequest(format!("malformed query string: {rejection}"))
+    })?;
+    crate::documents::require_content_type(
+        &headers,
+        &[BACKUP_MEDIA_TYPE, "application/octet-stream"],
+    )?;
+    let identity = if params.new_id {
+        Identity::New
+    } else {
+        Identity::Keep
+    };
+    let scratch = Scratch::new(&state.databases().scratch_directory()?, &db, "restore");
+    receive(body, &scratch.0).await?;
+    let restored = state.databases().restore(&db, &scratch.0, identity).await?;
+    tracing::info!(
+        database = %db,
+        documents = restored.counts.documents,
+        last_etag = restored.header.last_etag,
+        "restored a backup"
+    );
+    let counts = restored.counts;
+    Ok(json_response(
+        StatusCode::CREATED,
+        HeaderMap::new(),
+        &RestoreBody {
+            database: db,
+            database_id: restored.header.database_id.to_string(),
+            change_vectors: match identity {
+                Identity::Keep => "kept",
+                Identity::New => "new",
+            },
+            last_etag: restored.header.last_etag,
+            documents: counts.documents,
+            collections: counts.collections,
+            tombstones: counts.tombstones,
+            changes: counts.changes,
+            indexes: counts.indexes,
+        },
+    ))
+}
+
+/// Writes the request body to the new file `path`.
+async fn receive(body: Body, path: &Path) -> ApiResult<()> {
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .await
+        .map_err(|error| io_failure("creating the upload's file", &error))?;
+    let mut chunks = body.into_data_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|error| match crate::deadline::is_body_timeout(&error) {
+            Some(timeout) => ApiError::RequestTimeout(timeout),
+            None => ApiError::BadRequest(format!("the body could not be read: {error}")),
+        })?;
+        file.write_all(&chunk)
+            .await
+            .map_err(|error| io_failure("writing the upload", &error))?;
+    }
+    file.flush()
+        .await
+        .map_err(|error| io_failure("writing the upload", &error))
+}
+
+/// A failed file operation of the server's own: logged, answered with its
+/// kind (a full disk is one).
+fn io_failure(doing: &str, error: &std::io::Error) -> ApiError {
+    tracing::error!(%error, "{doing} failed");
+    let kind = if error.raw_os_error() == Some(libc::ENOSPC) {
+        folio_core::EngineErrorKind::Full
+    } else {
+        folio_core::EngineErrorKind::Io
+    };
+    ApiError::Internal(kind)
+}
+
+/// The query string of an export.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportParams {
+    collection: Option<String>,
+}
+
+/// `GET /db/{db}/export` (read): the live documents from one snapshot, as
+/// JSON Lines.
+#[utoipa::path(get, path = "/db/{db}/export", tag = "backups", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("collection" = Option<String>, Query, description = "only this collection (default: every collection)", pattern = "^[A-Za-z0-9_-]{1,128}$")), responses((status = 200, description = "JSON Lines, from one snapshot: one Entry per line ({ collection, id, change_vector, revision, etag, last_modified, document }), by collection then id; folio import reads it back. Folio-Last-Etag: every change up to it is in the export (follow the changes feed from it)", body = String, content_type = "application/x-ndjson"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database", content_type = "application/problem+json")))]
+pub async fn export(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    path: Result<UrlPath<DatabasePath>, PathRejection>,
+    params: Result<Query<ExportParams>, QueryRejection>,
+) -> ApiResult<Response> {
+    let db = database_path(path)?;
+    state.authorize(&headers, &db, Role::Read)?;
+    let Query(params) = params.map_err(|rejection| {
+        ApiError::BadRequest(format!("malformed query string: {rejection}"))
+    })?;
+    if let Some(collection) = &params.collection {
+        validate::collection(collection)?;
+    }
+    let contents = SnapshotContents::Documents {
+        collection: params.collection,
+    };
+    let reader: Box<dyn SnapshotReader> = match state.databases().handle(&db).await? {
+        OpenEngine::Embedded(engine) => Box::new(engine.snapshot(contents).await?),
+        OpenEngine::Postgres(engine) => Box::new(engine.snapshot(contents).await?),
+    };
+    let feed_position = reader.header().feed_position;
+    let lines = futures_util::stream::try_unfold(reader, |mut reader| async move {
+        match reader.next_part().await {
+            Ok(Some(SnapshotPart::Documents(entries))) => Ok(Some((lines(entries)?, reader))),
+            Ok(_) => Ok(None),
+            Err(error) => {
+                // The status went out long ago: the body ends unfinished,
+                // which the client sees as a failed transfer.
+                tracing::error!(%error, "an export failed midway");
+                Err(std::io::Error::other(error.to_string()))
+            }
+        }
+    });
+    let mut response = Body::from_stream(lines).into_response();
+    let response_headers = response.headers_mut();
+    response_headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(EXPORT_MEDIA_TYPE),
+    );
+    response_headers.insert("folio-last-etag", HeaderValue::from(feed_position));
+    Ok(response)
+}
+
+/// One line per entry: the entry as the protocol writes it.
+fn lines(entries: Vec<folio_core::Entry>) -> std::io::Result<Bytes> {
+    let mut text = Vec::with_capacity(entries.iter().map(|e| e.document.len() + 200).sum());
+    for entry in entries {
+        let entry = EntryBody::new(entry)
+            .map_err(|_| std::io::Error::other("a stored document is not valid JSON"))?;
+        serde_json::to_writer(&mut text, &entry).map_err(std::io::Error::other)?;
+        text.push(b'\n');
+    }
+    Ok(Bytes::from(text))
+}
