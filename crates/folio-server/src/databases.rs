@@ -132,6 +132,9 @@ pub struct Databases {
     creating: tokio::sync::Mutex<()>,
     /// Idle databases closed to make room.
     closed: AtomicU64,
+    /// Databases whose last opening failed, with what failed (for
+    /// `/healthz`: every request to them fails too).
+    unopenable: Mutex<HashMap<String, folio_core::EngineErrorKind>>,
     /// Taken by a restore for its whole run: one at a time.
     restoring: tokio::sync::Mutex<()>,
 }
@@ -155,6 +158,7 @@ impl Databases {
             clock: AtomicU64::new(0),
             creating: tokio::sync::Mutex::new(()),
             closed: AtomicU64::new(0),
+            unopenable: Mutex::default(),
             restoring: tokio::sync::Mutex::new(()),
         }
     }
@@ -321,7 +325,24 @@ impl Databases {
                 let _ = done.wait_for(|closed| *closed).await;
                 continue;
             }
-            let engine = self.start_engine(name).await?;
+            let started = self.start_engine(name).await;
+            let mut unopenable = self
+                .unopenable
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let engine = match started {
+                Ok(engine) => {
+                    unopenable.remove(name);
+                    engine
+                }
+                Err(error) => {
+                    if let ApiError::Internal(kind) = &error {
+                        unopenable.insert(name.to_owned(), *kind);
+                    }
+                    return Err(error);
+                }
+            };
+            drop(unopenable);
             open.insert(
                 name.to_owned(),
                 Open {
@@ -512,6 +533,21 @@ impl Databases {
                 problem: "the data directory cannot be written: no database can take writes, \
                           and new ones cannot be opened"
                     .into(),
+            });
+        }
+        let unopenable: Vec<(String, folio_core::EngineErrorKind)> = {
+            let unopenable = self
+                .unopenable
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut failed: Vec<_> = unopenable.iter().map(|(n, k)| (n.clone(), *k)).collect();
+            failed.sort_by(|a, b| a.0.cmp(&b.0));
+            failed
+        };
+        for (name, kind) in unopenable {
+            problems.push(HealthProblem {
+                database: Some(name),
+                problem: format!("it cannot be opened: {}", health_words(kind)),
             });
         }
         let open = self.open.read().await;

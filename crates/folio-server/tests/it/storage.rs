@@ -135,6 +135,18 @@ async fn an_empty_or_newer_database_file_answers_what_it_is() {
     resp.problem(StatusCode::INTERNAL_SERVER_ERROR, "unsupported-layout");
     let resp = server.get("/db/empty/docs/notes/n").await;
     resp.problem(StatusCode::INTERNAL_SERVER_ERROR, "damaged-database");
+    // Health says which databases cannot be opened, and why.
+    let health = server.get("/healthz").await;
+    assert_eq!(health.status, StatusCode::SERVICE_UNAVAILABLE, "{health:?}");
+    let problems = health.json()["problems"].to_string();
+    assert!(
+        problems.contains(r#""database":"empty""#) && problems.contains("damaged"),
+        "{problems}"
+    );
+    assert!(
+        problems.contains(r#""database":"newer""#) && problems.contains("newer Folio"),
+        "{problems}"
+    );
     assert_eq!(
         std::fs::metadata(data.join("empty.sqlite")).unwrap().len(),
         0,
