@@ -437,6 +437,8 @@ pub async fn patch_document(
     )?;
     let text = body_text(&state, body)?;
     check_nesting(&state, &text)?;
+    // A repeated key in a patch would be read as its last value.
+    validate::json_text(&text, "the patch")?;
     let patch = Patch::parse(&media_type, &text)?;
     let engine = state.databases().get(&path.db).await?;
     let required =

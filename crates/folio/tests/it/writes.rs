@@ -29,6 +29,7 @@ conformance!(
     a_refused_insert_leaves_nothing_behind_for_later_writes,
     revisions_count_only_committed_writes_around_refused_batches,
     every_kind_of_put_counts_revisions_across_a_reopen,
+    a_key_repeated_in_one_object_is_refused_and_nothing_is_written,
 );
 
 // ---- helpers of this module -------------------------------------------------
@@ -853,6 +854,76 @@ async fn bad_input_is_refused_at_the_call_and_nothing_is_written(h: Harness) {
     );
     assert!(stored::<Note>(&store, "notes/beside").await.is_none());
     assert!(stored::<Note>(&store, "b1").await.is_none());
+}
+
+/// A type whose serialized form can name a key twice: `extra` is
+/// flattened beside `name`.
+#[derive(Debug, Serialize, Deserialize, folio::Document)]
+#[folio(collection = "notes")]
+struct Loose {
+    #[folio(id)]
+    id: String,
+    name: String,
+    #[serde(flatten)]
+    extra: HashMap<String, serde_json::Value>,
+}
+
+async fn a_key_repeated_in_one_object_is_refused_and_nothing_is_written(h: Harness) {
+    let store = h.store().await;
+    fn refused_naming<T: std::fmt::Debug>(result: folio::Result<T>, key: &str, object: &str) {
+        match result {
+            Err(Error::InvalidInput(message)) => assert!(
+                message.contains(&format!(
+                    "the key \"{key}\" twice in the object at {object}"
+                )),
+                "{message}"
+            ),
+            other => panic!("a repeated {key:?} must be InvalidInput, got {other:?}"),
+        }
+    }
+
+    // Through the session: serde writes `name` twice.
+    let mut session = store.open_session();
+    session
+        .store(Loose {
+            id: "notes/loose".into(),
+            name: "first".into(),
+            extra: HashMap::from([("name".to_owned(), serde_json::json!("second"))]),
+        })
+        .unwrap();
+    session.store(Note::new("notes/beside", "x")).unwrap();
+    refused_naming(session.save_changes().await, "name", "the top level");
+
+    // Straight to the engine, escaped and nested, beside a good put.
+    let engine = store.engine();
+    for (document, key, object) in [
+        (r#"{"a":1,"\u0061":2}"#, "a", "the top level"),
+        (r#"{"list":[{"k":1},{"k":1,"k":2}]}"#, "k", "/list/1"),
+    ] {
+        let batch = Batch::from(vec![
+            Command::put("notes", "notes/beside", r#"{"text":"x"}"#, Expectation::Any),
+            Command::put("notes", "notes/repeated", document, Expectation::Any),
+        ]);
+        refused_naming(engine.commit(batch).await, key, object);
+    }
+    for id in ["notes/loose", "notes/beside", "notes/repeated"] {
+        assert_eq!(
+            engine.get("notes", &[id.to_owned()]).await.unwrap(),
+            vec![None],
+            "{id} was not written"
+        );
+    }
+    // The same key in two objects is fine.
+    let verdict = engine
+        .commit(Batch::from(vec![Command::put(
+            "notes",
+            "notes/fine",
+            r#"{"a":{"k":1},"b":{"k":2},"k":[{"k":3}]}"#,
+            Expectation::Any,
+        )]))
+        .await
+        .unwrap();
+    assert!(verdict.is_ok(), "{verdict:?}");
 }
 
 async fn reopening_keeps_documents_and_versions(h: Harness) {
