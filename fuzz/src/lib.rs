@@ -114,14 +114,15 @@ pub fn query(data: &[u8]) {
 /// * a refused body never reaches storage (nothing to commit).
 pub fn batch(data: &[u8]) {
     let Some(text) = text(data) else { return };
-    let Ok(commands) = folio_server::batch::parse_batch(text) else {
+    let Ok(commands) = folio_server::batch::parse_batch(text, folio_core::validate::MAX_NESTING)
+    else {
         return;
     };
     let wire = json!({
         "commands": commands.iter().map(wire_command).collect::<Vec<_>>(),
     })
     .to_string();
-    let again = folio_server::batch::parse_batch(&wire)
+    let again = folio_server::batch::parse_batch(&wire, folio_core::validate::MAX_NESTING)
         .unwrap_or_else(|error| panic!("a written batch parses: {wire}: {error:?}"));
     // Documents travel as raw text: equal as JSON, not byte for byte.
     let as_json = |commands: &[Command]| commands.iter().map(wire_command).collect::<Vec<_>>();

@@ -6,7 +6,7 @@ use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use folio_core::{Command, CommandResult, Expectation, Query, validate};
+use folio_core::{Batch, Command, CommandResult, Expectation, Query, validate};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -71,8 +71,21 @@ struct BatchResponse {
     results: Vec<CommandResult>,
 }
 
-/// Parses a batch request body into commands (validated).
-pub fn parse_batch(text: &str) -> ApiResult<Vec<Command>> {
+/// How deep a batch body nests around a document: the body, its
+/// `commands` array and the command.
+pub const ENVELOPE_DEPTH: usize = 3;
+
+/// Parses a batch request body into commands, validated as a batch
+/// (`Batch::validate`): each document nests at most `max_nesting` deep,
+/// counted from the document itself, so that whatever a PUT takes can be
+/// batched; the body as a whole at most [`ENVELOPE_DEPTH`] more.
+pub fn parse_batch(text: &str, max_nesting: usize) -> ApiResult<Vec<Command>> {
+    if let Some(depth) = validate::deeper_than(text, max_nesting + ENVELOPE_DEPTH) {
+        return Err(ApiError::BadRequest(format!(
+            "the batch nests {depth} deep: at most {max_nesting} deep in its documents, {} in all",
+            max_nesting + ENVELOPE_DEPTH
+        )));
+    }
     let request: BatchRequest<'_> = serde_json::from_str(text)
         .map_err(|error| ApiError::BadRequest(format!("malformed batch: {error}")))?;
     if request.commands.len() > MAX_COMMANDS {
@@ -94,6 +107,12 @@ pub fn parse_batch(text: &str) -> ApiResult<Vec<Command>> {
             } = command;
             match (op, document) {
                 (Operation::Put, Some(document)) => {
+                    if let Some(depth) = validate::deeper_than(document.get(), max_nesting) {
+                        return Err(ApiError::BadRequest(format!(
+                            "command {index}: the document nests {depth} deep; \
+                             at most {max_nesting} is allowed"
+                        )));
+                    }
                     Ok(Command::put(collection, id, document.get(), expect))
                 }
                 (Operation::Put, None) => Err(ApiError::BadRequest(format!(
@@ -107,8 +126,9 @@ pub fn parse_batch(text: &str) -> ApiResult<Vec<Command>> {
             }
         })
         .collect::<ApiResult<_>>()?;
-    commands.iter().try_for_each(Command::validate)?;
-    Ok(commands)
+    let batch = Batch::from(commands);
+    batch.validate()?;
+    Ok(batch.commands)
 }
 
 /// `POST /db/{db}/batch`: every command checked and applied atomically;
@@ -124,8 +144,7 @@ pub async fn batch(
     state.authorize(&headers, &db, Role::Write)?;
     require_content_type(&headers, &["application/json"])?;
     let text = body_text(&state, body)?;
-    check_nesting(&state, &text)?;
-    let commands = parse_batch(&text)?;
+    let commands = parse_batch(&text, state.limits().max_nesting)?;
     let engine = state.databases().get(&db).await?;
     let results = commit(&state, &engine, commands)
         .await?
@@ -194,6 +213,7 @@ mod tests {
               { "op": "delete", "collection": "people", "id": "p3", "expect": "any" },
               { "op": "check",  "collection": "people", "id": "p4", "expect": { "change_vector": "A:40-Yk3q" } }
             ] }"#,
+            validate::MAX_NESTING,
         )
         .unwrap();
         assert_eq!(commands.len(), 4);
@@ -211,8 +231,40 @@ mod tests {
             r#"{"commands":[{"op":"check","collection":"c","id":"x","expect":{"change_vector":"A:1-x","extra":1}}]}"#,
             r#"{"commands":[{"op":"check","collection":"c","id":"x","expect":{}}]}"#,
             r#"{"orders":[]}"#,
+            r#"{"commands":[{"op":"put","collection":"c","id":"x","document":{}},{"op":"check","collection":"c","id":"x"}]}"#,
         ] {
-            assert!(parse_batch(bad).is_err(), "{bad} must be refused");
+            assert!(
+                parse_batch(bad, validate::MAX_NESTING).is_err(),
+                "{bad} must be refused"
+            );
         }
+    }
+
+    /// The envelope does not count against a document's depth: what PUT
+    /// takes can be batched, and no more.
+    #[test]
+    fn documents_nest_as_deep_as_a_put_allows() {
+        let nested = |depth: usize| {
+            format!(
+                "{}{{}}{}",
+                "{\"a\":".repeat(depth - 1),
+                "}".repeat(depth - 1)
+            )
+        };
+        let batch = |document: &str| {
+            format!(
+                r#"{{"commands":[{{"op":"put","collection":"c","id":"x","document":{document},"expect":{{"change_vector":"A:1-x"}}}}]}}"#
+            )
+        };
+        for limit in [1, 4, validate::MAX_NESTING] {
+            let commands = parse_batch(&batch(&nested(limit)), limit).unwrap();
+            assert_eq!(commands.len(), 1);
+            let refused = parse_batch(&batch(&nested(limit + 1)), limit);
+            assert!(
+                matches!(&refused, Err(ApiError::BadRequest(detail)) if detail.contains(&format!("at most {limit} ")) ),
+                "{refused:?}"
+            );
+        }
+        assert!(parse_batch(&batch(&nested(100_000)), validate::MAX_NESTING).is_err());
     }
 }

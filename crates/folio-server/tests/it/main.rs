@@ -26,3 +26,4 @@ mod socket;
 mod status;
 mod studio;
 mod torture;
+mod transfer;

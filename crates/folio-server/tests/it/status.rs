@@ -411,18 +411,30 @@ async fn bad_request_for_json_nested_deeper_than_a_configured_limit() {
     let in_string = r#"{"a":{"b":[{"c":"[[[[[[[[{{{{{"}]}}"#;
     let ok = server.put_json(DOC, &[], in_string).await;
     assert_eq!(ok.status, StatusCode::OK, "{ok:?}");
-    // The limit holds for batches too.
-    let batch = format!(
-        r#"{{"commands":[{{"op":"put","collection":"people","id":"p2","document":{five}}}]}}"#
-    );
+    // The limit holds for the documents of a batch too, counted from the
+    // document (the batch around it does not count).
+    let batch = |document: &str| {
+        format!(
+            r#"{{"commands":[{{"op":"put","collection":"people","id":"p2","document":{document}}}]}}"#
+        )
+    };
     server
-        .post_json("/db/shop/batch", &[], &batch)
+        .post_json("/db/shop/batch", &[], &batch(five))
         .await
         .problem(StatusCode::BAD_REQUEST, "bad-request");
     server
         .get("/db/shop/docs/people/p2")
         .await
         .problem(StatusCode::NOT_FOUND, "not-found");
+    server
+        .post_json("/db/shop/batch", &[], &batch(four))
+        .await
+        .ok_json(StatusCode::OK);
+    assert_eq!(
+        server.get("/db/shop/docs/people/p2").await.text(),
+        four,
+        "what a PUT takes, a batch takes"
+    );
 }
 
 // ---------------------------------------------------------------- 404

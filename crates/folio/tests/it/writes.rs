@@ -30,6 +30,7 @@ conformance!(
     revisions_count_only_committed_writes_around_refused_batches,
     every_kind_of_put_counts_revisions_across_a_reopen,
     a_key_repeated_in_one_object_is_refused_and_nothing_is_written,
+    the_deepest_document_is_written_and_read_back_unchanged,
 );
 
 // ---- helpers of this module -------------------------------------------------
@@ -924,6 +925,95 @@ async fn a_key_repeated_in_one_object_is_refused_and_nothing_is_written(h: Harne
         .await
         .unwrap();
     assert!(verdict.is_ok(), "{verdict:?}");
+}
+
+/// A document nesting as deep as allowed is committed (alone and in a
+/// batch), read, listed and queried unchanged; one level deeper is
+/// refused. The remote engine sends it inside a batch body, which nests
+/// deeper than the document.
+async fn the_deepest_document_is_written_and_read_back_unchanged(h: Harness) {
+    let store = h.store().await;
+    let engine = store.engine();
+    let limit = folio_core::validate::MAX_NESTING;
+    let nested = |depth: usize| {
+        format!(
+            "{{\"k\":\"deep\",\"a\":{}1{}}}",
+            "[".repeat(depth - 1),
+            "]".repeat(depth - 1)
+        )
+    };
+    let deepest = nested(limit);
+    let verdict = engine
+        .commit(Batch::from(vec![Command::put(
+            "notes",
+            "notes/alone",
+            deepest.as_str(),
+            Expectation::Missing,
+        )]))
+        .await
+        .unwrap();
+    assert!(verdict.is_ok(), "{verdict:?}");
+    let verdict = engine
+        .commit(Batch::from(vec![
+            Command::put(
+                "notes",
+                "notes/first",
+                r#"{"k":"flat"}"#,
+                Expectation::Missing,
+            ),
+            Command::put(
+                "notes",
+                "notes/second",
+                deepest.as_str(),
+                Expectation::Missing,
+            ),
+        ]))
+        .await
+        .unwrap();
+    assert!(verdict.is_ok(), "{verdict:?}");
+    let as_value = |text: &str| -> serde_json::Value {
+        folio_core::validate::read_value(text).expect("stored JSON")
+    };
+    let expected = as_value(&deepest);
+    for id in ["notes/alone", "notes/second"] {
+        let entry = engine
+            .get("notes", &[id.to_owned()])
+            .await
+            .unwrap()
+            .remove(0);
+        let entry = entry.unwrap_or_else(|| panic!("{id} is stored"));
+        assert_eq!(as_value(&entry.document), expected, "{id}");
+    }
+    let listed = engine.scan("notes", None, 10).await.unwrap();
+    assert_eq!(listed.len(), 3);
+    let queried = engine
+        .query(
+            &folio::Query::new("notes")
+                .filter("k", folio::Op::Eq, "deep")
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(queried.len(), 2);
+    for entry in listed
+        .iter()
+        .filter(|entry| entry.metadata.id != "notes/first")
+        .chain(&queried)
+    {
+        assert_eq!(as_value(&entry.document), expected, "{}", entry.metadata.id);
+    }
+    let refused = engine
+        .commit(Batch::from(vec![Command::put(
+            "notes",
+            "notes/deeper",
+            nested(limit + 1),
+            Expectation::Any,
+        )]))
+        .await;
+    assert!(
+        matches!(refused, Err(Error::InvalidInput(_))),
+        "{refused:?}"
+    );
 }
 
 async fn reopening_keeps_documents_and_versions(h: Harness) {
