@@ -6,7 +6,7 @@ use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use folio_core::{Batch, Command, CommandResult, Expectation, Query, validate};
+use folio_core::{Batch, Command, CommandKind, CommandResult, Expectation, Query, validate};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -133,7 +133,7 @@ pub fn parse_batch(text: &str, max_nesting: usize) -> ApiResult<Vec<Command>> {
 
 /// `POST /db/{db}/batch`: every command checked and applied atomically;
 /// 409 with every conflict, nothing applied, when any expectation fails.
-#[utoipa::path(post, path = "/db/{db}/batch", tag = "batch", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")), request_body(content = crate::schemas::BatchBody, content_type = "application/json", description = "{ commands: [{ op: put|delete|check, collection, id, document?, expect? }] }"), responses((status = 200, description = "{ results: [...] } in command order", body = Object), (status = 409, description = "expectations failed: every conflict listed, nothing applied", content_type = "application/problem+json"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json"), (status = 413, description = "body too large", content_type = "application/problem+json"), (status = 415, description = "not the media type this route takes", content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/db/{db}/batch", tag = "batch", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")), request_body(content = crate::schemas::BatchBody, content_type = "application/json", description = "{ commands: [{ op: put|delete|check, collection, id, document?, expect? }] }"), responses((status = 200, description = "{ results: [...] } in command order", body = Object), (status = 409, description = "expectations failed: every conflict listed, nothing applied", content_type = "application/problem+json"), (status = 428, description = "a command with no expected version would change a document of a collection that requires one; nothing applied", content_type = "application/problem+json"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json"), (status = 413, description = "body too large", content_type = "application/problem+json"), (status = 415, description = "not the media type this route takes", content_type = "application/problem+json")))]
 pub async fn batch(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -144,12 +144,47 @@ pub async fn batch(
     state.authorize(&headers, &db, Role::Write)?;
     require_content_type(&headers, &["application/json"])?;
     let text = body_text(&state, body)?;
-    let commands = parse_batch(&text, state.limits().max_nesting)?;
+    let mut commands = parse_batch(&text, state.limits().max_nesting)?;
+    // In a collection that requires preconditions, a write that names no
+    // version may only create: it is sent expecting no document.
+    let mut guarded = Vec::new();
+    for command in &mut commands {
+        let writes = !matches!(command.kind, CommandKind::Check);
+        if writes
+            && command.expect == Expectation::Any
+            && state.requires_precondition(&db, &command.collection)
+        {
+            command.expect = Expectation::Missing;
+            guarded.push((command.collection.clone(), command.id.clone()));
+        }
+    }
     let engine = state.databases().get(&db).await?;
-    let results = commit(&state, &engine, commands)
-        .await?
-        .map_err(ApiError::Conflict)?;
-    Ok(json(StatusCode::OK, &BatchResponse { results }))
+    match commit(&state, &engine, commands).await? {
+        Ok(results) => Ok(json(StatusCode::OK, &BatchResponse { results })),
+        Err(conflict) => {
+            // A batch names each document once: a conflict of a guarded
+            // write is that document existing.
+            let required: Vec<String> = conflict
+                .conflicts()
+                .iter()
+                .filter(|conflict| {
+                    guarded.iter().any(|(collection, id)| {
+                        conflict.collection() == collection && conflict.id() == id
+                    })
+                })
+                .map(|conflict| format!("{} #{}", conflict.collection(), conflict.id()))
+                .collect();
+            if required.is_empty() {
+                return Err(ApiError::Conflict(conflict));
+            }
+            Err(ApiError::PreconditionRequired(format!(
+                "nothing was written: {} exist{} in a collection that requires a precondition to \
+                 change a document; send the change vector you read as the command's expect",
+                required.join(", "),
+                if required.len() == 1 { "s" } else { "" }
+            )))
+        }
+    }
 }
 
 #[derive(Serialize)]

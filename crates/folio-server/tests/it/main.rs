@@ -16,6 +16,7 @@ mod headers;
 mod leaks;
 mod names;
 mod patch;
+mod preconditions;
 mod process;
 mod query;
 mod scale_out;
