@@ -34,6 +34,8 @@ pub(crate) struct Server {
     pub(crate) data: PathBuf,
     /// The application.
     pub(crate) app: Router,
+    /// Its state.
+    pub(crate) state: AppState,
 }
 
 /// How to build a [`Server`].
@@ -53,8 +55,14 @@ impl Server {
     pub(crate) fn with(config: Config) -> Self {
         let root = tempfile::tempdir().expect("tempdir");
         let data = root.path().join("data");
-        let app = app_over(&data, config);
-        Server { root, data, app }
+        let state = state_over(&data, config);
+        let app = router(state.clone());
+        Server {
+            root,
+            data,
+            app,
+            state,
+        }
     }
 
     /// Sends a request; `body` is sent as is.
@@ -136,10 +144,15 @@ impl Server {
 
 /// The router over data directory `data`.
 pub(crate) fn app_over(data: &Path, config: Config) -> Router {
+    router(state_over(data, config))
+}
+
+/// The state of a server over data directory `data`.
+fn state_over(data: &Path, config: Config) -> AppState {
     let keys = config
         .keys
         .map(|text| Keys::parse(text).expect("a valid keys file"));
-    let state = AppState::new(
+    AppState::new(
         Databases::new(Backend::Embedded {
             dir: data.to_owned(),
             options: options(),
@@ -147,8 +160,7 @@ pub(crate) fn app_over(data: &Path, config: Config) -> Router {
         keys,
         config.limits.unwrap_or_default(),
         config.require_precondition,
-    );
-    router(state)
+    )
 }
 
 /// The state of a server over data directory `data`, with no keys, default
