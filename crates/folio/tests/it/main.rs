@@ -16,6 +16,8 @@
 //!   processes on one database lose no update and keep every invariant;
 //! * `pg_terminate`: PostgreSQL only: backends terminated mid-batch fail
 //!   their batch whole, and the pool recovers;
+//! * `snapshot`: `query_page` reads its page and total in one snapshot
+//!   (a hook in each engine lets a write land between them);
 //! * `derive`: compile-fail tests of `#[derive(Document)]`.
 
 #![allow(unreachable_pub)]
@@ -33,5 +35,6 @@ mod postgres;
 mod queries;
 mod security;
 mod sessions;
+mod snapshot;
 mod tracking;
 mod writes;
