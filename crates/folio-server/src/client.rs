@@ -6,6 +6,7 @@
 //! wrong (see [`Failure::exit_code`]).
 
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::io::{BufRead, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -298,6 +299,7 @@ impl Client {
         );
         let expect = if only_new { "\"missing\"" } else { "\"any\"" };
         let mut batch = ImportBatch::default();
+        let documents = std::collections::hash_map::RandomState::new();
         // A few batches in flight, so that reading and encoding the next
         // one overlaps the server writing this one.
         let mut pipeline = Pipeline::new(self, &progress);
@@ -313,7 +315,7 @@ impl Client {
                 import_line(&line, collection).map_err(|message| {
                     Failure::new(format!("{}:{}: {message}", file.display(), number + 1))
                 })?;
-            let key = (line_collection, id);
+            let key = documents.hash_one((&line_collection, &id));
             if batch.keys.contains(&key) {
                 pipeline.send(std::mem::take(&mut batch)).await?;
                 batch.after_in_flight = true;
@@ -322,8 +324,8 @@ impl Client {
             }
             batch.commands.push(format!(
                 "{{\"op\":\"put\",\"collection\":{},\"id\":{},\"document\":{document},\"expect\":{expect}}}",
-                json_string(&key.0),
-                json_string(&key.1)
+                json_string(&line_collection),
+                json_string(&id)
             ));
             batch.keys.insert(key);
             if batch.commands.len() >= batch_size {
@@ -354,8 +356,10 @@ impl Client {
     }
 }
 
-/// A document an import writes: its collection and id.
-type DocumentKey = (String, String);
+/// A document an import writes: a hash of its collection and id. Two
+/// documents with one hash cost a new batch or a wait, never a batch that
+/// names a document twice.
+type DocumentKey = u64;
 
 /// The batch an import is filling.
 #[derive(Default)]
