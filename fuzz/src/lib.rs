@@ -114,14 +114,15 @@ pub fn query(data: &[u8]) {
 /// * a refused body never reaches storage (nothing to commit).
 pub fn batch(data: &[u8]) {
     let Some(text) = text(data) else { return };
-    let Ok(commands) = folio_server::batch::parse_batch(text) else {
+    let Ok(commands) = folio_server::batch::parse_batch(text, folio_core::validate::MAX_NESTING)
+    else {
         return;
     };
     let wire = json!({
         "commands": commands.iter().map(wire_command).collect::<Vec<_>>(),
     })
     .to_string();
-    let again = folio_server::batch::parse_batch(&wire)
+    let again = folio_server::batch::parse_batch(&wire, folio_core::validate::MAX_NESTING)
         .unwrap_or_else(|error| panic!("a written batch parses: {wire}: {error:?}"));
     // Documents travel as raw text: equal as JSON, not byte for byte.
     let as_json = |commands: &[Command]| commands.iter().map(wire_command).collect::<Vec<_>>();
@@ -225,15 +226,33 @@ pub fn preconditions(data: &[u8]) {
             .join(", ");
         assert_eq!(Tags::parse(&written).as_ref(), Ok(tags), "{written}");
     }
-    let current = folio_core::ChangeVector::from("A:1-AAAAAAAAAAAAAAAAAAAAAA");
-    let _ = preconditions.expectation(Some(&current));
-    let _ = preconditions.expectation(None);
-    let _ = preconditions.not_modified(&current);
-    if let Some(Expectation::Version { change_vector }) = preconditions.single_version() {
-        let Some(Tags::List(list)) = &preconditions.if_match else {
-            panic!("a single version comes from If-Match");
-        };
-        assert_eq!(change_vector.as_str(), list[0].value);
+    let current = folio_core::Metadata {
+        id: "p1".into(),
+        collection: "people".into(),
+        change_vector: folio_core::ChangeVector::from("A:1-AAAAAAAAAAAAAAAAAAAAAA"),
+        revision: 1,
+        etag: 1,
+        last_modified: std::time::SystemTime::UNIX_EPOCH,
+    };
+    for read in [false, true] {
+        let _ = preconditions.evaluate(Some(&current), read);
+        let _ = preconditions.evaluate(None, read);
+    }
+    let _ = preconditions.evaluate_collection();
+    match preconditions.without_reading() {
+        Some(Expectation::Version { change_vector }) => {
+            let Some(Tags::List(list)) = &preconditions.if_match else {
+                panic!("a single version comes from If-Match");
+            };
+            assert_eq!(change_vector.as_str(), list[0].value);
+            assert!(preconditions.names_version());
+        }
+        Some(Expectation::Missing) => {
+            assert_eq!(preconditions.if_none_match, Some(Tags::Any));
+            assert!(!preconditions.names_version());
+        }
+        Some(Expectation::Any) => panic!("a precondition always expects something"),
+        None => {}
     }
 }
 

@@ -72,7 +72,9 @@ pub trait Engine: Send + Sync + 'static {
     /// How many documents match `query`'s filters (ignoring order and paging).
     async fn count(&self, query: &Query) -> Result<u64>;
 
-    /// A page of `query` with the total number of matches.
+    /// A page of `query` with the total number of matches, both read in
+    /// one snapshot. Provided: `query`, then `count`, which are two; every
+    /// engine of Folio overrides it (one read transaction, or one request).
     async fn query_page(&self, query: &Query) -> Result<QueryResult> {
         Ok(QueryResult {
             entries: self.query(query).await?,

@@ -291,6 +291,15 @@ mod count {
 }
 
 impl Query {
+    /// The most filters (`where` conditions) a query may have.
+    pub const MAX_FILTERS: usize = 100;
+    /// The most values the operand of one `in` filter may hold.
+    pub const MAX_IN_VALUES: usize = 1000;
+    /// The most values the `in` filters of one query may hold together.
+    pub const MAX_QUERY_VALUES: usize = 10_000;
+    /// The most ordering keys a query may have.
+    pub const MAX_ORDER_KEYS: usize = 32;
+
     /// A query for every document of `collection`.
     pub fn new(collection: impl Into<String>) -> Self {
         Query {
@@ -333,10 +342,59 @@ impl Query {
         self
     }
 
-    /// Checks the collection name, every filter, and that `skip` and `take`
-    /// fit SQL's 64-bit signed integers.
+    /// Checks the collection name, every filter, that `skip` and `take`
+    /// fit SQL's 64-bit signed integers, and the size of the query: at most
+    /// [`Query::MAX_FILTERS`] filters, [`Query::MAX_IN_VALUES`] values in one `in`,
+    /// [`Query::MAX_QUERY_VALUES`] in all the `in`s together, and
+    /// [`Query::MAX_ORDER_KEYS`] ordering keys. Every engine serves every query
+    /// within these limits (SQLite refuses expressions deeper than 1000
+    /// terms or with more than 32,766 parameters, PostgreSQL statements
+    /// with more than 65,535 parameters or 1,664 result columns, sort keys
+    /// included).
+    ///
+    /// ```
+    /// use folio_core::{Op, Query};
+    ///
+    /// let values: Vec<u64> = (0..=Query::MAX_IN_VALUES as u64).collect();
+    /// let query = Query::new("people").filter("age", Op::In, values).unwrap();
+    /// assert!(query.validate().unwrap_err().to_string().contains("at most 1000 values"));
+    /// ```
     pub fn validate(&self) -> Result<()> {
         crate::validate::collection(&self.collection)?;
+        if self.filters.len() > Self::MAX_FILTERS {
+            return Err(Error::InvalidInput(format!(
+                "a query has at most {} filters; this one has {}",
+                Self::MAX_FILTERS,
+                self.filters.len()
+            )));
+        }
+        if self.order_by.len() > Self::MAX_ORDER_KEYS {
+            return Err(Error::InvalidInput(format!(
+                "a query has at most {} ordering keys; this one has {}",
+                Self::MAX_ORDER_KEYS,
+                self.order_by.len()
+            )));
+        }
+        let mut values = 0;
+        for filter in &self.filters {
+            if let (Op::In, Some(operand)) = (filter.op, filter.value.as_array()) {
+                if operand.len() > Self::MAX_IN_VALUES {
+                    return Err(Error::InvalidInput(format!(
+                        "an in filter takes at most {} values; the one on {} has {}",
+                        Self::MAX_IN_VALUES,
+                        filter.path,
+                        operand.len()
+                    )));
+                }
+                values += operand.len();
+            }
+        }
+        if values > Self::MAX_QUERY_VALUES {
+            return Err(Error::InvalidInput(format!(
+                "the in filters of a query take at most {} values together; this one has {values}",
+                Self::MAX_QUERY_VALUES
+            )));
+        }
         for (name, count) in [("skip", Some(self.skip)), ("take", self.take)] {
             if count.is_some_and(|count| i64::try_from(count).is_err()) {
                 return Err(Error::InvalidInput(format!(
@@ -427,6 +485,49 @@ mod tests {
         assert!(check(Op::Contains, json!(null)).is_err());
         assert!(check(Op::Eq, json!("a\u{0}b")).is_err());
         assert!(check(Op::In, json!(["a", "\u{0}"])).is_err());
+    }
+
+    #[test]
+    fn size_limits() {
+        let many = |count: usize| Value::Array((0..count as u64).map(Value::from).collect());
+        let with_filters = |count: usize| {
+            (0..count).fold(Query::new("c"), |query, n| {
+                query.filter(&format!("f{n}"), Op::Eq, 1).unwrap()
+            })
+        };
+        let with_keys = |count: usize| {
+            (0..count).fold(Query::new("c"), |query, n| {
+                query.order_by(&format!("k{n}"), false).unwrap()
+            })
+        };
+        let with_ins = |count: usize, each: usize| {
+            (0..count).fold(Query::new("c"), |query, n| {
+                query.filter(&format!("f{n}"), Op::In, many(each)).unwrap()
+            })
+        };
+        let refused = |query: Query, words: &str| {
+            let message = query.validate().unwrap_err().to_string();
+            assert!(message.contains(words), "{message}");
+        };
+        assert!(with_filters(Query::MAX_FILTERS).validate().is_ok());
+        refused(
+            with_filters(Query::MAX_FILTERS + 1),
+            "at most 100 filters; this one has 101",
+        );
+        assert!(with_keys(Query::MAX_ORDER_KEYS).validate().is_ok());
+        refused(
+            with_keys(Query::MAX_ORDER_KEYS + 1),
+            "at most 32 ordering keys; this one has 33",
+        );
+        assert!(with_ins(1, Query::MAX_IN_VALUES).validate().is_ok());
+        refused(
+            with_ins(1, Query::MAX_IN_VALUES + 1),
+            "the one on f0 has 1001",
+        );
+        assert!(with_ins(10, Query::MAX_IN_VALUES).validate().is_ok());
+        let mut past = with_ins(10, Query::MAX_IN_VALUES);
+        past = past.filter("g", Op::In, many(1)).unwrap();
+        refused(past, "at most 10000 values together; this one has 10001");
     }
 
     #[test]

@@ -5,6 +5,9 @@
 //! before anything is queued or written, so bad input fails early with
 //! [`Error::InvalidInput`] and a message that says what is allowed.
 
+use std::borrow::Cow;
+use std::collections::HashSet;
+
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::{Error, Result};
@@ -108,18 +111,40 @@ pub fn database(name: &str) -> Result<()> {
 pub const MAX_NESTING: usize = 128;
 
 /// Checks that `text` is one well-formed JSON object, nesting at most
-/// [`MAX_NESTING`] arrays and objects deep, that any JSON parser reads back:
-/// no `\u0000` in its strings (PostgreSQL cannot store that character, so
-/// no engine takes it), no lone surrogate escape, no number beyond a
-/// 64-bit float.
+/// [`MAX_NESTING`] arrays and objects deep, that any JSON parser reads back
+/// the same way: no `\u0000` in its strings (PostgreSQL cannot store that
+/// character, so no engine takes it), no lone surrogate escape, no number
+/// beyond a 64-bit float, and no object naming one key twice (I-JSON, RFC
+/// 7493: parsers disagree on which of the two values counts; keys compare
+/// after unescaping, so `"\u0061"` repeats `"a"`).
+///
+/// ```
+/// use folio_core::validate;
+///
+/// assert!(validate::document_text(r#"{"a": {"b": 1}, "c": {"b": 2}}"#).is_ok());
+/// let refused = validate::document_text(r#"{"a": {"b": 1, "b": 2}}"#).unwrap_err();
+/// assert!(refused.to_string().contains(r#"key "b" twice in the object at /a"#));
+/// ```
 pub fn document_text(text: &str) -> Result<()> {
     if !text.trim_start().starts_with('{') {
         return Err(Error::InvalidInput(
             "a document must be a JSON object".into(),
         ));
     }
+    check_json(text, "a document")
+}
+
+/// Checks JSON `text` of any type as [`document_text`] checks a document
+/// (well-formed, nesting, strings, numbers, no repeated key); `what` names
+/// it in the error (`"the patch"`). For bodies that are no document but
+/// carry values into one, such as a patch.
+pub fn json_text(text: &str, what: &str) -> Result<()> {
+    check_json(text, what)
+}
+
+fn check_json(text: &str, what: &str) -> Result<()> {
     // One pass: the check counts nesting as it reads and stops at the
-    // limit; only a refused document is scanned again, for the message.
+    // limit; only refused text is scanned again, for the message.
     let mut deserializer = serde_json::Deserializer::from_str(text);
     deserializer.disable_recursion_limit();
     Checked { depth: 0 }
@@ -128,11 +153,20 @@ pub fn document_text(text: &str) -> Result<()> {
         .map_err(|error| {
             let depth = nesting_depth(text);
             if depth > MAX_NESTING {
-                Error::InvalidInput(format!(
-                    "a document may nest arrays and objects at most {MAX_NESTING} deep; this one nests {depth} deep"
-                ))
-            } else {
-                Error::InvalidInput(format!("a document must be well-formed JSON: {error}"))
+                return Error::InvalidInput(format!(
+                    "{what} may nest arrays and objects at most {MAX_NESTING} deep; this one nests {depth} deep"
+                ));
+            }
+            match repeated_key(text) {
+                Some(Repeated { key, object }) => Error::InvalidInput(format!(
+                    "{what} names the key {} twice in the object at {} (line {}, column {}): \
+                     an object names each key once (I-JSON, RFC 7493); keep one of the values",
+                    serde_json::Value::from(key),
+                    if object.is_empty() { "the top level" } else { &object },
+                    error.line(),
+                    error.column()
+                )),
+                None => Error::InvalidInput(format!("{what} must be well-formed JSON: {error}")),
             }
         })
 }
@@ -225,7 +259,197 @@ impl<'de> Visitor<'de> for Checked {
 
     fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<(), A::Error> {
         let inner = self.inner()?;
-        while entries.next_entry_seed(inner, inner)?.is_some() {}
+        let mut keys = Keys::new();
+        while let Some(key) = entries.next_key_seed(Key)? {
+            if !keys.insert(key) {
+                return Err(de::Error::custom("an object names a key twice"));
+            }
+            entries.next_value_seed(inner)?;
+        }
+        Ok(())
+    }
+}
+
+/// An object's key, decoded: borrowed from the text unless it holds
+/// escapes (then decoded into a copy, so that `"\u0061"` equals `"a"`).
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, key: &'de str) -> Result<Self::Value, E> {
+        Checked { depth: 0 }.visit_str::<E>(key)?;
+        Ok(Cow::Borrowed(key))
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        Checked { depth: 0 }.visit_str::<E>(key)?;
+        Ok(Cow::Owned(key.to_owned()))
+    }
+}
+
+/// How many keys of an object are compared one by one, kept without
+/// allocating; an object with more keeps them in a hash set.
+const FEW_KEYS: usize = 16;
+
+/// The keys of one object read so far. Most objects have a few keys
+/// without escapes: those are compared one by one as slices of the text
+/// (nothing to allocate, initialize at length or drop); a key with escapes
+/// (decoded, so a copy) or a seventeenth key moves them all to a hash set.
+struct Keys<'de> {
+    few: [&'de str; FEW_KEYS],
+    count: usize,
+    many: Option<HashSet<Cow<'de, str>>>,
+}
+
+impl<'de> Keys<'de> {
+    fn new() -> Self {
+        Keys {
+            few: [""; FEW_KEYS],
+            count: 0,
+            many: None,
+        }
+    }
+
+    /// Adds `key`; `false` when the object already named it.
+    fn insert(&mut self, key: Cow<'de, str>) -> bool {
+        if let Some(many) = &mut self.many {
+            return many.insert(key);
+        }
+        match key {
+            Cow::Borrowed(key) if self.count < FEW_KEYS => {
+                if self.few[..self.count].contains(&key) {
+                    return false;
+                }
+                self.few[self.count] = key;
+                self.count += 1;
+                true
+            }
+            key => {
+                let mut many: HashSet<Cow<'de, str>> = self.few[..self.count]
+                    .iter()
+                    .map(|&seen| Cow::Borrowed(seen))
+                    .collect();
+                let inserted = many.insert(key);
+                self.many = Some(many);
+                inserted
+            }
+        }
+    }
+}
+
+/// The first key of a JSON text that an object names twice, and where.
+struct Repeated {
+    key: String,
+    /// The JSON Pointer (RFC 6901) of the object.
+    object: String,
+}
+
+/// Finds the first repeated key of JSON `text` nesting at most
+/// [`MAX_NESTING`] deep (read again, keeping the path, only to explain
+/// why `text` was refused).
+fn repeated_key(text: &str) -> Option<Repeated> {
+    let mut search = Search {
+        path: Vec::new(),
+        found: None,
+    };
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    deserializer.disable_recursion_limit();
+    // The search stops at the first repeated key (or error) with an error.
+    let _ = Searching(&mut search).deserialize(&mut deserializer);
+    search.found
+}
+
+struct Search {
+    /// The reference tokens of the value being read, escaped for a pointer.
+    path: Vec<String>,
+    found: Option<Repeated>,
+}
+
+struct Searching<'a>(&'a mut Search);
+
+impl<'de> DeserializeSeed<'de> for Searching<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Searching<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut values: A) -> Result<(), A::Error> {
+        let search = self.0;
+        for index in 0usize.. {
+            search.path.push(index.to_string());
+            let more = values.next_element_seed(Searching(search))?.is_some();
+            search.path.pop();
+            if !more {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<(), A::Error> {
+        let search = self.0;
+        let mut keys = HashSet::new();
+        while let Some(key) = entries.next_key::<String>()? {
+            if keys.contains(&key) {
+                let object = search
+                    .path
+                    .iter()
+                    .map(|token| format!("/{token}"))
+                    .collect();
+                search.found = Some(Repeated { key, object });
+                return Err(de::Error::custom("found"));
+            }
+            search.path.push(key.replace('~', "~0").replace('/', "~1"));
+            entries.next_value_seed(Searching(search))?;
+            search.path.pop();
+            keys.insert(key);
+        }
         Ok(())
     }
 }
@@ -345,6 +569,52 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn repeated_keys_are_refused_with_the_key_and_its_object() {
+        let refused = |text: &str| document_text(text).unwrap_err().to_string();
+        let message = refused(r#"{"a":1,"b":2,"a":3}"#);
+        assert!(
+            message.contains(r#"the key "a" twice in the object at the top level"#),
+            "{message}"
+        );
+        let message = refused(r#"{"x":[0,{"y":{"k":1,"k":2}}]}"#);
+        assert!(
+            message.contains(r#"the key "k" twice in the object at /x/1/y"#),
+            "{message}"
+        );
+        // Keys compare decoded; pointer tokens are escaped (RFC 6901).
+        let message = refused(r#"{"a/b~":{"\u0061":1,"a":2}}"#);
+        assert!(
+            message.contains(r#"the key "a" twice in the object at /a~1b~0"#),
+            "{message}"
+        );
+        // Past the keys compared one by one: the hash set finds it.
+        let mut many: Vec<String> = (0..40).map(|n| format!("\"k{n}\":{n}")).collect();
+        many.push("\"k3\":0".into());
+        let message = refused(&format!("{{{}}}", many.join(",")));
+        assert!(message.contains(r#"the key "k3" twice"#), "{message}");
+        let message = refused(&format!("{{{}}}", many[1..].join(",")));
+        assert!(message.contains(r#"the key "k3" twice"#), "{message}");
+        // The same key in different objects, and keys that only look alike.
+        assert!(document_text(r#"{"a":{"a":1},"b":[{"a":1},{"a":2}],"A":0,"a ":0}"#).is_ok());
+        let unique: Vec<String> = (0..40)
+            .map(|n| format!("\"k{n}\":{{\"k{n}\":1}}"))
+            .collect();
+        assert!(document_text(&format!("{{{}}}", unique.join(","))).is_ok());
+        assert!(
+            json_text(
+                r#"[{"op":"add","path":"/a","value":{"b":1,"b":2}}]"#,
+                "the patch"
+            )
+            .unwrap_err()
+            .to_string()
+            .contains(r#"the patch names the key "b" twice in the object at /0/value"#)
+        );
+        assert!(json_text("[1, {\"a\": null}]", "the patch").is_ok());
+        // A key holding U+0000 is refused as a string would be.
+        assert!(refused(r#"{"a\u0000":1}"#).contains("U+0000"));
     }
 
     #[test]

@@ -56,7 +56,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use folio_core::{
     Batch, Change, ChangeKind, ChangeVector, ChangesPage, Command, CommandKind, CommandResult,
     CommitResult, ConcurrencyError, Conflict, DatabaseId, Engine, Entry, Error, Expectation,
-    FieldPath, Metadata, Query, Result, millis_since_epoch, time_from_millis, validate,
+    FieldPath, Metadata, Query, QueryResult, Result, millis_since_epoch, time_from_millis,
+    validate,
 };
 use futures_util::future::join_all;
 use tokio_postgres::types::ToSql;
@@ -81,6 +82,27 @@ pub struct PgOptions {
     /// how batches are grouped). 0 turns grouping off: every batch is a
     /// transaction of its own.
     pub commit_groups: usize,
+    /// Run before each count of a query's matches (feature
+    /// `fault-injection`; see [`BeforeCount`]).
+    #[cfg(feature = "fault-injection")]
+    pub before_count: Option<BeforeCount>,
+}
+
+/// A test's hook, run before each statement that counts a query's matches
+/// (feature `fault-injection`; [`PgOptions::before_count`]): inside
+/// `query_page`'s transaction, after the page was read. A test commits a
+/// write there to show that the total is counted in the page's snapshot.
+/// It blocks its thread (`tokio::task::block_in_place`: a multi-threaded
+/// runtime is needed).
+#[cfg(feature = "fault-injection")]
+#[derive(Clone)]
+pub struct BeforeCount(pub Arc<dyn Fn() + Send + Sync>);
+
+#[cfg(feature = "fault-injection")]
+impl std::fmt::Debug for BeforeCount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BeforeCount")
+    }
 }
 
 impl Default for PgOptions {
@@ -89,6 +111,8 @@ impl Default for PgOptions {
             max_connections: 16,
             serialization_retries: 20,
             commit_groups: 2,
+            #[cfg(feature = "fault-injection")]
+            before_count: None,
         }
     }
 }
@@ -630,19 +654,82 @@ impl Inner {
             .prepare_cached(&sql.text)
             .await
             .map_err(|e| storage("preparing a query", e))?;
-        let params: Vec<&(dyn ToSql + Sync)> = sql
-            .params
-            .iter()
-            .map(|param| match param {
-                Param::Text(text) => text as &(dyn ToSql + Sync),
-                Param::Integer(integer) => integer as &(dyn ToSql + Sync),
-            })
-            .collect();
         client
-            .query(&statement, &params)
+            .query(&statement, &params(sql))
             .await
             .map_err(|e| storage("running a query", e))
     }
+
+    /// Runs the test's hook before a count (feature `fault-injection`).
+    fn before_count(&self) {
+        #[cfg(feature = "fault-injection")]
+        if let Some(BeforeCount(hook)) = &self.options.before_count {
+            tokio::task::block_in_place(|| hook());
+        }
+    }
+
+    /// The rows of `select` and the count of `count`, read in one
+    /// READ ONLY, REPEATABLE READ transaction: one snapshot. `BEGIN`, both
+    /// statements and `COMMIT` go out in one flight (a failed statement
+    /// aborts the transaction, and `COMMIT` then rolls it back).
+    async fn page(&self, select: &Sql, count: &Sql) -> Result<(Vec<Row>, i64)> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let select_statement = client
+            .prepare_cached(&select.text)
+            .await
+            .map_err(|e| storage("preparing a query", e))?;
+        let count_statement = client
+            .prepare_cached(&count.text)
+            .await
+            .map_err(|e| storage("preparing a query", e))?;
+        // If this future is dropped inside the transaction, or it does not
+        // end, the connection must not go back to the pool.
+        let mut guard = ConnectionGuard(Some(client));
+        let client = guard.0.as_ref().expect("held until the end");
+        let (select_params, count_params) = (params(select), params(count));
+        let begin = client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+        let rows = client.query(&select_statement, &select_params);
+        let counted = async {
+            client
+                .query_one(&count_statement, &count_params)
+                .await
+                .map(|row| row.get::<_, i64>(0))
+        };
+        let end = client.batch_execute("COMMIT");
+        #[cfg(feature = "fault-injection")]
+        let (began, rows, total, ended) = if self.options.before_count.is_some() {
+            // The hook runs between the two statements, so they go out in
+            // two flights.
+            let (began, rows) = futures_util::future::join(begin, rows).await;
+            self.before_count();
+            let (total, ended) = futures_util::future::join(counted, end).await;
+            (began, rows, total, ended)
+        } else {
+            futures_util::future::join4(begin, rows, counted, end).await
+        };
+        #[cfg(not(feature = "fault-injection"))]
+        let (began, rows, total, ended) =
+            futures_util::future::join4(begin, rows, counted, end).await;
+        if ended.is_ok() {
+            guard.release();
+        }
+        began.map_err(|e| storage("beginning a read", e))?;
+        let rows = rows.map_err(|e| storage("running a query", e))?;
+        let total = total.map_err(|e| storage("counting query results", e))?;
+        ended.map_err(|e| storage("ending a read", e))?;
+        Ok((rows, total))
+    }
+}
+
+/// The parameters of `sql` as tokio-postgres takes them.
+fn params(sql: &Sql) -> Vec<&(dyn ToSql + Sync)> {
+    sql.params
+        .iter()
+        .map(|param| match param {
+            Param::Text(text) => text as &(dyn ToSql + Sync),
+            Param::Integer(integer) => integer as &(dyn ToSql + Sync),
+        })
+        .collect()
 }
 
 /// Runs a command's write statement.
@@ -869,9 +956,24 @@ impl Engine for PgEngine {
 
     async fn count(&self, query: &Query) -> Result<u64> {
         let sql = query::count(&self.inner.schema, query)?;
+        self.inner.before_count();
         let rows = self.inner.rows(&sql).await?;
         let count: i64 = rows.first().map_or(0, |row| row.get(0));
         Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    /// The page and the total in one transaction: one snapshot.
+    async fn query_page(&self, query: &Query) -> Result<QueryResult> {
+        let select = query::select(&self.inner.schema, query)?;
+        let count = query::count(&self.inner.schema, query)?;
+        let (rows, total) = self.inner.page(&select, &count).await?;
+        Ok(QueryResult {
+            entries: rows
+                .iter()
+                .map(|row| self.inner.entry(row, &query.collection))
+                .collect(),
+            total: u64::try_from(total).unwrap_or(0),
+        })
     }
 
     async fn scan(

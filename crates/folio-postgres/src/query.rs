@@ -152,11 +152,10 @@ fn condition(sql: &mut Sql, filter: &Filter) -> String {
             if values.is_empty() {
                 return "false".into();
             }
-            let alternatives: Vec<String> = values
-                .iter()
-                .map(|value| equals(sql, path, value))
-                .collect();
-            format!("({})", alternatives.join(" OR "))
+            // Non-null scalars: jsonb equality with each, as one list
+            // (hashed by PostgreSQL) rather than a chain of `OR`s.
+            let values: Vec<String> = values.iter().map(|value| sql.bind_json(value)).collect();
+            format!("{} IN ({})", field(path), values.join(", "))
         }
         Op::Contains => {
             let element = sql.bind_json(&filter.value);

@@ -111,6 +111,7 @@ pub async fn backup(
             let file = scratch.0.clone();
             blocking(move || backup_summary(&file)).await?
         }
+        OpenEngine::Attached(_) => return Err(not_an_engine_of_ours(&db)),
     };
     let file = tokio::fs::File::open(&scratch.0)
         .await
@@ -283,6 +284,7 @@ pub async fn export(
     let reader: Box<dyn SnapshotReader> = match state.databases().handle(&db).await? {
         OpenEngine::Embedded(engine) => Box::new(engine.snapshot(contents).await?),
         OpenEngine::Postgres(engine) => Box::new(engine.snapshot(contents).await?),
+        OpenEngine::Attached(_) => return Err(not_an_engine_of_ours(&db)),
     };
     let feed_position = reader.header().feed_position;
     let lines = futures_util::stream::try_unfold(reader, |mut reader| async move {
@@ -317,4 +319,14 @@ fn lines(entries: Vec<folio_core::Entry>) -> std::io::Result<Bytes> {
         text.push(b'\n');
     }
     Ok(Bytes::from(text))
+}
+
+/// The refusal of a backup or an export of a database served by an engine
+/// the application attached (`Databases::attach`): only Folio's own engines
+/// can read themselves whole.
+fn not_an_engine_of_ours(db: &str) -> ApiError {
+    ApiError::BadRequest(format!(
+        "the database {db:?} is served by an engine of the application's own: it cannot be \
+         backed up or exported whole through this server"
+    ))
 }

@@ -6,7 +6,7 @@ use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use folio_core::{Command, CommandResult, Expectation, Query, validate};
+use folio_core::{Batch, Command, CommandKind, CommandResult, Expectation, Query, validate};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -71,8 +71,21 @@ struct BatchResponse {
     results: Vec<CommandResult>,
 }
 
-/// Parses a batch request body into commands (validated).
-pub fn parse_batch(text: &str) -> ApiResult<Vec<Command>> {
+/// How deep a batch body nests around a document: the body, its
+/// `commands` array and the command.
+pub const ENVELOPE_DEPTH: usize = 3;
+
+/// Parses a batch request body into commands, validated as a batch
+/// (`Batch::validate`): each document nests at most `max_nesting` deep,
+/// counted from the document itself, so that whatever a PUT takes can be
+/// batched; the body as a whole at most [`ENVELOPE_DEPTH`] more.
+pub fn parse_batch(text: &str, max_nesting: usize) -> ApiResult<Vec<Command>> {
+    if let Some(depth) = validate::deeper_than(text, max_nesting + ENVELOPE_DEPTH) {
+        return Err(ApiError::BadRequest(format!(
+            "the batch nests {depth} deep: at most {max_nesting} deep in its documents, {} in all",
+            max_nesting + ENVELOPE_DEPTH
+        )));
+    }
     let request: BatchRequest<'_> = serde_json::from_str(text)
         .map_err(|error| ApiError::BadRequest(format!("malformed batch: {error}")))?;
     if request.commands.len() > MAX_COMMANDS {
@@ -94,6 +107,12 @@ pub fn parse_batch(text: &str) -> ApiResult<Vec<Command>> {
             } = command;
             match (op, document) {
                 (Operation::Put, Some(document)) => {
+                    if let Some(depth) = validate::deeper_than(document.get(), max_nesting) {
+                        return Err(ApiError::BadRequest(format!(
+                            "command {index}: the document nests {depth} deep; \
+                             at most {max_nesting} is allowed"
+                        )));
+                    }
                     Ok(Command::put(collection, id, document.get(), expect))
                 }
                 (Operation::Put, None) => Err(ApiError::BadRequest(format!(
@@ -107,13 +126,14 @@ pub fn parse_batch(text: &str) -> ApiResult<Vec<Command>> {
             }
         })
         .collect::<ApiResult<_>>()?;
-    commands.iter().try_for_each(Command::validate)?;
-    Ok(commands)
+    let batch = Batch::from(commands);
+    batch.validate()?;
+    Ok(batch.commands)
 }
 
 /// `POST /db/{db}/batch`: every command checked and applied atomically;
 /// 409 with every conflict, nothing applied, when any expectation fails.
-#[utoipa::path(post, path = "/db/{db}/batch", tag = "batch", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")), request_body(content = crate::schemas::BatchBody, content_type = "application/json", description = "{ commands: [{ op: put|delete|check, collection, id, document?, expect? }] }"), responses((status = 200, description = "{ results: [...] } in command order", body = Object), (status = 409, description = "expectations failed: every conflict listed, nothing applied", content_type = "application/problem+json"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json"), (status = 413, description = "body too large", content_type = "application/problem+json"), (status = 415, description = "not the media type this route takes", content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/db/{db}/batch", tag = "batch", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")), request_body(content = crate::schemas::BatchBody, content_type = "application/json", description = "{ commands: [{ op: put|delete|check, collection, id, document?, expect? }] }"), responses((status = 200, description = "{ results: [...] } in command order", body = Object), (status = 409, description = "expectations failed: every conflict listed, nothing applied", content_type = "application/problem+json"), (status = 428, description = "a command with no expected version would change a document of a collection that requires one; nothing applied", content_type = "application/problem+json"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json"), (status = 413, description = "body too large", content_type = "application/problem+json"), (status = 415, description = "not the media type this route takes", content_type = "application/problem+json")))]
 pub async fn batch(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -124,13 +144,47 @@ pub async fn batch(
     state.authorize(&headers, &db, Role::Write)?;
     require_content_type(&headers, &["application/json"])?;
     let text = body_text(&state, body)?;
-    check_nesting(&state, &text)?;
-    let commands = parse_batch(&text)?;
+    let mut commands = parse_batch(&text, state.limits().max_nesting)?;
+    // In a collection that requires preconditions, a write that names no
+    // version may only create: it is sent expecting no document.
+    let mut guarded = Vec::new();
+    for command in &mut commands {
+        let writes = !matches!(command.kind, CommandKind::Check);
+        if writes
+            && command.expect == Expectation::Any
+            && state.requires_precondition(&db, &command.collection)
+        {
+            command.expect = Expectation::Missing;
+            guarded.push((command.collection.clone(), command.id.clone()));
+        }
+    }
     let engine = state.databases().get(&db).await?;
-    let results = commit(&state, &engine, commands)
-        .await?
-        .map_err(ApiError::Conflict)?;
-    Ok(json(StatusCode::OK, &BatchResponse { results }))
+    match commit(&state, &engine, commands).await? {
+        Ok(results) => Ok(json(StatusCode::OK, &BatchResponse { results })),
+        Err(conflict) => {
+            // A batch names each document once: a conflict of a guarded
+            // write is that document existing.
+            let required: Vec<String> = conflict
+                .conflicts()
+                .iter()
+                .filter(|conflict| {
+                    guarded.iter().any(|(collection, id)| {
+                        conflict.collection() == collection && conflict.id() == id
+                    })
+                })
+                .map(|conflict| format!("{} #{}", conflict.collection(), conflict.id()))
+                .collect();
+            if required.is_empty() {
+                return Err(ApiError::Conflict(conflict));
+            }
+            Err(ApiError::PreconditionRequired(format!(
+                "nothing was written: {} exist{} in a collection that requires a precondition to \
+                 change a document; send the change vector you read as the command's expect",
+                required.join(", "),
+                if required.len() == 1 { "s" } else { "" }
+            )))
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -194,6 +248,7 @@ mod tests {
               { "op": "delete", "collection": "people", "id": "p3", "expect": "any" },
               { "op": "check",  "collection": "people", "id": "p4", "expect": { "change_vector": "A:40-Yk3q" } }
             ] }"#,
+            validate::MAX_NESTING,
         )
         .unwrap();
         assert_eq!(commands.len(), 4);
@@ -211,8 +266,40 @@ mod tests {
             r#"{"commands":[{"op":"check","collection":"c","id":"x","expect":{"change_vector":"A:1-x","extra":1}}]}"#,
             r#"{"commands":[{"op":"check","collection":"c","id":"x","expect":{}}]}"#,
             r#"{"orders":[]}"#,
+            r#"{"commands":[{"op":"put","collection":"c","id":"x","document":{}},{"op":"check","collection":"c","id":"x"}]}"#,
         ] {
-            assert!(parse_batch(bad).is_err(), "{bad} must be refused");
+            assert!(
+                parse_batch(bad, validate::MAX_NESTING).is_err(),
+                "{bad} must be refused"
+            );
         }
+    }
+
+    /// The envelope does not count against a document's depth: what PUT
+    /// takes can be batched, and no more.
+    #[test]
+    fn documents_nest_as_deep_as_a_put_allows() {
+        let nested = |depth: usize| {
+            format!(
+                "{}{{}}{}",
+                "{\"a\":".repeat(depth - 1),
+                "}".repeat(depth - 1)
+            )
+        };
+        let batch = |document: &str| {
+            format!(
+                r#"{{"commands":[{{"op":"put","collection":"c","id":"x","document":{document},"expect":{{"change_vector":"A:1-x"}}}}]}}"#
+            )
+        };
+        for limit in [1, 4, validate::MAX_NESTING] {
+            let commands = parse_batch(&batch(&nested(limit)), limit).unwrap();
+            assert_eq!(commands.len(), 1);
+            let refused = parse_batch(&batch(&nested(limit + 1)), limit);
+            assert!(
+                matches!(&refused, Err(ApiError::BadRequest(detail)) if detail.contains(&format!("at most {limit} ")) ),
+                "{refused:?}"
+            );
+        }
+        assert!(parse_batch(&batch(&nested(100_000)), validate::MAX_NESTING).is_err());
     }
 }

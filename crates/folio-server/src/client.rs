@@ -6,11 +6,14 @@
 //! reach `Engine::commit` like every other write. Exit codes say what went
 //! wrong (see [`Failure::exit_code`]).
 
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::io::{BufRead, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use futures_util::future::LocalBoxFuture;
 use futures_util::stream::FuturesUnordered;
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::{Method, StatusCode, header};
@@ -224,10 +227,21 @@ impl Client {
         writeln!(out, "{body}").map_err(write_failure)
     }
 
-    /// `folio import`: JSON Lines of `{"collection","id","document"}` (or,
-    /// with `collection`, of documents with a string `id` field), written in
-    /// batches of `batch_size`; `only_new` makes each put expect the id to
-    /// be free. Returns the number imported.
+    /// `folio import`: JSON Lines written in batches of `batch_size`;
+    /// `only_new` makes each put expect the id to be free. Returns the
+    /// number imported.
+    ///
+    /// Without `collection` every line is an exported line,
+    /// `{"collection","id","document"}` and nothing else (as `export`
+    /// writes them); with `collection` every line is a plain document,
+    /// stored whole in that collection under its string `id` field. A
+    /// document is stored exactly as its line holds it.
+    ///
+    /// A batch names each document at most once, so a line naming a
+    /// document that an earlier line of the batch named starts a new
+    /// batch, and a batch naming a document of a batch still in flight is
+    /// sent only after every batch before it committed: later lines win,
+    /// in the file's order.
     ///
     /// Each batch is atomic; the import as a whole is not. Up to
     /// `IMPORT_BATCHES_IN_FLIGHT` batches are sent ahead, so when one fails
@@ -253,11 +267,11 @@ impl Client {
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         let expect = if only_new { "\"missing\"" } else { "\"any\"" };
-        let mut commands = Vec::with_capacity(batch_size);
-        let mut imported = 0u64;
+        let mut batch = ImportBatch::default();
+        let documents = std::collections::hash_map::RandomState::new();
         // A few batches in flight, so that reading and encoding the next
         // one overlaps the server writing this one.
-        let mut in_flight = FuturesUnordered::new();
+        let mut pipeline = Pipeline::new(self, &progress);
         let started = Instant::now();
         for (number, line) in reader.lines().enumerate() {
             let line =
@@ -270,23 +284,25 @@ impl Client {
                 import_line(&line, collection).map_err(|message| {
                     Failure::new(format!("{}:{}: {message}", file.display(), number + 1))
                 })?;
-            commands.push(format!(
+            let key = documents.hash_one((&line_collection, &id));
+            if batch.keys.contains(&key) {
+                pipeline.send(std::mem::take(&mut batch)).await?;
+                batch.after_in_flight = true;
+            } else if pipeline.holds(&key) {
+                batch.after_in_flight = true;
+            }
+            batch.commands.push(format!(
                 "{{\"op\":\"put\",\"collection\":{},\"id\":{},\"document\":{document},\"expect\":{expect}}}",
                 json_string(&line_collection),
                 json_string(&id)
             ));
-            if commands.len() == batch_size {
-                in_flight.push(self.send_batch(std::mem::take(&mut commands)));
-                if in_flight.len() >= IMPORT_BATCHES_IN_FLIGHT {
-                    imported += in_flight.next().await.unwrap_or(Ok(0))?;
-                    progress.set_message(format!("{imported} documents"));
-                }
+            batch.keys.insert(key);
+            if batch.commands.len() >= batch_size {
+                pipeline.send(std::mem::take(&mut batch)).await?;
             }
         }
-        in_flight.push(self.send_batch(commands));
-        while let Some(sent) = in_flight.next().await {
-            imported += sent?;
-        }
+        pipeline.send(batch).await?;
+        let imported = pipeline.finish().await?;
         progress.finish_and_clear();
         let seconds = started.elapsed().as_secs_f64();
         eprintln!(
@@ -297,9 +313,6 @@ impl Client {
     }
 
     async fn send_batch(&self, commands: Vec<String>) -> Result<u64, Failure> {
-        if commands.is_empty() {
-            return Ok(0);
-        }
         let count = commands.len() as u64;
         let body = format!("{{\"commands\":[{}]}}", commands.join(","));
         self.send(
@@ -312,34 +325,147 @@ impl Client {
     }
 }
 
+/// A document an import writes: a hash of its collection and id. Two
+/// documents with one hash cost a new batch or a wait, never a batch that
+/// names a document twice.
+type DocumentKey = u64;
+
+/// The batch an import is filling.
+#[derive(Default)]
+struct ImportBatch {
+    /// The commands, as JSON.
+    commands: Vec<String>,
+    /// The documents they name, each once.
+    keys: HashSet<DocumentKey>,
+    /// Whether it names a document that a batch before it names: then it
+    /// is sent only once every batch before it committed.
+    after_in_flight: bool,
+}
+
+/// The batches of an import in flight, and the documents each names.
+struct Pipeline<'a> {
+    client: &'a Client,
+    progress: &'a ProgressBar,
+    in_flight: FuturesUnordered<LocalBoxFuture<'a, (u64, Result<u64, Failure>)>>,
+    keys: HashMap<u64, HashSet<DocumentKey>>,
+    sent: u64,
+    imported: u64,
+}
+
+impl<'a> Pipeline<'a> {
+    fn new(client: &'a Client, progress: &'a ProgressBar) -> Self {
+        Pipeline {
+            client,
+            progress,
+            in_flight: FuturesUnordered::new(),
+            keys: HashMap::new(),
+            sent: 0,
+            imported: 0,
+        }
+    }
+
+    /// Whether a batch in flight names the document `key`.
+    fn holds(&self, key: &DocumentKey) -> bool {
+        self.keys.values().any(|keys| keys.contains(key))
+    }
+
+    /// Sends `batch` (after every batch in flight committed, when it must
+    /// be), then waits while too many are in flight.
+    async fn send(&mut self, batch: ImportBatch) -> Result<(), Failure> {
+        if batch.commands.is_empty() {
+            return Ok(());
+        }
+        if batch.after_in_flight {
+            while !self.in_flight.is_empty() {
+                self.complete_one().await?;
+            }
+        }
+        let number = self.sent;
+        self.sent += 1;
+        self.keys.insert(number, batch.keys);
+        let client = self.client;
+        let commands = batch.commands;
+        self.in_flight.push(Box::pin(async move {
+            (number, client.send_batch(commands).await)
+        }));
+        while self.in_flight.len() >= IMPORT_BATCHES_IN_FLIGHT {
+            self.complete_one().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for one batch in flight to be answered.
+    async fn complete_one(&mut self) -> Result<(), Failure> {
+        if let Some((number, answer)) = self.in_flight.next().await {
+            self.keys.remove(&number);
+            self.imported += answer?;
+            self.progress
+                .set_message(format!("{} documents", self.imported));
+        }
+        Ok(())
+    }
+
+    /// Waits for every batch in flight; how many documents were imported.
+    async fn finish(mut self) -> Result<u64, Failure> {
+        while !self.in_flight.is_empty() {
+            self.complete_one().await?;
+        }
+        Ok(self.imported)
+    }
+}
+
 /// How many import batches are sent before the first answer is awaited.
 const IMPORT_BATCHES_IN_FLIGHT: usize = 4;
 
-/// One import line: `{"collection","id","document"}`, or a document with a
-/// string `id` when a collection is given.
+/// One import line: with `collection`, a plain document (stored whole,
+/// under its string `id`); without, an exported line
+/// `{"collection","id","document"}`, with the entry's metadata as `folio
+/// export` writes it (`change_vector`, `revision`, `etag`,
+/// `last_modified`: an import writes new versions, so they are read and
+/// left).
 fn import_line(line: &str, collection: Option<&str>) -> Result<(String, String, String), String> {
     #[derive(Deserialize)]
-    struct Exported {
-        collection: Option<String>,
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Exported<'a> {
+        collection: String,
         id: String,
-        document: Box<RawValue>,
+        #[serde(borrow)]
+        document: &'a RawValue,
+        #[serde(default, borrow)]
+        change_vector: Option<&'a RawValue>,
+        #[serde(default, borrow)]
+        revision: Option<&'a RawValue>,
+        #[serde(default, borrow)]
+        etag: Option<&'a RawValue>,
+        #[serde(default, borrow)]
+        last_modified: Option<&'a RawValue>,
     }
-    if let Ok(exported) = serde_json::from_str::<Exported>(line) {
-        let collection = match (exported.collection, collection) {
-            (Some(from_line), _) => from_line,
-            (None, Some(given)) => given.to_owned(),
-            (None, None) => return Err("no collection: give --collection".into()),
-        };
-        return Ok((collection, exported.id, exported.document.get().to_owned()));
+    /// A plain document's `id`; every other field is skipped unread.
+    #[derive(Deserialize)]
+    struct Plain<'a> {
+        #[serde(borrow)]
+        id: Option<&'a RawValue>,
     }
-    let collection = collection.ok_or("not an exported line ({\"collection\",\"id\",\"document\"}); to import plain documents give --collection")?;
-    let value: serde_json::Value =
-        serde_json::from_str(line).map_err(|error| format!("not JSON: {error}"))?;
-    let id = value
-        .get("id")
-        .and_then(|id| id.as_str())
-        .ok_or("a plain document needs a string \"id\" field")?
-        .to_owned();
+    let Some(collection) = collection else {
+        let exported = serde_json::from_str::<Exported<'_>>(line).map_err(|error| {
+            format!(
+                "not an exported line ({{\"collection\",\"id\",\"document\"}} and the entry's \
+                 metadata, nothing else): {error}; to import plain documents give --collection"
+            )
+        })?;
+        return Ok((
+            exported.collection,
+            exported.id,
+            exported.document.get().to_owned(),
+        ));
+    };
+    let plain = serde_json::from_str::<Plain<'_>>(line)
+        .map_err(|error| format!("not a JSON object: {error}"))?;
+    let id = plain
+        .id
+        .and_then(|id| serde_json::from_str::<String>(id.get()).ok())
+        .ok_or("a plain document needs a string \"id\" field")?;
     Ok((collection.to_owned(), id, line.to_owned()))
 }
 
@@ -394,6 +520,23 @@ mod tests {
             .unwrap(),
             ("people".into(), "p1".into(), r#"{"a":1}"#.into())
         );
+        // An entry as `folio export` writes it: its metadata is left.
+        assert_eq!(
+            import_line(
+                r#"{"collection":"people","id":"p1","change_vector":"A:3-x","revision":2,"etag":3,"last_modified":"2026-12-07T10:00:00Z","document":{"a":1}}"#,
+                None
+            )
+            .unwrap(),
+            ("people".into(), "p1".into(), r#"{"a":1}"#.into())
+        );
+        assert!(
+            import_line(
+                r#"{"collection":"people","id":"p1","document":{"a":1},"extra":1}"#,
+                None
+            )
+            .is_err(),
+            "anything else is refused"
+        );
         assert_eq!(
             import_line(r#"{"id":"p2","name":"x"}"#, Some("people")).unwrap(),
             (
@@ -402,9 +545,25 @@ mod tests {
                 r#"{"id":"p2","name":"x"}"#.into()
             )
         );
+        // With a collection, a line is a document, whatever its fields.
+        let plain = r#"{"collection":"c","id":"p3","document":{"a":1}}"#;
+        assert_eq!(
+            import_line(plain, Some("people")).unwrap(),
+            ("people".into(), "p3".into(), plain.into())
+        );
         assert!(import_line(r#"{"name":"x"}"#, Some("people")).is_err());
-        assert!(import_line(r#"{"id":"p3"}"#, None).is_err());
+        assert!(import_line(r#"{"id":3}"#, Some("people")).is_err());
         assert!(import_line("not json", Some("people")).is_err());
+        // Without, a line is exported: three fields, no more, no fewer.
+        assert!(import_line(r#"{"id":"p3"}"#, None).is_err());
+        assert!(import_line(r#"{"id":"p3","document":{}}"#, None).is_err());
+        assert!(
+            import_line(
+                r#"{"collection":"c","id":"p3","document":{},"extra":1}"#,
+                None
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -82,12 +82,25 @@ impl Default for DatabaseLimits {
 
 /// An open database's engine, by its type: backups and exports need more
 /// than the [`folio_core::Engine`] trait.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub enum OpenEngine {
     /// The embedded engine.
     Embedded(Arc<SqliteEngine>),
     /// The PostgreSQL engine.
     Postgres(Arc<PgEngine>),
+    /// An engine the application made ([`Databases::attach`]): served
+    /// through the trait only.
+    Attached(EngineRef),
+}
+
+impl std::fmt::Debug for OpenEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenEngine::Embedded(engine) => f.debug_tuple("Embedded").field(engine).finish(),
+            OpenEngine::Postgres(engine) => f.debug_tuple("Postgres").field(engine).finish(),
+            OpenEngine::Attached(_) => f.write_str("Attached"),
+        }
+    }
 }
 
 impl OpenEngine {
@@ -96,6 +109,7 @@ impl OpenEngine {
         match self {
             OpenEngine::Embedded(engine) => engine.clone(),
             OpenEngine::Postgres(engine) => engine.clone(),
+            OpenEngine::Attached(engine) => engine.clone(),
         }
     }
 
@@ -105,6 +119,7 @@ impl OpenEngine {
         match self {
             OpenEngine::Embedded(engine) => Arc::strong_count(engine) > 1,
             OpenEngine::Postgres(engine) => Arc::strong_count(engine) > 1,
+            OpenEngine::Attached(engine) => Arc::strong_count(engine) > 1,
         }
     }
 }
@@ -244,6 +259,23 @@ impl Databases {
             );
             let _ = writeln!(out, "folio_document_cache_bytes {}", budget.used_bytes());
         }
+    }
+
+    /// Serves `engine` as database `name` from now on, in place of the
+    /// one the backend opens: for an application that runs the server over
+    /// an engine it made (a wrapper that observes or changes calls, say).
+    /// Listing databases still asks the backend; backups and exports of it
+    /// are refused (they need the engine's own type).
+    pub async fn attach(&self, name: &str, engine: EngineRef) -> ApiResult<()> {
+        validate::database(name)?;
+        self.open.write().await.insert(
+            name.to_owned(),
+            Open {
+                engine: OpenEngine::Attached(engine),
+                used: AtomicU64::new(self.clock.fetch_add(1, Ordering::Relaxed)),
+            },
+        );
+        Ok(())
     }
 
     /// The names of every database, sorted.

@@ -5,7 +5,7 @@
 //! its expectation comes from the request's preconditions
 //! (`crate::conditional`).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -13,20 +13,23 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use folio_core::{
-    ChangeVector, Command, CommandResult, EngineRef, Entry, Expectation, Metadata, generate_id,
-    validate,
+    Command, CommandResult, EngineRef, Entry, Expectation, Metadata, generate_id, validate,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::auth::Role;
-use crate::conditional::{Preconditions, etag_header};
-use crate::error::{ApiError, ApiResult, PreconditionFailure};
+use crate::conditional::{Evaluation, Preconditions, etag_header};
+use crate::error::{ApiError, ApiResult};
 use crate::state::{AppState, Limits};
 
-/// How often a conditional write re-reads the document when it changed
-/// between the read that judged the preconditions and the write.
-const WRITE_ATTEMPTS: usize = 5;
+/// How long a write that reads the document before it writes (to judge
+/// its preconditions, or to patch it) keeps trying when the document
+/// changes between its read and its write; then `503`.
+const RETRY_FOR: Duration = Duration::from_secs(5);
+/// The longest pause between two such tries (each pause is a random part
+/// of a bound that doubles from 1 ms up to this).
+const LONGEST_PAUSE: Duration = Duration::from_millis(64);
 
 /// `/db/{db}/docs/{collection}/{id}`.
 pub struct DocumentPath {
@@ -206,53 +209,109 @@ pub(crate) async fn commit(
     Ok(verdict)
 }
 
-async fn current_version(
-    engine: &EngineRef,
-    collection: &str,
-    id: &str,
-) -> ApiResult<Option<ChangeVector>> {
-    let mut metadata = engine.metadata(collection, &[id.to_owned()]).await?;
-    Ok(metadata
-        .pop()
-        .flatten()
-        .map(|metadata| metadata.change_vector))
+/// The tries of a write that reads before it writes: as many as fit in
+/// [`RETRY_FOR`], with jittered, doubling pauses between them, so that a
+/// handful of writers racing for one document all get through.
+struct Retry {
+    deadline: Instant,
+    pause: Duration,
 }
 
-/// Runs a write under the request's preconditions: the expectation comes
-/// from the preconditions and the current version; if the document changes
-/// between that read and the write, it is judged again.
-async fn conditional_write(
-    state: &AppState,
+impl Retry {
+    fn new() -> Self {
+        Retry {
+            deadline: Instant::now() + RETRY_FOR,
+            pause: Duration::from_millis(1),
+        }
+    }
+
+    /// Waits before the next try; `503` once the time is up.
+    async fn again(&mut self) -> ApiResult<()> {
+        let random = getrandom::u64().unwrap_or(u64::from(std::process::id()));
+        let bound = u64::try_from(self.pause.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let pause = Duration::from_micros(random % bound);
+        if Instant::now() + pause >= self.deadline {
+            return Err(ApiError::Unavailable(folio_core::EngineErrorKind::Busy));
+        }
+        tokio::time::sleep(pause).await;
+        self.pause = (self.pause * 2).min(LONGEST_PAUSE);
+        Ok(())
+    }
+}
+
+async fn current_metadata(
     engine: &EngineRef,
     collection: &str,
     id: &str,
+) -> ApiResult<Option<Metadata>> {
+    let mut metadata = engine.metadata(collection, &[id.to_owned()]).await?;
+    Ok(metadata.pop().flatten())
+}
+
+/// Writes one document (a put or a delete) under the request's
+/// preconditions, and in a collection that requires them (`guarded`),
+/// only as far as they allow:
+///
+/// * one strong `If-Match` tag, or `If-None-Match: *` alone, is the
+///   write's expectation (no read);
+/// * no precondition: an unconditional write, or in a guarded collection
+///   one that may only create (a document exists: `428`);
+/// * otherwise the document's metadata is read, the preconditions judged
+///   against it (`412`, or `428` in a guarded collection when they name no
+///   version and the document exists), and the write expects what was
+///   read; if the document changed in between, all of it again.
+async fn write_document(
+    state: &AppState,
+    engine: &EngineRef,
+    path: &DocumentPath,
     preconditions: &Preconditions,
     command: impl Fn(Expectation) -> Command,
 ) -> ApiResult<CommandResult> {
-    if let Some(expect) = preconditions.single_version() {
+    let guarded = state.requires_precondition(&path.db, &path.collection);
+    if let Some(expect) = preconditions.without_reading() {
         return match commit(state, engine, vec![command(expect)]).await? {
             Ok(mut results) => Ok(results.remove(0)),
-            Err(conflict) => Err(ApiError::PreconditionFailed(PreconditionFailure {
-                detail: "If-Match: the document has changed since that version".into(),
-                actual: conflict.conflicts()[0].actual().map(ToString::to_string),
-            })),
+            Err(conflict) => Err(ApiError::PreconditionFailed(
+                preconditions.refused(conflict.conflicts()[0].actual()),
+            )),
         };
     }
-    for _ in 0..WRITE_ATTEMPTS {
-        let current = current_version(engine, collection, id).await?;
-        let expect = preconditions
-            .expectation(current.as_ref())
-            .map_err(ApiError::PreconditionFailed)?;
+    if preconditions.is_empty() {
+        let expect = if guarded {
+            Expectation::Missing
+        } else {
+            Expectation::Any
+        };
+        return match commit(state, engine, vec![command(expect)]).await? {
+            Ok(mut results) => Ok(results.remove(0)),
+            // Only the guarded write expects anything: the document exists.
+            Err(_) => Err(precondition_required(&path.collection)),
+        };
+    }
+    let mut retry = Retry::new();
+    loop {
+        let current = current_metadata(engine, &path.collection, &path.id).await?;
+        if let Evaluation::Failed(failure) = preconditions.evaluate(current.as_ref(), false) {
+            return Err(ApiError::PreconditionFailed(failure));
+        }
+        if guarded && current.is_some() && !preconditions.names_version() {
+            return Err(precondition_required(&path.collection));
+        }
+        let expect = current.map_or(Expectation::Missing, |current| {
+            Expectation::version(current.change_vector)
+        });
         if let Ok(mut results) = commit(state, engine, vec![command(expect)]).await? {
             return Ok(results.remove(0));
         }
         // Changed since the read: judge the preconditions again.
+        retry.again().await?;
     }
-    Err(ApiError::Unavailable(folio_core::EngineErrorKind::Busy))
 }
 
 /// `GET` and `HEAD /db/{db}/docs/{collection}/{id}`.
-#[utoipa::path(get, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("collection" = String, Path, description = "collection: 1 to 128 of A-Z, a-z, 0-9, _ and -", pattern = "^[A-Za-z0-9_-]{1,128}$"), ("id" = String, Path, description = "document id, percent-encoded: 1 to 512 bytes of UTF-8, no control characters", pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,512}$")), responses((status = 200, description = "the document as stored; ETag is its change vector", content_type = "application/json"), (status = 304, description = "If-None-Match matched"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("collection" = String, Path, description = "collection: 1 to 128 of A-Z, a-z, 0-9, _ and -", pattern = "^[A-Za-z0-9_-]{1,128}$"), ("id" = String, Path, description = "document id, percent-encoded: 1 to 512 bytes of UTF-8, no control characters", pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,512}$")), responses((status = 200, description = "the document as stored; ETag is its change vector", content_type = "application/json"), (status = 304, description = "If-None-Match matched, or (without If-None-Match) not modified since If-Modified-Since"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json"), (status = 412, description = "If-Match or If-Unmodified-Since failed", content_type = "application/problem+json")))]
 pub async fn get_document(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -262,6 +321,8 @@ pub async fn get_document(
     state.authorize(&headers, &path.db, Role::Read)?;
     let preconditions = Preconditions::from_headers(&headers)?;
     let engine = state.databases().get(&path.db).await?;
+    // A missing document is 404 whatever the preconditions (RFC 9110
+    // §13.2.1: they apply only where the answer would be 2xx or 412).
     let entry = engine
         .get(&path.collection, std::slice::from_ref(&path.id))
         .await?
@@ -271,8 +332,12 @@ pub async fn get_document(
             ApiError::NotFound(format!("no document {} #{}", path.collection, path.id))
         })?;
     let response_headers = version_headers(&entry.metadata);
-    if preconditions.not_modified(&entry.metadata.change_vector) {
-        return Ok((StatusCode::NOT_MODIFIED, response_headers).into_response());
+    match preconditions.evaluate(Some(&entry.metadata), true) {
+        Evaluation::Proceed => {}
+        Evaluation::NotModified => {
+            return Ok((StatusCode::NOT_MODIFIED, response_headers).into_response());
+        }
+        Evaluation::Failed(failure) => return Err(ApiError::PreconditionFailed(failure)),
     }
     let mut response = (StatusCode::OK, response_headers, entry.document).into_response();
     response.headers_mut().insert(
@@ -283,7 +348,7 @@ pub async fn get_document(
 }
 
 /// `PUT /db/{db}/docs/{collection}/{id}`.
-#[utoipa::path(put, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("collection" = String, Path, description = "collection: 1 to 128 of A-Z, a-z, 0-9, _ and -", pattern = "^[A-Za-z0-9_-]{1,128}$"), ("id" = String, Path, description = "document id, percent-encoded: 1 to 512 bytes of UTF-8, no control characters", pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,512}$")), request_body(content = Object, content_type = "application/json", description = "the document, a JSON object"), responses((status = 200, description = "updated; the new metadata", body = Object), (status = 201, description = "created; the metadata", body = Object), (status = 412, description = "If-Match / If-None-Match failed", content_type = "application/problem+json"), (status = 413, description = "body too large", content_type = "application/problem+json"), (status = 415, description = "not application/json", content_type = "application/problem+json"), (status = 428, description = "this collection requires If-Match", content_type = "application/problem+json"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json")))]
+#[utoipa::path(put, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("collection" = String, Path, description = "collection: 1 to 128 of A-Z, a-z, 0-9, _ and -", pattern = "^[A-Za-z0-9_-]{1,128}$"), ("id" = String, Path, description = "document id, percent-encoded: 1 to 512 bytes of UTF-8, no control characters", pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,512}$")), request_body(content = Object, content_type = "application/json", description = "the document, a JSON object"), responses((status = 200, description = "updated; the new metadata", body = Object), (status = 201, description = "created; the metadata", body = Object), (status = 412, description = "If-Match, If-Unmodified-Since or If-None-Match failed", content_type = "application/problem+json"), (status = 413, description = "body too large", content_type = "application/problem+json"), (status = 415, description = "not application/json", content_type = "application/problem+json"), (status = 428, description = "this collection requires If-Match with the version read to change a document", content_type = "application/problem+json"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json"), (status = 503, description = "the document kept changing while the preconditions were judged; try again", content_type = "application/problem+json")))]
 pub async fn put_document(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -303,24 +368,7 @@ pub async fn put_document(
             expect,
         )
     };
-    let result =
-        if preconditions.is_empty() && state.requires_precondition(&path.db, &path.collection) {
-            // Creating needs no precondition; changing an existing document does.
-            match commit(&state, &engine, vec![put(Expectation::Missing)]).await? {
-                Ok(mut results) => results.remove(0),
-                Err(_) => return Err(precondition_required(&path.collection)),
-            }
-        } else {
-            conditional_write(
-                &state,
-                &engine,
-                &path.collection,
-                &path.id,
-                &preconditions,
-                put,
-            )
-            .await?
-        };
+    let result = write_document(&state, &engine, &path, &preconditions, put).await?;
     let CommandResult::Put(metadata) = result else {
         return Err(ApiError::Internal(folio_core::EngineErrorKind::Other));
     };
@@ -334,12 +382,14 @@ pub async fn put_document(
 
 fn precondition_required(collection: &str) -> ApiError {
     ApiError::PreconditionRequired(format!(
-        "documents of {collection} may only be changed with If-Match: send the change vector you read"
+        "documents of {collection} may only be changed with If-Match and the change vector \
+         you read (If-Match: *, If-None-Match with entity tags and If-Unmodified-Since name \
+         no version); without one a write may only create"
     ))
 }
 
 /// `POST /db/{db}/docs/{collection}`: a new document with a generated id.
-#[utoipa::path(post, path = "/db/{db}/docs/{collection}", tag = "documents", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("collection" = String, Path, description = "collection: 1 to 128 of A-Z, a-z, 0-9, _ and -", pattern = "^[A-Za-z0-9_-]{1,128}$")), request_body(content = Object, content_type = "application/json"), responses((status = 201, description = "created with a generated id; Location names it", body = Object), (status = 415, description = "not application/json", content_type = "application/problem+json"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json"), (status = 413, description = "body too large", content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/db/{db}/docs/{collection}", tag = "documents", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("collection" = String, Path, description = "collection: 1 to 128 of A-Z, a-z, 0-9, _ and -", pattern = "^[A-Za-z0-9_-]{1,128}$")), request_body(content = Object, content_type = "application/json"), responses((status = 201, description = "created with a generated id; Location names it", body = Object), (status = 412, description = "If-Match with an entity tag (a collection has none), or If-None-Match: *", content_type = "application/problem+json"), (status = 415, description = "not application/json", content_type = "application/problem+json"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json"), (status = 413, description = "body too large", content_type = "application/problem+json")))]
 pub async fn post_document(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -348,8 +398,12 @@ pub async fn post_document(
 ) -> ApiResult<Response> {
     let path = collection_path(path)?;
     state.authorize(&headers, &path.db, Role::Write)?;
+    let preconditions = Preconditions::from_headers(&headers)?;
     let document = document_body(&state, &headers, body)?;
     let engine = state.databases().get(&path.db).await?;
+    if let Evaluation::Failed(failure) = preconditions.evaluate_collection() {
+        return Err(ApiError::PreconditionFailed(failure));
+    }
     let id = generate_id();
     let command = Command::put(
         path.collection.clone(),
@@ -382,7 +436,7 @@ pub async fn post_document(
 }
 
 /// `DELETE /db/{db}/docs/{collection}/{id}`.
-#[utoipa::path(delete, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("collection" = String, Path, description = "collection: 1 to 128 of A-Z, a-z, 0-9, _ and -", pattern = "^[A-Za-z0-9_-]{1,128}$"), ("id" = String, Path, description = "document id, percent-encoded: 1 to 512 bytes of UTF-8, no control characters", pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,512}$")), responses((status = 204, description = "deleted, or there was nothing to delete"), (status = 412, description = "If-Match failed", content_type = "application/problem+json"), (status = 428, description = "this collection requires If-Match", content_type = "application/problem+json"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json")))]
+#[utoipa::path(delete, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("collection" = String, Path, description = "collection: 1 to 128 of A-Z, a-z, 0-9, _ and -", pattern = "^[A-Za-z0-9_-]{1,128}$"), ("id" = String, Path, description = "document id, percent-encoded: 1 to 512 bytes of UTF-8, no control characters", pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,512}$")), responses((status = 204, description = "deleted, or there was nothing to delete"), (status = 412, description = "If-Match, If-Unmodified-Since or If-None-Match failed", content_type = "application/problem+json"), (status = 428, description = "this collection requires If-Match with the version read to delete a document", content_type = "application/problem+json"), (status = 503, description = "the document kept changing while the preconditions were judged; try again", content_type = "application/problem+json"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json")))]
 pub async fn delete_document(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -393,32 +447,14 @@ pub async fn delete_document(
     let preconditions = Preconditions::from_headers(&headers)?;
     let engine = state.databases().get(&path.db).await?;
     let delete = |expect| Command::delete(path.collection.clone(), path.id.clone(), expect);
-    if preconditions.is_empty() && state.requires_precondition(&path.db, &path.collection) {
-        // Deleting nothing needs no precondition; deleting a document does.
-        if commit(&state, &engine, vec![delete(Expectation::Missing)])
-            .await?
-            .is_err()
-        {
-            return Err(precondition_required(&path.collection));
-        }
-    } else {
-        conditional_write(
-            &state,
-            &engine,
-            &path.collection,
-            &path.id,
-            &preconditions,
-            delete,
-        )
-        .await?;
-    }
+    write_document(&state, &engine, &path, &preconditions, delete).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `PATCH /db/{db}/docs/{collection}/{id}`: a JSON merge patch (RFC 7396)
 /// or a JSON patch (RFC 6902), applied to the current version and written
 /// only if that version is still current.
-#[utoipa::path(patch, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("collection" = String, Path, description = "collection: 1 to 128 of A-Z, a-z, 0-9, _ and -", pattern = "^[A-Za-z0-9_-]{1,128}$"), ("id" = String, Path, description = "document id, percent-encoded: 1 to 512 bytes of UTF-8, no control characters", pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,512}$")), request_body(content = Object, content_type = "application/merge-patch+json", description = "a JSON merge patch (RFC 7396), or a JSON patch (RFC 6902) as application/json-patch+json"), responses((status = 200, description = "patched; the new metadata", body = Object), (status = 412, description = "If-Match failed", content_type = "application/problem+json"), (status = 415, description = "not a patch media type", content_type = "application/problem+json"), (status = 428, description = "this collection requires If-Match", content_type = "application/problem+json"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json"), (status = 413, description = "body too large", content_type = "application/problem+json")))]
+#[utoipa::path(patch, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("collection" = String, Path, description = "collection: 1 to 128 of A-Z, a-z, 0-9, _ and -", pattern = "^[A-Za-z0-9_-]{1,128}$"), ("id" = String, Path, description = "document id, percent-encoded: 1 to 512 bytes of UTF-8, no control characters", pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,512}$")), request_body(content = Object, content_type = "application/merge-patch+json", description = "a JSON merge patch (RFC 7396), or a JSON patch (RFC 6902) as application/json-patch+json"), responses((status = 200, description = "patched; the new metadata", body = Object), (status = 409, description = "a test operation of the JSON patch failed", content_type = "application/problem+json"), (status = 412, description = "If-Match, If-Unmodified-Since or If-None-Match failed", content_type = "application/problem+json"), (status = 415, description = "not a patch media type", content_type = "application/problem+json"), (status = 428, description = "this collection requires If-Match with the version read to change a document", content_type = "application/problem+json"), (status = 503, description = "the document kept changing while it was patched; try again", content_type = "application/problem+json"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json"), (status = 413, description = "body too large", content_type = "application/problem+json")))]
 pub async fn patch_document(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -437,11 +473,15 @@ pub async fn patch_document(
     )?;
     let text = body_text(&state, body)?;
     check_nesting(&state, &text)?;
+    // A repeated key in a patch would be read as its last value.
+    validate::json_text(&text, "the patch")?;
     let patch = Patch::parse(&media_type, &text)?;
     let engine = state.databases().get(&path.db).await?;
-    let required =
-        preconditions.is_empty() && state.requires_precondition(&path.db, &path.collection);
-    for _ in 0..WRITE_ATTEMPTS {
+    let guarded = state.requires_precondition(&path.db, &path.collection);
+    let mut retry = Retry::new();
+    loop {
+        // A missing document is 404 whatever the preconditions: there is
+        // nothing to patch (RFC 9110 §13.2.1).
         let entry = engine
             .get(&path.collection, std::slice::from_ref(&path.id))
             .await?
@@ -450,42 +490,47 @@ pub async fn patch_document(
             .ok_or_else(|| {
                 ApiError::NotFound(format!("no document {} #{}", path.collection, path.id))
             })?;
-        if required {
+        if let Evaluation::Failed(failure) = preconditions.evaluate(Some(&entry.metadata), false) {
+            return Err(ApiError::PreconditionFailed(failure));
+        }
+        if guarded && !preconditions.names_version() {
             return Err(precondition_required(&path.collection));
         }
-        let current = &entry.metadata.change_vector;
-        let expect = match preconditions
-            .expectation(Some(current))
-            .map_err(ApiError::PreconditionFailed)?
-        {
-            // Without a precondition, patch the version read, and only that.
-            Expectation::Any => Expectation::version(current.clone()),
-            expect => expect,
-        };
-        let patched = patch.apply(&entry.document, state.limits())?;
-        let command = Command::put(path.collection.clone(), path.id.clone(), patched, expect);
-        match commit(&state, &engine, vec![command]).await? {
-            Ok(mut results) => {
-                let CommandResult::Put(metadata) = results.remove(0) else {
-                    return Err(ApiError::Internal(folio_core::EngineErrorKind::Other));
-                };
-                return Ok(json_response(
-                    StatusCode::OK,
-                    version_headers(&metadata),
-                    &metadata,
-                ));
-            }
-            Err(conflict) if preconditions.single_version().is_some() => {
-                return Err(ApiError::PreconditionFailed(PreconditionFailure {
-                    detail: "If-Match: the document has changed since that version".into(),
-                    actual: conflict.conflicts()[0].actual().map(ToString::to_string),
-                }));
-            }
-            // Changed between the read and the write: patch the newer version.
-            Err(_) => {}
+        let current = entry.metadata.change_vector;
+        let patched = patch.apply(&entry.document, state.limits()).map_err(
+            |error| match error {
+                PatchFailure::Refused(error) => error,
+                PatchFailure::TestFailed { operation, path } => ApiError::PatchTestFailed {
+                    detail: format!(
+                        "operation {operation} of the JSON patch tests {path}, which does not hold \
+                         for the version {current}; read the document again"
+                    ),
+                    failed_test: path,
+                    actual: current.to_string(),
+                },
+            },
+        )?;
+        // Written only if the version patched is still current.
+        let command = Command::put(
+            path.collection.clone(),
+            path.id.clone(),
+            patched,
+            Expectation::version(current),
+        );
+        if let Ok(mut results) = commit(&state, &engine, vec![command]).await? {
+            let CommandResult::Put(metadata) = results.remove(0) else {
+                return Err(ApiError::Internal(folio_core::EngineErrorKind::Other));
+            };
+            return Ok(json_response(
+                StatusCode::OK,
+                version_headers(&metadata),
+                &metadata,
+            ));
         }
+        // Changed between the read and the write: judge the preconditions
+        // again, and patch the newer version.
+        retry.again().await?;
     }
-    Err(ApiError::Unavailable(folio_core::EngineErrorKind::Busy))
 }
 
 /// The body of a `PATCH`: a JSON merge patch (RFC 7396) or a JSON patch
@@ -516,16 +561,18 @@ impl Patch {
     }
 
     /// Applies the patch to `document` (a stored document's JSON text) and
-    /// returns the new document's text, a valid document: 400 when the
-    /// patch does not apply, or the result is not a JSON object, nests
-    /// deeper than `limits` allow or is otherwise no valid document
+    /// returns the new document's text, a valid document. A JSON patch's
+    /// failing `test` operation is [`PatchFailure::TestFailed`] (409); the
+    /// rest is refused (`PatchFailure::Refused`): 400 when the patch does
+    /// not apply, or the result is not a JSON object, nests deeper than
+    /// `limits` allow or is otherwise no valid document
     /// (`validate::document_text`); 413 when the result would be larger
     /// than a body may be.
     ///
     /// A JSON patch's `copy` doubles a document with each operation, so the
     /// size and depth are bounded as each operation applies, not only at
     /// the end: thirty copies of the root would otherwise need terabytes.
-    pub fn apply(&self, document: &str, limits: Limits) -> ApiResult<String> {
+    pub fn apply(&self, document: &str, limits: Limits) -> Result<String, PatchFailure> {
         // Stored documents nest at most `validate::MAX_NESTING` deep.
         let mut value: serde_json::Value = validate::read_value(document)
             .map_err(|_| ApiError::Internal(folio_core::EngineErrorKind::Corrupt))?;
@@ -537,33 +584,70 @@ impl Patch {
                     depth: validate::nesting_depth(document),
                     limits,
                 };
-                for operation in &patch.0 {
+                for (index, operation) in patch.0.iter().enumerate() {
                     bound.admit(&value, operation)?;
                     json_patch::patch_unsafe(&mut value, std::slice::from_ref(operation)).map_err(
-                        |error| ApiError::BadRequest(format!("the patch does not apply: {error}")),
+                        |error| match error.kind {
+                            json_patch::PatchErrorKind::TestFailed => PatchFailure::TestFailed {
+                                operation: index,
+                                path: error.path.to_string(),
+                            },
+                            _ => PatchFailure::Refused(ApiError::BadRequest(format!(
+                                "operation {index} of the patch does not apply: {error}"
+                            ))),
+                        },
                     )?;
                 }
             }
         }
         if !value.is_object() {
-            return Err(ApiError::BadRequest(
-                "the patched document is not a JSON object".into(),
-            ));
+            return Err(
+                ApiError::BadRequest("the patched document is not a JSON object".into()).into(),
+            );
         }
         let patched = serde_json::to_string(&value)
             .map_err(|_| ApiError::Internal(folio_core::EngineErrorKind::Other))?;
         if patched.len() > limits.max_body_bytes {
-            return Err(ApiError::PayloadTooLarge(limits.max_body_bytes));
+            return Err(ApiError::PayloadTooLarge(limits.max_body_bytes).into());
         }
         if let Some(depth) = validate::deeper_than(&patched, limits.max_nesting) {
             return Err(ApiError::BadRequest(format!(
                 "the patched document nests {depth} deep; at most {} is allowed",
                 limits.max_nesting
-            )));
+            ))
+            .into());
         }
         // What a patch adds is checked as a written document would be.
         validate::document_text(&patched)?;
         Ok(patched)
+    }
+}
+
+/// Why [`Patch::apply`] made no document.
+#[derive(Debug)]
+pub enum PatchFailure {
+    /// A JSON patch's `test` operation (number `operation`) did not hold
+    /// at `path` (a JSON Pointer): the document is not as the client
+    /// expected, a conflict.
+    TestFailed {
+        /// The index of the operation in the patch.
+        operation: usize,
+        /// Its path.
+        path: String,
+    },
+    /// The patch does not apply, or its result is no valid document.
+    Refused(ApiError),
+}
+
+impl From<ApiError> for PatchFailure {
+    fn from(error: ApiError) -> Self {
+        PatchFailure::Refused(error)
+    }
+}
+
+impl From<folio_core::Error> for PatchFailure {
+    fn from(error: folio_core::Error) -> Self {
+        PatchFailure::Refused(error.into())
     }
 }
 

@@ -28,6 +28,16 @@ pub enum ApiError {
     Conflict(ConcurrencyError),
     /// 409: a restore's target database exists and holds data (or is in use).
     DatabaseExists(String),
+    /// 409: a `test` operation of a JSON patch did not hold for the
+    /// current version; nothing was written.
+    PatchTestFailed {
+        /// Why, in words.
+        detail: String,
+        /// The JSON Pointer the operation tests.
+        failed_test: String,
+        /// The change vector of the version patched.
+        actual: String,
+    },
     /// 412: a precondition (`If-Match`, `If-None-Match`) failed.
     PreconditionFailed(PreconditionFailure),
     /// 408: the body did not arrive in time (the connection is closed).
@@ -78,7 +88,9 @@ struct Problem<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     conflicts: Option<&'a [Conflict]>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    actual: Option<&'a Option<String>>,
+    actual: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failed_test: Option<&'a str>,
 }
 
 impl ApiError {
@@ -90,7 +102,9 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Conflict(_) | ApiError::DatabaseExists(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_)
+            | ApiError::DatabaseExists(_)
+            | ApiError::PatchTestFailed { .. } => StatusCode::CONFLICT,
             ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -116,6 +130,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method-not-allowed",
             ApiError::Conflict(_) => "concurrency-conflict",
             ApiError::DatabaseExists(_) => "database-exists",
+            ApiError::PatchTestFailed { .. } => "patch-test-failed",
             ApiError::PreconditionFailed(_) => "precondition-failed",
             ApiError::RequestTimeout(_) => "request-timeout",
             ApiError::PayloadTooLarge(_) => "payload-too-large",
@@ -142,6 +157,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "Method not allowed",
             ApiError::Conflict(_) => "Optimistic concurrency check failed",
             ApiError::DatabaseExists(_) => "Database exists",
+            ApiError::PatchTestFailed { .. } => "Patch test failed",
             ApiError::PreconditionFailed(_) => "Precondition failed",
             ApiError::RequestTimeout(_) => "Request timeout",
             ApiError::PayloadTooLarge(_) => "Payload too large",
@@ -171,6 +187,7 @@ impl ApiError {
             | ApiError::PreconditionRequired(detail) => detail.clone(),
             ApiError::MethodNotAllowed => "this route does not take that method".into(),
             ApiError::Conflict(error) => error.to_string(),
+            ApiError::PatchTestFailed { detail, .. } => detail.clone(),
             ApiError::PreconditionFailed(failure) => failure.detail.clone(),
             ApiError::RequestTimeout(timeout) => {
                 format!("the body did not arrive within {} s", timeout.as_secs_f64())
@@ -226,7 +243,12 @@ impl IntoResponse for ApiError {
                 _ => None,
             },
             actual: match &self {
-                ApiError::PreconditionFailed(failure) => Some(&failure.actual),
+                ApiError::PreconditionFailed(failure) => Some(failure.actual.as_deref()),
+                ApiError::PatchTestFailed { actual, .. } => Some(Some(actual)),
+                _ => None,
+            },
+            failed_test: match &self {
+                ApiError::PatchTestFailed { failed_test, .. } => Some(failed_test),
                 _ => None,
             },
         };

@@ -74,13 +74,17 @@ enum Command {
         /// The query JSON, or @FILE.
         query: String,
     },
-    /// Import JSON Lines (as written by export) in batches.
+    /// Import JSON Lines in batches: lines as written by export, or plain
+    /// documents with --collection. A document named twice ends as its
+    /// last line has it.
     Import {
         #[command(flatten)]
         target: Target,
         /// The JSON Lines file.
         file: PathBuf,
-        /// The collection of lines that are plain documents (with an "id").
+        /// Every line is a plain document of this collection, stored whole
+        /// under its string "id" field (without: every line is
+        /// {"collection","id","document"}, as export writes them).
         #[arg(long)]
         collection: Option<String>,
         /// Documents per batch.

@@ -122,11 +122,14 @@ pub struct QueryBody {
     /// The collection.
     #[schema(pattern = "^[A-Za-z0-9_-]{1,128}$")]
     collection: String,
-    /// Conditions, all of which must hold.
+    /// Conditions, all of which must hold (at most 100; the `in`
+    /// operands together hold at most 10,000 values).
     #[serde(default, rename = "where")]
+    #[schema(max_items = 100)]
     filters: Vec<FilterBody>,
-    /// Ordering keys, most significant first.
+    /// Ordering keys, most significant first (at most 32).
     #[serde(default)]
+    #[schema(max_items = 32)]
     order_by: Vec<OrderBody>,
     /// How many results to skip.
     #[serde(default)]
@@ -202,7 +205,7 @@ pub enum FilterBody {
         /// The field.
         #[schema(pattern = "^[A-Za-z0-9_-]{1,64}(\\.[A-Za-z0-9_-]{1,64}){0,15}$")]
         path: String,
-        /// Strings, numbers or booleans.
+        /// Strings, numbers or booleans (at most 1000).
         #[schema(schema_with = values)]
         value: serde_json::Value,
     },
@@ -304,6 +307,7 @@ fn values() -> Schema {
     Schema::Array(
         utoipa::openapi::schema::ArrayBuilder::new()
             .items(RefOr::T(value()))
+            .max_items(Some(folio_core::Query::MAX_IN_VALUES))
             .build(),
     )
 }

@@ -53,7 +53,7 @@ use std::time::Duration;
 
 use folio_core::{
     Batch, Change, ChangeHorizon, ChangeKind, ChangesPage, CommitResult, DatabaseId, Engine, Entry,
-    FieldPath, Metadata, Query, Result, time_from_millis, validate,
+    FieldPath, Metadata, Query, QueryResult, Result, time_from_millis, validate,
 };
 use rusqlite::{OptionalExtension, params};
 use tokio::sync::oneshot;
@@ -77,6 +77,8 @@ pub use crate::cache::CacheBudget;
 pub use crate::faults::{IoFaults, PowerLoss};
 #[cfg(feature = "mimalloc")]
 pub use crate::memory::allocate_with_mimalloc;
+#[cfg(feature = "fault-injection")]
+pub use crate::read::BeforeCount;
 
 /// When a commit counts as done.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -126,6 +128,10 @@ pub struct SqliteOptions {
     /// [`IoFaults`]).
     #[cfg(feature = "fault-injection")]
     pub io_faults: Option<Arc<IoFaults>>,
+    /// Run before each count of a query's matches (feature
+    /// `fault-injection`; see [`BeforeCount`]).
+    #[cfg(feature = "fault-injection")]
+    pub before_count: Option<BeforeCount>,
 }
 
 impl Default for SqliteOptions {
@@ -140,6 +146,8 @@ impl Default for SqliteOptions {
             max_size_bytes: None,
             #[cfg(feature = "fault-injection")]
             io_faults: None,
+            #[cfg(feature = "fault-injection")]
+            before_count: None,
         }
     }
 }
@@ -268,11 +276,7 @@ impl SqliteEngine {
             shared: Arc::new(Shared {
                 _checkpointer: checkpointer,
                 writer,
-                readers: ReaderPool::new(
-                    location.clone(),
-                    options.max_idle_readers,
-                    health.clone(),
-                ),
+                readers: ReaderPool::new(location.clone(), &options, health.clone()),
                 cache,
                 database_id: opened.database_id,
                 horizon,
@@ -599,16 +603,29 @@ impl Engine for SqliteEngine {
 
     async fn count(&self, query: &Query) -> Result<u64> {
         let sql = query::count(query)?;
-        self.read_blocking(move |connection, _| {
-            connection
-                .prepare_cached(&sql.text)
-                .and_then(|mut statement| {
-                    statement.query_row(rusqlite::params_from_iter(sql.params.iter()), |row| {
-                        row.get::<_, i64>(0)
-                    })
-                })
-                .map(|count| u64::try_from(count).unwrap_or(0))
-                .map_err(|e| storage("counting query results", e))
+        let shared = self.shared.clone();
+        self.read_blocking(move |connection, _| read::count(&shared.readers, connection, &sql))
+            .await
+    }
+
+    /// The page and the total read in one read transaction on one
+    /// connection: one snapshot, so the total counts exactly the matches
+    /// the page was taken from.
+    async fn query_page(&self, query: &Query) -> Result<QueryResult> {
+        let select = query::select(query)?;
+        let count = query::count(query)?;
+        let collection = query.collection.clone();
+        let shared = self.shared.clone();
+        self.read_blocking(move |connection, database| {
+            // A deferred transaction takes its snapshot at the first read
+            // and keeps it until it ends.
+            let snapshot = connection
+                .unchecked_transaction()
+                .map_err(|e| storage("beginning a read", e))?;
+            let entries = read::entries(&snapshot, &select, &collection, database)?;
+            let total = read::count(&shared.readers, &snapshot, &count)?;
+            snapshot.commit().map_err(|e| storage("ending a read", e))?;
+            Ok(QueryResult { entries, total })
         })
         .await
     }

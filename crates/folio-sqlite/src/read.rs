@@ -20,15 +20,39 @@ pub(crate) struct ReaderPool {
     max_idle: usize,
     /// Told of any damaged page a read finds.
     health: Arc<Health>,
+    #[cfg(feature = "fault-injection")]
+    before_count: Option<BeforeCount>,
+}
+
+/// A test's hook, run on the reading thread before each statement that
+/// counts a query's matches (feature `fault-injection`;
+/// `SqliteOptions::before_count`): inside `query_page`'s read transaction,
+/// after the page was read. A test commits a write there to show that the
+/// total is counted in the page's snapshot.
+#[cfg(feature = "fault-injection")]
+#[derive(Clone)]
+pub struct BeforeCount(pub Arc<dyn Fn() + Send + Sync>);
+
+#[cfg(feature = "fault-injection")]
+impl std::fmt::Debug for BeforeCount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BeforeCount")
+    }
 }
 
 impl ReaderPool {
-    pub(crate) fn new(location: Arc<Location>, max_idle: usize, health: Arc<Health>) -> Self {
+    pub(crate) fn new(
+        location: Arc<Location>,
+        options: &crate::SqliteOptions,
+        health: Arc<Health>,
+    ) -> Self {
         ReaderPool {
             location,
             idle: Mutex::new(Vec::new()),
-            max_idle,
+            max_idle: options.max_idle_readers,
             health,
+            #[cfg(feature = "fault-injection")]
+            before_count: options.before_count.clone(),
         }
     }
 
@@ -80,6 +104,29 @@ pub(crate) fn entry_from_row(
         },
         document: row.get(4)?,
     })
+}
+
+/// Runs a compiled count of a query's matches.
+pub(crate) fn count(
+    readers: &ReaderPool,
+    connection: &Connection,
+    sql: &crate::query::Sql,
+) -> Result<u64> {
+    #[cfg(feature = "fault-injection")]
+    if let Some(BeforeCount(hook)) = &readers.before_count {
+        hook();
+    }
+    #[cfg(not(feature = "fault-injection"))]
+    let _ = readers;
+    connection
+        .prepare_cached(&sql.text)
+        .and_then(|mut statement| {
+            statement.query_row(rusqlite::params_from_iter(sql.params.iter()), |row| {
+                row.get::<_, i64>(0)
+            })
+        })
+        .map(|count| u64::try_from(count).unwrap_or(0))
+        .map_err(|e| storage("counting query results", e))
 }
 
 /// Runs a compiled entry query.

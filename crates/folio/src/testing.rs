@@ -17,7 +17,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use folio_core::{
     Batch, ChangesPage, CommitResult, Engine, EngineError, EngineErrorKind, EngineRef, Entry,
-    Error, FieldPath, Metadata, Query, Result,
+    Error, FieldPath, Metadata, Query, QueryResult, Result,
 };
 
 /// The calls a test wrapper of an engine may observe or change. Each
@@ -82,6 +82,11 @@ pub trait Wrapper: Send + Sync + 'static {
     async fn query(&self, query: &Query) -> Result<Vec<Entry>> {
         self.inner().query(query).await
     }
+
+    /// [`Engine::query_page`] (the inner engine's, one snapshot).
+    async fn query_page(&self, query: &Query) -> Result<QueryResult> {
+        self.inner().query_page(query).await
+    }
 }
 
 /// The engine made of `wrapper`; keep the `Arc` to look at the wrapper.
@@ -111,6 +116,10 @@ impl<W: Wrapper> Engine for Wrapped<W> {
 
     async fn count(&self, query: &Query) -> Result<u64> {
         self.0.inner().count(query).await
+    }
+
+    async fn query_page(&self, query: &Query) -> Result<QueryResult> {
+        self.0.query_page(query).await
     }
 
     async fn scan(

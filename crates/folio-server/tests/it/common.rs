@@ -34,6 +34,8 @@ pub(crate) struct Server {
     pub(crate) data: PathBuf,
     /// The application.
     pub(crate) app: Router,
+    /// Its state.
+    pub(crate) state: AppState,
 }
 
 /// How to build a [`Server`].
@@ -55,29 +57,48 @@ impl Server {
     pub(crate) fn with(config: Config) -> Self {
         let root = tempfile::tempdir().expect("tempdir");
         let data = root.path().join("data");
-        let app = app_over(&data, config);
-        Server { root, data, app }
+        let state = state_over(&data, config);
+        let app = router(state.clone());
+        Server {
+            root,
+            data,
+            app,
+            state,
+        }
     }
 
     /// A server over the data directory `data` (created on first use),
     /// which outlives it.
     pub(crate) fn over(data: &Path, config: Config) -> Self {
         let root = tempfile::tempdir().expect("tempdir");
-        let app = app_over(data, config);
+        let state = state_over(data, config);
+        let app = router(state.clone());
         Server {
             root,
             data: data.to_owned(),
             app,
+            state,
         }
     }
 
     /// A new server over the data directory of `self`, once `self` (and
     /// every database it had open) is gone: as after a restart.
     pub(crate) fn restarted(self, config: Config) -> Self {
-        let Server { root, data, app } = self;
-        drop(app);
-        let app = app_over(&data, config);
-        Server { root, data, app }
+        let Server {
+            root,
+            data,
+            app,
+            state,
+        } = self;
+        drop((app, state));
+        let state = state_over(&data, config);
+        let app = router(state.clone());
+        Server {
+            root,
+            data,
+            app,
+            state,
+        }
     }
 
     /// Sends a request; `body` is sent as is.
@@ -159,10 +180,15 @@ impl Server {
 
 /// The router over data directory `data`.
 pub(crate) fn app_over(data: &Path, config: Config) -> Router {
+    router(state_over(data, config))
+}
+
+/// The state of a server over data directory `data`.
+fn state_over(data: &Path, config: Config) -> AppState {
     let keys = config
         .keys
         .map(|text| Keys::parse(text).expect("a valid keys file"));
-    let state = AppState::new(
+    AppState::new(
         Databases::new(Backend::Embedded {
             dir: data.to_owned(),
             options: options(),
@@ -171,8 +197,7 @@ pub(crate) fn app_over(data: &Path, config: Config) -> Router {
         config.limits.unwrap_or_default(),
         config.require_precondition,
     )
-    .with_allowed_hosts(config.allowed_hosts);
-    router(state)
+    .with_allowed_hosts(config.allowed_hosts)
 }
 
 /// The state of a server over data directory `data`, with no keys, default

@@ -95,21 +95,27 @@ async fn json_patch_applies_all_or_nothing() {
     let expected = json!({"first_name":"Ada","age":37,"address":{"city":"London"},"tags":["a","b"],"born":"London"});
     assert_eq!(server.get(DOC).await.json(), expected);
 
-    // A failing `test` op: 400, and the ops before and after it are not written.
+    // A failing `test` op: 409 (the document is not as the client
+    // expected) naming the path tested and the version patched, and the
+    // ops before and after it are not written.
     let current = quote(metadata["change_vector"].as_str().expect("cv"));
-    server
-        .patch(
-            DOC,
-            JSON_PATCH,
-            &[("if-match", &current)],
-            r#"[
-                {"op":"replace","path":"/age","value":1000},
-                {"op":"test","path":"/first_name","value":"Grace"},
-                {"op":"replace","path":"/born","value":"nowhere"}
-            ]"#,
-        )
-        .await
-        .problem(StatusCode::BAD_REQUEST, "bad-request");
+    for preconditions in [&[("if-match", current.as_str())][..], &[]] {
+        let problem = server
+            .patch(
+                DOC,
+                JSON_PATCH,
+                preconditions,
+                r#"[
+                    {"op":"replace","path":"/age","value":1000},
+                    {"op":"test","path":"/first_name","value":"Grace"},
+                    {"op":"replace","path":"/born","value":"nowhere"}
+                ]"#,
+            )
+            .await
+            .problem(StatusCode::CONFLICT, "patch-test-failed");
+        assert_eq!(problem["failed_test"], "/first_name");
+        assert_eq!(quote(problem["actual"].as_str().expect("actual")), current);
+    }
     let after = server.get(DOC).await;
     assert_eq!(after.json(), expected);
     assert_eq!(after.header("etag"), Some(current.as_str()));

@@ -289,3 +289,68 @@ async fn paging_with_ids_that_need_percent_encoding() {
     expected.sort();
     assert_eq!(seen, expected);
 }
+
+/// The largest queries are served; past each limit, 400 naming it (a
+/// query SQLite or PostgreSQL cannot run was a 500).
+#[tokio::test]
+async fn queries_past_a_size_limit_are_400_naming_it() {
+    let server = people().await;
+    let ages = |count: usize| (0..count).map(|n| json!(n)).collect::<Vec<_>>();
+    let ins = |filters: usize, each: usize| {
+        (0..filters)
+            .map(|_| json!({"path": "age", "op": "in", "value": ages(each)}))
+            .collect::<Vec<_>>()
+    };
+    let ne = |count: usize| {
+        (0..count)
+            .map(|n| json!({"path": "age", "op": "ne", "value": -(n as i64) - 1}))
+            .collect::<Vec<_>>()
+    };
+    let keys = |count: usize| {
+        (0..count)
+            .map(|n| json!({"path": format!("k{n}")}))
+            .collect::<Vec<_>>()
+    };
+    for (largest, past, limit) in [
+        (
+            json!({"where": ins(1, 1000)}),
+            json!({"where": ins(1, 1001)}),
+            "at most 1000 values",
+        ),
+        (
+            json!({"where": ne(100)}),
+            json!({"where": ne(101)}),
+            "at most 100 filters",
+        ),
+        (
+            json!({"where": ins(10, 1000)}),
+            json!({ "where": ins(10, 1000).into_iter().chain(ins(1, 1)).collect::<Vec<_>>() }),
+            "at most 10000 values together",
+        ),
+        (
+            json!({"order_by": keys(32)}),
+            json!({"order_by": keys(33)}),
+            "at most 32 ordering keys",
+        ),
+    ] {
+        let with_collection = |mut body: Value| {
+            body["collection"] = json!("people");
+            body.to_string()
+        };
+        let answer = server
+            .post_json("/db/shop/query", &[], &with_collection(largest))
+            .await
+            .ok_json(StatusCode::OK);
+        assert_eq!(answer["total"], 30, "{limit}");
+        let problem = server
+            .post_json("/db/shop/query", &[], &with_collection(past))
+            .await
+            .problem(StatusCode::BAD_REQUEST, "bad-request");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .is_some_and(|detail| detail.contains(limit)),
+            "{problem}"
+        );
+    }
+}

@@ -303,6 +303,92 @@ async fn bad_request_for_malformed_input() {
     assert_eq!(server.get(DOC).await.json(), json!({"name":"A"}));
 }
 
+/// A key repeated in one object (I-JSON, RFC 7493) is refused on every
+/// path that stores a document, naming the key and its object; nothing is
+/// written.
+#[tokio::test]
+async fn bad_request_for_a_repeated_key_on_every_write_path() {
+    let server = shop().await;
+    server.put_doc("shop", "people", "p1", r#"{"v":1}"#).await;
+    let refused = |resp: crate::common::Resp, key: &str, object: &str| {
+        let problem = resp.problem(StatusCode::BAD_REQUEST, "bad-request");
+        let detail = problem["detail"].as_str().expect("a detail");
+        assert!(
+            detail.contains(&format!(
+                "the key \"{key}\" twice in the object at {object}"
+            )),
+            "{detail}"
+        );
+    };
+    let repeated = r#"{"v":2,"address":{"city":"Oslo","city":"Bergen"}}"#;
+    refused(
+        server.put_json(DOC, &[], repeated).await,
+        "city",
+        "/address",
+    );
+    refused(
+        server
+            .put_json("/db/shop/docs/people/p2", &[], repeated)
+            .await,
+        "city",
+        "/address",
+    );
+    refused(
+        server
+            .post_json("/db/shop/docs/people", &[], repeated)
+            .await,
+        "city",
+        "/address",
+    );
+    // Escaped, the same key.
+    refused(
+        server.put_json(DOC, &[], r#"{"v":2,"\u0076":3}"#).await,
+        "v",
+        "the top level",
+    );
+    let batch = format!(
+        r#"{{"commands":[{{"op":"put","collection":"people","id":"p3","document":{{"ok":1}}}},{{"op":"put","collection":"people","id":"p2","document":{repeated}}}]}}"#
+    );
+    refused(
+        server.post_json("/db/shop/batch", &[], &batch).await,
+        "city",
+        "/address",
+    );
+    // Patch bodies: a merge patch, and a value a JSON patch adds.
+    refused(
+        server
+            .patch(DOC, "application/merge-patch+json", &[], r#"{"v":2,"v":3}"#)
+            .await,
+        "v",
+        "the top level",
+    );
+    refused(
+        server
+            .patch(
+                DOC,
+                "application/json-patch+json",
+                &[],
+                r#"[{"op":"add","path":"/a","value":{"b":1,"b":2}}]"#,
+            )
+            .await,
+        "b",
+        "/0/value",
+    );
+    assert_eq!(server.get(DOC).await.json(), json!({"v":1}));
+    for id in ["p2", "p3"] {
+        server
+            .get(&format!("/db/shop/docs/people/{id}"))
+            .await
+            .problem(StatusCode::NOT_FOUND, "not-found");
+    }
+    let listed = server.get("/db/shop/docs/people").await.json();
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+}
+
 #[tokio::test]
 async fn bad_request_for_json_nested_deeper_than_a_configured_limit() {
     let server = Server::with(Config {
@@ -325,18 +411,30 @@ async fn bad_request_for_json_nested_deeper_than_a_configured_limit() {
     let in_string = r#"{"a":{"b":[{"c":"[[[[[[[[{{{{{"}]}}"#;
     let ok = server.put_json(DOC, &[], in_string).await;
     assert_eq!(ok.status, StatusCode::OK, "{ok:?}");
-    // The limit holds for batches too.
-    let batch = format!(
-        r#"{{"commands":[{{"op":"put","collection":"people","id":"p2","document":{five}}}]}}"#
-    );
+    // The limit holds for the documents of a batch too, counted from the
+    // document (the batch around it does not count).
+    let batch = |document: &str| {
+        format!(
+            r#"{{"commands":[{{"op":"put","collection":"people","id":"p2","document":{document}}}]}}"#
+        )
+    };
     server
-        .post_json("/db/shop/batch", &[], &batch)
+        .post_json("/db/shop/batch", &[], &batch(five))
         .await
         .problem(StatusCode::BAD_REQUEST, "bad-request");
     server
         .get("/db/shop/docs/people/p2")
         .await
         .problem(StatusCode::NOT_FOUND, "not-found");
+    server
+        .post_json("/db/shop/batch", &[], &batch(four))
+        .await
+        .ok_json(StatusCode::OK);
+    assert_eq!(
+        server.get("/db/shop/docs/people/p2").await.text(),
+        four,
+        "what a PUT takes, a batch takes"
+    );
 }
 
 // ---------------------------------------------------------------- 404

@@ -22,6 +22,8 @@
 //!   processes on one database lose no update and keep every invariant;
 //! * `pg_terminate`: PostgreSQL only: backends terminated mid-batch fail
 //!   their batch whole, and the pool recovers;
+//! * `snapshot`: `query_page` reads its page and total in one snapshot
+//!   (a hook in each engine lets a write land between them);
 //! * `versions`: a change vector names one version forever: batches name a
 //!   document once, etags are never taken twice, and the embedded engine's
 //!   readers see only durable versions;
@@ -45,6 +47,7 @@ mod postgres;
 mod queries;
 mod security;
 mod sessions;
+mod snapshot;
 mod tracking;
 mod versions;
 mod writes;

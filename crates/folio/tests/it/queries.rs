@@ -31,6 +31,7 @@ conformance!(
     queried_documents_are_read_guards_with_writes_and_reads,
     an_index_gives_the_same_results,
     query_page_reports_the_total,
+    the_largest_queries_are_served_and_larger_ones_refused,
 );
 
 // ---- the collection every scenario queries ------------------------------------
@@ -1352,4 +1353,121 @@ async fn query_page_reports_the_total(h: Harness) {
             .unwrap();
         assert_eq!(known, entry.metadata);
     }
+}
+
+/// Each size limit of `Query::validate`: the largest query allowed is
+/// served (right results, every engine), one more is refused with
+/// `InvalidInput` naming the limit.
+async fn the_largest_queries_are_served_and_larger_ones_refused(h: Harness) {
+    let store = h.store().await;
+    let engine = store.engine();
+    let commands: Vec<folio::Command> = (0..100)
+        .map(|n| {
+            folio::Command::put(
+                "numbers",
+                format!("n{n:03}"),
+                json!({"n": n, "s": format!("s{n}")}).to_string(),
+                Expectation::Missing,
+            )
+        })
+        .collect();
+    engine
+        .commit(folio::Batch::from(commands))
+        .await
+        .unwrap()
+        .unwrap();
+    let numbers = |range: std::ops::Range<i64>| Value::Array(range.map(Value::from).collect());
+    let served = |query: Query, expected: usize| {
+        let engine = engine.clone();
+        async move {
+            let page = engine
+                .query_page(&query)
+                .await
+                .unwrap_or_else(|error| panic!("served: {error}"));
+            assert_eq!(page.entries.len(), expected);
+            assert_eq!(page.total, expected as u64);
+            page.entries
+                .into_iter()
+                .map(|entry| entry.metadata.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let refused = |query: Query, limit: usize| {
+        let engine = engine.clone();
+        async move {
+            for result in [
+                engine.query_page(&query).await.map(drop),
+                engine.count(&query).await.map(drop),
+            ] {
+                match result {
+                    Err(Error::InvalidInput(message)) => {
+                        assert!(message.contains(&format!("at most {limit}")), "{message}")
+                    }
+                    other => panic!("refused naming {limit}: {other:?}"),
+                }
+            }
+        }
+    };
+
+    // One `in` of the most values: numbers, and numbers with strings.
+    let most = Query::MAX_IN_VALUES as i64;
+    let query = Query::new("numbers")
+        .filter("n", Op::In, numbers(-most + 50..50))
+        .unwrap();
+    assert_eq!(served(query, 50).await.len(), 50);
+    let mut mixed = numbers(0..most - 2);
+    if let Value::Array(values) = &mut mixed {
+        values.push(json!("s7"));
+        values.push(json!(true));
+    }
+    let query = Query::new("numbers")
+        .filter("s", Op::In, mixed.clone())
+        .unwrap();
+    assert_eq!(served(query, 1).await, ["n007"]);
+    if let Value::Array(values) = &mut mixed {
+        values.push(json!(-1));
+    }
+    refused(
+        Query::new("numbers").filter("n", Op::In, mixed).unwrap(),
+        Query::MAX_IN_VALUES,
+    )
+    .await;
+
+    // The most filters.
+    let mut query = Query::new("numbers");
+    for k in 0..Query::MAX_FILTERS as i64 {
+        query = query.filter("n", Op::Ne, -k - 1).unwrap();
+    }
+    assert_eq!(served(query.clone(), 100).await.len(), 100);
+    refused(
+        query.filter("n", Op::Exists, true).unwrap(),
+        Query::MAX_FILTERS,
+    )
+    .await;
+
+    // The most `in` values in all, spread over several filters.
+    let mut query = Query::new("numbers");
+    let per_filter = Query::MAX_IN_VALUES as i64;
+    for k in 0..(Query::MAX_QUERY_VALUES as i64 / per_filter) {
+        query = query
+            .filter("n", Op::In, numbers(k * 5..k * 5 + per_filter))
+            .unwrap();
+    }
+    let found = served(query.clone(), 55).await;
+    assert_eq!(found.first().map(String::as_str), Some("n045"));
+    refused(
+        query.filter("s", Op::In, json!(["s1"])).unwrap(),
+        Query::MAX_QUERY_VALUES,
+    )
+    .await;
+
+    // The most ordering keys: fields no document has, then `n` descending.
+    let mut query = Query::new("numbers");
+    for k in 0..Query::MAX_ORDER_KEYS - 1 {
+        query = query.order_by(&format!("absent{k}"), k % 2 == 0).unwrap();
+    }
+    query = query.order_by("n", true).unwrap();
+    let found = served(query.clone(), 100).await;
+    assert_eq!(found[..3], ["n099", "n098", "n097"]);
+    refused(query.order_by("s", false).unwrap(), Query::MAX_ORDER_KEYS).await;
 }

@@ -29,6 +29,8 @@ conformance!(
     a_refused_insert_leaves_nothing_behind_for_later_writes,
     revisions_count_only_committed_writes_around_refused_batches,
     every_kind_of_put_counts_revisions_across_a_reopen,
+    a_key_repeated_in_one_object_is_refused_and_nothing_is_written,
+    the_deepest_document_is_written_and_read_back_unchanged,
 );
 
 // ---- helpers of this module -------------------------------------------------
@@ -853,6 +855,165 @@ async fn bad_input_is_refused_at_the_call_and_nothing_is_written(h: Harness) {
     );
     assert!(stored::<Note>(&store, "notes/beside").await.is_none());
     assert!(stored::<Note>(&store, "b1").await.is_none());
+}
+
+/// A type whose serialized form can name a key twice: `extra` is
+/// flattened beside `name`.
+#[derive(Debug, Serialize, Deserialize, folio::Document)]
+#[folio(collection = "notes")]
+struct Loose {
+    #[folio(id)]
+    id: String,
+    name: String,
+    #[serde(flatten)]
+    extra: HashMap<String, serde_json::Value>,
+}
+
+async fn a_key_repeated_in_one_object_is_refused_and_nothing_is_written(h: Harness) {
+    let store = h.store().await;
+    fn refused_naming<T: std::fmt::Debug>(result: folio::Result<T>, key: &str, object: &str) {
+        match result {
+            Err(Error::InvalidInput(message)) => assert!(
+                message.contains(&format!(
+                    "the key \"{key}\" twice in the object at {object}"
+                )),
+                "{message}"
+            ),
+            other => panic!("a repeated {key:?} must be InvalidInput, got {other:?}"),
+        }
+    }
+
+    // Through the session: serde writes `name` twice.
+    let mut session = store.open_session();
+    session
+        .store(Loose {
+            id: "notes/loose".into(),
+            name: "first".into(),
+            extra: HashMap::from([("name".to_owned(), serde_json::json!("second"))]),
+        })
+        .unwrap();
+    session.store(Note::new("notes/beside", "x")).unwrap();
+    refused_naming(session.save_changes().await, "name", "the top level");
+
+    // Straight to the engine, escaped and nested, beside a good put.
+    let engine = store.engine();
+    for (document, key, object) in [
+        (r#"{"a":1,"\u0061":2}"#, "a", "the top level"),
+        (r#"{"list":[{"k":1},{"k":1,"k":2}]}"#, "k", "/list/1"),
+    ] {
+        let batch = Batch::from(vec![
+            Command::put("notes", "notes/beside", r#"{"text":"x"}"#, Expectation::Any),
+            Command::put("notes", "notes/repeated", document, Expectation::Any),
+        ]);
+        refused_naming(engine.commit(batch).await, key, object);
+    }
+    for id in ["notes/loose", "notes/beside", "notes/repeated"] {
+        assert_eq!(
+            engine.get("notes", &[id.to_owned()]).await.unwrap(),
+            vec![None],
+            "{id} was not written"
+        );
+    }
+    // The same key in two objects is fine.
+    let verdict = engine
+        .commit(Batch::from(vec![Command::put(
+            "notes",
+            "notes/fine",
+            r#"{"a":{"k":1},"b":{"k":2},"k":[{"k":3}]}"#,
+            Expectation::Any,
+        )]))
+        .await
+        .unwrap();
+    assert!(verdict.is_ok(), "{verdict:?}");
+}
+
+/// A document nesting as deep as allowed is committed (alone and in a
+/// batch), read, listed and queried unchanged; one level deeper is
+/// refused. The remote engine sends it inside a batch body, which nests
+/// deeper than the document.
+async fn the_deepest_document_is_written_and_read_back_unchanged(h: Harness) {
+    let store = h.store().await;
+    let engine = store.engine();
+    let limit = folio_core::validate::MAX_NESTING;
+    let nested = |depth: usize| {
+        format!(
+            "{{\"k\":\"deep\",\"a\":{}1{}}}",
+            "[".repeat(depth - 1),
+            "]".repeat(depth - 1)
+        )
+    };
+    let deepest = nested(limit);
+    let verdict = engine
+        .commit(Batch::from(vec![Command::put(
+            "notes",
+            "notes/alone",
+            deepest.as_str(),
+            Expectation::Missing,
+        )]))
+        .await
+        .unwrap();
+    assert!(verdict.is_ok(), "{verdict:?}");
+    let verdict = engine
+        .commit(Batch::from(vec![
+            Command::put(
+                "notes",
+                "notes/first",
+                r#"{"k":"flat"}"#,
+                Expectation::Missing,
+            ),
+            Command::put(
+                "notes",
+                "notes/second",
+                deepest.as_str(),
+                Expectation::Missing,
+            ),
+        ]))
+        .await
+        .unwrap();
+    assert!(verdict.is_ok(), "{verdict:?}");
+    let as_value = |text: &str| -> serde_json::Value {
+        folio_core::validate::read_value(text).expect("stored JSON")
+    };
+    let expected = as_value(&deepest);
+    for id in ["notes/alone", "notes/second"] {
+        let entry = engine
+            .get("notes", &[id.to_owned()])
+            .await
+            .unwrap()
+            .remove(0);
+        let entry = entry.unwrap_or_else(|| panic!("{id} is stored"));
+        assert_eq!(as_value(&entry.document), expected, "{id}");
+    }
+    let listed = engine.scan("notes", None, 10).await.unwrap();
+    assert_eq!(listed.len(), 3);
+    let queried = engine
+        .query(
+            &folio::Query::new("notes")
+                .filter("k", folio::Op::Eq, "deep")
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(queried.len(), 2);
+    for entry in listed
+        .iter()
+        .filter(|entry| entry.metadata.id != "notes/first")
+        .chain(&queried)
+    {
+        assert_eq!(as_value(&entry.document), expected, "{}", entry.metadata.id);
+    }
+    let refused = engine
+        .commit(Batch::from(vec![Command::put(
+            "notes",
+            "notes/deeper",
+            nested(limit + 1),
+            Expectation::Any,
+        )]))
+        .await;
+    assert!(
+        matches!(refused, Err(Error::InvalidInput(_))),
+        "{refused:?}"
+    );
 }
 
 async fn reopening_keeps_documents_and_versions(h: Harness) {
