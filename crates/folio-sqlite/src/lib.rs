@@ -331,6 +331,15 @@ impl Shared {
     /// syncers' `fdatasync` returns, so a read may have to wait for it). An
     /// error when the sync failed: that version may or may not be on disk.
     async fn durable(&self, etag: u64) -> Result<()> {
+        if etag <= self.horizon.current() {
+            return Ok(());
+        }
+        Box::pin(self.wait_durable(etag)).await
+    }
+
+    /// The slow path of [`Shared::durable`], boxed: a read rarely takes it,
+    /// and every read would otherwise carry its state.
+    async fn wait_durable(&self, etag: u64) -> Result<()> {
         while etag > self.horizon.current() {
             if self.health.sync_failed() {
                 return Err(folio_core::Error::Engine(folio_core::EngineError::new(
