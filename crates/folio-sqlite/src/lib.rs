@@ -59,7 +59,7 @@ use rusqlite::{OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use crate::cache::DocumentCache;
-use crate::checkpoint::{Checkpointer, CommitCounter};
+use crate::checkpoint::{Checkpointer, Checkpoints};
 use crate::error::{closed, storage};
 use crate::health::Health;
 use crate::location::Location;
@@ -240,7 +240,7 @@ impl SqliteEngine {
             limit_size(&connection, bytes)?;
         }
         let cache = DocumentCache::shared(options.cache_bytes, options.cache_budget.as_ref());
-        let commits = Arc::new(CommitCounter::default());
+        let commits = Arc::new(Checkpoints::default());
         let health = Arc::new(Health::default());
         let checkpointer = match location.path() {
             Some(_) => Some(Checkpointer::start(

@@ -123,17 +123,6 @@ impl Location {
         connection
             .pragma_update(None, "temp_store", "MEMORY")
             .map_err(|e| storage("configuring temporary storage", e))?;
-        if let Location::File(_) = self {
-            // The checkpointer thread (`checkpoint.rs`) copies most of the log
-            // while the writer works, but a checkpoint that runs beside a
-            // writer never finishes, and only a finished one lets the log
-            // start over. So the writer also checkpoints, between groups,
-            // once the log is large: little is left to copy by then, and the
-            // next group writes the log from its beginning again.
-            connection
-                .pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)
-                .map_err(|e| storage("configuring checkpoints", e))?;
-        }
         Ok(connection)
     }
 

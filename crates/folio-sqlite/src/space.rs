@@ -44,8 +44,15 @@ pub(crate) const RESUME_MARGIN: u64 = 4 << 20;
 /// are taken while the disk is full, write into blocks the log already has.
 pub(crate) const LOG_ROOM: u64 = 1 << 20;
 
-/// How often an engine that is not full looks at the free space.
+/// How often an engine that is not full looks at the free space while
+/// there is plenty of it.
 const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Below this much free space the writer looks at it before every group:
+/// a writer fills a gigabyte in seconds, and a log bound set from what was
+/// free a second ago would let the log hold more than the reserve can
+/// absorb when the database file must take it in on a full disk.
+const CLOSE_WATCH: u64 = 1 << 30;
 
 /// The writer's view of the room on its disk.
 pub(crate) struct Space {
@@ -57,6 +64,8 @@ pub(crate) struct Space {
     /// Shared with readers and `Engine::health`.
     full: bool,
     last_check: Option<Instant>,
+    /// The free bytes the last check found.
+    last_free: u64,
 }
 
 impl Space {
@@ -70,6 +79,7 @@ impl Space {
             reserved: false,
             full: false,
             last_check: None,
+            last_free: 0,
         };
         if space.reserve.is_some() && reserve_bytes > 0 && !space.take_reserve() {
             space.full = true;
@@ -96,20 +106,23 @@ impl Space {
         self.release_reserve();
     }
 
-    /// At most this often (when not full), the log size in pages at which
-    /// the writer should checkpoint, given the free space: a quarter of it,
-    /// between `minimum` and `maximum` pages of `page_size`.
+    /// Once a second, or before every group while less than
+    /// [`CLOSE_WATCH`] is free, the log size in pages at which the writer
+    /// should checkpoint, given the free space: a quarter of it, between
+    /// `minimum` and `maximum` pages of `page_size`.
     pub(crate) fn log_pages(&mut self, page_size: u64, minimum: i64, maximum: i64) -> Option<i64> {
         let now = Instant::now();
         if self.reserve.is_none()
-            || self
-                .last_check
-                .is_some_and(|last| now.duration_since(last) < CHECK_INTERVAL)
+            || (self.last_free >= CLOSE_WATCH
+                && self
+                    .last_check
+                    .is_some_and(|last| now.duration_since(last) < CHECK_INTERVAL))
         {
             return None;
         }
         self.last_check = Some(now);
         let free = self.free_bytes()?;
+        self.last_free = free;
         let pages = i64::try_from(free / 4 / page_size.max(1)).unwrap_or(i64::MAX);
         Some(pages.clamp(minimum, maximum))
     }

@@ -30,7 +30,7 @@
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
@@ -43,7 +43,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use crate::cache::DocumentCache;
-use crate::checkpoint::CommitCounter;
+use crate::checkpoint::Checkpoints;
 use crate::error::{closed, storage};
 use crate::health::Health;
 use crate::jsonb::{self, Encoded};
@@ -115,8 +115,8 @@ pub(crate) struct Writer {
 pub(crate) struct Links {
     /// The document cache, kept coherent by the writer.
     pub(crate) cache: Arc<DocumentCache>,
-    /// Counts commits for the checkpointer.
-    pub(crate) commits: Arc<CommitCounter>,
+    /// Counts commits for the checkpointer, and keeps checkpoints apart.
+    pub(crate) commits: Arc<Checkpoints>,
     /// Set when a sync failed: no more writes.
     pub(crate) health: Arc<Health>,
     /// Whether the tombstones table may hold rows, as readers see it.
@@ -141,6 +141,9 @@ impl Writer {
             tombstones: readers_tombstones,
             space,
         } = links;
+        let mut connection = connection;
+        let log_pages = Arc::new(AtomicI64::new(WRITER_CHECKPOINT_PAGES));
+        checkpoint_past(&mut connection, commits.clone(), log_pages.clone())?;
         let page_size: i64 = connection
             .query_row("PRAGMA page_size", [], |row| row.get(0))
             .map_err(|e| storage("reading the page size", e))?;
@@ -169,7 +172,8 @@ impl Writer {
             health,
             space,
             page_size: u64::try_from(page_size).unwrap_or(4096),
-            log_pages: WRITER_CHECKPOINT_PAGES,
+            log_pages,
+            log_owed: false,
             max_batches_per_group: max_batches_per_group.max(1),
         };
         let thread = std::thread::Builder::new()
@@ -234,7 +238,7 @@ struct WriterState {
     /// removed: the current group must not commit.
     untrusted: bool,
     cache: Arc<DocumentCache>,
-    commits: Arc<CommitCounter>,
+    commits: Arc<Checkpoints>,
     /// Answers callers once their group is durable.
     acknowledger: Acknowledger,
     /// Whether a sync failed or a damaged page was read: no more writes.
@@ -243,9 +247,38 @@ struct WriterState {
     space: Space,
     page_size: u64,
     /// The log size (pages) at which the writer checkpoints, bounded by the
-    /// room on the disk (`space.rs`).
-    log_pages: i64,
+    /// room on the disk (`space.rs`); its log hook reads it.
+    log_pages: Arc<AtomicI64>,
+    /// Set while the disk is full and the log could not be emptied yet.
+    log_owed: bool,
     max_batches_per_group: usize,
+}
+
+/// Makes the writer checkpoint after each commit that leaves the log at
+/// `log_pages` pages or more. The checkpointer thread (`checkpoint.rs`)
+/// copies most of the log while the writer works, but a checkpoint that
+/// runs beside a writer never finishes, and only a finished one lets the
+/// log start over: so the writer finishes one itself once the log is
+/// large. Little is left to copy by then, and the next group writes the
+/// log from its beginning again. It takes its turn with the checkpointer
+/// (SQLite's own automatic checkpoint would give up at once while the
+/// checkpointer copies, and the log would grow on).
+fn checkpoint_past(
+    connection: &mut Connection,
+    checkpoints: Arc<Checkpoints>,
+    log_pages: Arc<AtomicI64>,
+) -> Result<()> {
+    connection
+        .wal_hook(Some(move |log: &mut rusqlite::hooks::Wal, pages| {
+            if i64::from(pages) >= log_pages.load(Ordering::Relaxed) {
+                let _apart = checkpoints.apart();
+                // As SQLite's own: a checkpoint that fails loses nothing
+                // (the log keeps the pages), and the next commit tries again.
+                let _ = log.checkpoint();
+            }
+            Ok(())
+        }))
+        .map_err(|e| storage("configuring checkpoints", e))
 }
 
 impl WriterState {
@@ -317,6 +350,9 @@ impl WriterState {
             return;
         }
         if self.space.full(&self.health) {
+            if self.log_owed {
+                self.empty_log();
+            }
             // Only batches that put nothing are tried: deleting makes room.
             let (tried, refused): (Vec<_>, Vec<_>) = group.drain(..).partition(|(batch, _)| {
                 !batch
@@ -443,36 +479,42 @@ impl WriterState {
             if !self.connection.is_autocommit() {
                 let _ = self.execute("ROLLBACK", "rolling back");
             }
-            // Copies the log into the file (which may grow into the
-            // reserve) and truncates it: its blocks return to the disk. If
-            // it cannot finish now, a later group tries again.
-            let emptied = self
-                .connection
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-                .map_err(|e| storage("emptying the log", e));
-            match emptied {
-                Ok(()) => self.space.keep_log_room(),
-                Err(error) => self.health.note(&error),
-            }
+            self.empty_log();
+        }
+    }
+
+    /// Copies the log into the database file (which may grow into the
+    /// reserve just given back) and truncates it, so its blocks return to
+    /// the disk and the next writes start it over. It waits for the
+    /// checkpointer's round to end (SQLite would answer busy and copy
+    /// nothing). What cannot finish now (no room even for the copy) is
+    /// owed, and tried again before the next group.
+    fn empty_log(&mut self) {
+        let outcome = {
+            let _apart = self.commits.apart();
+            self.connection
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                    row.get::<_, i64>(0)
+                })
+                .map_err(|e| storage("emptying the log", e))
+        };
+        self.log_owed = !matches!(outcome, Ok(0));
+        match outcome {
+            Ok(0) => self.space.keep_log_room(),
+            Ok(_) => {}
+            Err(error) => self.health.note(&error),
         }
     }
 
     /// Lets the log grow to at most a quarter of the free space before the
-    /// writer checkpoints (looked at about once a second).
+    /// writer checkpoints (looked at once a second, or before every group
+    /// when the disk has little room: `space.rs`).
     fn bound_log(&mut self) {
-        let Some(pages) =
+        if let Some(pages) =
             self.space
                 .log_pages(self.page_size, MIN_LOG_PAGES, WRITER_CHECKPOINT_PAGES)
-        else {
-            return;
-        };
-        if pages != self.log_pages
-            && self
-                .connection
-                .pragma_update(None, "wal_autocheckpoint", pages)
-                .is_ok()
         {
-            self.log_pages = pages;
+            self.log_pages.store(pages, Ordering::Relaxed);
         }
     }
 

@@ -15,7 +15,29 @@ enum Put {
 }
 
 async fn put(engine: &dyn Engine, id: &str) -> Put {
-    let text = format!("{id} {}", "x".repeat(3000));
+    put_sized(engine, id, 3000).await
+}
+
+/// A put of note `id` with a text of about `bytes` bytes (at most 512 kB)
+/// that does not compress.
+async fn put_sized(engine: &dyn Engine, id: &str, bytes: usize) -> Put {
+    static NOISE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let noise = NOISE.get_or_init(|| {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        (0..1 << 20)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1);
+                char::from(b'a' + (state >> 60) as u8)
+            })
+            .collect()
+    });
+    let start = id.bytes().fold(0_usize, |hash, byte| {
+        hash.wrapping_mul(31).wrapping_add(usize::from(byte))
+    }) % (noise.len() - bytes);
+    let noise = &noise[start..start + bytes];
+    let text = format!("{id} {noise}");
     match engine
         .commit(Batch::from(vec![Note::put(
             id,
@@ -36,10 +58,20 @@ async fn put(engine: &dyn Engine, id: &str) -> Put {
 /// the engine may take writes again after emptying its log, until the file
 /// itself has the room); returns the message of the last refusal.
 async fn fill(engine: &dyn Engine, prefix: &str, stored: &mut Vec<String>) -> String {
+    fill_sized(engine, prefix, stored, 3000).await
+}
+
+/// [`fill`] with notes of about `bytes` bytes.
+async fn fill_sized(
+    engine: &dyn Engine,
+    prefix: &str,
+    stored: &mut Vec<String>,
+    bytes: usize,
+) -> String {
     let mut refusals = 0;
     for n in 0.. {
         let id = format!("{prefix}{n}");
-        match put(engine, &id).await {
+        match put_sized(engine, &id, bytes).await {
             Put::Stored => {
                 stored.push(id);
                 refusals = 0;
@@ -135,4 +167,40 @@ async fn a_full_disk_costs_writes_only_and_a_little_room_brings_them_back() {
         !disk.file("full.sqlite-reserve").exists(),
         "the reserve leaves with the engine"
     );
+}
+
+/// A disk filled by large notes, fast, on a busy machine: the log keeps to
+/// its bound, and deletes are still taken (what the log holds beyond the
+/// database file fits in the reserve the engine gives back when full).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_filled_by_large_documents_still_takes_deletes() {
+    for round in 0..2 {
+        let Some(disk) = SmallDisk::mount(64 << 20) else {
+            return;
+        };
+        let file = disk.file("large.sqlite");
+        let engine = folio::SqliteEngine::open(&file, folio::SqliteOptions::default()).unwrap();
+        let mut stored = Vec::new();
+        fill_sized(&engine, "large", &mut stored, 200_000).await;
+        assert!(stored.len() > 50, "{} large notes fit", stored.len());
+        // The log is bounded by a quarter of the free space (14 MiB here at
+        // most), however often the writer's checkpoints meet the
+        // checkpointer's.
+        let log = std::fs::metadata(disk.file("large.sqlite-wal")).map_or(0, |m| m.len());
+        assert!(
+            log <= 17 << 20,
+            "round {round}: the log grew to {log} bytes"
+        );
+        for deleted in stored.drain(..).rev().take(3) {
+            engine
+                .commit(Batch::from(vec![Command::delete(
+                    Note::COLLECTION,
+                    deleted.as_str(),
+                    Expectation::Any,
+                )]))
+                .await
+                .unwrap_or_else(|error| panic!("round {round}: a delete on a full disk: {error}"))
+                .unwrap();
+        }
+    }
 }
