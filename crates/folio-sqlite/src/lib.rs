@@ -83,9 +83,10 @@ pub use crate::read::BeforeCount;
 /// When a commit counts as done.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Durability {
-    /// A commit returns only after its data is synced to the disk
-    /// (SQLite `synchronous = FULL`): nothing acknowledged is lost, even on
-    /// power failure. The default.
+    /// A commit returns only after its data is synced to the disk (the
+    /// syncer threads `fdatasync` the log before the commit is
+    /// acknowledged, and readers see it only then): nothing acknowledged is
+    /// lost, even on power failure. The default.
     #[default]
     Full,
     /// A commit returns once its data is in the operating system's cache
