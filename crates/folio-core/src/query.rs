@@ -141,6 +141,7 @@ pub enum Op {
 
 /// One condition of a query.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Filter {
     /// The field.
     pub path: FieldPath,
@@ -207,6 +208,7 @@ fn is_scalar(value: &Value) -> bool {
 
 /// One ordering key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Order {
     /// The field.
     pub path: FieldPath,
@@ -427,6 +429,19 @@ mod tests {
         assert!(query.order_by[0].desc);
         assert_eq!(query.take, Some(50));
         query.validate().unwrap();
+    }
+
+    /// A misspelt field is an error, not a default: `"valeu"` in an `eq`
+    /// filter would otherwise query for `null`.
+    #[test]
+    fn unknown_fields_of_filters_and_orders_are_refused() {
+        let parse = |text: &str| serde_json::from_str::<Query>(text);
+        let misspelt = parse(r#"{"collection":"c","where":[{"path":"a","op":"eq","valeu":"x"}]}"#)
+            .unwrap_err();
+        assert!(misspelt.to_string().contains("valeu"), "{misspelt}");
+        let misspelt =
+            parse(r#"{"collection":"c","order_by":[{"path":"a","descending":true}]}"#).unwrap_err();
+        assert!(misspelt.to_string().contains("descending"), "{misspelt}");
     }
 
     #[test]

@@ -126,9 +126,36 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> ApiRe
         metrics,
         openapi,
         crate::studio::page,
-    )
+    ),
+    modifiers(&ClosedFilters)
 )]
 pub struct ApiDoc;
+
+/// Marks each kind of query filter as taking no field but its own
+/// (`additionalProperties: false`), as the server parses them. utoipa
+/// carries serde's `deny_unknown_fields` into structs, but not into the
+/// variants of an internally tagged enum (`FilterBody`).
+struct ClosedFilters;
+
+impl utoipa::Modify for ClosedFilters {
+    fn modify(&self, document: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::schema::{AdditionalProperties, Schema};
+        let Some(RefOr::T(Schema::OneOf(filters))) = document
+            .components
+            .as_mut()
+            .and_then(|components| components.schemas.get_mut("FilterBody"))
+        else {
+            return;
+        };
+        for filter in &mut filters.items {
+            if let RefOr::T(Schema::Object(object)) = filter {
+                object.additional_properties =
+                    Some(Box::new(AdditionalProperties::FreeForm(false)));
+            }
+        }
+    }
+}
 
 /// `GET /openapi.json`. With keys configured, any valid key may read it.
 #[utoipa::path(get, path = "/openapi.json", tag = "service", responses((status = 200, description = "this document", body = Object), (status = 401, description = "keys are configured and the request has no known key", content_type = "application/problem+json")))]

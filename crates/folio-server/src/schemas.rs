@@ -140,9 +140,9 @@ pub struct QueryBody {
     take: Option<u64>,
 }
 
-/// One condition: an operator and the operand it takes.
+/// One condition: an operator and the operand it takes (no other field).
 #[derive(Deserialize, ToSchema)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum FilterBody {
     /// Equal (`null` matches a null or absent field).
     Eq {
@@ -236,8 +236,9 @@ pub enum FilterBody {
     },
 }
 
-/// One ordering key.
+/// One ordering key (no other field).
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct OrderBody {
     /// The field.
     #[schema(pattern = "^[A-Za-z0-9_-]{1,64}(\\.[A-Za-z0-9_-]{1,64}){0,15}$")]

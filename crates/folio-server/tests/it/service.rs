@@ -75,3 +75,18 @@ async fn metrics_count_requests_by_route_and_status_and_conflicts() {
     assert!(text.contains("folio_conflicts_total 1"), "{text}");
     assert!(text.contains("folio_commit_seconds_count 2"), "{text}");
 }
+
+/// What the server refuses, the description refuses too: query filters and
+/// ordering keys take no fields but their own.
+#[tokio::test]
+async fn openapi_closes_query_filters_and_orders_to_unknown_fields() {
+    let server = Server::new();
+    let document = server.get("/openapi.json").await.ok_json(StatusCode::OK);
+    let schemas = &document["components"]["schemas"];
+    assert_eq!(schemas["OrderBody"]["additionalProperties"], false);
+    let filters = schemas["FilterBody"]["oneOf"].as_array().expect("filters");
+    assert!(filters.len() >= 10, "{filters:?}");
+    for filter in filters {
+        assert_eq!(filter["additionalProperties"], false, "{filter}");
+    }
+}
