@@ -154,9 +154,13 @@ async fn try_migrate(client: &Client, schema: &str) -> Result<DatabaseId> {
         .get(0);
     let applied = applied.unwrap_or(0);
     if applied > LAYOUT_VERSION {
-        return Err(Error::InvalidInput(format!(
-            "the database has layout version {applied}, newer than this Folio understands \
-             ({LAYOUT_VERSION}); upgrade Folio to open it"
+        return Err(Error::Engine(folio_core::EngineError::new(
+            folio_core::EngineErrorKind::Unsupported,
+            format!(
+                "the database has layout {applied}, written by a newer Folio than this one \
+                 (which reads layouts up to {LAYOUT_VERSION}): open it with that Folio or a \
+                 newer one"
+            ),
         )));
     }
     if applied < 1 {

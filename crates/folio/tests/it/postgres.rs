@@ -692,3 +692,38 @@ async fn a_failing_statement_in_a_group_fails_only_its_own_batch() {
         assert_eq!(entry.is_some(), id != "boom", "{id}");
     }
 }
+
+/// A database whose layout a newer Folio wrote is refused as such
+/// (`Unsupported`: a `500 unsupported-layout` over HTTP, listed by
+/// `/healthz`), with what to do; not as bad input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_of_a_newer_layout_is_refused_with_what_to_do() {
+    let h = Harness::new(EngineKind::Postgres).await;
+    let postgres = h.postgres().expect("a PostgreSQL harness").clone();
+    h.store().await;
+    crate::harness::sql_client(&postgres.url)
+        .await
+        .batch_execute(&format!(
+            "INSERT INTO {}.folio_migrations (version) VALUES (99)",
+            postgres.quoted_schema()
+        ))
+        .await
+        .unwrap();
+    let opened = PgEngine::connect(&postgres.url, &postgres.database, PgOptions::default()).await;
+    match opened {
+        Err(Error::Engine(engine)) => {
+            assert_eq!(
+                engine.kind(),
+                folio::EngineErrorKind::Unsupported,
+                "{engine}"
+            );
+            let message = engine.to_string();
+            assert!(
+                message.contains("layout 99") && message.contains("newer Folio"),
+                "{message}"
+            );
+        }
+        Err(other) => panic!("refused, but as {other:?}"),
+        Ok(_) => panic!("a database of layout 99 was opened"),
+    }
+}
