@@ -277,7 +277,9 @@ impl IntoResponse for ApiError {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            ApiError::TooManyOpenDatabases(_) => {
+            // Busy storage, a serialization failure, a database in use:
+            // each passes within moments too.
+            ApiError::TooManyOpenDatabases(_) | ApiError::Unavailable(_) => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -316,3 +318,27 @@ impl From<folio_core::Error> for ApiError {
 
 /// `Result` with [`ApiError`].
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `503` says when to try again: each of its causes passes
+    /// within moments.
+    #[test]
+    fn every_503_carries_retry_after() {
+        for error in [
+            ApiError::Unavailable(EngineErrorKind::Busy),
+            ApiError::Unavailable(EngineErrorKind::SerializationFailure),
+            ApiError::TooManyConnections(10),
+            ApiError::TooManyOpenDatabases(10),
+        ] {
+            let response = error.into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(
+                response.headers().get(header::RETRY_AFTER),
+                Some(&HeaderValue::from_static("1"))
+            );
+        }
+    }
+}
