@@ -276,9 +276,10 @@ struct ServeArgs {
     /// The largest request body, in bytes.
     #[arg(long, default_value_t = 16 << 20)]
     max_body_bytes: usize,
-    /// The deepest JSON nesting accepted.
-    #[arg(long, default_value_t = 128)]
-    max_nesting: usize,
+    /// The deepest JSON nesting accepted (1 to 128: no engine stores
+    /// documents nested deeper).
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=128))]
+    max_nesting: u64,
     /// Seconds a client may take to send a request's headers (and an idle
     /// connection stays open); later, the connection is closed.
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
@@ -648,7 +649,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     };
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
-        max_nesting: args.max_nesting,
+        max_nesting: to_usize(args.max_nesting),
         header_timeout: std::time::Duration::from_secs(args.header_timeout.max(1)),
         body_timeout: std::time::Duration::from_secs(args.body_timeout.max(1)),
         max_connections: to_usize(max_connections),
