@@ -44,7 +44,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::auth::Role;
 use crate::batch::{DatabasePath, database_path};
-use crate::databases::{OpenEngine, blocking};
+use crate::databases::{OpenEngine, blocking, io_failure};
 use crate::documents::{EntryBody, json_response};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -92,7 +92,7 @@ impl Drop for Scratch {
 
 /// `GET /db/{db}/backup` (admin): the database as one file, from one
 /// snapshot taken while writes go on.
-#[utoipa::path(get, path = "/db/{db}/backup", tag = "backups", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")), responses((status = 200, description = "the backup: an embedded Folio database file (SQLite) holding one consistent snapshot; restore it with POST /db/{db}/restore or folio restore. Folio-Database-Id: its database id; Folio-Last-Etag: every change up to it is in the backup", body = crate::schemas::BackupFileBody, content_type = "application/vnd.sqlite3"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this (admin role needed)", content_type = "application/problem+json"), (status = 404, description = "no such database", content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/db/{db}/backup", tag = "backups", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")), responses((status = 200, description = "the backup: an embedded Folio database file (SQLite) holding one consistent snapshot; restore it with POST /db/{db}/restore or folio restore. Folio-Database-Id: its database id; Folio-Last-Etag: every change up to it is in the backup", body = crate::schemas::BackupFileBody, content_type = "application/vnd.sqlite3"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this (admin role needed)", content_type = "application/problem+json"), (status = 404, description = "no such database", content_type = "application/problem+json"), (status = 507, description = "the disk is full (insufficient-storage): the server cannot write the backup's file", content_type = "application/problem+json")))]
 pub async fn backup(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -167,7 +167,7 @@ struct RestoreBody {
 
 /// `POST /db/{db}/restore` (admin): the backup in the body becomes the new
 /// database `db`.
-#[utoipa::path(post, path = "/db/{db}/restore", tag = "backups", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("new_id" = Option<bool>, Query, description = "give the new database an id of its own: no change vector of the backup's source matches its versions (default false: the source's id, so versions clients hold stay valid)")), request_body(content((crate::schemas::BackupFileBody = "application/vnd.sqlite3"), (crate::schemas::BackupFileBody = "application/octet-stream")), description = "a backup file, as GET /db/{db}/backup writes it"), responses((status = 201, description = "restored: { database, database_id, change_vectors: kept|new, last_etag, documents, collections, tombstones, changes, indexes }", body = Object), (status = 400, description = "not a usable backup (not a Folio database, damaged, a newer layout), or malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this (admin role needed)", content_type = "application/problem+json"), (status = 409, description = "the database exists and holds data, or is in use", content_type = "application/problem+json"), (status = 415, description = "not application/vnd.sqlite3 or application/octet-stream", content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/db/{db}/restore", tag = "backups", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("new_id" = Option<bool>, Query, description = "give the new database an id of its own: no change vector of the backup's source matches its versions (default false: the source's id, so versions clients hold stay valid)")), request_body(content((crate::schemas::BackupFileBody = "application/vnd.sqlite3"), (crate::schemas::BackupFileBody = "application/octet-stream")), description = "a backup file, as GET /db/{db}/backup writes it"), responses((status = 201, description = "restored: { database, database_id, change_vectors: kept|new, last_etag, documents, collections, tombstones, changes, indexes }", body = Object), (status = 400, description = "not a usable backup (not a Folio database, damaged, a newer layout), or malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this (admin role needed), or the server holds as many databases as it may (database-limit)", content_type = "application/problem+json"), (status = 409, description = "the database exists and holds data, or is in use", content_type = "application/problem+json"), (status = 415, description = "not application/vnd.sqlite3 or application/octet-stream", content_type = "application/problem+json"), (status = 507, description = "the disk is full (insufficient-storage): nothing was restored", content_type = "application/problem+json")))]
 pub async fn restore(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -189,6 +189,7 @@ pub async fn restore(
     } else {
         Identity::Keep
     };
+    state.databases().check_restorable(&db).await?;
     let scratch = Scratch::new(&state.databases().scratch_directory()?, &db, "restore");
     receive(body, &scratch.0).await?;
     let restored = state.databases().restore(&db, &scratch.0, identity).await?;
@@ -240,18 +241,6 @@ async fn receive(body: Body, path: &Path) -> ApiResult<()> {
     file.flush()
         .await
         .map_err(|error| io_failure("writing the upload", &error))
-}
-
-/// A failed file operation of the server's own: logged, answered with its
-/// kind (a full disk is one).
-fn io_failure(doing: &str, error: &std::io::Error) -> ApiError {
-    tracing::error!(%error, "{doing} failed");
-    let kind = if error.raw_os_error() == Some(libc::ENOSPC) {
-        folio_core::EngineErrorKind::Full
-    } else {
-        folio_core::EngineErrorKind::Io
-    };
-    ApiError::Internal(kind)
 }
 
 /// The query string of an export.

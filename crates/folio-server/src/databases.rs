@@ -286,7 +286,7 @@ impl Databases {
                 let entries = match std::fs::read_dir(dir) {
                     Ok(entries) => entries,
                     Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(names),
-                    Err(error) => return Err(io_failure("listing the data directory", error)),
+                    Err(error) => return Err(io_failure("listing the data directory", &error)),
                 };
                 for entry in entries.flatten() {
                     let file_name = entry.file_name();
@@ -390,7 +390,7 @@ impl Databases {
         Ok(match &self.backend {
             Backend::Embedded { dir, options } => {
                 std::fs::create_dir_all(dir)
-                    .map_err(|e| io_failure("creating the data directory", e))?;
+                    .map_err(|e| io_failure("creating the data directory", &e))?;
                 OpenEngine::Embedded(Arc::new(SqliteEngine::open(
                     dir.join(format!("{name}.sqlite")),
                     options.clone(),
@@ -427,16 +427,52 @@ impl Databases {
         match &self.backend {
             Backend::Embedded { dir, .. } => {
                 std::fs::create_dir_all(dir)
-                    .map_err(|e| io_failure("creating the data directory", e))?;
+                    .map_err(|e| io_failure("creating the data directory", &e))?;
                 Ok(dir.clone())
             }
             Backend::Postgres { .. } => Ok(std::env::temp_dir()),
         }
     }
 
+    /// Whether a restore into `name` may begin: `409` when it exists and
+    /// holds data, `403` when it does not exist and as many databases
+    /// exist as allowed. Asked before the upload is read, so that a
+    /// refused restore costs no upload; [`Databases::restore`] asks again
+    /// where it counts.
+    pub(crate) async fn check_restorable(&self, name: &str) -> ApiResult<()> {
+        validate::database(name)?;
+        let exists = match &self.backend {
+            Backend::Embedded { dir, .. } => {
+                let path = dir.join(format!("{name}.sqlite"));
+                match blocking(move || database_state(&path)).await? {
+                    DatabaseState::HoldsData => return Err(holds_data(name)),
+                    DatabaseState::Absent => false,
+                    DatabaseState::Empty => true,
+                }
+            }
+            Backend::Postgres { .. } => {
+                if self.exists(name).await? {
+                    return Err(holds_data(name));
+                }
+                false
+            }
+        };
+        self.check_room(name, exists).await
+    }
+
+    /// `403` when `name` would be one database more than allowed.
+    async fn check_room(&self, name: &str, exists: bool) -> ApiResult<()> {
+        if !exists && self.list().await?.len() >= self.limits.max_databases {
+            tracing::warn!(database = %name, "refused: as many databases as allowed exist");
+            return Err(ApiError::TooManyDatabases(self.limits.max_databases));
+        }
+        Ok(())
+    }
+
     /// Makes the new database `name` from the backup file `upload` (a
     /// temporary file the caller owns and removes afterwards): see
-    /// [`crate::backup`]. 409 when `name` exists and holds data.
+    /// [`crate::backup`]. 409 when `name` exists and holds data, 403 when
+    /// it would be one database more than allowed.
     pub(crate) async fn restore(
         &self,
         name: &str,
@@ -445,16 +481,11 @@ impl Databases {
     ) -> ApiResult<Restored> {
         validate::database(name)?;
         let _one_at_a_time = self.restoring.lock().await;
-        let refused = || {
-            ApiError::DatabaseExists(format!(
-                "the database {name:?} exists and holds data: a restore makes a new database; \
-                 restore into another name"
-            ))
-        };
+        let refused = || holds_data(name);
         match &self.backend {
             Backend::Embedded { dir, .. } => {
-                // Refused before the upload is read through, and again
-                // under the lock before the file moves in.
+                // Refused before the upload is read through (by the
+                // caller), and again under the lock before the file moves in.
                 let database = dir.join(format!("{name}.sqlite"));
                 let path = database.clone();
                 if blocking(move || database_state(&path)).await? == DatabaseState::HoldsData {
@@ -463,6 +494,11 @@ impl Databases {
                 // Checked outside any lock: the whole file is read.
                 let file = upload.to_owned();
                 let summary = blocking(move || prepare_backup(&file, identity)).await?;
+                let _creating = self.creating.lock().await;
+                let path = database.clone();
+                let exists =
+                    blocking(move || database_state(&path)).await? != DatabaseState::Absent;
+                self.check_room(name, exists).await?;
                 let mut open = self.open.write().await;
                 if let Some(engine) = open.get(name) {
                     if engine.engine.in_use() {
@@ -507,17 +543,28 @@ impl Databases {
                     SqliteSnapshot::open_file(upload, SnapshotContents::Everything).await?;
                 let mut header = reader.header().clone();
                 header.database_id = identity.database_id(&header.database_id);
+                let creating = self.creating.lock().await;
+                self.check_room(name, false).await?;
                 let loader = match PgLoader::create(url, name, &header).await {
                     Ok(loader) => loader,
                     // Created by another process since the check above.
                     Err(_) if self.exists(name).await? => return Err(refused()),
                     Err(error) => return Err(error.into()),
                 };
+                drop(creating);
                 let counts = copy_snapshot(&mut reader, Box::new(loader)).await?;
                 Ok(Restored { header, counts })
             }
         }
     }
+}
+
+/// The answer to a restore into a database that holds data.
+fn holds_data(name: &str) -> ApiError {
+    ApiError::DatabaseExists(format!(
+        "the database {name:?} exists and holds data: a restore makes a new database; \
+         restore into another name"
+    ))
 }
 
 /// The open database used least recently among those nobody else holds.
@@ -643,7 +690,13 @@ pub(crate) async fn blocking<T: Send + 'static>(
     }
 }
 
-fn io_failure(doing: &str, error: std::io::Error) -> ApiError {
+/// A failed file operation of the server's own: logged, answered with its
+/// kind (a full disk is `507`, as it is for an engine's write).
+pub(crate) fn io_failure(doing: &str, error: &std::io::Error) -> ApiError {
     tracing::error!(%error, "{doing} failed");
-    ApiError::Internal(folio_core::EngineErrorKind::Io)
+    if error.raw_os_error() == Some(libc::ENOSPC) {
+        ApiError::InsufficientStorage
+    } else {
+        ApiError::Internal(folio_core::EngineErrorKind::Io)
+    }
 }

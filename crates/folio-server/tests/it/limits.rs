@@ -217,6 +217,19 @@ async fn creating_more_databases_than_allowed_is_refused() {
         "{refused:?}"
     );
     assert!(!data.join("c.sqlite").exists());
+    // A restore makes a database too: refused alike, before its upload.
+    let backup = request(&app, Method::GET, "/db/a/backup", "").await;
+    assert_eq!(backup.status, StatusCode::OK, "{backup:?}");
+    let restored = send(
+        &app,
+        Method::POST,
+        "/db/c/restore",
+        &[("content-type", "application/vnd.sqlite3")],
+        backup.body.clone(),
+    )
+    .await;
+    restored.problem(StatusCode::FORBIDDEN, "database-limit");
+    assert!(!data.join("c.sqlite").exists());
     // Those that exist are still served, and "creating" them again is fine.
     let again = request(&app, Method::PUT, "/db/a", "").await;
     assert_eq!(again.status, StatusCode::OK, "{again:?}");

@@ -236,6 +236,23 @@ async fn a_full_disk_answers_507_reads_go_on_and_freeing_room_brings_writes_back
             .unwrap()
             .contains("disk is full")
     );
+    // The server's own files on that disk: a restore's upload that does
+    // not fit is a 507 too, and leaves nothing behind.
+    let upload = server
+        .send(
+            axum::http::Method::POST,
+            "/db/restored/restore",
+            &[("content-type", "application/vnd.sqlite3")],
+            vec![0u8; 16 << 20],
+        )
+        .await;
+    upload.problem(StatusCode::INSUFFICIENT_STORAGE, "insufficient-storage");
+    let left: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .filter(|name| name.to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "the upload left {left:?}");
 
     std::fs::remove_file(filler).unwrap();
     let resp = server
