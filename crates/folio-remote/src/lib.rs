@@ -1,5 +1,5 @@
 //! Folio's remote engine: the same sessions as the embedded engine, against
-//! a Folio server over HTTP (the protocol of `PROTOCOL.md`).
+//! a Folio server over HTTP (the protocol of `docs/protocol.md`).
 //!
 //! [`RemoteEngine`] implements [`folio_core::Engine`] with one HTTP request
 //! per call (more only for results larger than the server's page):

@@ -1,4 +1,4 @@
-//! The JSON bodies of PROTOCOL.md that the remote engine sends and reads.
+//! The JSON bodies of docs/protocol.md that the remote engine sends and reads.
 //!
 //! Documents travel as raw JSON text both ways ([`RawValue`]): what the
 //! session serialized is what the server stores, and what the server

@@ -104,7 +104,7 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> ApiRe
 #[openapi(
     info(
         title = "Folio",
-        description = "Optimistic concurrency over plain HTTP: ETag, If-Match, If-None-Match, 412, 428 (PROTOCOL.md). On every route: an HTTP/1.1 request without exactly one Host is 400; without API keys configured, a Host other than localhost, a name under .localhost, an IP address or a name the operator allows is 421 (misdirected-request, against DNS rebinding); a Content-Length over the body limit is 413 before the body is read (no 100 Continue) and the connection is closed; a connection beyond the server's limit is answered 503 (connection-limit, Retry-After) and closed; a database that cannot be opened because every open one is in use is 503 (open-database-limit, Retry-After)."
+        description = "Optimistic concurrency over plain HTTP: ETag, If-Match, If-None-Match, 412, 428 (docs/protocol.md). On every route: an HTTP/1.1 request without exactly one Host is 400; without API keys configured, a Host other than localhost, a name under .localhost, an IP address or a name the operator allows is 421 (misdirected-request, against DNS rebinding); a Content-Length over the body limit is 413 before the body is read (no 100 Continue) and the connection is closed; a connection beyond the server's limit is answered 503 (connection-limit, Retry-After) and closed; a database that cannot be opened because every open one is in use is 503 (open-database-limit, Retry-After)."
     ),
     paths(
         crate::documents::get_document,

@@ -1,4 +1,4 @@
-//! `GET /db/{db}/changes`: the changes feed over HTTP (PROTOCOL.md,
+//! `GET /db/{db}/changes`: the changes feed over HTTP (docs/protocol.md,
 //! "Changes feed").
 //!
 //! * As Server-Sent Events (the default, `Accept: text/event-stream`): one

@@ -1,5 +1,5 @@
 //! The client side of the `folio` command: `get`, `put`, `delete`, `query`,
-//! `import` against a server, over the protocol of PROTOCOL.md (the
+//! `import` against a server, over the protocol of docs/protocol.md (the
 //! commands that move whole databases are in `transfer`).
 //!
 //! Writes go through the server's batch and document endpoints, so they

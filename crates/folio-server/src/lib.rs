@@ -1,4 +1,4 @@
-//! Folio's HTTP server: the protocol of `PROTOCOL.md`, where optimistic
+//! Folio's HTTP server: the protocol of `docs/protocol.md`, where optimistic
 //! concurrency is plain HTTP — `ETag` is the change vector, `If-Match`
 //! makes a write conditional, `412` refuses a stale one, `428` refuses an
 //! update that forgot its precondition.

@@ -67,7 +67,7 @@ enum Command {
         #[arg(long)]
         if_match: Option<String>,
     },
-    /// Run a query (PROTOCOL.md query JSON, or @FILE).
+    /// Run a query (docs/protocol.md query JSON, or @FILE).
     Query {
         #[command(flatten)]
         target: Target,

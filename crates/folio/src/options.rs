@@ -1,4 +1,4 @@
-/// Whether a session checks versions when it saves (DESIGN.md, rule 5).
+/// Whether a session checks versions when it saves (docs/design.md, rule 5).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum ConcurrencyChecks {
     /// Decided per document: the session's switch

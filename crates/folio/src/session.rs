@@ -396,7 +396,7 @@ impl Session {
         Ok(())
     }
 
-    /// Whether writes of `tracked` are checked implicitly (DESIGN.md rule 5).
+    /// Whether writes of `tracked` are checked implicitly (docs/design.md rule 5).
     fn checks_on(&self, tracked: &Tracked) -> bool {
         match self.options.concurrency_checks {
             ConcurrencyChecks::Writes | ConcurrencyChecks::WritesAndReads => true,
@@ -484,7 +484,7 @@ impl Session {
         })
     }
 
-    /// The expectation of a write (DESIGN.md rule 4).
+    /// The expectation of a write (docs/design.md rule 4).
     fn expectation(&self, tracked: &Tracked, write: Option<&PendingWrite>) -> Expectation {
         let field_change_vector = tracked
             .live

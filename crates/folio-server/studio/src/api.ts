@@ -1,4 +1,4 @@
-// The Folio HTTP API (PROTOCOL.md), as the Studio uses it. Every request
+// The Folio HTTP API (docs/protocol.md), as the Studio uses it. Every request
 // carries the API key of this tab, when one is set, as
 // `Authorization: Bearer <key>`, and bypasses the browser's HTTP cache: a
 // document answered with `Last-Modified` and no `Cache-Control` may

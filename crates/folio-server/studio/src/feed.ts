@@ -1,4 +1,4 @@
-// The changes feed (PROTOCOL.md "Changes feed"), read with fetch() rather
+// The changes feed (docs/protocol.md "Changes feed"), read with fetch() rather
 // than EventSource: EventSource cannot send an Authorization header, and a
 // server with API keys requires one on every request. The Server-Sent
 // Events text is parsed here (it is small: lines of `field: value`, an

@@ -1,6 +1,6 @@
 // Small pieces shared by the pages: loading data, showing errors,
 // breadcrumbs, the API-key field, asking before an unsaved edit is
-// dropped, names as PROTOCOL.md allows them.
+// dropped, names as docs/protocol.md allows them.
 
 import type { ComponentChildren } from "preact";
 import { useCallback, useEffect, useLayoutEffect, useState } from "preact/hooks";
@@ -184,19 +184,19 @@ export function Section({ title, children }: { title: string; children: Componen
   );
 }
 
-/** PROTOCOL.md: `[a-z0-9][a-z0-9_-]{0,62}`. */
+/** docs/protocol.md: `[a-z0-9][a-z0-9_-]{0,62}`. */
 export function databaseNameProblem(name: string): string | null {
   return /^[a-z0-9][a-z0-9_-]{0,62}$/.test(name)
     ? null
     : "A database name is 1–63 of a–z, 0–9, _ and -, starting with a letter or digit";
 }
 
-/** PROTOCOL.md: `[A-Za-z0-9_-]{1,128}`. */
+/** docs/protocol.md: `[A-Za-z0-9_-]{1,128}`. */
 export function collectionNameProblem(name: string): string | null {
   return /^[A-Za-z0-9_-]{1,128}$/.test(name) ? null : "A collection name is 1–128 of A–Z, a–z, 0–9, _ and -";
 }
 
-/** PROTOCOL.md: 1–512 bytes of UTF-8, no control characters. */
+/** docs/protocol.md: 1–512 bytes of UTF-8, no control characters. */
 export function idProblem(id: string): string | null {
   const bytes = new TextEncoder().encode(id).length;
   if (bytes === 0 || bytes > 512) return "An id is 1–512 bytes of UTF-8";

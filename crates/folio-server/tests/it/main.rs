@@ -1,4 +1,4 @@
-//! Folio's HTTP protocol (`../shared/PROTOCOL.md`), tested in-process with
+//! Folio's HTTP protocol (`docs/protocol.md`), tested in-process with
 //! `tower::ServiceExt::oneshot` on `folio_server::router`, each test over
 //! its own temporary data directory; and once over a real socket.
 //! `security` has hostile clients: slow-loris connections, oversized and

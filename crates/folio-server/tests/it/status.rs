@@ -1,4 +1,4 @@
-//! Every status code of PROTOCOL.md, each error with its problem body.
+//! Every status code of docs/protocol.md, each error with its problem body.
 
 use axum::body::Body;
 use axum::http::{Method, StatusCode};

@@ -1,4 +1,4 @@
-//! The changes feed (PROTOCOL.md "Changes feed", `DocumentStore::changes`):
+//! The changes feed (docs/protocol.md "Changes feed", `DocumentStore::changes`):
 //! every committed write once, in etag order, resumable, waiting without
 //! polling; on PostgreSQL, never past a transaction still in flight.
 

@@ -1,4 +1,4 @@
-//! Failure rules (DESIGN.md): a failed `save_changes` changes nothing, not
+//! Failure rules (docs/design.md): a failed `save_changes` changes nothing, not
 //! the database and not the session; a storage failure is an
 //! `Error::Engine`, never mistaken for a conflict; a batch that fails in
 //! storage rolls back alone.

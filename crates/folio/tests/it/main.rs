@@ -3,7 +3,7 @@
 //! * `harness`: the engines every conformance scenario runs against, and the
 //!   `conformance!` macro that instantiates scenarios once per engine;
 //! * `sessions`, `writes`, `tracking`, `queries`, `concurrency`: the
-//!   conformance suite (DESIGN.md's contract), written once;
+//!   conformance suite (docs/design.md's contract), written once;
 //! * `backup`: backups, restores, copies to PostgreSQL and exports of whole
 //!   databases keep every version, in one snapshot, on every engine;
 //! * `changes`: the changes feed on every engine, and the horizon on PostgreSQL;

@@ -1,4 +1,4 @@
-//! A change vector names one version of one document, forever (DESIGN.md
+//! A change vector names one version of one document, forever (docs/design.md
 //! rule 10): a batch names each document once, so a conflict reports a
 //! committed version and never the refused batch's own write; an etag taken
 //! by a write that was rolled back is never taken again (after a conflict,
