@@ -17,7 +17,7 @@ use std::sync::LazyLock;
 use axum::Router;
 use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 
 use crate::error::ApiError;
@@ -64,12 +64,20 @@ static ETAGS: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
      img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/// The Studio's routes: `/studio`, `/studio/` (the page) and its files.
+/// The Studio's routes: `/studio`, `/studio/` (the page) and its files;
+/// `/` leads a browser to it.
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/", get(root))
         .route("/studio", get(page))
         .route("/studio/", get(page))
         .route("/studio/{*path}", get(file))
+}
+
+/// `GET /`: a `303 See Other` to the Studio, for whoever opens the server's
+/// address in a browser (no key needed, like the Studio's files).
+async fn root() -> Redirect {
+    Redirect::to("/studio")
 }
 
 /// The paths (below `/studio/`) of every embedded file.

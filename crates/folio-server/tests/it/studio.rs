@@ -161,3 +161,16 @@ fn every_file_of_the_committed_build_is_embedded() {
     embedded.sort();
     assert_eq!(built, embedded);
 }
+
+#[tokio::test]
+async fn the_server_root_leads_a_browser_to_the_studio_with_or_without_keys() {
+    for keys in [None, Some(KEYS)] {
+        let server = Server::with(Config {
+            keys,
+            ..Config::default()
+        });
+        let root = server.get("/").await;
+        assert_eq!(root.status, StatusCode::SEE_OTHER, "{root:?}");
+        assert_eq!(root.header("location"), Some("/studio"), "{root:?}");
+    }
+}
