@@ -392,6 +392,12 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal: not in a file, a
+        // pipe or a journal, nor when NO_COLOR asks for none.
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty()),
+        )
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -632,6 +638,13 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         );
     }
     let to_usize = |value: u64| usize::try_from(value).unwrap_or(usize::MAX);
+    match &args.postgres {
+        Some(_) => tracing::info!("the databases are on PostgreSQL (--postgres)"),
+        None => {
+            let data = std::path::absolute(&args.data).unwrap_or_else(|_| args.data.clone());
+            tracing::info!(data = %data.display(), "the databases are files in the data directory");
+        }
+    }
     let backend = match args.postgres {
         Some(url) => Backend::Postgres {
             url,

@@ -90,3 +90,45 @@ async fn openapi_closes_query_filters_and_orders_to_unknown_fields() {
         assert_eq!(filter["additionalProperties"], false, "{filter}");
     }
 }
+
+/// Started with its log going to a pipe (as to a file or a journal), the
+/// server says where its databases are, and writes no colour codes.
+#[tokio::test]
+async fn the_log_names_the_data_directory_and_has_no_colour_codes_off_a_terminal() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let port = crate::process::free_port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_folio"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(data.path())
+        .env("FOLIO_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("folio serve starts");
+    let client = reqwest::Client::new();
+    let health = format!("http://127.0.0.1:{port}/healthz");
+    let mut answered = false;
+    for _ in 0..3000 {
+        if client.get(&health).send().await.is_ok() {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // SIGTERM: a graceful stop, and the log ends.
+    let _ = std::process::Command::new("kill")
+        .arg(child.id().to_string())
+        .status();
+    let output = child.wait_with_output().expect("the server's log");
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(answered, "the server came up: {log}");
+    assert!(!log.contains('\u{1b}'), "no escape codes in {log:?}");
+    let shown = std::path::absolute(data.path()).unwrap();
+    assert!(
+        log.contains("the databases are files in the data directory")
+            && log.contains(&shown.display().to_string()),
+        "the data directory in {log}"
+    );
+    assert!(log.contains("folio is listening"), "{log}");
+}
