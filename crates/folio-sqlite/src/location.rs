@@ -149,7 +149,7 @@ impl Location {
 /// Mapped reads would save a `read` system call per page, but SQLite
 /// unmaps and maps the file again whenever another connection committed,
 /// and under a write load that cost more than it saved (`update` was 38 %
-/// faster without it; BENCHMARKS.md, issue 2).
+/// faster without it).
 const MMAP_BYTES: i64 = 0;
 
 fn configure(connection: &Connection, cache_kib: i64) -> Result<()> {
