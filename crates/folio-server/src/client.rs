@@ -128,6 +128,13 @@ impl Client {
                 )
             })
             .unwrap_or(body);
+        // The server says how to create a missing database over HTTP; from
+        // the command line it is `folio create`.
+        let detail = if status == StatusCode::NOT_FOUND && detail.starts_with("no database") {
+            format!("{detail}, or run `folio create {}`", self.database)
+        } else {
+            detail
+        };
         Err(Failure {
             message: format!("{status}: {detail}"),
             status: Some(status),
@@ -144,6 +151,39 @@ impl Client {
             .build()
             .map_err(|error| Failure::new(format!("cannot make an HTTP client: {error}")))?;
         Ok(self)
+    }
+
+    /// `folio create`: creates this client's database (`PUT /db/{db}`) and
+    /// says whether it is new or existed already.
+    pub async fn create_database(&self, out: &mut impl Write) -> Result<(), Failure> {
+        let response = self.send(self.request(Method::PUT, self.url(""))).await?;
+        let line = if response.status() == StatusCode::CREATED {
+            format!("created database {}", self.database)
+        } else {
+            format!("database {} exists", self.database)
+        };
+        writeln!(out, "{line}").map_err(write_failure)
+    }
+
+    /// `folio databases`: the server's databases (those the key has a role
+    /// in), one name per line.
+    pub async fn databases(&self, out: &mut impl Write) -> Result<(), Failure> {
+        #[derive(serde::Deserialize)]
+        struct Listing {
+            databases: Vec<String>,
+        }
+        let response = self
+            .send(self.request(Method::GET, format!("{}/db", self.base)))
+            .await?;
+        let listing: Listing = response.json().await.map_err(|error| {
+            Failure::new(format!(
+                "the server's list of databases is not as expected: {error}"
+            ))
+        })?;
+        for name in listing.databases {
+            writeln!(out, "{name}").map_err(write_failure)?;
+        }
+        Ok(())
     }
 
     /// `folio get`: the document, or with `metadata` the entry with its version.

@@ -26,6 +26,20 @@ struct Cli {
 enum Command {
     /// Run the HTTP server (embedded engine unless --postgres is given).
     Serve(ServeArgs),
+    /// Create a database (with keys: an admin key's). Says whether it is
+    /// new or existed already.
+    Create {
+        #[command(flatten)]
+        target: Target,
+        /// The database's name (absent: --db).
+        name: Option<String>,
+    },
+    /// List the databases, one name per line (with keys: those the key has
+    /// a role in).
+    Databases {
+        #[command(flatten)]
+        target: Target,
+    },
     /// Print a document (exit code 3 when it does not exist).
     Get {
         #[command(flatten)]
@@ -447,6 +461,13 @@ async fn client_command(command: Command) -> Result<(), Failure> {
         Command::Serve(_) | Command::Bench(_) | Command::Torture(_) => {
             unreachable!("handled by main")
         }
+        Command::Create { mut target, name } => {
+            if let Some(name) = name {
+                target.db = name;
+            }
+            target.client()?.create_database(&mut stdout).await
+        }
+        Command::Databases { target } => target.client()?.databases(&mut stdout).await,
         Command::Get {
             target,
             collection,

@@ -230,3 +230,45 @@ async fn import_export_and_query_round_trip() {
     assert_eq!(result["total"], 2);
     assert_eq!(result["results"][0]["id"], "x2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_and_list_databases() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start(dir.path()).await;
+
+    let created = folio(&server, &["create", "stock"], "").await;
+    assert!(created.status.success(), "{created:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&created.stdout),
+        "created database stock\n"
+    );
+    let again = folio(&server, &["create", "--db", "stock"], "").await;
+    assert!(again.status.success(), "{again:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout),
+        "database stock exists\n"
+    );
+    // The new database takes documents at once.
+    let put = folio(&server, &["put", "items", "i1", "--db", "stock"], "{}").await;
+    assert!(put.status.success(), "{put:?}");
+
+    let listed = folio(&server, &["databases"], "").await;
+    assert!(listed.status.success(), "{listed:?}");
+    assert_eq!(String::from_utf8_lossy(&listed.stdout), "shop\nstock\n");
+
+    let bad = folio(&server, &["create", "Not A Name"], "").await;
+    assert_eq!(bad.status.code(), Some(1), "{bad:?}");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("database"),
+        "{bad:?}"
+    );
+    assert!(!dir.path().join("Not A Name.sqlite").exists());
+
+    // A database that does not exist: the error says how to create it.
+    let missing = folio(&server, &["get", "people", "p1", "--db", "nowhere"], "").await;
+    assert_eq!(missing.status.code(), Some(3), "{missing:?}");
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("folio create nowhere"),
+        "{missing:?}"
+    );
+}
