@@ -88,9 +88,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state.clone());
     // What needs no route wraps the router once. `Router::layer` wraps each
     // route in a boxed service of its own, and every request clones its
-    // route's whole stack of them: through `folio serve`, these three as
-    // route layers cost 4 us of the server's CPU per `update`, in two
-    // requests.
+    // route's whole stack of them, a measurable share of the server's CPU
+    // per request.
     Router::new().fallback_service(
         ServiceBuilder::new()
             .layer(TraceLayer::new_for_http())

@@ -386,13 +386,10 @@ fn check_allowed_host(name: &str) -> Result<(), String> {
 /// The `folio` binary allocates with mimalloc. Under `folio serve` every
 /// request allocates and frees buffers and the service stack's clones, and
 /// glibc's allocator spent about a sixth of the server's time in
-/// `malloc_consolidate` and friends. Measured (`folio bench update` through
-/// `folio serve`, 32 clients, alternating runs): server CPU per save
-/// 104–112 us against 120–145, 8,800–9,500 saves/s against 7,300–8,600;
-/// `folio import`: 119,000–131,000 documents/s against 110,000–112,000. The
+/// `malloc_consolidate` and friends: with mimalloc the server spends less
+/// CPU per save and saves and imports more per second (BENCHMARKS.md). The
 /// embedded engine is unchanged (SQLite allocates through libc either way).
-/// The price is memory held for reuse: idle RSS 13 MiB against 7, and about
-/// 40 MiB more at the peak of a 32-client load.
+/// The price is memory held for reuse, idle and at the peak of a load.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

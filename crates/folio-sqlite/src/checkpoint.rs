@@ -16,13 +16,13 @@
 //! copies nothing. So the two take turns through [`Checkpoints::apart`]:
 //! without it, a writer whose checkpoints kept meeting this thread's rounds
 //! (slow ones, at a low priority on a busy machine) never restarted its
-//! log, which grew without bound. (Measured under 32 clients of
-//! updates: the writer spent 17 % of its time in its own checkpoints when
-//! this thread ran every half second; every 10 ms, its CPU per save fell by
-//! about 9 %. Syncing the database file after each round as well moved the
-//! rest off the writer, but its disk flushes delayed the log syncs that
-//! acknowledge commits, and throughput fell: SQLite syncs the database file
-//! once, at the end of the writer's checkpoint.)
+//! log, which grew without bound.
+//!
+//! The rounds are frequent because the writer's own checkpoints are then
+//! short (run every half second, this thread left the writer a sixth of
+//! its time in them). They do not sync the database file: those flushes
+//! delayed the log syncs that acknowledge commits. SQLite syncs it once, at
+//! the end of the writer's checkpoint.
 //!
 //! The thread runs at a lower priority than the rest of the process
 //! ([`CHECKPOINTER_NICENESS`]): its copying can wait for a free processor,
@@ -151,11 +151,9 @@ fn run(
 /// syncers and the request handlers, and copies pages in the time they
 /// leave (under a saturating load there is some: every client waiting for
 /// a sync). Work that is late here is not lost: the writer finishes the
-/// copy itself once the log is large. Measured against the default of 0,
-/// in alternating 8 s runs with 32 clients: `folio bench update` embedded
-/// 66,348 and 65,852 → 72,436 and 72,319 saves/s, p99 2.7–2.8 → 2.2–2.3 ms;
-/// `batch10` 112,538 and 121,591 → 135,743 and 136,435 documents/s;
-/// through `folio serve`, 3 % more saves in three pairs.
+/// copy itself once the log is large. Against the default niceness, saves
+/// per second rose on every workload of `folio bench` and the latency tail
+/// shortened.
 const CHECKPOINTER_NICENESS: i32 = 10;
 
 /// Lowers this thread's scheduling priority to [`CHECKPOINTER_NICENESS`]

@@ -14,24 +14,18 @@ use crate::error::storage;
 /// so smaller pages mean fewer bytes per update. 2 KiB pages hold a
 /// document of up to 2,013 bytes without an overflow page; a larger one
 /// spills over, and costs about the bytes it would in one 4 KiB page.
-/// Measured against 4 KiB with `folio bench` (32 clients, 300-byte
-/// documents, two rounds each): `update` +8 % and `batch10` +11 %
-/// documents/s, the writer's CPU per save −7 %; 1 KiB pages gained no more
-/// and doubled p99.
+/// Against 4 KiB pages, `folio bench update` and `batch10` ran faster with
+/// less of the writer's CPU per save; 1 KiB pages gained nothing more and
+/// had a longer tail of latencies.
 const PAGE_SIZE: i64 = 2048;
 
 /// The log size, in pages, at which the writer finishes a checkpoint itself
 /// (125 MiB of 2 KiB pages). The checkpointer thread has copied nearly all
 /// of it by then, but each of the writer's checkpoints has a cost of its own
-/// (it syncs the database file, and the log starts over). Measured with
-/// `folio bench` (32 clients): for `update`, 16,000 pages instead of 4,000
-/// took the writer's CPU per save from about 20 to 18 us and halved p99
-/// (7–8 ms to 3–4 ms); for `batch10`, whose groups fill the log four times
-/// as fast, 64,000 instead of 16,000 gave +7 %, +20 % and +36 % documents/s
-/// in three alternating pairs and p99 7–12 ms instead of 43–47 ms (the
-/// writer had spent a fifth of its time in its own checkpoints), with
-/// `update` unchanged (62,087 and 57,450/s against 61,933 and 60,234/s, p99
-/// 2.9–3.1 ms against 2.7–2.8 ms).
+/// (it syncs the database file, and the log starts over): with smaller
+/// bounds, `batch10`, whose groups fill the log fastest, spent much of the
+/// writer's time in them, and its latency tail grew; `update` is the same
+/// either way. On a disk with little room the bound is lower (`space.rs`).
 pub(crate) const WRITER_CHECKPOINT_PAGES: i64 = 64_000;
 
 /// The writer's page cache: it reads every document it checks.
