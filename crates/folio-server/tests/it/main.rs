@@ -24,6 +24,7 @@ mod patch;
 mod preconditions;
 mod process;
 mod query;
+mod readme;
 mod scale_out;
 mod security;
 mod service;
