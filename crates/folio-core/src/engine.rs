@@ -22,6 +22,15 @@ pub struct QueryResult {
     pub total: u64,
 }
 
+/// A collection that holds documents, and how many ([`Engine::collections`]).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CollectionCount {
+    /// The collection's name.
+    pub name: String,
+    /// How many documents it holds.
+    pub documents: u64,
+}
+
 /// A storage engine: the one interface between Folio's front ends (sessions,
 /// the HTTP server) and storage.
 ///
@@ -71,6 +80,11 @@ pub trait Engine: Send + Sync + 'static {
 
     /// How many documents match `query`'s filters (ignoring order and paging).
     async fn count(&self, query: &Query) -> Result<u64>;
+
+    /// The collections that hold documents now, in order of name (by code
+    /// point, on every engine), each with how many it holds, read in one
+    /// snapshot. A collection whose last document was deleted is not one.
+    async fn collections(&self) -> Result<Vec<CollectionCount>>;
 
     /// A page of `query` with the total number of matches, both read in
     /// one snapshot. Provided: `query`, then `count`, which are two; every

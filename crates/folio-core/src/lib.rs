@@ -29,7 +29,7 @@ pub mod validate;
 pub use batch::{Batch, Command, CommandKind, CommandResult, Expectation};
 pub use change_vector::{ChangeVector, DatabaseId};
 pub use changes::{Change, ChangeHorizon, ChangeKind, ChangesPage};
-pub use engine::{CommitResult, Engine, EngineRef, QueryResult};
+pub use engine::{CollectionCount, CommitResult, Engine, EngineRef, QueryResult};
 pub use error::{ConcurrencyError, Conflict, EngineError, EngineErrorKind, Error};
 pub use id::generate_id;
 pub use metadata::{Entry, Metadata, millis_since_epoch, rfc3339, time_from_millis};

@@ -54,10 +54,10 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use folio_core::{
-    Batch, Change, ChangeKind, ChangeVector, ChangesPage, Command, CommandKind, CommandResult,
-    CommitResult, ConcurrencyError, Conflict, DatabaseId, Engine, Entry, Error, Expectation,
-    FieldPath, Metadata, Query, QueryResult, Result, millis_since_epoch, time_from_millis,
-    validate,
+    Batch, Change, ChangeKind, ChangeVector, ChangesPage, CollectionCount, Command, CommandKind,
+    CommandResult, CommitResult, ConcurrencyError, Conflict, DatabaseId, Engine, Entry, Error,
+    Expectation, FieldPath, Metadata, Query, QueryResult, Result, millis_since_epoch,
+    time_from_millis, validate,
 };
 use futures_util::future::join_all;
 use tokio_postgres::types::ToSql;
@@ -960,6 +960,23 @@ impl Engine for PgEngine {
         let rows = self.inner.rows(&sql).await?;
         let count: i64 = rows.first().map_or(0, |row| row.get(0));
         Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn collections(&self) -> Result<Vec<CollectionCount>> {
+        let sql = query::collections(&self.inner.schema);
+        let rows = self.inner.rows(&sql).await?;
+        let mut collections: Vec<CollectionCount> = rows
+            .iter()
+            .map(|row| CollectionCount {
+                name: row.get(0),
+                documents: u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
+            })
+            .collect();
+        // By code point, as every engine orders them (the column's
+        // collation is "C", which does; sorting here keeps it so whatever
+        // the plan).
+        collections.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(collections)
     }
 
     /// The page and the total in one transaction: one snapshot.

@@ -125,6 +125,13 @@ pub(crate) fn count(schema: &str, query: &Query) -> Result<Sql> {
     Ok(sql)
 }
 
+/// Every collection that holds documents, with how many.
+pub(crate) fn collections(schema: &str) -> Sql {
+    Sql::new(format!(
+        "SELECT collection, count(*) FROM {schema}.documents GROUP BY collection"
+    ))
+}
+
 fn where_clause(sql: &mut Sql, query: &Query) {
     let collection = sql.bind_text(&query.collection);
     write!(sql.text, " WHERE collection = {collection}").expect("infallible");

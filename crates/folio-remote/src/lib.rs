@@ -51,8 +51,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use folio_core::{
-    Batch, ChangesPage, CommitResult, ConcurrencyError, Engine, Entry, Error, FieldPath, Metadata,
-    Query, QueryResult, Result, validate,
+    Batch, ChangesPage, CollectionCount, CommitResult, ConcurrencyError, Engine, Entry, Error,
+    FieldPath, Metadata, Query, QueryResult, Result, validate,
 };
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -68,8 +68,8 @@ use url::Url;
 use crate::endpoint::Endpoint;
 use crate::error::{Failure, Transport};
 use crate::wire::{
-    BatchRequest, BatchResponse, GetRequest, ListResponse, QueryResponse, Results, WireCommand,
-    WireEntry, WireResult,
+    BatchRequest, BatchResponse, CollectionsResponse, GetRequest, ListResponse, QueryResponse,
+    Results, WireCommand, WireEntry, WireResult,
 };
 
 /// The most ids the server reads in one `…/get` request.
@@ -474,6 +474,13 @@ impl Engine for RemoteEngine {
             ..query.clone()
         };
         Ok(self.query_page(&counting).await?.total)
+    }
+
+    /// `GET /db/{db}/collections`.
+    async fn collections(&self) -> Result<Vec<CollectionCount>> {
+        let url = self.endpoint.url(&["collections"]);
+        let answer: CollectionsResponse = self.call(self.get(&url)?, false).await?;
+        Ok(answer.collections)
     }
 
     /// `POST /db/{db}/query`: one request when `take` is at most 1000, else

@@ -161,6 +161,12 @@ pub(crate) struct QueryResponse {
     pub(crate) total: u64,
 }
 
+/// The answer to `GET /db/{db}/collections`.
+#[derive(Deserialize)]
+pub(crate) struct CollectionsResponse {
+    pub(crate) collections: Vec<folio_core::CollectionCount>,
+}
+
 /// The answer to `GET /db/{db}/docs/{collection}?after=&limit=`.
 #[derive(Deserialize)]
 pub(crate) struct ListResponse {

@@ -113,6 +113,7 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> ApiRe
         crate::documents::delete_document,
         crate::documents::patch_document,
         crate::documents::list_documents,
+        crate::documents::list_collections,
         crate::documents::get_many,
         crate::batch::batch,
         crate::batch::query,

@@ -186,6 +186,28 @@ impl Client {
         Ok(())
     }
 
+    /// `folio collections`: the database's collections that hold documents,
+    /// one per line: the name, a tab, how many documents.
+    pub async fn collections(&self, out: &mut impl Write) -> Result<(), Failure> {
+        #[derive(serde::Deserialize)]
+        struct Listing {
+            collections: Vec<folio_core::CollectionCount>,
+        }
+        let response = self
+            .send(self.request(Method::GET, self.url("/collections")))
+            .await?;
+        let listing: Listing = response.json().await.map_err(|error| {
+            Failure::new(format!(
+                "the server's list of collections is not as expected: {error}"
+            ))
+        })?;
+        for collection in listing.collections {
+            writeln!(out, "{}\t{}", collection.name, collection.documents)
+                .map_err(write_failure)?;
+        }
+        Ok(())
+    }
+
     /// `folio get`: the document, or with `metadata` the entry with its version.
     pub async fn get(
         &self,

@@ -740,6 +740,29 @@ struct ListBody {
 /// The most entries a listing returns in one page.
 const MAX_PAGE: usize = 1000;
 
+/// `GET /db/{db}/collections`: the collections that hold documents, in
+/// order of name, each with how many (one snapshot).
+#[utoipa::path(get, path = "/db/{db}/collections", tag = "documents", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")), responses((status = 200, description = "{ collections: [{ name, documents }] }", body = crate::schemas::CollectionsBody), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database", content_type = "application/problem+json")))]
+pub async fn list_collections(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    path: Result<Path<crate::batch::DatabasePath>, PathRejection>,
+) -> ApiResult<Response> {
+    #[derive(Serialize)]
+    struct CollectionsBody {
+        collections: Vec<folio_core::CollectionCount>,
+    }
+    let db = crate::batch::database_path(path)?;
+    state.authorize(&headers, &db, Role::Read)?;
+    let engine = state.databases().get(&db).await?;
+    let collections = engine.collections().await?;
+    Ok(json_response(
+        StatusCode::OK,
+        HeaderMap::new(),
+        &CollectionsBody { collections },
+    ))
+}
+
 /// `GET /db/{db}/docs/{collection}?after={id}&limit={n}`: stable paging by id.
 #[utoipa::path(get, path = "/db/{db}/docs/{collection}", tag = "documents", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("collection" = String, Path, description = "collection: 1 to 128 of A-Z, a-z, 0-9, _ and -", pattern = "^[A-Za-z0-9_-]{1,128}$"), ("after" = Option<String>, Query, description = "list ids after this one (a document id)", pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,512}$"), ("limit" = Option<usize>, Query, description = "1 to 1000, default 100", minimum = 1, maximum = 1000)), responses((status = 200, description = "{ items: [Entry], next: id or null }", body = Object), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json")))]
 pub async fn list_documents(

@@ -53,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .route("/db/{db}/batch", post(batch::batch))
         .route("/db/{db}/query", post(batch::query))
         .route("/db/{db}/changes", get(changes::changes))
+        .route("/db/{db}/collections", get(documents::list_collections))
         .route("/db/{db}/backup", get(backup::backup))
         .route("/db/{db}/restore", post(backup::restore))
         .route("/db/{db}/export", get(backup::export))

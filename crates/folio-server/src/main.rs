@@ -40,6 +40,12 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// List the database's collections that hold documents, one per line:
+    /// the name, a tab, how many documents.
+    Collections {
+        #[command(flatten)]
+        target: Target,
+    },
     /// Print a document (exit code 3 when it does not exist).
     Get {
         #[command(flatten)]
@@ -465,6 +471,7 @@ async fn client_command(command: Command) -> Result<(), Failure> {
             target.client()?.create_database(&mut stdout).await
         }
         Command::Databases { target } => target.client()?.databases(&mut stdout).await,
+        Command::Collections { target } => target.client()?.collections(&mut stdout).await,
         Command::Get {
             target,
             collection,

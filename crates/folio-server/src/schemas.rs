@@ -248,6 +248,26 @@ pub struct OrderBody {
     desc: bool,
 }
 
+/// The answer to `GET /db/{db}/collections`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CollectionsBody {
+    /// The collections that hold documents, in order of name.
+    collections: Vec<CollectionBody>,
+}
+
+/// A collection that holds documents.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CollectionBody {
+    /// The collection's name.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,128}$")]
+    name: String,
+    /// How many documents it holds.
+    #[schema(minimum = 1)]
+    documents: u64,
+}
+
 /// `POST /db/{db}/docs/{collection}/get`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -52,8 +52,9 @@ use async_trait::async_trait;
 use std::time::Duration;
 
 use folio_core::{
-    Batch, Change, ChangeHorizon, ChangeKind, ChangesPage, CommitResult, DatabaseId, Engine, Entry,
-    FieldPath, Metadata, Query, QueryResult, Result, time_from_millis, validate,
+    Batch, Change, ChangeHorizon, ChangeKind, ChangesPage, CollectionCount, CommitResult,
+    DatabaseId, Engine, Entry, FieldPath, Metadata, Query, QueryResult, Result, time_from_millis,
+    validate,
 };
 use rusqlite::{OptionalExtension, params};
 use tokio::sync::oneshot;
@@ -615,6 +616,11 @@ impl Engine for SqliteEngine {
         let sql = query::count(query)?;
         let shared = self.shared.clone();
         self.read_blocking(move |connection, _| read::count(&shared.readers, connection, &sql))
+            .await
+    }
+
+    async fn collections(&self) -> Result<Vec<CollectionCount>> {
+        self.read_blocking(|connection, _| read::collections(connection))
             .await
     }
 

@@ -6,7 +6,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use folio_core::{ChangeVector, DatabaseId, Entry, Metadata, Result, time_from_millis};
+use folio_core::{
+    ChangeVector, CollectionCount, DatabaseId, Entry, Metadata, Result, time_from_millis,
+};
 use rusqlite::{Connection, Row};
 
 use crate::error::storage;
@@ -127,6 +129,26 @@ pub(crate) fn count(
         })
         .map(|count| u64::try_from(count).unwrap_or(0))
         .map_err(|e| storage("counting query results", e))
+}
+
+/// Every collection that holds documents, in order of name, with how many
+/// (one statement: one snapshot).
+pub(crate) fn collections(connection: &Connection) -> Result<Vec<CollectionCount>> {
+    let mut statement = connection
+        .prepare_cached(
+            "SELECT collection, count(*) FROM documents GROUP BY collection ORDER BY collection",
+        )
+        .map_err(|e| storage("listing collections", e))?;
+    let rows = statement
+        .query_map([], |row| {
+            Ok(CollectionCount {
+                name: row.get(0)?,
+                documents: u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0),
+            })
+        })
+        .map_err(|e| storage("listing collections", e))?;
+    rows.collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(|e| storage("listing collections", e))
 }
 
 /// Runs a compiled entry query.

@@ -78,9 +78,9 @@ pub mod concurrency {}
 pub use changes::ChangeFeed;
 pub use document::Document;
 pub use folio_core::{
-    Batch, Change, ChangeKind, ChangeVector, ChangesPage, Command, CommandKind, CommandResult,
-    ConcurrencyError, Conflict, Engine, EngineError, EngineErrorKind, EngineRef, Entry, Error,
-    Expectation, FieldPath, Metadata, Op, Query,
+    Batch, Change, ChangeKind, ChangeVector, ChangesPage, CollectionCount, Command, CommandKind,
+    CommandResult, ConcurrencyError, Conflict, Engine, EngineError, EngineErrorKind, EngineRef,
+    Entry, Error, Expectation, FieldPath, Metadata, Op, Query,
 };
 pub use folio_derive::Document;
 #[cfg(feature = "postgres")]

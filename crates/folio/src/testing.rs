@@ -118,6 +118,10 @@ impl<W: Wrapper> Engine for Wrapped<W> {
         self.0.inner().count(query).await
     }
 
+    async fn collections(&self) -> Result<Vec<folio_core::CollectionCount>> {
+        self.0.inner().collections().await
+    }
+
     async fn query_page(&self, query: &Query) -> Result<QueryResult> {
         self.0.query_page(query).await
     }

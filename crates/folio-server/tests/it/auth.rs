@@ -346,6 +346,19 @@ async fn only_liveness_and_the_studio_need_no_key() {
     }
     // The event stream of the feed, not only its long poll, needs a key.
     unauthorized(&server.get("/db/shop/changes").await);
+    // The list of collections: a key with a role in the database.
+    unauthorized(&server.get("/db/shop/collections").await);
+    for (key, status) in [(READER, StatusCode::OK), (OTHER, StatusCode::FORBIDDEN)] {
+        let resp = server
+            .send(
+                Method::GET,
+                "/db/shop/collections",
+                &[("authorization", key)],
+                Body::empty(),
+            )
+            .await;
+        assert_eq!(resp.status, status, "{resp:?}");
+    }
 }
 
 #[tokio::test]

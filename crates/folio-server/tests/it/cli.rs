@@ -251,6 +251,9 @@ async fn create_and_list_databases() {
     // The new database takes documents at once.
     let put = folio(&server, &["put", "items", "i1", "--db", "stock"], "{}").await;
     assert!(put.status.success(), "{put:?}");
+    let collections = folio(&server, &["collections", "--db", "stock"], "").await;
+    assert!(collections.status.success(), "{collections:?}");
+    assert_eq!(String::from_utf8_lossy(&collections.stdout), "items\t1\n");
 
     let listed = folio(&server, &["databases"], "").await;
     assert!(listed.status.success(), "{listed:?}");

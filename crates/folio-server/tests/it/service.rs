@@ -21,6 +21,7 @@ async fn openapi_describes_every_route_in_openapi_3_1() {
         ("/db/{db}", &["put"]),
         ("/db/{db}/batch", &["post"]),
         ("/db/{db}/query", &["post"]),
+        ("/db/{db}/collections", &["get"]),
         ("/db/{db}/docs/{collection}", &["get", "post"]),
         ("/db/{db}/docs/{collection}/get", &["post"]),
         (

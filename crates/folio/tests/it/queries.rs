@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 use crate::harness::{Account, Harness, Person, conflicts, seed};
 
 conformance!(
+    collections_are_listed_in_code_point_order_with_their_counts,
     equality_is_type_strict,
     null_and_existence,
     not_equal_matches_documents_without_the_field,
@@ -1470,4 +1471,46 @@ async fn the_largest_queries_are_served_and_larger_ones_refused(h: Harness) {
     let found = served(query.clone(), 100).await;
     assert_eq!(found[..3], ["n099", "n098", "n097"]);
     refused(query.order_by("s", false).unwrap(), Query::MAX_ORDER_KEYS).await;
+}
+
+/// `Engine::collections`: what holds documents now, with how many, ordered
+/// by code point on every engine (`Zeta` before `alpha`, whatever the
+/// database's collation); a collection whose last document is deleted is
+/// no longer listed.
+async fn collections_are_listed_in_code_point_order_with_their_counts(h: Harness) {
+    use folio::{Batch, CollectionCount, Command};
+    let store = h.store().await;
+    let engine = store.engine();
+    assert_eq!(engine.collections().await.unwrap(), Vec::new());
+    let put = |collection: &str, id: &str| {
+        Command::put(collection, id, r#"{"n":1}"#, Expectation::Missing)
+    };
+    engine
+        .commit(Batch::from(vec![
+            put("alpha", "a1"),
+            put("alpha", "a2"),
+            put("alpha", "a3"),
+            put("Zeta", "z1"),
+            put("gone", "g1"),
+            put("_under", "u1"),
+        ]))
+        .await
+        .unwrap()
+        .unwrap();
+    engine
+        .commit(Batch::from(vec![
+            Command::delete("alpha", "a2", Expectation::Any),
+            Command::delete("gone", "g1", Expectation::Any),
+        ]))
+        .await
+        .unwrap()
+        .unwrap();
+    let count = |name: &str, documents: u64| CollectionCount {
+        name: name.into(),
+        documents,
+    };
+    assert_eq!(
+        engine.collections().await.unwrap(),
+        vec![count("Zeta", 1), count("_under", 1), count("alpha", 2)]
+    );
 }
