@@ -54,8 +54,11 @@ test("databases → collections → documents, page by page, and a document's me
   await page.getByRole("link", { name: db }).click();
   await page.getByRole("heading", { name: db, level: 1 }).waitFor();
 
-  // Written over HTTP, never opened here: found in the changes feed.
-  await page.getByRole("list", { name: "Collections" }).getByRole("link", { name: "people" }).click();
+  // Written over HTTP, never opened here: listed, with its count.
+  const collections = page.getByRole("list", { name: "Collections" });
+  await seeText(collections, "25 documents");
+  await screenshot(page, "browse-database");
+  await collections.getByRole("link", { name: "people" }).click();
   const table = page.getByRole("table", { name: /Documents in people, page 1/ });
   await table.waitFor();
   assert.equal(await table.getByRole("row").count(), 21, "a header and 20 documents");

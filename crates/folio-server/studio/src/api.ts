@@ -269,21 +269,16 @@ export async function runQuery(db: string, queryText: string): Promise<{ results
   return json(await send("POST", `/db/${encodeURIComponent(db)}/query`, { body: queryText }));
 }
 
-/** One page of the changes feed in its long-poll form. */
-export interface ChangesPage {
-  changes: Array<{ kind: string; collection: string; id: string; etag: number }>;
-  last_etag: number;
+/** A collection that holds documents, and how many. */
+export interface CollectionCount {
+  name: string;
+  documents: number;
 }
 
-/**
- * `GET /db/{db}/changes?since=&limit=&timeout=0` with `Accept:
- * application/json`: the changes after `since`, without waiting.
- */
-export async function changesPage(db: string, since: number, limit: number): Promise<ChangesPage> {
-  const query = new URLSearchParams({ since: String(since), limit: String(limit), timeout: "0" });
-  return json(
-    await send("GET", `/db/${encodeURIComponent(db)}/changes?${query}`, {
-      headers: { Accept: "application/json" },
-    }),
+/** `GET /db/{db}/collections`: the collections that hold documents, by name. */
+export async function listCollections(db: string): Promise<CollectionCount[]> {
+  const body = await json<{ collections: CollectionCount[] }>(
+    await send("GET", `/db/${encodeURIComponent(db)}/collections`),
   );
+  return body.collections;
 }

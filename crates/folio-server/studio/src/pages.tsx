@@ -3,8 +3,8 @@
 
 import { useEffect, useState } from "preact/hooks";
 import {
-  changesPage,
   createDatabase,
+  listCollections,
   listDatabases,
   listDocuments,
   postDocument,
@@ -71,62 +71,12 @@ export function DatabasesPage({ generation }: { generation: number }) {
   );
 }
 
-/** Changes read per request when looking for collections, and requests before asking to go on. */
-const SCAN_PAGE = 1000;
-const SCAN_PAGES = 10;
-
-/** The collections found in a database's changes feed so far. */
-interface Scan {
-  collections: string[];
-  /** Where the next read starts. */
-  since: number;
-  scanned: number;
-  complete: boolean;
-}
-
-/**
- * Reads the changes feed (long-poll form, without waiting) from where
- * `from` stopped, collecting collection names, for at most SCAN_PAGES
- * requests. The protocol has no request that lists collections; every
- * collection that was ever written to is in the feed.
- */
-async function scanCollections(db: string, from: Scan | null): Promise<Scan> {
-  const found = new Set(from?.collections ?? []);
-  let since = from?.since ?? 0;
-  let scanned = from?.scanned ?? 0;
-  for (let request = 0; request < SCAN_PAGES; request++) {
-    const page = await changesPage(db, since, SCAN_PAGE);
-    for (const change of page.changes) found.add(change.collection);
-    scanned += page.changes.length;
-    const complete = page.changes.length < SCAN_PAGE || page.last_etag <= since;
-    since = page.last_etag;
-    if (complete) return { collections: [...found].sort(), since, scanned, complete };
-  }
-  return { collections: [...found].sort(), since, scanned, complete: false };
-}
-
 export function DatabasePage({ db, generation }: { db: string; generation: number }) {
   const [collection, setCollection] = useState("");
   const [problem, setProblem] = useState<string | null>(null);
-  const [scan, setScan] = useState<Scan | null>(null);
-  const [scanError, setScanError] = useState<unknown>();
-  const [scanning, setScanning] = useState(false);
-  const readFeed = async (from: Scan | null) => {
-    setScanning(true);
-    try {
-      setScan(await scanCollections(db, from));
-      setScanError(undefined);
-    } catch (error) {
-      setScanError(error);
-    } finally {
-      setScanning(false);
-    }
-  };
-  useEffect(() => {
-    setScan(null);
-    void readFeed(null);
-  }, [db, generation]);
-  const names = [...new Set([...knownCollections(db), ...(scan?.collections ?? [])])].sort();
+  const listed = useLoad(() => listCollections(db), [db, generation]);
+  const counts = new Map((listed.data ?? []).map(({ name, documents }) => [name, documents]));
+  const names = [...new Set([...knownCollections(db), ...counts.keys()])].sort();
   const open = (event: Event) => {
     event.preventDefault();
     const invalid = collectionNameProblem(collection);
@@ -143,28 +93,23 @@ export function DatabasePage({ db, generation }: { db: string; generation: numbe
         </a>
       </p>
       <Section title="Collections">
-        <ErrorNote error={scanError} />
+        <ErrorNote error={listed.error} />
         {names.length > 0 && (
           <ul class="cards" aria-label="Collections">
             {names.map((name) => (
               <li key={name}>
-                <a href={href({ page: "collection", db, collection: name })}>{name}</a>
+                <a href={href({ page: "collection", db, collection: name })}>
+                  {name} <span class="muted small">{documentCount(counts.get(name) ?? 0)}</span>
+                </a>
               </li>
             ))}
           </ul>
         )}
-        {names.length === 0 && !scanning && <p class="muted">No collection has been written to yet.</p>}
+        {names.length === 0 && !listed.loading && <p class="muted">No collection holds documents yet.</p>}
         <p class="muted small" aria-live="polite">
-          {scanning
-            ? "Reading the changes feed for collections…"
-            : scan && !scan.complete
-              ? `Collections found in the first ${scan.scanned} changes.`
-              : "Collections found in the database's changes feed, and those opened from this browser."}{" "}
-          {scan && !scan.complete && !scanning && (
-            <button type="button" class="link" onClick={() => void readFeed(scan)}>
-              Read further
-            </button>
-          )}
+          {listed.loading
+            ? "Reading the collections…"
+            : "The collections that hold documents, and those opened from this browser."}
         </p>
         <form class="inline" onSubmit={open}>
           <label>
@@ -181,6 +126,11 @@ export function DatabasePage({ db, generation }: { db: string; generation: numbe
       </Section>
     </>
   );
+}
+
+/** "1 document", "3 documents". */
+function documentCount(count: number): string {
+  return count === 1 ? "1 document" : `${count} documents`;
 }
 
 /** A document in one line, for tables. */
