@@ -214,9 +214,7 @@ impl Databases {
         validate::database(name)?;
         let _creating = self.creating.lock().await;
         let existed = self.exists(name).await?;
-        if !existed && self.list().await?.len() >= self.limits.max_databases {
-            return Err(ApiError::TooManyDatabases(self.limits.max_databases));
-        }
+        self.check_room(name, existed).await?;
         self.open_engine(name).await?;
         Ok(!existed)
     }
