@@ -18,9 +18,10 @@ pub struct DatabasePath {
     db: String,
 }
 
-#[derive(Serialize)]
-struct DatabaseList {
-    databases: Vec<String>,
+/// The answer to `GET /db` (the `folio databases` command reads it too).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct DatabaseList {
+    pub(crate) databases: Vec<String>,
 }
 
 /// `GET /db`: the databases this key may read.

@@ -20,6 +20,9 @@ use reqwest::{Method, StatusCode, header};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::admin::DatabaseList;
+use crate::documents::CollectionList;
+
 /// A failed command, with the exit code that says why.
 #[derive(Debug)]
 pub struct Failure {
@@ -168,18 +171,9 @@ impl Client {
     /// `folio databases`: the server's databases (those the key has a role
     /// in), one name per line.
     pub async fn databases(&self, out: &mut impl Write) -> Result<(), Failure> {
-        #[derive(serde::Deserialize)]
-        struct Listing {
-            databases: Vec<String>,
-        }
-        let response = self
-            .send(self.request(Method::GET, format!("{}/db", self.base)))
+        let listing: DatabaseList = self
+            .get_json(format!("{}/db", self.base), "list of databases")
             .await?;
-        let listing: Listing = response.json().await.map_err(|error| {
-            Failure::new(format!(
-                "the server's list of databases is not as expected: {error}"
-            ))
-        })?;
         for name in listing.databases {
             writeln!(out, "{name}").map_err(write_failure)?;
         }
@@ -189,23 +183,26 @@ impl Client {
     /// `folio collections`: the database's collections that hold documents,
     /// one per line: the name, a tab, how many documents.
     pub async fn collections(&self, out: &mut impl Write) -> Result<(), Failure> {
-        #[derive(serde::Deserialize)]
-        struct Listing {
-            collections: Vec<folio_core::CollectionCount>,
-        }
-        let response = self
-            .send(self.request(Method::GET, self.url("/collections")))
+        let listing: CollectionList = self
+            .get_json(self.url("/collections"), "list of collections")
             .await?;
-        let listing: Listing = response.json().await.map_err(|error| {
-            Failure::new(format!(
-                "the server's list of collections is not as expected: {error}"
-            ))
-        })?;
         for collection in listing.collections {
             writeln!(out, "{}\t{}", collection.name, collection.documents)
                 .map_err(write_failure)?;
         }
         Ok(())
+    }
+
+    /// `GET url`, its JSON body read as a `T` (`what` names it in the error).
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        url: String,
+        what: &str,
+    ) -> Result<T, Failure> {
+        let response = self.send(self.request(Method::GET, url)).await?;
+        response.json().await.map_err(|error| {
+            Failure::new(format!("the server's {what} is not as expected: {error}"))
+        })
     }
 
     /// `folio get`: the document, or with `metadata` the entry with its version.

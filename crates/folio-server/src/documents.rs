@@ -748,10 +748,6 @@ pub async fn list_collections(
     headers: HeaderMap,
     path: Result<Path<crate::batch::DatabasePath>, PathRejection>,
 ) -> ApiResult<Response> {
-    #[derive(Serialize)]
-    struct CollectionsBody {
-        collections: Vec<folio_core::CollectionCount>,
-    }
     let db = crate::batch::database_path(path)?;
     state.authorize(&headers, &db, Role::Read)?;
     let engine = state.databases().get(&db).await?;
@@ -759,8 +755,15 @@ pub async fn list_collections(
     Ok(json_response(
         StatusCode::OK,
         HeaderMap::new(),
-        &CollectionsBody { collections },
+        &CollectionList { collections },
     ))
+}
+
+/// The answer to `GET /db/{db}/collections` (the `folio collections`
+/// command reads it too).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct CollectionList {
+    pub(crate) collections: Vec<folio_core::CollectionCount>,
 }
 
 /// `GET /db/{db}/docs/{collection}?after={id}&limit={n}`: stable paging by id.
