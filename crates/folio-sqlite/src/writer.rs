@@ -128,7 +128,7 @@ pub(crate) struct Links {
 impl Writer {
     /// Starts the writer thread on `connection`.
     pub(crate) fn start(
-        connection: Connection,
+        mut connection: Connection,
         database_id: DatabaseId,
         max_batches_per_group: usize,
         acknowledger: Acknowledger,
@@ -141,7 +141,6 @@ impl Writer {
             tombstones: readers_tombstones,
             space,
         } = links;
-        let mut connection = connection;
         let log_pages = Arc::new(AtomicI64::new(WRITER_CHECKPOINT_PAGES));
         checkpoint_past(&mut connection, commits.clone(), log_pages.clone())?;
         let page_size: i64 = connection

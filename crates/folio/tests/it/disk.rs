@@ -54,6 +54,20 @@ async fn put_sized(engine: &dyn Engine, id: &str, bytes: usize) -> Put {
     }
 }
 
+/// Deletes note `id` (whatever its version); the batch must not conflict.
+async fn delete(engine: &dyn Engine, id: &str) -> folio::Result<()> {
+    engine
+        .commit(Batch::from(vec![Command::delete(
+            Note::COLLECTION,
+            id,
+            Expectation::Any,
+        )]))
+        .await
+        .map(|verdict| {
+            verdict.expect("a delete of any version does not conflict");
+        })
+}
+
 /// Puts notes until the disk is full and stays full (ten refusals in a row:
 /// the engine may take writes again after emptying its log, until the file
 /// itself has the room); returns the message of the last refusal.
@@ -121,15 +135,9 @@ async fn a_full_disk_costs_writes_only_and_a_little_room_brings_them_back() {
         "every acknowledged note reads"
     );
     let deleted = stored.pop().unwrap();
-    engine
-        .commit(Batch::from(vec![Command::delete(
-            Note::COLLECTION,
-            deleted.as_str(),
-            Expectation::Any,
-        )]))
+    delete(&engine, &deleted)
         .await
-        .expect("a delete on a full disk is taken")
-        .unwrap();
+        .expect("a delete on a full disk is taken");
 
     // Someone frees 8 MiB: writes resume.
     std::fs::remove_file(&first_filler).unwrap();
@@ -192,15 +200,9 @@ async fn a_disk_filled_by_large_documents_still_takes_deletes() {
             "round {round}: the log grew to {log} bytes"
         );
         for deleted in stored.drain(..).rev().take(3) {
-            engine
-                .commit(Batch::from(vec![Command::delete(
-                    Note::COLLECTION,
-                    deleted.as_str(),
-                    Expectation::Any,
-                )]))
+            delete(&engine, &deleted)
                 .await
-                .unwrap_or_else(|error| panic!("round {round}: a delete on a full disk: {error}"))
-                .unwrap();
+                .unwrap_or_else(|error| panic!("round {round}: a delete on a full disk: {error}"));
         }
     }
 }
