@@ -10,9 +10,9 @@
 use std::sync::OnceLock;
 
 use folio_core::{Batch, Command, CommandKind, Engine, Error, Expectation, FieldPath, Query};
-use folio_server::Limits;
-use folio_server::conditional::{EntityTag, Preconditions, Tags};
-use folio_server::documents::Patch;
+use folio_protocol::{
+    BatchCommand, BatchRequest, EntityTag, Patch, PatchLimits, Preconditions, Tags, parse_batch,
+};
 use folio_sqlite::{SqliteEngine, SqliteOptions};
 use serde_json::{Value, json};
 
@@ -114,15 +114,19 @@ pub fn query(data: &[u8]) {
 /// * a refused body never reaches storage (nothing to commit).
 pub fn batch(data: &[u8]) {
     let Some(text) = text(data) else { return };
-    let Ok(commands) = folio_server::batch::parse_batch(text, folio_core::validate::MAX_NESTING)
-    else {
+    let Ok(commands) = parse_batch(text, folio_core::validate::MAX_NESTING) else {
         return;
     };
-    let wire = json!({
-        "commands": commands.iter().map(wire_command).collect::<Vec<_>>(),
-    })
-    .to_string();
-    let again = folio_server::batch::parse_batch(&wire, folio_core::validate::MAX_NESTING)
+    // Written back as the remote engine sends a batch.
+    let request = BatchRequest {
+        commands: commands
+            .iter()
+            .map(BatchCommand::new)
+            .collect::<Result<_, _>>()
+            .expect("a parsed command has a wire form"),
+    };
+    let wire = serde_json::to_string(&request).expect("a batch serializes");
+    let again = parse_batch(&wire, folio_core::validate::MAX_NESTING)
         .unwrap_or_else(|error| panic!("a written batch parses: {wire}: {error:?}"));
     // Documents travel as raw text: equal as JSON, not byte for byte.
     let as_json = |commands: &[Command]| commands.iter().map(wire_command).collect::<Vec<_>>();
@@ -193,13 +197,13 @@ pub fn preconditions(data: &[u8]) {
     let Some((&which, value)) = data.split_first() else {
         return;
     };
-    let mut headers = axum::http::HeaderMap::new();
+    let mut headers = http::HeaderMap::new();
     let name = if which % 2 == 0 {
-        axum::http::header::IF_MATCH
+        http::header::IF_MATCH
     } else {
-        axum::http::header::IF_NONE_MATCH
+        http::header::IF_NONE_MATCH
     };
-    let Ok(header) = axum::http::HeaderValue::from_bytes(value) else {
+    let Ok(header) = http::HeaderValue::from_bytes(value) else {
         return;
     };
     headers.insert(name, header);
@@ -355,10 +359,9 @@ pub fn patch(data: &[u8]) {
     } else {
         "application/merge-patch+json"
     };
-    let limits = Limits {
-        max_body_bytes: 64 << 10,
+    let limits = PatchLimits {
+        max_bytes: 64 << 10,
         max_nesting: 32,
-        ..Limits::default()
     };
     if folio_core::validate::nesting_depth(body) > limits.max_nesting {
         return; // the server refuses such a body before parsing it
@@ -371,7 +374,7 @@ pub fn patch(data: &[u8]) {
     };
     folio_core::validate::document_text(&patched)
         .unwrap_or_else(|error| panic!("a patched document is valid: {patched}: {error:?}"));
-    assert!(patched.len() <= limits.max_body_bytes);
+    assert!(patched.len() <= limits.max_bytes);
     assert!(folio_core::validate::nesting_depth(&patched) <= limits.max_nesting);
     let mut reference: Value =
         folio_core::validate::read_value(document).expect("a valid document");

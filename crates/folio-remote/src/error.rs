@@ -6,8 +6,8 @@
 //! says). [`map`] turns both into the error kinds every engine returns, so
 //! that code above the engine never looks at HTTP status codes.
 
-use folio_core::{ConcurrencyError, Conflict, EngineError, EngineErrorKind, Error};
-use serde::Deserialize;
+use folio_core::{ConcurrencyError, EngineError, EngineErrorKind, Error};
+use folio_protocol::Problem;
 
 /// Something that went wrong with one request.
 #[derive(Debug)]
@@ -46,19 +46,6 @@ pub(crate) enum Transport {
     Receive(hyper::Error),
     /// No whole answer within the engine's timeout.
     Timeout(tokio::time::error::Elapsed),
-}
-
-/// The parts of an `application/problem+json` body that a client uses.
-#[derive(Debug, Default, Deserialize)]
-struct Problem {
-    #[serde(default, rename = "type")]
-    kind: Option<String>,
-    #[serde(default)]
-    title: Option<String>,
-    #[serde(default)]
-    detail: Option<String>,
-    #[serde(default)]
-    conflicts: Option<Vec<Conflict>>,
 }
 
 /// The longest piece of a non-problem body quoted in a message.
@@ -167,12 +154,9 @@ fn engine(kind: EngineErrorKind, message: String) -> Error {
 /// What the server said: the problem's `detail` (else its title or type),
 /// else the start of a non-problem body, else the status alone.
 fn describe(status: u16, problem: &Problem, body: &[u8], location: Option<&str>) -> String {
-    if let Some(detail) = problem
-        .detail
-        .as_ref()
-        .or(problem.title.as_ref())
-        .or(problem.kind.as_ref())
-        .filter(|text| !text.is_empty())
+    if let Some(detail) = [&problem.detail, &problem.title, &problem.kind]
+        .into_iter()
+        .find(|text| !text.is_empty())
     {
         return detail.clone();
     }

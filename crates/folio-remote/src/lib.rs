@@ -45,8 +45,8 @@
 
 mod endpoint;
 mod error;
-mod wire;
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -67,9 +67,9 @@ use url::Url;
 
 use crate::endpoint::Endpoint;
 use crate::error::{Failure, Transport};
-use crate::wire::{
-    BatchRequest, BatchResponse, CollectionsResponse, GetRequest, ListResponse, QueryResponse,
-    Results, WireCommand, WireEntry, WireResult,
+use folio_protocol::{
+    BatchCommand, BatchRequest, BatchResponse, ChangesPageBody, CollectionList, EntryBody,
+    GetManyRequest, ListResponse, QueryResponse, Results,
 };
 
 /// The most ids the server reads in one `…/get` request.
@@ -194,9 +194,11 @@ impl RemoteEngine {
     async fn probe(&self) -> Result<()> {
         let request = self.post(
             &self.endpoint.url(&["docs", PROBE_COLLECTION, "get"]),
-            &GetRequest { ids: &[] },
+            &GetManyRequest {
+                ids: Cow::Borrowed(&[]),
+            },
         )?;
-        let answer: Results<Option<WireEntry>> = self.call(request, false).await?;
+        let answer: Results<Option<EntryBody>> = self.call(request, false).await?;
         if answer.results.is_empty() {
             Ok(())
         } else {
@@ -342,7 +344,10 @@ impl RemoteEngine {
         request
             .headers_mut()
             .insert(ACCEPT, HeaderValue::from_static("application/json"));
-        let page: ChangesPage = self.call(request, false).await?;
+        let page: ChangesPage = self
+            .call::<ChangesPageBody<'static>>(request, false)
+            .await?
+            .into();
         let ordered = page
             .changes
             .windows(2)
@@ -361,14 +366,19 @@ impl RemoteEngine {
 
     /// The entries (with their documents) of `ids` in `collection`, in
     /// order, `None` for missing ones: one request per [`MAX_IDS`] ids.
-    async fn read_many(&self, collection: &str, ids: &[String]) -> Result<Vec<Option<WireEntry>>> {
+    async fn read_many(&self, collection: &str, ids: &[String]) -> Result<Vec<Option<EntryBody>>> {
         validate::collection(collection)?;
         ids.iter().try_for_each(|id| validate::id(id))?;
         let url = self.endpoint.url(&["docs", collection, "get"]);
         let mut found = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(MAX_IDS) {
-            let request = self.post(&url, &GetRequest { ids: chunk })?;
-            let answer: Results<Option<WireEntry>> = self.call(request, false).await?;
+            let request = self.post(
+                &url,
+                &GetManyRequest {
+                    ids: Cow::Borrowed(chunk),
+                },
+            )?;
+            let answer: Results<Option<EntryBody>> = self.call(request, false).await?;
             if answer.results.len() != chunk.len() {
                 return Err(protocol(format!(
                     "asked for {} documents, got {} results",
@@ -413,18 +423,12 @@ impl Engine for RemoteEngine {
             commands: batch
                 .commands
                 .iter()
-                .map(WireCommand::new)
+                .map(BatchCommand::new)
                 .collect::<Result<_>>()?,
         };
         let request = self.post(&self.endpoint.url(&["batch"]), &body)?;
         match self.call::<BatchResponse>(request, true).await {
-            Ok(answer) if answer.results.len() == batch.len() => answer
-                .results
-                .into_iter()
-                .map(WireResult::into_result)
-                .collect::<std::result::Result<_, _>>()
-                .map(Ok)
-                .map_err(protocol),
+            Ok(answer) if answer.results.len() == batch.len() => Ok(Ok(answer.results)),
             Ok(answer) => Err(protocol(format!(
                 "a batch of {} commands was answered with {} results",
                 batch.len(),
@@ -452,7 +456,7 @@ impl Engine for RemoteEngine {
             .read_many(collection, ids)
             .await?
             .into_iter()
-            .map(|entry| entry.map(WireEntry::into_metadata))
+            .map(|entry| entry.map(EntryBody::into_metadata))
             .collect())
     }
 
@@ -479,7 +483,7 @@ impl Engine for RemoteEngine {
     /// `GET /db/{db}/collections`.
     async fn collections(&self) -> Result<Vec<CollectionCount>> {
         let url = self.endpoint.url(&["collections"]);
-        let answer: CollectionsResponse = self.call(self.get(&url)?, false).await?;
+        let answer: CollectionList = self.call(self.get(&url)?, false).await?;
         Ok(answer.collections)
     }
 

@@ -5,7 +5,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use folio_core::validate;
-use serde::{Deserialize, Serialize};
+use folio_protocol::{DatabaseCreated, DatabaseList};
+use serde::Deserialize;
 
 use crate::auth::Role;
 use crate::batch::json;
@@ -16,12 +17,6 @@ use crate::state::AppState;
 #[derive(Deserialize)]
 pub struct DatabasePath {
     db: String,
-}
-
-/// The answer to `GET /db` (the `folio databases` command reads it too).
-#[derive(Serialize, Deserialize)]
-pub(crate) struct DatabaseList {
-    pub(crate) databases: Vec<String>,
 }
 
 /// `GET /db`: the databases this key may read.
@@ -60,7 +55,7 @@ pub async fn create_database(
     } else {
         StatusCode::OK
     };
-    Ok(json(status, &serde_json::json!({ "database": path.db })))
+    Ok(json(status, &DatabaseCreated { database: path.db }))
 }
 
 /// `GET /healthz` (no authentication): `200 {"status":"ok"}`, or `503`

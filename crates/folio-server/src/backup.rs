@@ -37,23 +37,20 @@ use axum::response::{IntoResponse, Response};
 use folio_core::{
     Identity, SnapshotContents, SnapshotPart, SnapshotReader, copy_snapshot, validate,
 };
+use folio_protocol::{ChangeVectors, RestoreSummary, media};
 use folio_sqlite::{BackupWriter, backup_summary};
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
 use crate::auth::Role;
 use crate::batch::{DatabasePath, database_path};
 use crate::databases::{OpenEngine, blocking, io_failure};
-use crate::documents::{EntryBody, json_response};
+use folio_protocol::EntryBody;
+
+use crate::documents::json_response;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-
-/// The media type of a backup: an SQLite database file.
-pub const BACKUP_MEDIA_TYPE: &str = "application/vnd.sqlite3";
-
-/// The media type of an export: JSON Lines.
-pub const EXPORT_MEDIA_TYPE: &str = "application/x-ndjson";
 
 /// Whether `path` is a restore's (`/db/{db}/restore`): its body is as long
 /// as a database, so it gets a deadline between chunks instead of one for
@@ -92,7 +89,7 @@ impl Drop for Scratch {
 
 /// `GET /db/{db}/backup` (admin): the database as one file, from one
 /// snapshot taken while writes go on.
-#[utoipa::path(get, path = "/db/{db}/backup", tag = "backups", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")), responses((status = 200, description = "the backup: an embedded Folio database file (SQLite) holding one consistent snapshot; restore it with POST /db/{db}/restore or folio restore. Folio-Database-Id: its database id; Folio-Last-Etag: every change up to it is in the backup", body = crate::schemas::BackupFileBody, content_type = "application/vnd.sqlite3"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this (admin role needed)", content_type = "application/problem+json"), (status = 404, description = "no such database", content_type = "application/problem+json"), (status = 507, description = "the disk is full (insufficient-storage): the server cannot write the backup's file", content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/db/{db}/backup", tag = "backups", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")), responses((status = 200, description = "the backup: an embedded Folio database file (SQLite) holding one consistent snapshot; restore it with POST /db/{db}/restore or folio restore. Folio-Database-Id: its database id; Folio-Last-Etag: every change up to it is in the backup", body = folio_protocol::openapi::BackupFileBody, content_type = "application/vnd.sqlite3"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this (admin role needed)", content_type = "application/problem+json"), (status = 404, description = "no such database", content_type = "application/problem+json"), (status = 507, description = "the disk is full (insufficient-storage): the server cannot write the backup's file", content_type = "application/problem+json")))]
 pub async fn backup(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -125,7 +122,7 @@ pub async fn backup(
     let response_headers = response.headers_mut();
     response_headers.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static(BACKUP_MEDIA_TYPE),
+        HeaderValue::from_static(media::BACKUP),
     );
     response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(summary.bytes));
     if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{db}.sqlite\"")) {
@@ -149,25 +146,9 @@ pub struct RestoreParams {
     new_id: bool,
 }
 
-/// What a restore answers.
-#[derive(Serialize)]
-struct RestoreBody {
-    database: String,
-    database_id: String,
-    /// `kept`: the source's database id, so the change vectors clients
-    /// hold are valid; `new`: an id of its own.
-    change_vectors: &'static str,
-    last_etag: u64,
-    documents: u64,
-    collections: u64,
-    tombstones: u64,
-    changes: u64,
-    indexes: u64,
-}
-
 /// `POST /db/{db}/restore` (admin): the backup in the body becomes the new
 /// database `db`.
-#[utoipa::path(post, path = "/db/{db}/restore", tag = "backups", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("new_id" = Option<bool>, Query, description = "give the new database an id of its own: no change vector of the backup's source matches its versions (default false: the source's id, so versions clients hold stay valid)")), request_body(content((crate::schemas::BackupFileBody = "application/vnd.sqlite3"), (crate::schemas::BackupFileBody = "application/octet-stream")), description = "a backup file, as GET /db/{db}/backup writes it"), responses((status = 201, description = "restored: { database, database_id, change_vectors: kept|new, last_etag, documents, collections, tombstones, changes, indexes }", body = Object), (status = 400, description = "not a usable backup (not a Folio database, damaged, a newer layout), or malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this (admin role needed), or the server holds as many databases as it may (database-limit)", content_type = "application/problem+json"), (status = 409, description = "the database exists and holds data, or is in use", content_type = "application/problem+json"), (status = 415, description = "not application/vnd.sqlite3 or application/octet-stream", content_type = "application/problem+json"), (status = 507, description = "the disk is full (insufficient-storage): nothing was restored", content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/db/{db}/restore", tag = "backups", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("new_id" = Option<bool>, Query, description = "give the new database an id of its own: no change vector of the backup's source matches its versions (default false: the source's id, so versions clients hold stay valid)")), request_body(content((folio_protocol::openapi::BackupFileBody = "application/vnd.sqlite3"), (folio_protocol::openapi::BackupFileBody = "application/octet-stream")), description = "a backup file, as GET /db/{db}/backup writes it"), responses((status = 201, description = "restored: { database, database_id, change_vectors: kept|new, last_etag, documents, collections, tombstones, changes, indexes }", body = Object), (status = 400, description = "not a usable backup (not a Folio database, damaged, a newer layout), or malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this (admin role needed), or the server holds as many databases as it may (database-limit)", content_type = "application/problem+json"), (status = 409, description = "the database exists and holds data, or is in use", content_type = "application/problem+json"), (status = 415, description = "not application/vnd.sqlite3 or application/octet-stream", content_type = "application/problem+json"), (status = 507, description = "the disk is full (insufficient-storage): nothing was restored", content_type = "application/problem+json")))]
 pub async fn restore(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -180,10 +161,7 @@ pub async fn restore(
     let Query(params) = params.map_err(|rejection| {
         ApiError::BadRequest(format!("malformed query string: {rejection}"))
     })?;
-    crate::documents::require_content_type(
-        &headers,
-        &[BACKUP_MEDIA_TYPE, "application/octet-stream"],
-    )?;
+    crate::documents::require_content_type(&headers, &[media::BACKUP, "application/octet-stream"])?;
     let identity = if params.new_id {
         Identity::New
     } else {
@@ -203,12 +181,12 @@ pub async fn restore(
     Ok(json_response(
         StatusCode::CREATED,
         HeaderMap::new(),
-        &RestoreBody {
+        &RestoreSummary {
             database: db,
             database_id: restored.header.database_id.to_string(),
             change_vectors: match identity {
-                Identity::Keep => "kept",
-                Identity::New => "new",
+                Identity::Keep => ChangeVectors::Kept,
+                Identity::New => ChangeVectors::New,
             },
             last_etag: restored.header.last_etag,
             documents: counts.documents,
@@ -292,7 +270,7 @@ pub async fn export(
     let response_headers = response.headers_mut();
     response_headers.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static(EXPORT_MEDIA_TYPE),
+        HeaderValue::from_static(media::EXPORT),
     );
     response_headers.insert("folio-last-etag", HeaderValue::from(feed_position));
     Ok(response)

@@ -21,9 +21,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use folio_core::{Change, ChangesPage, EngineRef, validate};
+use folio_core::{ChangesPage, EngineRef, validate};
+use folio_protocol::{ChangeBody, ChangesPageBody};
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::auth::Role;
 use crate::batch::{DatabasePath, database_path};
@@ -49,37 +50,6 @@ pub struct ChangesParams {
     collection: Option<String>,
     timeout: Option<f64>,
     limit: Option<usize>,
-}
-
-/// One change as the feed writes it: the SSE `data` and the items of a
-/// long poll's `changes`.
-#[derive(Serialize)]
-struct ChangeBody<'a> {
-    kind: &'static str,
-    collection: &'a str,
-    id: &'a str,
-    change_vector: &'a str,
-    revision: u64,
-    etag: u64,
-}
-
-impl<'a> ChangeBody<'a> {
-    fn new(change: &'a Change) -> Self {
-        ChangeBody {
-            kind: change.kind.as_str(),
-            collection: &change.collection,
-            id: &change.id,
-            change_vector: change.change_vector.as_str(),
-            revision: change.revision,
-            etag: change.etag,
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct PageBody<'a> {
-    changes: Vec<ChangeBody<'a>>,
-    last_etag: u64,
 }
 
 /// `GET /db/{db}/changes?since={etag}&collection={c}&timeout={s}&limit={n}`.
@@ -128,8 +98,8 @@ pub async fn changes(
         return Ok(json_response(
             StatusCode::OK,
             HeaderMap::new(),
-            &PageBody {
-                changes: page.changes.iter().map(ChangeBody::new).collect(),
+            &ChangesPageBody {
+                changes: page.changes.iter().map(ChangeBody::from).collect(),
                 last_etag: page.last_etag,
             },
         ));
@@ -191,7 +161,7 @@ fn events(page: &ChangesPage) -> Vec<Event> {
     page.changes
         .iter()
         .map(|change| {
-            let data = serde_json::to_string(&ChangeBody::new(change))
+            let data = serde_json::to_string(&ChangeBody::from(change))
                 .unwrap_or_else(|_| String::from("{}"));
             Event::default()
                 .id(change.etag.to_string())

@@ -20,8 +20,7 @@ use reqwest::{Method, StatusCode, header};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::admin::DatabaseList;
-use crate::documents::CollectionList;
+use folio_protocol::{CollectionList, DatabaseList};
 
 /// A failed command, with the exit code that says why.
 #[derive(Debug)]

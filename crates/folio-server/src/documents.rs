@@ -15,13 +15,15 @@ use axum::response::{IntoResponse, Response};
 use folio_core::{
     Command, CommandResult, EngineRef, Entry, Expectation, Metadata, generate_id, validate,
 };
+use folio_protocol::{
+    CollectionList, EntryBody, Evaluation, GetManyRequest, ListResponse, Patch, PatchFailure,
+    PatchLimits, Preconditions, Results, etag_header,
+};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
 use crate::auth::Role;
-use crate::conditional::{Evaluation, Preconditions, etag_header};
 use crate::error::{ApiError, ApiResult};
-use crate::state::{AppState, Limits};
+use crate::state::AppState;
 
 /// How long a write that reads the document before it writes (to judge
 /// its preconditions, or to patch it) keeps trying when the document
@@ -145,25 +147,13 @@ pub(crate) fn require_content_type(headers: &HeaderMap, accepted: &[&str]) -> Ap
     }
 }
 
-/// An entry as JSON: the metadata and the document as stored.
-#[derive(Serialize)]
-pub(crate) struct EntryBody {
-    #[serde(flatten)]
-    metadata: Metadata,
-    document: Box<RawValue>,
-}
-
-impl EntryBody {
-    pub(crate) fn new(entry: Entry) -> ApiResult<Self> {
-        let document = RawValue::from_string(entry.document).map_err(|error| {
-            tracing::error!(%error, "a stored document is not valid JSON");
-            ApiError::Internal(folio_core::EngineErrorKind::Corrupt)
-        })?;
-        Ok(EntryBody {
-            metadata: entry.metadata,
-            document,
-        })
-    }
+/// An entry as JSON: the metadata and the document as stored; a stored
+/// document that is not JSON is a damaged database.
+pub(crate) fn entry_body(entry: Entry) -> ApiResult<EntryBody> {
+    EntryBody::new(entry).map_err(|error| {
+        tracing::error!(%error, "a stored document is not valid JSON");
+        ApiError::Internal(folio_core::EngineErrorKind::Corrupt)
+    })
 }
 
 /// `ETag`, `Last-Modified`, `Folio-Revision`, `Folio-Etag` of a version.
@@ -497,9 +487,16 @@ pub async fn patch_document(
             return Err(precondition_required(&path.collection));
         }
         let current = entry.metadata.change_vector;
-        let patched = patch.apply(&entry.document, state.limits()).map_err(
-            |error| match error {
-                PatchFailure::Refused(error) => error,
+        let limits = PatchLimits {
+            max_bytes: state.limits().max_body_bytes,
+            max_nesting: state.limits().max_nesting,
+        };
+        let patched = patch
+            .apply(&entry.document, limits)
+            .map_err(|error| match error {
+                PatchFailure::Invalid(detail) => ApiError::BadRequest(detail),
+                PatchFailure::TooLarge(limit) => ApiError::PayloadTooLarge(limit),
+                PatchFailure::Damaged => ApiError::Internal(folio_core::EngineErrorKind::Corrupt),
                 PatchFailure::TestFailed { operation, path } => ApiError::PatchTestFailed {
                     detail: format!(
                         "operation {operation} of the JSON patch tests {path}, which does not hold \
@@ -508,8 +505,7 @@ pub async fn patch_document(
                     failed_test: path,
                     actual: current.to_string(),
                 },
-            },
-        )?;
+            })?;
         // Written only if the version patched is still current.
         let command = Command::put(
             path.collection.clone(),
@@ -533,197 +529,6 @@ pub async fn patch_document(
     }
 }
 
-/// The body of a `PATCH`: a JSON merge patch (RFC 7396) or a JSON patch
-/// (RFC 6902).
-#[derive(Clone, Debug, PartialEq)]
-pub enum Patch {
-    /// `application/merge-patch+json`.
-    Merge(serde_json::Value),
-    /// `application/json-patch+json`.
-    Json(json_patch::Patch),
-}
-
-impl Patch {
-    /// Parses a body of `media_type` (either patch media type); 400 when it
-    /// is not one.
-    pub fn parse(media_type: &str, text: &str) -> ApiResult<Patch> {
-        if media_type == "application/json-patch+json" {
-            serde_json::from_str(text)
-                .map(Patch::Json)
-                .map_err(|error| {
-                    ApiError::BadRequest(format!("not a JSON patch (RFC 6902): {error}"))
-                })
-        } else {
-            serde_json::from_str(text)
-                .map(Patch::Merge)
-                .map_err(|error| ApiError::BadRequest(format!("the patch is not JSON: {error}")))
-        }
-    }
-
-    /// Applies the patch to `document` (a stored document's JSON text) and
-    /// returns the new document's text, a valid document. A JSON patch's
-    /// failing `test` operation is [`PatchFailure::TestFailed`] (409); the
-    /// rest is refused (`PatchFailure::Refused`): 400 when the patch does
-    /// not apply, or the result is not a JSON object, nests deeper than
-    /// `limits` allow or is otherwise no valid document
-    /// (`validate::document_text`); 413 when the result would be larger
-    /// than a body may be.
-    ///
-    /// A JSON patch's `copy` doubles a document with each operation, so the
-    /// size and depth are bounded as each operation applies, not only at
-    /// the end: thirty copies of the root would otherwise need terabytes.
-    pub fn apply(&self, document: &str, limits: Limits) -> Result<String, PatchFailure> {
-        // Stored documents nest at most `validate::MAX_NESTING` deep.
-        let mut value: serde_json::Value = validate::read_value(document)
-            .map_err(|_| ApiError::Internal(folio_core::EngineErrorKind::Corrupt))?;
-        match self {
-            Patch::Merge(patch) => json_patch::merge(&mut value, patch),
-            Patch::Json(patch) => {
-                let mut bound = Growth {
-                    bytes: document.len(),
-                    depth: validate::nesting_depth(document),
-                    limits,
-                };
-                for (index, operation) in patch.0.iter().enumerate() {
-                    bound.admit(&value, operation)?;
-                    json_patch::patch_unsafe(&mut value, std::slice::from_ref(operation)).map_err(
-                        |error| match error.kind {
-                            json_patch::PatchErrorKind::TestFailed => PatchFailure::TestFailed {
-                                operation: index,
-                                path: error.path.to_string(),
-                            },
-                            _ => PatchFailure::Refused(ApiError::BadRequest(format!(
-                                "operation {index} of the patch does not apply: {error}"
-                            ))),
-                        },
-                    )?;
-                }
-            }
-        }
-        if !value.is_object() {
-            return Err(
-                ApiError::BadRequest("the patched document is not a JSON object".into()).into(),
-            );
-        }
-        let patched = serde_json::to_string(&value)
-            .map_err(|_| ApiError::Internal(folio_core::EngineErrorKind::Other))?;
-        if patched.len() > limits.max_body_bytes {
-            return Err(ApiError::PayloadTooLarge(limits.max_body_bytes).into());
-        }
-        if let Some(depth) = validate::deeper_than(&patched, limits.max_nesting) {
-            return Err(ApiError::BadRequest(format!(
-                "the patched document nests {depth} deep; at most {} is allowed",
-                limits.max_nesting
-            ))
-            .into());
-        }
-        // What a patch adds is checked as a written document would be.
-        validate::document_text(&patched)?;
-        Ok(patched)
-    }
-}
-
-/// Why [`Patch::apply`] made no document.
-#[derive(Debug)]
-pub enum PatchFailure {
-    /// A JSON patch's `test` operation (number `operation`) did not hold
-    /// at `path` (a JSON Pointer): the document is not as the client
-    /// expected, a conflict.
-    TestFailed {
-        /// The index of the operation in the patch.
-        operation: usize,
-        /// Its path.
-        path: String,
-    },
-    /// The patch does not apply, or its result is no valid document.
-    Refused(ApiError),
-}
-
-impl From<ApiError> for PatchFailure {
-    fn from(error: ApiError) -> Self {
-        PatchFailure::Refused(error)
-    }
-}
-
-impl From<folio_core::Error> for PatchFailure {
-    fn from(error: folio_core::Error) -> Self {
-        PatchFailure::Refused(error.into())
-    }
-}
-
-/// Upper bounds of a document's size and depth while a JSON patch applies.
-struct Growth {
-    bytes: usize,
-    depth: usize,
-    limits: Limits,
-}
-
-impl Growth {
-    /// Raises the bounds by what `operation` may add to `document`; an error
-    /// once they pass the limits. Values added from the patch itself are
-    /// bounded by the body; only `copy` multiplies, and `copy` and `move`
-    /// may deepen.
-    fn admit(
-        &mut self,
-        document: &serde_json::Value,
-        operation: &json_patch::PatchOperation,
-    ) -> ApiResult<()> {
-        use json_patch::PatchOperation;
-        let depth = |value: &serde_json::Value| validate::nesting_depth(&value.to_string());
-        match operation {
-            PatchOperation::Add(add) => {
-                self.depth = self.depth.max(add.path.count() + depth(&add.value));
-            }
-            PatchOperation::Replace(replace) => {
-                self.depth = self.depth.max(replace.path.count() + depth(&replace.value));
-            }
-            PatchOperation::Move(moved) => {
-                self.depth += moved.path.count().saturating_sub(moved.from.count());
-            }
-            PatchOperation::Copy(copy) => {
-                if let Some(source) = document.pointer(copy.from.as_str()) {
-                    let room = self.limits.max_body_bytes.saturating_sub(self.bytes);
-                    let mut counter = Counter { bytes: 0, room };
-                    if serde_json::to_writer(&mut counter, source).is_err() {
-                        return Err(ApiError::PayloadTooLarge(self.limits.max_body_bytes));
-                    }
-                    self.bytes += counter.bytes;
-                    let source_depth = self.depth.saturating_sub(copy.from.count());
-                    self.depth = self.depth.max(copy.path.count() + source_depth);
-                }
-            }
-            PatchOperation::Remove(_) | PatchOperation::Test(_) => {}
-        }
-        if self.depth > self.limits.max_nesting {
-            return Err(ApiError::BadRequest(format!(
-                "the patched document would nest deeper than {}",
-                self.limits.max_nesting
-            )));
-        }
-        Ok(())
-    }
-}
-
-/// Counts the bytes written to it; fails past `room`.
-struct Counter {
-    bytes: usize,
-    room: usize,
-}
-
-impl std::io::Write for Counter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.bytes += buf.len();
-        if self.bytes > self.room {
-            return Err(std::io::Error::other("too large"));
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The query string of a collection listing.
 #[derive(Deserialize)]
 pub struct ListParams {
@@ -731,18 +536,12 @@ pub struct ListParams {
     limit: Option<usize>,
 }
 
-#[derive(Serialize)]
-struct ListBody {
-    items: Vec<EntryBody>,
-    next: Option<String>,
-}
-
 /// The most entries a listing returns in one page.
 const MAX_PAGE: usize = 1000;
 
 /// `GET /db/{db}/collections`: the collections that hold documents, in
 /// order of name, each with how many (one snapshot).
-#[utoipa::path(get, path = "/db/{db}/collections", tag = "documents", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")), responses((status = 200, description = "{ collections: [{ name, documents }] }", body = crate::schemas::CollectionsBody), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database", content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/db/{db}/collections", tag = "documents", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")), responses((status = 200, description = "{ collections: [{ name, documents }] }", body = folio_protocol::openapi::CollectionsBody), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database", content_type = "application/problem+json")))]
 pub async fn list_collections(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -757,13 +556,6 @@ pub async fn list_collections(
         HeaderMap::new(),
         &CollectionList { collections },
     ))
-}
-
-/// The answer to `GET /db/{db}/collections` (the `folio collections`
-/// command reads it too).
-#[derive(Serialize, Deserialize)]
-pub(crate) struct CollectionList {
-    pub(crate) collections: Vec<folio_core::CollectionCount>,
 }
 
 /// `GET /db/{db}/docs/{collection}?after={id}&limit={n}`: stable paging by id.
@@ -793,34 +585,23 @@ pub async fn list_documents(
     let items = entries
         .into_iter()
         .take(limit)
-        .map(EntryBody::new)
+        .map(entry_body)
         .collect::<ApiResult<Vec<_>>>()?;
     let next = more
-        .then(|| items.last().map(|item| item.metadata.id.clone()))
+        .then(|| items.last().map(|item| item.id.clone()))
         .flatten();
     Ok(json_response(
         StatusCode::OK,
         HeaderMap::new(),
-        &ListBody { items, next },
+        &ListResponse { items, next },
     ))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GetManyRequest {
-    ids: Vec<String>,
-}
-
-#[derive(Serialize)]
-struct ResultsBody<T> {
-    results: Vec<T>,
 }
 
 /// The most ids one read of many may name.
 const MAX_IDS: usize = 1000;
 
 /// `POST /db/{db}/docs/{collection}/get` `{ "ids": [...] }`.
-#[utoipa::path(post, path = "/db/{db}/docs/{collection}/get", tag = "documents", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("collection" = String, Path, description = "collection: 1 to 128 of A-Z, a-z, 0-9, _ and -", pattern = "^[A-Za-z0-9_-]{1,128}$")), request_body(content = crate::schemas::GetManyBody, content_type = "application/json", description = "{ ids: [string] }"), responses((status = 200, description = "{ results: [Entry or null] } in the order of ids", body = Object), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json"), (status = 413, description = "body too large", content_type = "application/problem+json"), (status = 415, description = "not the media type this route takes", content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/db/{db}/docs/{collection}/get", tag = "documents", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("collection" = String, Path, description = "collection: 1 to 128 of A-Z, a-z, 0-9, _ and -", pattern = "^[A-Za-z0-9_-]{1,128}$")), request_body(content = folio_protocol::openapi::GetManyBody, content_type = "application/json", description = "{ ids: [string] }"), responses((status = 200, description = "{ results: [Entry or null] } in the order of ids", body = Object), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json"), (status = 413, description = "body too large", content_type = "application/problem+json"), (status = 415, description = "not the media type this route takes", content_type = "application/problem+json")))]
 pub async fn get_many(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -832,7 +613,7 @@ pub async fn get_many(
     require_content_type(&headers, &["application/json"])?;
     let text = body_text(&state, body)?;
     check_nesting(&state, &text)?;
-    let request: GetManyRequest = serde_json::from_str(&text)
+    let request: GetManyRequest<'_> = serde_json::from_str(&text)
         .map_err(|error| ApiError::BadRequest(format!("expected {{\"ids\": [...]}}: {error}")))?;
     if request.ids.len() > MAX_IDS {
         return Err(ApiError::BadRequest(format!(
@@ -844,11 +625,11 @@ pub async fn get_many(
         .get(&path.collection, &request.ids)
         .await?
         .into_iter()
-        .map(|entry| entry.map(EntryBody::new).transpose())
+        .map(|entry| entry.map(entry_body).transpose())
         .collect::<ApiResult<Vec<_>>>()?;
     Ok(json_response(
         StatusCode::OK,
         HeaderMap::new(),
-        &ResultsBody { results },
+        &Results { results },
     ))
 }

@@ -5,11 +5,8 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use folio_core::{ConcurrencyError, Conflict, EngineErrorKind};
-use serde::Serialize;
-
-/// The base of every problem `type` URI.
-const PROBLEMS: &str = "https://folio.dev/problems/";
+use folio_core::{ConcurrencyError, EngineErrorKind};
+use folio_protocol::{PreconditionFailure, Problem, problem};
 
 /// An error answered as `application/problem+json`.
 #[derive(Debug)]
@@ -67,30 +64,6 @@ pub enum ApiError {
     /// 403: the server holds as many databases as it may (the number); no
     /// other can be created.
     TooManyDatabases(usize),
-}
-
-/// What a failed precondition found.
-#[derive(Debug)]
-pub struct PreconditionFailure {
-    /// Why, in words.
-    pub detail: String,
-    /// The document's current change vector (`None`: it does not exist).
-    pub actual: Option<String>,
-}
-
-#[derive(Serialize)]
-struct Problem<'a> {
-    #[serde(rename = "type")]
-    kind: String,
-    title: &'a str,
-    status: u16,
-    detail: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    conflicts: Option<&'a [Conflict]>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    actual: Option<Option<&'a str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    failed_test: Option<&'a str>,
 }
 
 impl ApiError {
@@ -234,21 +207,21 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let problem = Problem {
-            kind: format!("{PROBLEMS}{}", self.kind()),
-            title: self.title(),
+            kind: problem::type_uri(self.kind()),
+            title: self.title().to_owned(),
             status: status.as_u16(),
             detail: self.detail(),
             conflicts: match &self {
-                ApiError::Conflict(error) => Some(error.conflicts()),
+                ApiError::Conflict(error) => Some(error.conflicts().to_vec()),
                 _ => None,
             },
             actual: match &self {
-                ApiError::PreconditionFailed(failure) => Some(failure.actual.as_deref()),
-                ApiError::PatchTestFailed { actual, .. } => Some(Some(actual)),
+                ApiError::PreconditionFailed(failure) => Some(failure.actual.clone()),
+                ApiError::PatchTestFailed { actual, .. } => Some(Some(actual.clone())),
                 _ => None,
             },
             failed_test: match &self {
-                ApiError::PatchTestFailed { failed_test, .. } => Some(failed_test),
+                ApiError::PatchTestFailed { failed_test, .. } => Some(failed_test.clone()),
                 _ => None,
             },
         };

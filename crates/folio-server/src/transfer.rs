@@ -25,10 +25,9 @@ use folio_core::{
 };
 use folio_sqlite::{BackupSummary, BackupWriter, SqliteEngine, SqliteOptions, SqliteSnapshot};
 use reqwest::{Method, StatusCode, header};
-use serde::Deserialize;
 
-use crate::backup::{BACKUP_MEDIA_TYPE, EXPORT_MEDIA_TYPE};
 use crate::client::{Client, Failure, read_failure, spinner, write_failure};
+use folio_protocol::{ChangesPageBody, RestoreSummary, media};
 
 /// Where a database is.
 pub enum Place {
@@ -392,7 +391,7 @@ pub async fn export(
         };
         exported += entries.len() as u64;
         for entry in entries {
-            let line = crate::documents::EntryBody::new(entry)
+            let line = folio_protocol::EntryBody::new(entry)
                 .map_err(|_| Failure::new("a stored document is not valid JSON"))?;
             serde_json::to_writer(&mut *out, &line)
                 .map_err(|error| Failure::new(format!("writing the output failed: {error}")))?;
@@ -443,16 +442,6 @@ impl Client {
 
     /// Sends the backup `file` to become the database.
     async fn upload_backup(&self, file: &Path, identity: Identity) -> Result<Restored, Failure> {
-        #[derive(Deserialize)]
-        struct Answer {
-            database_id: String,
-            last_etag: u64,
-            documents: u64,
-            collections: u64,
-            tombstones: u64,
-            changes: u64,
-            indexes: u64,
-        }
         let opened = tokio::fs::File::open(file)
             .await
             .map_err(|error| Failure::new(format!("cannot open {}: {error}", file.display())))?;
@@ -468,12 +457,12 @@ impl Client {
         let response = self
             .send(
                 self.request(Method::POST, url)
-                    .header(header::CONTENT_TYPE, BACKUP_MEDIA_TYPE)
+                    .header(header::CONTENT_TYPE, media::BACKUP)
                     .header(header::CONTENT_LENGTH, length)
                     .body(reqwest::Body::from(opened)),
             )
             .await?;
-        let answer: Answer = response.json().await.map_err(read_failure)?;
+        let answer: RestoreSummary = response.json().await.map_err(read_failure)?;
         Ok(Restored {
             header: SnapshotHeader {
                 database_id: folio_core::DatabaseId::parse(&answer.database_id).map_err(failure)?,
@@ -507,7 +496,7 @@ impl Client {
         let mut response = self
             .send(
                 self.request(Method::GET, url)
-                    .header(header::ACCEPT, EXPORT_MEDIA_TYPE),
+                    .header(header::ACCEPT, media::EXPORT),
             )
             .await?;
         let progress = spinner("exporting");
@@ -529,10 +518,6 @@ impl Client {
 
     /// Whether the database took a write after etag `position`.
     async fn changed_since(&self, position: u64) -> Result<bool, Failure> {
-        #[derive(Deserialize)]
-        struct Page {
-            changes: Vec<serde_json::Value>,
-        }
         let response = self
             .send(
                 self.request(
@@ -545,7 +530,7 @@ impl Client {
         if response.status() != StatusCode::OK {
             return Ok(false);
         }
-        let page: Page = response.json().await.map_err(read_failure)?;
+        let page: ChangesPageBody<'_> = response.json().await.map_err(read_failure)?;
         Ok(!page.changes.is_empty())
     }
 }

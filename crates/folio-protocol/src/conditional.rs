@@ -7,10 +7,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
-use folio_core::{ChangeVector, Expectation, Metadata};
-
-use crate::error::{ApiError, ApiResult, PreconditionFailure};
+use folio_core::{ChangeVector, Error, Expectation, Metadata, Result};
+use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 /// One entity tag of a precondition header.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,7 +30,7 @@ pub enum Tags {
 
 impl Tags {
     /// Parses `*` or a comma-separated list of `"tag"` / `W/"tag"`.
-    pub fn parse(value: &str) -> Result<Tags, String> {
+    pub fn parse(value: &str) -> std::result::Result<Tags, String> {
         let value = value.trim();
         if value == "*" {
             return Ok(Tags::Any);
@@ -116,6 +114,15 @@ pub struct Preconditions {
     pub if_modified_since: Option<SystemTime>,
 }
 
+/// What a failed precondition found: answered `412` with `actual`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreconditionFailure {
+    /// Why, in words.
+    pub detail: String,
+    /// The document's current change vector (`None`: it does not exist).
+    pub actual: Option<String>,
+}
+
 /// What a request's preconditions say about the stored version.
 #[derive(Debug)]
 pub enum Evaluation {
@@ -133,7 +140,7 @@ impl Preconditions {
     /// HTTP date: a client that meant to guard a write must not get an
     /// unguarded one) and `If-Modified-Since` (ignored when not one valid
     /// HTTP date, as RFC 9110 §13.1.3 says: it only spares a transfer).
-    pub fn from_headers(headers: &HeaderMap) -> ApiResult<Self> {
+    pub fn from_headers(headers: &HeaderMap) -> Result<Self> {
         Ok(Preconditions {
             if_match: tags(headers, &header::IF_MATCH)?,
             if_none_match: tags(headers, &header::IF_NONE_MATCH)?,
@@ -141,7 +148,7 @@ impl Preconditions {
                 Date::Absent => None,
                 Date::Valid(date) => Some(date),
                 Date::Invalid => {
-                    return Err(ApiError::BadRequest(
+                    return Err(Error::InvalidInput(
                         "If-Unmodified-Since: not an HTTP date (such as \
                          \"Sun, 06 Nov 1994 08:49:37 GMT\")"
                             .into(),
@@ -306,7 +313,7 @@ fn date(headers: &HeaderMap, name: &HeaderName) -> Date {
         .map_or(Date::Invalid, Date::Valid)
 }
 
-fn tags(headers: &HeaderMap, name: &HeaderName) -> ApiResult<Option<Tags>> {
+fn tags(headers: &HeaderMap, name: &HeaderName) -> Result<Option<Tags>> {
     let mut values = headers.get_all(name).iter().peekable();
     if values.peek().is_none() {
         return Ok(None);
@@ -315,7 +322,7 @@ fn tags(headers: &HeaderMap, name: &HeaderName) -> ApiResult<Option<Tags>> {
     for value in values {
         let text = value
             .to_str()
-            .map_err(|_| ApiError::BadRequest(format!("{name}: not visible ASCII")))?;
+            .map_err(|_| Error::InvalidInput(format!("{name}: not visible ASCII")))?;
         if !joined.is_empty() {
             joined.push(',');
         }
@@ -323,7 +330,7 @@ fn tags(headers: &HeaderMap, name: &HeaderName) -> ApiResult<Option<Tags>> {
     }
     Tags::parse(&joined)
         .map(Some)
-        .map_err(|detail| ApiError::BadRequest(format!("{name}: {detail}")))
+        .map_err(|detail| Error::InvalidInput(format!("{name}: {detail}")))
 }
 
 /// The `ETag` header value of a change vector.

@@ -1,0 +1,53 @@
+//! Folio's HTTP protocol (`docs/protocol.md`) as Rust types, shared by
+//! everything that speaks it: the server, the remote engine, the `folio`
+//! command and the fuzz targets.
+//!
+//! * [`body`]: the JSON bodies of requests and answers (batches, entries,
+//!   queries, listings, the changes feed, databases and collections);
+//! * [`problem`]: the RFC 9457 problem body of every error answer, and its
+//!   type URIs;
+//! * [`conditional`]: the precondition headers (`If-Match`,
+//!   `If-None-Match`, the date conditions) and how they judge a version;
+//! * [`patch`]: the bodies of a `PATCH` and their application;
+//! * [`media`]: the media types of the protocol;
+//! * `openapi` (feature `openapi`): the request bodies' schemas, as
+//!   `/openapi.json` describes them.
+//!
+//! Each type is defined once, here: a server writes and a client reads the
+//! same one, so they cannot drift apart.
+
+pub mod body;
+pub mod conditional;
+#[cfg(feature = "openapi")]
+pub mod openapi;
+pub mod patch;
+pub mod problem;
+
+pub use body::{
+    BatchCommand, BatchRequest, BatchResponse, ChangeBody, ChangeVectors, ChangesPageBody,
+    CollectionList, DatabaseCreated, DatabaseList, ENVELOPE_DEPTH, EntryBody, GetManyRequest,
+    ListResponse, MAX_COMMANDS, Operation, QueryResponse, RestoreSummary, Results, parse_batch,
+};
+pub use conditional::{
+    EntityTag, Evaluation, PreconditionFailure, Preconditions, Tags, etag_header,
+};
+pub use patch::{Patch, PatchFailure, PatchLimits};
+pub use problem::Problem;
+
+/// The media types of the protocol.
+pub mod media {
+    /// Documents, batches, queries and every other JSON body.
+    pub const JSON: &str = "application/json";
+    /// Error answers (RFC 9457).
+    pub const PROBLEM: &str = "application/problem+json";
+    /// A JSON merge patch (RFC 7396).
+    pub const MERGE_PATCH: &str = "application/merge-patch+json";
+    /// A JSON patch (RFC 6902).
+    pub const JSON_PATCH: &str = "application/json-patch+json";
+    /// A backup file: an embedded Folio database.
+    pub const BACKUP: &str = "application/vnd.sqlite3";
+    /// An export: JSON Lines of entries.
+    pub const EXPORT: &str = "application/x-ndjson";
+    /// The changes feed as Server-Sent Events.
+    pub const EVENT_STREAM: &str = "text/event-stream";
+}
