@@ -67,7 +67,7 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 say "building the release binary"
-cargo build --release --locked --quiet -p folio-server --bin folio
+cargo build --release --locked --quiet -p folio-cli --bin folio
 target_dir=$(cargo metadata --format-version 1 --no-deps | grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)
 folio="$target_dir/release/folio"
 

@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 
 folio=${FOLIO_BIN:-}
 if [ -z "$folio" ]; then
-  cargo build --release --locked -p folio-server >&2
+  cargo build --release --locked -p folio-cli >&2
   folio="${CARGO_TARGET_DIR:-target}/release/folio"
 fi
 

@@ -4,15 +4,14 @@
 //! update that forgot its precondition.
 //!
 //! [`router`] builds the whole application (tests drive it in-process);
-//! [`serve`] runs it on a socket with graceful shutdown. The `folio` binary
-//! (`src/main.rs`) is the command line around both.
+//! [`serve`] runs it on a socket with graceful shutdown. The `folio` command
+//! (`crates/folio-cli`) is the command line around both.
 
 pub mod admin;
 pub mod auth;
 pub mod backup;
 pub mod batch;
 pub mod changes;
-pub mod client;
 pub mod databases;
 pub mod deadline;
 pub mod documents;
@@ -21,8 +20,6 @@ pub mod error;
 pub mod metrics;
 pub mod state;
 pub mod studio;
-pub mod tools;
-pub mod transfer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -370,6 +370,7 @@ impl WireAnswer {
         self.headers.iter().any(|header| header == line)
     }
 
+    #[allow(dead_code)] // The descriptor tests of `folio serve` (folio-cli) read it.
     pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }

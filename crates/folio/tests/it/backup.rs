@@ -850,11 +850,11 @@ async fn postgres_load_refuses_a_database_that_exists() {
     let engine = folio::PgEngine::connect(&url, &database, folio::PgOptions::default())
         .await
         .expect("an empty database");
-    let place = folio_server::transfer::Place::Postgres {
+    let place = folio_cli::transfer::Place::Postgres {
         url: url.clone(),
         database: database.clone(),
     };
-    let failure = folio_server::transfer::restore(&backup, &place, Identity::Keep)
+    let failure = folio_cli::transfer::restore(&backup, &place, Identity::Keep)
         .await
         .expect_err("an existing database is refused, even empty");
     assert!(failure.message.contains("exists"), "{}", failure.message);

@@ -219,7 +219,7 @@ impl Harness {
                     .expect("the backup is written");
             }
             EngineKind::Remote => {
-                folio_server::transfer::backup(&self.server_place(folio::DEFAULT_DATABASE), file)
+                folio_cli::transfer::backup(&self.server_place(folio::DEFAULT_DATABASE), file)
                     .await
                     .expect("the server makes the backup");
             }
@@ -250,7 +250,7 @@ impl Harness {
             EngineKind::Postgres => self.copy_to_postgres(file, identity).await.0,
             EngineKind::Remote => {
                 let database = unique_database_name();
-                folio_server::transfer::restore(file, &self.server_place(&database), identity)
+                folio_cli::transfer::restore(file, &self.server_place(&database), identity)
                     .await
                     .expect("the server restores the backup");
                 let url = self.remote.as_ref().expect("remote").url.replace(
@@ -276,9 +276,9 @@ impl Harness {
     ) -> (EngineRef, String) {
         let url = TestCluster::shared().url().to_owned();
         let database = unique_database_name();
-        folio_server::transfer::restore(
+        folio_cli::transfer::restore(
             file,
-            &folio_server::transfer::Place::Postgres {
+            &folio_cli::transfer::Place::Postgres {
                 url: url.clone(),
                 database: database.clone(),
             },
@@ -329,7 +329,7 @@ impl Harness {
             ),
             EngineKind::Remote => {
                 let mut lines = Vec::new();
-                folio_server::transfer::export(
+                folio_cli::transfer::export(
                     &self.server_place(folio::DEFAULT_DATABASE),
                     collection,
                     &mut lines,
@@ -354,15 +354,15 @@ impl Harness {
     }
 
     /// The test's server as a place of `folio backup`/`restore` (remote only).
-    fn server_place(&self, database: &str) -> folio_server::transfer::Place {
+    fn server_place(&self, database: &str) -> folio_cli::transfer::Place {
         let remote = self.remote.as_ref().expect("a remote harness");
         let base = remote
             .url
             .strip_suffix(&format!("/db/{}", folio::DEFAULT_DATABASE))
             .expect("the test database's URL");
-        folio_server::transfer::Place::Server(
-            folio_server::client::Client::new(base, database, None)
-                .and_then(folio_server::client::Client::for_transfers)
+        folio_cli::transfer::Place::Server(
+            folio_cli::client::Client::new(base, database, None)
+                .and_then(folio_cli::client::Client::for_transfers)
                 .expect("a client of the test server"),
         )
     }

@@ -2,7 +2,7 @@
 //! batches. A second, administrative connection runs `pg_terminate_backend`
 //! on every connection of the engine's pool that is inside a transaction
 //! that has written (it holds a transaction id), while the torture
-//! harness's clients (`folio_server::tools::torture`) run transfers,
+//! harness's clients (`folio_cli::tools::torture`) run transfers,
 //! multi-document batches, deletes and guarded sessions through it. Then:
 //!
 //! * the clients got errors (and no terminated batch was taken for a
@@ -20,8 +20,8 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use folio::{DocumentStore, PgOptions};
+use folio_cli::tools::torture::{Config, Stop, Torture, Totals};
 use folio_postgres::testing::TestCluster;
-use folio_server::tools::torture::{Config, Stop, Torture, Totals};
 
 /// A bound on a wait that a healthy run never reaches.
 const PATIENCE: Duration = Duration::from_secs(120);

@@ -6,8 +6,8 @@
 
 use std::path::Path;
 
+use folio_cli::client::Client;
 use folio_core::validate::read_value;
-use folio_server::client::Client;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 

@@ -1,5 +1,5 @@
 //! Crashes: the real `folio serve` on the embedded engine, killed with
-//! SIGKILL in the middle of a torture load (`folio_server::tools::torture`),
+//! SIGKILL in the middle of a torture load (`folio_cli::tools::torture`),
 //! five times (`FOLIO_CRASH_KILLS`), and started again on the same data. After each restart the
 //! whole history so far is checked against what the server holds: every
 //! write acknowledged before the kill is there (or was superseded), no
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::process::{FolioServe, free_port};
 use folio::DocumentStore;
-use folio_server::tools::torture::{Config, Stop, Torture, Totals};
+use folio_cli::tools::torture::{Config, Stop, Torture, Totals};
 
 /// How many times the server is killed: 5, or `FOLIO_CRASH_KILLS` (the
 /// long run of RELIABILITY.md).

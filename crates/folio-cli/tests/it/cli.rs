@@ -275,3 +275,150 @@ async fn create_and_list_databases() {
         "{missing:?}"
     );
 }
+
+/// Through the remote engine (a session over HTTP) and `folio import`,
+/// the two clients that write by batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_remote_engine_and_import_honour_a_guarded_collection() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let state = folio_server::AppState::new(
+        folio_server::Databases::new(folio_server::Backend::Embedded {
+            dir: root.path().join("data"),
+            options: crate::common::options(),
+        }),
+        None,
+        folio_server::Limits::default(),
+        vec!["shop/accounts".to_owned()],
+    );
+    state.databases().create("shop").await.expect("a database");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(folio_server::serve(listener, state));
+
+    #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, folio::Document)]
+    #[folio(collection = "accounts")]
+    struct Account {
+        #[folio(id)]
+        id: String,
+        balance: i64,
+    }
+    let store = folio::DocumentStore::connect(&format!("http://{address}/db/shop"))
+        .await
+        .expect("the remote store");
+    let mut session = store.open_session();
+    session
+        .store(Account {
+            id: "a1".into(),
+            balance: 10,
+        })
+        .unwrap();
+    session
+        .save_changes()
+        .await
+        .expect("creating needs no version");
+
+    // Checks are off for the type: the session sends no version.
+    let mut session = store.open_session();
+    session
+        .store(Account {
+            id: "a1".into(),
+            balance: 0,
+        })
+        .unwrap();
+    let refused = session.save_changes().await;
+    assert!(
+        matches!(&refused, Err(folio::Error::InvalidInput(detail)) if detail.contains("accounts #a1")),
+        "{refused:?}"
+    );
+    let mut session = store.open_session();
+    session.delete::<Account>("a1").unwrap();
+    assert!(session.save_changes().await.is_err());
+    let stored = store.open_session().load::<Account>("a1").await.unwrap();
+    assert_eq!(stored.map(|account| account.balance), Some(10));
+
+    // With the version read, it goes through.
+    let mut session = store.open_session();
+    session.advanced().set_use_optimistic_concurrency(true);
+    let mut account = session
+        .load::<Account>("a1")
+        .await
+        .unwrap()
+        .expect("stored");
+    account.balance = 20;
+    session.store(account).unwrap();
+    session
+        .save_changes()
+        .await
+        .expect("the version read is sent");
+
+    // folio import writes without versions: new documents only.
+    let client = folio_cli::client::Client::new(&format!("http://{address}"), "shop", None)
+        .expect("a client");
+    let file = root.path().join("accounts.jsonl");
+    std::fs::write(
+        &file,
+        "{\"collection\":\"accounts\",\"id\":\"a2\",\"document\":{\"balance\":5}}\n",
+    )
+    .expect("written");
+    assert_eq!(
+        client
+            .import(&file, None, 10, false)
+            .await
+            .expect("a new document"),
+        1
+    );
+    std::fs::write(
+        &file,
+        "{\"collection\":\"accounts\",\"id\":\"a1\",\"document\":{\"balance\":0}}\n",
+    )
+    .expect("written");
+    let refused = client.import(&file, None, 10, false).await;
+    let failure = refused.expect_err("an existing guarded document is not overwritten");
+    assert_eq!(failure.exit_code(), 4, "{failure:?}");
+    let stored = store.open_session().load::<Account>("a1").await.unwrap();
+    assert_eq!(stored.map(|account| account.balance), Some(20));
+}
+
+/// Started with its log going to a pipe (as to a file or a journal), the
+/// server says where its databases are, and writes no colour codes.
+#[tokio::test]
+async fn the_log_names_the_data_directory_and_has_no_colour_codes_off_a_terminal() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let port = crate::process::free_port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_folio"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(data.path())
+        .env("FOLIO_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("folio serve starts");
+    let client = reqwest::Client::new();
+    let health = format!("http://127.0.0.1:{port}/healthz");
+    let mut answered = false;
+    for _ in 0..3000 {
+        if client.get(&health).send().await.is_ok() {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // SIGTERM: a graceful stop, and the log ends.
+    let _ = std::process::Command::new("kill")
+        .arg(child.id().to_string())
+        .status();
+    let output = child.wait_with_output().expect("the server's log");
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(answered, "the server came up: {log}");
+    assert!(!log.contains('\u{1b}'), "no escape codes in {log:?}");
+    let shown = std::path::absolute(data.path()).unwrap();
+    assert!(
+        log.contains("the databases are files in the data directory")
+            && log.contains(&shown.display().to_string()),
+        "the data directory in {log}"
+    );
+    assert!(log.contains("folio is listening"), "{log}");
+}

@@ -15,7 +15,7 @@ use folio::DocumentStore;
 /// A parsed `--target`.
 ///
 /// ```
-/// use folio_server::tools::target::TargetSpec;
+/// use folio_cli::tools::target::TargetSpec;
 ///
 /// let target: TargetSpec = "embedded:/tmp/bench".parse().unwrap();
 /// assert_eq!(target.to_string(), "embedded:/tmp/bench");

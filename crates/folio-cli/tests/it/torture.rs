@@ -1,4 +1,4 @@
-//! The torture harness (`folio_server::tools::torture`) as tests: short
+//! The torture harness (`folio_cli::tools::torture`) as tests: short
 //! runs against the embedded engine, a server on a real socket, two pools
 //! on PostgreSQL and three `folio serve` processes on one PostgreSQL find
 //! no violation; runs against deliberately broken engines
@@ -12,9 +12,9 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use folio::testing::{Wrapper, wrap};
 use folio::{Batch, CommandKind, CommandResult, DocumentStore, EngineRef, Expectation, Metadata};
+use folio_cli::tools::torture::{Config, Invariant, Report, Stop, Torture};
 use folio_core::CommitResult;
 use folio_postgres::testing::TestCluster;
-use folio_server::tools::torture::{Config, Invariant, Report, Stop, Torture};
 use folio_server::{AppState, Backend, Databases, Limits};
 
 use crate::common::options;

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use folio_cli::client::{Client, Failure};
+use folio_cli::transfer::{self, Place, Source};
 use folio_core::Identity;
 use folio_server::auth::Keys;
-use folio_server::client::{Client, Failure};
-use folio_server::transfer::{self, Place, Source};
 use folio_server::{AppState, Backend, DatabaseLimits, Databases, Limits};
 
 #[derive(Parser)]
@@ -173,10 +173,10 @@ enum Command {
     },
     /// Measure a workload against a database, as an application drives it
     /// (ops/s, conflicts, latency): a load generator like pgbench.
-    Bench(folio_server::tools::bench::BenchArgs),
+    Bench(folio_cli::tools::bench::BenchArgs),
     /// Torture a database: many clients mixing random reads and writes while
     /// invariants are checked (exit code 1 on any violation, 2 when it cannot run).
-    Torture(folio_server::tools::torture::Args),
+    Torture(folio_cli::tools::torture::Args),
 }
 
 /// Which server and database a client command talks to.
@@ -428,7 +428,7 @@ fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Command::Torture(args) => {
-            return match runtime.block_on(folio_server::tools::torture::command(args)) {
+            return match runtime.block_on(folio_cli::tools::torture::command(args)) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::from(1),
                 Err(message) => {
@@ -442,7 +442,7 @@ fn main() -> ExitCode {
             status: None,
         }),
         Command::Bench(args) => runtime
-            .block_on(folio_server::tools::bench::run(args))
+            .block_on(folio_cli::tools::bench::run(args))
             .map_err(|message| Failure {
                 message,
                 status: None,
