@@ -1,23 +1,14 @@
 //! Service endpoints: databases, health, metrics.
 
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use folio_core::validate;
 use folio_protocol::{DatabaseCreated, DatabaseList};
-use serde::Deserialize;
 
-use crate::auth::Role;
 use crate::batch::json;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{Admin, Authorized, DatabasePath};
 use crate::state::AppState;
-
-/// `/db/{db}`.
-#[derive(Deserialize)]
-pub struct DatabasePath {
-    db: String,
-}
 
 /// `GET /db`: the databases this key may read.
 #[utoipa::path(get, path = "/db", tag = "databases", responses((status = 200, description = "{ databases: [name] } the key may read", body = Object), (status = 401, description = "no or unknown API key", content_type = "application/problem+json")))]
@@ -39,16 +30,11 @@ pub async fn list_databases(
 
 /// `PUT /db/{db}` (admin): creates the database; 201 when created, 200
 /// when it existed.
-#[utoipa::path(put, path = "/db/{db}", tag = "databases", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")), responses((status = 201, description = "created", body = Object), (status = 200, description = "existed already", body = Object), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this, or the server holds as many databases as it may (database-limit)", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json")))]
+#[utoipa::path(put, path = "/db/{db}", tag = "databases", params(DatabasePath), responses((status = 201, description = "created", body = Object), (status = 200, description = "existed already", body = Object), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this, or the server holds as many databases as it may (database-limit)", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json")))]
 pub async fn create_database(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    path: Result<Path<DatabasePath>, PathRejection>,
+    Authorized(path, _): Admin<DatabasePath>,
 ) -> ApiResult<Response> {
-    let Path(path) =
-        path.map_err(|rejection| ApiError::BadRequest(format!("malformed path: {rejection}")))?;
-    validate::database(&path.db)?;
-    state.authorize(&headers, &path.db, Role::Admin)?;
     let created = state.databases().create(&path.db).await?;
     let status = if created {
         StatusCode::CREATED

@@ -30,26 +30,23 @@
 use std::path::{Path, PathBuf};
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use folio_core::{
     Identity, SnapshotContents, SnapshotPart, SnapshotReader, copy_snapshot, validate,
 };
-use folio_protocol::{ChangeVectors, RestoreSummary, media};
+use folio_protocol::{ChangeVectors, EntryBody, RestoreSummary, media};
 use folio_sqlite::{BackupWriter, backup_summary};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
-use crate::auth::Role;
-use crate::batch::{DatabasePath, database_path};
 use crate::databases::{OpenEngine, blocking, io_failure};
-use folio_protocol::EntryBody;
-
 use crate::documents::json_response;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{Admin, Authorized, DatabasePath, Params, Read, require_content_type};
+use crate::responses::DatabaseRefusals;
 use crate::state::AppState;
 
 /// Whether `path` is a restore's (`/db/{db}/restore`): its body is as long
@@ -89,14 +86,11 @@ impl Drop for Scratch {
 
 /// `GET /db/{db}/backup` (admin): the database as one file, from one
 /// snapshot taken while writes go on.
-#[utoipa::path(get, path = "/db/{db}/backup", tag = "backups", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")), responses((status = 200, description = "the backup: an embedded Folio database file (SQLite) holding one consistent snapshot; restore it with POST /db/{db}/restore or folio restore. Folio-Database-Id: its database id; Folio-Last-Etag: every change up to it is in the backup", body = folio_protocol::openapi::BackupFileBody, content_type = "application/vnd.sqlite3"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this (admin role needed)", content_type = "application/problem+json"), (status = 404, description = "no such database", content_type = "application/problem+json"), (status = 507, description = "the disk is full (insufficient-storage): the server cannot write the backup's file", content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/db/{db}/backup", tag = "backups", params(DatabasePath), responses((status = 200, description = "the backup: an embedded Folio database file (SQLite) holding one consistent snapshot; restore it with POST /db/{db}/restore or folio restore. Folio-Database-Id: its database id; Folio-Last-Etag: every change up to it is in the backup", body = folio_protocol::openapi::BackupFileBody, content_type = "application/vnd.sqlite3"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this (admin role needed)", content_type = "application/problem+json"), (status = 404, description = "no such database", content_type = "application/problem+json"), (status = 507, description = "the disk is full (insufficient-storage): the server cannot write the backup's file", content_type = "application/problem+json")))]
 pub async fn backup(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    path: Result<UrlPath<DatabasePath>, PathRejection>,
+    Authorized(DatabasePath { db }, _): Admin<DatabasePath>,
 ) -> ApiResult<Response> {
-    let db = database_path(path)?;
-    state.authorize(&headers, &db, Role::Admin)?;
     let engine = state.databases().handle(&db).await?;
     let scratch = Scratch::new(&state.databases().scratch_directory()?, &db, "backup");
     let summary = match &engine {
@@ -139,29 +133,27 @@ pub async fn backup(
 }
 
 /// The query string of a restore.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreParams {
+    /// give the new database an id of its own: no change vector of the backup's source matches its versions (default false: the source's id, so versions clients hold stay valid)
     #[serde(default)]
+    #[param(required = false)]
     new_id: bool,
 }
 
 /// `POST /db/{db}/restore` (admin): the backup in the body becomes the new
 /// database `db`.
-#[utoipa::path(post, path = "/db/{db}/restore", tag = "backups", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("new_id" = Option<bool>, Query, description = "give the new database an id of its own: no change vector of the backup's source matches its versions (default false: the source's id, so versions clients hold stay valid)")), request_body(content((folio_protocol::openapi::BackupFileBody = "application/vnd.sqlite3"), (folio_protocol::openapi::BackupFileBody = "application/octet-stream")), description = "a backup file, as GET /db/{db}/backup writes it"), responses((status = 201, description = "restored: { database, database_id, change_vectors: kept|new, last_etag, documents, collections, tombstones, changes, indexes }", body = Object), (status = 400, description = "not a usable backup (not a Folio database, damaged, a newer layout), or malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this (admin role needed), or the server holds as many databases as it may (database-limit)", content_type = "application/problem+json"), (status = 409, description = "the database exists and holds data, or is in use", content_type = "application/problem+json"), (status = 415, description = "not application/vnd.sqlite3 or application/octet-stream", content_type = "application/problem+json"), (status = 507, description = "the disk is full (insufficient-storage): nothing was restored", content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/db/{db}/restore", tag = "backups", params(DatabasePath, RestoreParams), request_body(content((folio_protocol::openapi::BackupFileBody = "application/vnd.sqlite3"), (folio_protocol::openapi::BackupFileBody = "application/octet-stream")), description = "a backup file, as GET /db/{db}/backup writes it"), responses((status = 201, description = "restored: { database, database_id, change_vectors: kept|new, last_etag, documents, collections, tombstones, changes, indexes }", body = Object), (status = 400, description = "not a usable backup (not a Folio database, damaged, a newer layout), or malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this (admin role needed), or the server holds as many databases as it may (database-limit)", content_type = "application/problem+json"), (status = 409, description = "the database exists and holds data, or is in use", content_type = "application/problem+json"), (status = 415, description = "not application/vnd.sqlite3 or application/octet-stream", content_type = "application/problem+json"), (status = 507, description = "the disk is full (insufficient-storage): nothing was restored", content_type = "application/problem+json")))]
 pub async fn restore(
     State(state): State<AppState>,
+    Authorized(DatabasePath { db }, _): Admin<DatabasePath>,
+    Params(params): Params<RestoreParams>,
     headers: HeaderMap,
-    path: Result<UrlPath<DatabasePath>, PathRejection>,
-    params: Result<Query<RestoreParams>, QueryRejection>,
     body: Body,
 ) -> ApiResult<Response> {
-    let db = database_path(path)?;
-    state.authorize(&headers, &db, Role::Admin)?;
-    let Query(params) = params.map_err(|rejection| {
-        ApiError::BadRequest(format!("malformed query string: {rejection}"))
-    })?;
-    crate::documents::require_content_type(&headers, &[media::BACKUP, "application/octet-stream"])?;
+    require_content_type(&headers, &[media::BACKUP, "application/octet-stream"])?;
     let identity = if params.new_id {
         Identity::New
     } else {
@@ -222,26 +214,23 @@ async fn receive(body: Body, path: &Path) -> ApiResult<()> {
 }
 
 /// The query string of an export.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ExportParams {
+    /// only this collection (default: every collection)
+    #[param(pattern = "^[A-Za-z0-9_-]{1,128}$")]
     collection: Option<String>,
 }
 
 /// `GET /db/{db}/export` (read): the live documents from one snapshot, as
 /// JSON Lines.
-#[utoipa::path(get, path = "/db/{db}/export", tag = "backups", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("collection" = Option<String>, Query, description = "only this collection (default: every collection)", pattern = "^[A-Za-z0-9_-]{1,128}$")), responses((status = 200, description = "JSON Lines, from one snapshot: one Entry per line ({ collection, id, change_vector, revision, etag, last_modified, document }), by collection then id; folio import reads it back. Folio-Last-Etag: every change up to it is in the export (follow the changes feed from it)", body = String, content_type = "application/x-ndjson"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database", content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/db/{db}/export", tag = "backups", params(DatabasePath, ExportParams), responses((status = 200, description = "JSON Lines, from one snapshot: one Entry per line ({ collection, id, change_vector, revision, etag, last_modified, document }), by collection then id; folio import reads it back. Folio-Last-Etag: every change up to it is in the export (follow the changes feed from it)", body = String, content_type = "application/x-ndjson"), DatabaseRefusals))]
 pub async fn export(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    path: Result<UrlPath<DatabasePath>, PathRejection>,
-    params: Result<Query<ExportParams>, QueryRejection>,
+    Authorized(DatabasePath { db }, _): Read<DatabasePath>,
+    Params(params): Params<ExportParams>,
 ) -> ApiResult<Response> {
-    let db = database_path(path)?;
-    state.authorize(&headers, &db, Role::Read)?;
-    let Query(params) = params.map_err(|rejection| {
-        ApiError::BadRequest(format!("malformed query string: {rejection}"))
-    })?;
     if let Some(collection) = &params.collection {
         validate::collection(collection)?;
     }

@@ -1,52 +1,31 @@
 //! `POST /db/{db}/batch` (the session's `save_changes` over HTTP) and
 //! `POST /db/{db}/query`.
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use folio_core::{CommandKind, Expectation, Query, validate};
+use folio_core::{CommandKind, Expectation, Query};
 use folio_protocol::{BatchResponse, QueryResponse, parse_batch};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::auth::Role;
-use crate::documents::{
-    body_text, check_nesting, commit, entry_body, json_response, require_content_type,
-};
+use crate::documents::{commit, entry_body, json_response};
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{Authorized, DatabasePath, JsonText, Read, Write, check_nesting};
+use crate::responses::{BodyRefusals, DocumentRefusals};
 use crate::state::AppState;
 
 /// The most results one query page may hold (and the default page).
 const MAX_TAKE: u64 = 1000;
 const DEFAULT_TAKE: u64 = 100;
 
-/// `/db/{db}`.
-#[derive(Deserialize)]
-pub struct DatabasePath {
-    db: String,
-}
-
-pub(crate) fn database_path(path: Result<Path<DatabasePath>, PathRejection>) -> ApiResult<String> {
-    let Path(path) =
-        path.map_err(|rejection| ApiError::BadRequest(format!("malformed path: {rejection}")))?;
-    validate::database(&path.db)?;
-    Ok(path.db)
-}
-
 /// `POST /db/{db}/batch`: every command checked and applied atomically;
 /// 409 with every conflict, nothing applied, when any expectation fails.
-#[utoipa::path(post, path = "/db/{db}/batch", tag = "batch", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")), request_body(content = folio_protocol::openapi::BatchBody, content_type = "application/json", description = "{ commands: [{ op: put|delete|check, collection, id, document?, expect? }] }"), responses((status = 200, description = "{ results: [...] } in command order", body = Object), (status = 409, description = "expectations failed: every conflict listed, nothing applied", content_type = "application/problem+json"), (status = 428, description = "a command with no expected version would change a document of a collection that requires one; nothing applied", content_type = "application/problem+json"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json"), (status = 413, description = "body too large", content_type = "application/problem+json"), (status = 415, description = "not the media type this route takes", content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/db/{db}/batch", tag = "batch", params(DatabasePath), request_body(content = folio_protocol::openapi::BatchBody, content_type = "application/json", description = "{ commands: [{ op: put|delete|check, collection, id, document?, expect? }] }"), responses((status = 200, description = "{ results: [...] } in command order", body = Object), (status = 409, description = "expectations failed: every conflict listed, nothing applied", content_type = "application/problem+json"), (status = 428, description = "a command with no expected version would change a document of a collection that requires one; nothing applied", content_type = "application/problem+json"), DocumentRefusals, BodyRefusals))]
 pub async fn batch(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    path: Result<Path<DatabasePath>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
+    Authorized(DatabasePath { db }, _): Write<DatabasePath>,
+    JsonText(text): JsonText,
 ) -> ApiResult<Response> {
-    let db = database_path(path)?;
-    state.authorize(&headers, &db, Role::Write)?;
-    require_content_type(&headers, &["application/json"])?;
-    let text = body_text(&state, body)?;
     let mut commands = parse_batch(&text, state.limits().max_nesting)?;
     // In a collection that requires preconditions, a write that names no
     // version may only create: it is sent expecting no document.
@@ -91,17 +70,12 @@ pub async fn batch(
 }
 
 /// `POST /db/{db}/query`.
-#[utoipa::path(post, path = "/db/{db}/query", tag = "query", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")), request_body(content = folio_protocol::openapi::QueryBody, content_type = "application/json", description = "{ collection, where, order_by, skip, take }"), responses((status = 200, description = "{ results: [Entry], total }", body = Object), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json"), (status = 413, description = "body too large", content_type = "application/problem+json"), (status = 415, description = "not the media type this route takes", content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/db/{db}/query", tag = "query", params(DatabasePath), request_body(content = folio_protocol::openapi::QueryBody, content_type = "application/json", description = "{ collection, where, order_by, skip, take }"), responses((status = 200, description = "{ results: [Entry], total }", body = Object), DocumentRefusals, BodyRefusals))]
 pub async fn query(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    path: Result<Path<DatabasePath>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
+    Authorized(DatabasePath { db }, _): Read<DatabasePath>,
+    JsonText(text): JsonText,
 ) -> ApiResult<Response> {
-    let db = database_path(path)?;
-    state.authorize(&headers, &db, Role::Read)?;
-    require_content_type(&headers, &["application/json"])?;
-    let text = body_text(&state, body)?;
     check_nesting(&state, &text)?;
     let mut query: Query = serde_json::from_str(&text)
         .map_err(|error| ApiError::BadRequest(format!("malformed query: {error}")))?;

@@ -16,8 +16,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -26,10 +25,10 @@ use folio_protocol::{ChangeBody, ChangesPageBody};
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use crate::auth::Role;
-use crate::batch::{DatabasePath, database_path};
 use crate::documents::json_response;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{Authorized, DatabasePath, Params, Read};
+use crate::responses::DatabaseRefusals;
 use crate::state::AppState;
 
 /// The most changes one page or one read of the stream holds (and the
@@ -43,28 +42,31 @@ const DEFAULT_TIMEOUT: f64 = 30.0;
 const STREAM_WAIT: Duration = Duration::from_secs(15);
 
 /// The query string of the changes feed.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ChangesParams {
+    /// changes after this etag (default 0; the Last-Event-ID header takes precedence)
     since: Option<u64>,
+    /// only this collection
+    #[param(pattern = "^[A-Za-z0-9_-]{1,128}$")]
     collection: Option<String>,
+    /// long poll: seconds to wait when nothing is newer, 0 to 300, default 30
+    #[param(minimum = 0, maximum = 300)]
     timeout: Option<f64>,
+    /// 1 to 1000 changes per page, default 1000
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
 /// `GET /db/{db}/changes?since={etag}&collection={c}&timeout={s}&limit={n}`.
-#[utoipa::path(get, path = "/db/{db}/changes", tag = "changes", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("since" = Option<u64>, Query, description = "changes after this etag (default 0; the Last-Event-ID header takes precedence)"), ("collection" = Option<String>, Query, description = "only this collection", pattern = "^[A-Za-z0-9_-]{1,128}$"), ("timeout" = Option<f64>, Query, description = "long poll: seconds to wait when nothing is newer, 0 to 300, default 30", minimum = 0, maximum = 300), ("limit" = Option<usize>, Query, description = "1 to 1000 changes per page, default 1000", minimum = 1, maximum = 1000), ("Last-Event-ID" = Option<u64>, Header, description = "resume after this etag", nullable = false)), responses((status = 200, description = "text/event-stream: one event per change (id: etag, event: put or delete, data: {kind, collection, id, change_vector, revision, etag}); with Accept: application/json, { changes: [...], last_etag }", content((Object = "application/json"), (Object = "text/event-stream"))), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database", content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/db/{db}/changes", tag = "changes", params(DatabasePath, ChangesParams, ("Last-Event-ID" = Option<u64>, Header, description = "resume after this etag", nullable = false)), responses((status = 200, description = "text/event-stream: one event per change (id: etag, event: put or delete, data: {kind, collection, id, change_vector, revision, etag}); with Accept: application/json, { changes: [...], last_etag }", content((Object = "application/json"), (Object = "text/event-stream"))), DatabaseRefusals))]
 pub async fn changes(
     State(state): State<AppState>,
+    Authorized(DatabasePath { db }, _): Read<DatabasePath>,
+    Params(params): Params<ChangesParams>,
     headers: HeaderMap,
-    path: Result<Path<DatabasePath>, PathRejection>,
-    params: Result<Query<ChangesParams>, QueryRejection>,
 ) -> ApiResult<Response> {
-    let db = database_path(path)?;
-    state.authorize(&headers, &db, Role::Read)?;
-    let Query(params) = params.map_err(|rejection| {
-        ApiError::BadRequest(format!("malformed query string: {rejection}"))
-    })?;
     if let Some(collection) = &params.collection {
         validate::collection(collection)?;
     }

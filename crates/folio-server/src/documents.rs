@@ -3,26 +3,26 @@
 //!
 //! Every write becomes one [`Command`] committed through `Engine::commit`;
 //! its expectation comes from the request's preconditions
-//! (`crate::conditional`).
+//! (`folio_protocol::conditional`).
 
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use folio_core::{
-    Command, CommandResult, EngineRef, Entry, Expectation, Metadata, generate_id, validate,
-};
+use folio_core::{Command, CommandResult, EngineRef, Entry, Expectation, Metadata, generate_id};
 use folio_protocol::{
-    CollectionList, EntryBody, Evaluation, GetManyRequest, ListResponse, Patch, PatchFailure,
-    PatchLimits, Preconditions, Results, etag_header,
+    CollectionList, EntryBody, Evaluation, GetManyRequest, ListResponse, PatchFailure, PatchLimits,
+    Preconditions, Results, etag_header,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Role;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{
+    Authorized, CollectionPath, Conditions, DatabasePath, DocumentPath, JsonDocument, JsonText,
+    Params, PatchBody, Read, Write, check_nesting,
+};
+use crate::responses::{BodyRefusals, DatabaseRefusals, DocumentRefusals};
 use crate::state::AppState;
 
 /// How long a write that reads the document before it writes (to judge
@@ -32,120 +32,6 @@ const RETRY_FOR: Duration = Duration::from_secs(5);
 /// The longest pause between two such tries (each pause is a random part
 /// of a bound that doubles from 1 ms up to this).
 const LONGEST_PAUSE: Duration = Duration::from_millis(64);
-
-/// `/db/{db}/docs/{collection}/{id}`.
-pub struct DocumentPath {
-    db: String,
-    collection: String,
-    id: String,
-}
-
-/// `/db/{db}/docs/{collection}`.
-#[derive(Deserialize)]
-pub struct CollectionPath {
-    db: String,
-    collection: String,
-}
-
-/// The path parameters of a single-document route. The route
-/// `/db/{db}/docs/{collection}/get` (reading many) is static and shadows the
-/// document whose id is `get`; it serves that document's other methods, so
-/// a missing `id` parameter means `get`.
-type DocumentParams = Result<Path<std::collections::HashMap<String, String>>, PathRejection>;
-
-fn document_path(params: DocumentParams) -> ApiResult<DocumentPath> {
-    let Path(mut params) =
-        params.map_err(|rejection| ApiError::BadRequest(format!("malformed path: {rejection}")))?;
-    let mut take = |name: &str| params.remove(name);
-    let path = DocumentPath {
-        db: take("db").ok_or_else(|| ApiError::BadRequest("no database in the path".into()))?,
-        collection: take("collection")
-            .ok_or_else(|| ApiError::BadRequest("no collection in the path".into()))?,
-        id: take("id").unwrap_or_else(|| "get".to_owned()),
-    };
-    validate::database(&path.db)?;
-    validate::collection(&path.collection)?;
-    validate::id(&path.id)?;
-    Ok(path)
-}
-
-fn collection_path(path: Result<Path<CollectionPath>, PathRejection>) -> ApiResult<CollectionPath> {
-    let Path(path) =
-        path.map_err(|rejection| ApiError::BadRequest(format!("malformed path: {rejection}")))?;
-    validate::database(&path.db)?;
-    validate::collection(&path.collection)?;
-    Ok(path)
-}
-
-/// The request body as text, within the limits; 413 when too large.
-pub(crate) fn body_text(
-    state: &AppState,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<String> {
-    let body = body.map_err(|rejection| match rejection {
-        BytesRejection::FailedToBufferBody(_)
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE =>
-        {
-            ApiError::PayloadTooLarge(state.limits().max_body_bytes)
-        }
-        other => match crate::deadline::is_body_timeout(&other) {
-            Some(timeout) => ApiError::RequestTimeout(timeout),
-            None => ApiError::BadRequest(format!("the body could not be read: {other}")),
-        },
-    })?;
-    if body.len() > state.limits().max_body_bytes {
-        return Err(ApiError::PayloadTooLarge(state.limits().max_body_bytes));
-    }
-    String::from_utf8(body.to_vec())
-        .map_err(|_| ApiError::BadRequest("the body is not UTF-8".into()))
-}
-
-/// Checks a JSON body against the nesting limit (before parsing it).
-pub(crate) fn check_nesting(state: &AppState, text: &str) -> ApiResult<()> {
-    let limit = state.limits().max_nesting;
-    match validate::deeper_than(text, limit) {
-        Some(depth) => Err(ApiError::BadRequest(format!(
-            "the JSON nests {depth} deep; at most {limit} is allowed"
-        ))),
-        None => Ok(()),
-    }
-}
-
-/// A document body: `application/json`, a JSON object within the limits.
-fn document_body(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<String> {
-    require_content_type(headers, &["application/json"])?;
-    let text = body_text(state, body)?;
-    check_nesting(state, &text)?;
-    validate::document_text(&text)?;
-    Ok(text)
-}
-
-/// 415 unless the body's media type is one of `accepted`.
-pub(crate) fn require_content_type(headers: &HeaderMap, accepted: &[&str]) -> ApiResult<String> {
-    let media_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .map(|value| {
-            value
-                .split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
-        });
-    match media_type {
-        Some(media_type) if accepted.contains(&media_type.as_str()) => Ok(media_type),
-        other => Err(ApiError::UnsupportedMediaType(format!(
-            "send the body as {} (got {})",
-            accepted.join(" or "),
-            other.as_deref().unwrap_or("no Content-Type")
-        ))),
-    }
-}
 
 /// An entry as JSON: the metadata and the document as stored; a stored
 /// document that is not JSON is a damaged database.
@@ -301,15 +187,12 @@ async fn write_document(
 }
 
 /// `GET` and `HEAD /db/{db}/docs/{collection}/{id}`.
-#[utoipa::path(get, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("collection" = String, Path, description = "collection: 1 to 128 of A-Z, a-z, 0-9, _ and -", pattern = "^[A-Za-z0-9_-]{1,128}$"), ("id" = String, Path, description = "document id, percent-encoded: 1 to 512 bytes of UTF-8, no control characters", pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,512}$")), responses((status = 200, description = "the document as stored; ETag is its change vector", content_type = "application/json"), (status = 304, description = "If-None-Match matched, or (without If-None-Match) not modified since If-Modified-Since"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json"), (status = 412, description = "If-Match or If-Unmodified-Since failed", content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(DocumentPath), responses((status = 200, description = "the document as stored; ETag is its change vector", content_type = "application/json"), (status = 304, description = "If-None-Match matched, or (without If-None-Match) not modified since If-Modified-Since"), DocumentRefusals, (status = 412, description = "If-Match or If-Unmodified-Since failed", content_type = "application/problem+json")))]
 pub async fn get_document(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    path: DocumentParams,
+    Authorized(path, _): Read<DocumentPath>,
+    Conditions(preconditions): Conditions,
 ) -> ApiResult<Response> {
-    let path = document_path(path)?;
-    state.authorize(&headers, &path.db, Role::Read)?;
-    let preconditions = Preconditions::from_headers(&headers)?;
     let engine = state.databases().get(&path.db).await?;
     // A missing document is 404 whatever the preconditions (RFC 9110
     // §13.2.1: they apply only where the answer would be 2xx or 412).
@@ -338,17 +221,13 @@ pub async fn get_document(
 }
 
 /// `PUT /db/{db}/docs/{collection}/{id}`.
-#[utoipa::path(put, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("collection" = String, Path, description = "collection: 1 to 128 of A-Z, a-z, 0-9, _ and -", pattern = "^[A-Za-z0-9_-]{1,128}$"), ("id" = String, Path, description = "document id, percent-encoded: 1 to 512 bytes of UTF-8, no control characters", pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,512}$")), request_body(content = Object, content_type = "application/json", description = "the document, a JSON object"), responses((status = 200, description = "updated; the new metadata", body = Object), (status = 201, description = "created; the metadata", body = Object), (status = 412, description = "If-Match, If-Unmodified-Since or If-None-Match failed", content_type = "application/problem+json"), (status = 413, description = "body too large", content_type = "application/problem+json"), (status = 415, description = "not application/json", content_type = "application/problem+json"), (status = 428, description = "this collection requires If-Match with the version read to change a document", content_type = "application/problem+json"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json"), (status = 503, description = "the document kept changing while the preconditions were judged; try again", content_type = "application/problem+json")))]
+#[utoipa::path(put, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(DocumentPath), request_body(content = Object, content_type = "application/json", description = "the document, a JSON object"), responses((status = 200, description = "updated; the new metadata", body = Object), (status = 201, description = "created; the metadata", body = Object), (status = 412, description = "If-Match, If-Unmodified-Since or If-None-Match failed", content_type = "application/problem+json"), (status = 413, description = "body too large", content_type = "application/problem+json"), (status = 415, description = "not application/json", content_type = "application/problem+json"), (status = 428, description = "this collection requires If-Match with the version read to change a document", content_type = "application/problem+json"), DocumentRefusals, (status = 503, description = "the document kept changing while the preconditions were judged; try again", content_type = "application/problem+json")))]
 pub async fn put_document(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    path: DocumentParams,
-    body: Result<Bytes, BytesRejection>,
+    Authorized(path, _): Write<DocumentPath>,
+    Conditions(preconditions): Conditions,
+    JsonDocument(document): JsonDocument,
 ) -> ApiResult<Response> {
-    let path = document_path(path)?;
-    state.authorize(&headers, &path.db, Role::Write)?;
-    let preconditions = Preconditions::from_headers(&headers)?;
-    let document = document_body(&state, &headers, body)?;
     let engine = state.databases().get(&path.db).await?;
     let put = |expect| {
         Command::put(
@@ -379,17 +258,13 @@ fn precondition_required(collection: &str) -> ApiError {
 }
 
 /// `POST /db/{db}/docs/{collection}`: a new document with a generated id.
-#[utoipa::path(post, path = "/db/{db}/docs/{collection}", tag = "documents", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("collection" = String, Path, description = "collection: 1 to 128 of A-Z, a-z, 0-9, _ and -", pattern = "^[A-Za-z0-9_-]{1,128}$")), request_body(content = Object, content_type = "application/json"), responses((status = 201, description = "created with a generated id; Location names it", body = Object), (status = 412, description = "If-Match with an entity tag (a collection has none), or If-None-Match: *", content_type = "application/problem+json"), (status = 415, description = "not application/json", content_type = "application/problem+json"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json"), (status = 413, description = "body too large", content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/db/{db}/docs/{collection}", tag = "documents", params(CollectionPath), request_body(content = Object, content_type = "application/json"), responses((status = 201, description = "created with a generated id; Location names it", body = Object), (status = 412, description = "If-Match with an entity tag (a collection has none), or If-None-Match: *", content_type = "application/problem+json"), (status = 415, description = "not application/json", content_type = "application/problem+json"), DocumentRefusals, (status = 413, description = "body too large", content_type = "application/problem+json")))]
 pub async fn post_document(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    path: Result<Path<CollectionPath>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
+    Authorized(path, _): Write<CollectionPath>,
+    Conditions(preconditions): Conditions,
+    JsonDocument(document): JsonDocument,
 ) -> ApiResult<Response> {
-    let path = collection_path(path)?;
-    state.authorize(&headers, &path.db, Role::Write)?;
-    let preconditions = Preconditions::from_headers(&headers)?;
-    let document = document_body(&state, &headers, body)?;
     let engine = state.databases().get(&path.db).await?;
     if let Evaluation::Failed(failure) = preconditions.evaluate_collection() {
         return Err(ApiError::PreconditionFailed(failure));
@@ -426,15 +301,12 @@ pub async fn post_document(
 }
 
 /// `DELETE /db/{db}/docs/{collection}/{id}`.
-#[utoipa::path(delete, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("collection" = String, Path, description = "collection: 1 to 128 of A-Z, a-z, 0-9, _ and -", pattern = "^[A-Za-z0-9_-]{1,128}$"), ("id" = String, Path, description = "document id, percent-encoded: 1 to 512 bytes of UTF-8, no control characters", pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,512}$")), responses((status = 204, description = "deleted, or there was nothing to delete"), (status = 412, description = "If-Match, If-Unmodified-Since or If-None-Match failed", content_type = "application/problem+json"), (status = 428, description = "this collection requires If-Match with the version read to delete a document", content_type = "application/problem+json"), (status = 503, description = "the document kept changing while the preconditions were judged; try again", content_type = "application/problem+json"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json")))]
+#[utoipa::path(delete, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(DocumentPath), responses((status = 204, description = "deleted, or there was nothing to delete"), (status = 412, description = "If-Match, If-Unmodified-Since or If-None-Match failed", content_type = "application/problem+json"), (status = 428, description = "this collection requires If-Match with the version read to delete a document", content_type = "application/problem+json"), (status = 503, description = "the document kept changing while the preconditions were judged; try again", content_type = "application/problem+json"), DocumentRefusals))]
 pub async fn delete_document(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    path: DocumentParams,
+    Authorized(path, _): Write<DocumentPath>,
+    Conditions(preconditions): Conditions,
 ) -> ApiResult<Response> {
-    let path = document_path(path)?;
-    state.authorize(&headers, &path.db, Role::Write)?;
-    let preconditions = Preconditions::from_headers(&headers)?;
     let engine = state.databases().get(&path.db).await?;
     let delete = |expect| Command::delete(path.collection.clone(), path.id.clone(), expect);
     write_document(&state, &engine, &path, &preconditions, delete).await?;
@@ -444,28 +316,13 @@ pub async fn delete_document(
 /// `PATCH /db/{db}/docs/{collection}/{id}`: a JSON merge patch (RFC 7396)
 /// or a JSON patch (RFC 6902), applied to the current version and written
 /// only if that version is still current.
-#[utoipa::path(patch, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("collection" = String, Path, description = "collection: 1 to 128 of A-Z, a-z, 0-9, _ and -", pattern = "^[A-Za-z0-9_-]{1,128}$"), ("id" = String, Path, description = "document id, percent-encoded: 1 to 512 bytes of UTF-8, no control characters", pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,512}$")), request_body(content = Object, content_type = "application/merge-patch+json", description = "a JSON merge patch (RFC 7396), or a JSON patch (RFC 6902) as application/json-patch+json"), responses((status = 200, description = "patched; the new metadata", body = Object), (status = 409, description = "a test operation of the JSON patch failed", content_type = "application/problem+json"), (status = 412, description = "If-Match, If-Unmodified-Since or If-None-Match failed", content_type = "application/problem+json"), (status = 415, description = "not a patch media type", content_type = "application/problem+json"), (status = 428, description = "this collection requires If-Match with the version read to change a document", content_type = "application/problem+json"), (status = 503, description = "the document kept changing while it was patched; try again", content_type = "application/problem+json"), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json"), (status = 413, description = "body too large", content_type = "application/problem+json")))]
+#[utoipa::path(patch, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(DocumentPath), request_body(content = Object, content_type = "application/merge-patch+json", description = "a JSON merge patch (RFC 7396), or a JSON patch (RFC 6902) as application/json-patch+json"), responses((status = 200, description = "patched; the new metadata", body = Object), (status = 409, description = "a test operation of the JSON patch failed", content_type = "application/problem+json"), (status = 412, description = "If-Match, If-Unmodified-Since or If-None-Match failed", content_type = "application/problem+json"), (status = 415, description = "not a patch media type", content_type = "application/problem+json"), (status = 428, description = "this collection requires If-Match with the version read to change a document", content_type = "application/problem+json"), (status = 503, description = "the document kept changing while it was patched; try again", content_type = "application/problem+json"), DocumentRefusals, (status = 413, description = "body too large", content_type = "application/problem+json")))]
 pub async fn patch_document(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    path: DocumentParams,
-    body: Result<Bytes, BytesRejection>,
+    Authorized(path, _): Write<DocumentPath>,
+    Conditions(preconditions): Conditions,
+    PatchBody(patch): PatchBody,
 ) -> ApiResult<Response> {
-    let path = document_path(path)?;
-    state.authorize(&headers, &path.db, Role::Write)?;
-    let preconditions = Preconditions::from_headers(&headers)?;
-    let media_type = require_content_type(
-        &headers,
-        &[
-            "application/merge-patch+json",
-            "application/json-patch+json",
-        ],
-    )?;
-    let text = body_text(&state, body)?;
-    check_nesting(&state, &text)?;
-    // A repeated key in a patch would be read as its last value.
-    validate::json_text(&text, "the patch")?;
-    let patch = Patch::parse(&media_type, &text)?;
     let engine = state.databases().get(&path.db).await?;
     let guarded = state.requires_precondition(&path.db, &path.collection);
     let mut retry = Retry::new();
@@ -530,9 +387,14 @@ pub async fn patch_document(
 }
 
 /// The query string of a collection listing.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// list ids after this one (a document id)
+    #[param(pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,512}$")]
     after: Option<String>,
+    /// 1 to 1000, default 100
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
@@ -541,15 +403,12 @@ const MAX_PAGE: usize = 1000;
 
 /// `GET /db/{db}/collections`: the collections that hold documents, in
 /// order of name, each with how many (one snapshot).
-#[utoipa::path(get, path = "/db/{db}/collections", tag = "documents", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")), responses((status = 200, description = "{ collections: [{ name, documents }] }", body = folio_protocol::openapi::CollectionsBody), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database", content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/db/{db}/collections", tag = "documents", params(DatabasePath), responses((status = 200, description = "{ collections: [{ name, documents }] }", body = folio_protocol::openapi::CollectionsBody), DatabaseRefusals))]
 pub async fn list_collections(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    path: Result<Path<crate::batch::DatabasePath>, PathRejection>,
+    Authorized(path, _): Read<DatabasePath>,
 ) -> ApiResult<Response> {
-    let db = crate::batch::database_path(path)?;
-    state.authorize(&headers, &db, Role::Read)?;
-    let engine = state.databases().get(&db).await?;
+    let engine = state.databases().get(&path.db).await?;
     let collections = engine.collections().await?;
     Ok(json_response(
         StatusCode::OK,
@@ -559,18 +418,12 @@ pub async fn list_collections(
 }
 
 /// `GET /db/{db}/docs/{collection}?after={id}&limit={n}`: stable paging by id.
-#[utoipa::path(get, path = "/db/{db}/docs/{collection}", tag = "documents", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("collection" = String, Path, description = "collection: 1 to 128 of A-Z, a-z, 0-9, _ and -", pattern = "^[A-Za-z0-9_-]{1,128}$"), ("after" = Option<String>, Query, description = "list ids after this one (a document id)", pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,512}$"), ("limit" = Option<usize>, Query, description = "1 to 1000, default 100", minimum = 1, maximum = 1000)), responses((status = 200, description = "{ items: [Entry], next: id or null }", body = Object), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/db/{db}/docs/{collection}", tag = "documents", params(CollectionPath, ListParams), responses((status = 200, description = "{ items: [Entry], next: id or null }", body = Object), DocumentRefusals))]
 pub async fn list_documents(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    path: Result<Path<CollectionPath>, PathRejection>,
-    params: Result<Query<ListParams>, QueryRejection>,
+    Authorized(path, _): Read<CollectionPath>,
+    Params(params): Params<ListParams>,
 ) -> ApiResult<Response> {
-    let path = collection_path(path)?;
-    state.authorize(&headers, &path.db, Role::Read)?;
-    let Query(params) = params.map_err(|rejection| {
-        ApiError::BadRequest(format!("malformed query string: {rejection}"))
-    })?;
     let limit = params.limit.unwrap_or(100);
     if limit == 0 || limit > MAX_PAGE {
         return Err(ApiError::BadRequest(format!(
@@ -601,17 +454,12 @@ pub async fn list_documents(
 const MAX_IDS: usize = 1000;
 
 /// `POST /db/{db}/docs/{collection}/get` `{ "ids": [...] }`.
-#[utoipa::path(post, path = "/db/{db}/docs/{collection}/get", tag = "documents", params(("db" = String, Path, description = "database: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("collection" = String, Path, description = "collection: 1 to 128 of A-Z, a-z, 0-9, _ and -", pattern = "^[A-Za-z0-9_-]{1,128}$")), request_body(content = folio_protocol::openapi::GetManyBody, content_type = "application/json", description = "{ ids: [string] }"), responses((status = 200, description = "{ results: [Entry or null] } in the order of ids", body = Object), (status = 400, description = "malformed input", content_type = "application/problem+json"), (status = 401, description = "no or unknown API key", content_type = "application/problem+json"), (status = 403, description = "the key may not do this", content_type = "application/problem+json"), (status = 404, description = "no such database or document", content_type = "application/problem+json"), (status = 413, description = "body too large", content_type = "application/problem+json"), (status = 415, description = "not the media type this route takes", content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/db/{db}/docs/{collection}/get", tag = "documents", params(CollectionPath), request_body(content = folio_protocol::openapi::GetManyBody, content_type = "application/json", description = "{ ids: [string] }"), responses((status = 200, description = "{ results: [Entry or null] } in the order of ids", body = Object), DocumentRefusals, BodyRefusals))]
 pub async fn get_many(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    path: Result<Path<CollectionPath>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
+    Authorized(path, _): Read<CollectionPath>,
+    JsonText(text): JsonText,
 ) -> ApiResult<Response> {
-    let path = collection_path(path)?;
-    state.authorize(&headers, &path.db, Role::Read)?;
-    require_content_type(&headers, &["application/json"])?;
-    let text = body_text(&state, body)?;
     check_nesting(&state, &text)?;
     let request: GetManyRequest<'_> = serde_json::from_str(&text)
         .map_err(|error| ApiError::BadRequest(format!("expected {{\"ids\": [...]}}: {error}")))?;

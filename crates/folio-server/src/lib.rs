@@ -17,7 +17,9 @@ pub mod deadline;
 pub mod documents;
 pub mod edge;
 pub mod error;
+pub mod extract;
 pub mod metrics;
+pub mod responses;
 pub mod state;
 pub mod studio;
 
