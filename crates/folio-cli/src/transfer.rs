@@ -65,7 +65,7 @@ impl Place {
 
     fn database_file(directory: &Path, database: &str) -> Result<PathBuf, Failure> {
         folio_core::validate::database(database).map_err(failure)?;
-        Ok(directory.join(format!("{database}.sqlite")))
+        Ok(folio_sqlite::DataDirectory::new(directory).database_file(database))
     }
 }
 

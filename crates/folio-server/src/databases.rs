@@ -34,8 +34,8 @@ use folio_core::{
 };
 use folio_postgres::{PgEngine, PgLoader, PgOptions};
 use folio_sqlite::{
-    DatabaseState, SqliteEngine, SqliteOptions, SqliteSnapshot, database_state, place_database,
-    prepare_backup,
+    DataDirectory, DatabaseState, SqliteEngine, SqliteOptions, SqliteSnapshot, database_state,
+    place_database, prepare_backup,
 };
 use tokio::sync::{RwLock, watch};
 
@@ -279,28 +279,7 @@ impl Databases {
     /// The names of every database, sorted.
     pub async fn list(&self) -> ApiResult<Vec<String>> {
         match &self.backend {
-            Backend::Embedded { dir, .. } => {
-                let mut names = Vec::new();
-                let entries = match std::fs::read_dir(dir) {
-                    Ok(entries) => entries,
-                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(names),
-                    Err(error) => return Err(io_failure("listing the data directory", &error)),
-                };
-                for entry in entries.flatten() {
-                    let file_name = entry.file_name();
-                    let Some(name) = file_name
-                        .to_str()
-                        .and_then(|name| name.strip_suffix(".sqlite"))
-                    else {
-                        continue;
-                    };
-                    if validate::database(name).is_ok() {
-                        names.push(name.to_owned());
-                    }
-                }
-                names.sort();
-                Ok(names)
-            }
+            Backend::Embedded { dir, .. } => Ok(DataDirectory::new(dir).list()?),
             Backend::Postgres { url, .. } => Ok(folio_postgres::list_databases(url).await?),
         }
     }
@@ -308,7 +287,7 @@ impl Databases {
     /// Whether database `name` exists.
     pub async fn exists(&self, name: &str) -> ApiResult<bool> {
         match &self.backend {
-            Backend::Embedded { dir, .. } => Ok(dir.join(format!("{name}.sqlite")).exists()),
+            Backend::Embedded { dir, .. } => Ok(DataDirectory::new(dir).exists(name)),
             Backend::Postgres { .. } => {
                 Ok(self.list().await?.iter().any(|existing| existing == name))
             }
@@ -386,14 +365,9 @@ impl Databases {
 
     async fn start_engine(&self, name: &str) -> ApiResult<OpenEngine> {
         Ok(match &self.backend {
-            Backend::Embedded { dir, options } => {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| io_failure("creating the data directory", &e))?;
-                OpenEngine::Embedded(Arc::new(SqliteEngine::open(
-                    dir.join(format!("{name}.sqlite")),
-                    options.clone(),
-                )?))
-            }
+            Backend::Embedded { dir, options } => OpenEngine::Embedded(Arc::new(
+                DataDirectory::new(dir).open(name, options.clone())?,
+            )),
             Backend::Postgres { url, options } => OpenEngine::Postgres(Arc::new(
                 PgEngine::connect(url, name, options.clone()).await?,
             )),
@@ -441,7 +415,7 @@ impl Databases {
         validate::database(name)?;
         let exists = match &self.backend {
             Backend::Embedded { dir, .. } => {
-                let path = dir.join(format!("{name}.sqlite"));
+                let path = DataDirectory::new(dir).database_file(name);
                 match blocking(move || database_state(&path)).await? {
                     DatabaseState::HoldsData => return Err(holds_data(name)),
                     DatabaseState::Absent => false,
@@ -484,7 +458,7 @@ impl Databases {
             Backend::Embedded { dir, .. } => {
                 // Refused before the upload is read through (by the
                 // caller), and again under the lock before the file moves in.
-                let database = dir.join(format!("{name}.sqlite"));
+                let database = DataDirectory::new(dir).database_file(name);
                 let path = database.clone();
                 if blocking(move || database_state(&path)).await? == DatabaseState::HoldsData {
                     return Err(refused());

@@ -26,6 +26,7 @@
 mod backup;
 mod cache;
 mod checkpoint;
+mod directory;
 mod error;
 #[cfg(feature = "fault-injection")]
 mod faults;
@@ -74,6 +75,7 @@ pub use crate::backup::{
     place_database, prepare_backup, restore_backup, verify_backup,
 };
 pub use crate::cache::CacheBudget;
+pub use crate::directory::DataDirectory;
 #[cfg(feature = "fault-injection")]
 pub use crate::faults::{IoFaults, PowerLoss};
 #[cfg(feature = "mimalloc")]

@@ -432,26 +432,11 @@ fn open_embedded(
     database: &str,
     options: &EmbeddedOptions,
 ) -> Result<EngineRef> {
-    use folio_sqlite::SqliteEngine;
+    use folio_sqlite::{DataDirectory, SqliteEngine};
 
     let engine = match directory {
         None => SqliteEngine::in_memory(options.clone())?,
-        Some(directory) => {
-            std::fs::create_dir_all(directory).map_err(|error| {
-                Error::Engine(
-                    folio_core::EngineError::new(
-                        folio_core::EngineErrorKind::Io,
-                        format!("creating the data directory {} failed", directory.display()),
-                    )
-                    .with_source(error),
-                )
-            })?;
-            // The name is validated: a plain file name, no path separators.
-            SqliteEngine::open(
-                directory.join(format!("{database}.sqlite")),
-                options.clone(),
-            )?
-        }
+        Some(directory) => DataDirectory::new(directory).open(database, options.clone())?,
     };
     Ok(Arc::new(engine) as Arc<dyn Engine>)
 }
