@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use folio::Location;
 use folio_cli::client::{Client, Failure};
 use folio_cli::transfer::{self, Place, Source};
 use folio_core::Identity;
@@ -210,7 +211,7 @@ struct PlaceArgs {
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
     /// Instead of the server: the PostgreSQL server (postgres://…).
-    #[arg(long, value_name = "URL", conflicts_with = "data")]
+    #[arg(long, value_name = "URL", conflicts_with = "data", value_parser = postgres_url)]
     postgres: Option<String>,
 }
 
@@ -232,44 +233,51 @@ impl PlaceArgs {
     }
 }
 
-/// A `folio copy` endpoint: `http://HOST:PORT[/db/NAME]`, `embedded:DIR`,
-/// `postgres://…`, or (as the source) a backup file.
+/// A `folio copy` endpoint: a database URL ([`folio::Location`]:
+/// `http://HOST:PORT[/db/NAME]`, `embedded:DIR`, `postgres://…`; `--db`
+/// names the database where the URL does not), or (as the source) a
+/// backup file.
 fn copy_place(spec: &str, db: &str, api_key: Option<String>) -> Result<Source, Failure> {
-    if spec.starts_with("http://") || spec.starts_with("https://") {
-        let (server, database) = match spec.split_once("/db/") {
-            Some((server, database)) => (server, database.trim_end_matches('/')),
-            None => (spec, db),
-        };
-        return Ok(Source::Place(Place::Server(
-            Client::new(server, database, api_key)?.for_transfers()?,
-        )));
+    let location = match Location::parse(spec) {
+        Ok(location) => location,
+        Err(_) if std::path::Path::new(spec).is_file() => {
+            return Ok(Source::File(PathBuf::from(spec)));
+        }
+        Err(error) => {
+            return Err(Failure {
+                message: format!("{error}; or give a backup file"),
+                status: None,
+            });
+        }
+    };
+    let database = location.server_database().unwrap_or(db).to_owned();
+    Ok(Source::Place(match location {
+        Location::Server(_) => {
+            let server = location.server_base().unwrap_or_default();
+            Place::Server(Client::new(server, &database, api_key)?.for_transfers()?)
+        }
+        Location::Embedded(directory) => Place::Embedded {
+            directory,
+            database,
+        },
+        Location::Postgres(url) => Place::Postgres { url, database },
+        Location::Memory => {
+            return Err(Failure {
+                message: "memory: is a database of one process; copy from or to a server,                           a data directory or PostgreSQL"
+                    .into(),
+                status: None,
+            });
+        }
+    }))
+}
+
+/// A `--postgres` URL: a [`folio::Location`] of the PostgreSQL engine.
+fn postgres_url(text: &str) -> Result<String, String> {
+    match Location::parse(text) {
+        Ok(Location::Postgres(url)) => Ok(url),
+        Ok(_) => Err(format!("{text}: not a PostgreSQL URL (postgres://…)")),
+        Err(error) => Err(error.to_string()),
     }
-    if let Some(directory) = spec.strip_prefix("embedded:") {
-        return Ok(Source::Place(Place::Embedded {
-            directory: PathBuf::from(directory),
-            database: db.to_owned(),
-        }));
-    }
-    let url = spec
-        .strip_prefix("postgres:")
-        .filter(|url| url.starts_with("postgres"));
-    if let Some(url) = url.or_else(|| {
-        (spec.starts_with("postgres://") || spec.starts_with("postgresql://")).then_some(spec)
-    }) {
-        return Ok(Source::Place(Place::Postgres {
-            url: url.to_owned(),
-            database: db.to_owned(),
-        }));
-    }
-    if std::path::Path::new(spec).is_file() {
-        return Ok(Source::File(PathBuf::from(spec)));
-    }
-    Err(Failure {
-        message: format!(
-            "{spec}: give http://HOST:PORT[/db/NAME], embedded:DIR, postgres://… or a backup file"
-        ),
-        status: None,
-    })
 }
 
 #[derive(clap::Args)]
@@ -278,7 +286,7 @@ struct ServeArgs {
     #[arg(long, default_value = "./folio-data", env = "FOLIO_DATA")]
     data: PathBuf,
     /// Use the PostgreSQL engine on this server instead (postgres://…).
-    #[arg(long, env = "FOLIO_POSTGRES")]
+    #[arg(long, env = "FOLIO_POSTGRES", value_parser = postgres_url)]
     postgres: Option<String>,
     /// The address to listen on.
     #[arg(long, default_value = "127.0.0.1:7070", env = "FOLIO_LISTEN")]

@@ -66,6 +66,7 @@ compile_error!(
 
 mod changes;
 mod document;
+mod location;
 mod options;
 mod query;
 mod session;
@@ -89,6 +90,7 @@ pub use folio_postgres::{PgEngine, PgOptions};
 pub use folio_remote::{RemoteEngine, RemoteOptions};
 #[cfg(feature = "sqlite")]
 pub use folio_sqlite::{Durability, SqliteEngine, SqliteOptions};
+pub use location::Location;
 pub use options::{ConcurrencyChecks, SessionOptions, Tracking};
 pub use query::DocumentQuery;
 pub use session::{Advanced, QuerySession, Session, Storable};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use folio_core::{Engine, EngineRef, Error, FieldPath, Result, validate};
 
-use crate::{Document, QuerySession, Session, SessionOptions};
+use crate::{Document, Location, QuerySession, Session, SessionOptions};
 
 /// The database a store opens when none is named.
 pub const DEFAULT_DATABASE: &str = "default";
@@ -68,9 +68,10 @@ impl DocumentStore {
         Self::builder().url("memory:").open().await
     }
 
-    /// Connects by URL: `sqlite:DIR` or `file:DIR` (embedded), `memory:`
-    /// (embedded, in memory), `postgres://…` (PostgreSQL engine),
-    /// `http(s)://host:port/db/NAME` (a Folio server).
+    /// Connects by URL: `sqlite:DIR` (embedded), `memory:` (embedded, in
+    /// memory), `postgres://…` (PostgreSQL engine),
+    /// `http(s)://host:port/db/NAME` (a Folio server); [`Location`] has
+    /// every form.
     pub async fn connect(url: &str) -> Result<Self> {
         Self::builder().url(url).open().await
     }
@@ -251,6 +252,12 @@ impl DocumentStoreBuilder {
         self
     }
 
+    /// Where the database is, parsed: see [`Location`].
+    pub fn location(mut self, location: &Location) -> Self {
+        self.url = Some(location.to_string());
+        self
+    }
+
     /// The embedded engine, with database files under the directory `path`.
     pub fn path(mut self, path: impl AsRef<Path>) -> Self {
         self.path = Some(path.as_ref().to_path_buf());
@@ -366,45 +373,32 @@ async fn connect_url(
     api_key: Option<&str>,
     embedded: &EmbeddedOptions,
 ) -> Result<EngineRef> {
-    if url == "memory:" {
-        return open_embedded(None, database, embedded);
-    }
-    if let Some(path) = url
-        .strip_prefix("sqlite:")
-        .or_else(|| url.strip_prefix("file:"))
-    {
-        let path = path.strip_prefix("//").unwrap_or(path);
-        if path.is_empty() {
-            return Err(Error::InvalidInput(format!("{url:?} names no directory")));
-        }
-        return open_embedded(Some(Path::new(path)), database, embedded);
-    }
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return connect_postgres(url, database).await;
-    }
-    if url.starts_with("http://") || url.starts_with("https://") {
+    match Location::parse(url)? {
+        Location::Memory => open_embedded(None, database, embedded),
+        Location::Embedded(path) => open_embedded(Some(&path), database, embedded),
+        Location::Postgres(url) => connect_postgres(&url, database).await,
         // The URL names the database (`/db/NAME`); the builder's `database`
         // is for the engines whose URL names a server only.
-        #[cfg(feature = "remote")]
-        {
-            let options = folio_remote::RemoteOptions {
-                api_key: api_key.map(str::to_owned),
-                ..folio_remote::RemoteOptions::default()
-            };
-            let engine = folio_remote::RemoteEngine::connect(url, options).await?;
-            return Ok(Arc::new(engine) as Arc<dyn Engine>);
-        }
-        #[cfg(not(feature = "remote"))]
-        {
-            let _ = api_key;
-            return Err(Error::InvalidInput(
-                "this build of folio has no remote engine: enable the `remote` feature".into(),
-            ));
-        }
+        Location::Server(url) => connect_server(&url, api_key).await,
     }
-    Err(Error::InvalidInput(format!(
-        "unknown database URL {url:?}: use sqlite:DIR, file:DIR, memory:, postgres://… or http(s)://host:port/db/NAME"
-    )))
+}
+
+/// Connects the remote engine to the server database at `url`.
+#[cfg(feature = "remote")]
+async fn connect_server(url: &str, api_key: Option<&str>) -> Result<EngineRef> {
+    let options = folio_remote::RemoteOptions {
+        api_key: api_key.map(str::to_owned),
+        ..folio_remote::RemoteOptions::default()
+    };
+    let engine = folio_remote::RemoteEngine::connect(url, options).await?;
+    Ok(Arc::new(engine) as Arc<dyn Engine>)
+}
+
+#[cfg(not(feature = "remote"))]
+async fn connect_server(_: &str, _: Option<&str>) -> Result<EngineRef> {
+    Err(Error::InvalidInput(
+        "this build of folio has no remote engine: enable the `remote` feature".into(),
+    ))
 }
 
 /// Connects the PostgreSQL engine to the Folio database `database` (a

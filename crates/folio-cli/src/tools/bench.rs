@@ -15,7 +15,7 @@
 //! because another client changed a document first). Latency is measured
 //! per operation, from its start to its answer.
 //!
-//! The `--target` is a [`TargetSpec`]; the embedded engine runs with its
+//! The `--target` is a [`folio::Location`]; the embedded engine runs with its
 //! default, durable commits (`Durability::Full`), and the PostgreSQL
 //! engine with its default options (a pool of 16 connections shared by
 //! the clients; one-write saves committed in groups), as an application
@@ -27,12 +27,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
-use folio::{ConcurrencyChecks, Document, DocumentStore, SessionOptions};
+use folio::{ConcurrencyChecks, Document, DocumentStore, Location, SessionOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
-use crate::tools::target::TargetSpec;
+use crate::tools::target;
 
 /// The database the bench uses by default on targets whose spec names none
 /// (embedded, PostgreSQL); an HTTP target names its own.
@@ -56,10 +56,10 @@ pub struct BenchArgs {
     /// What each client does, again and again.
     #[arg(value_enum)]
     pub workload: Workload,
-    /// The database to drive: `embedded:PATH`, `memory:`, `postgres:URL`
+    /// The database to drive: `embedded:PATH`, `memory:`, `postgres://…`
     /// or `http://HOST:PORT/db/NAME` (a running `folio serve`).
-    #[arg(long)]
-    pub target: TargetSpec,
+    #[arg(long, value_parser = target::parse)]
+    pub target: Location,
     /// The database on an embedded or PostgreSQL target (an HTTP target's
     /// URL names its own).
     #[arg(long, default_value = DATABASE)]
@@ -226,13 +226,17 @@ pub async fn measure(args: &BenchArgs) -> Result<Report, String> {
             "batch10 changes {BATCH_DOCUMENTS} different documents at once: --docs must be at least {BATCH_DOCUMENTS}"
         ));
     }
-    let target = redacted(&args.target.to_string());
-    if matches!(args.target, TargetSpec::Http(_)) && args.database != DATABASE {
+    let shown = redacted(&args.target.to_string());
+    if matches!(args.target, Location::Server(_)) && args.database != DATABASE {
         return Err(format!(
-            "--database is for embedded and PostgreSQL targets: {target} names its database in the URL"
+            "--database is for embedded and PostgreSQL targets: {shown} names its database in the URL"
         ));
     }
-    let store = open(&args.target, &args.database, &target).await?;
+    // The PostgreSQL engine with its default options: a pool of 16
+    // connections shared by the clients, and group commit.
+    let store = target::open(&args.target, &args.database)
+        .await
+        .map_err(|message| format!("cannot open {}", redacted(&message)))?;
     let dataset = prepare(&store, args.docs, args.doc_size).await?;
     if !args.cold {
         warm(&store, args.docs).await?;
@@ -242,7 +246,7 @@ pub async fn measure(args: &BenchArgs) -> Result<Report, String> {
     let per_second = |count: u64| count as f64 / elapsed;
     Ok(Report {
         workload: args.workload.name(),
-        target,
+        target: shown,
         clients: args.clients,
         duration: args.duration,
         elapsed_s: elapsed,
@@ -264,40 +268,6 @@ pub async fn measure(args: &BenchArgs) -> Result<Report, String> {
 
 fn milliseconds(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e3
-}
-
-/// Opens the target's store as an application would (the PostgreSQL engine
-/// with its default options: a pool of 16 connections shared by the
-/// clients, and group commit); a server's database is created if it does
-/// not exist yet.
-async fn open(target: &TargetSpec, database: &str, shown: &str) -> Result<DocumentStore, String> {
-    let opened = match target {
-        TargetSpec::Http(url) => {
-            create_database(url)
-                .await
-                .map_err(|message| format!("cannot open {shown}: {message}"))?;
-            target.open(DATABASE).await
-        }
-        TargetSpec::Postgres(_) | TargetSpec::Embedded(_) | TargetSpec::Memory => {
-            target.open(database).await
-        }
-    };
-    opened.map_err(|error| format!("cannot open {shown}: {error}"))
-}
-
-/// `PUT /db/NAME` on a server: creates the database unless it exists.
-async fn create_database(url: &str) -> Result<(), String> {
-    let response = reqwest::Client::new()
-        .put(url.trim_end_matches('/'))
-        .send()
-        .await
-        .map_err(|error| format!("the server does not answer: {error}"))?;
-    let status = response.status();
-    if status.is_success() {
-        return Ok(());
-    }
-    let body = response.text().await.unwrap_or_default();
-    Err(format!("creating the database answered {status}: {body}"))
 }
 
 /// Hides the password of a URL's user information (`user:secret@host`).

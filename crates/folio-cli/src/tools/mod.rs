@@ -1,7 +1,7 @@
 //! Tools that drive a Folio database as an application would, through
 //! `folio`'s sessions: the load generator (`folio bench`) and the
 //! torture harness (`folio torture`). Both name what they drive with a
-//! [`target::TargetSpec`].
+//! [`folio::Location`] (see [`target`]).
 
 pub mod bench;
 pub mod target;

@@ -1,99 +1,59 @@
-//! The `--target` of `folio bench` and `folio torture`: which engine to
-//! drive, named the way a user names a database.
-//!
-//! * `embedded:PATH`: the embedded engine, database files under the
-//!   directory `PATH` (created if absent);
-//! * `memory:`: the embedded engine in memory (nothing survives the run);
-//! * `postgres:URL` (or a bare `postgres://…` URL): the PostgreSQL engine;
-//! * `http://HOST:PORT/db/NAME`: a Folio server, through the remote engine.
+//! The `--target` of `folio bench` and `folio torture`: a database URL in
+//! the grammar of [`folio::Location`] (`sqlite:DIR` or `embedded:DIR`,
+//! `memory:`, `postgres://…`, `http://HOST:PORT/db/NAME`), opened as an
+//! application opens it.
 
-use std::fmt;
-use std::str::FromStr;
+use folio::{DocumentStore, Location};
 
-use folio::DocumentStore;
-
-/// A parsed `--target`.
+/// Parses a `--target` (clap's value parser): a server URL must name its
+/// database, which a run creates when it is absent.
 ///
 /// ```
-/// use folio_cli::tools::target::TargetSpec;
+/// use folio::Location;
+/// use folio_cli::tools::target::parse;
 ///
-/// let target: TargetSpec = "embedded:/tmp/bench".parse().unwrap();
-/// assert_eq!(target.to_string(), "embedded:/tmp/bench");
-/// assert!("mysql://x".parse::<TargetSpec>().is_err());
+/// assert_eq!(parse("embedded:/tmp/bench"), Ok(Location::Embedded("/tmp/bench".into())));
+/// assert!(parse("http://127.0.0.1:7070").is_err());
+/// assert!(parse("mysql://x").is_err());
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TargetSpec {
-    /// The embedded engine on a directory.
-    Embedded(String),
-    /// The embedded engine in memory.
-    Memory,
-    /// The PostgreSQL engine (a `postgres://` URL).
-    Postgres(String),
-    /// A Folio server (an `http://…/db/NAME` URL).
-    Http(String),
+pub fn parse(text: &str) -> Result<Location, String> {
+    let location = Location::parse(text).map_err(|error| error.to_string())?;
+    if matches!(location, Location::Server(_)) && location.server_database().is_none() {
+        return Err(format!(
+            "{text}: a server target names its database: http://HOST:PORT/db/NAME"
+        ));
+    }
+    Ok(location)
 }
 
-impl TargetSpec {
-    /// Opens a store on the target: database `database` for the engines
-    /// whose spec names no database (embedded, PostgreSQL); an HTTP target
-    /// names its own.
-    pub async fn open(&self, database: &str) -> folio::Result<DocumentStore> {
-        let url = match self {
-            TargetSpec::Embedded(path) => format!("sqlite:{path}"),
-            TargetSpec::Memory => "memory:".to_owned(),
-            TargetSpec::Postgres(url) | TargetSpec::Http(url) => url.clone(),
-        };
-        DocumentStore::builder()
-            .url(url)
-            .database(database)
-            .open()
-            .await
+/// Opens a store on `target`: database `database` where the URL names
+/// none (embedded, PostgreSQL: created if absent); a server's database,
+/// named by its URL, is created first when it does not exist.
+pub async fn open(target: &Location, database: &str) -> Result<DocumentStore, String> {
+    if let Location::Server(url) = target {
+        create_on_server(url).await?;
     }
+    DocumentStore::builder()
+        .location(target)
+        .database(database)
+        .open()
+        .await
+        .map_err(|error| format!("{target}: {error}"))
 }
 
-impl FromStr for TargetSpec {
-    type Err = String;
-
-    fn from_str(spec: &str) -> Result<Self, String> {
-        if let Some(path) = spec.strip_prefix("embedded:") {
-            if path.is_empty() {
-                return Err("embedded:PATH needs a directory".into());
-            }
-            return Ok(TargetSpec::Embedded(path.to_owned()));
-        }
-        if spec == "memory:" || spec == "memory" {
-            return Ok(TargetSpec::Memory);
-        }
-        let postgres = spec
-            .strip_prefix("postgres:")
-            .filter(|rest| rest.starts_with("postgres://") || rest.starts_with("postgresql://"));
-        if let Some(url) = postgres {
-            return Ok(TargetSpec::Postgres(url.to_owned()));
-        }
-        if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
-            return Ok(TargetSpec::Postgres(spec.to_owned()));
-        }
-        if spec.starts_with("http://") || spec.starts_with("https://") {
-            if !spec.contains("/db/") {
-                return Err(format!(
-                    "{spec}: an HTTP target names its database: http://HOST:PORT/db/NAME"
-                ));
-            }
-            return Ok(TargetSpec::Http(spec.to_owned()));
-        }
-        Err(format!(
-            "{spec}: unknown target; use embedded:PATH, memory:, postgres:postgres://… or http://HOST:PORT/db/NAME"
-        ))
+/// `PUT /db/NAME` on a server: creates the database unless it exists.
+async fn create_on_server(url: &str) -> Result<(), String> {
+    let response = reqwest::Client::new()
+        .put(url.trim_end_matches('/'))
+        .send()
+        .await
+        .map_err(|error| format!("{url}: the server does not answer: {error}"))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
     }
-}
-
-impl fmt::Display for TargetSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TargetSpec::Embedded(path) => write!(f, "embedded:{path}"),
-            TargetSpec::Memory => f.write_str("memory:"),
-            TargetSpec::Postgres(url) => write!(f, "postgres:{url}"),
-            TargetSpec::Http(url) => f.write_str(url),
-        }
-    }
+    let body = response.text().await.unwrap_or_default();
+    Err(format!(
+        "{url}: creating the database answered {status}: {body}"
+    ))
 }

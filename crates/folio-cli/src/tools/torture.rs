@@ -34,7 +34,7 @@
 //! # Targets
 //!
 //! A run drives one database through one or more targets (each a
-//! [`TargetSpec`]); the clients are dealt to the targets in turn. Three
+//! [`folio::Location`]); the clients are dealt to the targets in turn. Three
 //! `folio serve --postgres` processes on one PostgreSQL are three `http://`
 //! targets naming the same database. Only local targets are accepted
 //! (loopback addresses, Unix sockets, files), and a run is bounded in time
@@ -50,7 +50,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use folio::{ConcurrencyChecks, Document, DocumentStore, FieldPath, SessionOptions};
+use folio::{ConcurrencyChecks, Document, DocumentStore, FieldPath, Location, SessionOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -59,7 +59,7 @@ pub use self::history::{Invariant, Violation};
 use self::workload::{
     Account, Cell, Client, Counter, OPENING_BALANCE, Register, Shape, Shared, bank_total,
 };
-use crate::tools::target::TargetSpec;
+use crate::tools::target;
 
 /// The most documents of one kind (one request of a remote read).
 const MAX_DOCUMENTS: u32 = 1000;
@@ -594,8 +594,8 @@ pub struct Args {
     /// http://HOST:PORT/db/NAME (local only). Repeat it to deal the clients
     /// over several targets, which must be one database (e.g. three servers
     /// on one PostgreSQL).
-    #[arg(long = "target", required = true, value_name = "TARGET")]
-    pub targets: Vec<TargetSpec>,
+    #[arg(long = "target", required = true, value_name = "TARGET", value_parser = target::parse)]
+    pub targets: Vec<Location>,
     /// How many clients run at once.
     #[arg(long, default_value_t = 8)]
     pub clients: usize,
@@ -653,13 +653,7 @@ pub async fn command(args: Args) -> Result<bool, String> {
     let mut targets = Vec::with_capacity(args.targets.len());
     for target in &args.targets {
         ensure_local(target)?;
-        if let TargetSpec::Http(url) = target {
-            create_database(url).await?;
-        }
-        let store = target
-            .open(&args.database)
-            .await
-            .map_err(|error| format!("{target}: {error}"))?;
+        let store = target::open(target, &args.database).await?;
         targets.push((target.to_string(), store));
     }
     let torture = Torture::setup(targets, config).await?;
@@ -769,10 +763,10 @@ fn thousands(value: u64) -> String {
 
 /// Refuses targets beyond this machine: a torture run writes as fast as it
 /// can and must never hit someone else's server by mistake.
-fn ensure_local(target: &TargetSpec) -> Result<(), String> {
+fn ensure_local(target: &Location) -> Result<(), String> {
     let url = match target {
-        TargetSpec::Embedded(_) | TargetSpec::Memory => return Ok(()),
-        TargetSpec::Http(url) | TargetSpec::Postgres(url) => url,
+        Location::Embedded(_) | Location::Memory => return Ok(()),
+        Location::Server(url) | Location::Postgres(url) => url,
     };
     let parsed = reqwest::Url::parse(url).map_err(|error| format!("{target}: {error}"))?;
     let mut hosts: Vec<String> = parsed
@@ -807,23 +801,6 @@ fn is_local(host: &str) -> bool {
         || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// `PUT` on a server's database URL: creates it, or finds it there.
-async fn create_database(url: &str) -> Result<(), String> {
-    let response = reqwest::Client::new()
-        .put(url)
-        .send()
-        .await
-        .map_err(|error| format!("{url}: {error}"))?;
-    if response.status().is_success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{url}: creating the database answered {}",
-            response.status()
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -839,7 +816,7 @@ mod tests {
             "postgres://folio@127.0.0.1:5432/postgres",
             "postgres:///postgres?host=/var/run/postgresql",
         ] {
-            let target: TargetSpec = local.parse().unwrap();
+            let target = target::parse(local).unwrap();
             assert_eq!(ensure_local(&target), Ok(()), "{local}");
         }
         for remote in [
@@ -848,7 +825,7 @@ mod tests {
             "postgres://folio@db.example.com/postgres",
             "postgres://folio@127.0.0.1/postgres?host=db.example.com",
         ] {
-            let target: TargetSpec = remote.parse().unwrap();
+            let target = target::parse(remote).unwrap();
             assert!(ensure_local(&target).is_err(), "{remote}");
         }
     }
