@@ -768,12 +768,45 @@ fn parse_url(url: &str) -> Result<tokio_postgres::Config> {
 /// The Folio databases on the PostgreSQL server at `url` (schemas named
 /// `folio_*` with a layout), sorted.
 pub async fn list_databases(url: &str) -> Result<Vec<String>> {
-    let config = parse_url(url)?;
-    let (client, connection) = config
+    let (client, driver) = connect_one(url).await?;
+    let names = databases(&client).await;
+    drop(client);
+    let _ = driver.await;
+    names
+}
+
+/// Creates the Folio database `name` (its schema, in the current layout)
+/// on the PostgreSQL server at `url` unless it exists; whether it was
+/// created.
+pub async fn create_database(url: &str, name: &str) -> Result<bool> {
+    check_database_name(name)?;
+    let (client, driver) = connect_one(url).await?;
+    let created = async {
+        let existed = databases(&client).await?.iter().any(|known| known == name);
+        schema::migrate(&client, &schema::schema_name(name)).await?;
+        Ok(!existed)
+    }
+    .await;
+    drop(client);
+    let _ = driver.await;
+    created
+}
+
+/// One connection (not a pool) to the server at `url`, and the task that
+/// drives it (it ends once the client is dropped).
+async fn connect_one(url: &str) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> {
+    let (client, connection) = parse_url(url)?
         .connect(NoTls)
         .await
         .map_err(|e| storage("connecting to PostgreSQL", e))?;
-    let driver = tokio::spawn(connection);
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok((client, driver))
+}
+
+/// The Folio databases `client`'s server holds, sorted.
+async fn databases(client: &tokio_postgres::Client) -> Result<Vec<String>> {
     let rows = client
         .query(
             "SELECT substr(n.nspname, 7) FROM pg_namespace n \
@@ -782,14 +815,15 @@ pub async fn list_databases(url: &str) -> Result<Vec<String>> {
             &[],
         )
         .await
-        .map_err(|e| storage("listing databases", e));
-    drop(client);
-    let _ = driver.await;
-    Ok(rows?
+        .map_err(|e| storage("listing databases", e))?;
+    let mut names: Vec<String> = rows
         .iter()
         .map(|row| row.get::<_, String>(0))
         .filter(|name| validate::database(name).is_ok())
-        .collect())
+        .collect();
+    // In byte order, whatever the server's collation.
+    names.sort();
+    Ok(names)
 }
 
 /// Holds a pooled connection while a batch runs; see `Engine::commit`.

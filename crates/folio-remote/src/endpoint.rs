@@ -84,6 +84,20 @@ impl Endpoint {
         url
     }
 
+    /// The URL of the server's `/db/{segments…}` (its databases, not this
+    /// one's routes); each segment is percent-encoded as one path segment.
+    pub(crate) fn server_url(&self, segments: &[&str]) -> Url {
+        let mut url = self.root.clone();
+        {
+            let mut path = url
+                .path_segments_mut()
+                .expect("an http URL has a path that segments can be pushed to");
+            path.pop_if_empty().push("db");
+            path.extend(segments);
+        }
+        url
+    }
+
     /// The database's URL, as given to [`Endpoint::parse`] (normalized).
     pub(crate) fn database_url(&self) -> Url {
         self.url(&[])

@@ -11,6 +11,7 @@
 //! | [`Engine::query`], [`Engine::query_page`], [`Engine::count`] | `POST /db/{db}/query` |
 //! | [`Engine::scan`] | `GET /db/{db}/docs/{collection}?after=&limit=` |
 //! | [`Engine::ensure_index`] | none: a remote store's indexes are the server's business |
+//! | [`RemoteEngine::create_database`], [`RemoteEngine::list_databases`] | `PUT /db/{name}`, `GET /db` |
 //!
 //! The concurrency checks happen on the server, inside its engine's
 //! transaction, exactly as in process; a conflict comes back as a
@@ -68,8 +69,8 @@ use url::Url;
 use crate::endpoint::Endpoint;
 use crate::error::{Failure, Transport};
 use folio_protocol::{
-    BatchCommand, BatchRequest, BatchResponse, ChangesPageBody, CollectionList, EntryBody,
-    GetManyRequest, ListResponse, QueryResponse, Results,
+    BatchCommand, BatchRequest, BatchResponse, ChangesPageBody, CollectionList, DatabaseCreated,
+    DatabaseList, EntryBody, GetManyRequest, ListResponse, QueryResponse, Results,
 };
 
 /// The most ids the server reads in one `…/get` request.
@@ -189,6 +190,34 @@ impl RemoteEngine {
         self.endpoint.database_url().into()
     }
 
+    /// Creates database `name` on this engine's server (`PUT /db/{name}`,
+    /// which needs an admin key on a server with keys); whether it was
+    /// created (`false`: it existed).
+    pub async fn create_database(&self, name: &str) -> Result<bool> {
+        validate::database(name)?;
+        let request = self.request(Method::PUT, &self.endpoint.server_url(&[name]), None)?;
+        let (status, created): (u16, DatabaseCreated) = self
+            .exchange_with_status(request, true)
+            .await
+            .map_err(error::map)?;
+        if created.database != name {
+            return Err(protocol(format!(
+                "asked to create {name:?}, the server answered for {:?}",
+                created.database
+            )));
+        }
+        Ok(status == 201)
+    }
+
+    /// The databases of this engine's server that its key may read
+    /// (`GET /db`), sorted.
+    pub async fn list_databases(&self) -> Result<Vec<String>> {
+        let request = self.get(&self.endpoint.server_url(&[]))?;
+        let mut list: DatabaseList = self.call(request, false).await?;
+        list.databases.sort();
+        Ok(list.databases)
+    }
+
     /// Reads nothing, through the database and the key: fails as the first
     /// real request would.
     async fn probe(&self) -> Result<()> {
@@ -270,6 +299,15 @@ impl RemoteEngine {
         request: Request<Full<Bytes>>,
         write: bool,
     ) -> std::result::Result<T, Failure> {
+        Ok(self.exchange_with_status(request, write).await?.1)
+    }
+
+    /// [`RemoteEngine::exchange`], with the answer's (2xx) status.
+    async fn exchange_with_status<T: DeserializeOwned>(
+        &self,
+        request: Request<Full<Bytes>>,
+        write: bool,
+    ) -> std::result::Result<(u16, T), Failure> {
         let (method, uri) = (request.method().clone(), request.uri().clone());
         let transport = |error| Failure::Transport {
             error,
@@ -308,11 +346,12 @@ impl RemoteEngine {
             Ok(Err(error)) => return Err(transport(Transport::Receive(error))),
             Err(elapsed) => return Err(transport(Transport::Timeout(elapsed))),
         };
-        serde_json::from_slice(&body).map_err(|error| {
+        let answer = serde_json::from_slice(&body).map_err(|error| {
             Failure::Protocol(format!(
                 "the body of a {status} answer is not as expected: {error}"
             ))
-        })
+        })?;
+        Ok((status.as_u16(), answer))
     }
 
     /// `GET /db/{db}/changes` as a long poll (`Accept: application/json`):

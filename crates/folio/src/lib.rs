@@ -64,6 +64,7 @@ compile_error!(
     "folio needs at least one engine: enable the `sqlite`, the `postgres` or the `remote` feature"
 );
 
+mod admin;
 mod changes;
 mod document;
 mod location;
@@ -76,6 +77,7 @@ pub mod testing;
 #[doc = include_str!("../docs/concurrency.md")]
 pub mod concurrency {}
 
+pub use admin::Admin;
 pub use changes::ChangeFeed;
 pub use document::Document;
 pub use folio_core::{

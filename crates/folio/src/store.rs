@@ -3,8 +3,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use folio_core::{Engine, EngineRef, Error, FieldPath, Result, validate};
+use folio_core::{EngineRef, Error, FieldPath, Result, validate};
 
+use crate::admin::{Admin, Databases};
 use crate::{Document, Location, QuerySession, Session, SessionOptions};
 
 /// The database a store opens when none is named.
@@ -32,6 +33,8 @@ pub struct DocumentStore {
 pub(crate) struct StoreInner {
     pub(crate) engine: EngineRef,
     pub(crate) config: StoreConfig,
+    /// Where the database is, for [`DocumentStore::admin`].
+    databases: Databases,
 }
 
 /// Store-wide settings that sessions consult.
@@ -88,8 +91,15 @@ impl DocumentStore {
             inner: Arc::new(StoreInner {
                 engine,
                 config: StoreConfig::default(),
+                databases: Databases::Unknown,
             }),
         }
+    }
+
+    /// The databases beside this store's own, where it is: creating one,
+    /// listing them ([`Admin`]).
+    pub fn admin(&self) -> Admin<'_> {
+        Admin::new(&self.inner.databases)
     }
 
     /// A read-write session with default options.
@@ -323,11 +333,15 @@ impl DocumentStoreBuilder {
                 indexes.push((*collection, FieldPath::parse(path)?));
             }
         }
-        let engine = match (self.engine, self.path, self.url) {
-            (Some(engine), None, None) => engine,
-            (None, Some(path), None) => open_embedded(Some(&path), database, &self.embedded)?,
+        let (engine, databases) = match (self.engine, self.path, self.url) {
+            (Some(engine), None, None) => (engine, Databases::Unknown),
+            (None, Some(path), None) => {
+                let location = Location::Embedded(path);
+                connect(&location, database, None, &self.embedded).await?
+            }
             (None, None, Some(url)) => {
-                connect_url(&url, database, self.api_key.as_deref(), &self.embedded).await?
+                let location = Location::parse(&url)?;
+                connect(&location, database, self.api_key.as_deref(), &self.embedded).await?
             }
             (None, None, None) => {
                 return Err(Error::InvalidInput(
@@ -347,6 +361,7 @@ impl DocumentStoreBuilder {
             inner: Arc::new(StoreInner {
                 engine,
                 config: self.config,
+                databases,
             }),
         })
     }
@@ -367,35 +382,57 @@ type EmbeddedOptions = folio_sqlite::SqliteOptions;
 #[cfg(not(feature = "sqlite"))]
 type EmbeddedOptions = ();
 
-async fn connect_url(
-    url: &str,
+/// Opens `database` at `location`, and what its administration acts on.
+async fn connect(
+    location: &Location,
     database: &str,
     api_key: Option<&str>,
     embedded: &EmbeddedOptions,
-) -> Result<EngineRef> {
-    match Location::parse(url)? {
-        Location::Memory => open_embedded(None, database, embedded),
-        Location::Embedded(path) => open_embedded(Some(&path), database, embedded),
-        Location::Postgres(url) => connect_postgres(&url, database).await,
+) -> Result<(EngineRef, Databases)> {
+    Ok(match location {
+        Location::Memory => (
+            open_embedded(None, database, embedded)?,
+            Databases::Memory {
+                database: database.to_owned(),
+            },
+        ),
+        Location::Embedded(path) => (
+            open_embedded(Some(path), database, embedded)?,
+            embedded_databases(path, embedded),
+        ),
+        Location::Postgres(url) => connect_postgres(url, database).await?,
         // The URL names the database (`/db/NAME`); the builder's `database`
         // is for the engines whose URL names a server only.
-        Location::Server(url) => connect_server(&url, api_key).await,
+        Location::Server(url) => connect_server(url, api_key).await?,
+    })
+}
+
+#[cfg(feature = "sqlite")]
+fn embedded_databases(path: &Path, options: &EmbeddedOptions) -> Databases {
+    Databases::Embedded {
+        directory: folio_sqlite::DataDirectory::new(path),
+        options: options.clone(),
     }
+}
+
+#[cfg(not(feature = "sqlite"))]
+fn embedded_databases(_: &Path, _: &EmbeddedOptions) -> Databases {
+    Databases::Unknown
 }
 
 /// Connects the remote engine to the server database at `url`.
 #[cfg(feature = "remote")]
-async fn connect_server(url: &str, api_key: Option<&str>) -> Result<EngineRef> {
+async fn connect_server(url: &str, api_key: Option<&str>) -> Result<(EngineRef, Databases)> {
     let options = folio_remote::RemoteOptions {
         api_key: api_key.map(str::to_owned),
         ..folio_remote::RemoteOptions::default()
     };
-    let engine = folio_remote::RemoteEngine::connect(url, options).await?;
-    Ok(Arc::new(engine) as Arc<dyn Engine>)
+    let engine = Arc::new(folio_remote::RemoteEngine::connect(url, options).await?);
+    Ok((engine.clone() as EngineRef, Databases::Remote(engine)))
 }
 
 #[cfg(not(feature = "remote"))]
-async fn connect_server(_: &str, _: Option<&str>) -> Result<EngineRef> {
+async fn connect_server(_: &str, _: Option<&str>) -> Result<(EngineRef, Databases)> {
     Err(Error::InvalidInput(
         "this build of folio has no remote engine: enable the `remote` feature".into(),
     ))
@@ -404,15 +441,18 @@ async fn connect_server(_: &str, _: Option<&str>) -> Result<EngineRef> {
 /// Connects the PostgreSQL engine to the Folio database `database` (a
 /// schema) on the server at `url`.
 #[cfg(feature = "postgres")]
-async fn connect_postgres(url: &str, database: &str) -> Result<EngineRef> {
+async fn connect_postgres(url: &str, database: &str) -> Result<(EngineRef, Databases)> {
     let engine =
         folio_postgres::PgEngine::connect(url, database, folio_postgres::PgOptions::default())
             .await?;
-    Ok(Arc::new(engine) as Arc<dyn Engine>)
+    let databases = Databases::Postgres {
+        url: url.to_owned(),
+    };
+    Ok((Arc::new(engine) as EngineRef, databases))
 }
 
 #[cfg(not(feature = "postgres"))]
-async fn connect_postgres(_: &str, _: &str) -> Result<EngineRef> {
+async fn connect_postgres(_: &str, _: &str) -> Result<(EngineRef, Databases)> {
     Err(Error::InvalidInput(
         "this build of folio has no PostgreSQL engine: enable the `postgres` feature".into(),
     ))
@@ -432,7 +472,7 @@ fn open_embedded(
         None => SqliteEngine::in_memory(options.clone())?,
         Some(directory) => DataDirectory::new(directory).open(database, options.clone())?,
     };
-    Ok(Arc::new(engine) as Arc<dyn Engine>)
+    Ok(Arc::new(engine) as EngineRef)
 }
 
 #[cfg(not(feature = "sqlite"))]

@@ -375,6 +375,47 @@ impl Harness {
         }
     }
 
+    /// A store opened the way an application opens one, by where its
+    /// database is (a URL or a directory), so that it knows what its
+    /// administration acts on; in memory, a private database of its own.
+    pub async fn located_store(&self) -> DocumentStore {
+        self.located_builder(None)
+            .open()
+            .await
+            .expect("the store opens")
+    }
+
+    /// A builder by where the test's database is, or (`Some(name)`) the
+    /// database `name` beside it: in the same directory, on the same
+    /// PostgreSQL server, on the same Folio server.
+    pub fn located_builder(&self, database: Option<&str>) -> DocumentStoreBuilder {
+        match self.kind {
+            EngineKind::Memory => DocumentStore::builder()
+                .url("memory:")
+                .database(database.unwrap_or(folio::DEFAULT_DATABASE)),
+            EngineKind::Disk => DocumentStore::builder()
+                .path(self.dir.path())
+                .database(database.unwrap_or(folio::DEFAULT_DATABASE)),
+            EngineKind::Postgres => {
+                let postgres = self.postgres.as_ref().expect("set for PostgreSQL");
+                DocumentStore::builder()
+                    .url(postgres.url.clone())
+                    .database(database.unwrap_or(&postgres.database))
+            }
+            EngineKind::Remote => {
+                let own = &self.remote.as_ref().expect("started").url;
+                let url = match database {
+                    Some(name) => own.replace(
+                        &format!("/db/{}", folio::DEFAULT_DATABASE),
+                        &format!("/db/{name}"),
+                    ),
+                    None => own.clone(),
+                };
+                DocumentStore::builder().url(url)
+            }
+        }
+    }
+
     /// A store with default settings.
     pub async fn store(&self) -> DocumentStore {
         self.builder().open().await.expect("the store opens")

@@ -4,6 +4,8 @@
 //!   `conformance!` macro that instantiates scenarios once per engine;
 //! * `sessions`, `writes`, `tracking`, `queries`, `concurrency`: the
 //!   conformance suite (docs/design.md's contract), written once;
+//! * `admin`: creating and listing databases beside a store's own, on
+//!   every engine;
 //! * `backup`: backups, restores, copies to PostgreSQL and exports of whole
 //!   databases keep every version, in one snapshot, on every engine;
 //! * `changes`: the changes feed on every engine, and the horizon on PostgreSQL;
@@ -34,6 +36,7 @@
 #[macro_use]
 mod harness;
 
+mod admin;
 mod backup;
 mod changes;
 mod concurrency;
