@@ -42,8 +42,9 @@ use folio_core::{
 use futures_util::future::{join_all, join3};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use super::{ConnectionGuard, Outcome, took_etag};
+use crate::Inner;
 use crate::error::{Failure, pool as pool_error, storage};
-use crate::{ConnectionGuard, Inner, Outcome, took_etag};
 
 /// The most batches one group takes.
 pub(crate) const MAX_GROUP: usize = 64;

@@ -1,0 +1,436 @@
+//! The commit path: a batch checked and applied in one PostgreSQL
+//! transaction, each command's check in the statement that writes it.
+//!
+//! [`Inner::commit_alone`] runs a batch as a transaction of its own (READ
+//! COMMITTED, or SERIALIZABLE when it holds read guards, retried when
+//! PostgreSQL aborts it to stay serializable); the `group` module commits
+//! one-write batches that arrive together as one transaction. Both prepare
+//! the statements ([`Inner::prepare_all`]), run them pipelined in
+//! (collection, id) order ([`Inner::run_in_key_order`]) and read the actual
+//! version of each conflict ([`Inner::judge`]).
+
+pub(crate) mod group;
+
+use std::borrow::Borrow;
+use std::time::SystemTime;
+
+use folio_core::{
+    Batch, Command, CommandKind, CommandResult, CommitResult, ConcurrencyError, Conflict,
+    Expectation, Metadata, millis_since_epoch, time_from_millis,
+};
+use futures_util::future::join_all;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, Statement};
+
+use crate::Inner;
+use crate::error::{Failure, classify, pool as pool_error, storage};
+
+/// The statements of a batch or group, ready to go out pipelined.
+pub(crate) struct Prepared {
+    /// Each command's write statement (`None`: it needs none).
+    statements: Vec<Option<Statement>>,
+    /// `current_etag`, for the actual versions of conflicts.
+    current: Statement,
+    /// The command indexes in the order they run.
+    order: Vec<usize>,
+}
+
+/// What one command of a batch came to.
+pub(crate) enum Outcome {
+    Done(CommandResult),
+    Conflict,
+}
+
+impl Inner {
+    /// Commits `batch` as a transaction of its own, retrying it when
+    /// PostgreSQL aborts it to stay serializable.
+    pub(crate) async fn commit_alone(&self, batch: &Batch) -> CommitResult {
+        let serializable = needs_serializable(batch);
+        let client = self.pool.get().await.map_err(pool_error)?;
+        // If this future is dropped while a transaction block is open, the
+        // connection must not go back to the pool: the guard detaches it
+        // (closing it makes the server roll back).
+        let mut guard = ConnectionGuard(Some(client));
+        let mut attempt = 0;
+        loop {
+            let client = guard.0.as_ref().expect("held until the end");
+            match self.try_commit(client, batch, serializable).await {
+                Ok(verdict) => {
+                    guard.release();
+                    if let Ok(results) = &verdict
+                        && results.iter().any(took_etag)
+                    {
+                        self.feed.committed();
+                    }
+                    return Ok(verdict);
+                }
+                Err(Failure::Retry(error)) => {
+                    attempt += 1;
+                    if attempt > self.options.serialization_retries {
+                        guard.release();
+                        return Err(storage("committing", error));
+                    }
+                    // Deterministic: the same batch runs again, against the
+                    // newer state. Give the winner a moment first.
+                    tokio::task::yield_now().await;
+                }
+                Err(Failure::Fatal(error)) => {
+                    guard.release();
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    /// One attempt at a batch.
+    ///
+    /// A batch of one command is one statement, atomic on its own: it runs
+    /// without a transaction block (one round trip). A larger batch sends
+    /// `BEGIN` and every statement in one pipelined flight, then `COMMIT`, or
+    /// `ROLLBACK` after reading the actual versions of the conflicts.
+    async fn try_commit(
+        &self,
+        client: &deadpool_postgres::Object,
+        batch: &Batch,
+        serializable: bool,
+    ) -> std::result::Result<std::result::Result<Vec<CommandResult>, ConcurrencyError>, Failure>
+    {
+        let now = millis_since_epoch(SystemTime::now());
+        let prepared = self.prepare_all(client, &batch.commands).await?;
+        let run_all = async {
+            let ran = self
+                .run_in_key_order(client, &batch.commands, &prepared, now)
+                .await;
+            // The first failure in execution order is the cause; the
+            // statements after it only report the aborted transaction.
+            let mut outcomes: Vec<Option<Outcome>> = (0..ran.len()).map(|_| None).collect();
+            for (index, outcome) in ran {
+                outcomes[index] = Some(outcome?);
+            }
+            Ok::<_, Failure>(
+                outcomes
+                    .into_iter()
+                    .map(|outcome| outcome.expect("every command ran"))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        if let [command] = batch.commands.as_slice() {
+            return match run_all.await?.pop().expect("one command") {
+                Outcome::Done(result) => Ok(Ok(vec![result])),
+                Outcome::Conflict => {
+                    let actual = self
+                        .current_etag(client, &prepared.current, command)
+                        .await?;
+                    Ok(Err(ConcurrencyError::new(vec![
+                        self.conflict(command, actual),
+                    ])))
+                }
+            };
+        }
+        let begin = if serializable {
+            "BEGIN ISOLATION LEVEL SERIALIZABLE"
+        } else {
+            "BEGIN ISOLATION LEVEL READ COMMITTED"
+        };
+        let (began, outcomes) =
+            futures_util::future::join(client.batch_execute(begin), run_all).await;
+        let verdict = self
+            .judge(client, batch, &prepared.current, began, outcomes)
+            .await;
+        let end = match &verdict {
+            Ok(Ok(_)) => "COMMIT",
+            _ => "ROLLBACK",
+        };
+        let ended = client.batch_execute(end).await;
+        match (verdict, ended) {
+            (Ok(Ok(results)), Ok(())) => Ok(Ok(results)),
+            (Ok(Ok(_)), Err(error)) => Err(classify("committing", error)),
+            (verdict, _) => verdict,
+        }
+    }
+
+    /// Prepares the statements of `commands` (cached per connection) before
+    /// any of them is sent, so that they can go out pipelined, and settles
+    /// the order they run in.
+    async fn prepare_all<C: Borrow<Command>>(
+        &self,
+        client: &deadpool_postgres::Object,
+        commands: &[C],
+    ) -> std::result::Result<Prepared, Failure> {
+        let mut statements = Vec::with_capacity(commands.len());
+        for command in commands {
+            statements.push(self.prepare(client, command.borrow()).await?);
+        }
+        let current = client
+            .prepare_cached(&self.statements.current_etag)
+            .await
+            .map_err(|e| classify("preparing a statement", e))?;
+        // Statements run in (collection, id) order, so two batches (or
+        // groups) touching the same documents lock them in the same order and
+        // never deadlock. The sort is stable: commands on one document keep
+        // their order, and commands on different documents do not depend on
+        // each other.
+        let mut order: Vec<usize> = (0..commands.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (a, b) = (commands[a].borrow(), commands[b].borrow());
+            (&a.collection, &a.id).cmp(&(&b.collection, &b.id))
+        });
+        Ok(Prepared {
+            statements,
+            current,
+            order,
+        })
+    }
+
+    /// Runs `commands`, pipelined, in the order `prepare_all` settled:
+    /// each command's index with its outcome, in execution order. Each
+    /// statement is sent when this future is first polled.
+    async fn run_in_key_order<C: Borrow<Command>>(
+        &self,
+        client: &deadpool_postgres::Object,
+        commands: &[C],
+        prepared: &Prepared,
+        now: i64,
+    ) -> Vec<(usize, std::result::Result<Outcome, Failure>)> {
+        let outcomes = join_all(prepared.order.iter().map(|&index| {
+            self.run(
+                client,
+                commands[index].borrow(),
+                prepared.statements[index].as_ref(),
+                &prepared.current,
+                now,
+            )
+        }))
+        .await;
+        prepared.order.iter().copied().zip(outcomes).collect()
+    }
+
+    /// The verdict on a pipelined batch: its results, its conflicts (with
+    /// the versions stored now), or the failure that aborted it.
+    async fn judge(
+        &self,
+        client: &deadpool_postgres::Object,
+        batch: &Batch,
+        current: &Statement,
+        began: std::result::Result<(), tokio_postgres::Error>,
+        outcomes: std::result::Result<Vec<Outcome>, Failure>,
+    ) -> std::result::Result<std::result::Result<Vec<CommandResult>, ConcurrencyError>, Failure>
+    {
+        began.map_err(|e| classify("starting a transaction", e))?;
+        let outcomes = outcomes?;
+        let mut results = Vec::with_capacity(outcomes.len());
+        let mut conflicted = Vec::new();
+        for (command, outcome) in batch.commands.iter().zip(outcomes) {
+            match outcome {
+                Outcome::Done(result) => results.push(result),
+                Outcome::Conflict => conflicted.push(command),
+            }
+        }
+        if conflicted.is_empty() {
+            return Ok(Ok(results));
+        }
+        let actual = join_all(
+            conflicted
+                .iter()
+                .map(|command| self.current_etag(client, current, command)),
+        )
+        .await;
+        let mut conflicts = Vec::with_capacity(conflicted.len());
+        for (command, actual) in conflicted.into_iter().zip(actual) {
+            conflicts.push(self.conflict(command, actual?));
+        }
+        Ok(Err(ConcurrencyError::new(conflicts)))
+    }
+
+    fn conflict(&self, command: &Command, actual: Option<i64>) -> Conflict {
+        Conflict::new(
+            command.collection.clone(),
+            command.id.clone(),
+            command.expect.clone(),
+            actual.map(|etag| self.change_vector(etag)),
+        )
+        .with_type_name(command.type_name.clone())
+    }
+
+    /// The statement a command runs (`None`: it needs none, or only the
+    /// version read).
+    async fn prepare(
+        &self,
+        client: &deadpool_postgres::Object,
+        command: &Command,
+    ) -> std::result::Result<Option<Statement>, Failure> {
+        let statements = &self.statements;
+        let sql = match (&command.kind, &command.expect) {
+            (CommandKind::Put { .. }, Expectation::Version { .. }) => &statements.put_version,
+            (CommandKind::Put { .. }, Expectation::Missing) => &statements.put_missing,
+            (CommandKind::Put { .. }, Expectation::Any) => &statements.put_any,
+            (CommandKind::Delete, Expectation::Version { .. }) => &statements.delete_version,
+            (CommandKind::Delete, Expectation::Any) => &statements.delete_any,
+            (CommandKind::Delete, Expectation::Missing) | (CommandKind::Check, _) => {
+                return Ok(None);
+            }
+        };
+        client
+            .prepare_cached(sql)
+            .await
+            .map(Some)
+            .map_err(|e| classify("preparing a statement", e))
+    }
+
+    /// Runs one command: its check and its write in one statement.
+    async fn run(
+        &self,
+        client: &deadpool_postgres::Object,
+        command: &Command,
+        statement: Option<&Statement>,
+        current: &Statement,
+        now: i64,
+    ) -> std::result::Result<Outcome, Failure> {
+        let (collection, id) = (&command.collection, &command.id);
+        let write = |params| write(client, statement, params);
+        match (&command.kind, &command.expect) {
+            (CommandKind::Put { document }, expect) => {
+                let row = match expect {
+                    Expectation::Version { change_vector } => {
+                        let Some(expected) = self.etag_of(change_vector) else {
+                            return Ok(Outcome::Conflict);
+                        };
+                        write(&[collection, id, document, &now, &expected]).await?
+                    }
+                    Expectation::Missing | Expectation::Any => {
+                        write(&[collection, id, document, &now]).await?
+                    }
+                };
+                Ok(match row {
+                    Some(row) => {
+                        let etag: i64 = row.get(0);
+                        let revision: i64 = row.get(1);
+                        Outcome::Done(CommandResult::Put(Metadata {
+                            id: id.clone(),
+                            collection: collection.clone(),
+                            change_vector: self.change_vector(etag),
+                            revision: u64::try_from(revision).unwrap_or(0),
+                            etag: u64::try_from(etag).unwrap_or(0),
+                            last_modified: time_from_millis(now),
+                        }))
+                    }
+                    None => Outcome::Conflict,
+                })
+            }
+            (CommandKind::Delete, Expectation::Missing) => {
+                Ok(match self.current_etag(client, current, command).await? {
+                    Some(_) => Outcome::Conflict,
+                    None => Outcome::Done(deleted(command, None)),
+                })
+            }
+            (CommandKind::Delete, Expectation::Version { change_vector }) => {
+                let Some(expected) = self.etag_of(change_vector) else {
+                    return Ok(Outcome::Conflict);
+                };
+                Ok(match write(&[collection, id, &expected]).await? {
+                    Some(row) => Outcome::Done(deleted(command, Some(row.get(0)))),
+                    None => Outcome::Conflict,
+                })
+            }
+            (CommandKind::Delete, Expectation::Any) => {
+                let row = write(&[collection, id]).await?;
+                Ok(Outcome::Done(deleted(command, row.map(|row| row.get(0)))))
+            }
+            (CommandKind::Check, expect) => {
+                let stored = self.current_etag(client, current, command).await?;
+                let met = match expect {
+                    Expectation::Any => true,
+                    Expectation::Missing => stored.is_none(),
+                    Expectation::Version { change_vector } => {
+                        stored.is_some() && self.etag_of(change_vector) == stored
+                    }
+                };
+                Ok(if met {
+                    Outcome::Done(CommandResult::Checked {
+                        collection: collection.clone(),
+                        id: id.clone(),
+                    })
+                } else {
+                    Outcome::Conflict
+                })
+            }
+        }
+    }
+
+    async fn current_etag(
+        &self,
+        client: &deadpool_postgres::Object,
+        current: &Statement,
+        command: &Command,
+    ) -> std::result::Result<Option<i64>, Failure> {
+        Ok(client
+            .query_opt(current, &[&command.collection, &command.id])
+            .await
+            .map_err(|e| classify("reading a document's version", e))?
+            .map(|row| row.get(0)))
+    }
+}
+
+/// Runs a command's write statement.
+async fn write(
+    client: &deadpool_postgres::Object,
+    statement: Option<&Statement>,
+    params: &[&(dyn ToSql + Sync)],
+) -> std::result::Result<Option<Row>, Failure> {
+    let statement = statement.expect("every write has a statement");
+    client
+        .query_opt(statement, params)
+        .await
+        .map_err(|e| classify("writing a document", e))
+}
+
+/// Holds a pooled connection while a batch runs; see `Engine::commit`.
+pub(crate) struct ConnectionGuard(pub(crate) Option<deadpool_postgres::Object>);
+
+impl ConnectionGuard {
+    /// The batch ended (committed or rolled back): the connection may go
+    /// back to the pool.
+    pub(crate) fn release(&mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            // Dropped mid-batch: never reuse a connection that may be
+            // inside a transaction block.
+            drop(deadpool_postgres::Object::take(client));
+        }
+    }
+}
+
+fn deleted(command: &Command, etag: Option<i64>) -> CommandResult {
+    CommandResult::Deleted {
+        collection: command.collection.clone(),
+        id: command.id.clone(),
+        etag: etag.map(|etag| u64::try_from(etag).unwrap_or(0)),
+    }
+}
+
+/// Whether `batch` has read guards (`check`, or a delete that expects the
+/// document missing): those need SERIALIZABLE to hold against concurrent
+/// writers.
+pub(crate) fn needs_serializable(batch: &Batch) -> bool {
+    batch.commands.iter().any(|command| {
+        matches!(command.kind, CommandKind::Check)
+            || matches!(
+                (&command.kind, &command.expect),
+                (CommandKind::Delete, Expectation::Missing)
+            )
+    })
+}
+
+/// Whether a command's result took an etag (a change of the feed).
+pub(crate) fn took_etag(result: &CommandResult) -> bool {
+    match result {
+        CommandResult::Put(_) => true,
+        CommandResult::Deleted { etag, .. } => etag.is_some(),
+        CommandResult::Checked { .. } => false,
+    }
+}
