@@ -106,3 +106,18 @@ pub mod __private {
     //! Re-exports for the code that `#[derive(Document)]` generates.
     pub use folio_core::ChangeVector;
 }
+
+/// The user guide's Rust snippets (`docs/guide/`), run as doctests so that
+/// the guide stays true to the API (those that need a server or PostgreSQL
+/// are compiled only).
+#[cfg(all(doctest, feature = "sqlite", feature = "postgres", feature = "remote"))]
+pub mod guide {
+    #[doc = include_str!("../../../docs/guide/getting-started.md")]
+    pub struct GettingStarted;
+    #[doc = include_str!("../../../docs/guide/concurrency.md")]
+    pub struct Concurrency;
+    #[doc = include_str!("../../../docs/guide/web-edit.md")]
+    pub struct WebEdit;
+    #[doc = include_str!("../../../docs/guide/production.md")]
+    pub struct Production;
+}

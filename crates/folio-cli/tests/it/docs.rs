@@ -1,4 +1,5 @@
-//! The README's shell blocks, run as a reader pastes them: each page's ```sh blocks in order, in one bash shell, in an empty
+//! The README's and the user guide's shell blocks, run as a reader pastes
+//! them: each page's ```sh blocks in order, in one bash shell, in an empty
 //! directory, against a fresh `folio serve` of its own, with `folio` on the
 //! `PATH`. Only the server's address differs (`localhost:7070` is the
 //! test's port).
@@ -239,6 +240,34 @@ async fn the_readme_runs_as_written() {
     check_page("README.md").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guide_runs_as_written() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/guide");
+    let mut pages: Vec<String> = std::fs::read_dir(&root)
+        .expect("docs/guide")
+        .map(|entry| {
+            entry
+                .expect("an entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|name| name.ends_with(".md"))
+        .collect();
+    pages.sort();
+    let mut ran = 0;
+    for page in pages {
+        let path = format!("docs/guide/{page}");
+        let markdown = std::fs::read_to_string(root.join(&page)).expect("the page");
+        if steps(&markdown).is_empty() {
+            continue;
+        }
+        check_page(&path).await;
+        ran += 1;
+    }
+    assert!(ran >= 3, "the guide's pages with shell blocks: {ran}");
+}
+
 /// The first example of the README is the one `cargo run -p folio
 /// --example first` runs (which `cargo test` builds), but for the file's
 /// own docs and formatting.
@@ -255,7 +284,11 @@ fn the_readmes_first_example_is_the_example_file() {
     let code = |text: &str| -> String {
         text.lines()
             .map(str::trim)
-            .filter(|line| !["//!", "///", "#!["].iter().any(|doc| line.starts_with(doc)))
+            .filter(|line| {
+                !["//!", "///", "#!["]
+                    .iter()
+                    .any(|doc| line.starts_with(doc))
+            })
             .flat_map(|line| line.chars().filter(|c| !c.is_whitespace()))
             .collect::<String>()
             .replace(",}", "}")
