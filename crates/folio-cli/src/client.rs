@@ -118,16 +118,12 @@ impl Client {
         }
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
-        let detail = serde_json::from_str::<serde_json::Value>(&body)
+        let detail = serde_json::from_str::<folio_protocol::Problem>(&body)
             .ok()
-            .and_then(|problem| {
-                let detail = problem.get("detail")?.as_str()?.to_owned();
-                Some(
-                    match problem.get("actual").and_then(|actual| actual.as_str()) {
-                        Some(actual) => format!("{detail} (current change vector: {actual})"),
-                        None => detail,
-                    },
-                )
+            .filter(|problem| !problem.detail.is_empty())
+            .map(|problem| match problem.actual.flatten() {
+                Some(actual) => format!("{} (current change vector: {actual})", problem.detail),
+                None => problem.detail,
             })
             .unwrap_or(body);
         // The server says how to create a missing database over HTTP; from

@@ -43,13 +43,15 @@ pub enum PatchFailure {
     TooLarge(usize),
     /// The stored document is not JSON: the database is damaged (`500`).
     Damaged,
+    /// Anything else (`500`).
+    Internal(String),
 }
 
 impl From<Error> for PatchFailure {
     fn from(error: Error) -> Self {
         match error {
             Error::InvalidInput(detail) => PatchFailure::Invalid(detail),
-            other => PatchFailure::Invalid(other.to_string()),
+            other => PatchFailure::Internal(other.to_string()),
         }
     }
 }
@@ -116,7 +118,7 @@ impl Patch {
             ));
         }
         let patched = serde_json::to_string(&value)
-            .map_err(|error| PatchFailure::Invalid(error.to_string()))?;
+            .map_err(|error| PatchFailure::Internal(error.to_string()))?;
         if patched.len() > limits.max_bytes {
             return Err(PatchFailure::TooLarge(limits.max_bytes));
         }

@@ -3,6 +3,7 @@
 //! failure and whose extension members carry what a client acts on.
 
 use folio_core::Conflict;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// The base of every problem `type` URI; the kind follows it
@@ -16,23 +17,34 @@ pub fn type_uri(kind: &str) -> String {
 }
 
 /// A problem body. A server writes every field it has; a client reads
-/// whatever is there (every field may be missing from a foreign server).
+/// whatever is there: a member that is missing, `null` or of another type
+/// (a foreign server's, a proxy's) reads as absent rather than failing the
+/// whole body, so that the members that are there still count.
 #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Problem {
     /// The kind, as a URI: [`TYPE_BASE`] and the kind's name.
-    #[serde(rename = "type", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "type",
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "lenient"
+    )]
     pub kind: String,
     /// The kind, in words.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub title: String,
     /// The status code.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub status: u16,
     /// What happened to this request, in words.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub detail: String,
     /// `409 concurrency-conflict`: every failed expectation of the batch.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient"
+    )]
     pub conflicts: Option<Vec<Conflict>>,
     /// `412 precondition-failed`, `409 patch-test-failed`: the document's
     /// current change vector (`Some(None)`, written `null`: it does not
@@ -45,7 +57,11 @@ pub struct Problem {
     pub actual: Option<Option<String>>,
     /// `409 patch-test-failed`: the JSON Pointer the failed `test`
     /// operation tests.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient"
+    )]
     pub failed_test: Option<String>,
 }
 
@@ -57,10 +73,24 @@ impl Problem {
     }
 }
 
-/// A member that is present, `null` included (`Some(None)`); an absent one
-/// is left to `default` (`None`).
+/// A member read as `T`, or `T`'s default when it is of another shape.
+fn lenient<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned + Default,
+{
+    let value = serde_json::Value::deserialize(deserializer)?;
+    Ok(serde_json::from_value(value).unwrap_or_default())
+}
+
+/// `actual`: a present member, `null` included (`Some(None)`); an absent
+/// one is left to `default` (`None`), one of another shape too.
 fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(deserializer).map(Some)
+    Ok(match serde_json::Value::deserialize(deserializer)? {
+        serde_json::Value::Null => Some(None),
+        serde_json::Value::String(actual) => Some(Some(actual)),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
@@ -88,5 +118,22 @@ mod tests {
         let absent: Problem = serde_json::from_str(r#"{"title":"Not Found"}"#).unwrap();
         assert_eq!(absent.actual, None);
         assert_eq!(absent.kind_name(), None);
+    }
+
+    /// A foreign or odd body loses only the members it has wrong: the
+    /// conflicts of a 409 still count when its title is `null`.
+    #[test]
+    fn members_of_another_shape_read_as_absent() {
+        let odd: Problem = serde_json::from_str(
+            r#"{"type":null,"title":null,"status":"409","detail":7,"actual":3,
+                "conflicts":[{"collection":"people","id":"p1","expected":{"change_vector":"A:1-x"},"actual":"A:2-x"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(odd.kind, "");
+        assert_eq!(odd.title, "");
+        assert_eq!(odd.status, 0);
+        assert_eq!(odd.detail, "");
+        assert_eq!(odd.actual, None);
+        assert_eq!(odd.conflicts.map(|conflicts| conflicts.len()), Some(1));
     }
 }

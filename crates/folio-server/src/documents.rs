@@ -354,6 +354,10 @@ pub async fn patch_document(
                 PatchFailure::Invalid(detail) => ApiError::BadRequest(detail),
                 PatchFailure::TooLarge(limit) => ApiError::PayloadTooLarge(limit),
                 PatchFailure::Damaged => ApiError::Internal(folio_core::EngineErrorKind::Corrupt),
+                PatchFailure::Internal(error) => {
+                    tracing::error!(%error, "a patch could not be applied");
+                    ApiError::Internal(folio_core::EngineErrorKind::Other)
+                }
                 PatchFailure::TestFailed { operation, path } => ApiError::PatchTestFailed {
                     detail: format!(
                         "operation {operation} of the JSON patch tests {path}, which does not hold \
