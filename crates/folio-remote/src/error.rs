@@ -78,6 +78,8 @@ pub(crate) fn map(failure: Failure) -> Error {
             let detail = describe(status, &problem, &body, location.as_deref());
             match status {
                 400 | 413 | 415 | 428 => Error::InvalidInput(detail),
+                // A refusal of the request, not of the key.
+                403 if problem.kind_name() == Some("database-limit") => Error::InvalidInput(detail),
                 401 | 403 => Error::Unauthorized(detail),
                 404 => Error::NotFound(detail),
                 409 => match problem.conflicts {
@@ -245,6 +247,21 @@ mod tests {
                 Error::Unauthorized(message) => assert_eq!(message, "key k1 may not write to shop"),
                 other => panic!("{code}: {other:?}"),
             }
+        }
+    }
+
+    /// A server at its limit of databases refuses the creation, not the key.
+    #[test]
+    fn the_database_limit_is_a_refused_request() {
+        let body = serde_json::json!({
+            "type": "https://folio.dev/problems/database-limit",
+            "title": "Too many databases",
+            "status": 403,
+            "detail": "the server already holds its limit of 2 databases",
+        });
+        match status(403, &body.to_string()) {
+            Error::InvalidInput(message) => assert!(message.contains("limit of 2"), "{message}"),
+            other => panic!("{other:?}"),
         }
     }
 

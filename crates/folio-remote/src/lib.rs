@@ -160,6 +160,13 @@ impl RemoteEngine {
     /// name, for an `https://` URL (no TLS is built in), for an empty or
     /// non-ASCII API key and for a zero timeout.
     pub async fn connect(url: &str, options: RemoteOptions) -> Result<Self> {
+        let engine = RemoteEngine::unchecked(url, options)?;
+        engine.probe().await?;
+        Ok(engine)
+    }
+
+    /// The engine of `url`, before any request.
+    fn unchecked(url: &str, options: RemoteOptions) -> Result<Self> {
         let endpoint = Endpoint::parse(url)?;
         if options.timeout.is_zero() {
             return Err(Error::InvalidInput(
@@ -169,15 +176,22 @@ impl RemoteEngine {
         let host = HeaderValue::from_str(endpoint.authority()).map_err(|_| {
             Error::InvalidInput(format!("{url:?}: its host cannot be sent in a Host header"))
         })?;
-        let engine = RemoteEngine {
+        Ok(RemoteEngine {
             http: http_client(),
             authorization: options.api_key.as_deref().map(authorization).transpose()?,
             host,
             endpoint,
             timeout: options.timeout,
-        };
-        engine.probe().await?;
-        Ok(engine)
+        })
+    }
+
+    /// Creates the database that `url` (`http://host:port/db/NAME`) names,
+    /// unless it exists, without connecting to it first: whether it was
+    /// created. `PUT /db/{name}`, with `options`' key (an admin key on a
+    /// server with keys).
+    pub async fn create(url: &str, options: RemoteOptions) -> Result<bool> {
+        let engine = RemoteEngine::unchecked(url, options)?;
+        engine.create_database(engine.database()).await
     }
 
     /// The name of the database this engine reads and writes.
@@ -196,8 +210,9 @@ impl RemoteEngine {
     pub async fn create_database(&self, name: &str) -> Result<bool> {
         validate::database(name)?;
         let request = self.request(Method::PUT, &self.endpoint.server_url(&[name]), None)?;
+        // Creating is idempotent: a retry after a failure in doubt is safe.
         let (status, created): (u16, DatabaseCreated) = self
-            .exchange_with_status(request, true)
+            .exchange_with_status(request, false)
             .await
             .map_err(error::map)?;
         if created.database != name {

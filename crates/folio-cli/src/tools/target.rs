@@ -31,7 +31,16 @@ pub fn parse(text: &str) -> Result<Location, String> {
 /// named by its URL, is created first when it does not exist.
 pub async fn open(target: &Location, database: &str) -> Result<DocumentStore, String> {
     if let Location::Server(url) = target {
-        create_on_server(url).await?;
+        folio::RemoteEngine::create(url, folio::RemoteOptions::default())
+            .await
+            .map_err(|error| match &error {
+                folio::Error::Engine(engine)
+                    if engine.kind() == folio::EngineErrorKind::Network =>
+                {
+                    format!("{target}: the server does not answer: {error}")
+                }
+                _ => format!("{target}: creating the database failed: {error}"),
+            })?;
     }
     DocumentStore::builder()
         .location(target)
@@ -39,21 +48,4 @@ pub async fn open(target: &Location, database: &str) -> Result<DocumentStore, St
         .open()
         .await
         .map_err(|error| format!("{target}: {error}"))
-}
-
-/// `PUT /db/NAME` on a server: creates the database unless it exists.
-async fn create_on_server(url: &str) -> Result<(), String> {
-    let response = reqwest::Client::new()
-        .put(url.trim_end_matches('/'))
-        .send()
-        .await
-        .map_err(|error| format!("{url}: the server does not answer: {error}"))?;
-    let status = response.status();
-    if status.is_success() {
-        return Ok(());
-    }
-    let body = response.text().await.unwrap_or_default();
-    Err(format!(
-        "{url}: creating the database answered {status}: {body}"
-    ))
 }
