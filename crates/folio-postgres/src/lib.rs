@@ -318,7 +318,9 @@ pub async fn list_databases(url: &str) -> Result<Vec<String>> {
 
 /// Creates the Folio database `name` (its schema, in the current layout)
 /// on the PostgreSQL server at `url` unless it exists; whether it was
-/// created.
+/// created. A schema `folio_{name}` without Folio's layout counts as
+/// absent and is given it; two callers creating one name at once may both
+/// be told they created it (the layout's steps are idempotent).
 pub async fn create_database(url: &str, name: &str) -> Result<bool> {
     check_database_name(name)?;
     let (client, driver) = connect_one(url).await?;

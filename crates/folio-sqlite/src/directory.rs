@@ -40,16 +40,15 @@ impl DataDirectory {
     }
 
     /// The names of its databases, sorted (none when the directory does not
-    /// exist yet).
+    /// exist yet; an entry that cannot be read is no database).
     pub fn list(&self) -> Result<Vec<String>> {
         let entries = match std::fs::read_dir(&self.path) {
             Ok(entries) => entries,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(error) => return Err(io("listing the data directory", error)),
+            Err(error) => return Err(self.io("listing", error)),
         };
         let mut names = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|error| io("listing the data directory", error))?;
+        for entry in entries.flatten() {
             let file_name = entry.file_name();
             let Some(name) = file_name
                 .to_str()
@@ -69,27 +68,36 @@ impl DataDirectory {
     /// absent (an engine already open on it in this process is shared).
     pub fn open(&self, name: &str, options: SqliteOptions) -> Result<SqliteEngine> {
         validate::database(name)?;
-        std::fs::create_dir_all(&self.path)
-            .map_err(|error| io("creating the data directory", error))?;
+        std::fs::create_dir_all(&self.path).map_err(|error| self.io("creating", error))?;
         SqliteEngine::open(self.database_file(name), options)
     }
 
-    /// Creates database `name` if it is absent; whether it was created.
+    /// Creates database `name` if it is absent; whether it was created. A
+    /// database that exists is left as it is (it may be open elsewhere: a
+    /// server holds its files locked).
     pub fn create(&self, name: &str, options: SqliteOptions) -> Result<bool> {
         validate::database(name)?;
-        let existed = self.exists(name);
+        let file = self.database_file(name);
+        if file
+            .try_exists()
+            .map_err(|error| self.io("reading", error))?
+        {
+            return Ok(false);
+        }
         drop(self.open(name, options)?);
-        Ok(!existed)
+        Ok(true)
     }
-}
 
-fn io(doing: &str, error: std::io::Error) -> Error {
-    let kind = if error.kind() == std::io::ErrorKind::StorageFull {
-        EngineErrorKind::Full
-    } else {
-        EngineErrorKind::Io
-    };
-    Error::Engine(EngineError::new(kind, format!("{doing} failed")).with_source(error))
+    /// An I/O failure `doing` something to the directory, naming it.
+    fn io(&self, doing: &str, error: std::io::Error) -> Error {
+        let kind = if error.kind() == std::io::ErrorKind::StorageFull {
+            EngineErrorKind::Full
+        } else {
+            EngineErrorKind::Io
+        };
+        let message = format!("{doing} the data directory {} failed", self.path.display());
+        Error::Engine(EngineError::new(kind, message).with_source(error))
+    }
 }
 
 #[cfg(test)]
