@@ -263,7 +263,8 @@ fn copy_place(spec: &str, db: &str, api_key: Option<String>) -> Result<Source, F
         Location::Postgres(url) => Place::Postgres { url, database },
         Location::Memory => {
             return Err(Failure {
-                message: "memory: is a database of one process; copy from or to a server,                           a data directory or PostgreSQL"
+                message: "memory: is a database of one process; copy from or to a server, \
+                          a data directory or PostgreSQL"
                     .into(),
                 status: None,
             });

@@ -28,7 +28,7 @@ use crate::{Error, Result};
 /// assert_eq!(server.server_database(), Some("shop"));
 /// assert!("mysql://x".parse::<Location>().is_err());
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Location {
     /// The embedded engine on a data directory.
     Embedded(PathBuf),
@@ -52,7 +52,22 @@ impl Location {
             .iter()
             .find_map(|scheme| url.strip_prefix(scheme));
         if let Some(path) = embedded {
-            let path = path.strip_prefix("//").unwrap_or(path);
+            let path = match path.strip_prefix("//") {
+                // `file:///var/folio`, `file://localhost/var/folio`; a
+                // directory on another host is none of this machine's.
+                Some(rest) if url.starts_with("file:") => match rest.find('/') {
+                    Some(0) => rest,
+                    Some(slash) if &rest[..slash] == "localhost" => &rest[slash..],
+                    _ => {
+                        return Err(Error::InvalidInput(format!(
+                            "{url:?} names a directory on another host; give a local one \
+                             (file:///PATH or sqlite:PATH)"
+                        )));
+                    }
+                },
+                Some(rest) => rest,
+                None => path,
+            };
             if path.is_empty() {
                 return Err(Error::InvalidInput(format!("{url:?} names no directory")));
             }
@@ -71,36 +86,79 @@ impl Location {
             return Ok(Location::Server(url.to_owned()));
         }
         Err(Error::InvalidInput(format!(
-            "unknown database URL {url:?}: use sqlite:DIR, memory:, postgres://… or \
-             http://HOST:PORT/db/NAME"
+            "unknown database URL {:?}: use sqlite:DIR, memory:, postgres://… or \
+             http://HOST:PORT/db/NAME",
+            redacted(url)
         )))
     }
 
-    /// A server URL's database: the `NAME` of `/db/NAME` (`None` for other
-    /// locations, or a server URL without it).
+    /// A server URL's database: the `NAME` of a path that ends with
+    /// `/db/NAME` (`None` for other locations, or a server URL without it).
     pub fn server_database(&self) -> Option<&str> {
         let Location::Server(url) = self else {
             return None;
         };
-        let (_, database) = url.split_once("/db/")?;
-        let database = database.trim_end_matches('/');
-        (!database.is_empty()).then_some(database)
+        split_server(url).1
     }
 
-    /// A server URL without its `/db/NAME` (`None` for other locations).
+    /// A server URL without its `/db/NAME` (a path prefix before it is
+    /// kept, for a server behind a reverse proxy; `None` for other
+    /// locations).
     pub fn server_base(&self) -> Option<&str> {
         let Location::Server(url) = self else {
             return None;
         };
-        Some(
-            url.split_once("/db/")
-                .map_or(url.as_str(), |(base, _)| base),
-        )
+        Some(split_server(url).0)
     }
 }
 
 fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// A server URL as its base and the database its path ends with
+/// (`/db/NAME`); a query string or a fragment is no part of either.
+fn split_server(url: &str) -> (&str, Option<&str>) {
+    let url = url.split(['?', '#']).next().unwrap_or(url);
+    let url = url.trim_end_matches('/');
+    if let Some((before, name)) = url.rsplit_once('/')
+        && let Some(base) = before.strip_suffix("/db")
+        && base
+            .split_once("://")
+            .is_some_and(|(_, authority)| !authority.is_empty())
+        && !name.is_empty()
+    {
+        return (base, Some(name));
+    }
+    (url, None)
+}
+
+/// `url` with the password of its authority (`user:password@`) replaced
+/// by `***`, for messages.
+pub(crate) fn redacted(url: &str) -> String {
+    let Some(start) = url.find("://").map(|index| index + 3) else {
+        return url.to_owned();
+    };
+    let end = url[start..]
+        .find('/')
+        .map_or(url.len(), |index| start + index);
+    let authority = &url[start..end];
+    match (authority.rfind('@'), authority.find(':')) {
+        (Some(at), Some(colon)) if colon < at => format!(
+            "{}{}:***{}",
+            &url[..start],
+            &authority[..colon],
+            &url[start + at..]
+        ),
+        _ => url.to_owned(),
+    }
+}
+
+impl fmt::Debug for Location {
+    /// As [`Display`](fmt::Display): a password is shown as `***`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Location({self})")
+    }
 }
 
 impl FromStr for Location {
@@ -112,12 +170,13 @@ impl FromStr for Location {
 }
 
 impl fmt::Display for Location {
-    /// The URL in its first spelling (`sqlite:DIR` for the embedded engine).
+    /// The URL in its first spelling (`sqlite:DIR` for the embedded
+    /// engine), for messages: a password in it is shown as `***`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Location::Embedded(path) => write!(f, "sqlite:{}", path.display()),
             Location::Memory => f.write_str("memory:"),
-            Location::Postgres(url) | Location::Server(url) => f.write_str(url),
+            Location::Postgres(url) | Location::Server(url) => f.write_str(&redacted(url)),
         }
     }
 }
@@ -160,7 +219,31 @@ mod tests {
         let bare = Location::parse("http://h:1").unwrap();
         assert_eq!(bare.server_database(), None);
         assert_eq!(bare.server_base(), Some("http://h:1"));
-        for bad in ["sqlite:", "mysql://x", "./data", "postgres:mysql://x"] {
+        // The last `/db/NAME` names the database, behind a prefix that may
+        // hold one of its own; a query string is no part of it.
+        let proxied = Location::parse("http://h/db/folio/db/shop?x=1").unwrap();
+        assert_eq!(proxied.server_database(), Some("shop"));
+        assert_eq!(proxied.server_base(), Some("http://h/db/folio"));
+        let deeper = Location::parse("http://h/db/shop/docs").unwrap();
+        assert_eq!(deeper.server_database(), None);
+        let host_named_db = Location::parse("http://db/x").unwrap();
+        assert_eq!(host_named_db.server_database(), None);
+        // A password is never shown.
+        let secret = Location::parse("postgres://folio:s3cret@db/folio").unwrap();
+        assert_eq!(secret.to_string(), "postgres://folio:***@db/folio");
+        let refused = Location::parse("mysql://u:s3cret@x").unwrap_err();
+        assert!(!refused.to_string().contains("s3cret"), "{refused}");
+        assert_eq!(
+            Location::parse("file://localhost/var/folio").unwrap(),
+            Location::Embedded("/var/folio".into())
+        );
+        for bad in [
+            "sqlite:",
+            "mysql://x",
+            "./data",
+            "postgres:mysql://x",
+            "file://far/x",
+        ] {
             match Location::parse(bad) {
                 Err(Error::InvalidInput(detail)) => assert!(detail.contains(bad), "{detail}"),
                 other => panic!("{bad}: {other:?}"),

@@ -246,6 +246,7 @@ impl DocumentConfig {
 #[derive(Default)]
 pub struct DocumentStoreBuilder {
     url: Option<String>,
+    location: Option<Location>,
     path: Option<PathBuf>,
     engine: Option<EngineRef>,
     database: Option<String>,
@@ -264,7 +265,7 @@ impl DocumentStoreBuilder {
 
     /// Where the database is, parsed: see [`Location`].
     pub fn location(mut self, location: &Location) -> Self {
-        self.url = Some(location.to_string());
+        self.location = Some(location.clone());
         self
     }
 
@@ -333,26 +334,26 @@ impl DocumentStoreBuilder {
                 indexes.push((*collection, FieldPath::parse(path)?));
             }
         }
-        let (engine, databases) = match (self.engine, self.path, self.url) {
-            (Some(engine), None, None) => (engine, Databases::Unknown),
-            (None, Some(path), None) => {
-                let location = Location::Embedded(path);
-                connect(&location, database, None, &self.embedded).await?
-            }
-            (None, None, Some(url)) => {
-                let location = Location::parse(&url)?;
+        let location = match (self.path, self.url, self.location) {
+            (None, None, None) => None,
+            (Some(path), None, None) => Some(Location::Embedded(path)),
+            (None, Some(url), None) => Some(Location::parse(&url)?),
+            (None, None, Some(location)) => Some(location),
+            _ => return Err(only_one()),
+        };
+        let (engine, databases) = match (self.engine, location) {
+            (Some(engine), None) => (engine, Databases::Unknown),
+            (None, Some(location)) => {
                 connect(&location, database, self.api_key.as_deref(), &self.embedded).await?
             }
-            (None, None, None) => {
+            (None, None) => {
                 return Err(Error::InvalidInput(
-                    "say where the database is: builder().url(…), .path(…) or .engine(…)".into(),
+                    "say where the database is: builder().url(…), .location(…), .path(…) or \
+                     .engine(…)"
+                        .into(),
                 ));
             }
-            _ => {
-                return Err(Error::InvalidInput(
-                    "give only one of builder().url(…), .path(…) and .engine(…)".into(),
-                ));
-            }
+            (Some(_), Some(_)) => return Err(only_one()),
         };
         for (collection, path) in &indexes {
             engine.ensure_index(collection, path).await?;
@@ -367,10 +368,17 @@ impl DocumentStoreBuilder {
     }
 }
 
+fn only_one() -> Error {
+    Error::InvalidInput(
+        "give only one of builder().url(…), .location(…), .path(…) and .engine(…)".into(),
+    )
+}
+
 impl std::fmt::Debug for DocumentStoreBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DocumentStoreBuilder")
-            .field("url", &self.url)
+            .field("url", &self.url.as_deref().map(crate::location::redacted))
+            .field("location", &self.location.as_ref().map(ToString::to_string))
             .field("path", &self.path)
             .field("database", &self.database)
             .finish_non_exhaustive()
