@@ -1,15 +1,17 @@
 //! The README's and the user guide's shell blocks, run as a reader pastes
-//! them: each page's ```sh blocks in order, in one bash shell, in an empty
-//! directory, against a fresh `folio serve` of its own, with `folio` on the
-//! `PATH`. Only the server's address differs (`localhost:7070` is the
-//! test's port).
+//! them: each page's ```sh (or bash, shell, console) blocks in order, in
+//! one bash shell, in an empty directory, against a fresh `folio serve` of
+//! its own, with `folio` on the `PATH`. Only the server's address differs
+//! (`localhost:7070` is the test's port).
 //!
 //! * A block whose lines start with `$ ` is a transcript: the lines after a
 //!   command are what it prints, and must appear in its output in that
 //!   order (other lines may come between; `…` stands for any; a line that
-//!   starts with a space continues the line before it). A change vector's
-//!   id (`A:2-<id>`) differs per database: any id matches.
-//! * In other blocks every line is a command (`#` starts a comment).
+//!   starts with a space continues the line before it; `# ` lines just
+//!   before a command are comments). A change vector's id (`A:2-<id>`)
+//!   differs per database: any id matches.
+//! * In other blocks every line is a command (`#` starts a comment); a
+//!   command is one line, or lines joined by a final `\`.
 //! * A block opened with ```sh setup installs or starts Folio, or runs the
 //!   tests: it is not run.
 //! * Every command must succeed.
@@ -27,59 +29,98 @@ struct Step {
     expected: Vec<String>,
 }
 
+/// The fences of the shell blocks a page's reader runs.
+const SHELLS: [&str; 4] = ["sh", "bash", "shell", "console"];
+
 /// The steps of a page's shell blocks, in order.
 fn steps(markdown: &str) -> Vec<Step> {
     let mut steps = Vec::new();
     let mut lines = markdown.lines();
     while let Some(line) = lines.next() {
-        let Some(info) = line.trim_start().strip_prefix("```sh") else {
+        let Some(fence) = line.trim_start().strip_prefix("```") else {
             continue;
         };
+        let mut words = fence.split_whitespace();
+        let shell = words.next().is_some_and(|word| SHELLS.contains(&word));
+        let setup = words.next() == Some("setup");
         let block: Vec<&str> = lines
             .by_ref()
             .take_while(|line| !line.trim_start().starts_with("```"))
             .collect();
-        if info.trim() == "setup" {
+        if !shell || setup {
             continue;
         }
-        let transcript = block.iter().any(|line| line.starts_with("$ "));
-        let mut block = block.into_iter();
-        while let Some(line) = block.next() {
-            let command = if transcript {
-                match line.strip_prefix("$ ") {
-                    Some(command) => command,
-                    None => {
-                        if let Some(step) = steps.last_mut() {
-                            expect(step, line);
-                        }
-                        continue;
-                    }
-                }
-            } else {
-                line
-            };
-            let mut command = command.trim().to_owned();
-            while let Some(continued) = command.strip_suffix('\\') {
-                let next = block.next().expect("the line a `\\` continues onto");
-                command = format!("{} {}", continued.trim_end(), next.trim());
-            }
-            if command.is_empty() || command.starts_with('#') {
-                continue;
-            }
+        if block.iter().any(|line| line.starts_with("$ ")) {
+            transcript(&block, &mut steps);
+        } else {
+            commands(&block, &mut steps);
+        }
+    }
+    steps
+}
+
+/// A line and those it continues onto (`\`), joined.
+fn joined<'a>(first: &str, rest: &mut impl Iterator<Item = &'a str>) -> String {
+    let mut command = first.trim().to_owned();
+    while let Some(continued) = command.strip_suffix('\\') {
+        let next = rest.next().expect("the line a `\\` continues onto");
+        command = format!("{} {}", continued.trim_end(), next.trim());
+    }
+    command
+}
+
+/// A block of plain commands, one a line (`#` starts a comment).
+fn commands(block: &[&str], steps: &mut Vec<Step>) {
+    let mut lines = block.iter().copied();
+    while let Some(line) = lines.next() {
+        let command = joined(line, &mut lines);
+        if !command.is_empty() && !command.starts_with('#') {
             steps.push(Step {
                 command,
                 expected: Vec::new(),
             });
         }
     }
-    steps
+}
+
+/// A transcript: `$ ` commands, each followed by what it prints. A `# `
+/// line just before a command (or at the end) is a comment; elsewhere it
+/// is output (`/metrics` prints such lines).
+fn transcript(block: &[&str], steps: &mut Vec<Step>) {
+    let mut commanded = false;
+    let mut at = 0;
+    while at < block.len() {
+        let line = block[at];
+        at += 1;
+        if let Some(command) = line.strip_prefix("$ ") {
+            let mut rest = block[at..].iter().copied();
+            let command = joined(command, &mut rest);
+            at = block.len() - rest.count();
+            steps.push(Step {
+                command,
+                expected: Vec::new(),
+            });
+            commanded = true;
+            continue;
+        }
+        let comment = line.starts_with("# ")
+            && block[at..]
+                .iter()
+                .find(|next| !next.starts_with("# "))
+                .is_none_or(|next| next.starts_with("$ "));
+        if comment || line.trim().is_empty() {
+            continue;
+        }
+        assert!(
+            commanded,
+            "output before any command in a transcript: {line:?}"
+        );
+        expect(steps.last_mut().expect("a command"), line);
+    }
 }
 
 /// Adds a line of a transcript to what `step` prints.
 fn expect(step: &mut Step, line: &str) {
-    if line.starts_with("# ") || line.trim().is_empty() {
-        return;
-    }
     match (line.strip_prefix(' '), step.expected.last_mut()) {
         (Some(continued), Some(last)) if last != "…" => last.push_str(continued.trim_start()),
         _ => step.expected.push(line.trim().to_owned()),
@@ -212,7 +253,7 @@ async fn check_page(page: &str) {
 
 #[test]
 fn transcripts_are_read_as_commands_and_outputs() {
-    let page = "Intro\n\n```sh setup\ncargo install folio\n```\n\n```sh\n$ curl -X PUT \\\n     x/db/shop\n{\"a\":1,\n \"b\":2}\n# a comment\n…\n$ echo A:12-Zz9\nA:12-BDHEQ9\n```\n\n```sh\nfolio backup b --db shop   # one file\n\n# nothing\n```\n";
+    let page = "Intro\n\n```sh setup\ncargo install folio\n```\n\n```sh\n$ curl -X PUT \\\n     x/db/shop\n{\"a\":1,\n \"b\":2}\n…\n# a comment\n$ echo A:12-Zz9\nA:12-BDHEQ9\n```\n\n```sh\nfolio backup b --db shop   # one file\n\n# nothing\n```\n";
     let steps = steps(page);
     let commands: Vec<&str> = steps.iter().map(|step| step.command.as_str()).collect();
     assert_eq!(
@@ -224,6 +265,11 @@ fn transcripts_are_read_as_commands_and_outputs() {
         ]
     );
     assert_eq!(steps[0].expected, ["{\"a\":1,\"b\":2}", "…"]);
+    // A `# ` line among the output is output; before a command, a comment.
+    let metrics = "```console\n# before\n$ curl /metrics\n# HELP x y\nx 1\n# after\n$ true\n```\n";
+    let steps_of_metrics = self::steps(metrics);
+    assert_eq!(steps_of_metrics[0].expected, ["# HELP x y", "x 1"]);
+    assert!(steps_of_metrics[1].expected.is_empty());
     assert_eq!(missing(&steps[1].expected, "x\nA:12-Zz9\n"), None);
     assert_eq!(
         missing(&steps[1].expected, "A:13-Zz9\n"),
