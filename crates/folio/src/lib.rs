@@ -58,6 +58,24 @@
 //!
 //! Start with [`DocumentStore`]; the rules of which write is checked against
 //! what are in [`concurrency`].
+//!
+//! # Engines and features
+//!
+//! The same sessions run on every engine; a feature adds each:
+//!
+//! | feature | engine | opened with |
+//! | --- | --- | --- |
+//! | `sqlite` (default) | embedded: one SQLite file per database in a directory, nothing to install | [`DocumentStore::open`]`(DIR)`, `connect("sqlite:DIR")`, `in_memory()` |
+//! | `postgres` | PostgreSQL: many processes in front of one database, a schema per Folio database | `connect("postgres://…")` (with `builder().database(name)`) |
+//! | `remote` | a client of a `folio serve` over HTTP | `connect("http://HOST:PORT/db/NAME")` (with `builder().api_key(…)`) |
+//!
+//! ```toml
+//! [dependencies]
+//! folio = { path = "../folio/crates/folio", features = ["postgres", "remote"] }
+//! ```
+//!
+//! [`Location`] is the grammar of those URLs; [`DocumentStore::admin`]
+//! creates and lists the databases beside a store's own, on each engine.
 
 #[cfg(not(any(feature = "sqlite", feature = "postgres", feature = "remote")))]
 compile_error!(
