@@ -6,12 +6,15 @@
 //! reach `Engine::commit` like every other write. Exit codes say what went
 //! wrong (see [`Failure::exit_code`]).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::io::{BufRead, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use folio_core::Expectation;
+use folio_protocol::{BatchCommand, CollectionList, DatabaseList, Operation};
 use futures_util::StreamExt;
 use futures_util::future::LocalBoxFuture;
 use futures_util::stream::FuturesUnordered;
@@ -19,8 +22,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::{Method, StatusCode, header};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-
-use folio_protocol::{CollectionList, DatabaseList};
 
 /// A failed command, with the exit code that says why.
 #[derive(Debug)]
@@ -320,7 +321,11 @@ impl Client {
             ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
-        let expect = if only_new { "\"missing\"" } else { "\"any\"" };
+        let expect = if only_new {
+            Expectation::Missing
+        } else {
+            Expectation::Any
+        };
         let mut batch = ImportBatch::default();
         let documents = std::collections::hash_map::RandomState::new();
         // A few batches in flight, so that reading and encoding the next
@@ -345,11 +350,24 @@ impl Client {
             } else if pipeline.holds(&key) {
                 batch.after_in_flight = true;
             }
-            batch.commands.push(format!(
-                "{{\"op\":\"put\",\"collection\":{},\"id\":{},\"document\":{document},\"expect\":{expect}}}",
-                json_string(&line_collection),
-                json_string(&id)
-            ));
+            let document = serde_json::from_str::<&RawValue>(&document).map_err(|error| {
+                Failure::new(format!(
+                    "{}:{}: the document is not JSON: {error}",
+                    file.display(),
+                    number + 1
+                ))
+            })?;
+            let command = BatchCommand {
+                op: Operation::Put,
+                collection: Cow::Borrowed(&line_collection),
+                id: Cow::Borrowed(&id),
+                document: Some(document),
+                expect: Cow::Borrowed(&expect),
+            };
+            batch.commands.push(
+                serde_json::to_string(&command)
+                    .map_err(|error| Failure::new(format!("writing a batch: {error}")))?,
+            );
             batch.keys.insert(key);
             if batch.commands.len() >= batch_size {
                 pipeline.send(std::mem::take(&mut batch)).await?;
