@@ -306,6 +306,24 @@ fn parse_url(url: &str) -> Result<tokio_postgres::Config> {
         .map_err(|error| Error::InvalidInput(format!("malformed PostgreSQL URL: {error}")))
 }
 
+/// The hosts a PostgreSQL URL names, as libpq reads it: every host of a
+/// multi-host URL (`postgres://u@h1:5432,h2:5432/db`), socket directories,
+/// and `host`/`hostaddr` parameters. None: libpq's default socket.
+pub fn url_hosts(url: &str) -> Result<Vec<String>> {
+    let config = parse_url(url)?;
+    let mut hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    hosts.extend(config.get_hostaddrs().iter().map(ToString::to_string));
+    Ok(hosts)
+}
+
 /// The Folio databases on the PostgreSQL server at `url` (schemas named
 /// `folio_*` with a layout), sorted.
 pub async fn list_databases(url: &str) -> Result<Vec<String>> {

@@ -764,27 +764,26 @@ fn thousands(value: u64) -> String {
 /// Refuses targets beyond this machine: a torture run writes as fast as it
 /// can and must never hit someone else's server by mistake.
 fn ensure_local(target: &Location) -> Result<(), String> {
-    let url = match target {
+    let hosts = match target {
         Location::Embedded(_) | Location::Memory => return Ok(()),
-        Location::Server(url) | Location::Postgres(url) => url,
-    };
-    let parsed = reqwest::Url::parse(url).map_err(|error| format!("{target}: {error}"))?;
-    let mut hosts: Vec<String> = parsed
-        .host_str()
-        .filter(|host| !host.is_empty())
-        .map(|host| {
-            percent_encoding::percent_decode_str(host)
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-        .into_iter()
-        .collect();
-    // libpq's `host`/`hostaddr` parameters override the URL's host.
-    for (name, value) in parsed.query_pairs() {
-        if name == "host" || name == "hostaddr" {
-            hosts.extend(value.split(',').map(str::to_owned));
+        // As libpq reads it: several hosts, sockets, `host`/`hostaddr`.
+        Location::Postgres(url) => {
+            folio_postgres::url_hosts(url).map_err(|error| format!("{target}: {error}"))?
         }
-    }
+        Location::Server(url) => {
+            let parsed = reqwest::Url::parse(url).map_err(|error| format!("{target}: {error}"))?;
+            parsed
+                .host_str()
+                .filter(|host| !host.is_empty())
+                .map(|host| {
+                    percent_encoding::percent_decode_str(host)
+                        .decode_utf8_lossy()
+                        .into_owned()
+                })
+                .into_iter()
+                .collect()
+        }
+    };
     match hosts.iter().find(|host| !is_local(host)) {
         Some(host) => Err(format!(
             "{target}: {host} is not this machine; folio torture only drives local targets \
@@ -815,6 +814,8 @@ mod tests {
             "http://[::1]:7070/db/t",
             "postgres://folio@127.0.0.1:5432/postgres",
             "postgres:///postgres?host=/var/run/postgresql",
+            // A cluster's nodes, as libpq takes them.
+            "postgres://folio@127.0.0.1:5432,[::1]:5433/folio?target_session_attrs=read-write",
         ] {
             let target = target::parse(local).unwrap();
             assert_eq!(ensure_local(&target), Ok(()), "{local}");
@@ -824,6 +825,7 @@ mod tests {
             "http://example.com/db/t",
             "postgres://folio@db.example.com/postgres",
             "postgres://folio@127.0.0.1/postgres?host=db.example.com",
+            "postgres://folio@127.0.0.1:5432,db.example.com:5432/folio",
         ] {
             let target = target::parse(remote).unwrap();
             assert!(ensure_local(&target).is_err(), "{remote}");
