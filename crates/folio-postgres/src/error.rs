@@ -29,6 +29,23 @@ pub(crate) fn classify(doing: &str, error: tokio_postgres::Error) -> Failure {
 /// Maps a PostgreSQL error onto an [`Error::Engine`] of the matching kind,
 /// keeping the native error as the source. `doing` says what failed.
 pub(crate) fn storage(doing: &str, error: tokio_postgres::Error) -> Error {
+    // A server that takes no writes answered: a standby (the primary moved,
+    // or the URL names a standby), or a primary set read-only. Like a lost
+    // connection it passes once the engine reaches a primary; the hint says
+    // which it is.
+    if error.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION) {
+        return Error::Engine(
+            EngineError::new(
+                EngineErrorKind::Network,
+                format!(
+                    "{doing} failed: a read-only PostgreSQL server answered (a standby, as \
+                     during a failover, or a server set read-only); give every node of the \
+                     cluster in the URL with target_session_attrs=read-write"
+                ),
+            )
+            .with_source(error),
+        );
+    }
     let kind = match error.code() {
         Some(code)
             if *code == SqlState::T_R_SERIALIZATION_FAILURE

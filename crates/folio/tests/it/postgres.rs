@@ -693,6 +693,41 @@ async fn a_failing_statement_in_a_group_fails_only_its_own_batch() {
     }
 }
 
+/// A server that takes no writes (a standby, as while a failover runs) is
+/// reported as such, a passing unavailability with what to do, not as a
+/// storage failure with a hint about reachability.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_server_is_named_as_such() {
+    let h = Harness::new(EngineKind::Postgres).await;
+    let postgres = h.postgres().expect("a PostgreSQL harness").clone();
+    h.store().await;
+    let separator = if postgres.url.contains('?') { '&' } else { '?' };
+    let read_only = format!(
+        "{}{separator}options=-c%20default_transaction_read_only%3Don",
+        postgres.url
+    );
+    let refused =
+        match PgEngine::connect(&read_only, &postgres.database, PgOptions::default()).await {
+            Err(error) => error,
+            Ok(engine) => engine
+                .commit(put_note("n1", r#"{"text":"x"}"#, Expectation::Any))
+                .await
+                .expect_err("a read-only server takes no write"),
+        };
+    match refused {
+        Error::Engine(engine) => {
+            assert_eq!(engine.kind(), folio::EngineErrorKind::Network, "{engine}");
+            let message = engine.to_string();
+            assert!(
+                message.contains("read-only PostgreSQL server")
+                    && message.contains("target_session_attrs=read-write"),
+                "{message}"
+            );
+        }
+        other => panic!("refused, but as {other:?}"),
+    }
+}
+
 /// A database whose layout a newer Folio wrote is refused as such
 /// (`Unsupported`: a `500 unsupported-layout` over HTTP, listed by
 /// `/healthz`), with what to do; not as bad input.
