@@ -454,14 +454,41 @@ impl Client {
         if identity == Identity::New {
             url.push_str("?new_id=true");
         }
-        let response = self
+        let sent = self
             .send(
-                self.request(Method::POST, url)
+                self.request(Method::POST, url.clone())
                     .header(header::CONTENT_TYPE, media::BACKUP)
                     .header(header::CONTENT_LENGTH, length)
                     .body(reqwest::Body::from(opened)),
             )
-            .await?;
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            // The server refuses a restore it cannot take (the database
+            // holds data, the key may not, no room) before it reads the
+            // upload, and closes the connection: the answer can be lost to
+            // the upload still being sent. Asked again without a body, it
+            // gives its reason; a request it would take is refused for the
+            // empty body, and the upload's own failure stands.
+            Err(failure) if failure.status.is_none() => {
+                let asked = self
+                    .send(
+                        self.request(Method::POST, url)
+                            .header(header::CONTENT_TYPE, media::BACKUP)
+                            .header(header::CONTENT_LENGTH, 0),
+                    )
+                    .await;
+                return Err(match asked {
+                    Err(refusal)
+                        if refusal.status.is_some_and(|s| s != StatusCode::BAD_REQUEST) =>
+                    {
+                        refusal
+                    }
+                    _ => failure,
+                });
+            }
+            Err(failure) => return Err(failure),
+        };
         let answer: RestoreSummary = response.json().await.map_err(read_failure)?;
         Ok(Restored {
             header: SnapshotHeader {

@@ -268,6 +268,16 @@ async fn backup_restore_copy_and_export_while_a_writer_runs() {
         String::from_utf8_lossy(&again.stderr).contains("holds data"),
         "{again:?}"
     );
+    // Refused before its upload is read, a large upload still learns why
+    // (the server closes the connection while the file is being sent).
+    let large = dir.path().join("large.backup");
+    std::fs::write(&large, vec![0_u8; 64 << 20]).expect("a large file");
+    let refused = folio(&base, &["restore", path(&large), "--db", "restored"]).await;
+    assert_eq!(refused.status.code(), Some(4), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("holds data"),
+        "{refused:?}"
+    );
     let existing = folio(&base, &["backup", path(&backup), "--db", "shop"]).await;
     assert_eq!(existing.status.code(), Some(1), "{existing:?}");
     assert!(
