@@ -136,15 +136,33 @@ impl IoFaults {
     /// Unless made with [`IoFaults::simulating_power_loss`] and registered
     /// with a database (`SqliteOptions::io_faults`).
     pub fn power_loss(&self, seed: u64) -> PowerLoss {
+        self.power_loss_at(seed, || ()).0
+    }
+
+    /// [`IoFaults::power_loss`], with `at` run at the instant of the loss:
+    /// no write or sync of the files is recorded while it runs, so what it
+    /// notes (a tick of the caller's clock) divides what happened before
+    /// the loss from what happened after. Every write on the image was
+    /// made before `at` ran, and every sync completed before it covers
+    /// what the image keeps. Taken before or after the image instead, a
+    /// commit sent a moment after the caller's instant could reach the
+    /// image, or one acknowledged a moment before it miss it.
+    ///
+    /// # Panics
+    ///
+    /// As [`IoFaults::power_loss`].
+    pub fn power_loss_at<T>(&self, seed: u64, at: impl FnOnce() -> T) -> (PowerLoss, T) {
         let disk = self.disk();
         let disk = disk
             .as_ref()
             .expect("power losses are simulated for a database opened with these faults");
+        let instant = at();
         let mut random = Random::new(seed);
-        PowerLoss {
+        let image = PowerLoss {
             database: disk.database.after_power_loss(&mut random),
             log: disk.log.after_power_loss(&mut random),
-        }
+        };
+        (image, instant)
     }
 
     fn disk(&self) -> std::sync::MutexGuard<'_, Option<Disk>> {

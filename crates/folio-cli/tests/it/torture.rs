@@ -466,9 +466,11 @@ async fn power_loss(seed: u64) -> (u64, u64) {
         while torture.totals().operations < at {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let cut = torture.now();
         let before = torture.totals();
-        (cut, faults.power_loss(seed), before)
+        // The clients run on: the instant of the loss is taken with the
+        // image, so no commit sent after it reaches the image.
+        let (image, cut) = faults.power_loss_at(seed, || torture.now());
+        (cut, image, before)
     };
     let ((), (cut, image, before)) = tokio::join!(torture.run(Stop::after(HANG)), cutter);
 
