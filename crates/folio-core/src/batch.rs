@@ -204,12 +204,131 @@ impl Command {
 pub struct Batch {
     /// The commands, applied in order.
     pub commands: Vec<Command>,
+    /// The batch's id, when it has one: an engine records the id of each
+    /// batch it commits with its results, in the same transaction, and
+    /// answers the same batch sent again with those results, writing
+    /// nothing. A batch whose outcome was lost (a connection closed during
+    /// `COMMIT`, a failover) is resolved by sending it again with its id.
+    pub id: Option<BatchId>,
+    /// What the id stands for, when not the commands themselves
+    /// ([`Batch::fingerprint`]): a front end that builds the batch from a
+    /// request, reading the document first, sets the request's digest, so
+    /// that the same request sent again is known though the batch it
+    /// builds then differs.
+    pub digest: Option<[u8; 32]>,
+}
+
+/// The id of a batch (over HTTP, its `Idempotency-Key`): 1 to 255
+/// printable ASCII characters (`!` to `~`). Engines keep the ids of
+/// committed batches for a while (a day by default), with a fingerprint of
+/// the batch: the same id with other commands is refused
+/// ([`crate::Error::BatchIdReused`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BatchId(String);
+
+impl BatchId {
+    /// The most characters an id may have.
+    pub const MAX_LEN: usize = 255;
+
+    /// A new, unique id (a ULID: 26 characters, sortable by time).
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        BatchId(crate::generate_id())
+    }
+
+    /// `text` as an id, or [`crate::Error::InvalidInput`] saying what is
+    /// wrong with it.
+    pub fn parse(text: &str) -> crate::Result<Self> {
+        if text.is_empty() || text.len() > Self::MAX_LEN {
+            return Err(crate::Error::InvalidInput(format!(
+                "a batch id (Idempotency-Key) has 1 to {} characters, not {}",
+                Self::MAX_LEN,
+                text.len()
+            )));
+        }
+        if let Some(bad) = text.chars().find(|c| !('!'..='~').contains(c)) {
+            return Err(crate::Error::InvalidInput(format!(
+                "a batch id (Idempotency-Key) holds printable ASCII characters only \
+                 (`!` to `~`), not {bad:?}"
+            )));
+        }
+        Ok(BatchId(text.to_owned()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for BatchId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for BatchId {
+    type Err = crate::Error;
+
+    fn from_str(text: &str) -> crate::Result<Self> {
+        BatchId::parse(text)
+    }
 }
 
 impl Batch {
     /// An empty batch.
     pub fn new() -> Self {
         Batch::default()
+    }
+
+    /// The batch with `id` ([`Batch::id`]).
+    pub fn with_id(mut self, id: BatchId) -> Self {
+        self.id = Some(id);
+        self
+    }
+
+    /// The batch with `digest` standing for it ([`Batch::digest`]).
+    pub fn with_digest(mut self, digest: [u8; 32]) -> Self {
+        self.digest = Some(digest);
+        self
+    }
+
+    /// What the batch's id is recorded with: its [`Batch::digest`] when it
+    /// has one, else a digest of the commands (SHA-256 of every field of
+    /// each, in order, each length-prefixed), which the same commands, and
+    /// only they, have. Engines keep it with a committed batch's id to tell
+    /// a batch sent again from another batch under the same id.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        use sha2::Digest;
+        if let Some(digest) = self.digest {
+            return digest;
+        }
+        let mut digest = sha2::Sha256::new();
+        let mut field = |bytes: &[u8]| {
+            digest.update((bytes.len() as u64).to_le_bytes());
+            digest.update(bytes);
+        };
+        for command in &self.commands {
+            field(command.collection.as_bytes());
+            field(command.id.as_bytes());
+            match &command.expect {
+                Expectation::Any => field(b"any"),
+                Expectation::Missing => field(b"missing"),
+                Expectation::Version { change_vector } => {
+                    field(b"version");
+                    field(change_vector.as_str().as_bytes());
+                }
+            }
+            match &command.kind {
+                CommandKind::Put { document } => {
+                    field(b"put");
+                    field(document.as_bytes());
+                }
+                CommandKind::Delete => field(b"delete"),
+                CommandKind::Check => field(b"check"),
+            }
+        }
+        digest.finalize().into()
     }
 
     /// Adds a command.
@@ -272,7 +391,84 @@ impl Batch {
 
 impl From<Vec<Command>> for Batch {
     fn from(commands: Vec<Command>) -> Self {
-        Batch { commands }
+        Batch {
+            commands,
+            id: None,
+            digest: None,
+        }
+    }
+}
+
+/// What a committed batch came to: each command's result, in command
+/// order, and whether the batch had committed before (its id was recorded)
+/// so that these are the recorded results and nothing was written now.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// Each command's result, in command order.
+    pub results: Vec<CommandResult>,
+    /// Whether these are the recorded results of an earlier commit of the
+    /// same batch ([`Batch::id`]): nothing was written this time.
+    pub replayed: bool,
+}
+
+impl Committed {
+    /// Results of a batch committed now.
+    pub fn new(results: Vec<CommandResult>) -> Self {
+        Committed {
+            results,
+            replayed: false,
+        }
+    }
+
+    /// The recorded results of a batch committed before.
+    pub fn replayed(results: Vec<CommandResult>) -> Self {
+        Committed {
+            results,
+            replayed: true,
+        }
+    }
+
+    /// The results, in command order.
+    pub fn into_results(self) -> Vec<CommandResult> {
+        self.results
+    }
+}
+
+impl From<Vec<CommandResult>> for Committed {
+    fn from(results: Vec<CommandResult>) -> Self {
+        Committed::new(results)
+    }
+}
+
+impl std::ops::Deref for Committed {
+    type Target = Vec<CommandResult>;
+
+    fn deref(&self) -> &Vec<CommandResult> {
+        &self.results
+    }
+}
+
+impl IntoIterator for Committed {
+    type Item = CommandResult;
+    type IntoIter = std::vec::IntoIter<CommandResult>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.results.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Committed {
+    type Item = &'a CommandResult;
+    type IntoIter = std::slice::Iter<'a, CommandResult>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.results.iter()
+    }
+}
+
+impl PartialEq<Vec<CommandResult>> for Committed {
+    fn eq(&self, other: &Vec<CommandResult>) -> bool {
+        self.results == *other
     }
 }
 

@@ -5,12 +5,12 @@ use async_trait::async_trait;
 use std::time::{Duration, Instant};
 
 use crate::{
-    Batch, ChangesPage, CommandResult, ConcurrencyError, Entry, FieldPath, Metadata, Query, Result,
+    Batch, ChangesPage, Committed, ConcurrencyError, Entry, FieldPath, Metadata, Query, Result,
 };
 
 /// The result of [`Engine::commit`]: the outer `Result` is a failure of the
 /// storage or network, the inner one is the verdict on the batch.
-pub type CommitResult = Result<std::result::Result<Vec<CommandResult>, ConcurrencyError>>;
+pub type CommitResult = Result<std::result::Result<Committed, ConcurrencyError>>;
 
 /// What [`Engine::query_page`] returns: one page of results and the number of
 /// documents matching the filters, before `skip`/`take`.
@@ -50,6 +50,23 @@ pub struct CollectionCount {
 /// * No change vector is ever issued twice: an etag taken by a write that
 ///   is rolled back (a refused batch, a failed group) is never taken again,
 ///   not after a restart either.
+/// * A batch with an id ([`Batch::id`]) that commits records the id, a
+///   fingerprint of its commands and its results in the same transaction,
+///   kept for the engine's retention (a day by default). A batch whose id
+///   is recorded is answered with the recorded results
+///   ([`crate::Committed::replayed`]) and writes nothing, even when its
+///   expectations no longer hold; under an id recorded with other
+///   commands it is refused ([`crate::Error::BatchIdReused`]). A refused
+///   or failed batch records nothing. Two batches with one id sent
+///   together: the second is answered after the first, with its outcome.
+///   An empty batch with an id writes and records nothing: it is answered
+///   with the recorded results when that id (with that fingerprint)
+///   committed, else with none — how a front end asks whether a batch
+///   committed before it does anything else.
+/// * A commit whose outcome is unknown (a connection lost during `COMMIT`)
+///   is resolved by sending the batch again with its id, for a bounded
+///   time; only if that fails is it [`crate::Error::InDoubt`], never a
+///   plain failure.
 /// * When commit returns `Ok(Ok(_))` the batch is durable as configured.
 /// * Reads show only committed data that is durable as configured: a
 ///   version that a power loss could still erase is not shown (a read waits

@@ -30,6 +30,76 @@ pub enum Error {
     /// source carries the native error.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The outcome of a batch could not be learned: it may have committed
+    /// (whole) or not at all, and sending it again with its id did not
+    /// settle which within the time allowed. Sending it again later with
+    /// the same [`crate::Batch::id`] does: a committed batch answers with
+    /// its recorded results.
+    #[error(transparent)]
+    InDoubt(#[from] InDoubt),
+    /// A batch id that a committed batch with other commands already took
+    /// (over HTTP, an `Idempotency-Key` reused for another request).
+    #[error("batch id {0} was used by another batch; use a new id for each batch")]
+    BatchIdReused(crate::BatchId),
+}
+
+/// The error of a batch whose outcome is unknown ([`Error::InDoubt`]).
+#[derive(Debug)]
+pub struct InDoubt {
+    /// The batch's id, when it has one: send the batch again with it to
+    /// learn the outcome.
+    pub batch_id: Option<crate::BatchId>,
+    /// What happened to the batch's commit.
+    pub reason: String,
+    /// The last failure met, if any.
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl std::fmt::Display for InDoubt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.batch_id {
+            Some(id) => write!(
+                f,
+                "the outcome of batch {id} is unknown: {}; it committed whole or not at all, \
+                 and sending it again with the same batch id (Idempotency-Key) tells which",
+                self.reason
+            ),
+            None => write!(
+                f,
+                "the outcome of this batch is unknown: {}; it committed whole or not at all \
+                 (read the documents back to learn which)",
+                self.reason
+            ),
+        }
+    }
+}
+
+impl std::error::Error for InDoubt {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|source| source as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl InDoubt {
+    /// The error of batch `batch_id`, in doubt because of `reason`.
+    pub fn new(batch_id: Option<crate::BatchId>, reason: impl Into<String>) -> Self {
+        InDoubt {
+            batch_id,
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// The error with the last failure met as its source.
+    pub fn with_source(
+        mut self,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        self.source = Some(source.into());
+        self
+    }
 }
 
 impl Error {

@@ -26,11 +26,11 @@ mod query;
 mod snapshot;
 pub mod validate;
 
-pub use batch::{Batch, Command, CommandKind, CommandResult, Expectation};
+pub use batch::{Batch, BatchId, Command, CommandKind, CommandResult, Committed, Expectation};
 pub use change_vector::{ChangeVector, DatabaseId};
 pub use changes::{Change, ChangeHorizon, ChangeKind, ChangesPage};
 pub use engine::{CollectionCount, CommitResult, Engine, EngineRef, QueryResult};
-pub use error::{ConcurrencyError, Conflict, EngineError, EngineErrorKind, Error};
+pub use error::{ConcurrencyError, Conflict, EngineError, EngineErrorKind, Error, InDoubt};
 pub use id::generate_id;
 pub use metadata::{Entry, Metadata, millis_since_epoch, rfc3339, time_from_millis};
 pub use query::{FieldPath, Filter, Op, Order, Query};

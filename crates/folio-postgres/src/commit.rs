@@ -15,8 +15,8 @@ use std::borrow::Borrow;
 use std::time::SystemTime;
 
 use folio_core::{
-    Batch, Command, CommandKind, CommandResult, CommitResult, ConcurrencyError, Conflict,
-    Expectation, Metadata, millis_since_epoch, time_from_millis,
+    Batch, Command, CommandKind, CommandResult, CommitResult, Committed, ConcurrencyError,
+    Conflict, Expectation, Metadata, millis_since_epoch, time_from_millis,
 };
 use futures_util::future::join_all;
 use tokio_postgres::types::ToSql;
@@ -24,6 +24,7 @@ use tokio_postgres::{Row, Statement};
 
 use crate::Inner;
 use crate::error::{Failure, classify, pool as pool_error, storage};
+use folio_core::{EngineError, EngineErrorKind, Error, Result};
 
 /// The statements of a batch or group, ready to go out pipelined.
 pub(crate) struct Prepared {
@@ -33,6 +34,23 @@ pub(crate) struct Prepared {
     current: Statement,
     /// The command indexes in the order they run.
     order: Vec<usize>,
+}
+
+/// The id and fingerprint of a batch with an id ([`Batch::id`]), as its
+/// record in `batches` holds them.
+pub(crate) struct Key {
+    pub(crate) id: String,
+    pub(crate) fingerprint: Vec<u8>,
+}
+
+impl Key {
+    /// The key of `batch`, if it has an id.
+    pub(crate) fn of(batch: &Batch) -> Option<Key> {
+        batch.id.as_ref().map(|id| Key {
+            id: id.as_str().to_owned(),
+            fingerprint: batch.fingerprint().to_vec(),
+        })
+    }
 }
 
 /// What one command of a batch came to.
@@ -46,6 +64,7 @@ impl Inner {
     /// PostgreSQL aborts it to stay serializable.
     pub(crate) async fn commit_alone(&self, batch: &Batch) -> CommitResult {
         let serializable = needs_serializable(batch);
+        let key = Key::of(batch);
         let client = self.pool.get().await.map_err(pool_error)?;
         // If this future is dropped while a transaction block is open, the
         // connection must not go back to the pool: the guard detaches it
@@ -54,7 +73,10 @@ impl Inner {
         let mut attempt = 0;
         loop {
             let client = guard.0.as_ref().expect("held until the end");
-            match self.try_commit(client, batch, serializable).await {
+            match self
+                .try_commit(client, batch, key.as_ref(), serializable)
+                .await
+            {
                 Ok(verdict) => {
                     guard.release();
                     if let Ok(results) = &verdict
@@ -85,21 +107,24 @@ impl Inner {
     /// One attempt at a batch.
     ///
     /// A batch of one command is one statement, atomic on its own: it runs
-    /// without a transaction block (one round trip). A larger batch sends
-    /// `BEGIN` and every statement in one pipelined flight, then `COMMIT`, or
+    /// without a transaction block (one round trip), and records its `key`
+    /// in that statement. A larger batch sends `BEGIN` and every statement
+    /// in one pipelined flight, then the record of its key with `COMMIT`, or
     /// `ROLLBACK` after reading the actual versions of the conflicts.
     async fn try_commit(
         &self,
         client: &deadpool_postgres::Object,
         batch: &Batch,
+        key: Option<&Key>,
         serializable: bool,
-    ) -> std::result::Result<std::result::Result<Vec<CommandResult>, ConcurrencyError>, Failure>
-    {
+    ) -> std::result::Result<std::result::Result<Committed, ConcurrencyError>, Failure> {
         let now = millis_since_epoch(SystemTime::now());
-        let prepared = self.prepare_all(client, &batch.commands).await?;
+        let single = batch.commands.len() == 1;
+        let keys: Vec<Option<&Key>> = vec![key.filter(|_| single); batch.commands.len()];
+        let prepared = self.prepare_all(client, &batch.commands, &keys).await?;
         let run_all = async {
             let ran = self
-                .run_in_key_order(client, &batch.commands, &prepared, now)
+                .run_in_key_order(client, &batch.commands, &keys, &prepared, now)
                 .await;
             // The first failure in execution order is the cause; the
             // statements after it only report the aborted transaction.
@@ -116,7 +141,7 @@ impl Inner {
         };
         if let [command] = batch.commands.as_slice() {
             return match run_all.await?.pop().expect("one command") {
-                Outcome::Done(result) => Ok(Ok(vec![result])),
+                Outcome::Done(result) => Ok(Ok(Committed::new(vec![result]))),
                 Outcome::Conflict => {
                     let actual = self
                         .current_etag(client, &prepared.current, command)
@@ -137,16 +162,109 @@ impl Inner {
         let verdict = self
             .judge(client, batch, &prepared.current, began, outcomes)
             .await;
-        let end = match &verdict {
-            Ok(Ok(_)) => "COMMIT",
-            _ => "ROLLBACK",
+        let (recorded, ended) = match (&verdict, key) {
+            // The record and COMMIT in one flight, in that order. If the
+            // record fails (the id is taken), the transaction is aborted and
+            // PostgreSQL answers COMMIT with a rollback.
+            (Ok(Ok(results)), Some(key)) => match self.prepare_record(client).await {
+                Ok(statement) => {
+                    let record = record(client, &statement, key, results, now);
+                    futures_util::future::join(record, client.batch_execute("COMMIT")).await
+                }
+                Err(failure) => (Err(failure), client.batch_execute("ROLLBACK").await),
+            },
+            (Ok(Ok(_)), None) => (Ok(()), client.batch_execute("COMMIT").await),
+            _ => (Ok(()), client.batch_execute("ROLLBACK").await),
         };
-        let ended = client.batch_execute(end).await;
-        match (verdict, ended) {
-            (Ok(Ok(results)), Ok(())) => Ok(Ok(results)),
-            (Ok(Ok(_)), Err(error)) => Err(classify("committing", error)),
-            (verdict, _) => verdict,
+        match (verdict, recorded, ended) {
+            (Ok(Ok(results)), Ok(()), Ok(())) => Ok(Ok(Committed::new(results))),
+            (Ok(Ok(_)), Err(failure), _) => Err(failure),
+            (Ok(Ok(_)), Ok(()), Err(error)) => Err(classify("committing", error)),
+            (verdict, _, _) => verdict.map(|verdict| verdict.map(Committed::new)),
         }
+    }
+
+    /// The statement that records a committed batch of several commands,
+    /// prepared (cached per connection) before `COMMIT` goes out: prepared
+    /// beside it, the record would reach the server after `COMMIT`.
+    async fn prepare_record(
+        &self,
+        client: &deadpool_postgres::Object,
+    ) -> std::result::Result<Statement, Failure> {
+        client
+            .prepare_cached(&self.statements.record_batch)
+            .await
+            .map_err(|e| classify("preparing a statement", e))
+    }
+
+    /// The recorded results of the batch `batch` (whose id is `key`), if it
+    /// committed: `Err(BatchIdReused)` when its id was recorded with other
+    /// commands.
+    pub(crate) async fn recorded(&self, batch: &Batch, key: &Key) -> Result<Option<Committed>> {
+        // (`batch` names the id in the refusal.)
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let statement = client
+            .prepare_cached(&self.statements.recorded_batch)
+            .await
+            .map_err(|e| storage("preparing a statement", e))?;
+        let Some(row) = client
+            .query_opt(&statement, &[&key.id])
+            .await
+            .map_err(|e| storage("reading the record of a committed batch", e))?
+        else {
+            return Ok(None);
+        };
+        let fingerprint: Vec<u8> = row.get(0);
+        if fingerprint != key.fingerprint {
+            return Err(Error::BatchIdReused(
+                batch.id.clone().expect("a batch with a key has an id"),
+            ));
+        }
+        let results: String = row.get(1);
+        let committed_at: i64 = row.get(2);
+        self.rebuild(&results, committed_at)
+            .map(|results| Some(Committed::replayed(results)))
+    }
+
+    /// The results a batch's record holds, as they were answered: each
+    /// command's key, kind, etag and revision, and the time it committed.
+    fn rebuild(&self, results: &str, now: i64) -> Result<Vec<CommandResult>> {
+        let damaged = || {
+            Error::Engine(EngineError::new(
+                EngineErrorKind::Corrupt,
+                "the record of a committed batch is damaged",
+            ))
+        };
+        let recorded: Vec<Recorded> = serde_json::from_str(results).map_err(|_| damaged())?;
+        recorded
+            .into_iter()
+            .map(|result| {
+                let Recorded {
+                    kind,
+                    collection,
+                    id,
+                    etag,
+                    revision,
+                } = result;
+                Ok(match (kind.as_str(), etag, revision) {
+                    ("put", Some(etag), Some(revision)) => CommandResult::Put(Metadata {
+                        id,
+                        collection,
+                        change_vector: self.change_vector(etag),
+                        revision: u64::try_from(revision).unwrap_or(0),
+                        etag: u64::try_from(etag).unwrap_or(0),
+                        last_modified: time_from_millis(now),
+                    }),
+                    ("delete", etag, _) => CommandResult::Deleted {
+                        collection,
+                        id,
+                        etag: etag.map(|etag| u64::try_from(etag).unwrap_or(0)),
+                    },
+                    ("check", _, _) => CommandResult::Checked { collection, id },
+                    _ => return Err(damaged()),
+                })
+            })
+            .collect()
     }
 
     /// Prepares the statements of `commands` (cached per connection) before
@@ -156,10 +274,14 @@ impl Inner {
         &self,
         client: &deadpool_postgres::Object,
         commands: &[C],
+        keys: &[Option<&Key>],
     ) -> std::result::Result<Prepared, Failure> {
         let mut statements = Vec::with_capacity(commands.len());
-        for command in commands {
-            statements.push(self.prepare(client, command.borrow()).await?);
+        for (command, key) in commands.iter().zip(keys) {
+            statements.push(
+                self.prepare(client, command.borrow(), key.is_some())
+                    .await?,
+            );
         }
         let current = client
             .prepare_cached(&self.statements.current_etag)
@@ -189,6 +311,7 @@ impl Inner {
         &self,
         client: &deadpool_postgres::Object,
         commands: &[C],
+        keys: &[Option<&Key>],
         prepared: &Prepared,
         now: i64,
     ) -> Vec<(usize, std::result::Result<Outcome, Failure>)> {
@@ -196,6 +319,7 @@ impl Inner {
             self.run(
                 client,
                 commands[index].borrow(),
+                keys[index],
                 prepared.statements[index].as_ref(),
                 &prepared.current,
                 now,
@@ -253,19 +377,31 @@ impl Inner {
     }
 
     /// The statement a command runs (`None`: it needs none, or only the
-    /// version read).
+    /// version read); `keyed`: the one that records its batch too.
     async fn prepare(
         &self,
         client: &deadpool_postgres::Object,
         command: &Command,
+        keyed: bool,
     ) -> std::result::Result<Option<Statement>, Failure> {
         let statements = &self.statements;
+        let pick = |plain, keyed_sql| if keyed { keyed_sql } else { plain };
         let sql = match (&command.kind, &command.expect) {
-            (CommandKind::Put { .. }, Expectation::Version { .. }) => &statements.put_version,
-            (CommandKind::Put { .. }, Expectation::Missing) => &statements.put_missing,
-            (CommandKind::Put { .. }, Expectation::Any) => &statements.put_any,
-            (CommandKind::Delete, Expectation::Version { .. }) => &statements.delete_version,
-            (CommandKind::Delete, Expectation::Any) => &statements.delete_any,
+            (CommandKind::Put { .. }, Expectation::Version { .. }) => {
+                pick(&statements.put_version, &statements.put_version_keyed)
+            }
+            (CommandKind::Put { .. }, Expectation::Missing) => {
+                pick(&statements.put_missing, &statements.put_missing_keyed)
+            }
+            (CommandKind::Put { .. }, Expectation::Any) => {
+                pick(&statements.put_any, &statements.put_any_keyed)
+            }
+            (CommandKind::Delete, Expectation::Version { .. }) => {
+                pick(&statements.delete_version, &statements.delete_version_keyed)
+            }
+            (CommandKind::Delete, Expectation::Any) => {
+                pick(&statements.delete_any, &statements.delete_any_keyed)
+            }
             (CommandKind::Delete, Expectation::Missing) | (CommandKind::Check, _) => {
                 return Ok(None);
             }
@@ -277,17 +413,27 @@ impl Inner {
             .map_err(|e| classify("preparing a statement", e))
     }
 
-    /// Runs one command: its check and its write in one statement.
+    /// Runs one command: its check and its write in one statement (with
+    /// the record of its batch, given its `key`: the statement `prepare`
+    /// chose for it takes it as its last parameters).
     async fn run(
         &self,
         client: &deadpool_postgres::Object,
         command: &Command,
+        key: Option<&Key>,
         statement: Option<&Statement>,
         current: &Statement,
         now: i64,
     ) -> std::result::Result<Outcome, Failure> {
         let (collection, id) = (&command.collection, &command.id);
-        let write = |params| write(client, statement, params);
+        let record: Vec<&(dyn ToSql + Sync)> = match key {
+            Some(key) if matches!(command.kind, CommandKind::Delete) => {
+                vec![&key.id, &key.fingerprint, &now]
+            }
+            Some(key) => vec![&key.id, &key.fingerprint],
+            None => Vec::new(),
+        };
+        let write = |params| write(client, statement, params, &record);
         match (&command.kind, &command.expect) {
             (CommandKind::Put { document }, expect) => {
                 let row = match expect {
@@ -371,15 +517,18 @@ impl Inner {
     }
 }
 
-/// Runs a command's write statement.
+/// Runs a command's write statement with `params`, then `record`'s (the
+/// record of its batch, when it has one).
 async fn write(
     client: &deadpool_postgres::Object,
     statement: Option<&Statement>,
     params: &[&(dyn ToSql + Sync)],
+    record: &[&(dyn ToSql + Sync)],
 ) -> std::result::Result<Option<Row>, Failure> {
     let statement = statement.expect("every write has a statement");
+    let params: Vec<&(dyn ToSql + Sync)> = params.iter().chain(record).copied().collect();
     client
-        .query_opt(statement, params)
+        .query_opt(statement, &params)
         .await
         .map_err(|e| classify("writing a document", e))
 }
@@ -403,6 +552,72 @@ impl Drop for ConnectionGuard {
             drop(deadpool_postgres::Object::take(client));
         }
     }
+}
+
+/// Records the committed batch `key` with its `results` in its transaction
+/// (`statement`: [`Inner::prepare_record`]'s). Sent when first polled.
+async fn record(
+    client: &deadpool_postgres::Object,
+    statement: &Statement,
+    key: &Key,
+    results: &[CommandResult],
+    now: i64,
+) -> std::result::Result<(), Failure> {
+    let results = recorded_form(results);
+    client
+        .execute(statement, &[&key.id, &key.fingerprint, &results, &now])
+        .await
+        .map(drop)
+        .map_err(|e| classify("recording a committed batch", e))
+}
+
+/// One command's result as a batch's record holds it (`batches.results`
+/// is a JSON array of them; a one-command batch's statement writes it in
+/// SQL, `Statements::new`).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Recorded {
+    /// `put`, `delete` or `check`.
+    kind: String,
+    collection: String,
+    id: String,
+    etag: Option<i64>,
+    revision: Option<i64>,
+}
+
+/// Results as a batch's record holds them, as JSON.
+fn recorded_form(results: &[CommandResult]) -> String {
+    let etag = |etag: u64| i64::try_from(etag).ok();
+    let recorded: Vec<Recorded> = results
+        .iter()
+        .map(|result| match result {
+            CommandResult::Put(metadata) => Recorded {
+                kind: "put".into(),
+                collection: metadata.collection.clone(),
+                id: metadata.id.clone(),
+                etag: etag(metadata.etag),
+                revision: i64::try_from(metadata.revision).ok(),
+            },
+            CommandResult::Deleted {
+                collection,
+                id,
+                etag: deleted,
+            } => Recorded {
+                kind: "delete".into(),
+                collection: collection.clone(),
+                id: id.clone(),
+                etag: deleted.and_then(etag),
+                revision: None,
+            },
+            CommandResult::Checked { collection, id } => Recorded {
+                kind: "check".into(),
+                collection: collection.clone(),
+                id: id.clone(),
+                etag: None,
+                revision: None,
+            },
+        })
+        .collect();
+    serde_json::to_string(&recorded).unwrap_or_default()
 }
 
 fn deleted(command: &Command, etag: Option<i64>) -> CommandResult {

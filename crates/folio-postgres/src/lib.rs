@@ -54,12 +54,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use folio_core::{
-    Batch, ChangeVector, ChangesPage, CollectionCount, CommitResult, DatabaseId, Engine, Entry,
-    Error, FieldPath, Metadata, Query, QueryResult, Result, validate,
+    Batch, ChangeVector, ChangesPage, CollectionCount, CommitResult, Committed, DatabaseId, Engine,
+    EngineErrorKind, Entry, Error, FieldPath, Metadata, Query, QueryResult, Result, validate,
 };
 use tokio_postgres::NoTls;
 
-use crate::commit::needs_serializable;
+use crate::commit::{Key, needs_serializable};
 use crate::error::{pool as pool_error, storage};
 use crate::query::ENTRY_COLUMNS;
 
@@ -79,6 +79,15 @@ pub struct PgOptions {
     /// how batches are grouped). 0 turns grouping off: every batch is a
     /// transaction of its own.
     pub commit_groups: usize,
+    /// How long the id of a committed batch is kept ([`folio_core::Batch::id`]):
+    /// a batch sent again with its id within this time gets its recorded
+    /// results and writes nothing. A day by default.
+    pub batch_retention: std::time::Duration,
+    /// How long a batch with an id whose commit ended in doubt (the
+    /// connection lost during `COMMIT`, a failover) is sent again, until a
+    /// primary answers with its outcome, before it is
+    /// [`folio_core::Error::InDoubt`]. 30 s by default.
+    pub resend_for: std::time::Duration,
     /// Run before each count of a query's matches (feature
     /// `fault-injection`; see [`BeforeCount`]).
     #[cfg(feature = "fault-injection")]
@@ -108,6 +117,8 @@ impl Default for PgOptions {
             max_connections: 16,
             serialization_retries: 20,
             commit_groups: 2,
+            batch_retention: std::time::Duration::from_secs(24 * 60 * 60),
+            resend_for: std::time::Duration::from_secs(30),
             #[cfg(feature = "fault-injection")]
             before_count: None,
         }
@@ -145,6 +156,21 @@ struct Statements {
     put_any: String,
     delete_version: String,
     delete_any: String,
+    /// The writes of a one-command batch with an id: each also records the
+    /// batch (`batches`) in its statement, when it writes. The batch's id,
+    /// fingerprint (and, for deletes, the time) are the last parameters.
+    put_version_keyed: String,
+    put_missing_keyed: String,
+    put_any_keyed: String,
+    delete_version_keyed: String,
+    delete_any_keyed: String,
+    /// Records a committed batch of several commands: id, fingerprint,
+    /// results, time.
+    record_batch: String,
+    /// A recorded batch: fingerprint, results, time.
+    recorded_batch: String,
+    /// Deletes the batches recorded before `$1`.
+    prune_batches: String,
     scan: String,
     changes: String,
 }
@@ -160,27 +186,73 @@ impl Statements {
             "c AS (INSERT INTO {s}.changes (etag, kind, collection, id, revision) \
              SELECT etag, 0, $1, $2, revision FROM w)"
         );
-        let put = |write: String| {
+        // A one-command batch with an id records itself in its write's
+        // statement: its result (`commit::Recorded`) and the time.
+        let record = |kind: &str, etag: &str, revision: &str, key: usize, now: &str| {
             format!(
-                "WITH w AS ({write} RETURNING etag, revision), {record_put} SELECT etag, revision FROM w"
+                "b AS (INSERT INTO {s}.batches (id, fingerprint, results, committed_at) \
+                 SELECT ${key}::text, ${}::bytea, json_build_array(json_build_object(\
+                 'kind', '{kind}', 'collection', $1::text, 'id', $2::text, \
+                 'etag', {etag}, 'revision', {revision}))::text, {now}::bigint",
+                key + 1
             )
         };
-        let put_new = |write: String| {
+        let put = |write: String, keyed: Option<usize>| {
+            let b = keyed.map_or(String::new(), |key| {
+                format!(", {} FROM w)", record("put", "etag", "revision", key, "$4"))
+            });
             format!(
-                "WITH w AS ({write} RETURNING etag, revision), {remove_tombstone}, {record_put} \
+                "WITH w AS ({write} RETURNING etag, revision), {record_put}{b} SELECT etag, revision FROM w"
+            )
+        };
+        let put_new = |write: String, keyed: Option<usize>| {
+            let b = keyed.map_or(String::new(), |key| {
+                format!(", {} FROM w)", record("put", "etag", "revision", key, "$4"))
+            });
+            format!(
+                "WITH w AS ({write} RETURNING etag, revision), {remove_tombstone}, {record_put}{b} \
                  SELECT etag, revision FROM w"
             )
         };
-        let delete_into_tombstone = |condition: &str| {
+        // A delete of a missing document under `Any` is a success too: it
+        // records itself whether it deleted or not.
+        let delete_into_tombstone = |condition: &str, keyed: Option<(usize, bool)>| {
+            let b = keyed.map_or(String::new(), |(key, always)| {
+                let now = format!("${}", key + 2);
+                if always {
+                    format!(
+                        ", {})",
+                        record("delete", "(SELECT etag FROM t)", "NULL", key, &now)
+                    )
+                } else {
+                    format!(", {} FROM t)", record("delete", "etag", "NULL", key, &now))
+                }
+            });
             format!(
                 "WITH d AS (DELETE FROM {s}.documents WHERE collection = $1 AND id = $2{condition} RETURNING revision), \
                  t AS (INSERT INTO {s}.tombstones (collection, id, etag) SELECT $1, $2, nextval('{s}.etags') FROM d \
                  ON CONFLICT (collection, id) DO UPDATE SET etag = excluded.etag RETURNING etag), \
                  c AS (INSERT INTO {s}.changes (etag, kind, collection, id, revision) \
-                 SELECT t.etag, 1, $1, $2, d.revision FROM t, d) \
+                 SELECT t.etag, 1, $1, $2, d.revision FROM t, d){b} \
                  SELECT etag FROM t"
             )
         };
+        let update = format!(
+            "UPDATE {s}.documents SET data = $3::text::jsonb, etag = nextval('{s}.etags'), \
+             revision = revision + 1, last_modified = $4 \
+             WHERE collection = $1 AND id = $2 AND etag = $5"
+        );
+        let insert = format!(
+            "INSERT INTO {s}.documents (collection, id, data, etag, revision, last_modified) \
+             VALUES ($1, $2, $3::text::jsonb, nextval('{s}.etags'), 1, $4) \
+             ON CONFLICT (collection, id) DO NOTHING"
+        );
+        let upsert = format!(
+            "INSERT INTO {s}.documents (collection, id, data, etag, revision, last_modified) \
+             VALUES ($1, $2, $3::text::jsonb, nextval('{s}.etags'), 1, $4) \
+             ON CONFLICT (collection, id) DO UPDATE SET data = excluded.data, etag = excluded.etag, \
+             revision = {s}.documents.revision + 1, last_modified = excluded.last_modified"
+        );
         Statements {
             get: format!(
                 "SELECT {ENTRY_COLUMNS} FROM {s}.documents WHERE collection = $1 AND id = ANY($2)"
@@ -194,24 +266,23 @@ impl Statements {
             current_etag: format!(
                 "SELECT etag FROM {s}.documents WHERE collection = $1 AND id = $2"
             ),
-            put_version: put(format!(
-                "UPDATE {s}.documents SET data = $3::text::jsonb, etag = nextval('{s}.etags'), \
-                 revision = revision + 1, last_modified = $4 \
-                 WHERE collection = $1 AND id = $2 AND etag = $5"
-            )),
-            put_missing: put_new(format!(
-                "INSERT INTO {s}.documents (collection, id, data, etag, revision, last_modified) \
-                 VALUES ($1, $2, $3::text::jsonb, nextval('{s}.etags'), 1, $4) \
-                 ON CONFLICT (collection, id) DO NOTHING"
-            )),
-            put_any: put_new(format!(
-                "INSERT INTO {s}.documents (collection, id, data, etag, revision, last_modified) \
-                 VALUES ($1, $2, $3::text::jsonb, nextval('{s}.etags'), 1, $4) \
-                 ON CONFLICT (collection, id) DO UPDATE SET data = excluded.data, etag = excluded.etag, \
-                 revision = {s}.documents.revision + 1, last_modified = excluded.last_modified"
-            )),
-            delete_version: delete_into_tombstone(" AND etag = $3"),
-            delete_any: delete_into_tombstone(""),
+            put_version: put(update.clone(), None),
+            put_missing: put_new(insert.clone(), None),
+            put_any: put_new(upsert.clone(), None),
+            delete_version: delete_into_tombstone(" AND etag = $3", None),
+            delete_any: delete_into_tombstone("", None),
+            put_version_keyed: put(update, Some(6)),
+            put_missing_keyed: put_new(insert, Some(5)),
+            put_any_keyed: put_new(upsert, Some(5)),
+            delete_version_keyed: delete_into_tombstone(" AND etag = $3", Some((4, false))),
+            delete_any_keyed: delete_into_tombstone("", Some((3, true))),
+            record_batch: format!(
+                "INSERT INTO {s}.batches (id, fingerprint, results, committed_at) VALUES ($1, $2, $3, $4)"
+            ),
+            recorded_batch: format!(
+                "SELECT fingerprint, results, committed_at FROM {s}.batches WHERE id = $1"
+            ),
+            prune_batches: format!("DELETE FROM {s}.batches WHERE committed_at < $1"),
             scan: format!(
                 "SELECT {ENTRY_COLUMNS} FROM {s}.documents WHERE collection = $1 AND id > $2 ORDER BY id LIMIT $3"
             ),
@@ -256,6 +327,7 @@ impl PgEngine {
             database_id,
             options,
         });
+        tokio::spawn(prune_batches(Arc::downgrade(&inner)));
         Ok(PgEngine {
             groups: commit::group::Queue::start(inner.clone()),
             inner,
@@ -271,6 +343,115 @@ impl PgEngine {
     pub fn schema(&self) -> &str {
         &self.inner.schema
     }
+}
+
+impl PgEngine {
+    /// One attempt at `batch`: in a group when it is one write without read
+    /// guards, else alone.
+    async fn commit_once(&self, batch: Batch) -> CommitResult {
+        if batch.commands.len() == 1 && !needs_serializable(&batch) {
+            return self.groups.commit(&self.inner, batch).await;
+        }
+        self.inner.commit_alone(&batch).await
+    }
+
+    /// Commits a batch with an id, and learns the outcome when an attempt
+    /// does not tell it.
+    ///
+    /// After a conflict or a failure, the batch's record is looked up: an
+    /// earlier attempt (or an earlier sending of the batch) may have
+    /// committed it, with the answer lost, and then the recorded results are
+    /// the answer. A failure that can pass (the connection lost, a standby
+    /// answering during a failover) sends the batch again, with a growing
+    /// pause, for [`PgOptions::resend_for`]: the record, or the id's unique
+    /// key when a lost attempt commits late, keeps it from committing twice.
+    /// Past that time it is [`Error::InDoubt`].
+    async fn commit_keyed(&self, batch: Batch, key: Key) -> CommitResult {
+        let deadline = tokio::time::Instant::now() + self.inner.options.resend_for;
+        let mut pause = std::time::Duration::from_millis(20);
+        let mut in_doubt = false;
+        loop {
+            let attempt = match self.commit_once(batch.clone()).await {
+                Ok(Ok(committed)) => return Ok(Ok(committed)),
+                other => other,
+            };
+            let failure = match self.inner.recorded(&batch, &key).await {
+                Ok(Some(committed)) => return Ok(Ok(committed)),
+                Err(reused @ Error::BatchIdReused(_)) => return Err(reused),
+                // Not recorded: the batch did not commit (yet).
+                Ok(None) => match attempt {
+                    Ok(Err(conflict)) => return Ok(Err(conflict)),
+                    Err(error) if passing(&error) => error,
+                    Err(error) if in_doubt => return Err(doubt(&batch, error)),
+                    Err(error) => return Err(error),
+                    Ok(Ok(_)) => unreachable!("returned above"),
+                },
+                // The record cannot be read either: while that can pass,
+                // the batch is sent again (a conflict may be its own).
+                Err(lookup) => match attempt {
+                    Err(error) if passing(&error) => error,
+                    _ if passing(&lookup) => lookup,
+                    Err(error) if in_doubt => return Err(doubt(&batch, error)),
+                    Err(error) => return Err(error),
+                    Ok(Err(conflict)) => return Ok(Err(conflict)),
+                    Ok(Ok(_)) => unreachable!("returned above"),
+                },
+            };
+            in_doubt = true;
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(doubt(&batch, failure));
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(std::time::Duration::from_secs(1));
+        }
+    }
+}
+
+/// How often an engine deletes the records of batches older than its
+/// retention.
+const PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Deletes the records of batches committed longer ago than the retention,
+/// every [`PRUNE_INTERVAL`], while the engine lives. Each Folio process on
+/// the database does; a failure waits for the next round (the records
+/// only take room).
+async fn prune_batches(inner: std::sync::Weak<Inner>) {
+    let mut rounds = tokio::time::interval(PRUNE_INTERVAL);
+    rounds.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        rounds.tick().await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let retention =
+            i64::try_from(inner.options.batch_retention.as_millis()).unwrap_or(i64::MAX);
+        let before =
+            folio_core::millis_since_epoch(std::time::SystemTime::now()).saturating_sub(retention);
+        if let Ok(client) = inner.pool.get().await {
+            let _ = client
+                .execute(&inner.statements.prune_batches, &[&before])
+                .await;
+        }
+    }
+}
+
+/// Whether a failure can pass by itself: the connection lost or refused, a
+/// standby answering, a timeout. A batch in doubt is sent again after one.
+fn passing(error: &Error) -> bool {
+    matches!(error, Error::Engine(engine)
+        if matches!(engine.kind(), EngineErrorKind::Network | EngineErrorKind::Timeout))
+}
+
+/// The error of `batch`, whose outcome stayed unknown: the last failure.
+fn doubt(batch: &Batch, failure: Error) -> Error {
+    Error::InDoubt(
+        folio_core::InDoubt::new(
+            batch.id.clone(),
+            "its commit was interrupted and no primary answered with its outcome in time",
+        )
+        .with_source(failure),
+    )
 }
 
 impl Inner {
@@ -412,13 +593,17 @@ fn index_name(collection: &str, path: &FieldPath) -> String {
 impl Engine for PgEngine {
     async fn commit(&self, batch: Batch) -> CommitResult {
         batch.validate()?;
-        if batch.is_empty() {
-            return Ok(Ok(Vec::new()));
+        match Key::of(&batch) {
+            None if batch.is_empty() => Ok(Ok(Committed::default())),
+            None => self.commit_once(batch).await,
+            // An empty batch only asks whether its id committed.
+            Some(key) if batch.is_empty() => Ok(Ok(self
+                .inner
+                .recorded(&batch, &key)
+                .await?
+                .unwrap_or_default())),
+            Some(key) => self.commit_keyed(batch, key).await,
         }
-        if batch.commands.len() == 1 && !needs_serializable(&batch) {
-            return self.groups.commit(&self.inner, batch).await;
-        }
-        self.inner.commit_alone(&batch).await
     }
 
     async fn get(&self, collection: &str, ids: &[String]) -> Result<Vec<Option<Entry>>> {

@@ -12,6 +12,10 @@
 //!   etag until its transaction ends: the feed's horizon barrier (the
 //!   `feed` module) relies on it. Autovacuum is off for this append-only
 //!   table, so a vacuum never holds up the barrier.
+//! * `batches`: the ids of committed batches (`Batch::id`), each with a
+//!   SHA-256 of its commands, its results (JSON) and when it committed
+//!   (milliseconds since the epoch), inserted in the batch's transaction;
+//!   the engine deletes those older than its retention.
 //! * `meta`: key/value settings, among them the database id.
 //! * `folio_migrations`: the layout versions applied, so a later release
 //!   can change the layout step by step.
@@ -29,7 +33,7 @@ use tokio_postgres::Client;
 use crate::error::storage;
 
 /// The layout version this build writes.
-pub(crate) const LAYOUT_VERSION: i32 = 2;
+pub(crate) const LAYOUT_VERSION: i32 = 3;
 
 /// The schema name of Folio database `database` (validated by the caller to
 /// `[a-z0-9][a-z0-9_-]*`), quoted.
@@ -80,6 +84,19 @@ fn layout_v2(schema: &str) -> String {
     )
 }
 
+/// Version 3: the record of committed batches.
+fn layout_v3(schema: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {schema}.batches (
+             id           text COLLATE \"C\" PRIMARY KEY,
+             fingerprint  bytea  NOT NULL,
+             results      text   NOT NULL,
+             committed_at bigint NOT NULL
+         );
+         CREATE INDEX IF NOT EXISTS batches_by_time ON {schema}.batches (committed_at);"
+    )
+}
+
 /// Creates the schema and its whole layout for a database built from a
 /// snapshot, with `database_id`, inside the caller's transaction on
 /// `client` (so that nobody sees the database before it is complete).
@@ -97,9 +114,11 @@ pub(crate) async fn create_in_transaction(
                  applied_at timestamptz NOT NULL DEFAULT now()
              );
              {}
+             {}
              {}",
             layout_v1(schema),
-            layout_v2(schema)
+            layout_v2(schema),
+            layout_v3(schema)
         ))
         .await
         .map_err(|e| storage("creating the database layout", e))?;
@@ -184,6 +203,13 @@ async fn try_migrate(client: &Client, schema: &str) -> Result<DatabaseId> {
             .await
             .map_err(|e| storage("adding the changes feed to the layout", e))?;
         record(client, schema, 2).await?;
+    }
+    if applied < 3 {
+        client
+            .batch_execute(&layout_v3(schema))
+            .await
+            .map_err(|e| storage("adding the record of committed batches", e))?;
+        record(client, schema, 3).await?;
     }
     let id: String = client
         .query_one(

@@ -34,6 +34,17 @@ pub use conditional::{
 pub use patch::{Patch, PatchFailure, PatchLimits};
 pub use problem::Problem;
 
+/// The header names of the protocol beyond HTTP's own (lowercase, as
+/// HTTP/2 and `http::HeaderName` write them).
+pub mod headers {
+    /// A write's idempotency key (the batch id): a write sent again with
+    /// the key of a write that committed gets that write's answer.
+    pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+    /// `true` on the answer to a write whose key had committed: the answer
+    /// is the first one's, and nothing was written again.
+    pub const IDEMPOTENCY_REPLAYED: &str = "idempotency-replayed";
+}
+
 /// The media types of the protocol.
 pub mod media {
     /// Documents, batches, queries and every other JSON body.

@@ -63,6 +63,15 @@ pub struct Problem {
         deserialize_with = "lenient"
     )]
     pub failed_test: Option<String>,
+    /// `in-doubt` and `idempotency-key-reused`: the write's idempotency key
+    /// (the server's own when the request had none): sending the write
+    /// again with it learns the outcome.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient"
+    )]
+    pub idempotency_key: Option<String>,
 }
 
 impl Problem {

@@ -6,7 +6,7 @@
 //! says). [`map`] turns both into the error kinds every engine returns, so
 //! that code above the engine never looks at HTTP status codes.
 
-use folio_core::{ConcurrencyError, EngineError, EngineErrorKind, Error};
+use folio_core::{BatchId, ConcurrencyError, EngineError, EngineErrorKind, Error, InDoubt};
 use folio_protocol::Problem;
 
 /// Something that went wrong with one request.
@@ -55,7 +55,9 @@ const QUOTED_BODY: usize = 200;
 ///
 /// | failure | error |
 /// | --- | --- |
-/// | 400, 413, 415, 428 | [`Error::InvalidInput`] |
+/// | a problem of type `in-doubt` | [`Error::InDoubt`] |
+/// | 422 `idempotency-key-reused` | [`Error::BatchIdReused`] |
+/// | 400, 413, 415, 422, 428 | [`Error::InvalidInput`] |
 /// | 401, 403 | [`Error::Unauthorized`] |
 /// | 404 | [`Error::NotFound`] |
 /// | 409 with conflicts | [`Error::Concurrency`] |
@@ -76,8 +78,25 @@ pub(crate) fn map(failure: Failure) -> Error {
         } => {
             let problem = serde_json::from_slice::<Problem>(&body).unwrap_or_default();
             let detail = describe(status, &problem, &body, location.as_deref());
+            let key = || {
+                problem
+                    .idempotency_key
+                    .as_deref()
+                    .and_then(|key| BatchId::parse(key).ok())
+            };
+            match (status, problem.kind_name()) {
+                (_, Some("in-doubt")) => {
+                    return Error::InDoubt(InDoubt::new(key(), detail));
+                }
+                (422, Some("idempotency-key-reused")) => {
+                    if let Some(key) = key() {
+                        return Error::BatchIdReused(key);
+                    }
+                }
+                _ => {}
+            }
             match status {
-                400 | 413 | 415 | 428 => Error::InvalidInput(detail),
+                400 | 413 | 415 | 422 | 428 => Error::InvalidInput(detail),
                 // A refusal of the request, not of the key.
                 403 if problem.kind_name() == Some("database-limit") => Error::InvalidInput(detail),
                 401 | 403 => Error::Unauthorized(detail),
@@ -146,6 +165,30 @@ pub(crate) fn map(failure: Failure) -> Error {
             EngineErrorKind::Other,
             format!("the Folio server's answer does not follow the protocol: {what}"),
         ),
+    }
+}
+
+/// Whether a failed batch is sent again with its key, and whether it may
+/// have been applied: after no answer once it was sent (a connection that
+/// could not be made sent nothing), and after `502`, `503` or `504` (a
+/// server or gateway that may have passed it on), unless the server says
+/// the batch is in doubt itself (`in-doubt`: it already sent it again).
+pub(crate) fn resending(failure: &Failure) -> (bool, bool) {
+    match failure {
+        Failure::Transport { error, .. } => {
+            let connecting = matches!(error, Transport::Send(error) if error.is_connect());
+            (true, !connecting)
+        }
+        Failure::Status {
+            status: 502..=504,
+            body,
+            ..
+        } => {
+            let problem = serde_json::from_slice::<Problem>(body).unwrap_or_default();
+            let resend = problem.kind_name() != Some("in-doubt");
+            (resend, resend)
+        }
+        _ => (false, false),
     }
 }
 

@@ -52,8 +52,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use folio_core::{
-    Batch, ChangesPage, CollectionCount, CommitResult, ConcurrencyError, Engine, Entry, Error,
-    FieldPath, Metadata, Query, QueryResult, Result, validate,
+    Batch, BatchId, ChangesPage, CollectionCount, CommitResult, Committed, ConcurrencyError,
+    Engine, Entry, Error, FieldPath, Metadata, Query, QueryResult, Result, validate,
 };
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -70,7 +70,7 @@ use crate::endpoint::Endpoint;
 use crate::error::{Failure, Transport};
 use folio_protocol::{
     BatchCommand, BatchRequest, BatchResponse, ChangesPageBody, CollectionList, DatabaseCreated,
-    DatabaseList, EntryBody, GetManyRequest, ListResponse, QueryResponse, Results,
+    DatabaseList, EntryBody, GetManyRequest, ListResponse, QueryResponse, Results, headers,
 };
 
 /// The most ids the server reads in one `…/get` request.
@@ -94,6 +94,11 @@ pub struct RemoteOptions {
     /// How long one request may take, from connecting to the end of the
     /// answer (default 30 seconds).
     pub timeout: Duration,
+    /// How long a batch whose outcome is unknown (the connection lost
+    /// after it was sent, a server or gateway answering 502, 503 or 504) is
+    /// sent again with its id, until the server answers with its outcome,
+    /// before the commit is [`Error::InDoubt`] (default 30 seconds).
+    pub resend_for: Duration,
 }
 
 impl Default for RemoteOptions {
@@ -101,6 +106,7 @@ impl Default for RemoteOptions {
         RemoteOptions {
             api_key: None,
             timeout: Duration::from_secs(30),
+            resend_for: Duration::from_secs(30),
         }
     }
 }
@@ -110,6 +116,7 @@ impl std::fmt::Debug for RemoteOptions {
         f.debug_struct("RemoteOptions")
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("timeout", &self.timeout)
+            .field("resend_for", &self.resend_for)
             .finish()
     }
 }
@@ -122,9 +129,11 @@ impl std::fmt::Debug for RemoteOptions {
 ///
 /// # What differs from an engine in process
 ///
-/// * A commit that fails with a network error or a timeout **after** the
-///   request was sent may or may not have been applied: the error says so;
-///   read the documents again before retrying it.
+/// * Every commit carries an `Idempotency-Key` (the batch's id). One whose
+///   answer is lost (a network error or a timeout after the request was
+///   sent, a `502`/`503`/`504`) is sent again with it until the server
+///   answers ([`RemoteOptions::resend_for`]); only then is it
+///   [`Error::InDoubt`].
 /// * Results larger than the server's page (1000 entries) are read in
 ///   several requests, which are not one snapshot of the database.
 /// * [`Engine::ensure_index`] does nothing: indexes are configured on the
@@ -143,6 +152,8 @@ pub struct RemoteEngine {
     /// How long one request may take, answer included (long polls wait
     /// less than this).
     timeout: Duration,
+    /// How long a batch in doubt is sent again ([`RemoteOptions::resend_for`]).
+    resend_for: Duration,
 }
 
 impl RemoteEngine {
@@ -182,6 +193,7 @@ impl RemoteEngine {
             host,
             endpoint,
             timeout: options.timeout,
+            resend_for: options.resend_for,
         })
     }
 
@@ -211,7 +223,7 @@ impl RemoteEngine {
         validate::database(name)?;
         let request = self.request(Method::PUT, &self.endpoint.server_url(&[name]), None)?;
         // Creating is idempotent: a retry after a failure in doubt is safe.
-        let (status, created): (u16, DatabaseCreated) = self
+        let (status, _, created): (u16, bool, DatabaseCreated) = self
             .exchange_with_status(request, false)
             .await
             .map_err(error::map)?;
@@ -314,15 +326,16 @@ impl RemoteEngine {
         request: Request<Full<Bytes>>,
         write: bool,
     ) -> std::result::Result<T, Failure> {
-        Ok(self.exchange_with_status(request, write).await?.1)
+        Ok(self.exchange_with_status(request, write).await?.2)
     }
 
-    /// [`RemoteEngine::exchange`], with the answer's (2xx) status.
+    /// [`RemoteEngine::exchange`], with the answer's (2xx) status and
+    /// whether it is a replayed one (`Idempotency-Replayed: true`).
     async fn exchange_with_status<T: DeserializeOwned>(
         &self,
         request: Request<Full<Bytes>>,
         write: bool,
-    ) -> std::result::Result<(u16, T), Failure> {
+    ) -> std::result::Result<(u16, bool, T), Failure> {
         let (method, uri) = (request.method().clone(), request.uri().clone());
         let transport = |error| Failure::Transport {
             error,
@@ -366,7 +379,11 @@ impl RemoteEngine {
                 "the body of a {status} answer is not as expected: {error}"
             ))
         })?;
-        Ok((status.as_u16(), answer))
+        let replayed = parts
+            .headers
+            .get(headers::IDEMPOTENCY_REPLAYED)
+            .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"true"));
+        Ok((status.as_u16(), replayed, answer))
     }
 
     /// `GET /db/{db}/changes` as a long poll (`Accept: application/json`):
@@ -466,13 +483,21 @@ impl std::fmt::Debug for RemoteEngine {
 
 #[async_trait]
 impl Engine for RemoteEngine {
-    /// `POST /db/{db}/batch`. A `409` is the inner `Err`: the server's
-    /// conflicts, each named by the type name of its command in `batch`.
+    /// `POST /db/{db}/batch` with the batch's id as its `Idempotency-Key`
+    /// (a new one when it has none). A `409` is the inner `Err`: the
+    /// server's conflicts, each named by the type name of its command in
+    /// `batch`. When the outcome is unknown (no answer after sending, or
+    /// `502`/`503`/`504`), the batch is sent again with its key for
+    /// [`RemoteOptions::resend_for`]: the server answers a committed one
+    /// with its recorded results. Past that, [`Error::InDoubt`].
     async fn commit(&self, batch: Batch) -> CommitResult {
         batch.validate()?;
-        if batch.is_empty() {
-            return Ok(Ok(Vec::new()));
+        if batch.is_empty() && batch.id.is_none() {
+            return Ok(Ok(Committed::default()));
         }
+        let id = batch.id.clone().unwrap_or_else(BatchId::new);
+        let key = HeaderValue::from_str(id.as_str())
+            .map_err(|_| Error::InvalidInput(format!("batch id {id:?} cannot be sent")))?;
         let body = BatchRequest {
             commands: batch
                 .commands
@@ -480,16 +505,53 @@ impl Engine for RemoteEngine {
                 .map(BatchCommand::new)
                 .collect::<Result<_>>()?,
         };
-        let request = self.post(&self.endpoint.url(&["batch"]), &body)?;
-        match self.call::<BatchResponse>(request, true).await {
-            Ok(answer) if answer.results.len() == batch.len() => Ok(Ok(answer.results)),
-            Ok(answer) => Err(protocol(format!(
-                "a batch of {} commands was answered with {} results",
-                batch.len(),
-                answer.results.len()
-            ))),
-            Err(Error::Concurrency(conflict)) => Ok(Err(name_conflicts(&batch, conflict))),
-            Err(error) => Err(error),
+        let body = serde_json::to_vec(&body).map_err(|error| {
+            Error::InvalidInput(format!("the batch cannot be written as JSON: {error}"))
+        })?;
+        let url = self.endpoint.url(&["batch"]);
+        let deadline = tokio::time::Instant::now() + self.resend_for;
+        let mut pause = Duration::from_millis(50);
+        let mut in_doubt = false;
+        loop {
+            let mut request = self.request(Method::POST, &url, Some(body.clone()))?;
+            request
+                .headers_mut()
+                .insert(headers::IDEMPOTENCY_KEY, key.clone());
+            let failure = match self
+                .exchange_with_status::<BatchResponse>(request, true)
+                .await
+            {
+                Ok((_, replayed, answer)) if answer.results.len() == batch.len() => {
+                    return Ok(Ok(Committed {
+                        results: answer.results,
+                        replayed,
+                    }));
+                }
+                Ok((_, _, answer)) => {
+                    return Err(protocol(format!(
+                        "a batch of {} commands was answered with {} results",
+                        batch.len(),
+                        answer.results.len()
+                    )));
+                }
+                Err(failure) => failure,
+            };
+            let (resend, applied) = error::resending(&failure);
+            let error = error::map(failure);
+            if !resend {
+                return match error {
+                    Error::Concurrency(conflict) => Ok(Err(name_conflicts(&batch, conflict))),
+                    Error::Engine(error) if in_doubt => Err(doubt(&id, error.into())),
+                    error => Err(error),
+                };
+            }
+            in_doubt |= applied;
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(if in_doubt { doubt(&id, error) } else { error });
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
         }
     }
 
@@ -694,6 +756,17 @@ fn authorization(key: &str) -> Result<HeaderValue> {
     let mut value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| refused())?;
     value.set_sensitive(true);
     Ok(value)
+}
+
+/// The error of batch `id`, whose outcome stayed unknown after `last`.
+fn doubt(id: &BatchId, last: Error) -> Error {
+    Error::InDoubt(
+        folio_core::InDoubt::new(
+            Some(id.clone()),
+            "the server's answer was lost and no answer came when it was sent again",
+        )
+        .with_source(last),
+    )
 }
 
 fn protocol(what: String) -> Error {

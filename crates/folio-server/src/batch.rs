@@ -8,10 +8,10 @@ use folio_core::{CommandKind, Expectation, Query};
 use folio_protocol::{BatchResponse, QueryResponse, parse_batch};
 use serde::Serialize;
 
-use crate::documents::{commit, entry_body, json_response};
+use crate::documents::{commit, entry_body, json_response, mark_replayed};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Authorized, DatabasePath, JsonText, Read, Write, check_nesting};
-use crate::responses::{BodyRefusals, DocumentRefusals};
+use crate::extract::{Authorized, DatabasePath, JsonText, Read, Write, WriteKey, check_nesting};
+use crate::responses::{BodyRefusals, DocumentRefusals, WriteRefusals};
 use crate::state::AppState;
 
 /// The most results one query page may hold (and the default page).
@@ -20,10 +20,11 @@ const DEFAULT_TAKE: u64 = 100;
 
 /// `POST /db/{db}/batch`: every command checked and applied atomically;
 /// 409 with every conflict, nothing applied, when any expectation fails.
-#[utoipa::path(post, path = "/db/{db}/batch", tag = "batch", params(DatabasePath), request_body(content = folio_protocol::openapi::BatchBody, content_type = "application/json", description = "{ commands: [{ op: put|delete|check, collection, id, document?, expect? }] }"), responses((status = 200, description = "{ results: [...] } in command order", body = Object), (status = 409, description = "expectations failed: every conflict listed, nothing applied", content_type = "application/problem+json"), (status = 428, description = "a command with no expected version would change a document of a collection that requires one; nothing applied", content_type = "application/problem+json"), DocumentRefusals, BodyRefusals))]
+#[utoipa::path(post, path = "/db/{db}/batch", tag = "batch", params(DatabasePath, WriteKey), request_body(content = folio_protocol::openapi::BatchBody, content_type = "application/json", description = "{ commands: [{ op: put|delete|check, collection, id, document?, expect? }] }"), responses((status = 200, description = "{ results: [...] } in command order", body = Object), (status = 409, description = "expectations failed: every conflict listed, nothing applied", content_type = "application/problem+json"), (status = 428, description = "a command with no expected version would change a document of a collection that requires one; nothing applied", content_type = "application/problem+json"), DocumentRefusals, BodyRefusals, WriteRefusals))]
 pub async fn batch(
     State(state): State<AppState>,
     Authorized(DatabasePath { db }, _): Write<DatabasePath>,
+    key: WriteKey,
     JsonText(text): JsonText,
 ) -> ApiResult<Response> {
     let mut commands = parse_batch(&text, state.limits().max_nesting)?;
@@ -41,8 +42,15 @@ pub async fn batch(
         }
     }
     let engine = state.databases().get(&db).await?;
-    match commit(&state, &engine, commands).await? {
-        Ok(results) => Ok(json(StatusCode::OK, &BatchResponse { results })),
+    match commit(&state, &engine, key.batch(commands, text.as_bytes())).await? {
+        Ok(committed) => {
+            let replayed = committed.replayed;
+            let results = committed.into_results();
+            Ok(mark_replayed(
+                json(StatusCode::OK, &BatchResponse { results }),
+                replayed,
+            ))
+        }
         Err(conflict) => {
             // A batch names each document once: a conflict of a guarded
             // write is that document existing.

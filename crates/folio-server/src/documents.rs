@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use folio_core::{Command, CommandResult, EngineRef, Entry, Expectation, Metadata, generate_id};
+use folio_core::{
+    Batch, Command, CommandResult, Committed, EngineRef, Entry, Expectation, Metadata, generate_id,
+};
 use folio_protocol::{
     CollectionList, EntryBody, Evaluation, GetManyRequest, ListResponse, PatchFailure, PatchLimits,
     Preconditions, Results, etag_header,
@@ -20,9 +22,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{
     Authorized, CollectionPath, Conditions, DatabasePath, DocumentPath, JsonDocument, JsonText,
-    Params, PatchBody, Read, Write, check_nesting,
+    Params, PatchBody, Read, Write, WriteKey, check_nesting,
 };
-use crate::responses::{BodyRefusals, DatabaseRefusals, DocumentRefusals};
+use crate::responses::{BodyRefusals, DatabaseRefusals, DocumentRefusals, WriteRefusals};
 use crate::state::AppState;
 
 /// How long a write that reads the document before it writes (to judge
@@ -69,14 +71,26 @@ pub(crate) fn json_response(
     response
 }
 
-/// Commits one command, counting latency and conflicts.
+/// Marks an answer replayed (`Idempotency-Replayed: true`): the answer of
+/// a write that had committed under the request's idempotency key.
+pub(crate) fn mark_replayed(mut response: Response, replayed: bool) -> Response {
+    if replayed {
+        response.headers_mut().insert(
+            folio_protocol::headers::IDEMPOTENCY_REPLAYED,
+            HeaderValue::from_static("true"),
+        );
+    }
+    response
+}
+
+/// Commits a batch, counting latency and conflicts.
 pub(crate) async fn commit(
     state: &AppState,
     engine: &EngineRef,
-    commands: Vec<Command>,
-) -> ApiResult<Result<Vec<CommandResult>, folio_core::ConcurrencyError>> {
+    batch: Batch,
+) -> ApiResult<Result<Committed, folio_core::ConcurrencyError>> {
     let started = Instant::now();
-    let verdict = engine.commit(commands.into()).await;
+    let verdict = engine.commit(batch).await;
     state.metrics().commit(started.elapsed());
     let verdict = verdict?;
     if let Err(conflict) = &verdict {
@@ -126,6 +140,33 @@ async fn current_metadata(
     Ok(metadata.pop().flatten())
 }
 
+/// The one result of a one-command batch, and whether it was replayed.
+fn only(committed: Committed) -> ApiResult<(CommandResult, bool)> {
+    let replayed = committed.replayed;
+    match <[CommandResult; 1]>::try_from(committed.into_results()) {
+        Ok([result]) => Ok((result, replayed)),
+        Err(_) => Err(ApiError::Internal(folio_core::EngineErrorKind::Other)),
+    }
+}
+
+/// The answer of a write that committed under the request's key (and
+/// body) before, if one did: a write that reads first learns it before
+/// judging its preconditions against a document it may have changed
+/// itself. An empty batch with the key asks the engine.
+async fn committed_before(
+    engine: &EngineRef,
+    key: &WriteKey,
+    body: &[u8],
+) -> ApiResult<Option<(CommandResult, bool)>> {
+    if !key.sent() {
+        return Ok(None);
+    }
+    match engine.commit(key.batch(Vec::new(), body)).await? {
+        Ok(committed) if committed.replayed => only(committed).map(Some),
+        _ => Ok(None),
+    }
+}
+
 /// Writes one document (a put or a delete) under the request's
 /// preconditions, and in a collection that requires them (`guarded`),
 /// only as far as they allow:
@@ -138,17 +179,23 @@ async fn current_metadata(
 ///   against it (`412`, or `428` in a guarded collection when they name no
 ///   version and the document exists), and the write expects what was
 ///   read; if the document changed in between, all of it again.
+///
+/// Every try is one batch with the request's key (`key`, for the body
+/// `body`): a repeat of a write that committed is answered as it was
+/// (`true`: replayed), without judging its preconditions again.
 async fn write_document(
     state: &AppState,
     engine: &EngineRef,
     path: &DocumentPath,
     preconditions: &Preconditions,
+    (key, body): (&WriteKey, &[u8]),
     command: impl Fn(Expectation) -> Command,
-) -> ApiResult<CommandResult> {
+) -> ApiResult<(CommandResult, bool)> {
     let guarded = state.requires_precondition(&path.db, &path.collection);
+    let batch = |expect| key.batch(vec![command(expect)], body);
     if let Some(expect) = preconditions.without_reading() {
-        return match commit(state, engine, vec![command(expect)]).await? {
-            Ok(mut results) => Ok(results.remove(0)),
+        return match commit(state, engine, batch(expect)).await? {
+            Ok(committed) => only(committed),
             Err(conflict) => Err(ApiError::PreconditionFailed(
                 preconditions.refused(conflict.conflicts()[0].actual()),
             )),
@@ -160,11 +207,14 @@ async fn write_document(
         } else {
             Expectation::Any
         };
-        return match commit(state, engine, vec![command(expect)]).await? {
-            Ok(mut results) => Ok(results.remove(0)),
+        return match commit(state, engine, batch(expect)).await? {
+            Ok(committed) => only(committed),
             // Only the guarded write expects anything: the document exists.
             Err(_) => Err(precondition_required(&path.collection)),
         };
+    }
+    if let Some(answer) = committed_before(engine, key, body).await? {
+        return Ok(answer);
     }
     let mut retry = Retry::new();
     loop {
@@ -178,8 +228,8 @@ async fn write_document(
         let expect = current.map_or(Expectation::Missing, |current| {
             Expectation::version(current.change_vector)
         });
-        if let Ok(mut results) = commit(state, engine, vec![command(expect)]).await? {
-            return Ok(results.remove(0));
+        if let Ok(committed) = commit(state, engine, batch(expect)).await? {
+            return only(committed);
         }
         // Changed since the read: judge the preconditions again.
         retry.again().await?;
@@ -221,11 +271,12 @@ pub async fn get_document(
 }
 
 /// `PUT /db/{db}/docs/{collection}/{id}`.
-#[utoipa::path(put, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(DocumentPath), request_body(content = Object, content_type = "application/json", description = "the document, a JSON object"), responses((status = 200, description = "updated; the new metadata", body = Object), (status = 201, description = "created; the metadata", body = Object), (status = 412, description = "If-Match, If-Unmodified-Since or If-None-Match failed", content_type = "application/problem+json"), (status = 413, description = "body too large", content_type = "application/problem+json"), (status = 415, description = "not application/json", content_type = "application/problem+json"), (status = 428, description = "this collection requires If-Match with the version read to change a document", content_type = "application/problem+json"), DocumentRefusals, (status = 503, description = "the document kept changing while the preconditions were judged; try again", content_type = "application/problem+json")))]
+#[utoipa::path(put, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(DocumentPath, WriteKey), request_body(content = Object, content_type = "application/json", description = "the document, a JSON object"), responses((status = 200, description = "updated; the new metadata", body = Object), (status = 201, description = "created; the metadata", body = Object), (status = 412, description = "If-Match, If-Unmodified-Since or If-None-Match failed", content_type = "application/problem+json"), (status = 413, description = "body too large", content_type = "application/problem+json"), (status = 415, description = "not application/json", content_type = "application/problem+json"), (status = 428, description = "this collection requires If-Match with the version read to change a document", content_type = "application/problem+json"), DocumentRefusals, (status = 503, description = "the document kept changing while the preconditions were judged; try again", content_type = "application/problem+json"), WriteRefusals))]
 pub async fn put_document(
     State(state): State<AppState>,
     Authorized(path, _): Write<DocumentPath>,
     Conditions(preconditions): Conditions,
+    key: WriteKey,
     JsonDocument(document): JsonDocument,
 ) -> ApiResult<Response> {
     let engine = state.databases().get(&path.db).await?;
@@ -237,7 +288,15 @@ pub async fn put_document(
             expect,
         )
     };
-    let result = write_document(&state, &engine, &path, &preconditions, put).await?;
+    let (result, replayed) = write_document(
+        &state,
+        &engine,
+        &path,
+        &preconditions,
+        (&key, document.as_bytes()),
+        put,
+    )
+    .await?;
     let CommandResult::Put(metadata) = result else {
         return Err(ApiError::Internal(folio_core::EngineErrorKind::Other));
     };
@@ -246,7 +305,10 @@ pub async fn put_document(
     } else {
         StatusCode::OK
     };
-    Ok(json_response(status, version_headers(&metadata), &metadata))
+    Ok(mark_replayed(
+        json_response(status, version_headers(&metadata), &metadata),
+        replayed,
+    ))
 }
 
 fn precondition_required(collection: &str) -> ApiError {
@@ -258,28 +320,34 @@ fn precondition_required(collection: &str) -> ApiError {
 }
 
 /// `POST /db/{db}/docs/{collection}`: a new document with a generated id.
-#[utoipa::path(post, path = "/db/{db}/docs/{collection}", tag = "documents", params(CollectionPath), request_body(content = Object, content_type = "application/json"), responses((status = 201, description = "created with a generated id; Location names it", body = Object), (status = 412, description = "If-Match with an entity tag (a collection has none), or If-None-Match: *", content_type = "application/problem+json"), (status = 415, description = "not application/json", content_type = "application/problem+json"), DocumentRefusals, (status = 413, description = "body too large", content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/db/{db}/docs/{collection}", tag = "documents", params(CollectionPath, WriteKey), request_body(content = Object, content_type = "application/json"), responses((status = 201, description = "created with a generated id; Location names it", body = Object), (status = 412, description = "If-Match with an entity tag (a collection has none), or If-None-Match: *", content_type = "application/problem+json"), (status = 415, description = "not application/json", content_type = "application/problem+json"), DocumentRefusals, (status = 413, description = "body too large", content_type = "application/problem+json"), WriteRefusals))]
 pub async fn post_document(
     State(state): State<AppState>,
     Authorized(path, _): Write<CollectionPath>,
     Conditions(preconditions): Conditions,
+    key: WriteKey,
     JsonDocument(document): JsonDocument,
 ) -> ApiResult<Response> {
     let engine = state.databases().get(&path.db).await?;
     if let Evaluation::Failed(failure) = preconditions.evaluate_collection() {
         return Err(ApiError::PreconditionFailed(failure));
     }
-    let id = generate_id();
+    // A repeat is answered with the document the first request created
+    // (the batch's id stands for the request, not for this new id).
     let command = Command::put(
         path.collection.clone(),
-        id.clone(),
-        document,
+        generate_id(),
+        document.clone(),
         Expectation::Missing,
     );
-    let result = commit(&state, &engine, vec![command])
-        .await?
-        .map_err(ApiError::Conflict)?
-        .remove(0);
+    let committed = commit(
+        &state,
+        &engine,
+        key.batch(vec![command], document.as_bytes()),
+    )
+    .await?
+    .map_err(ApiError::Conflict)?;
+    let (result, replayed) = only(committed)?;
     let CommandResult::Put(metadata) = result else {
         return Err(ApiError::Internal(folio_core::EngineErrorKind::Other));
     };
@@ -288,43 +356,61 @@ pub async fn post_document(
         "/db/{}/docs/{}/{}",
         path.db,
         path.collection,
-        percent_encoding::utf8_percent_encode(&id, percent_encoding::NON_ALPHANUMERIC)
+        percent_encoding::utf8_percent_encode(&metadata.id, percent_encoding::NON_ALPHANUMERIC)
     );
     if let Ok(location) = HeaderValue::from_str(&location) {
         response_headers.insert(header::LOCATION, location);
     }
-    Ok(json_response(
-        StatusCode::CREATED,
-        response_headers,
-        &metadata,
+    Ok(mark_replayed(
+        json_response(StatusCode::CREATED, response_headers, &metadata),
+        replayed,
     ))
 }
 
 /// `DELETE /db/{db}/docs/{collection}/{id}`.
-#[utoipa::path(delete, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(DocumentPath), responses((status = 204, description = "deleted, or there was nothing to delete"), (status = 412, description = "If-Match, If-Unmodified-Since or If-None-Match failed", content_type = "application/problem+json"), (status = 428, description = "this collection requires If-Match with the version read to delete a document", content_type = "application/problem+json"), (status = 503, description = "the document kept changing while the preconditions were judged; try again", content_type = "application/problem+json"), DocumentRefusals))]
+#[utoipa::path(delete, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(DocumentPath, WriteKey), responses((status = 204, description = "deleted, or there was nothing to delete"), (status = 412, description = "If-Match, If-Unmodified-Since or If-None-Match failed", content_type = "application/problem+json"), (status = 428, description = "this collection requires If-Match with the version read to delete a document", content_type = "application/problem+json"), (status = 503, description = "the document kept changing while the preconditions were judged; try again", content_type = "application/problem+json"), DocumentRefusals, WriteRefusals))]
 pub async fn delete_document(
     State(state): State<AppState>,
     Authorized(path, _): Write<DocumentPath>,
     Conditions(preconditions): Conditions,
+    key: WriteKey,
 ) -> ApiResult<Response> {
     let engine = state.databases().get(&path.db).await?;
     let delete = |expect| Command::delete(path.collection.clone(), path.id.clone(), expect);
-    write_document(&state, &engine, &path, &preconditions, delete).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let (_, replayed) =
+        write_document(&state, &engine, &path, &preconditions, (&key, &[]), delete).await?;
+    Ok(mark_replayed(
+        StatusCode::NO_CONTENT.into_response(),
+        replayed,
+    ))
 }
 
 /// `PATCH /db/{db}/docs/{collection}/{id}`: a JSON merge patch (RFC 7396)
 /// or a JSON patch (RFC 6902), applied to the current version and written
 /// only if that version is still current.
-#[utoipa::path(patch, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(DocumentPath), request_body(content = Object, content_type = "application/merge-patch+json", description = "a JSON merge patch (RFC 7396), or a JSON patch (RFC 6902) as application/json-patch+json"), responses((status = 200, description = "patched; the new metadata", body = Object), (status = 409, description = "a test operation of the JSON patch failed", content_type = "application/problem+json"), (status = 412, description = "If-Match, If-Unmodified-Since or If-None-Match failed", content_type = "application/problem+json"), (status = 415, description = "not a patch media type", content_type = "application/problem+json"), (status = 428, description = "this collection requires If-Match with the version read to change a document", content_type = "application/problem+json"), (status = 503, description = "the document kept changing while it was patched; try again", content_type = "application/problem+json"), DocumentRefusals, (status = 413, description = "body too large", content_type = "application/problem+json")))]
+#[utoipa::path(patch, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(DocumentPath, WriteKey), request_body(content = Object, content_type = "application/merge-patch+json", description = "a JSON merge patch (RFC 7396), or a JSON patch (RFC 6902) as application/json-patch+json"), responses((status = 200, description = "patched; the new metadata", body = Object), (status = 409, description = "a test operation of the JSON patch failed", content_type = "application/problem+json"), (status = 412, description = "If-Match, If-Unmodified-Since or If-None-Match failed", content_type = "application/problem+json"), (status = 415, description = "not a patch media type", content_type = "application/problem+json"), (status = 428, description = "this collection requires If-Match with the version read to change a document", content_type = "application/problem+json"), (status = 503, description = "the document kept changing while it was patched; try again", content_type = "application/problem+json"), DocumentRefusals, (status = 413, description = "body too large", content_type = "application/problem+json"), WriteRefusals))]
 pub async fn patch_document(
     State(state): State<AppState>,
     Authorized(path, _): Write<DocumentPath>,
     Conditions(preconditions): Conditions,
-    PatchBody(patch): PatchBody,
+    key: WriteKey,
+    PatchBody(patch, text): PatchBody,
 ) -> ApiResult<Response> {
     let engine = state.databases().get(&path.db).await?;
     let guarded = state.requires_precondition(&path.db, &path.collection);
+    let patched_response = |(result, replayed): (CommandResult, bool)| {
+        let CommandResult::Put(metadata) = result else {
+            return Err(ApiError::Internal(folio_core::EngineErrorKind::Other));
+        };
+        Ok(mark_replayed(
+            json_response(StatusCode::OK, version_headers(&metadata), &metadata),
+            replayed,
+        ))
+    };
+    // A repeat of a patch that committed: its answer, not a second patch.
+    if let Some(answer) = committed_before(&engine, &key, text.as_bytes()).await? {
+        return patched_response(answer);
+    }
     let mut retry = Retry::new();
     loop {
         // A missing document is 404 whatever the preconditions: there is
@@ -374,15 +460,9 @@ pub async fn patch_document(
             patched,
             Expectation::version(current),
         );
-        if let Ok(mut results) = commit(&state, &engine, vec![command]).await? {
-            let CommandResult::Put(metadata) = results.remove(0) else {
-                return Err(ApiError::Internal(folio_core::EngineErrorKind::Other));
-            };
-            return Ok(json_response(
-                StatusCode::OK,
-                version_headers(&metadata),
-                &metadata,
-            ));
+        let batch = key.batch(vec![command], text.as_bytes());
+        if let Ok(committed) = commit(&state, &engine, batch).await? {
+            return patched_response(only(committed)?);
         }
         // Changed between the read and the write: judge the preconditions
         // again, and patch the newer version.

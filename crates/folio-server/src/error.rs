@@ -64,6 +64,19 @@ pub enum ApiError {
     /// 403: the server holds as many databases as it may (the number); no
     /// other can be created.
     TooManyDatabases(usize),
+    /// 503: the outcome of the write is unknown (its commit was interrupted
+    /// and sending it again did not settle it in time): sending the request
+    /// again with its idempotency key tells whether it committed.
+    InDoubt {
+        /// The write's idempotency key (the server's own when the request
+        /// had none).
+        key: Option<String>,
+        /// Why, in words.
+        detail: String,
+    },
+    /// 422: the idempotency key was used by a committed write with another
+    /// method, path or body.
+    KeyReused(String),
 }
 
 impl ApiError {
@@ -90,6 +103,8 @@ impl ApiError {
             | ApiError::TooManyConnections(_)
             | ApiError::TooManyOpenDatabases(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooManyDatabases(_) => StatusCode::FORBIDDEN,
+            ApiError::InDoubt { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::KeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 
@@ -118,6 +133,8 @@ impl ApiError {
             ApiError::TooManyConnections(_) => "connection-limit",
             ApiError::TooManyOpenDatabases(_) => "open-database-limit",
             ApiError::TooManyDatabases(_) => "database-limit",
+            ApiError::InDoubt { .. } => "in-doubt",
+            ApiError::KeyReused(_) => "idempotency-key-reused",
         }
     }
 
@@ -145,6 +162,8 @@ impl ApiError {
             ApiError::TooManyConnections(_) => "Too many connections",
             ApiError::TooManyOpenDatabases(_) => "Too many open databases",
             ApiError::TooManyDatabases(_) => "Too many databases",
+            ApiError::InDoubt { .. } => "Outcome unknown",
+            ApiError::KeyReused(_) => "Idempotency key reused",
         }
     }
 
@@ -199,6 +218,11 @@ impl ApiError {
                 "the server already holds its limit of {limit} databases (--max-databases), so \
                  no other can be created; the operator may raise the limit"
             ),
+            ApiError::InDoubt { detail, .. } => detail.clone(),
+            ApiError::KeyReused(key) => format!(
+                "Idempotency-Key {key:?} was used by a write with another method, path or body, \
+                 which committed; use a new key for each write"
+            ),
         }
     }
 }
@@ -222,6 +246,11 @@ impl IntoResponse for ApiError {
             },
             failed_test: match &self {
                 ApiError::PatchTestFailed { failed_test, .. } => Some(failed_test.clone()),
+                _ => None,
+            },
+            idempotency_key: match &self {
+                ApiError::InDoubt { key, .. } => key.clone(),
+                ApiError::KeyReused(key) => Some(key.clone()),
                 _ => None,
             },
         };
@@ -252,7 +281,9 @@ impl IntoResponse for ApiError {
             }
             // Busy storage, a serialization failure, a database in use:
             // each passes within moments too.
-            ApiError::TooManyOpenDatabases(_) | ApiError::Unavailable(_) => {
+            ApiError::TooManyOpenDatabases(_)
+            | ApiError::Unavailable(_)
+            | ApiError::InDoubt { .. } => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -270,6 +301,14 @@ impl From<folio_core::Error> for ApiError {
             folio_core::Error::NotFound(detail) => ApiError::NotFound(detail),
             folio_core::Error::InvalidInput(detail) => ApiError::BadRequest(detail),
             folio_core::Error::Unauthorized(detail) => ApiError::Unauthorized(detail),
+            folio_core::Error::BatchIdReused(id) => ApiError::KeyReused(id.to_string()),
+            folio_core::Error::InDoubt(in_doubt) => {
+                tracing::warn!(error = ?in_doubt, "a write's outcome is unknown");
+                ApiError::InDoubt {
+                    key: in_doubt.batch_id.as_ref().map(ToString::to_string),
+                    detail: in_doubt.to_string(),
+                }
+            }
             folio_core::Error::Engine(engine) => {
                 tracing::error!(error = ?engine, "storage failure");
                 match engine.kind() {
@@ -305,6 +344,10 @@ mod tests {
             ApiError::Unavailable(EngineErrorKind::SerializationFailure),
             ApiError::TooManyConnections(10),
             ApiError::TooManyOpenDatabases(10),
+            ApiError::InDoubt {
+                key: Some("k1".into()),
+                detail: "lost".into(),
+            },
         ] {
             let response = error.into_response();
             assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);

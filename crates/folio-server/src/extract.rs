@@ -16,8 +16,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
-use folio_core::validate;
-use folio_protocol::{Patch, Preconditions, media};
+use folio_core::{Batch, BatchId, Command, validate};
+use folio_protocol::{Patch, Preconditions, headers, media};
 use serde::de::DeserializeOwned;
 
 use crate::auth::Role;
@@ -259,9 +259,9 @@ impl FromRequest<AppState> for JsonDocument {
 }
 
 /// The body of a `PATCH`: a JSON merge patch (RFC 7396) or a JSON patch
-/// (RFC 6902), by its media type.
+/// (RFC 6902), by its media type, and its text.
 #[derive(Debug)]
-pub struct PatchBody(pub Patch);
+pub struct PatchBody(pub Patch, pub String);
 
 impl FromRequest<AppState> for PatchBody {
     type Rejection = ApiError;
@@ -274,7 +274,105 @@ impl FromRequest<AppState> for PatchBody {
         check_nesting(state, &text)?;
         // A repeated key in a patch would be read as its last value.
         validate::json_text(&text, "the patch")?;
-        Ok(PatchBody(Patch::parse(&media_type, &text)?))
+        let patch = Patch::parse(&media_type, &text)?;
+        Ok(PatchBody(patch, text))
+    }
+}
+
+/// The idempotency key of a write: the request's `Idempotency-Key` (1 to
+/// 255 of `!` to `~`, else `400`), or one of the server's own, so that the
+/// engine can send the write again when its commit ends in doubt. The
+/// write's batch carries it as its id, with a digest of the request
+/// (method, path and body bytes) as what the id stands for: the same
+/// request sent again is answered as the first was; another request under
+/// a key that committed is `422`.
+#[derive(Debug)]
+pub struct WriteKey {
+    id: BatchId,
+    /// Whether the client sent it (only then can a write be a repeat).
+    sent: bool,
+    /// SHA-256 of the method and the path, the body still to come.
+    digest: sha2::Sha256,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for WriteKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> ApiResult<Self> {
+        use sha2::Digest;
+        let (id, sent) = match parts.headers.get(headers::IDEMPOTENCY_KEY) {
+            None => (BatchId::new(), false),
+            Some(value) => {
+                let text = value.to_str().map_err(|_| {
+                    ApiError::BadRequest(
+                        "Idempotency-Key holds printable ASCII characters only (`!` to `~`)".into(),
+                    )
+                })?;
+                (BatchId::parse(text)?, true)
+            }
+        };
+        let mut digest = sha2::Sha256::new();
+        for part in [parts.method.as_str(), parts.uri.path()] {
+            digest.update((part.len() as u64).to_le_bytes());
+            digest.update(part.as_bytes());
+        }
+        Ok(WriteKey { id, sent, digest })
+    }
+}
+
+impl utoipa::IntoParams for WriteKey {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::{ObjectBuilder, Required, Type};
+        vec![
+            ParameterBuilder::new()
+                .name(headers::IDEMPOTENCY_KEY)
+                .parameter_in(ParameterIn::Header)
+                .required(Required::False)
+                .description(Some(
+                    "the write's idempotency key: sent again with the key of a write that \
+                     committed, the write is answered as it was (Idempotency-Replayed: true) and \
+                     not applied twice",
+                ))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .min_length(Some(1))
+                        .max_length(Some(BatchId::MAX_LEN))
+                        .pattern(Some("^[!-~]+$")),
+                ))
+                .build(),
+        ]
+    }
+}
+
+impl WriteKey {
+    /// Whether the client sent the key: a write that may be a repeat.
+    pub fn sent(&self) -> bool {
+        self.sent
+    }
+
+    /// The key.
+    pub fn id(&self) -> &BatchId {
+        &self.id
+    }
+
+    /// What the key stands for: the method, the path and `body`.
+    pub fn digest(&self, body: &[u8]) -> [u8; 32] {
+        use sha2::Digest;
+        let mut digest = self.digest.clone();
+        digest.update((body.len() as u64).to_le_bytes());
+        digest.update(body);
+        digest.finalize().into()
+    }
+
+    /// The batch of `commands` for the request whose body is `body`.
+    pub fn batch(&self, commands: Vec<Command>, body: &[u8]) -> Batch {
+        Batch::from(commands)
+            .with_id(self.id.clone())
+            .with_digest(self.digest(body))
     }
 }
 

@@ -58,3 +58,16 @@ impl utoipa::IntoResponses for BodyRefusals {
         ])
     }
 }
+
+/// A write: 422 (an idempotency key a committed write with another
+/// request took).
+pub struct WriteRefusals;
+
+impl utoipa::IntoResponses for WriteRefusals {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        problems(&[(
+            422,
+            "the Idempotency-Key was used by a committed write with another method, path or body",
+        )])
+    }
+}

@@ -53,8 +53,8 @@ use async_trait::async_trait;
 use std::time::Duration;
 
 use folio_core::{
-    Batch, ChangeHorizon, ChangesPage, CollectionCount, CommitResult, DatabaseId, Engine, Entry,
-    FieldPath, Metadata, Query, QueryResult, Result, validate,
+    Batch, ChangeHorizon, ChangesPage, CollectionCount, CommitResult, Committed, DatabaseId,
+    Engine, Entry, Error, FieldPath, Metadata, Query, QueryResult, Result, validate,
 };
 
 use tokio::sync::oneshot;
@@ -126,6 +126,10 @@ pub struct SqliteOptions {
     /// (`EngineErrorKind::Io`) and writes nothing; deleting documents
     /// makes room again. SQLite's `max_page_count`, rounded down to pages.
     pub max_size_bytes: Option<u64>,
+    /// How long the id of a committed batch is kept ([`folio_core::Batch::id`]):
+    /// a batch sent again with its id within this time gets its recorded
+    /// results and writes nothing. A day by default.
+    pub batch_retention: std::time::Duration,
     /// I/O failures to inject into the database's log and file, for tests
     /// of what a failing disk does (feature `fault-injection`; see
     /// [`IoFaults`]).
@@ -147,6 +151,7 @@ impl Default for SqliteOptions {
             reserve_bytes: 4 << 20,
             cache_budget: None,
             max_size_bytes: None,
+            batch_retention: std::time::Duration::from_secs(24 * 60 * 60),
             #[cfg(feature = "fault-injection")]
             io_faults: None,
             #[cfg(feature = "fault-injection")]
@@ -266,6 +271,7 @@ impl SqliteEngine {
             connection,
             opened.database_id.clone(),
             options.max_batches_per_group,
+            options.batch_retention,
             acknowledger,
             Links {
                 cache: cache.clone(),
@@ -407,13 +413,20 @@ pub(crate) fn lock_database(path: &Path) -> Result<std::fs::File> {
 impl Engine for SqliteEngine {
     async fn commit(&self, batch: Batch) -> CommitResult {
         batch.validate()?;
-        if batch.is_empty() {
-            return Ok(Ok(Vec::new()));
+        if batch.is_empty() && batch.id.is_none() {
+            return Ok(Ok(Committed::default()));
         }
         let (reply, answer) = oneshot::channel();
+        let id = batch.id.clone();
         let batch = Prepared::new(batch)?;
         self.shared.writer.send(Request::Commit { batch, reply })?;
-        answer.await.map_err(|_| closed())?
+        let mut verdict = answer.await.map_err(|_| closed())?;
+        // A failed sync leaves the batch in doubt until the database is
+        // reopened: it cannot be sent again before. Name it.
+        if let Err(Error::InDoubt(in_doubt)) = &mut verdict {
+            in_doubt.batch_id = id;
+        }
+        verdict
     }
 
     async fn get(&self, collection: &str, ids: &[String]) -> Result<Vec<Option<Entry>>> {

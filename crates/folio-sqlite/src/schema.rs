@@ -33,7 +33,8 @@ use crate::error::storage;
 /// Layout 4 changes no table: its pages reserve 8 bytes for a checksum
 /// (`vfs.rs`; `file.rs` converts older files). Its number keeps an older
 /// Folio, which would write pages without checksums, from opening it.
-const LAYOUT_VERSION: i64 = 4;
+/// Layout 5 adds `folio_batches` ([`LAYOUT_V5`]).
+const LAYOUT_VERSION: i64 = 5;
 
 const LAYOUT_V1: &str = "
 CREATE TABLE folio_meta (
@@ -92,6 +93,20 @@ INSERT INTO changes (etag, kind, collection, id, revision)
 const LAYOUT_V3: &str = "
 DROP TRIGGER changes_of_inserts;
 DROP TRIGGER changes_of_updates;
+";
+
+/// Version 5: the ids of committed batches (`Batch::id`), each with a
+/// SHA-256 of its commands, its results (JSON) and when it committed
+/// (milliseconds since the epoch), written in the batch's transaction; the
+/// writer deletes those older than the retention.
+const LAYOUT_V5: &str = "
+CREATE TABLE folio_batches (
+    id           TEXT    PRIMARY KEY,
+    fingerprint  BLOB    NOT NULL,
+    results      TEXT    NOT NULL,
+    committed_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX folio_batches_by_time ON folio_batches (committed_at);
 ";
 
 /// The last etag any committed write took: the feed's newest (an
@@ -161,6 +176,11 @@ pub(crate) fn open(connection: &mut Connection) -> Result<Opened> {
         transaction
             .execute_batch(LAYOUT_V3)
             .map_err(|e| storage("moving the changes feed to the writer", e))?;
+    }
+    if version < 5 {
+        transaction
+            .execute_batch(LAYOUT_V5)
+            .map_err(|e| storage("adding the record of committed batches", e))?;
     }
     if version < LAYOUT_VERSION {
         transaction

@@ -51,13 +51,13 @@ use crate::health::Health;
 pub(crate) type Reply = (oneshot::Sender<CommitResult>, CommitResult);
 
 /// The error of a write committed to the log whose sync failed: it is in
-/// doubt, whole or not at all.
+/// doubt, whole or not at all, until the database is reopened.
 pub(crate) fn sync_failure() -> Error {
-    Error::Engine(EngineError::new(
-        EngineErrorKind::Io,
-        "syncing the write-ahead log to disk failed, so this batch may or may not be on disk \
-         (whole or not at all: read it back once the database is reopened); the embedded \
-         database takes no more writes until it is reopened (check the disk)",
+    Error::InDoubt(folio_core::InDoubt::new(
+        None,
+        "syncing the write-ahead log to disk failed, so it may or may not be on disk; the \
+         embedded database takes no more writes until it is reopened (check the disk), and \
+         reopened it tells",
     ))
 }
 
@@ -362,7 +362,7 @@ mod tests {
                         let mut replies = Vec::new();
                         for _ in 0..3 {
                             let (sender, receiver) = oneshot::channel();
-                            replies.push((sender, Ok(Ok(Vec::new()))));
+                            replies.push((sender, Ok(Ok(folio_core::Committed::default()))));
                             receivers.lock().unwrap().push((receiver, etag));
                         }
                         acknowledger.acknowledge(replies, etag, Box::new(()));
@@ -435,8 +435,9 @@ mod tests {
         drop(acknowledger);
         for (mut receiver, etag) in receivers {
             let verdict = receiver.try_recv().expect("answered");
+            // In doubt when the failed sync covered it; refused after.
             assert!(
-                matches!(verdict, Err(Error::Engine(_))),
+                matches!(verdict, Err(Error::InDoubt(_) | Error::Engine(_))),
                 "group {etag} is not durable: {verdict:?}"
             );
         }

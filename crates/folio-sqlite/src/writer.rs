@@ -33,11 +33,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::thread::JoinHandle;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use folio_core::{
-    Batch, Command, CommandKind, CommandResult, CommitResult, ConcurrencyError, Conflict,
-    DatabaseId, Entry, Expectation, Metadata, Result, millis_since_epoch, time_from_millis,
+    Batch, BatchId, Command, CommandKind, CommandResult, CommitResult, Committed, ConcurrencyError,
+    Conflict, DatabaseId, Entry, Error, Expectation, Metadata, Result, millis_since_epoch,
+    time_from_millis,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
@@ -87,6 +88,8 @@ pub(crate) struct Prepared {
     batch: Batch,
     /// The encoding of each put's document, in command order.
     documents: Vec<Encoded>,
+    /// The batch's id and the fingerprint of its commands, when it has one.
+    key: Option<(BatchId, [u8; 32])>,
 }
 
 impl Prepared {
@@ -100,7 +103,12 @@ impl Prepared {
                 _ => None,
             })
             .collect::<Result<_>>()?;
-        Ok(Prepared { batch, documents })
+        let key = batch.id.clone().map(|id| (id, batch.fingerprint()));
+        Ok(Prepared {
+            batch,
+            documents,
+            key,
+        })
     }
 }
 
@@ -131,6 +139,7 @@ impl Writer {
         mut connection: Connection,
         database_id: DatabaseId,
         max_batches_per_group: usize,
+        batch_retention: Duration,
         acknowledger: Acknowledger,
         links: Links,
     ) -> Result<Self> {
@@ -174,6 +183,8 @@ impl Writer {
             log_pages,
             log_owed: false,
             max_batches_per_group: max_batches_per_group.max(1),
+            batch_retention,
+            pruned_at: 0,
         };
         let thread = std::thread::Builder::new()
             .name("folio-sqlite-writer".into())
@@ -251,7 +262,15 @@ struct WriterState {
     /// Set while the disk is full and the log could not be emptied yet.
     log_owed: bool,
     max_batches_per_group: usize,
+    /// How long the ids of committed batches are kept (`folio_batches`).
+    batch_retention: Duration,
+    /// When the writer last deleted ids older than the retention (ms).
+    pruned_at: i64,
 }
+
+/// How often the writer deletes the ids of committed batches older than
+/// the retention (in the transaction of a group).
+const PRUNE_INTERVAL_MILLIS: i64 = 60_000;
 
 /// Makes the writer checkpoint after each commit that leaves the log at
 /// `log_pages` pages or more. The checkpointer thread (`checkpoint.rs`)
@@ -400,6 +419,7 @@ impl WriterState {
             return;
         }
         self.untrusted = false;
+        self.prune_batches(now);
         let mut written = Vec::new();
         let mut lost = None;
         // What the group is done with is freed by the thread that answers,
@@ -530,10 +550,25 @@ impl WriterState {
     /// savepoint is rolled back (the etags it took stay taken). Also returns
     /// the entries the batch wrote, for the read cache.
     fn run_batch(&mut self, batch: &mut Prepared, now: i64) -> (CommitResult, Vec<Entry>) {
+        // A batch whose id is recorded committed before: its results again,
+        // nothing written (a batch earlier in this group counts too).
+        if let Some((id, fingerprint)) = &batch.key {
+            match self.recorded(id, fingerprint) {
+                Ok(None) => {}
+                Ok(Some(results)) => return (Ok(Ok(Committed::replayed(results))), Vec::new()),
+                Err(error) => return (Err(error), Vec::new()),
+            }
+        }
+        // An empty batch only asks whether its id committed: it did not.
+        if batch.batch.is_empty() {
+            return (Ok(Ok(Committed::default())), Vec::new());
+        }
         // The etags a refused or failed batch took are never given back:
         // a change vector names one version forever, and a version that was
         // written and then rolled back must not lend its name to the next.
-        if !needs_savepoint(&batch.batch) {
+        // A batch with an id records it after its writes: a savepoint takes
+        // the writes back if the record fails.
+        if !needs_savepoint(&batch.batch) && batch.key.is_none() {
             // A refused one wrote nothing, and a failed one took back what
             // it wrote (`update_row`): no savepoint.
             let mut written = Vec::new();
@@ -587,7 +622,11 @@ impl WriterState {
     /// `INSERT … ON CONFLICT DO NOTHING`, …): the common case costs one index
     /// lookup, and only a refused write reads the actual version.
     fn apply(&mut self, batch: &mut Prepared, now: i64, written: &mut Vec<Entry>) -> CommitResult {
-        let Prepared { batch, documents } = batch;
+        let Prepared {
+            batch,
+            documents,
+            key,
+        } = batch;
         let mut documents = documents.iter();
         let mut conflicts = Vec::new();
         let mut results = Vec::with_capacity(batch.commands.len());
@@ -670,11 +709,87 @@ impl WriterState {
                 }
             }
         }
-        if conflicts.is_empty() {
-            Ok(Ok(results))
-        } else {
-            Ok(Err(ConcurrencyError::new(conflicts)))
+        if !conflicts.is_empty() {
+            return Ok(Err(ConcurrencyError::new(conflicts)));
         }
+        if let Some((id, fingerprint)) = key {
+            self.record(id, fingerprint, &results, now)?;
+        }
+        Ok(Ok(Committed::new(results)))
+    }
+
+    /// The recorded results of the committed batch `id`, if it is recorded;
+    /// [`Error::BatchIdReused`] when it was recorded with other commands.
+    fn recorded(&self, id: &BatchId, fingerprint: &[u8; 32]) -> Result<Option<Vec<CommandResult>>> {
+        let row: Option<(Vec<u8>, String)> = self
+            .connection
+            .prepare_cached("SELECT fingerprint, results FROM folio_batches WHERE id = ?1")
+            .and_then(|mut statement| {
+                statement
+                    .query_row([id.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()
+            })
+            .map_err(|e| storage("reading the record of a committed batch", e))?;
+        let Some((recorded, results)) = row else {
+            return Ok(None);
+        };
+        if recorded.as_slice() != fingerprint.as_slice() {
+            return Err(Error::BatchIdReused(id.clone()));
+        }
+        serde_json::from_str(&results).map(Some).map_err(|e| {
+            Error::Engine(
+                folio_core::EngineError::new(
+                    folio_core::EngineErrorKind::Corrupt,
+                    format!("the recorded results of batch {id} are damaged"),
+                )
+                .with_source(e),
+            )
+        })
+    }
+
+    /// Records the committed batch `id` with its results, in its
+    /// transaction.
+    fn record(
+        &self,
+        id: &BatchId,
+        fingerprint: &[u8; 32],
+        results: &[CommandResult],
+        now: i64,
+    ) -> Result<()> {
+        let results = serde_json::to_string(results).map_err(|e| {
+            Error::Engine(
+                folio_core::EngineError::new(
+                    folio_core::EngineErrorKind::Other,
+                    "recording the results of a batch failed",
+                )
+                .with_source(e),
+            )
+        })?;
+        self.connection
+            .prepare_cached(
+                "INSERT INTO folio_batches (id, fingerprint, results, committed_at) \
+                 VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![id.as_str(), fingerprint.as_slice(), results, now])
+            })
+            .map(drop)
+            .map_err(|e| storage("recording a committed batch", e))
+    }
+
+    /// Deletes the ids of batches committed longer ago than the retention,
+    /// at most once a [`PRUNE_INTERVAL_MILLIS`], in the group's transaction.
+    /// A failure is left for the next time: the ids only take room.
+    fn prune_batches(&mut self, now: i64) {
+        if now - self.pruned_at < PRUNE_INTERVAL_MILLIS {
+            return;
+        }
+        self.pruned_at = now;
+        let retention = i64::try_from(self.batch_retention.as_millis()).unwrap_or(i64::MAX);
+        let _ = self
+            .connection
+            .prepare_cached("DELETE FROM folio_batches WHERE committed_at < ?1")
+            .and_then(|mut statement| statement.execute([now.saturating_sub(retention)]));
     }
 
     /// Writes a document if `expect` holds; the new revision, or `None` when

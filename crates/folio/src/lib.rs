@@ -99,9 +99,9 @@ pub use admin::Admin;
 pub use changes::ChangeFeed;
 pub use document::Document;
 pub use folio_core::{
-    Batch, Change, ChangeKind, ChangeVector, ChangesPage, CollectionCount, Command, CommandKind,
-    CommandResult, ConcurrencyError, Conflict, Engine, EngineError, EngineErrorKind, EngineRef,
-    Entry, Error, Expectation, FieldPath, Metadata, Op, Query,
+    Batch, BatchId, Change, ChangeKind, ChangeVector, ChangesPage, CollectionCount, Command,
+    CommandKind, CommandResult, Committed, ConcurrencyError, Conflict, Engine, EngineError,
+    EngineErrorKind, EngineRef, Entry, Error, Expectation, FieldPath, InDoubt, Metadata, Op, Query,
 };
 pub use folio_derive::Document;
 #[cfg(feature = "postgres")]

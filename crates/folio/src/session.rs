@@ -11,8 +11,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use folio_core::{
-    Batch, ChangeVector, Command, CommandResult, Entry, Error, Expectation, Metadata, Result,
-    validate,
+    Batch, BatchId, ChangeVector, Command, CommandResult, Entry, Error, Expectation, Metadata,
+    Result, validate,
 };
 use serde_json::Value;
 
@@ -82,6 +82,11 @@ pub struct Session {
     /// CPU through `folio serve`), and the keys are the application's own.
     documents: foldhash::HashMap<Key, Tracked>,
     next_sequence: u64,
+    /// The id of the last save, when it failed (not a conflict), with the
+    /// fingerprint of its batch: the next save of the same batch takes the
+    /// same id, so that if the failed one did commit, the engine answers
+    /// with its results instead of a conflict against it.
+    failed: Option<(BatchId, [u8; 32])>,
 }
 
 impl Session {
@@ -92,6 +97,7 @@ impl Session {
             use_optimistic_concurrency: None,
             documents: foldhash::HashMap::default(),
             next_sequence: 0,
+            failed: None,
         }
     }
 
@@ -291,13 +297,42 @@ impl Session {
     /// is as it was; `e.conflicts()` lists every conflict of the batch.
     /// After success the session knows the new versions, so a second save
     /// does not conflict with the first.
+    ///
+    /// Every save carries a batch id ([`Batch::id`]): an engine whose commit
+    /// ends in doubt sends the batch again with it and answers with the
+    /// outcome; [`Error::InDoubt`] when it could not learn it. After any
+    /// failure the session is as it was, and saving the same changes again
+    /// sends them under the same id, so that a save that did commit is
+    /// answered as such rather than as a conflict with itself.
     pub async fn save_changes(&mut self) -> Result<()> {
         let plan = self.plan()?;
         if plan.batch.is_empty() {
             return Ok(());
         }
-        let results = self.store.engine.commit(plan.batch).await??;
-        self.apply(plan.writes, plan.settled, results);
+        // Every save carries an id: an engine whose commit ends in doubt
+        // sends it again with it, and learns the outcome. A save that sends
+        // again the batch of a failed one takes its id.
+        let fingerprint = plan.batch.fingerprint();
+        let id = match self.failed.take() {
+            Some((id, failed)) if failed == fingerprint => id,
+            _ => BatchId::new(),
+        };
+        let committed = match self
+            .store
+            .engine
+            .commit(plan.batch.with_id(id.clone()))
+            .await
+        {
+            Ok(Ok(committed)) => committed,
+            Ok(Err(conflict)) => return Err(Error::Concurrency(conflict)),
+            Err(error) => {
+                if !matches!(error, Error::InvalidInput(_) | Error::BatchIdReused(_)) {
+                    self.failed = Some((id, fingerprint));
+                }
+                return Err(error);
+            }
+        };
+        self.apply(plan.writes, plan.settled, committed.into_results());
         Ok(())
     }
 

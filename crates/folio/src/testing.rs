@@ -44,7 +44,7 @@ use folio_core::{
 ///     async fn commit(
 ///         &self,
 ///         batch: folio::Batch,
-///     ) -> folio::Result<Result<Vec<folio::CommandResult>, folio::ConcurrencyError>> {
+///     ) -> folio::Result<Result<folio::Committed, folio::ConcurrencyError>> {
 ///         self.commits.fetch_add(1, Ordering::SeqCst);
 ///         self.inner.commit(batch).await
 ///     }

@@ -234,7 +234,7 @@ impl Wrapper for Broken {
             }
             Breakage::AcknowledgeWithoutWriting => {
                 if self.commits.fetch_add(1, Ordering::Relaxed) % 5 == 4 {
-                    Ok(Ok(self.made_up(&batch)))
+                    Ok(Ok(self.made_up(&batch).into()))
                 } else {
                     self.inner.commit(batch).await
                 }
@@ -279,7 +279,9 @@ impl Wrapper for Broken {
                     Ok(results) => results,
                     Err(conflict) => return Ok(Err(conflict)),
                 };
-                results.extend(self.made_up(&Batch::from(batch.commands[1..].to_vec())));
+                results
+                    .results
+                    .extend(self.made_up(&Batch::from(batch.commands[1..].to_vec())));
                 Ok(Ok(results))
             }
         }

@@ -42,7 +42,7 @@ use folio_core::{
 use futures_util::future::{join_all, join3};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::{ConnectionGuard, Outcome, took_etag};
+use super::{ConnectionGuard, Key, Outcome, took_etag};
 use crate::Inner;
 use crate::error::{Failure, pool as pool_error, storage};
 
@@ -163,8 +163,13 @@ impl Inner {
             .iter()
             .map(|pending| &pending.batch.commands[0])
             .collect();
+        let keys: Vec<Option<Key>> = group
+            .iter()
+            .map(|pending| Key::of(&pending.batch))
+            .collect();
+        let keys: Vec<Option<&Key>> = keys.iter().map(Option::as_ref).collect();
         let outcome = self
-            .try_group(guard.0.as_ref().expect("held"), &commands)
+            .try_group(guard.0.as_ref().expect("held"), &commands, &keys)
             .await;
         guard.release();
         match outcome {
@@ -177,7 +182,7 @@ impl Inner {
                 }
                 for (pending, verdict) in group.into_iter().zip(verdicts) {
                     let _ = pending.reply.send(match verdict {
-                        Verdict::Done(result) => Ok(Ok(vec![result])),
+                        Verdict::Done(result) => Ok(Ok(vec![result].into())),
                         Verdict::Conflict(conflict) => {
                             Ok(Err(ConcurrencyError::new(vec![conflict])))
                         }
@@ -204,13 +209,14 @@ impl Inner {
         &self,
         client: &deadpool_postgres::Object,
         commands: &[&Command],
+        keys: &[Option<&Key>],
     ) -> std::result::Result<Vec<Verdict>, GroupFailure> {
         let now = millis_since_epoch(SystemTime::now());
         let prepared = self
-            .prepare_all(client, commands)
+            .prepare_all(client, commands, keys)
             .await
             .map_err(|_| GroupFailure::RolledBack)?;
-        let run_all = self.run_in_key_order(client, commands, &prepared, now);
+        let run_all = self.run_in_key_order(client, commands, keys, &prepared, now);
         // One flight: BEGIN, the statements, COMMIT. PostgreSQL answers in
         // order, so once COMMIT's answer is in, every statement's is too.
         let (began, ran, committed) = join3(

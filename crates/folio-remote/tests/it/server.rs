@@ -274,3 +274,183 @@ async fn a_wait_longer_than_one_poll_keeps_polling() {
     assert!(quiet.changes.is_empty(), "{quiet:?}");
     assert_eq!(quiet.last_etag, page.last_etag);
 }
+
+/// A loopback proxy to `upstream` that, once armed, cuts the connection
+/// that carries a batch (`POST …/batch`) when the server's answer comes:
+/// the server committed it, the client never hears so.
+struct AnswerCutter {
+    base: String,
+    /// Cut the next batch's answer.
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Cut every batch's answer.
+    always: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AnswerCutter {
+    async fn start(upstream: &str) -> Self {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let armed = Arc::new(AtomicBool::new(false));
+        let always = Arc::new(AtomicBool::new(false));
+        let cut = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn({
+            let (armed, always, cut) = (armed.clone(), always.clone(), cut.clone());
+            async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let batch_sent = Arc::new(AtomicBool::new(false));
+                    let seen = batch_sent.clone();
+                    tokio::spawn(async move {
+                        let mut buffer = vec![0; 64 << 10];
+                        while let Ok(read) = client_read.read(&mut buffer).await {
+                            if read == 0 {
+                                break;
+                            }
+                            let bytes = &buffer[..read];
+                            if bytes.windows(6).any(|window| window == b"/batch") {
+                                seen.store(true, Ordering::SeqCst);
+                            }
+                            if server_write.write_all(bytes).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    let (armed, always, cut) = (armed.clone(), always.clone(), cut.clone());
+                    tokio::spawn(async move {
+                        let mut buffer = vec![0; 64 << 10];
+                        while let Ok(read) = server_read.read(&mut buffer).await {
+                            if read == 0 {
+                                break;
+                            }
+                            if batch_sent.load(Ordering::SeqCst)
+                                && (always.load(Ordering::SeqCst)
+                                    || armed.swap(false, Ordering::SeqCst))
+                            {
+                                // The answer is dropped, and the connection with it.
+                                cut.fetch_add(1, Ordering::SeqCst);
+                                break;
+                            }
+                            if client_write.write_all(&buffer[..read]).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        AnswerCutter {
+            base,
+            armed,
+            always,
+            cut,
+            task,
+        }
+    }
+}
+
+impl Drop for AnswerCutter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A commit whose answer is lost after the server committed it is sent
+/// again with its id, and answered with the recorded results: written once,
+/// and the caller learns it (no error, no conflict with its own write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_answer_is_lost_is_sent_again_and_answered() {
+    use std::sync::atomic::Ordering;
+
+    let server = Server::start(None).await;
+    let cutter = AnswerCutter::start(&server.base).await;
+    let engine = RemoteEngine::connect(
+        &format!("{}/db/shop", cutter.base),
+        RemoteOptions::default(),
+    )
+    .await
+    .unwrap();
+    cutter.armed.store(true, Ordering::SeqCst);
+    let batch = Batch::from(vec![Command::put(
+        "orders",
+        "o1",
+        r#"{"total":3}"#,
+        Expectation::Missing,
+    )]);
+    let committed = engine
+        .commit(batch)
+        .await
+        .expect("answered after the cut")
+        .expect("not a conflict with its own write");
+    assert_eq!(
+        cutter.cut.load(Ordering::SeqCst),
+        1,
+        "the first answer was cut"
+    );
+    assert!(
+        committed.replayed,
+        "the second sending was answered from the record"
+    );
+    let direct = server.connect("shop", None).await.unwrap();
+    let stored = direct.metadata("orders", &["o1".into()]).await.unwrap();
+    let folio_core::CommandResult::Put(told) = &committed[0] else {
+        panic!("{committed:?}")
+    };
+    assert_eq!(stored[0].as_ref(), Some(told), "written once, as told");
+    assert_eq!(told.revision, 1);
+}
+
+/// When no answer comes for longer than the engine sends a batch again,
+/// the commit is in doubt, and says with which id to learn the outcome;
+/// sent again with it once answers come, it is answered from the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_stays_unanswered_is_in_doubt_until_sent_again() {
+    use std::sync::atomic::Ordering;
+
+    let server = Server::start(None).await;
+    let cutter = AnswerCutter::start(&server.base).await;
+    let engine = RemoteEngine::connect(
+        &format!("{}/db/shop", cutter.base),
+        RemoteOptions {
+            resend_for: std::time::Duration::from_millis(400),
+            ..RemoteOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    cutter.always.store(true, Ordering::SeqCst);
+    let id = folio_core::BatchId::new();
+    let batch = Batch::from(vec![Command::put(
+        "orders",
+        "o1",
+        "{}",
+        Expectation::Missing,
+    )])
+    .with_id(id.clone());
+    match engine.commit(batch.clone()).await {
+        Err(Error::InDoubt(in_doubt)) => {
+            assert_eq!(in_doubt.batch_id, Some(id.clone()));
+            assert!(in_doubt.to_string().contains(id.as_str()), "{in_doubt}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        cutter.cut.load(Ordering::SeqCst) >= 2,
+        "sent again before giving up"
+    );
+    cutter.always.store(false, Ordering::SeqCst);
+    let committed = engine
+        .commit(batch)
+        .await
+        .expect("answered")
+        .expect("the recorded results");
+    assert!(committed.replayed);
+}

@@ -12,6 +12,7 @@ mod common;
 mod concurrency;
 mod edge;
 mod headers;
+mod idempotency;
 mod leaks;
 mod limits;
 mod names;

@@ -43,6 +43,7 @@ async fn commit(engine: &EngineRef, commands: Vec<Command>) -> Vec<CommandResult
         .await
         .expect("the commit reaches the engine")
         .expect("no conflict")
+        .into_results()
 }
 
 fn put(collection: &str, id: &str, document: &str) -> Command {

@@ -41,7 +41,7 @@ impl Wrapper for Recorder {
     async fn commit(
         &self,
         batch: Batch,
-    ) -> folio::Result<Result<Vec<CommandResult>, ConcurrencyError>> {
+    ) -> folio::Result<Result<folio::Committed, ConcurrencyError>> {
         self.batches.lock().unwrap().push(batch.clone());
         self.inner.commit(batch).await
     }
@@ -627,7 +627,7 @@ fn put_ids(batch: &Batch) -> Vec<String> {
 async fn assert_told_the_truth(
     engine: &dyn Engine,
     batch: &Batch,
-    outcome: &folio::Result<Result<Vec<CommandResult>, ConcurrencyError>>,
+    outcome: &folio::Result<Result<folio::Committed, ConcurrencyError>>,
 ) -> bool {
     let ids = put_ids(batch);
     let stored = engine.get("notes", &ids).await.unwrap();
@@ -668,8 +668,8 @@ async fn commit_together(
     failing: &Batch,
     others: &[Batch],
 ) -> (
-    folio::Result<Result<Vec<CommandResult>, ConcurrencyError>>,
-    Vec<folio::Result<Result<Vec<CommandResult>, ConcurrencyError>>>,
+    folio::Result<Result<folio::Committed, ConcurrencyError>>,
+    Vec<folio::Result<Result<folio::Committed, ConcurrencyError>>>,
 ) {
     let barrier = Arc::new(tokio::sync::Barrier::new(others.len() + 1));
     let tasks: Vec<_> = others
@@ -1110,8 +1110,7 @@ async fn a_failed_log_write_fails_its_group_and_the_writer_goes_on() {
 }
 
 /// A sync of the log fails (`fdatasync` returns `EIO`): the batches it was
-/// to make durable are told `Error::Engine` and that they are in doubt,
-/// whole or not at all; later writes are refused with nothing written
+/// to make durable are told `Error::InDoubt`, whole or not at all; later writes are refused with nothing written
 /// (after a failed sync the kernel may call the lost pages clean, so the
 /// engine never retries one), reads go on, and a reopened database holds
 /// every acknowledged batch and each batch in doubt whole or not at all.
@@ -1144,22 +1143,26 @@ async fn a_failed_sync_puts_its_batches_in_doubt_and_no_write_is_taken_until_reo
                     acknowledged.push(id);
                 }
             }
+            Err(Error::InDoubt(error)) => {
+                let message = error.to_string();
+                assert!(message.contains("reopened"), "what to do: {message}");
+                assert!(message.contains("may or may not be on disk"), "{message}");
+                in_doubt.push(put_ids(batch));
+            }
             Err(Error::Engine(error)) => {
+                // A group that came to the writer after the failure.
                 assert_eq!(error.kind(), EngineErrorKind::Io, "{error}");
                 let message = error.to_string();
                 assert!(message.contains("reopened"), "what to do: {message}");
-                if message.contains("may or may not be on disk") {
-                    in_doubt.push(put_ids(batch));
-                } else {
-                    // A group that came to the writer after the failure.
-                    assert!(
-                        message.contains("nothing of this batch was written"),
-                        "{message}"
-                    );
-                    refused.extend(put_ids(batch));
-                }
+                assert!(
+                    message.contains("nothing of this batch was written"),
+                    "{message}"
+                );
+                refused.extend(put_ids(batch));
             }
-            other => panic!("a failed sync must be an Error::Engine, got {other:?}"),
+            other => panic!(
+                "a failed sync puts its batches in doubt and refuses later ones, got {other:?}"
+            ),
         }
     }
     assert!(!in_doubt.is_empty(), "the failed sync put a group in doubt");

@@ -16,6 +16,8 @@
 //! * `faults`: failed commits change neither the database nor the session;
 //!   faults inside the embedded writer (a full disk, a transaction lost
 //!   mid-group) tell every caller the truth;
+//! * `idempotency`: batch ids: a committed batch sent again gets its
+//!   recorded results and writes nothing, on every engine;
 //! * `log`: the embedded engine's log holds every acknowledged commit, readable
 //!   from outside and recovered from a crash copy;
 //! * `security`: hostile ids, collection names, paths, values and keys are
@@ -44,6 +46,7 @@ mod damage;
 mod derive;
 mod disk;
 mod faults;
+mod idempotency;
 mod log;
 mod pg_terminate;
 mod postgres;

@@ -452,7 +452,7 @@ async fn child_worker() {
 // ---- group commit -----------------------------------------------------------------
 
 /// What `Engine::commit` returns.
-type CommitResult = folio::Result<Result<Vec<CommandResult>, ConcurrencyError>>;
+type CommitResult = folio::Result<Result<folio::Committed, ConcurrencyError>>;
 
 /// A batch of one put of `id` in collection `notes`.
 fn put_note(id: &str, json: &str, expect: Expectation) -> Batch {

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use folio::testing::{Wrapper, wrap};
 use folio::{
-    Batch, CommandKind, CommandResult, ConcurrencyError, Document, DocumentStore, EngineRef, Entry,
-    Error, Expectation, Metadata, Query, SessionOptions, Tracking,
+    Batch, CommandKind, ConcurrencyError, Document, DocumentStore, EngineRef, Entry, Error,
+    Expectation, Metadata, Query, SessionOptions, Tracking,
 };
 use serde::{Deserialize, Serialize};
 
@@ -100,7 +100,7 @@ impl Wrapper for Counting {
     async fn commit(
         &self,
         batch: Batch,
-    ) -> folio::Result<Result<Vec<CommandResult>, ConcurrencyError>> {
+    ) -> folio::Result<Result<folio::Committed, ConcurrencyError>> {
         self.batches.lock().unwrap().push(batch.clone());
         self.inner.commit(batch).await
     }
