@@ -30,6 +30,9 @@ pub struct Failure {
     pub message: String,
     /// The HTTP status, when the server answered.
     pub status: Option<StatusCode>,
+    /// The problem's kind (`in-doubt`, `concurrency-conflict`, …), when the
+    /// server answered with one of Folio's problems.
+    pub problem: Option<String>,
 }
 
 impl Failure {
@@ -37,6 +40,19 @@ impl Failure {
         Failure {
             message: message.into(),
             status: None,
+            problem: None,
+        }
+    }
+
+    /// Whether a write that failed so may have been applied, its answer
+    /// lost: no answer, or a server or gateway that could not say (`502`,
+    /// `503`, `504`), unless the server tried to learn the outcome itself
+    /// (`in-doubt`).
+    fn answer_lost(&self) -> bool {
+        match self.status.map(|status| status.as_u16()) {
+            None => true,
+            Some(502..=504) => self.problem.as_deref() != Some("in-doubt"),
+            Some(_) => false,
         }
     }
 
@@ -119,8 +135,12 @@ impl Client {
         }
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
-        let detail = serde_json::from_str::<folio_protocol::Problem>(&body)
-            .ok()
+        let problem = serde_json::from_str::<folio_protocol::Problem>(&body).ok();
+        let kind = problem
+            .as_ref()
+            .and_then(|problem| problem.kind_name())
+            .map(str::to_owned);
+        let detail = problem
             .filter(|problem| !problem.detail.is_empty())
             .map(|problem| match problem.actual.flatten() {
                 Some(actual) => format!("{} (current change vector: {actual})", problem.detail),
@@ -137,6 +157,7 @@ impl Client {
         Err(Failure {
             message: format!("{status}: {detail}"),
             status: Some(status),
+            problem: kind,
         })
     }
 
@@ -230,7 +251,48 @@ impl Client {
         writeln!(out, "{line}").map_err(write_failure)
     }
 
-    /// `folio put`: writes `document` (JSON object text), conditionally.
+    /// Sends a write with `key` as its `Idempotency-Key`. When its answer
+    /// is lost ([`Failure::answer_lost`]), sends it again with the same key
+    /// until the server answers (a write that committed is answered as it
+    /// was, and is not applied twice), for [`RESEND_FOR`]; after that the
+    /// failure names the key, with which the write can be sent again later
+    /// to learn whether it was applied.
+    pub(crate) async fn send_write(
+        &self,
+        request: reqwest::RequestBuilder,
+        key: &str,
+    ) -> Result<reqwest::Response, Failure> {
+        let request = request.header(folio_protocol::headers::IDEMPOTENCY_KEY, key);
+        let deadline = Instant::now() + RESEND_FOR;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let attempt = request
+                .try_clone()
+                .ok_or_else(|| Failure::new("a write whose body cannot be sent twice"))?;
+            match self.send(attempt).await {
+                Err(failure) if failure.answer_lost() => {
+                    if Instant::now() + pause >= deadline {
+                        return Err(Failure {
+                            message: format!(
+                                "{}; the write may or may not have been applied: send it again \
+                                 with Idempotency-Key {key} (folio put/delete \
+                                 --idempotency-key {key}) to learn which",
+                                failure.message
+                            ),
+                            ..failure
+                        });
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// `folio put`: writes `document` (JSON object text), conditionally,
+    /// with `key` as its idempotency key ([`Client::send_write`]).
+    #[allow(clippy::too_many_arguments)]
     pub async fn put(
         &self,
         collection: &str,
@@ -238,6 +300,7 @@ impl Client {
         document: String,
         if_match: Option<&str>,
         if_none_match: Option<&str>,
+        key: &str,
         out: &mut impl Write,
     ) -> Result<(), Failure> {
         let mut request = self
@@ -250,23 +313,24 @@ impl Client {
         if let Some(version) = if_none_match {
             request = request.header(header::IF_NONE_MATCH, entity_tag(version));
         }
-        let response = self.send(request).await?;
+        let response = self.send_write(request, key).await?;
         let body = response.text().await.map_err(read_failure)?;
         writeln!(out, "{body}").map_err(write_failure)
     }
 
-    /// `folio delete`.
+    /// `folio delete`, with `key` as its idempotency key.
     pub async fn delete(
         &self,
         collection: &str,
         id: &str,
         if_match: Option<&str>,
+        key: &str,
     ) -> Result<(), Failure> {
         let mut request = self.request(Method::DELETE, self.document_url(collection, id));
         if let Some(version) = if_match {
             request = request.header(header::IF_MATCH, entity_tag(version));
         }
-        self.send(request).await.map(drop)
+        self.send_write(request, key).await.map(drop)
     }
 
     /// `folio query`: prints the response (`results` and `total`).
@@ -301,8 +365,17 @@ impl Client {
     /// Each batch is atomic; the import as a whole is not. Up to
     /// `IMPORT_BATCHES_IN_FLIGHT` batches are sent ahead, so when one fails
     /// (a conflict with `only_new`, say) the batches sent before and a few
-    /// after it may have been written: running the same import again
-    /// without `only_new` converges.
+    /// after it may have been written.
+    ///
+    /// Each batch carries an idempotency key, so a batch whose answer is
+    /// lost is sent again until the server answers, never applied twice.
+    /// With `only_new` the key is a digest of the batch's body: running an
+    /// interrupted import again (the same file and batch size) within the
+    /// server's retention of keys (a day) writes only what the first run
+    /// did not, the batches it committed answered as before (counted as
+    /// imported by the earlier run) rather than refused as existing.
+    /// Without it, the key is the run's own: a run again writes every line
+    /// again, and converges.
     pub async fn import(
         &self,
         file: &Path,
@@ -328,9 +401,14 @@ impl Client {
         };
         let mut batch = ImportBatch::default();
         let documents = std::collections::hash_map::RandomState::new();
+        let keys = if only_new {
+            ImportKeys::Digest
+        } else {
+            ImportKeys::Run(folio_core::BatchId::new())
+        };
         // A few batches in flight, so that reading and encoding the next
         // one overlaps the server writing this one.
-        let mut pipeline = Pipeline::new(self, &progress);
+        let mut pipeline = Pipeline::new(self, &progress, keys);
         let started = Instant::now();
         for (number, line) in reader.lines().enumerate() {
             let line =
@@ -374,26 +452,55 @@ impl Client {
             }
         }
         pipeline.send(batch).await?;
-        let imported = pipeline.finish().await?;
+        let (imported, pipeline_replayed) = pipeline.finish().await?;
         progress.finish_and_clear();
         let seconds = started.elapsed().as_secs_f64();
+        let earlier = if pipeline_replayed > 0 {
+            format!(" ({pipeline_replayed} of them by an earlier run of this import)")
+        } else {
+            String::new()
+        };
         eprintln!(
-            "imported {imported} documents in {seconds:.1} s ({:.0} documents/s)",
+            "imported {imported} documents{earlier} in {seconds:.1} s ({:.0} documents/s)",
             imported as f64 / seconds.max(1e-9)
         );
         Ok(imported)
     }
 
-    async fn send_batch(&self, commands: Vec<String>) -> Result<u64, Failure> {
+    /// Sends batch `number` of an import, keyed by `keys`: the number of
+    /// documents, and whether the server had committed it before.
+    async fn send_batch(
+        &self,
+        commands: Vec<String>,
+        keys: &ImportKeys,
+        number: u64,
+    ) -> Result<(u64, bool), Failure> {
+        use sha2::Digest;
         let count = commands.len() as u64;
         let body = format!("{{\"commands\":[{}]}}", commands.join(","));
-        self.send(
-            self.request(Method::POST, self.url("/batch"))
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(body),
-        )
-        .await?;
-        Ok(count)
+        let key: String = match keys {
+            ImportKeys::Digest => std::iter::once("import-".to_owned())
+                .chain(
+                    sha2::Sha256::digest(body.as_bytes())[..16]
+                        .iter()
+                        .map(|byte| format!("{byte:02x}")),
+                )
+                .collect(),
+            ImportKeys::Run(run) => format!("import-{run}-{number}"),
+        };
+        let response = self
+            .send_write(
+                self.request(Method::POST, self.url("/batch"))
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(body),
+                &key,
+            )
+            .await?;
+        let replayed = response
+            .headers()
+            .get(folio_protocol::headers::IDEMPOTENCY_REPLAYED)
+            .is_some_and(|value| value.as_bytes() == b"true");
+        Ok((count, replayed))
     }
 }
 
@@ -414,25 +521,44 @@ struct ImportBatch {
     after_in_flight: bool,
 }
 
+/// What a batch of an import came to: its documents, and whether an
+/// earlier run had committed it.
+type Sent = (u64, bool);
+
+/// How an import keys its batches (`Client::import`).
+#[derive(Clone)]
+enum ImportKeys {
+    /// By a digest of the batch's body: the same batch in another run is
+    /// the same write.
+    Digest,
+    /// By the run and the batch's number.
+    Run(folio_core::BatchId),
+}
+
 /// The batches of an import in flight, and the documents each names.
 struct Pipeline<'a> {
     client: &'a Client,
+    keys_of_batches: ImportKeys,
     progress: &'a ProgressBar,
-    in_flight: FuturesUnordered<LocalBoxFuture<'a, (u64, Result<u64, Failure>)>>,
+    in_flight: FuturesUnordered<LocalBoxFuture<'a, (u64, Result<Sent, Failure>)>>,
     keys: HashMap<u64, HashSet<DocumentKey>>,
     sent: u64,
     imported: u64,
+    /// Of them, in batches an earlier run committed.
+    replayed: u64,
 }
 
 impl<'a> Pipeline<'a> {
-    fn new(client: &'a Client, progress: &'a ProgressBar) -> Self {
+    fn new(client: &'a Client, progress: &'a ProgressBar, keys: ImportKeys) -> Self {
         Pipeline {
             client,
+            keys_of_batches: keys,
             progress,
             in_flight: FuturesUnordered::new(),
             keys: HashMap::new(),
             sent: 0,
             imported: 0,
+            replayed: 0,
         }
     }
 
@@ -457,8 +583,9 @@ impl<'a> Pipeline<'a> {
         self.keys.insert(number, batch.keys);
         let client = self.client;
         let commands = batch.commands;
+        let keys = self.keys_of_batches.clone();
         self.in_flight.push(Box::pin(async move {
-            (number, client.send_batch(commands).await)
+            (number, client.send_batch(commands, &keys, number).await)
         }));
         while self.in_flight.len() >= IMPORT_BATCHES_IN_FLIGHT {
             self.complete_one().await?;
@@ -470,21 +597,29 @@ impl<'a> Pipeline<'a> {
     async fn complete_one(&mut self) -> Result<(), Failure> {
         if let Some((number, answer)) = self.in_flight.next().await {
             self.keys.remove(&number);
-            self.imported += answer?;
+            let (count, replayed) = answer?;
+            self.imported += count;
+            if replayed {
+                self.replayed += count;
+            }
             self.progress
                 .set_message(format!("{} documents", self.imported));
         }
         Ok(())
     }
 
-    /// Waits for every batch in flight; how many documents were imported.
-    async fn finish(mut self) -> Result<u64, Failure> {
+    /// Waits for every batch in flight; how many documents were imported,
+    /// and how many of them an earlier run did.
+    async fn finish(mut self) -> Result<(u64, u64), Failure> {
         while !self.in_flight.is_empty() {
             self.complete_one().await?;
         }
-        Ok(self.imported)
+        Ok((self.imported, self.replayed))
     }
 }
+
+/// How long a write whose answer was lost is sent again with its key.
+const RESEND_FOR: Duration = Duration::from_secs(30);
 
 /// How many import batches are sent before the first answer is awaited.
 const IMPORT_BATCHES_IN_FLIGHT: usize = 4;
@@ -650,6 +785,7 @@ mod tests {
         let failure = |status: u16| Failure {
             message: String::new(),
             status: Some(StatusCode::from_u16(status).unwrap()),
+            problem: None,
         };
         assert_eq!(failure(404).exit_code(), 3);
         assert_eq!(failure(412).exit_code(), 4);

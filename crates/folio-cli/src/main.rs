@@ -75,6 +75,11 @@ enum Command {
         /// `*`: only if the document does not exist yet.
         #[arg(long)]
         if_none_match: Option<String>,
+        /// The write's idempotency key (default: a new one). Sent again
+        /// with the key of a write that was applied, the write is answered
+        /// as it was and not applied twice.
+        #[arg(long)]
+        idempotency_key: Option<String>,
     },
     /// Delete a document.
     Delete {
@@ -87,6 +92,9 @@ enum Command {
         /// Only if this is the current change vector (exit code 4 otherwise).
         #[arg(long)]
         if_match: Option<String>,
+        /// The write's idempotency key (default: a new one), as for `put`.
+        #[arg(long)]
+        idempotency_key: Option<String>,
     },
     /// Run a query (docs/protocol.md query JSON, or @FILE).
     Query {
@@ -247,6 +255,7 @@ fn copy_place(spec: &str, db: &str, api_key: Option<String>) -> Result<Source, F
             return Err(Failure {
                 message: format!("{error}; or give a backup file"),
                 status: None,
+                problem: None,
             });
         }
     };
@@ -267,6 +276,7 @@ fn copy_place(spec: &str, db: &str, api_key: Option<String>) -> Result<Source, F
                           a data directory or PostgreSQL"
                     .into(),
                 status: None,
+                problem: None,
             });
         }
     }))
@@ -449,12 +459,14 @@ fn main() -> ExitCode {
         Command::Serve(args) => runtime.block_on(serve(args)).map_err(|message| Failure {
             message,
             status: None,
+            problem: None,
         }),
         Command::Bench(args) => runtime
             .block_on(folio_cli::tools::bench::run(args))
             .map_err(|message| Failure {
                 message,
                 status: None,
+                problem: None,
             }),
         command => runtime.block_on(client_command(command)),
     };
@@ -499,8 +511,10 @@ async fn client_command(command: Command) -> Result<(), Failure> {
             file,
             if_match,
             if_none_match,
+            idempotency_key,
         } => {
             let document = read_input(file.as_deref())?;
+            let key = write_key(idempotency_key)?;
             target
                 .client()?
                 .put(
@@ -509,6 +523,7 @@ async fn client_command(command: Command) -> Result<(), Failure> {
                     document,
                     if_match.as_deref(),
                     if_none_match.as_deref(),
+                    &key,
                     &mut stdout,
                 )
                 .await
@@ -518,10 +533,12 @@ async fn client_command(command: Command) -> Result<(), Failure> {
             collection,
             id,
             if_match,
+            idempotency_key,
         } => {
+            let key = write_key(idempotency_key)?;
             target
                 .client()?
-                .delete(&collection, &id, if_match.as_deref())
+                .delete(&collection, &id, if_match.as_deref(), &key)
                 .await
         }
         Command::Query { target, query } => {
@@ -553,6 +570,7 @@ async fn client_command(command: Command) -> Result<(), Failure> {
                     return Err(Failure {
                         message: "give a COLLECTION, or --all for every collection".into(),
                         status: None,
+                        problem: None,
                     });
                 }
                 (false, Some(collection), file) => (Some(collection), file),
@@ -560,6 +578,7 @@ async fn client_command(command: Command) -> Result<(), Failure> {
                     return Err(Failure {
                         message: "with --all, give only the output FILE".into(),
                         status: None,
+                        problem: None,
                     });
                 }
                 (true, file, None) => (None, file.map(PathBuf::from)),
@@ -570,6 +589,7 @@ async fn client_command(command: Command) -> Result<(), Failure> {
                     let file = std::fs::File::create(&path).map_err(|error| Failure {
                         message: format!("cannot create {}: {error}", path.display()),
                         status: None,
+                        problem: None,
                     })?;
                     let mut writer = std::io::BufWriter::new(file);
                     let exported =
@@ -581,6 +601,7 @@ async fn client_command(command: Command) -> Result<(), Failure> {
                         .map_err(|error| Failure {
                             message: format!("writing {}: {error}", path.display()),
                             status: None,
+                            problem: None,
                         })?;
                     exported
                 }
@@ -613,6 +634,7 @@ async fn client_command(command: Command) -> Result<(), Failure> {
                         "{to}: copy into http://HOST:PORT[/db/NAME], embedded:DIR or postgres://…"
                     ),
                     status: None,
+                    problem: None,
                 });
             };
             transfer::copy(source, &target, identity(new_id))
@@ -630,6 +652,20 @@ fn identity(new_id: bool) -> Identity {
     }
 }
 
+/// A write's idempotency key: `given`, checked, or a new one.
+fn write_key(given: Option<String>) -> Result<String, Failure> {
+    match given {
+        Some(key) => folio_core::BatchId::parse(&key)
+            .map(|key| key.to_string())
+            .map_err(|error| Failure {
+                message: error.to_string(),
+                status: None,
+                problem: None,
+            }),
+        None => Ok(folio_core::BatchId::new().to_string()),
+    }
+}
+
 /// The contents of `file`, or of standard input for `None` or `-`.
 fn read_input(file: Option<&std::path::Path>) -> Result<String, Failure> {
     let read = match file {
@@ -639,6 +675,7 @@ fn read_input(file: Option<&std::path::Path>) -> Result<String, Failure> {
     read.map_err(|error| Failure {
         message: format!("reading the input failed: {error}"),
         status: None,
+        problem: None,
     })
 }
 

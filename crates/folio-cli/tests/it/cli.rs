@@ -422,3 +422,79 @@ async fn the_log_names_the_data_directory_and_has_no_colour_codes_off_a_terminal
     );
     assert!(log.contains("folio is listening"), "{log}");
 }
+
+/// An import stopped by a failing batch, run again once the cause is gone,
+/// writes what the first run did not: each batch's idempotency key is its
+/// body's digest, so the batches the first run committed are answered as
+/// before (they would conflict now, with `--only-new`), and the rest commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_import_run_again_imports_the_rest() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start(dir.path()).await;
+    let lines: String = (0..2000)
+        .map(|n| {
+            format!("{{\"collection\":\"items\",\"id\":\"i{n:05}\",\"document\":{{\"n\":{n}}}}}\n")
+        })
+        .collect();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, &lines).expect("write input");
+    let path = input.to_str().expect("path");
+    let args = ["import", path, "--batch-size", "500", "--only-new"];
+    // A document of the third batch exists: that batch conflicts.
+    let blocker = folio(&server, &["put", "items", "i01200"], r#"{"n":-1}"#).await;
+    assert!(blocker.status.success(), "{blocker:?}");
+    let first = folio(&server, &args, "").await;
+    assert_eq!(first.status.code(), Some(4), "{first:?}");
+    let deleted = folio(&server, &["delete", "items", "i01200"], "").await;
+    assert!(deleted.status.success(), "{deleted:?}");
+
+    let again = folio(&server, &args, "").await;
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{again:?}");
+    assert!(said.contains("imported 2000 documents ("), "{said}");
+    assert!(
+        said.contains("of them by an earlier run of this import"),
+        "{said}"
+    );
+    let got = stdout_json(&folio(&server, &["get", "items", "i01200"], "").await);
+    assert_eq!(got, serde_json::json!({"n": 1200}));
+    let counted = stdout_json(
+        &folio(
+            &server,
+            &["query", r#"{"collection":"items","take":0}"#],
+            "",
+        )
+        .await,
+    );
+    assert_eq!(counted["total"], 2000);
+}
+
+/// `put` and `delete` take an idempotency key: the same write sent again
+/// with it is answered as the first and not applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_sent_again_with_its_key_is_applied_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start(dir.path()).await;
+    let put = ["put", "people", "p1", "--idempotency-key", "signup-1"];
+    let first = stdout_json(&folio(&server, &put, r#"{"name":"Ann"}"#).await);
+    let again = stdout_json(&folio(&server, &put, r#"{"name":"Ann"}"#).await);
+    assert_eq!(first, again);
+    assert_eq!(again["revision"], 1);
+    let other = folio(&server, &put, r#"{"name":"Bob"}"#).await;
+    assert_eq!(other.status.code(), Some(1), "{other:?}");
+    assert!(
+        String::from_utf8_lossy(&other.stderr).contains("422"),
+        "{other:?}"
+    );
+    let bad = folio(
+        &server,
+        &["put", "people", "p2", "--idempotency-key", "a b"],
+        "{}",
+    )
+    .await;
+    assert_eq!(bad.status.code(), Some(1), "{bad:?}");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("Idempotency-Key"),
+        "{bad:?}"
+    );
+}
