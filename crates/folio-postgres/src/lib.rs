@@ -142,6 +142,51 @@ struct Inner {
     statements: Statements,
     options: PgOptions,
     feed: Arc<feed::Feed>,
+    /// Whether writes reach a primary: said once when they stop, once
+    /// when they resume.
+    primary: Primary,
+}
+
+/// Whether the engine's writes reach a primary. Losing it (a failover, a
+/// network partition) is logged once, as a warning, and writes resuming
+/// once, with how long they were held up: not once per failed request.
+#[derive(Default)]
+struct Primary {
+    /// Set while no primary answers (the fast path of every commit reads
+    /// only this).
+    lost: std::sync::atomic::AtomicBool,
+    since: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Primary {
+    /// A write failed in a way that passes once a primary answers.
+    fn lost(&self, error: &Error) {
+        let mut since = self.since.lock().unwrap_or_else(|p| p.into_inner());
+        if since.is_none() {
+            *since = Some(std::time::Instant::now());
+            self.lost.store(true, std::sync::atomic::Ordering::Release);
+            tracing::warn!(
+                %error,
+                "writes reach no PostgreSQL primary (a failover or a lost connection): each is \
+                 sent again with its batch id until a primary answers"
+            );
+        }
+    }
+
+    /// A write committed: a primary answers.
+    fn reached(&self) {
+        if !self.lost.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let mut since = self.since.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(lost) = since.take() {
+            self.lost.store(false, std::sync::atomic::Ordering::Release);
+            tracing::info!(
+                seconds = format!("{:.1}", lost.elapsed().as_secs_f64()),
+                "a PostgreSQL primary answers again: writes resumed"
+            );
+        }
+    }
 }
 
 /// The SQL of the engine's statements, with the schema filled in.
@@ -326,6 +371,7 @@ impl PgEngine {
             schema,
             database_id,
             options,
+            primary: Primary::default(),
         });
         tokio::spawn(prune_batches(Arc::downgrade(&inner)));
         Ok(PgEngine {
@@ -372,8 +418,19 @@ impl PgEngine {
         let mut in_doubt = false;
         loop {
             let attempt = match self.commit_once(batch.clone()).await {
-                Ok(Ok(committed)) => return Ok(Ok(committed)),
-                other => other,
+                Ok(verdict) => {
+                    self.inner.primary.reached();
+                    match verdict {
+                        Ok(committed) => return Ok(Ok(committed)),
+                        conflict => Ok(conflict),
+                    }
+                }
+                Err(error) => {
+                    if passing(&error) {
+                        self.inner.primary.lost(&error);
+                    }
+                    Err(error)
+                }
             };
             let failure = match self.inner.recorded(&batch, &key).await {
                 Ok(Some(committed)) => return Ok(Ok(committed)),

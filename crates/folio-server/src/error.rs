@@ -310,7 +310,16 @@ impl From<folio_core::Error> for ApiError {
                 }
             }
             folio_core::Error::Engine(engine) => {
-                tracing::error!(error = ?engine, "storage failure");
+                // A storage out of reach passes (a failover): the engine
+                // says so once, not every request it fails.
+                if matches!(
+                    engine.kind(),
+                    EngineErrorKind::Network | EngineErrorKind::Timeout
+                ) {
+                    tracing::debug!(error = ?engine, "storage out of reach");
+                } else {
+                    tracing::error!(error = ?engine, "storage failure");
+                }
                 match engine.kind() {
                     EngineErrorKind::Busy
                     | EngineErrorKind::Network

@@ -90,7 +90,11 @@ pub fn router(state: AppState) -> Router {
     // per request.
     Router::new().fallback_service(
         ServiceBuilder::new()
-            .layer(TraceLayer::new_for_http())
+            // A failed answer is logged where its cause is known (the
+            // handler's error, the engine), once: not again here.
+            .layer(TraceLayer::new_for_http().on_failure(
+                tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG),
+            ))
             .layer(middleware::from_fn_with_state(state, edge::admit))
             .layer(DefaultBodyLimit::max(body_limit))
             .service(routes),
