@@ -33,6 +33,10 @@
 //! # }
 //! ```
 
+mod ha;
+
+pub use ha::{Failover, HaCluster};
+
 use std::ffi::OsStr;
 use std::fmt;
 use std::io;

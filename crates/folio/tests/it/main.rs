@@ -16,6 +16,8 @@
 //! * `faults`: failed commits change neither the database nor the session;
 //!   faults inside the embedded writer (a full disk, a transaction lost
 //!   mid-group) tell every caller the truth;
+//! * `ha`: PostgreSQL on a Patroni cluster: failovers under load lose
+//!   nothing and leave no save in doubt;
 //! * `idempotency`: batch ids: a committed batch sent again gets its
 //!   recorded results and writes nothing, on every engine;
 //! * `log`: the embedded engine's log holds every acknowledged commit, readable
@@ -46,6 +48,7 @@ mod damage;
 mod derive;
 mod disk;
 mod faults;
+mod ha;
 mod idempotency;
 mod log;
 mod pg_terminate;
