@@ -268,6 +268,25 @@ struct WriterState {
     pruned_at: i64,
 }
 
+/// One result as a batch's record holds it (`folio_batches.results` is a
+/// JSON array of them): its kind, key, etag and revision. Short names and
+/// no time or change vector, which follow from `committed_at` and the etag:
+/// a record is written with every batch.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Recorded<'a> {
+    k: u8,
+    #[serde(borrow)]
+    c: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    i: std::borrow::Cow<'a, str>,
+    e: Option<u64>,
+    r: Option<u64>,
+}
+
+const RECORDED_PUT: u8 = 0;
+const RECORDED_DELETE: u8 = 1;
+const RECORDED_CHECK: u8 = 2;
+
 /// How often the writer deletes the ids of committed batches older than
 /// the retention (in the transaction of a group).
 const PRUNE_INTERVAL_MILLIS: i64 = 60_000;
@@ -566,9 +585,10 @@ impl WriterState {
         // The etags a refused or failed batch took are never given back:
         // a change vector names one version forever, and a version that was
         // written and then rolled back must not lend its name to the next.
-        // A batch with an id records it after its writes: a savepoint takes
-        // the writes back if the record fails.
-        if !needs_savepoint(&batch.batch) && batch.key.is_none() {
+        // A batch with an id records it after its writes; if the record
+        // fails, the writes cannot be taken back without a savepoint, and the
+        // group does not commit (`untrusted`).
+        if !needs_savepoint(&batch.batch) {
             // A refused one wrote nothing, and a failed one took back what
             // it wrote (`update_row`): no savepoint.
             let mut written = Vec::new();
@@ -712,8 +732,13 @@ impl WriterState {
         if !conflicts.is_empty() {
             return Ok(Err(ConcurrencyError::new(conflicts)));
         }
-        if let Some((id, fingerprint)) = key {
-            self.record(id, fingerprint, &results, now)?;
+        if let Some((id, fingerprint)) = key
+            && let Err(error) = self.record(id, fingerprint, &results, now)
+        {
+            // What the batch wrote stays in the transaction unless its
+            // savepoint takes it back (which clears this).
+            self.untrusted = true;
+            return Err(error);
         }
         Ok(Ok(Committed::new(results)))
     }
@@ -721,34 +746,64 @@ impl WriterState {
     /// The recorded results of the committed batch `id`, if it is recorded;
     /// [`Error::BatchIdReused`] when it was recorded with other commands.
     fn recorded(&self, id: &BatchId, fingerprint: &[u8; 32]) -> Result<Option<Vec<CommandResult>>> {
-        let row: Option<(Vec<u8>, String)> = self
+        let row: Option<(Vec<u8>, String, i64)> = self
             .connection
-            .prepare_cached("SELECT fingerprint, results FROM folio_batches WHERE id = ?1")
+            .prepare_cached(
+                "SELECT fingerprint, results, committed_at FROM folio_batches WHERE id = ?1",
+            )
             .and_then(|mut statement| {
                 statement
-                    .query_row([id.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .query_row([id.as_str()], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                    })
                     .optional()
             })
             .map_err(|e| storage("reading the record of a committed batch", e))?;
-        let Some((recorded, results)) = row else {
+        let Some((recorded, results, committed_at)) = row else {
             return Ok(None);
         };
         if recorded.as_slice() != fingerprint.as_slice() {
             return Err(Error::BatchIdReused(id.clone()));
         }
-        serde_json::from_str(&results).map(Some).map_err(|e| {
-            Error::Engine(
-                folio_core::EngineError::new(
-                    folio_core::EngineErrorKind::Corrupt,
-                    format!("the recorded results of batch {id} are damaged"),
-                )
-                .with_source(e),
-            )
-        })
+        let damaged = || {
+            Error::Engine(folio_core::EngineError::new(
+                folio_core::EngineErrorKind::Corrupt,
+                format!("the recorded results of batch {id} are damaged"),
+            ))
+        };
+        let recorded: Vec<Recorded<'_>> = serde_json::from_str(&results).map_err(|_| damaged())?;
+        recorded
+            .into_iter()
+            .map(|result| {
+                let (collection, id) = (result.c.into_owned(), result.i.into_owned());
+                Ok(match (result.k, result.e, result.r) {
+                    (RECORDED_PUT, Some(etag), Some(revision)) => CommandResult::Put(Metadata {
+                        change_vector: change_vector(
+                            i64::try_from(etag).unwrap_or(0),
+                            &self.database_id,
+                        ),
+                        id,
+                        collection,
+                        revision,
+                        etag,
+                        last_modified: time_from_millis(committed_at),
+                    }),
+                    (RECORDED_DELETE, etag, _) => CommandResult::Deleted {
+                        collection,
+                        id,
+                        etag,
+                    },
+                    (RECORDED_CHECK, _, _) => CommandResult::Checked { collection, id },
+                    _ => return Err(damaged()),
+                })
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
     }
 
     /// Records the committed batch `id` with its results, in its
-    /// transaction.
+    /// transaction: each result's kind, key, etag and revision (the time is
+    /// `committed_at`, the change vector the etag's).
     fn record(
         &self,
         id: &BatchId,
@@ -756,7 +811,37 @@ impl WriterState {
         results: &[CommandResult],
         now: i64,
     ) -> Result<()> {
-        let results = serde_json::to_string(results).map_err(|e| {
+        let recorded: Vec<Recorded<'_>> = results
+            .iter()
+            .map(|result| match result {
+                CommandResult::Put(metadata) => Recorded {
+                    k: RECORDED_PUT,
+                    c: metadata.collection.as_str().into(),
+                    i: metadata.id.as_str().into(),
+                    e: Some(metadata.etag),
+                    r: Some(metadata.revision),
+                },
+                CommandResult::Deleted {
+                    collection,
+                    id,
+                    etag,
+                } => Recorded {
+                    k: RECORDED_DELETE,
+                    c: collection.as_str().into(),
+                    i: id.as_str().into(),
+                    e: *etag,
+                    r: None,
+                },
+                CommandResult::Checked { collection, id } => Recorded {
+                    k: RECORDED_CHECK,
+                    c: collection.as_str().into(),
+                    i: id.as_str().into(),
+                    e: None,
+                    r: None,
+                },
+            })
+            .collect();
+        let results = serde_json::to_string(&recorded).map_err(|e| {
             Error::Engine(
                 folio_core::EngineError::new(
                     folio_core::EngineErrorKind::Other,
