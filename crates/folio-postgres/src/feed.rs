@@ -19,6 +19,31 @@
 //! barrier runs at most once per [`MIN_INTERVAL`], only in processes where
 //! someone reads the feed.
 //!
+//! **Across a failover** (a cluster with a synchronous standby in strict
+//! mode, docs/ha.md) the feed keeps its promises because of what the
+//! primary shows, not because of anything here:
+//!
+//! * It never publishes a change a failover can lose. A commit becomes
+//!   visible to other transactions only after the standby confirmed it
+//!   (PostgreSQL waits for the standby before it takes the transaction out
+//!   of the running set), so the barrier's reads and the readers' see only
+//!   replicated changes. The exception is a commit whose wait is cancelled
+//!   (PostgreSQL: "committed locally, but might not have been
+//!   replicated"): Folio sends no cancel requests and sets no statement
+//!   timeout on its commits (a URL that sets `statement_timeout` would),
+//!   and a closed connection does not end the wait.
+//! * It never skips a change that survived. A horizon is published only
+//!   after a barrier on the same server returned; a change the reader has
+//!   not been shown has an etag above the horizon, or is still in flight,
+//!   and after a failover the new primary's barrier covers it.
+//! * No etag names two changes. The sequence's advances are in the WAL
+//!   before any commit that used them, and a standby replays the sequence
+//!   a step ahead of what was handed out: the new primary continues above
+//!   every etag of a change the old one showed.
+//!
+//! `crates/folio/tests/it/ha.rs` reads the feed through failovers and
+//! compares what it was shown with the surviving feed.
+//!
 //! Waking readers without polling: each process sends one `NOTIFY` on the
 //! database's channel after its commits (coalesced to one per
 //! [`MIN_INTERVAL`]); the keeper task of every process that reads the feed
