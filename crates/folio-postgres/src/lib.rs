@@ -88,6 +88,13 @@ pub struct PgOptions {
     /// primary answers with its outcome, before it is
     /// [`folio_core::Error::InDoubt`]. 30 s by default.
     pub resend_for: std::time::Duration,
+    /// How long one attempt at a batch with an id may take before its
+    /// connection is dropped and the batch sent again (15 s by default):
+    /// a primary cut off from its cluster (its Patroni frozen, say) holds
+    /// commits forever, waiting for a standby that follows another leader.
+    /// The attempt's backend is not cancelled (a cancelled wait would show
+    /// an unreplicated commit); the id keeps the two from both committing.
+    pub commit_timeout: std::time::Duration,
     /// Run before each count of a query's matches (feature
     /// `fault-injection`; see [`BeforeCount`]).
     #[cfg(feature = "fault-injection")]
@@ -119,6 +126,7 @@ impl Default for PgOptions {
             commit_groups: 2,
             batch_retention: std::time::Duration::from_secs(24 * 60 * 60),
             resend_for: std::time::Duration::from_secs(30),
+            commit_timeout: std::time::Duration::from_secs(15),
             #[cfg(feature = "fault-injection")]
             before_count: None,
         }
@@ -417,7 +425,22 @@ impl PgEngine {
         let mut pause = std::time::Duration::from_millis(20);
         let mut in_doubt = false;
         loop {
-            let attempt = match self.commit_once(batch.clone()).await {
+            let attempt = tokio::time::timeout(
+                self.inner.options.commit_timeout,
+                self.commit_once(batch.clone()),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Engine(folio_core::EngineError::new(
+                    EngineErrorKind::Timeout,
+                    format!(
+                        "committing took longer than {} s (a primary cut off from its \
+                                 standby?); the batch is sent again",
+                        self.inner.options.commit_timeout.as_secs()
+                    ),
+                )))
+            });
+            let attempt = match attempt {
                 Ok(verdict) => {
                     self.inner.primary.reached();
                     match verdict {

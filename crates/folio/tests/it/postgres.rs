@@ -762,3 +762,98 @@ async fn a_database_of_a_newer_layout_is_refused_with_what_to_do() {
         Ok(_) => panic!("a database of layout 99 was opened"),
     }
 }
+
+/// A batch with an id whose commit is held up past `commit_timeout` (here
+/// behind a row lock; on a cluster, a primary cut off from its standby) is
+/// sent again on a new connection, and applied once: the first attempt's
+/// backend is left to finish (never cancelled), and the id keeps the two
+/// from both committing. The lock is let go only once the second attempt
+/// waits too, so without the timeout the batch would never be sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_held_up_past_its_timeout_is_sent_again_and_applied_once() {
+    let h = Harness::new(EngineKind::Postgres).await;
+    let postgres = h.postgres().expect("a PostgreSQL harness").clone();
+    let application = format!("folio_held_{}", std::process::id());
+    let separator = if postgres.url.contains('?') { '&' } else { '?' };
+    let url = format!("{}{separator}application_name={application}", postgres.url);
+    let engine = PgEngine::connect(
+        &url,
+        &postgres.database,
+        PgOptions {
+            commit_timeout: Duration::from_millis(300),
+            ..PgOptions::default()
+        },
+    )
+    .await
+    .expect("connects");
+    let first = engine
+        .commit(put_note("n1", r#"{"text":"a"}"#, Expectation::Any))
+        .await
+        .expect("committed")
+        .expect("no conflict");
+    let CommandResult::Put(written) = &first[0] else {
+        panic!("{first:?}")
+    };
+    let blocker = crate::harness::sql_client(&postgres.url).await;
+    blocker
+        .batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM {}.documents WHERE collection = 'notes' AND id = 'n1' FOR UPDATE",
+            postgres.quoted_schema()
+        ))
+        .await
+        .expect("the row is locked");
+    let watcher = crate::harness::sql_client(&postgres.url).await;
+    let release = tokio::spawn(async move {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let waiting: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE application_name = $1 AND wait_event_type = 'Lock'",
+                    &[&application],
+                )
+                .await
+                .expect("pg_stat_activity")
+                .get(0);
+            if waiting >= 2 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the held-up batch was not sent again"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        blocker
+            .batch_execute("COMMIT")
+            .await
+            .expect("the lock is let go");
+    });
+    let batch = Batch::from(vec![
+        put_note(
+            "n1",
+            r#"{"text":"b"}"#,
+            Expectation::version(written.change_vector.clone()),
+        )
+        .commands
+        .remove(0),
+    ])
+    .with_id(folio::BatchId::new());
+    let committed = engine
+        .commit(batch)
+        .await
+        .expect("answered")
+        .expect("not a conflict with its own write");
+    release.await.expect("the second attempt waited");
+    let CommandResult::Put(updated) = &committed[0] else {
+        panic!("{committed:?}")
+    };
+    assert_eq!(updated.revision, 2);
+    let stored = engine
+        .metadata("notes", &["n1".to_owned()])
+        .await
+        .expect("read");
+    assert_eq!(stored[0].as_ref(), Some(updated), "written once, as told");
+    let changes = engine.changes(0, None, 10).await.expect("the feed");
+    assert_eq!(changes.changes.len(), 2, "one write each: {changes:?}");
+}
