@@ -88,6 +88,14 @@ impl HaCluster {
         self.parse(&self.run("switchover")?)
     }
 
+    /// etcd lost for `seconds` (`kill -9`, then started again on its data):
+    /// the leader cannot renew its lease and demotes itself, then leads
+    /// again.
+    pub fn etcd_outage(&self, seconds: u32) -> io::Result<Failover> {
+        let printed = self.run_with("etcd-outage", &["--seconds", &seconds.to_string()])?;
+        self.parse(&printed)
+    }
+
     /// The members as Patroni lists them (JSON).
     pub fn status(&self) -> io::Result<String> {
         self.run("status")
@@ -100,11 +108,16 @@ impl HaCluster {
 
     /// Runs the script's `command` on this cluster: what it printed.
     fn run(&self, command: &str) -> io::Result<String> {
+        self.run_with(command, &[])
+    }
+
+    fn run_with(&self, command: &str, arguments: &[&str]) -> io::Result<String> {
         let output = Command::new("python3")
             .arg(SCRIPT)
             .arg(command)
             .arg("--dir")
             .arg(&self.dir)
+            .args(arguments)
             .output()?;
         if !output.status.success() {
             return Err(io::Error::other(format!(

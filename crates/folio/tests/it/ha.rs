@@ -13,8 +13,9 @@
 //!   failover lost, never skipped one that survived, and never named two
 //!   changes with one etag.
 //!
-//! `FOLIO_FAILOVERS` sets how many (2 by default, every third a planned
-//! switchover; `scripts/torture-ha.sh` runs more).
+//! `FOLIO_FAILOVERS` sets how many (2 by default: the leader's machine
+//! lost twice; rounds of four add a planned switchover and an etcd outage;
+//! `scripts/torture-ha.sh` runs more).
 
 use std::time::{Duration, Instant};
 
@@ -178,17 +179,15 @@ async fn failovers_lose_nothing_and_leave_no_save_in_doubt() {
     for round in 0..failovers() {
         let before = torture.totals().acknowledged_writes;
         progress(&torture, before, 50, "before the failover").await;
-        // Every third change of leader is a planned switchover; the others
-        // lose the leader's machine.
-        let planned = round % 3 == 2;
+        // Rounds of four: the leader's machine lost twice, a planned
+        // switchover, etcd lost for 15 s (the leader demotes itself).
+        let fault = ["kill -9", "kill -9", "switchover", "etcd outage"][round % 4];
         let failover = tokio::task::spawn_blocking({
             let cluster = cluster.clone();
-            move || {
-                if planned {
-                    cluster.switchover()
-                } else {
-                    cluster.failover()
-                }
+            move || match fault {
+                "switchover" => cluster.switchover(),
+                "etcd outage" => cluster.etcd_outage(15),
+                _ => cluster.failover(),
             }
         })
         .await
@@ -197,8 +196,7 @@ async fn failovers_lose_nothing_and_leave_no_save_in_doubt() {
         let after = torture.totals().acknowledged_writes;
         progress(&torture, after, 20, "after the failover").await;
         report.push(format!(
-            "{} {} -> {}{}: Folio's writes held up {:.1} s, plain SQL's {:.1} s",
-            if planned { "switchover" } else { "kill -9" },
+            "{fault} {} -> {}{}: Folio's writes held up {:.1} s, plain SQL's {:.1} s",
             failover.old,
             failover.new,
             failover
