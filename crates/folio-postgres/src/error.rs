@@ -46,6 +46,22 @@ pub(crate) fn storage(doing: &str, error: tokio_postgres::Error) -> Error {
             .with_source(error),
         );
     }
+    // Connecting with `target_session_attrs=read-write`, every node that
+    // answered was a standby (or read-only): no primary, for now.
+    if answered_only_by_standbys(&error) {
+        return Error::Engine(
+            EngineError::new(
+                EngineErrorKind::Network,
+                format!(
+                    "{doing} failed: no node of the URL answered as a primary (each that \
+                     answered is a standby or read-only): a failover may be under way, the \
+                     old primary's lease running out first; a write with a batch id is sent \
+                     again until a primary answers"
+                ),
+            )
+            .with_source(error),
+        );
+    }
     let kind = match error.code() {
         Some(code)
             if *code == SqlState::T_R_SERIALIZATION_FAILURE
@@ -82,6 +98,18 @@ pub(crate) fn storage(doing: &str, error: tokio_postgres::Error) -> Error {
         _ => "",
     };
     Error::Engine(EngineError::new(kind, format!("{doing} failed{hint}")).with_source(error))
+}
+
+/// Whether connecting failed because the node would not take writes
+/// (`target_session_attrs=read-write` met a standby): tokio-postgres says
+/// so only in its source's words.
+fn answered_only_by_standbys(error: &tokio_postgres::Error) -> bool {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| {
+            io.kind() == std::io::ErrorKind::PermissionDenied
+                && io.to_string().contains("does not allow writes")
+        })
 }
 
 /// The error of a pool that could not give a connection.

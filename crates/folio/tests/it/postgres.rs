@@ -728,6 +728,37 @@ async fn a_read_only_server_is_named_as_such() {
     }
 }
 
+/// Connecting with `target_session_attrs=read-write` to nodes that all
+/// answer as standbys (here: read-only) says that no primary answered, as
+/// during a failover, not that the server is unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_primary_among_the_nodes_is_named_as_such() {
+    let h = Harness::new(EngineKind::Postgres).await;
+    let postgres = h.postgres().expect("a PostgreSQL harness").clone();
+    let separator = if postgres.url.contains('?') { '&' } else { '?' };
+    let standbys_only = format!(
+        "{}{separator}options=-c%20default_transaction_read_only%3Don&target_session_attrs=read-write",
+        postgres.url
+    );
+    let Err(refused) =
+        PgEngine::connect(&standbys_only, &postgres.database, PgOptions::default()).await
+    else {
+        panic!("no node takes writes, yet the engine connected");
+    };
+    match refused {
+        Error::Engine(engine) => {
+            assert_eq!(engine.kind(), folio::EngineErrorKind::Network, "{engine}");
+            let message = engine.to_string();
+            assert!(
+                message.contains("no node of the URL answered as a primary")
+                    && !message.contains("reachable"),
+                "{message}"
+            );
+        }
+        other => panic!("refused, but as {other:?}"),
+    }
+}
+
 /// A database whose layout a newer Folio wrote is refused as such
 /// (`Unsupported`: a `500 unsupported-layout` over HTTP, listed by
 /// `/healthz`), with what to do; not as bad input.
