@@ -496,6 +496,98 @@ pub enum CommandResult {
     },
 }
 
+/// One command's result as an engine records it with a committed batch's
+/// id ([`record_results`]): its kind (`k`: 0 put, 1 delete, 2 check), key
+/// (`c`, `i`), etag (`e`) and revision (`r`). The change vector and the
+/// time follow from the etag and when the batch committed; short names,
+/// since a record is written with every batch. The PostgreSQL engine
+/// writes the same JSON in SQL for a one-command batch.
+#[derive(Serialize, Deserialize)]
+struct Recorded<'a> {
+    k: u8,
+    #[serde(borrow)]
+    c: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    i: std::borrow::Cow<'a, str>,
+    e: Option<u64>,
+    r: Option<u64>,
+}
+
+const RECORDED_PUT: u8 = 0;
+const RECORDED_DELETE: u8 = 1;
+const RECORDED_CHECK: u8 = 2;
+
+/// The results of a committed batch as its record holds them: a JSON array
+/// of each result's kind, key, etag and revision.
+pub fn record_results(results: &[CommandResult]) -> String {
+    let recorded: Vec<Recorded<'_>> = results
+        .iter()
+        .map(|result| match result {
+            CommandResult::Put(metadata) => Recorded {
+                k: RECORDED_PUT,
+                c: metadata.collection.as_str().into(),
+                i: metadata.id.as_str().into(),
+                e: Some(metadata.etag),
+                r: Some(metadata.revision),
+            },
+            CommandResult::Deleted {
+                collection,
+                id,
+                etag,
+            } => Recorded {
+                k: RECORDED_DELETE,
+                c: collection.as_str().into(),
+                i: id.as_str().into(),
+                e: *etag,
+                r: None,
+            },
+            CommandResult::Checked { collection, id } => Recorded {
+                k: RECORDED_CHECK,
+                c: collection.as_str().into(),
+                i: id.as_str().into(),
+                e: None,
+                r: None,
+            },
+        })
+        .collect();
+    serde_json::to_string(&recorded).unwrap_or_default()
+}
+
+/// The results [`record_results`] recorded for a batch committed at
+/// `committed_at` (milliseconds since the epoch), each put's change vector
+/// made from its etag by `change_vector`; `None` when the record is not
+/// one (damaged).
+pub fn recorded_results(
+    record: &str,
+    committed_at: i64,
+    change_vector: impl Fn(u64) -> ChangeVector,
+) -> Option<Vec<CommandResult>> {
+    let recorded: Vec<Recorded<'_>> = serde_json::from_str(record).ok()?;
+    recorded
+        .into_iter()
+        .map(|result| {
+            let (collection, id) = (result.c.into_owned(), result.i.into_owned());
+            Some(match (result.k, result.e, result.r) {
+                (RECORDED_PUT, Some(etag), Some(revision)) => CommandResult::Put(Metadata {
+                    change_vector: change_vector(etag),
+                    id,
+                    collection,
+                    revision,
+                    etag,
+                    last_modified: crate::time_from_millis(committed_at),
+                }),
+                (RECORDED_DELETE, etag, _) => CommandResult::Deleted {
+                    collection,
+                    id,
+                    etag,
+                },
+                (RECORDED_CHECK, _, _) => CommandResult::Checked { collection, id },
+                _ => return None,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -585,5 +677,35 @@ mod tests {
         assert!(Expectation::version("A:2-x").is_met_by(Some(&stored)));
         assert!(!Expectation::version("A:1-x").is_met_by(Some(&stored)));
         assert!(!Expectation::version("A:2-x").is_met_by(None));
+    }
+
+    #[test]
+    fn recorded_results_come_back_as_they_were_answered() {
+        let database = crate::DatabaseId::generate();
+        let change_vector = |etag| ChangeVector::new(etag, &database);
+        let now = 1_765_000_000_123;
+        let results = vec![
+            CommandResult::Put(Metadata {
+                change_vector: change_vector(7),
+                id: "p\"1".into(),
+                collection: "people".into(),
+                revision: 3,
+                etag: 7,
+                last_modified: crate::time_from_millis(now),
+            }),
+            CommandResult::Deleted {
+                collection: "people".into(),
+                id: "p2".into(),
+                etag: None,
+            },
+            CommandResult::Checked {
+                collection: "notes".into(),
+                id: "n1".into(),
+            },
+        ];
+        let record = record_results(&results);
+        assert_eq!(recorded_results(&record, now, change_vector), Some(results));
+        assert_eq!(recorded_results("[{\"k\":9}]", now, change_vector), None);
+        assert_eq!(recorded_results("not json", now, change_vector), None);
     }
 }

@@ -26,7 +26,10 @@ mod query;
 mod snapshot;
 pub mod validate;
 
-pub use batch::{Batch, BatchId, Command, CommandKind, CommandResult, Committed, Expectation};
+pub use batch::{
+    Batch, BatchId, Command, CommandKind, CommandResult, Committed, Expectation, record_results,
+    recorded_results,
+};
 pub use change_vector::{ChangeVector, DatabaseId};
 pub use changes::{Change, ChangeHorizon, ChangeKind, ChangesPage};
 pub use engine::{CollectionCount, CommitResult, Engine, EngineRef, QueryResult};

@@ -222,49 +222,16 @@ impl Inner {
         }
         let results: String = row.get(1);
         let committed_at: i64 = row.get(2);
-        self.rebuild(&results, committed_at)
-            .map(|results| Some(Committed::replayed(results)))
-    }
-
-    /// The results a batch's record holds, as they were answered: each
-    /// command's key, kind, etag and revision, and the time it committed.
-    fn rebuild(&self, results: &str, now: i64) -> Result<Vec<CommandResult>> {
-        let damaged = || {
+        folio_core::recorded_results(&results, committed_at, |etag| {
+            self.change_vector(i64::try_from(etag).unwrap_or(0))
+        })
+        .map(|results| Some(Committed::replayed(results)))
+        .ok_or_else(|| {
             Error::Engine(EngineError::new(
                 EngineErrorKind::Corrupt,
                 "the record of a committed batch is damaged",
             ))
-        };
-        let recorded: Vec<Recorded> = serde_json::from_str(results).map_err(|_| damaged())?;
-        recorded
-            .into_iter()
-            .map(|result| {
-                let Recorded {
-                    kind,
-                    collection,
-                    id,
-                    etag,
-                    revision,
-                } = result;
-                Ok(match (kind.as_str(), etag, revision) {
-                    ("put", Some(etag), Some(revision)) => CommandResult::Put(Metadata {
-                        id,
-                        collection,
-                        change_vector: self.change_vector(etag),
-                        revision: u64::try_from(revision).unwrap_or(0),
-                        etag: u64::try_from(etag).unwrap_or(0),
-                        last_modified: time_from_millis(now),
-                    }),
-                    ("delete", etag, _) => CommandResult::Deleted {
-                        collection,
-                        id,
-                        etag: etag.map(|etag| u64::try_from(etag).unwrap_or(0)),
-                    },
-                    ("check", _, _) => CommandResult::Checked { collection, id },
-                    _ => return Err(damaged()),
-                })
-            })
-            .collect()
+        })
     }
 
     /// Prepares the statements of `commands` (cached per connection) before
@@ -563,61 +530,12 @@ async fn record(
     results: &[CommandResult],
     now: i64,
 ) -> std::result::Result<(), Failure> {
-    let results = recorded_form(results);
+    let results = folio_core::record_results(results);
     client
         .execute(statement, &[&key.id, &key.fingerprint, &results, &now])
         .await
         .map(drop)
         .map_err(|e| classify("recording a committed batch", e))
-}
-
-/// One command's result as a batch's record holds it (`batches.results`
-/// is a JSON array of them; a one-command batch's statement writes it in
-/// SQL, `Statements::new`).
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Recorded {
-    /// `put`, `delete` or `check`.
-    kind: String,
-    collection: String,
-    id: String,
-    etag: Option<i64>,
-    revision: Option<i64>,
-}
-
-/// Results as a batch's record holds them, as JSON.
-fn recorded_form(results: &[CommandResult]) -> String {
-    let etag = |etag: u64| i64::try_from(etag).ok();
-    let recorded: Vec<Recorded> = results
-        .iter()
-        .map(|result| match result {
-            CommandResult::Put(metadata) => Recorded {
-                kind: "put".into(),
-                collection: metadata.collection.clone(),
-                id: metadata.id.clone(),
-                etag: etag(metadata.etag),
-                revision: i64::try_from(metadata.revision).ok(),
-            },
-            CommandResult::Deleted {
-                collection,
-                id,
-                etag: deleted,
-            } => Recorded {
-                kind: "delete".into(),
-                collection: collection.clone(),
-                id: id.clone(),
-                etag: deleted.and_then(etag),
-                revision: None,
-            },
-            CommandResult::Checked { collection, id } => Recorded {
-                kind: "check".into(),
-                collection: collection.clone(),
-                id: id.clone(),
-                etag: None,
-                revision: None,
-            },
-        })
-        .collect();
-    serde_json::to_string(&recorded).unwrap_or_default()
 }
 
 fn deleted(command: &Command, etag: Option<i64>) -> CommandResult {

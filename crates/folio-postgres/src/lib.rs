@@ -240,19 +240,20 @@ impl Statements {
              SELECT etag, 0, $1, $2, revision FROM w)"
         );
         // A one-command batch with an id records itself in its write's
-        // statement: its result (`commit::Recorded`) and the time.
-        let record = |kind: &str, etag: &str, revision: &str, key: usize, now: &str| {
+        // statement: its result as `folio_core::record_results` writes it
+        // (kind 0 put, 1 delete), and the time.
+        let record = |kind: u8, etag: &str, revision: &str, key: usize, now: &str| {
             format!(
                 "b AS (INSERT INTO {s}.batches (id, fingerprint, results, committed_at) \
                  SELECT ${key}::text, ${}::bytea, json_build_array(json_build_object(\
-                 'kind', '{kind}', 'collection', $1::text, 'id', $2::text, \
-                 'etag', {etag}, 'revision', {revision}))::text, {now}::bigint",
+                 'k', {kind}, 'c', $1::text, 'i', $2::text, \
+                 'e', {etag}, 'r', {revision}))::text, {now}::bigint",
                 key + 1
             )
         };
         let put = |write: String, keyed: Option<usize>| {
             let b = keyed.map_or(String::new(), |key| {
-                format!(", {} FROM w)", record("put", "etag", "revision", key, "$4"))
+                format!(", {} FROM w)", record(0, "etag", "revision", key, "$4"))
             });
             format!(
                 "WITH w AS ({write} RETURNING etag, revision), {record_put}{b} SELECT etag, revision FROM w"
@@ -260,7 +261,7 @@ impl Statements {
         };
         let put_new = |write: String, keyed: Option<usize>| {
             let b = keyed.map_or(String::new(), |key| {
-                format!(", {} FROM w)", record("put", "etag", "revision", key, "$4"))
+                format!(", {} FROM w)", record(0, "etag", "revision", key, "$4"))
             });
             format!(
                 "WITH w AS ({write} RETURNING etag, revision), {remove_tombstone}, {record_put}{b} \
@@ -275,10 +276,10 @@ impl Statements {
                 if always {
                     format!(
                         ", {})",
-                        record("delete", "(SELECT etag FROM t)", "NULL", key, &now)
+                        record(1, "(SELECT etag FROM t)", "NULL", key, &now)
                     )
                 } else {
-                    format!(", {} FROM t)", record("delete", "etag", "NULL", key, &now))
+                    format!(", {} FROM t)", record(1, "etag", "NULL", key, &now))
                 }
             });
             format!(

@@ -268,25 +268,6 @@ struct WriterState {
     pruned_at: i64,
 }
 
-/// One result as a batch's record holds it (`folio_batches.results` is a
-/// JSON array of them): its kind, key, etag and revision. Short names and
-/// no time or change vector, which follow from `committed_at` and the etag:
-/// a record is written with every batch.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Recorded<'a> {
-    k: u8,
-    #[serde(borrow)]
-    c: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    i: std::borrow::Cow<'a, str>,
-    e: Option<u64>,
-    r: Option<u64>,
-}
-
-const RECORDED_PUT: u8 = 0;
-const RECORDED_DELETE: u8 = 1;
-const RECORDED_CHECK: u8 = 2;
-
 /// How often the writer deletes the ids of committed batches older than
 /// the retention (in the transaction of a group).
 const PRUNE_INTERVAL_MILLIS: i64 = 60_000;
@@ -765,45 +746,20 @@ impl WriterState {
         if recorded.as_slice() != fingerprint.as_slice() {
             return Err(Error::BatchIdReused(id.clone()));
         }
-        let damaged = || {
+        folio_core::recorded_results(&results, committed_at, |etag| {
+            change_vector(i64::try_from(etag).unwrap_or(0), &self.database_id)
+        })
+        .map(Some)
+        .ok_or_else(|| {
             Error::Engine(folio_core::EngineError::new(
                 folio_core::EngineErrorKind::Corrupt,
                 format!("the recorded results of batch {id} are damaged"),
             ))
-        };
-        let recorded: Vec<Recorded<'_>> = serde_json::from_str(&results).map_err(|_| damaged())?;
-        recorded
-            .into_iter()
-            .map(|result| {
-                let (collection, id) = (result.c.into_owned(), result.i.into_owned());
-                Ok(match (result.k, result.e, result.r) {
-                    (RECORDED_PUT, Some(etag), Some(revision)) => CommandResult::Put(Metadata {
-                        change_vector: change_vector(
-                            i64::try_from(etag).unwrap_or(0),
-                            &self.database_id,
-                        ),
-                        id,
-                        collection,
-                        revision,
-                        etag,
-                        last_modified: time_from_millis(committed_at),
-                    }),
-                    (RECORDED_DELETE, etag, _) => CommandResult::Deleted {
-                        collection,
-                        id,
-                        etag,
-                    },
-                    (RECORDED_CHECK, _, _) => CommandResult::Checked { collection, id },
-                    _ => return Err(damaged()),
-                })
-            })
-            .collect::<Result<Vec<_>>>()
-            .map(Some)
+        })
     }
 
-    /// Records the committed batch `id` with its results, in its
-    /// transaction: each result's kind, key, etag and revision (the time is
-    /// `committed_at`, the change vector the etag's).
+    /// Records the committed batch `id` with its results
+    /// (`folio_core::record_results`), in its transaction.
     fn record(
         &self,
         id: &BatchId,
@@ -811,45 +767,7 @@ impl WriterState {
         results: &[CommandResult],
         now: i64,
     ) -> Result<()> {
-        let recorded: Vec<Recorded<'_>> = results
-            .iter()
-            .map(|result| match result {
-                CommandResult::Put(metadata) => Recorded {
-                    k: RECORDED_PUT,
-                    c: metadata.collection.as_str().into(),
-                    i: metadata.id.as_str().into(),
-                    e: Some(metadata.etag),
-                    r: Some(metadata.revision),
-                },
-                CommandResult::Deleted {
-                    collection,
-                    id,
-                    etag,
-                } => Recorded {
-                    k: RECORDED_DELETE,
-                    c: collection.as_str().into(),
-                    i: id.as_str().into(),
-                    e: *etag,
-                    r: None,
-                },
-                CommandResult::Checked { collection, id } => Recorded {
-                    k: RECORDED_CHECK,
-                    c: collection.as_str().into(),
-                    i: id.as_str().into(),
-                    e: None,
-                    r: None,
-                },
-            })
-            .collect();
-        let results = serde_json::to_string(&recorded).map_err(|e| {
-            Error::Engine(
-                folio_core::EngineError::new(
-                    folio_core::EngineErrorKind::Other,
-                    "recording the results of a batch failed",
-                )
-                .with_source(e),
-            )
-        })?;
+        let results = folio_core::record_results(results);
         self.connection
             .prepare_cached(
                 "INSERT INTO folio_batches (id, fingerprint, results, committed_at) \
