@@ -409,6 +409,11 @@ pub struct Committed {
     /// Whether these are the recorded results of an earlier commit of the
     /// same batch ([`Batch::id`]): nothing was written this time.
     pub replayed: bool,
+    /// Where the commit left the database: a read sent with it
+    /// ([`crate::Reads::After`]) sees these writes. `None` from an engine
+    /// that could not learn it (the session's reads then go to the
+    /// primary).
+    pub position: Option<crate::Position>,
 }
 
 impl Committed {
@@ -417,6 +422,7 @@ impl Committed {
         Committed {
             results,
             replayed: false,
+            position: None,
         }
     }
 
@@ -425,7 +431,14 @@ impl Committed {
         Committed {
             results,
             replayed: true,
+            position: None,
         }
+    }
+
+    /// The same, with the position the commit left the database at.
+    pub fn at(mut self, position: Option<crate::Position>) -> Self {
+        self.position = position;
+        self
     }
 
     /// The results, in command order.

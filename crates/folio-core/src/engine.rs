@@ -5,7 +5,8 @@ use async_trait::async_trait;
 use std::time::{Duration, Instant};
 
 use crate::{
-    Batch, ChangesPage, Committed, ConcurrencyError, Entry, FieldPath, Metadata, Query, Result,
+    Batch, ChangesPage, Committed, ConcurrencyError, Entry, FieldPath, Metadata, Query, Reads,
+    Result,
 };
 
 /// The result of [`Engine::commit`]: the outer `Result` is a failure of the
@@ -75,6 +76,10 @@ pub struct CollectionCount {
 ///   changes feed; [`Engine::changes`] returns them in etag order, only up
 ///   to the published horizon (see [`crate::changes`]), so none is ever
 ///   skipped or repeated by a reader that resumes where it stopped.
+/// * Reads through a handle come from the primary: they see every
+///   committed write. [`Engine::reads`] makes a handle whose reads may come
+///   from standbys ([`Reads`]); a commit answers with the
+///   [`crate::Position`] that such a handle's reads wait for.
 /// * Engines validate their input (ids, collections, documents, queries)
 ///   and return [`crate::Error::InvalidInput`] before writing anything.
 ///
@@ -83,6 +88,15 @@ pub struct CollectionCount {
 pub trait Engine: Send + Sync + 'static {
     /// Checks and applies `batch` atomically; see the trait documentation.
     async fn commit(&self, batch: Batch) -> CommitResult;
+
+    /// A handle on this engine whose reads (`get`, `metadata`, `query`,
+    /// `count`, `query_page`, `collections`, `scan`) are served as `reads`
+    /// says; its writes and changes feed are this engine's. An engine
+    /// whose every read sees every committed write (one node) returns
+    /// itself. Reads after a position this engine cannot have written (a
+    /// token of another kind of database) come from the primary, which
+    /// shows every committed write.
+    fn reads(self: Arc<Self>, reads: Reads) -> Result<EngineRef>;
 
     /// The stored documents with these ids in `collection`, in the order of
     /// `ids` (`None` for a missing one).

@@ -8,6 +8,7 @@
 //! * the changes feed: [`Change`], [`ChangesPage`], [`ChangeHorizon`];
 //! * the query AST: [`Query`], [`Filter`], [`Op`], [`FieldPath`];
 //! * validation of everything that crosses a boundary: [`validate`];
+//! * read-your-writes across replicas: [`Position`], [`Reads`];
 //! * identifiers: [`generate_id`], [`DatabaseId`];
 //! * whole-database snapshots for backups, restores, copies and exports:
 //!   [`SnapshotReader`], [`SnapshotWriter`], [`copy_snapshot`].
@@ -22,6 +23,7 @@ mod engine;
 mod error;
 mod id;
 mod metadata;
+mod position;
 mod query;
 mod snapshot;
 pub mod validate;
@@ -36,6 +38,7 @@ pub use engine::{CollectionCount, CommitResult, Engine, EngineRef, QueryResult};
 pub use error::{ConcurrencyError, Conflict, EngineError, EngineErrorKind, Error, InDoubt};
 pub use id::generate_id;
 pub use metadata::{Entry, Metadata, millis_since_epoch, rfc3339, time_from_millis};
+pub use position::{MAX_POSITION, Position, Reads};
 pub use query::{FieldPath, Filter, Op, Order, Query};
 pub use snapshot::{
     Identity, Index, RESTORED_ETAG_GAP, SnapshotContents, SnapshotCounts, SnapshotHeader,

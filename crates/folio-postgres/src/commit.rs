@@ -16,11 +16,11 @@ use std::time::SystemTime;
 
 use folio_core::{
     Batch, Command, CommandKind, CommandResult, CommitResult, Committed, ConcurrencyError,
-    Conflict, Expectation, Metadata, millis_since_epoch, time_from_millis,
+    Conflict, Expectation, Metadata, Position, millis_since_epoch, time_from_millis,
 };
 use futures_util::future::join_all;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Row, Statement};
+use tokio_postgres::{Row, SimpleQueryMessage, Statement};
 
 use crate::Inner;
 use crate::error::{Failure, classify, pool as pool_error, storage};
@@ -140,8 +140,11 @@ impl Inner {
             )
         };
         if let [command] = batch.commands.as_slice() {
-            return match run_all.await?.pop().expect("one command") {
-                Outcome::Done(result) => Ok(Ok(Committed::new(vec![result]))),
+            // The statement commits on its own; the log's position goes out
+            // behind it.
+            let (ran, position) = futures_util::future::join(run_all, log_position(client)).await;
+            return match ran?.pop().expect("one command") {
+                Outcome::Done(result) => Ok(Ok(Committed::new(vec![result]).at(position))),
                 Outcome::Conflict => {
                     let actual = self
                         .current_etag(client, &prepared.current, command)
@@ -162,22 +165,35 @@ impl Inner {
         let verdict = self
             .judge(client, batch, &prepared.current, began, outcomes)
             .await;
-        let (recorded, ended) = match (&verdict, key) {
-            // The record and COMMIT in one flight, in that order. If the
-            // record fails (the id is taken), the transaction is aborted and
-            // PostgreSQL answers COMMIT with a rollback.
+        let (recorded, ended, position) = match (&verdict, key) {
+            // The record, COMMIT and the log's position in one flight, in
+            // that order. If the record fails (the id is taken), the
+            // transaction is aborted and PostgreSQL answers COMMIT with a
+            // rollback.
             (Ok(Ok(results)), Some(key)) => match self.prepare_record(client).await {
                 Ok(statement) => {
                     let record = record(client, &statement, key, results, now);
-                    futures_util::future::join(record, client.batch_execute("COMMIT")).await
+                    futures_util::future::join3(
+                        record,
+                        client.batch_execute("COMMIT"),
+                        log_position(client),
+                    )
+                    .await
                 }
-                Err(failure) => (Err(failure), client.batch_execute("ROLLBACK").await),
+                Err(failure) => (Err(failure), client.batch_execute("ROLLBACK").await, None),
             },
-            (Ok(Ok(_)), None) => (Ok(()), client.batch_execute("COMMIT").await),
-            _ => (Ok(()), client.batch_execute("ROLLBACK").await),
+            (Ok(Ok(_)), None) => {
+                let (ended, position) = futures_util::future::join(
+                    client.batch_execute("COMMIT"),
+                    log_position(client),
+                )
+                .await;
+                (Ok(()), ended, position)
+            }
+            _ => (Ok(()), client.batch_execute("ROLLBACK").await, None),
         };
         match (verdict, recorded, ended) {
-            (Ok(Ok(results)), Ok(()), Ok(())) => Ok(Ok(Committed::new(results))),
+            (Ok(Ok(results)), Ok(()), Ok(())) => Ok(Ok(Committed::new(results).at(position))),
             (Ok(Ok(_)), Err(failure), _) => Err(failure),
             (Ok(Ok(_)), Ok(()), Err(error)) => Err(classify("committing", error)),
             (verdict, _, _) => verdict.map(|verdict| verdict.map(Committed::new)),
@@ -222,10 +238,13 @@ impl Inner {
         }
         let results: String = row.get(1);
         let committed_at: i64 = row.get(2);
+        // Read on the primary after the batch committed: a position at or
+        // beyond its commit.
+        let position = u64::try_from(row.get::<_, i64>(3)).ok().map(Position::log);
         folio_core::recorded_results(&results, committed_at, |etag| {
             self.change_vector(i64::try_from(etag).unwrap_or(0))
         })
-        .map(|results| Some(Committed::replayed(results)))
+        .map(|results| Some(Committed::replayed(results).at(position)))
         .ok_or_else(|| {
             Error::Engine(EngineError::new(
                 EngineErrorKind::Corrupt,
@@ -498,6 +517,22 @@ async fn write(
         .query_opt(statement, &params)
         .await
         .map_err(|e| classify("writing a document", e))
+}
+
+/// Where the server's log stands, as a number: sent on a connection right
+/// behind a commit (in its flight), the position of a state that includes
+/// the commit.
+pub(crate) const LOG_POSITION: &str = "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint";
+
+/// The position of the server's log ([`LOG_POSITION`]), sent when first
+/// polled. `None` when it cannot be read (the commit's outcome does not
+/// depend on it: a session without a position reads from the primary).
+pub(crate) async fn log_position(client: &tokio_postgres::Client) -> Option<Position> {
+    let messages = client.simple_query(LOG_POSITION).await.ok()?;
+    messages.iter().find_map(|message| match message {
+        SimpleQueryMessage::Row(row) => row.get(0)?.parse().ok().map(Position::log),
+        _ => None,
+    })
 }
 
 /// Holds a pooled connection while a batch runs; see `Engine::commit`.

@@ -41,6 +41,7 @@ mod backup;
 mod commit;
 mod error;
 mod feed;
+mod nodes;
 mod query;
 mod read;
 mod schema;
@@ -55,7 +56,8 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use folio_core::{
     Batch, ChangeVector, ChangesPage, CollectionCount, CommitResult, Committed, DatabaseId, Engine,
-    EngineErrorKind, Entry, Error, FieldPath, Metadata, Query, QueryResult, Result, validate,
+    EngineErrorKind, EngineRef, Entry, Error, FieldPath, Metadata, Query, QueryResult, Reads,
+    Result, validate,
 };
 use tokio_postgres::NoTls;
 
@@ -95,6 +97,11 @@ pub struct PgOptions {
     /// The attempt's backend is not cancelled (a cancelled wait would show
     /// an unreplicated commit); the id keeps the two from both committing.
     pub commit_timeout: std::time::Duration,
+    /// How long a read after a position ([`folio_core::Reads::After`])
+    /// waits for a node that shows it, when no node answering does (the
+    /// standbys behind, no primary answering), before it fails. 2 s by
+    /// default.
+    pub standby_wait: std::time::Duration,
     /// Run before each count of a query's matches (feature
     /// `fault-injection`; see [`BeforeCount`]).
     #[cfg(feature = "fault-injection")]
@@ -127,6 +134,7 @@ impl Default for PgOptions {
             batch_retention: std::time::Duration::from_secs(24 * 60 * 60),
             resend_for: std::time::Duration::from_secs(30),
             commit_timeout: std::time::Duration::from_secs(15),
+            standby_wait: std::time::Duration::from_secs(2),
             #[cfg(feature = "fault-injection")]
             before_count: None,
         }
@@ -135,11 +143,24 @@ impl Default for PgOptions {
 
 /// The PostgreSQL engine: one Folio database is one PostgreSQL schema.
 ///
-/// Cheap to share behind an `Arc`; it holds a connection pool.
+/// Cheap to share behind an `Arc`; it holds a connection pool (and, for a
+/// URL naming several hosts, one per host for reads from standbys: the
+/// `nodes` module).
 pub struct PgEngine {
     inner: Arc<Inner>,
     /// Where one-document batches queue for a group (`commit::group`).
-    groups: commit::group::Queue,
+    groups: Arc<commit::group::Queue>,
+    /// Where this handle's reads go ([`Engine::reads`]).
+    route: Route,
+}
+
+/// Where a handle's reads go.
+#[derive(Clone, Copy, Debug)]
+enum Route {
+    /// The engine's pool: the primary.
+    Primary,
+    /// Any node; with a log position, one that replayed that far.
+    Nodes(Option<u64>),
 }
 
 /// The engine's state, shared with the tasks that run groups of commits.
@@ -150,6 +171,8 @@ struct Inner {
     statements: Statements,
     options: PgOptions,
     feed: Arc<feed::Feed>,
+    /// Each host of a multi-host URL, for reads from any node.
+    nodes: Option<nodes::Nodes>,
     /// Whether writes reach a primary: said once when they stop, once
     /// when they resume.
     primary: Primary,
@@ -220,7 +243,8 @@ struct Statements {
     /// Records a committed batch of several commands: id, fingerprint,
     /// results, time.
     record_batch: String,
-    /// A recorded batch: fingerprint, results, time.
+    /// A recorded batch: fingerprint, results, time, and the log's
+    /// position.
     recorded_batch: String,
     /// Deletes the batches recorded before `$1`.
     prune_batches: String,
@@ -334,7 +358,8 @@ impl Statements {
                 "INSERT INTO {s}.batches (id, fingerprint, results, committed_at) VALUES ($1, $2, $3, $4)"
             ),
             recorded_batch: format!(
-                "SELECT fingerprint, results, committed_at FROM {s}.batches WHERE id = $1"
+                "SELECT fingerprint, results, committed_at, \
+                 (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint FROM {s}.batches WHERE id = $1"
             ),
             prune_batches: format!("DELETE FROM {s}.batches WHERE committed_at < $1"),
             scan: format!(
@@ -373,8 +398,10 @@ impl PgEngine {
             let client = pool.get().await.map_err(pool_error)?;
             schema::migrate(&client, &schema).await?
         };
+        let nodes = nodes::Nodes::of(&config, options.max_connections, options.standby_wait)?;
         let inner = Arc::new(Inner {
             statements: Statements::new(&schema),
+            nodes,
             feed: feed::Feed::start(&schema, config, pool.clone()),
             pool,
             schema,
@@ -384,8 +411,9 @@ impl PgEngine {
         });
         tokio::spawn(prune_batches(Arc::downgrade(&inner)));
         Ok(PgEngine {
-            groups: commit::group::Queue::start(inner.clone()),
+            groups: Arc::new(commit::group::Queue::start(inner.clone())),
             inner,
+            route: Route::Primary,
         })
     }
 
@@ -687,6 +715,23 @@ impl Engine for PgEngine {
         }
     }
 
+    fn reads(self: Arc<Self>, reads: Reads) -> Result<EngineRef> {
+        let route = match reads {
+            Reads::Primary => Route::Primary,
+            Reads::Any => Route::Nodes(None),
+            // A token of another kind of database: the primary shows
+            // every committed write.
+            Reads::After(position) => position
+                .number_after("lsn:")
+                .map_or(Route::Primary, |lsn| Route::Nodes(Some(lsn))),
+        };
+        Ok(Arc::new(PgEngine {
+            inner: self.inner.clone(),
+            groups: self.groups.clone(),
+            route,
+        }))
+    }
+
     async fn get(&self, collection: &str, ids: &[String]) -> Result<Vec<Option<Entry>>> {
         self.load(collection, ids).await
     }
@@ -745,9 +790,11 @@ impl Engine for PgEngine {
     }
 }
 
-impl Drop for PgEngine {
+impl Drop for Inner {
+    // After the last handle: the gatherer holds the state until it answered
+    // every batch it took.
     fn drop(&mut self) {
-        self.inner.feed.close();
+        self.feed.close();
     }
 }
 

@@ -1,5 +1,7 @@
 //! The read side: loads, queries, scans, collections and the changes
-//! feed, each from the pool, a query's page and total from one snapshot.
+//! feed, a query's page and total from one snapshot. Each read goes where
+//! its handle's route says (the primary, or any node: the `nodes`
+//! module); the feed always reads the primary.
 
 use folio_core::{
     Change, ChangeKind, ChangesPage, CollectionCount, Entry, Metadata, Query, QueryResult, Result,
@@ -10,8 +12,9 @@ use tokio_postgres::types::ToSql;
 
 use crate::commit::ConnectionGuard;
 use crate::error::{pool as pool_error, storage};
+use crate::nodes::Run;
 use crate::query::{self, Param, Sql};
-use crate::{Inner, PgEngine};
+use crate::{Inner, PgEngine, Route};
 
 impl Inner {
     fn entry(&self, row: &Row, collection: &str) -> Entry {
@@ -30,16 +33,32 @@ impl Inner {
         }
     }
 
-    async fn rows(&self, sql: &Sql) -> Result<Vec<Row>> {
-        let client = self.pool.get().await.map_err(pool_error)?;
-        let statement = client
-            .prepare_cached(&sql.text)
-            .await
-            .map_err(|e| storage("preparing a query", e))?;
-        client
-            .query(&statement, &params(sql))
-            .await
-            .map_err(|e| storage("running a query", e))
+    /// Runs a read on a connection `route` chooses: the engine's pool
+    /// (the primary), or a node's (another one when it fails).
+    async fn read<T>(&self, route: Route, run: Run<'_, T>) -> Result<T> {
+        match (route, &self.nodes) {
+            (Route::Nodes(after), Some(nodes)) => nodes.read(after, run).await,
+            _ => run(self.pool.get().await.map_err(pool_error)?).await,
+        }
+    }
+
+    async fn rows(&self, route: Route, sql: &Sql) -> Result<Vec<Row>> {
+        self.read(
+            route,
+            Box::new(|client| {
+                Box::pin(async move {
+                    let statement = client
+                        .prepare_cached(&sql.text)
+                        .await
+                        .map_err(|e| storage("preparing a query", e))?;
+                    client
+                        .query(&statement, &params(sql))
+                        .await
+                        .map_err(|e| storage("running a query", e))
+                })
+            }),
+        )
+        .await
     }
 
     /// Runs the test's hook before a count (feature `fault-injection`).
@@ -54,8 +73,20 @@ impl Inner {
     /// READ ONLY, REPEATABLE READ transaction: one snapshot. `BEGIN`, both
     /// statements and `COMMIT` go out in one flight (a failed statement
     /// aborts the transaction, and `COMMIT` then rolls it back).
-    async fn page(&self, select: &Sql, count: &Sql) -> Result<(Vec<Row>, i64)> {
-        let client = self.pool.get().await.map_err(pool_error)?;
+    async fn page(&self, route: Route, select: &Sql, count: &Sql) -> Result<(Vec<Row>, i64)> {
+        self.read(
+            route,
+            Box::new(|client| Box::pin(self.page_on(client, select, count))),
+        )
+        .await
+    }
+
+    async fn page_on(
+        &self,
+        client: deadpool_postgres::Object,
+        select: &Sql,
+        count: &Sql,
+    ) -> Result<(Vec<Row>, i64)> {
         let select_statement = client
             .prepare_cached(&select.text)
             .await
@@ -121,7 +152,20 @@ impl PgEngine {
         ids: &[String],
     ) -> Result<Vec<Option<Entry>>> {
         validate::keys(collection, ids)?;
-        let client = self.inner.pool.get().await.map_err(pool_error)?;
+        self.inner
+            .read(
+                self.route,
+                Box::new(|client| Box::pin(self.load_on(client, collection, ids))),
+            )
+            .await
+    }
+
+    async fn load_on(
+        &self,
+        client: deadpool_postgres::Object,
+        collection: &str,
+        ids: &[String],
+    ) -> Result<Vec<Option<Entry>>> {
         if let [id] = ids {
             let statement = client
                 .prepare_cached(&self.inner.statements.get_one)
@@ -160,7 +204,20 @@ impl PgEngine {
         ids: &[String],
     ) -> Result<Vec<Option<Metadata>>> {
         validate::keys(collection, ids)?;
-        let client = self.inner.pool.get().await.map_err(pool_error)?;
+        self.inner
+            .read(
+                self.route,
+                Box::new(|client| Box::pin(self.load_metadata_on(client, collection, ids))),
+            )
+            .await
+    }
+
+    async fn load_metadata_on(
+        &self,
+        client: deadpool_postgres::Object,
+        collection: &str,
+        ids: &[String],
+    ) -> Result<Vec<Option<Metadata>>> {
         let statement = client
             .prepare_cached(&self.inner.statements.metadata)
             .await
@@ -193,7 +250,7 @@ impl PgEngine {
 
     pub(crate) async fn run_query(&self, query: &Query) -> Result<Vec<Entry>> {
         let sql = query::select(&self.inner.schema, query)?;
-        let rows = self.inner.rows(&sql).await?;
+        let rows = self.inner.rows(self.route, &sql).await?;
         Ok(rows
             .iter()
             .map(|row| self.inner.entry(row, &query.collection))
@@ -203,14 +260,14 @@ impl PgEngine {
     pub(crate) async fn run_count(&self, query: &Query) -> Result<u64> {
         let sql = query::count(&self.inner.schema, query)?;
         self.inner.before_count();
-        let rows = self.inner.rows(&sql).await?;
+        let rows = self.inner.rows(self.route, &sql).await?;
         let count: i64 = rows.first().map_or(0, |row| row.get(0));
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
     pub(crate) async fn count_collections(&self) -> Result<Vec<CollectionCount>> {
         let sql = query::collections(&self.inner.schema);
-        let rows = self.inner.rows(&sql).await?;
+        let rows = self.inner.rows(self.route, &sql).await?;
         let mut collections: Vec<CollectionCount> = rows
             .iter()
             .map(|row| CollectionCount {
@@ -229,7 +286,7 @@ impl PgEngine {
     pub(crate) async fn run_query_page(&self, query: &Query) -> Result<QueryResult> {
         let select = query::select(&self.inner.schema, query)?;
         let count = query::count(&self.inner.schema, query)?;
-        let (rows, total) = self.inner.page(&select, &count).await?;
+        let (rows, total) = self.inner.page(self.route, &select, &count).await?;
         Ok(QueryResult {
             entries: rows
                 .iter()
@@ -249,16 +306,25 @@ impl PgEngine {
         if let Some(after) = after {
             validate::id(after)?;
         }
-        let client = self.inner.pool.get().await.map_err(pool_error)?;
-        let statement = client
-            .prepare_cached(&self.inner.statements.scan)
-            .await
-            .map_err(|e| storage("preparing a scan", e))?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = client
-            .query(&statement, &[&collection, &after.unwrap_or(""), &limit])
-            .await
-            .map_err(|e| storage("scanning a collection", e))?;
+        let rows = self
+            .inner
+            .read(
+                self.route,
+                Box::new(|client| {
+                    Box::pin(async move {
+                        let statement = client
+                            .prepare_cached(&self.inner.statements.scan)
+                            .await
+                            .map_err(|e| storage("preparing a scan", e))?;
+                        client
+                            .query(&statement, &[&collection, &after.unwrap_or(""), &limit])
+                            .await
+                            .map_err(|e| storage("scanning a collection", e))
+                    })
+                }),
+            )
+            .await?;
         Ok(rows
             .iter()
             .map(|row| self.inner.entry(row, collection))

@@ -43,6 +43,12 @@ pub mod headers {
     /// `true` on the answer to a write whose key had committed: the answer
     /// is the first one's, and nothing was written again.
     pub const IDEMPOTENCY_REPLAYED: &str = "idempotency-replayed";
+    /// On every successful write's answer: where the write left the
+    /// database, an opaque token for `Folio-After`.
+    pub const POSITION: &str = "folio-position";
+    /// On a read: answer only from a state that includes the write whose
+    /// answer carried this `Folio-Position` (and every write before it).
+    pub const AFTER: &str = "folio-after";
 }
 
 /// The media types of the protocol.

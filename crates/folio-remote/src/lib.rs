@@ -48,12 +48,14 @@ mod endpoint;
 mod error;
 
 use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use folio_core::{
     Batch, BatchId, ChangesPage, CollectionCount, CommitResult, Committed, ConcurrencyError,
-    Engine, Entry, Error, FieldPath, Metadata, Query, QueryResult, Result, validate,
+    Engine, EngineRef, Entry, Error, FieldPath, Metadata, Position, Query, QueryResult, Reads,
+    Result, validate,
 };
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -138,6 +140,11 @@ impl std::fmt::Debug for RemoteOptions {
 ///   several requests, which are not one snapshot of the database.
 /// * [`Engine::ensure_index`] does nothing: indexes are configured on the
 ///   server.
+/// * Reads send `Folio-After` with the position of the engine's last
+///   commit: on a server whose database has standbys they see the
+///   engine's own writes, not always another client's newest ones
+///   ([`Engine::reads`] chooses otherwise).
+#[derive(Clone)]
 pub struct RemoteEngine {
     /// hyper's pooling client: keep-alive connections, reused by every
     /// call. (Not reqwest: its 0.13 parses the request's URL again for
@@ -154,6 +161,27 @@ pub struct RemoteEngine {
     timeout: Duration,
     /// How long a batch in doubt is sent again ([`RemoteOptions::resend_for`]).
     resend_for: Duration,
+    /// The position this handle's reads send (`Folio-After`).
+    after: After,
+}
+
+/// The `Folio-After` a remote engine's reads send ([`Engine::reads`]).
+#[derive(Clone, Debug)]
+enum After {
+    /// The position of the last commit through the engine (any of its
+    /// handles): the engine's reads see its own writes.
+    LastCommit(Arc<Mutex<Option<HeaderValue>>>),
+    /// This one, or none (any node may answer).
+    Fixed(Option<HeaderValue>),
+}
+
+impl After {
+    fn header(&self) -> Option<HeaderValue> {
+        match self {
+            After::LastCommit(last) => last.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            After::Fixed(after) => after.clone(),
+        }
+    }
 }
 
 impl RemoteEngine {
@@ -194,6 +222,7 @@ impl RemoteEngine {
             endpoint,
             timeout: options.timeout,
             resend_for: options.resend_for,
+            after: After::LastCommit(Arc::default()),
         })
     }
 
@@ -223,7 +252,7 @@ impl RemoteEngine {
         validate::database(name)?;
         let request = self.request(Method::PUT, &self.endpoint.server_url(&[name]), None)?;
         // Creating is idempotent: a retry after a failure in doubt is safe.
-        let (status, _, created): (u16, bool, DatabaseCreated) = self
+        let (status, _, created): (u16, Stamp, DatabaseCreated) = self
             .exchange_with_status(request, false)
             .await
             .map_err(error::map)?;
@@ -303,6 +332,9 @@ impl RemoteEngine {
         if let Some(value) = &self.authorization {
             headers.insert(AUTHORIZATION, value.clone());
         }
+        if let Some(after) = self.after.header() {
+            headers.insert(headers::AFTER, after);
+        }
         Ok(request)
     }
 
@@ -329,13 +361,13 @@ impl RemoteEngine {
         Ok(self.exchange_with_status(request, write).await?.2)
     }
 
-    /// [`RemoteEngine::exchange`], with the answer's (2xx) status and
-    /// whether it is a replayed one (`Idempotency-Replayed: true`).
+    /// [`RemoteEngine::exchange`], with the answer's (2xx) status and what
+    /// its headers say of a write.
     async fn exchange_with_status<T: DeserializeOwned>(
         &self,
         request: Request<Full<Bytes>>,
         write: bool,
-    ) -> std::result::Result<(u16, bool, T), Failure> {
+    ) -> std::result::Result<(u16, Stamp, T), Failure> {
         let (method, uri) = (request.method().clone(), request.uri().clone());
         let transport = |error| Failure::Transport {
             error,
@@ -379,11 +411,14 @@ impl RemoteEngine {
                 "the body of a {status} answer is not as expected: {error}"
             ))
         })?;
-        let replayed = parts
-            .headers
-            .get(headers::IDEMPOTENCY_REPLAYED)
-            .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"true"));
-        Ok((status.as_u16(), replayed, answer))
+        let stamp = Stamp {
+            replayed: parts
+                .headers
+                .get(headers::IDEMPOTENCY_REPLAYED)
+                .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"true")),
+            position: parts.headers.get(headers::POSITION).cloned(),
+        };
+        Ok((status.as_u16(), stamp, answer))
     }
 
     /// `GET /db/{db}/changes` as a long poll (`Accept: application/json`):
@@ -521,11 +556,31 @@ impl Engine for RemoteEngine {
                 .exchange_with_status::<BatchResponse>(request, true)
                 .await
             {
-                Ok((_, replayed, answer)) if answer.results.len() == batch.len() => {
-                    return Ok(Ok(Committed {
-                        results: answer.results,
-                        replayed,
-                    }));
+                Ok((_, stamp, answer)) if answer.results.len() == batch.len() => {
+                    let position = match stamp.position {
+                        Some(header) => Some(
+                            header
+                                .to_str()
+                                .ok()
+                                .and_then(|text| Position::new(text).ok())
+                                .ok_or_else(|| {
+                                    protocol(format!(
+                                        "the server answered a malformed Folio-Position {header:?}"
+                                    ))
+                                })?,
+                        ),
+                        None => None,
+                    };
+                    if let (After::LastCommit(last), Some(position)) = (&self.after, &position) {
+                        *last.lock().unwrap_or_else(|p| p.into_inner()) =
+                            HeaderValue::from_str(position.as_str()).ok();
+                    }
+                    let committed = if stamp.replayed {
+                        Committed::replayed(answer.results)
+                    } else {
+                        Committed::new(answer.results)
+                    };
+                    return Ok(Ok(committed.at(position)));
                 }
                 Ok((_, _, answer)) => {
                     return Err(protocol(format!(
@@ -553,6 +608,26 @@ impl Engine for RemoteEngine {
             tokio::time::sleep(pause.min(deadline - now)).await;
             pause = (pause * 2).min(Duration::from_secs(1));
         }
+    }
+
+    /// The server decides where a read is served from: `Primary` sends the
+    /// position of the engine's last commit (its reads see its own writes;
+    /// on a cluster, another client's newer writes may not show yet), `Any`
+    /// none, `After` that position.
+    fn reads(self: Arc<Self>, reads: Reads) -> Result<EngineRef> {
+        let after = match reads {
+            Reads::Primary => return Ok(self),
+            Reads::Any => None,
+            Reads::After(position) => {
+                Some(HeaderValue::from_str(position.as_str()).map_err(|_| {
+                    Error::InvalidInput(format!("{position} cannot be sent as Folio-After"))
+                })?)
+            }
+        };
+        Ok(Arc::new(RemoteEngine {
+            after: After::Fixed(after),
+            ..(*self).clone()
+        }))
     }
 
     /// `POST /db/{db}/docs/{collection}/get` (in requests of 1000 ids).
@@ -804,6 +879,15 @@ fn name_conflicts(batch: &Batch, refused: ConcurrencyError) -> ConcurrencyError 
         })
         .collect();
     ConcurrencyError::new(conflicts)
+}
+
+/// What the headers of a 2xx answer say of a write.
+struct Stamp {
+    /// `Idempotency-Replayed: true`: the answer of a write that had
+    /// committed under the key.
+    replayed: bool,
+    /// `Folio-Position`.
+    position: Option<HeaderValue>,
 }
 
 #[cfg(test)]

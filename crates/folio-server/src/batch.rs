@@ -8,9 +8,11 @@ use folio_core::{CommandKind, Expectation, Query};
 use folio_protocol::{BatchResponse, QueryResponse, parse_batch};
 use serde::Serialize;
 
-use crate::documents::{commit, entry_body, json_response, mark_replayed};
+use crate::documents::{Stamp, commit, entry_body, json_response};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Authorized, DatabasePath, JsonText, Read, Write, WriteKey, check_nesting};
+use crate::extract::{
+    Authorized, DatabasePath, JsonText, Read, ReadFrom, Write, WriteKey, check_nesting,
+};
 use crate::responses::{BodyRefusals, DocumentRefusals, WriteRefusals};
 use crate::state::AppState;
 
@@ -44,12 +46,9 @@ pub async fn batch(
     let engine = state.databases().get(&db).await?;
     match commit(&state, &engine, key.batch(commands, text.as_bytes())).await? {
         Ok(committed) => {
-            let replayed = committed.replayed;
+            let stamp = Stamp::of(&committed);
             let results = committed.into_results();
-            Ok(mark_replayed(
-                json(StatusCode::OK, &BatchResponse { results }),
-                replayed,
-            ))
+            Ok(stamp.on(json(StatusCode::OK, &BatchResponse { results })))
         }
         Err(conflict) => {
             // A batch names each document once: a conflict of a guarded
@@ -78,10 +77,11 @@ pub async fn batch(
 }
 
 /// `POST /db/{db}/query`.
-#[utoipa::path(post, path = "/db/{db}/query", tag = "query", params(DatabasePath), request_body(content = folio_protocol::openapi::QueryBody, content_type = "application/json", description = "{ collection, where, order_by, skip, take }"), responses((status = 200, description = "{ results: [Entry], total }", body = Object), DocumentRefusals, BodyRefusals))]
+#[utoipa::path(post, path = "/db/{db}/query", tag = "query", params(DatabasePath, ReadFrom), request_body(content = folio_protocol::openapi::QueryBody, content_type = "application/json", description = "{ collection, where, order_by, skip, take }"), responses((status = 200, description = "{ results: [Entry], total }", body = Object), DocumentRefusals, BodyRefusals))]
 pub async fn query(
     State(state): State<AppState>,
     Authorized(DatabasePath { db }, _): Read<DatabasePath>,
+    read_from: ReadFrom,
     JsonText(text): JsonText,
 ) -> ApiResult<Response> {
     check_nesting(&state, &text)?;
@@ -93,7 +93,7 @@ pub async fn query(
     }
     query.take = Some(take);
     query.validate()?;
-    let engine = state.databases().get(&db).await?;
+    let engine = read_from.engine(state.databases().get(&db).await?)?;
     let page = engine.query_page(&query).await?;
     let results = page
         .entries

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{
     Authorized, CollectionPath, Conditions, DatabasePath, DocumentPath, JsonDocument, JsonText,
-    Params, PatchBody, Read, Write, WriteKey, check_nesting,
+    Params, PatchBody, Read, ReadFrom, Write, WriteKey, check_nesting,
 };
 use crate::responses::{BodyRefusals, DatabaseRefusals, DocumentRefusals, WriteRefusals};
 use crate::state::AppState;
@@ -71,16 +71,43 @@ pub(crate) fn json_response(
     response
 }
 
-/// Marks an answer replayed (`Idempotency-Replayed: true`): the answer of
-/// a write that had committed under the request's idempotency key.
-pub(crate) fn mark_replayed(mut response: Response, replayed: bool) -> Response {
-    if replayed {
-        response.headers_mut().insert(
-            folio_protocol::headers::IDEMPOTENCY_REPLAYED,
-            HeaderValue::from_static("true"),
-        );
+/// What a write's answer says of its commit beyond its body: whether it
+/// is the answer of a write that had committed under the request's
+/// idempotency key, and the position a read sends back (`Folio-After`) to
+/// see it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Stamp {
+    replayed: bool,
+    position: Option<folio_core::Position>,
+}
+
+impl Stamp {
+    /// The stamp of `committed`.
+    pub(crate) fn of(committed: &Committed) -> Self {
+        Stamp {
+            replayed: committed.replayed,
+            position: committed.position.clone(),
+        }
     }
-    response
+
+    /// `response` with `Idempotency-Replayed: true` when replayed, and
+    /// `Folio-Position`.
+    pub(crate) fn on(&self, mut response: Response) -> Response {
+        if self.replayed {
+            response.headers_mut().insert(
+                folio_protocol::headers::IDEMPOTENCY_REPLAYED,
+                HeaderValue::from_static("true"),
+            );
+        }
+        if let Some(position) = &self.position
+            && let Ok(value) = HeaderValue::from_str(position.as_str())
+        {
+            response
+                .headers_mut()
+                .insert(folio_protocol::headers::POSITION, value);
+        }
+        response
+    }
 }
 
 /// Commits a batch, counting latency and conflicts.
@@ -140,11 +167,11 @@ async fn current_metadata(
     Ok(metadata.pop().flatten())
 }
 
-/// The one result of a one-command batch, and whether it was replayed.
-fn only(committed: Committed) -> ApiResult<(CommandResult, bool)> {
-    let replayed = committed.replayed;
+/// The one result of a one-command batch, and its stamp.
+fn only(committed: Committed) -> ApiResult<(CommandResult, Stamp)> {
+    let stamp = Stamp::of(&committed);
     match <[CommandResult; 1]>::try_from(committed.into_results()) {
-        Ok([result]) => Ok((result, replayed)),
+        Ok([result]) => Ok((result, stamp)),
         Err(_) => Err(ApiError::Internal(folio_core::EngineErrorKind::Other)),
     }
 }
@@ -157,7 +184,7 @@ async fn committed_before(
     engine: &EngineRef,
     key: &WriteKey,
     body: &[u8],
-) -> ApiResult<Option<(CommandResult, bool)>> {
+) -> ApiResult<Option<(CommandResult, Stamp)>> {
     if !key.sent() {
         return Ok(None);
     }
@@ -182,7 +209,7 @@ async fn committed_before(
 ///
 /// Every try is one batch with the request's key (`key`, for the body
 /// `body`): a repeat of a write that committed is answered as it was
-/// (`true`: replayed), without judging its preconditions again.
+/// (its stamp says replayed), without judging its preconditions again.
 async fn write_document(
     state: &AppState,
     engine: &EngineRef,
@@ -190,7 +217,7 @@ async fn write_document(
     preconditions: &Preconditions,
     (key, body): (&WriteKey, &[u8]),
     command: impl Fn(Expectation) -> Command,
-) -> ApiResult<(CommandResult, bool)> {
+) -> ApiResult<(CommandResult, Stamp)> {
     let guarded = state.requires_precondition(&path.db, &path.collection);
     let batch = |expect| key.batch(vec![command(expect)], body);
     if let Some(expect) = preconditions.without_reading() {
@@ -237,13 +264,14 @@ async fn write_document(
 }
 
 /// `GET` and `HEAD /db/{db}/docs/{collection}/{id}`.
-#[utoipa::path(get, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(DocumentPath), responses((status = 200, description = "the document as stored; ETag is its change vector", content_type = "application/json"), (status = 304, description = "If-None-Match matched, or (without If-None-Match) not modified since If-Modified-Since"), DocumentRefusals, (status = 412, description = "If-Match or If-Unmodified-Since failed", content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(DocumentPath, ReadFrom), responses((status = 200, description = "the document as stored; ETag is its change vector", content_type = "application/json"), (status = 304, description = "If-None-Match matched, or (without If-None-Match) not modified since If-Modified-Since"), DocumentRefusals, (status = 412, description = "If-Match or If-Unmodified-Since failed", content_type = "application/problem+json")))]
 pub async fn get_document(
     State(state): State<AppState>,
     Authorized(path, _): Read<DocumentPath>,
+    read_from: ReadFrom,
     Conditions(preconditions): Conditions,
 ) -> ApiResult<Response> {
-    let engine = state.databases().get(&path.db).await?;
+    let engine = read_from.engine(state.databases().get(&path.db).await?)?;
     // A missing document is 404 whatever the preconditions (RFC 9110
     // §13.2.1: they apply only where the answer would be 2xx or 412).
     let entry = engine
@@ -288,7 +316,7 @@ pub async fn put_document(
             expect,
         )
     };
-    let (result, replayed) = write_document(
+    let (result, stamp) = write_document(
         &state,
         &engine,
         &path,
@@ -305,10 +333,7 @@ pub async fn put_document(
     } else {
         StatusCode::OK
     };
-    Ok(mark_replayed(
-        json_response(status, version_headers(&metadata), &metadata),
-        replayed,
-    ))
+    Ok(stamp.on(json_response(status, version_headers(&metadata), &metadata)))
 }
 
 fn precondition_required(collection: &str) -> ApiError {
@@ -347,7 +372,7 @@ pub async fn post_document(
     )
     .await?
     .map_err(ApiError::Conflict)?;
-    let (result, replayed) = only(committed)?;
+    let (result, stamp) = only(committed)?;
     let CommandResult::Put(metadata) = result else {
         return Err(ApiError::Internal(folio_core::EngineErrorKind::Other));
     };
@@ -361,10 +386,11 @@ pub async fn post_document(
     if let Ok(location) = HeaderValue::from_str(&location) {
         response_headers.insert(header::LOCATION, location);
     }
-    Ok(mark_replayed(
-        json_response(StatusCode::CREATED, response_headers, &metadata),
-        replayed,
-    ))
+    Ok(stamp.on(json_response(
+        StatusCode::CREATED,
+        response_headers,
+        &metadata,
+    )))
 }
 
 /// `DELETE /db/{db}/docs/{collection}/{id}`.
@@ -377,12 +403,9 @@ pub async fn delete_document(
 ) -> ApiResult<Response> {
     let engine = state.databases().get(&path.db).await?;
     let delete = |expect| Command::delete(path.collection.clone(), path.id.clone(), expect);
-    let (_, replayed) =
+    let (_, stamp) =
         write_document(&state, &engine, &path, &preconditions, (&key, &[]), delete).await?;
-    Ok(mark_replayed(
-        StatusCode::NO_CONTENT.into_response(),
-        replayed,
-    ))
+    Ok(stamp.on(StatusCode::NO_CONTENT.into_response()))
 }
 
 /// `PATCH /db/{db}/docs/{collection}/{id}`: a JSON merge patch (RFC 7396)
@@ -398,14 +421,15 @@ pub async fn patch_document(
 ) -> ApiResult<Response> {
     let engine = state.databases().get(&path.db).await?;
     let guarded = state.requires_precondition(&path.db, &path.collection);
-    let patched_response = |(result, replayed): (CommandResult, bool)| {
+    let patched_response = |(result, stamp): (CommandResult, Stamp)| {
         let CommandResult::Put(metadata) = result else {
             return Err(ApiError::Internal(folio_core::EngineErrorKind::Other));
         };
-        Ok(mark_replayed(
-            json_response(StatusCode::OK, version_headers(&metadata), &metadata),
-            replayed,
-        ))
+        Ok(stamp.on(json_response(
+            StatusCode::OK,
+            version_headers(&metadata),
+            &metadata,
+        )))
     };
     // A repeat of a patch that committed: its answer, not a second patch.
     if let Some(answer) = committed_before(&engine, &key, text.as_bytes()).await? {
@@ -487,12 +511,13 @@ const MAX_PAGE: usize = 1000;
 
 /// `GET /db/{db}/collections`: the collections that hold documents, in
 /// order of name, each with how many (one snapshot).
-#[utoipa::path(get, path = "/db/{db}/collections", tag = "documents", params(DatabasePath), responses((status = 200, description = "{ collections: [{ name, documents }] }", body = folio_protocol::openapi::CollectionsBody), DatabaseRefusals))]
+#[utoipa::path(get, path = "/db/{db}/collections", tag = "documents", params(DatabasePath, ReadFrom), responses((status = 200, description = "{ collections: [{ name, documents }] }", body = folio_protocol::openapi::CollectionsBody), DatabaseRefusals))]
 pub async fn list_collections(
     State(state): State<AppState>,
     Authorized(path, _): Read<DatabasePath>,
+    read_from: ReadFrom,
 ) -> ApiResult<Response> {
-    let engine = state.databases().get(&path.db).await?;
+    let engine = read_from.engine(state.databases().get(&path.db).await?)?;
     let collections = engine.collections().await?;
     Ok(json_response(
         StatusCode::OK,
@@ -502,10 +527,11 @@ pub async fn list_collections(
 }
 
 /// `GET /db/{db}/docs/{collection}?after={id}&limit={n}`: stable paging by id.
-#[utoipa::path(get, path = "/db/{db}/docs/{collection}", tag = "documents", params(CollectionPath, ListParams), responses((status = 200, description = "{ items: [Entry], next: id or null }", body = Object), DocumentRefusals))]
+#[utoipa::path(get, path = "/db/{db}/docs/{collection}", tag = "documents", params(CollectionPath, ReadFrom, ListParams), responses((status = 200, description = "{ items: [Entry], next: id or null }", body = Object), DocumentRefusals))]
 pub async fn list_documents(
     State(state): State<AppState>,
     Authorized(path, _): Read<CollectionPath>,
+    read_from: ReadFrom,
     Params(params): Params<ListParams>,
 ) -> ApiResult<Response> {
     let limit = params.limit.unwrap_or(100);
@@ -514,7 +540,7 @@ pub async fn list_documents(
             "limit must be between 1 and {MAX_PAGE}"
         )));
     }
-    let engine = state.databases().get(&path.db).await?;
+    let engine = read_from.engine(state.databases().get(&path.db).await?)?;
     let entries = engine
         .scan(&path.collection, params.after.as_deref(), limit + 1)
         .await?;
@@ -538,10 +564,11 @@ pub async fn list_documents(
 const MAX_IDS: usize = 1000;
 
 /// `POST /db/{db}/docs/{collection}/get` `{ "ids": [...] }`.
-#[utoipa::path(post, path = "/db/{db}/docs/{collection}/get", tag = "documents", params(CollectionPath), request_body(content = folio_protocol::openapi::GetManyBody, content_type = "application/json", description = "{ ids: [string] }"), responses((status = 200, description = "{ results: [Entry or null] } in the order of ids", body = Object), DocumentRefusals, BodyRefusals))]
+#[utoipa::path(post, path = "/db/{db}/docs/{collection}/get", tag = "documents", params(CollectionPath, ReadFrom), request_body(content = folio_protocol::openapi::GetManyBody, content_type = "application/json", description = "{ ids: [string] }"), responses((status = 200, description = "{ results: [Entry or null] } in the order of ids", body = Object), DocumentRefusals, BodyRefusals))]
 pub async fn get_many(
     State(state): State<AppState>,
     Authorized(path, _): Read<CollectionPath>,
+    read_from: ReadFrom,
     JsonText(text): JsonText,
 ) -> ApiResult<Response> {
     check_nesting(&state, &text)?;
@@ -552,7 +579,7 @@ pub async fn get_many(
             "at most {MAX_IDS} ids per request"
         )));
     }
-    let engine = state.databases().get(&path.db).await?;
+    let engine = read_from.engine(state.databases().get(&path.db).await?)?;
     let results = engine
         .get(&path.collection, &request.ids)
         .await?

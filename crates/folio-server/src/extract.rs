@@ -16,7 +16,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
-use folio_core::{Batch, BatchId, Command, validate};
+use folio_core::{Batch, BatchId, Command, EngineRef, Position, validate};
 use folio_protocol::{Patch, Preconditions, headers, media};
 use serde::de::DeserializeOwned;
 
@@ -324,28 +324,33 @@ impl utoipa::IntoParams for WriteKey {
     fn into_params(
         _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
     ) -> Vec<utoipa::openapi::path::Parameter> {
-        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
-        use utoipa::openapi::{ObjectBuilder, Required, Type};
-        vec![
-            ParameterBuilder::new()
-                .name(headers::IDEMPOTENCY_KEY)
-                .parameter_in(ParameterIn::Header)
-                .required(Required::False)
-                .description(Some(
-                    "the write's idempotency key: sent again with the key of a write that \
-                     committed, the write is answered as it was (Idempotency-Replayed: true) and \
-                     not applied twice",
-                ))
-                .schema(Some(
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .min_length(Some(1))
-                        .max_length(Some(BatchId::MAX_LEN))
-                        .pattern(Some("^[!-~]+$")),
-                ))
-                .build(),
-        ]
+        vec![header_param(
+            headers::IDEMPOTENCY_KEY,
+            "the write's idempotency key: sent again with the key of a write that committed, the \
+             write is answered as it was (Idempotency-Replayed: true) and not applied twice",
+            BatchId::MAX_LEN,
+        )]
     }
+}
+
+/// An optional header of 1 to `max_len` printable ASCII characters, as
+/// OpenAPI describes it.
+fn header_param(name: &str, description: &str, max_len: usize) -> utoipa::openapi::path::Parameter {
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    use utoipa::openapi::{ObjectBuilder, Required, Type};
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(description))
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(max_len))
+                .pattern(Some("^[!-~]+$")),
+        ))
+        .build()
 }
 
 impl WriteKey {
@@ -373,6 +378,51 @@ impl WriteKey {
         Batch::from(commands)
             .with_id(self.id.clone())
             .with_digest(self.digest(body))
+    }
+}
+
+/// Where a read may be served from: after the write whose answer carried
+/// the request's `Folio-After` position (a malformed one is `400`; one of
+/// another kind of database reads from the primary), else any node,
+/// standbys included ([`folio_core::Reads`]).
+#[derive(Debug)]
+pub struct ReadFrom(pub folio_core::Reads);
+
+impl<S: Send + Sync> FromRequestParts<S> for ReadFrom {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> ApiResult<Self> {
+        Ok(ReadFrom(match parts.headers.get(headers::AFTER) {
+            None => folio_core::Reads::Any,
+            Some(value) => {
+                let text = value.to_str().map_err(|_| {
+                    ApiError::BadRequest(
+                        "Folio-After holds printable ASCII characters only (`!` to `~`)".into(),
+                    )
+                })?;
+                folio_core::Reads::After(Position::new(text)?)
+            }
+        }))
+    }
+}
+
+impl ReadFrom {
+    /// `engine`'s handle for this read.
+    pub fn engine(self, engine: EngineRef) -> ApiResult<EngineRef> {
+        Ok(engine.reads(self.0)?)
+    }
+}
+
+impl utoipa::IntoParams for ReadFrom {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        vec![header_param(
+            headers::AFTER,
+            "a write's Folio-Position: the read is answered only from a state that includes that \
+             write (without it, a standby's answer may not show the newest writes yet)",
+            folio_core::MAX_POSITION,
+        )]
     }
 }
 

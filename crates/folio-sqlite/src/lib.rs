@@ -54,7 +54,8 @@ use std::time::Duration;
 
 use folio_core::{
     Batch, ChangeHorizon, ChangesPage, CollectionCount, CommitResult, Committed, DatabaseId,
-    Engine, Entry, Error, FieldPath, Metadata, Query, QueryResult, Result, validate,
+    Engine, EngineRef, Entry, Error, FieldPath, Metadata, Query, QueryResult, Reads, Result,
+    validate,
 };
 
 use tokio::sync::oneshot;
@@ -427,6 +428,12 @@ impl Engine for SqliteEngine {
             in_doubt.batch_id = id;
         }
         verdict
+    }
+
+    /// One file: every read sees every committed write, wherever it is
+    /// asked to be served from, after whatever position.
+    fn reads(self: Arc<Self>, _: Reads) -> Result<EngineRef> {
+        Ok(self)
     }
 
     async fn get(&self, collection: &str, ids: &[String]) -> Result<Vec<Option<Entry>>> {

@@ -101,7 +101,8 @@ pub use document::Document;
 pub use folio_core::{
     Batch, BatchId, Change, ChangeKind, ChangeVector, ChangesPage, CollectionCount, Command,
     CommandKind, CommandResult, Committed, ConcurrencyError, Conflict, Engine, EngineError,
-    EngineErrorKind, EngineRef, Entry, Error, Expectation, FieldPath, InDoubt, Metadata, Op, Query,
+    EngineErrorKind, EngineRef, Entry, Error, Expectation, FieldPath, InDoubt, Metadata, Op,
+    Position, Query, Reads,
 };
 pub use folio_derive::Document;
 #[cfg(feature = "postgres")]

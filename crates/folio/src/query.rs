@@ -110,7 +110,7 @@ impl<'s, T: Document> DocumentQuery<'s, T> {
         if let Some(error) = self.error {
             return Err(error);
         }
-        let entries = self.session.engine().query(&self.query).await?;
+        let entries = self.session.reader()?.query(&self.query).await?;
         let mut documents = Vec::with_capacity(entries.len());
         for entry in entries {
             if let Some(document) = self.session.query_result::<T>(entry)? {
@@ -148,6 +148,6 @@ impl<'s, T: Document> DocumentQuery<'s, T> {
         if let Some(error) = self.error {
             return Err(error);
         }
-        self.session.engine().count(&self.query).await
+        self.session.reader()?.count(&self.query).await
     }
 }

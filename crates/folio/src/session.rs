@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use folio_core::{
     Batch, BatchId, ChangeVector, Command, CommandResult, Entry, Error, Expectation, Metadata,
-    Result, validate,
+    Position, Reads, Result, validate,
 };
 use serde_json::Value;
 
@@ -87,6 +87,10 @@ pub struct Session {
     /// same id, so that if the failed one did commit, the engine answers
     /// with its results instead of a conflict against it.
     failed: Option<(BatchId, [u8; 32])>,
+    /// Where the session reads: after its last save, or the position it
+    /// was given ([`Session::read_after`]); `None`: after the store's last
+    /// save.
+    reads: Option<Reads>,
 }
 
 impl Session {
@@ -98,6 +102,7 @@ impl Session {
             documents: foldhash::HashMap::default(),
             next_sequence: 0,
             failed: None,
+            reads: None,
         }
     }
 
@@ -138,7 +143,7 @@ impl Session {
             }
         }
         if !to_fetch.is_empty() {
-            let entries = self.store.engine.get(T::COLLECTION, &to_fetch).await?;
+            let entries = self.reader()?.get(T::COLLECTION, &to_fetch).await?;
             for (id, entry) in to_fetch.into_iter().zip(entries) {
                 self.record_read::<T>(id, entry);
             }
@@ -211,8 +216,7 @@ impl Session {
             }
         }
         let mut metadata = self
-            .store
-            .engine
+            .reader()?
             .metadata(T::COLLECTION, &[id.to_owned()])
             .await?;
         Ok(metadata.pop().flatten())
@@ -332,8 +336,44 @@ impl Session {
                 return Err(error);
             }
         };
+        // Later reads see this save: after its position, or from the
+        // primary when the engine could not tell one.
+        let reads = committed
+            .position
+            .clone()
+            .map_or(Reads::Primary, Reads::After);
+        self.store.saved(reads.clone());
+        self.reads = Some(reads);
         self.apply(plan.writes, plan.settled, committed.into_results());
         Ok(())
+    }
+
+    // ---- read-your-writes --------------------------------------------------
+
+    /// The position of the session's last save: sent back
+    /// ([`Session::read_after`]), by this process or another, it makes a
+    /// session's reads see that save, also on a cluster whose standbys
+    /// serve reads. `None` before a save.
+    pub fn position(&self) -> Option<&Position> {
+        match &self.reads {
+            Some(Reads::After(position)) => Some(position),
+            _ => None,
+        }
+    }
+
+    /// Makes the session's reads see the save at `position` (and every
+    /// write before it): a web app that sent a save's position to the
+    /// browser reads after it when the browser sends it back. After a
+    /// position of another kind of database, reads come from the primary.
+    pub fn read_after(&mut self, position: Position) {
+        self.reads = Some(Reads::After(position));
+    }
+
+    /// The engine handle the session reads through: after the session's
+    /// last save (or given position), else after the store's last save.
+    pub(crate) fn reader(&self) -> Result<folio_core::EngineRef> {
+        let reads = self.reads.clone().unwrap_or_else(|| self.store.reads());
+        self.store.engine.clone().reads(reads)
     }
 
     // ---- internals ---------------------------------------------------------
@@ -393,10 +433,6 @@ impl Session {
         self.record_read::<T>(id.clone(), Some(entry));
         let stored_only = !self.uses_identity_map();
         self.documents[&(T::COLLECTION, id.clone())].materialize::<T>(&id, stored_only)
-    }
-
-    pub(crate) fn engine(&self) -> &folio_core::EngineRef {
-        &self.store.engine
     }
 
     fn queue_put<T: Document>(

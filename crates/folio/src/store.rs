@@ -35,6 +35,24 @@ pub(crate) struct StoreInner {
     pub(crate) config: StoreConfig,
     /// Where the database is, for [`DocumentStore::admin`].
     databases: Databases,
+    /// Where a session that saved nothing yet reads: after the store's
+    /// last save (any node before the first).
+    last_save: std::sync::Mutex<folio_core::Reads>,
+}
+
+impl StoreInner {
+    /// Where a session that saved nothing yet reads.
+    pub(crate) fn reads(&self) -> folio_core::Reads {
+        self.last_save
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// A session saved: sessions that saved nothing yet read after it.
+    pub(crate) fn saved(&self, reads: folio_core::Reads) {
+        *self.last_save.lock().unwrap_or_else(|p| p.into_inner()) = reads;
+    }
 }
 
 /// Store-wide settings that sessions consult.
@@ -92,6 +110,7 @@ impl DocumentStore {
                 engine,
                 config: StoreConfig::default(),
                 databases: Databases::Unknown,
+                last_save: std::sync::Mutex::new(folio_core::Reads::Any),
             }),
         }
     }
@@ -363,6 +382,7 @@ impl DocumentStoreBuilder {
                 engine,
                 config: self.config,
                 databases,
+                last_save: std::sync::Mutex::new(folio_core::Reads::Any),
             }),
         })
     }

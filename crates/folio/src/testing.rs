@@ -102,6 +102,12 @@ impl<W: Wrapper> Engine for Wrapped<W> {
         self.0.commit(batch).await
     }
 
+    /// Itself, whatever `reads` says: the wrapper's reads go to the inner
+    /// engine's own handle (its primary), which shows every write.
+    fn reads(self: Arc<Self>, _: folio_core::Reads) -> Result<EngineRef> {
+        Ok(self)
+    }
+
     async fn get(&self, collection: &str, ids: &[String]) -> Result<Vec<Option<Entry>>> {
         self.0.get(collection, ids).await
     }

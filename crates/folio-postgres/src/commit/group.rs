@@ -36,13 +36,13 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use folio_core::{
-    Batch, Command, CommandResult, CommitResult, ConcurrencyError, Conflict, EngineError,
-    EngineErrorKind, Error, millis_since_epoch,
+    Batch, Command, CommandResult, CommitResult, Committed, ConcurrencyError, Conflict,
+    EngineError, EngineErrorKind, Error, Position, millis_since_epoch,
 };
-use futures_util::future::{join_all, join3};
+use futures_util::future::{join_all, join4};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::{ConnectionGuard, Key, Outcome, took_etag};
+use super::{ConnectionGuard, Key, Outcome, log_position, took_etag};
 use crate::Inner;
 use crate::error::{Failure, pool as pool_error, storage};
 
@@ -173,7 +173,7 @@ impl Inner {
             .await;
         guard.release();
         match outcome {
-            Ok(verdicts) => {
+            Ok((verdicts, position)) => {
                 if verdicts
                     .iter()
                     .any(|verdict| matches!(verdict, Verdict::Done(result) if took_etag(result)))
@@ -182,7 +182,9 @@ impl Inner {
                 }
                 for (pending, verdict) in group.into_iter().zip(verdicts) {
                     let _ = pending.reply.send(match verdict {
-                        Verdict::Done(result) => Ok(Ok(vec![result].into())),
+                        Verdict::Done(result) => {
+                            Ok(Ok(Committed::new(vec![result]).at(position.clone())))
+                        }
                         Verdict::Conflict(conflict) => {
                             Ok(Err(ConcurrencyError::new(vec![conflict])))
                         }
@@ -210,19 +212,21 @@ impl Inner {
         client: &deadpool_postgres::Object,
         commands: &[&Command],
         keys: &[Option<&Key>],
-    ) -> std::result::Result<Vec<Verdict>, GroupFailure> {
+    ) -> std::result::Result<(Vec<Verdict>, Option<Position>), GroupFailure> {
         let now = millis_since_epoch(SystemTime::now());
         let prepared = self
             .prepare_all(client, commands, keys)
             .await
             .map_err(|_| GroupFailure::RolledBack)?;
         let run_all = self.run_in_key_order(client, commands, keys, &prepared, now);
-        // One flight: BEGIN, the statements, COMMIT. PostgreSQL answers in
-        // order, so once COMMIT's answer is in, every statement's is too.
-        let (began, ran, committed) = join3(
+        // One flight: BEGIN, the statements, COMMIT, the log's position.
+        // PostgreSQL answers in order, so once COMMIT's answer is in, every
+        // statement's is too.
+        let (began, ran, committed, position) = join4(
             client.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED"),
             run_all,
             client.batch_execute("COMMIT"),
+            log_position(client),
         )
         .await;
         if let Err(error) = committed {
@@ -256,7 +260,7 @@ impl Inner {
         )
         .await
         .into_iter();
-        Ok(outcomes
+        let verdicts = outcomes
             .into_iter()
             .zip(commands)
             .map(
@@ -273,7 +277,8 @@ impl Inner {
                     Err(failure) => Verdict::Failed(failed("writing a document", failure)),
                 },
             )
-            .collect())
+            .collect();
+        Ok((verdicts, position))
     }
 }
 

@@ -17,6 +17,7 @@ mod leaks;
 mod limits;
 mod names;
 mod patch;
+mod positions;
 mod preconditions;
 mod query;
 mod security;

@@ -9,6 +9,9 @@
 //! * no save is left in doubt: a save cut by the failover is sent again
 //!   with its id once the new primary answers, and gets its real outcome;
 //! * writes resume after each failover, when plain SQL's do;
+//! * reads that need no newer position are served throughout: from the
+//!   standby while no primary answers, from the other node while one
+//!   restarts;
 //! * the changes feed, read throughout, never published a change that the
 //!   failover lost, never skipped one that survived, and never named two
 //!   changes with one etag.
@@ -17,6 +20,7 @@
 //! lost twice; rounds of four add a planned switchover and an etcd outage;
 //! `scripts/torture-ha.sh` runs more).
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use folio::DocumentStore;
@@ -103,6 +107,39 @@ async fn read_feed(engine: folio::EngineRef, stop: Stop) -> Vec<folio::Change> {
     seen
 }
 
+/// What a reader of any node saw: how many reads failed, and the longest
+/// time between two answers since the last reset.
+#[derive(Default)]
+struct Reader {
+    reads: u64,
+    failed: u64,
+    gap: Gap,
+}
+
+/// Counts the documents of the torture's accounts through `engine`'s
+/// handle on any node, every 10 ms, until `stop`.
+async fn read_any(engine: folio::EngineRef, reader: Arc<Mutex<Reader>>, stop: Stop) {
+    let any = engine
+        .reads(folio::Reads::Any)
+        .expect("a handle on any node");
+    let query = folio::Query::new("accounts");
+    while !stop.is_stopped() {
+        let answered = any.count(&query).await;
+        {
+            let mut reader = reader.lock().unwrap();
+            reader.reads += 1;
+            match answered {
+                Ok(_) => reader.gap.note(Instant::now()),
+                Err(error) => {
+                    reader.failed += 1;
+                    eprintln!("a read of any node failed: {error}");
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Waits until the clients acknowledged `more` writes since `since`.
 async fn progress(torture: &Torture, since: u64, more: u64, what: &str) -> Duration {
     let started = Instant::now();
@@ -175,6 +212,8 @@ async fn failovers_lose_nothing_and_leave_no_save_in_doubt() {
         stop.clone(),
     ));
     let feed = tokio::spawn(read_feed(engine.clone(), stop.clone()));
+    let reader = Arc::new(Mutex::new(Reader::default()));
+    let reads = tokio::spawn(read_any(engine.clone(), reader.clone(), stop.clone()));
     let mut report = Vec::new();
     for round in 0..failovers() {
         let before = torture.totals().acknowledged_writes;
@@ -196,7 +235,8 @@ async fn failovers_lose_nothing_and_leave_no_save_in_doubt() {
         let after = torture.totals().acknowledged_writes;
         progress(&torture, after, 20, "after the failover").await;
         report.push(format!(
-            "{fault} {} -> {}{}: Folio's writes held up {:.1} s, plain SQL's {:.1} s",
+            "{fault} {} -> {}{}: Folio's writes held up {:.1} s, plain SQL's {:.1} s, reads \
+             {:.2} s",
             failover.old,
             failover.new,
             failover
@@ -205,6 +245,7 @@ async fn failovers_lose_nothing_and_leave_no_save_in_doubt() {
                 .unwrap_or_default(),
             folio_gap.lock().unwrap().take().as_secs_f64(),
             sql_gap.lock().unwrap().take().as_secs_f64(),
+            reader.lock().unwrap().gap.take().as_secs_f64(),
         ));
     }
     stop.stop();
@@ -212,6 +253,11 @@ async fn failovers_lose_nothing_and_leave_no_save_in_doubt() {
     sampler.await.expect("the sampler ends");
     probe.await.expect("the probe ends");
     let shown = feed.await.expect("the feed reader ends");
+    reads.await.expect("the reader ends");
+    let (read, failed_reads) = {
+        let reader = reader.lock().unwrap();
+        (reader.reads, reader.failed)
+    };
 
     // The feed as the surviving database holds it, read after the load.
     let mut surviving = Vec::new();
@@ -246,7 +292,8 @@ async fn failovers_lose_nothing_and_leave_no_save_in_doubt() {
     let result = torture.finish().await.expect("the final state is readable");
     eprintln!(
         "{} failovers ({}); the feed showed {} changes, all surviving; {} operations, {} \
-         acknowledged writes, {} saves in doubt, {} errors, {} violations",
+         acknowledged writes, {} saves in doubt, {} errors, {} violations; {read} reads of any \
+         node, {failed_reads} failed",
         report.len(),
         report.join("; "),
         shown.len(),
@@ -261,4 +308,181 @@ async fn failovers_lose_nothing_and_leave_no_save_in_doubt() {
         result.totals.in_doubt, 0,
         "every save cut by a failover was sent again and answered: {result:#?}"
     );
+    assert_eq!(
+        failed_reads, 0,
+        "reads that need no newer position are served throughout the failovers"
+    );
+}
+
+/// The node of `cluster` that is a standby now (its place in the URL).
+async fn standby(cluster: &HaCluster) -> (usize, tokio_postgres::Client) {
+    for index in 0..2 {
+        let url = cluster.node_url(index).expect("two nodes");
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("the node answers");
+        tokio::spawn(connection);
+        let row = client
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .await
+            .expect("asked");
+        if row.get::<_, bool>(0) {
+            return (index, client);
+        }
+    }
+    panic!("no standby: {:?}", cluster.status());
+}
+
+/// Reads from standbys: a handle on any node reads from both (the standby
+/// too, behind as it may be); a read after a position never shows less
+/// than that write, even from a standby whose replay is paused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standbys_serve_reads_and_reads_after_a_position_see_it() {
+    let cluster = tokio::task::spawn_blocking(HaCluster::start)
+        .await
+        .expect("the start runs")
+        .expect("the cluster starts");
+    let engine: folio::EngineRef = Arc::new(
+        folio::PgEngine::connect(cluster.url(), "standbys", folio::PgOptions::default())
+            .await
+            .expect("connects through the multi-host URL"),
+    );
+    let put = |revision: &str, expect| {
+        folio::Batch::from(vec![folio::Command::put(
+            "notes",
+            "n1",
+            format!(r#"{{"text":"{revision}"}}"#),
+            expect,
+        )])
+    };
+    let first = engine
+        .commit(put("one", folio::Expectation::Missing))
+        .await
+        .expect("committed")
+        .expect("no conflict");
+    let after_first = engine
+        .clone()
+        .reads(folio::Reads::After(
+            first.position.clone().expect("a position"),
+        ))
+        .expect("accepted");
+    let ids = ["n1".to_owned()];
+    // Until the standby replayed the first write, reads after it may go to
+    // the primary; once it has, both nodes show it.
+    let (_, standby) = standby(&cluster).await;
+    let started = Instant::now();
+    loop {
+        let row = standby
+            .query_one(
+                "SELECT count(*) FROM folio_standbys.documents WHERE id = 'n1'",
+                &[],
+            )
+            .await;
+        if row.is_ok_and(|row| row.get::<_, i64>(0) == 1) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the standby replays"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(after_first.get("notes", &ids).await.expect("read")[0].is_some());
+
+    // The standby stops replaying: it still confirms the log it receives
+    // (commits go on), but shows nothing newer.
+    standby
+        .batch_execute("SELECT pg_wal_replay_pause()")
+        .await
+        .expect("replay pause requested");
+    // Recovery pauses at the next record it would replay: write until it
+    // has.
+    let started = Instant::now();
+    for filler in 0.. {
+        let state = standby
+            .query_one("SELECT pg_get_wal_replay_pause_state()", &[])
+            .await
+            .expect("asked")
+            .get::<_, String>(0);
+        if state == "paused" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "replay pauses: {state}"
+        );
+        engine
+            .commit(folio::Batch::from(vec![folio::Command::put(
+                "fillers",
+                format!("f{filler}"),
+                "{}",
+                folio::Expectation::Any,
+            )]))
+            .await
+            .expect("committed")
+            .expect("no conflict");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let second = engine
+        .commit(put(
+            "two",
+            folio::Expectation::version(match &first.results[0] {
+                folio::CommandResult::Put(metadata) => metadata.change_vector.clone(),
+                other => panic!("a put: {other:?}"),
+            }),
+        ))
+        .await
+        .expect("committed while the standby does not replay")
+        .expect("no conflict");
+    let position = second.position.clone().expect("a position");
+    let revision = |entries: Vec<Option<folio::Entry>>| {
+        entries[0].as_ref().expect("n1 exists").metadata.revision
+    };
+    // Any node: both answer in turn, the standby with the older version.
+    let any = engine.clone().reads(folio::Reads::Any).expect("a handle");
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..20 {
+        *seen
+            .entry(revision(any.get("notes", &ids).await.expect("read")))
+            .or_insert(0) += 1;
+    }
+    assert_eq!(
+        seen.keys().copied().collect::<Vec<_>>(),
+        vec![1, 2],
+        "reads of any node went to the standby (revision 1) and the primary (revision 2): {seen:?}"
+    );
+    // After the second write's position: never the older version.
+    let after = engine
+        .clone()
+        .reads(folio::Reads::After(position.clone()))
+        .expect("accepted");
+    for _ in 0..20 {
+        assert_eq!(revision(after.get("notes", &ids).await.expect("read")), 2);
+        let query = folio::Query::new("notes");
+        let page = after.query_page(&query).await.expect("queried");
+        assert_eq!(page.entries[0].metadata.revision, 2);
+    }
+    // The engine's own handle reads the primary.
+    assert_eq!(revision(engine.get("notes", &ids).await.expect("read")), 2);
+    // Replay resumes: the standby shows the second write, and reads after
+    // its position are served by both nodes again.
+    standby
+        .batch_execute("SELECT pg_wal_replay_resume()")
+        .await
+        .expect("replay resumed");
+    let started = Instant::now();
+    loop {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..4 {
+            seen.insert(revision(any.get("notes", &ids).await.expect("read")));
+        }
+        if seen == std::collections::BTreeSet::from([2]) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the standby catches up"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

@@ -22,6 +22,8 @@
 //!   recorded results and writes nothing, on every engine;
 //! * `log`: the embedded engine's log holds every acknowledged commit, readable
 //!   from outside and recovered from a crash copy;
+//! * `positions`: read-your-writes: every commit answers a position, and
+//!   reads after it see that write, on every engine;
 //! * `security`: hostile ids, collection names, paths, values and keys are
 //!   refused or taken literally, never executed;
 //! * `postgres`: PostgreSQL only: several engines (pools) and several OS
@@ -52,6 +54,7 @@ mod ha;
 mod idempotency;
 mod log;
 mod pg_terminate;
+mod positions;
 mod postgres;
 mod queries;
 mod security;
