@@ -40,6 +40,18 @@ impl HaCluster {
     /// Starts a cluster in a new temporary directory (about 10 s, more the
     /// first time, while what is missing is installed).
     pub fn start() -> io::Result<HaCluster> {
+        HaCluster::start_with(&[])
+    }
+
+    /// A control cluster: asynchronous replication, and any standby may
+    /// lead however far behind, so a failover can lose acknowledged writes
+    /// ([`HaCluster::failover_unreplicated`]). What the failover tests
+    /// check for must fail on it.
+    pub fn start_asynchronous() -> io::Result<HaCluster> {
+        HaCluster::start_with(&["--asynchronous"])
+    }
+
+    fn start_with(arguments: &[&str]) -> io::Result<HaCluster> {
         static STARTED: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "folio-ha-{}-{}",
@@ -51,7 +63,7 @@ impl HaCluster {
             dir,
         };
         // Dropped on a failure, the cluster stops what did start.
-        let printed = cluster.run("start")?;
+        let printed = cluster.run_with("start", arguments)?;
         let url = printed.lines().last().unwrap_or_default().trim().to_owned();
         if !url.starts_with("postgres://") {
             return Err(io::Error::other(format!(
@@ -83,6 +95,13 @@ impl HaCluster {
         self.parse(&self.run("failover")?)
     }
 
+    /// [`HaCluster::failover`], after stopping the leader's WAL sender for
+    /// `seconds`: on an asynchronous cluster, what the leader acknowledged
+    /// meanwhile is lost.
+    pub fn failover_unreplicated(&self, seconds: u32) -> io::Result<Failover> {
+        self.parse(&self.run_with("failover", &["--unreplicated", &seconds.to_string()])?)
+    }
+
     /// A planned change of leader (`patronictl switchover`).
     pub fn switchover(&self) -> io::Result<Failover> {
         self.parse(&self.run("switchover")?)
@@ -93,6 +112,14 @@ impl HaCluster {
     /// again.
     pub fn etcd_outage(&self, seconds: u32) -> io::Result<Failover> {
         let printed = self.run_with("etcd-outage", &["--seconds", &seconds.to_string()])?;
+        self.parse(&printed)
+    }
+
+    /// The leader's Patroni stopped (`SIGSTOP`) for `seconds`, its
+    /// PostgreSQL running on as a primary: the other node takes the lease;
+    /// once resumed, the old leader demotes itself and follows.
+    pub fn freeze(&self, seconds: u32) -> io::Result<Failover> {
+        let printed = self.run_with("freeze", &["--seconds", &seconds.to_string()])?;
         self.parse(&printed)
     }
 

@@ -17,8 +17,8 @@
 //!   changes with one etag.
 //!
 //! `FOLIO_FAILOVERS` sets how many (2 by default: the leader's machine
-//! lost twice; rounds of four add a planned switchover and an etcd outage;
-//! `scripts/torture-ha.sh` runs more).
+//! lost twice; rounds of five add a planned switchover, an etcd outage and
+//! a frozen Patroni; `scripts/torture-ha.sh` runs more).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -218,14 +218,17 @@ async fn failovers_lose_nothing_and_leave_no_save_in_doubt() {
     for round in 0..failovers() {
         let before = torture.totals().acknowledged_writes;
         progress(&torture, before, 50, "before the failover").await;
-        // Rounds of four: the leader's machine lost twice, a planned
-        // switchover, etcd lost for 15 s (the leader demotes itself).
-        let fault = ["kill -9", "kill -9", "switchover", "etcd outage"][round % 4];
+        // Rounds of five: the leader's machine lost twice, a planned
+        // switchover, etcd lost for 15 s (the leader demotes itself), the
+        // leader's Patroni frozen for 30 s (its primary runs on, unfenced,
+        // while the other node takes over).
+        let fault = ["kill -9", "kill -9", "switchover", "etcd outage", "freeze"][round % 5];
         let failover = tokio::task::spawn_blocking({
             let cluster = cluster.clone();
             move || match fault {
                 "switchover" => cluster.switchover(),
                 "etcd outage" => cluster.etcd_outage(15),
+                "freeze" => cluster.freeze(30),
                 _ => cluster.failover(),
             }
         })
@@ -485,4 +488,67 @@ async fn standbys_serve_reads_and_reads_after_a_position_see_it() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// The control: on a cluster with asynchronous replication, a failover
+/// after the leader acknowledged writes its standby never received loses
+/// them, and the torture's checker says so. (What the failover test
+/// checks would fail here: its passing means something.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asynchronous_replication_loses_writes_and_the_checker_catches_it() {
+    let cluster = tokio::task::spawn_blocking(HaCluster::start_asynchronous)
+        .await
+        .expect("the start runs")
+        .expect("the cluster starts");
+    let engine: folio::EngineRef = Arc::new(
+        folio::PgEngine::connect(
+            cluster.url(),
+            "control",
+            folio::PgOptions {
+                resend_for: Duration::from_secs(90),
+                ..folio::PgOptions::default()
+            },
+        )
+        .await
+        .expect("connects through the multi-host URL"),
+    );
+    let store = DocumentStore::from_engine(engine);
+    let config = Config {
+        clients: 4,
+        seed: 19,
+        ..Config::default()
+    };
+    let torture = Torture::setup(vec![("postgres".to_owned(), store)], config)
+        .await
+        .expect("setup");
+    let stop = Stop::new();
+    let load = tokio::spawn({
+        let torture = torture.clone();
+        let stop = stop.clone();
+        async move { torture.run(stop).await }
+    });
+    let cluster = Arc::new(cluster);
+    progress(&torture, 0, 50, "before the failover").await;
+    // The leader's WAL sender stopped for 3 s: what it acknowledged
+    // meanwhile never reaches the standby, which then leads.
+    let failover = tokio::task::spawn_blocking({
+        let cluster = cluster.clone();
+        move || cluster.failover_unreplicated(3)
+    })
+    .await
+    .expect("the failover runs")
+    .expect("the failover succeeds");
+    let after = torture.totals().acknowledged_writes;
+    progress(&torture, after, 20, "after the failover").await;
+    stop.stop();
+    load.await.expect("the clients finish");
+    let result = torture.finish().await.expect("the final state is readable");
+    eprintln!(
+        "control: {} -> {} with 3 s unreplicated; {} acknowledged writes, {} violations",
+        failover.old, failover.new, result.totals.acknowledged_writes, result.violations
+    );
+    assert!(
+        result.violations > 0,
+        "acknowledged writes were lost, and the checker must say so: {result:#?}"
+    );
 }
