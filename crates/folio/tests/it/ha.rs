@@ -552,3 +552,31 @@ async fn asynchronous_replication_loses_writes_and_the_checker_catches_it() {
         "acknowledged writes were lost, and the checker must say so: {result:#?}"
     );
 }
+
+/// `scripts/ha-cluster` makes Patroni's virtual environment where
+/// `FOLIO_HA_VENV` says, clearing what was there: it never clears a
+/// directory that holds something else, and an empty variable counts as
+/// unset (not as the working directory).
+#[test]
+fn the_cluster_script_clears_only_its_own_virtual_environment() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/ha-cluster");
+    let kept = tempfile::tempdir().expect("a directory");
+    std::fs::write(kept.path().join("precious"), "data").expect("written");
+    let cluster = tempfile::tempdir().expect("a directory");
+    let output = std::process::Command::new("python3")
+        .arg(script)
+        .args(["start", "--dir"])
+        .arg(cluster.path())
+        .env("FOLIO_HA_VENV", kept.path())
+        .output()
+        .expect("the script runs");
+    assert!(!output.status.success(), "refused: {output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("is not a virtual environment"),
+        "{output:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(kept.path().join("precious")).expect("still there"),
+        "data"
+    );
+}
