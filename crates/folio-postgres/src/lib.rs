@@ -410,6 +410,9 @@ impl PgEngine {
             primary: Primary::default(),
         });
         tokio::spawn(prune_batches(Arc::downgrade(&inner)));
+        if inner.nodes.is_some() {
+            tokio::spawn(nodes::Nodes::ask(Arc::downgrade(&inner)));
+        }
         Ok(PgEngine {
             groups: Arc::new(commit::group::Queue::start(inner.clone())),
             inner,

@@ -17,17 +17,15 @@
 //!   shown. (In strict synchronous mode a commit is visible on the primary
 //!   only once the synchronous standby has it, so a version shown by either
 //!   survives a failover.)
-//! * **`After(position)`**: a node that shows every write up to the
-//!   position. Before the read, on the same connection, the node is asked
-//!   whether it is in recovery and how far it replayed
-//!   (`pg_last_wal_replay_lsn()`); replay is monotonic, so the read's
-//!   snapshot, taken after that answer, shows at least as much. A primary
-//!   shows every acknowledged write (in strict synchronous mode a new
-//!   primary had every commit the old one acknowledged). A standby that is
-//!   behind is passed over for a node that shows the position; when none
-//!   does, the read waits, asking again, for at most
-//!   [`crate::PgOptions::standby_wait`]. How far each standby replayed is
-//!   remembered, so a read after an older position asks nothing.
+//! * **`After(position)`**: in turn, the primary (the engine's pool) or a
+//!   standby, when it has replayed that far (else the primary again). How far each standby replayed
+//!   (`pg_last_wal_replay_lsn()`) is asked every [`ASK_EVERY`] by a task
+//!   of the engine's, while such reads come; replay is monotonic, so a
+//!   read on a standby whose last answer was at or beyond the position
+//!   shows the write. (A standby that restarts may show less than it
+//!   last said: its connections fail first, and what it said is
+//!   forgotten.) While no primary answers either, the read waits for a
+//!   standby to catch up, for at most [`crate::PgOptions::standby_wait`].
 //!
 //! A position is the primary's log position read right after the commit,
 //! in its flight (`commit::LOG_POSITION`): at or beyond the commit record.
@@ -48,13 +46,18 @@ use folio_core::{EngineError, EngineErrorKind, Error, Result};
 use tokio_postgres::NoTls;
 use tokio_postgres::config::{Config, Host, TargetSessionAttrs};
 
-use crate::error::{pool as pool_error, storage};
+use crate::error::pool as pool_error;
 
 /// How long a node that failed is passed over.
 pub(crate) const DOWN_FOR: Duration = Duration::from_secs(1);
 
-/// How often a read after a position asks again while no node shows it.
-const ASK_EVERY: Duration = Duration::from_millis(5);
+/// How often the standbys are asked how far they replayed, while reads
+/// after a position come.
+pub(crate) const ASK_EVERY: Duration = Duration::from_millis(10);
+
+/// How long after the last read after a position the standbys are still
+/// asked.
+const ASK_FOR: Duration = Duration::from_secs(5);
 
 /// A read to run on a node's connection (it may run on several nodes, one
 /// after the other, when one fails).
@@ -67,24 +70,24 @@ pub(crate) struct Nodes {
     /// The node the next read starts at (reads go round).
     next: AtomicUsize,
     wait: Duration,
+    /// When a read after a position last came (milliseconds since
+    /// `started`): the standbys are asked how far they replayed until
+    /// [`ASK_FOR`] after it.
+    wanted: AtomicU64,
+    started: Instant,
+    /// Wakes the asking task when reads after a position come again.
+    wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 struct Node {
     /// `host:port`, for messages.
     name: String,
     pool: Pool,
-    /// The highest log position this node was seen to have replayed, as a
-    /// standby (0: not known). Reset when the node fails.
+    /// The log position this node last said it replayed, as a standby (0:
+    /// not known, or not a standby). Reset when the node fails.
     replayed: AtomicU64,
     /// Passed over until then, after a failure.
     down_until: Mutex<Option<Instant>>,
-}
-
-/// What a node said of a position.
-enum Shows {
-    Yes,
-    /// A standby that replayed less.
-    Behind,
 }
 
 impl Nodes {
@@ -135,21 +138,107 @@ impl Nodes {
             nodes,
             next: AtomicUsize::new(0),
             wait,
+            wanted: AtomicU64::new(0),
+            started: Instant::now(),
+            wake: std::sync::Arc::default(),
         }))
     }
 
-    /// Runs `run` on the next node that answers and, with `after`, shows
-    /// every write up to that log position; see the module documentation.
-    pub(crate) async fn read<T>(&self, after: Option<u64>, run: Run<'_, T>) -> Result<T> {
+    /// Asks each node how far it replayed, every [`ASK_EVERY`] while reads
+    /// after a position come, until the engine is dropped.
+    pub(crate) async fn ask(inner: std::sync::Weak<crate::Inner>) {
+        loop {
+            let Some(strong) = inner.upgrade() else {
+                return;
+            };
+            let Some(nodes) = &strong.nodes else {
+                return;
+            };
+            let idle = nodes.started.elapsed().as_millis()
+                > u128::from(nodes.wanted.load(Ordering::Relaxed)) + ASK_FOR.as_millis();
+            if idle {
+                // Wait for the next read after a position (or look again
+                // now and then, to notice the engine is gone).
+                // (`notify_one` keeps a permit: a read that comes before
+                // this waits is not missed.)
+                let wake = nodes.wake.clone();
+                drop(strong);
+                let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
+                continue;
+            }
+            futures_util::future::join_all(nodes.nodes.iter().map(Node::ask)).await;
+            drop(strong);
+            tokio::time::sleep(ASK_EVERY).await;
+        }
+    }
+
+    /// The node in turn when it is a standby that said it replayed at
+    /// least `after`; `None`: the primary's turn (reads go round the
+    /// primary and the standbys that are far enough).
+    fn standby_at(&self, after: u64) -> Option<&Node> {
+        let node = &self.nodes[self.next.fetch_add(1, Ordering::Relaxed) % self.nodes.len()];
+        (node.replayed.load(Ordering::Relaxed) >= after && !node.is_down()).then_some(node)
+    }
+
+    /// Runs `run` after the log position `after`: on a standby that has
+    /// replayed that far, else on the primary (`primary`, the engine's
+    /// pool); waits for one while neither answers.
+    pub(crate) async fn read_after<T>(
+        &self,
+        after: u64,
+        primary: &Pool,
+        run: Run<'_, T>,
+    ) -> Result<T> {
+        let millis = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if self.wanted.swap(millis, Ordering::Relaxed) + ASK_FOR.as_millis() as u64 <= millis {
+            self.wake.notify_one();
+        }
         let deadline = Instant::now() + self.wait;
-        let mut last_failure: Option<Error> = None;
+        loop {
+            let failure = match self.standby_at(after) {
+                Some(node) => match node.pool.get().await {
+                    Ok(client) => match run(client).await {
+                        Err(error) if passing(&error) => node.failed(error),
+                        done => return done,
+                    },
+                    Err(error) => node.failed(pool_error(error)),
+                },
+                None => match primary.get().await {
+                    Ok(client) => match run(client).await {
+                        Err(error) if passing(&error) => error,
+                        done => return done,
+                    },
+                    Err(error) => pool_error(error),
+                },
+            };
+            if Instant::now() >= deadline {
+                return Err(Error::Engine(
+                    EngineError::new(
+                        EngineErrorKind::Timeout,
+                        format!(
+                            "no PostgreSQL node showed the session's last write within {} ms \
+                             (no primary answering, the standbys behind)",
+                            self.wait.as_millis()
+                        ),
+                    )
+                    .with_source(failure),
+                ));
+            }
+            tokio::time::sleep(ASK_EVERY).await;
+        }
+    }
+
+    /// Runs `run` on the next node that answers; see the module
+    /// documentation.
+    pub(crate) async fn read_any<T>(&self, run: Run<'_, T>) -> Result<T> {
+        let deadline = Instant::now() + self.wait;
         loop {
             let start = self.next.fetch_add(1, Ordering::Relaxed);
-            let mut behind = false;
             // Nodes passed over for an earlier failure are tried last.
             let (up, down): (Vec<&Node>, Vec<&Node>) = (0..self.nodes.len())
                 .map(|offset| &self.nodes[(start + offset) % self.nodes.len()])
                 .partition(|node| !node.is_down());
+            let mut last_failure = None;
             for node in up.into_iter().chain(down) {
                 let client = match node.pool.get().await {
                     Ok(client) => client,
@@ -158,40 +247,16 @@ impl Nodes {
                         continue;
                     }
                 };
-                if let Some(after) = after {
-                    match node.shows(&client, after).await {
-                        Ok(Shows::Yes) => {}
-                        Ok(Shows::Behind) => {
-                            behind = true;
-                            continue;
-                        }
-                        Err(error) => {
-                            last_failure = Some(node.failed(error));
-                            continue;
-                        }
-                    }
-                }
                 match run(client).await {
                     Err(error) if passing(&error) => last_failure = Some(node.failed(error)),
                     done => return done,
                 }
             }
-            // No node answered, or (after a position) none shows it yet:
-            // wait for one, bounded.
+            // No node answered: try again, bounded.
             if Instant::now() >= deadline {
-                return Err(match last_failure {
-                    Some(failure) if !behind => failure,
-                    _ => Error::Engine(EngineError::new(
-                        EngineErrorKind::Timeout,
-                        format!(
-                            "no PostgreSQL node showed the session's last write within {} ms \
-                             (standbys behind, no primary answering)",
-                            self.wait.as_millis()
-                        ),
-                    )),
-                });
+                return Err(last_failure.expect("every node failed"));
             }
-            tokio::time::sleep(if behind { ASK_EVERY } else { ASK_EVERY * 10 }).await;
+            tokio::time::sleep(ASK_EVERY * 5).await;
         }
     }
 }
@@ -212,30 +277,27 @@ impl Node {
         error
     }
 
-    /// Whether this node shows every write up to the log position `after`.
-    async fn shows(&self, client: &Object, after: u64) -> Result<Shows> {
-        if self.replayed.load(Ordering::Relaxed) >= after {
-            return Ok(Shows::Yes);
-        }
-        let row = client
-            .query_one(
-                "SELECT pg_is_in_recovery(), \
-                 (COALESCE(pg_last_wal_replay_lsn(), '0/0') - '0/0'::pg_lsn)::bigint",
-                &[],
-            )
+    /// Asks the node how far it replayed, as a standby; forgets what it
+    /// said before when it does not answer, or is no standby.
+    async fn ask(&self) {
+        let replayed = async {
+            let client = self.pool.get().await.ok()?;
+            let row = client
+                .query_one(
+                    "SELECT CASE WHEN pg_is_in_recovery() THEN \
+                     (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint ELSE 0 END",
+                    &[],
+                )
+                .await
+                .ok()?;
+            u64::try_from(row.get::<_, Option<i64>>(0).unwrap_or(0)).ok()
+        };
+        let replayed = tokio::time::timeout(ASK_EVERY * 10, replayed)
             .await
-            .map_err(|e| storage("asking a node how far it replayed", e))?;
-        let (recovering, replayed): (bool, i64) = (row.get(0), row.get(1));
-        if !recovering {
-            return Ok(Shows::Yes);
-        }
-        let replayed = u64::try_from(replayed).unwrap_or(0);
-        self.replayed.fetch_max(replayed, Ordering::Relaxed);
-        Ok(if replayed >= after {
-            Shows::Yes
-        } else {
-            Shows::Behind
-        })
+            .ok()
+            .flatten()
+            .unwrap_or(0);
+        self.replayed.store(replayed, Ordering::Relaxed);
     }
 }
 

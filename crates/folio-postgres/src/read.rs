@@ -37,7 +37,10 @@ impl Inner {
     /// (the primary), or a node's (another one when it fails).
     async fn read<T>(&self, route: Route, run: Run<'_, T>) -> Result<T> {
         match (route, &self.nodes) {
-            (Route::Nodes(after), Some(nodes)) => nodes.read(after, run).await,
+            (Route::Nodes(None), Some(nodes)) => nodes.read_any(run).await,
+            (Route::Nodes(Some(after)), Some(nodes)) => {
+                nodes.read_after(after, &self.pool, run).await
+            }
             _ => run(self.pool.get().await.map_err(pool_error)?).await,
         }
     }
