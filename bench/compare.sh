@@ -29,6 +29,14 @@
 #    the update load, and `folio import` of IMPORT_DOCS documents into the
 #    embedded engine (0 skips it).
 #
+# With --cluster, the PostgreSQL is a Patroni cluster instead
+# (scripts/ha-cluster: two nodes, strict synchronous replication), pgbench
+# runs on its leader, and Folio runs read and update through the
+# multi-host URL (reads from both nodes), through the leader's URL alone
+# (reads from the primary only), and through two `folio serve --postgres`
+# on the cluster, each driven by its own `folio bench` with half the
+# clients at once (their sum).
+#
 # Progress goes to standard error, the results to standard output. Needs
 # PostgreSQL's server binaries and pgbench (apt-get install postgresql).
 set -euo pipefail
@@ -39,8 +47,10 @@ docs=${DOCS:-100000}
 doc_size=${DOC_SIZE:-300}
 read_clients=${READ_CLIENTS:-2}
 import_docs=${IMPORT_DOCS:-1000000}
+cluster=0
 while [ $# -gt 0 ]; do
   case "$1" in
+    --cluster) cluster=1; shift ;;
     --clients) clients=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
     --docs) docs=$2; shift 2 ;;
@@ -82,6 +92,7 @@ run_as=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
   [ -d "$work/pg/data" ] && "${run_as[@]}" "$pg_bin/pg_ctl" -D "$work/pg/data" -m immediate stop >/dev/null 2>&1 || true
+  [ -d "$work/ha" ] && python3 scripts/ha-cluster stop --dir "$work/ha" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -97,14 +108,23 @@ free_port() {
 # --- PostgreSQL ------------------------------------------------------------
 mkdir -p "$work/pg" "$work/logs"
 if [ "$(id -u)" = 0 ]; then chown postgres "$work/pg"; run_as=(runuser -u postgres --); fi
-pg_port=$(free_port)
-say "starting PostgreSQL ($("$pg_bin/postgres" --version)) on port $pg_port"
-"${run_as[@]}" "$pg_bin/initdb" -D "$work/pg/data" -A trust -U bench --encoding UTF8 --locale C >/dev/null
-"${run_as[@]}" "$pg_bin/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w -o \
-  "-p $pg_port -k $work/pg -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=256MB -c fsync=on -c synchronous_commit=on" \
-  start >/dev/null
-pg_url="postgres://bench@127.0.0.1:$pg_port/postgres"
-psql=(psql -X -q -h 127.0.0.1 -p "$pg_port" -U bench -d postgres -v ON_ERROR_STOP=1)
+if [ "$cluster" = 1 ]; then
+  say "starting a Patroni cluster (scripts/ha-cluster)"
+  cluster_url=$(python3 scripts/ha-cluster start --dir "$work/ha" | tail -1)
+  # The first node leads when the cluster starts.
+  pg_port=$(sed -E 's|.*@127\.0\.0\.1:([0-9]+),.*|\1|' <<<"$cluster_url")
+  pg_user=postgres
+else
+  pg_port=$(free_port)
+  pg_user=bench
+  say "starting PostgreSQL ($("$pg_bin/postgres" --version)) on port $pg_port"
+  "${run_as[@]}" "$pg_bin/initdb" -D "$work/pg/data" -A trust -U bench --encoding UTF8 --locale C >/dev/null
+  "${run_as[@]}" "$pg_bin/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w -o \
+    "-p $pg_port -k $work/pg -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=256MB -c fsync=on -c synchronous_commit=on" \
+    start >/dev/null
+fi
+pg_url="postgres://$pg_user@127.0.0.1:$pg_port/postgres"
+psql=(psql -X -q -h 127.0.0.1 -p "$pg_port" -U "$pg_user" -d postgres -v ON_ERROR_STOP=1)
 
 say "loading $docs documents of $doc_size bytes into PostgreSQL"
 # The JSON text of `folio bench`'s document number n (tools/bench.rs,
@@ -165,7 +185,7 @@ pgbench_run() {
   shift 2
   threads=$((run_clients < 2 ? run_clients : 2))
   rm -f "$work/logs"/*
-  if ! output=$(cd "$work/logs" && pgbench -h 127.0.0.1 -p "$pg_port" -U bench -n -M prepared \
+  if ! output=$(cd "$work/logs" && pgbench -h 127.0.0.1 -p "$pg_port" -U "$pg_user" -n -M prepared \
       -c "$run_clients" -j "$threads" -T "$duration" -D docs="$docs" -l --log-prefix="$work/logs/$name" \
       "$@" postgres 2>&1); then
     echo "$output" >&2
@@ -185,20 +205,38 @@ hot_version() { "${psql[@]}" -tA -c "SELECT version FROM docs WHERE id = 'accoun
 # --- Folio -----------------------------------------------------------------
 embedded="embedded:$work/embedded"
 postgres="postgres:$pg_url"
-serve_port=$(free_port)
-FOLIO_LOG=warn "$folio" serve --data "$work/served" --listen "127.0.0.1:$serve_port" >"$work/serve.log" 2>&1 &
-serve_pid=$!
-pids+=("$serve_pid")
-for _ in $(seq 1 600); do
-  curl -sf "http://127.0.0.1:$serve_port/healthz" >/dev/null && break
-  kill -0 "$serve_pid" 2>/dev/null || { cat "$work/serve.log" >&2; echo "compare.sh: folio serve did not start" >&2; exit 1; }
-  sleep 0.1
-done
+# start_serve NAME ARGS…: `folio serve ARGS` on a free port; sets serve_port.
+start_serve() {
+  local name=$1 pid
+  shift
+  serve_port=$(free_port)
+  FOLIO_LOG=warn "$folio" serve --listen "127.0.0.1:$serve_port" "$@" >"$work/$name.log" 2>&1 &
+  pid=$!
+  pids+=("$pid")
+  for _ in $(seq 1 600); do
+    curl -sf "http://127.0.0.1:$serve_port/healthz" >/dev/null && break
+    kill -0 "$pid" 2>/dev/null || { cat "$work/$name.log" >&2; echo "compare.sh: folio serve did not start" >&2; exit 1; }
+    sleep 0.1
+  done
+  serve_pid=$pid
+}
 rss_of() { ps -o rss= -p "$1" | tr -d ' '; }
+if [ "$cluster" = 1 ]; then
+  start_serve serve1 --postgres "$cluster_url"
+  served="http://127.0.0.1:$serve_port/db/bench"
+  start_serve serve2 --postgres "$cluster_url"
+  served2="http://127.0.0.1:$serve_port/db/bench"
+  targets=(postgres primary serve)
+  declare -A target_name=([postgres]="postgres:$cluster_url" [primary]=$postgres [serve]=$served)
+  declare -A target_label=([postgres]="PostgreSQL engine, both nodes" [primary]="PostgreSQL engine, the primary's URL" [serve]="two folio serve on the cluster")
+else
+  start_serve serve --data "$work/served"
+  served="http://127.0.0.1:$serve_port/db/bench"
+  targets=(embedded postgres serve)
+  declare -A target_name=([embedded]=$embedded [postgres]=$postgres [serve]=$served)
+  declare -A target_label=([embedded]="embedded" [postgres]="PostgreSQL engine" [serve]="folio serve (HTTP, embedded)")
+fi
 rss_idle_start=$(rss_of "$serve_pid")
-served="http://127.0.0.1:$serve_port/db/bench"
-declare -A target_name=([embedded]=$embedded [postgres]=$postgres [serve]=$served)
-declare -A target_label=([embedded]="embedded" [postgres]="PostgreSQL engine" [serve]="folio serve (HTTP, embedded)")
 
 # folio_run WORKLOAD TARGET CLIENTS [SECONDS]: the JSON report.
 folio_run() {
@@ -206,8 +244,26 @@ folio_run() {
     --duration "${4:-$duration}" --docs "$docs" --doc-size "$doc_size" --json
 }
 field() { sed -E 's/.*"'"$2"'":"?([^,"}]*).*/\1/' <<<"$1"; }
+# folio_pair WORKLOAD CLIENTS: one `folio bench` per server of the
+# cluster, half the clients each, at once: one report with their sums
+# (ops_per_s) and the larger p99.
+folio_pair() {
+  local half=$(( ($2 + 1) / 2 )) first second
+  FOLIO_LOG=warn "$folio" bench "$1" --target "$served" --clients "$half" --duration "$duration" \
+    --docs "$docs" --doc-size "$doc_size" --json >"$work/pair1.json" &
+  first=$!
+  FOLIO_LOG=warn "$folio" bench "$1" --target "$served2" --clients "$half" --duration "$duration" \
+    --docs "$docs" --doc-size "$doc_size" --json >"$work/pair2.json" &
+  second=$!
+  wait "$first" && wait "$second" || { echo "compare.sh: folio bench failed" >&2; exit 1; }
+  local a b
+  a=$(cat "$work/pair1.json"); b=$(cat "$work/pair2.json")
+  awk -v o1="$(field "$a" ops_per_s)" -v o2="$(field "$b" ops_per_s)" \
+      -v p1="$(field "$a" p99_ms)" -v p2="$(field "$b" p99_ms)" \
+      'BEGIN { printf "{\"ops_per_s\":%.1f,\"p99_ms\":%.3f}\n", o1 + o2, (p1 > p2 ? p1 : p2) }'
+}
 
-for target in embedded postgres serve; do
+for target in "${targets[@]}"; do
   say "loading the data set for Folio, ${target_label[$target]}"
   folio_run read "$target" 2 1 >/dev/null
 done
@@ -220,9 +276,11 @@ row() { rows+=("$1|$2|$3|$4|$5|$6|$7"); }
 
 measure() { # WORKLOAD CLIENTS FIELD LABEL PGBENCH-VALUE
   local workload=$1 run_clients=$2 value_field=$3 label=$4 pg_value=$5 target report
-  for target in embedded postgres serve; do
+  for target in "${targets[@]}"; do
     say "Folio $workload on ${target_label[$target]}, $run_clients clients, ${duration} s"
-    if [ "$target" = serve ] && [ "$workload" = update ]; then
+    if [ "$cluster" = 1 ] && [ "$target" = serve ]; then
+      report=$(folio_pair "$workload" "$run_clients")
+    elif [ "$target" = serve ] && [ "$workload" = update ]; then
       # Sample the server's memory while the clients run.
       (peak=0; while sleep 0.2; do rss=$(rss_of "$serve_pid") || break; [ "${rss:-0}" -gt "$peak" ] && peak=$rss && echo "$peak" >"$work/rss_peak"; done) &
       sampler=$!
@@ -252,6 +310,23 @@ fi
 say "pgbench update, $clients clients, ${duration} s"
 pgbench_run update "$clients" -f "$work/update.sql"
 measure update "$clients" ops_per_s "update (saves/s)" "$pg_tps"
+
+if [ "$cluster" = 1 ]; then
+  echo "## folio bench vs pgbench on a Patroni cluster"
+  echo
+  echo "Two PostgreSQL nodes on this machine (scripts/ha-cluster: strict synchronous replication); $docs documents of $doc_size bytes, ${duration} s per run."
+  echo "Machine: $(nproc) vCPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(uname -sr); $(date -u '+%Y-%m-%d %H:%M UTC'). Load average before/after: $load_before / $(cut -d' ' -f1-3 /proc/loadavg)."
+  echo
+  echo "| workload | clients | Folio on | Folio | p99 ms | pgbench (leader) | p99 ms | Folio ÷ pgbench |"
+  echo "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |"
+  for entry in "${rows[@]}"; do
+    IFS='|' read -r label run_clients target value p99 pg_value pg_p99_value <<<"$entry"
+    ratio=$(awk -v a="$value" -v b="$pg_value" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else print "—" }')
+    printf '| %s | %s | %s | %s | %.3f | %s | %.3f | %s |\n' "$label" "$run_clients" "$target" \
+      "$(thousands "$value")" "$p99" "$(thousands "$pg_value")" "$pg_p99_value" "$ratio"
+  done
+  exit 0
+fi
 
 say "pgbench update-hot, $clients clients, ${duration} s"
 before=$(hot_version)
