@@ -116,8 +116,9 @@ impl HaCluster {
     }
 
     /// The leader's Patroni stopped (`SIGSTOP`) for `seconds`, its
-    /// PostgreSQL running on as a primary: the other node takes the lease;
-    /// once resumed, the old leader demotes itself and follows.
+    /// PostgreSQL running on as a primary, unfenced: the other node takes
+    /// the lease if it holds everything the leader last published, else
+    /// waits; once resumed, the old leader follows, or leads again.
     pub fn freeze(&self, seconds: u32) -> io::Result<Failover> {
         let printed = self.run_with("freeze", &["--seconds", &seconds.to_string()])?;
         self.parse(&printed)

@@ -220,8 +220,8 @@ async fn failovers_lose_nothing_and_leave_no_save_in_doubt() {
         progress(&torture, before, 50, "before the failover").await;
         // Rounds of five: the leader's machine lost twice, a planned
         // switchover, etcd lost for 15 s (the leader demotes itself), the
-        // leader's Patroni frozen for 30 s (its primary runs on, unfenced,
-        // while the other node takes over).
+        // leader's Patroni frozen for 30 s (its primary runs on, unfenced;
+        // the other node takes over only if it provably has everything).
         let fault = ["kill -9", "kill -9", "switchover", "etcd outage", "freeze"][round % 5];
         let failover = tokio::task::spawn_blocking({
             let cluster = cluster.clone();
