@@ -102,12 +102,22 @@ test("creating sends If-None-Match: * and refuses an id that exists; without an 
 
   await page.getByLabel("Document id").fill("ada");
   await page.getByLabel("Document JSON").fill('{"name": "Ada", "born": 1815}');
+  const reads = [];
+  page.on("request", (request) => {
+    if (request.method() === "GET" && request.url().endsWith("/docs/people/ada")) reads.push(request);
+  });
   const create = await requestOf(page, isDocumentWrite("PUT"), () =>
     page.getByRole("button", { name: "Create" }).click(),
   );
   assert.equal(create.headers["if-none-match"], "*");
   assert.equal(create.headers["if-match"], undefined);
   await page.getByRole("heading", { name: "ada", level: 1 }).waitFor();
+  // The document is read back after the write's position (Folio-After):
+  // on a cluster whose standbys serve reads, it shows the write.
+  const position = (await create.request.response()).headers()["folio-position"];
+  assert.match(position, /^etag:\d+$/);
+  assert.ok(reads.length > 0, "the new document is read back");
+  assert.equal((await reads.at(-1).allHeaders())["folio-after"], position);
   const ada = await stored(server(), db, "people", "ada");
   assert.equal(ada.status, 200);
   assert.deepEqual(ada.document, { name: "Ada", born: 1815 });

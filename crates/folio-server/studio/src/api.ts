@@ -102,6 +102,13 @@ export function documentPath(db: string, collection: string, id?: string): strin
   return id === undefined ? base : `${base}/${encodeURIComponent(id)}`;
 }
 
+/**
+ * The position of the last write the Studio made (`Folio-Position`): every
+ * later request sends it back as `Folio-After`, so that on a cluster whose
+ * standbys serve reads, what the Studio shows after a save includes it.
+ */
+let lastPosition: string | null = null;
+
 async function send(
   method: string,
   path: string,
@@ -109,6 +116,7 @@ async function send(
 ): Promise<Response> {
   const headers: Record<string, string> = { ...authHeaders(), ...options.headers };
   if (options.body !== undefined) headers["Content-Type"] = options.contentType ?? "application/json";
+  if (lastPosition !== null) headers["Folio-After"] = lastPosition;
   const response = await fetch(path, {
     method,
     headers,
@@ -116,6 +124,8 @@ async function send(
     cache: "no-store",
   });
   if (response.status === 401) credentials.reject();
+  const position = response.headers.get("Folio-Position");
+  if (position !== null) lastPosition = position;
   return response;
 }
 
