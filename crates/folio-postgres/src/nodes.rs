@@ -18,11 +18,11 @@
 //!   only once the synchronous standby has it, so a version shown by either
 //!   survives a failover.)
 //! * **`After(position)`**: in turn, the primary (the engine's pool) or a
-//!   standby, when it has replayed that far (else the primary again). How far each standby replayed
-//!   (`pg_last_wal_replay_lsn()`) is asked every [`ASK_EVERY`] by a task
-//!   of the engine's, while such reads come; replay is monotonic, so a
-//!   read on a standby whose last answer was at or beyond the position
-//!   shows the write. (A standby that restarts may show less than it
+//!   standby, when it has replayed that far (else the primary again). How
+//!   far each standby replayed (`pg_last_wal_replay_lsn()`) is asked
+//!   every [`ASK_EVERY`] by a task of the engine's, while such reads come;
+//!   replay is monotonic, so a read on a standby whose last answer was at
+//!   or beyond the position shows the write. (A standby that restarts may show less than it
 //!   last said: its connections fail first, and what it said is
 //!   forgotten.) While no primary answers either, the read waits for a
 //!   standby to catch up, for at most [`crate::PgOptions::standby_wait`].

@@ -7,11 +7,15 @@ use folio_remote::{RemoteEngine, RemoteOptions};
 use folio_server::auth::Keys;
 use folio_server::{AppState, Backend, Databases, Limits};
 
+/// Each request's method and path, with the Folio-After it sent.
+type Afters = std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>;
+
 /// A server on a loopback port with database `shop`, optionally with keys.
 struct Server {
     base: String,
     _data: tempfile::TempDir,
     task: tokio::task::JoinHandle<()>,
+    afters: Afters,
 }
 
 impl Server {
@@ -22,12 +26,29 @@ impl Server {
             options: Default::default(),
         });
         databases.create("shop").await.unwrap();
+        let afters = Afters::default();
         let router = folio_server::router(AppState::new(
             databases,
             keys,
             Limits::default(),
             Vec::<String>::new(),
-        ));
+        ))
+        .layer(axum::middleware::from_fn({
+            let afters = afters.clone();
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let afters = afters.clone();
+                async move {
+                    let after = request
+                        .headers()
+                        .get("folio-after")
+                        .and_then(|value| value.to_str().ok())
+                        .map(str::to_owned);
+                    let line = format!("{} {}", request.method(), request.uri().path());
+                    afters.lock().unwrap().push((line, after));
+                    next.run(request).await
+                }
+            }
+        }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
@@ -37,6 +58,7 @@ impl Server {
             base,
             _data: data,
             task,
+            afters,
         }
     }
 
@@ -453,4 +475,51 @@ async fn a_commit_that_stays_unanswered_is_in_doubt_until_sent_again() {
         .expect("answered")
         .expect("the recorded results");
     assert!(committed.replayed);
+}
+
+/// The Folio-After the last request sent.
+fn last_after(server: &Server) -> Option<String> {
+    server
+        .afters
+        .lock()
+        .unwrap()
+        .last()
+        .expect("a request")
+        .1
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_send_the_position_of_the_engines_last_commit() {
+    use folio_core::{Position, Reads};
+    let server = Server::start(None).await;
+    let engine = std::sync::Arc::new(server.connect("shop", None).await.unwrap());
+    let ids = ["p1".to_owned()];
+    engine.get("people", &ids).await.unwrap();
+    assert_eq!(last_after(&server), None, "no commit yet: no position");
+    let committed = engine
+        .commit(Batch::from(vec![Command::put(
+            "people",
+            "p1",
+            r#"{"name":"Ann"}"#,
+            Expectation::Missing,
+        )]))
+        .await
+        .unwrap()
+        .unwrap();
+    let position = committed.position.expect("the server's Folio-Position");
+    assert!(position.as_str().starts_with("etag:"), "{position}");
+    // Its own reads see its writes: they send the commit's position.
+    assert!(engine.get("people", &ids).await.unwrap()[0].is_some());
+    assert_eq!(last_after(&server).as_deref(), Some(position.as_str()));
+    engine.query(&Query::new("people")).await.unwrap();
+    assert_eq!(last_after(&server).as_deref(), Some(position.as_str()));
+    // A handle on any node sends none; one after a position sends it.
+    let any = engine.clone().reads(Reads::Any).unwrap();
+    any.get("people", &ids).await.unwrap();
+    assert_eq!(last_after(&server), None);
+    let given = Position::new("etag:1").unwrap();
+    let after = engine.clone().reads(Reads::After(given.clone())).unwrap();
+    after.get("people", &ids).await.unwrap();
+    assert_eq!(last_after(&server).as_deref(), Some(given.as_str()));
 }
