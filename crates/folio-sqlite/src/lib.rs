@@ -427,6 +427,14 @@ impl Engine for SqliteEngine {
         if let Err(Error::InDoubt(in_doubt)) = &mut verdict {
             in_doubt.batch_id = id;
         }
+        // One file, one writer: every read sees every acknowledged write,
+        // so the position only names how far the database had come. The
+        // horizon is published before a batch is answered: it is at or
+        // beyond this batch's etags. (Read here, on the caller's task, not
+        // in the writer.)
+        if let Ok(Ok(committed)) = &mut verdict {
+            committed.position = Some(folio_core::Position::etag(self.shared.horizon.current()));
+        }
         verdict
     }
 

@@ -482,13 +482,6 @@ impl WriterState {
         }
         self.note_damage(&replies);
         self.note_room(&replies);
-        // One file, one writer: every read sees every acknowledged write,
-        // so the position only names how far the database had come.
-        for (_, verdict) in &mut replies {
-            if let Ok(Ok(committed)) = verdict {
-                committed.position = Some(folio_core::Position::etag(self.last_etag));
-            }
-        }
         self.acknowledger
             .acknowledge(replies, self.last_etag, Box::new((spent, replaced)));
     }
