@@ -549,7 +549,8 @@ async fn prune_batches(inner: std::sync::Weak<Inner>) {
 }
 
 /// Whether a failure can pass by itself: the connection lost or refused, a
-/// standby answering, a timeout. A batch in doubt is sent again after one.
+/// standby answering, a timeout. A batch in doubt is sent again after one;
+/// a read from a node is asked of another (the `nodes` module).
 fn passing(error: &Error) -> bool {
     matches!(error, Error::Engine(engine)
         if matches!(engine.kind(), EngineErrorKind::Network | EngineErrorKind::Timeout))

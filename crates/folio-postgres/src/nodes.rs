@@ -47,6 +47,7 @@ use tokio_postgres::NoTls;
 use tokio_postgres::config::{Config, Host, TargetSessionAttrs};
 
 use crate::error::pool as pool_error;
+use crate::passing;
 
 /// How long a node that failed is passed over.
 pub(crate) const DOWN_FOR: Duration = Duration::from_secs(1);
@@ -299,13 +300,6 @@ impl Node {
             .unwrap_or(0);
         self.replayed.store(replayed, Ordering::Relaxed);
     }
-}
-
-/// Whether a read's failure is the node's (its connection lost or
-/// refused, a timeout): then another node is asked.
-fn passing(error: &Error) -> bool {
-    matches!(error, Error::Engine(engine)
-        if matches!(engine.kind(), EngineErrorKind::Network | EngineErrorKind::Timeout))
 }
 
 /// `config` with only `host` and `port`, reaching that node whatever its
