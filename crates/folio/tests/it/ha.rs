@@ -154,30 +154,33 @@ async fn progress(torture: &Torture, since: u64, more: u64, what: &str) -> Durat
     started.elapsed()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failovers_lose_nothing_and_leave_no_save_in_doubt() {
-    let cluster = tokio::task::spawn_blocking(HaCluster::start)
-        .await
-        .expect("the start runs")
-        .expect("the cluster starts");
+/// The torture's clients (4, `seed`) writing to Folio database `database`
+/// on `cluster` through its multi-host URL, running until the returned
+/// `Stop`; with the engine they write through.
+async fn torture_on(
+    cluster: &HaCluster,
+    database: &str,
+    seed: u64,
+) -> (folio::EngineRef, Torture, Stop, tokio::task::JoinHandle<()>) {
     // Two nodes in strict mode: the new leader takes writes once the old
     // node is back in sync (TTL, then its rejoin: about 26 s here), so the
     // engine sends a cut save again for longer than its default 30 s.
-    let engine = folio::PgEngine::connect(
-        cluster.url(),
-        "ha",
-        folio::PgOptions {
-            resend_for: Duration::from_secs(90),
-            ..folio::PgOptions::default()
-        },
-    )
-    .await
-    .expect("connects through the multi-host URL");
-    let engine: folio::EngineRef = std::sync::Arc::new(engine);
+    let engine: folio::EngineRef = Arc::new(
+        folio::PgEngine::connect(
+            cluster.url(),
+            database,
+            folio::PgOptions {
+                resend_for: Duration::from_secs(90),
+                ..folio::PgOptions::default()
+            },
+        )
+        .await
+        .expect("connects through the multi-host URL"),
+    );
     let store = DocumentStore::from_engine(engine.clone());
     let config = Config {
         clients: 4,
-        seed: 18,
+        seed,
         ..Config::default()
     };
     let torture = Torture::setup(vec![("postgres".to_owned(), store)], config)
@@ -189,6 +192,16 @@ async fn failovers_lose_nothing_and_leave_no_save_in_doubt() {
         let stop = stop.clone();
         async move { torture.run(stop).await }
     });
+    (engine, torture, stop, load)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failovers_lose_nothing_and_leave_no_save_in_doubt() {
+    let cluster = tokio::task::spawn_blocking(HaCluster::start)
+        .await
+        .expect("the start runs")
+        .expect("the cluster starts");
+    let (engine, torture, stop, load) = torture_on(&cluster, "ha", 18).await;
     let cluster = std::sync::Arc::new(cluster);
     let folio_gap = std::sync::Arc::new(std::sync::Mutex::new(Gap::default()));
     let sql_gap = std::sync::Arc::new(std::sync::Mutex::new(Gap::default()));
@@ -500,33 +513,7 @@ async fn asynchronous_replication_loses_writes_and_the_checker_catches_it() {
         .await
         .expect("the start runs")
         .expect("the cluster starts");
-    let engine: folio::EngineRef = Arc::new(
-        folio::PgEngine::connect(
-            cluster.url(),
-            "control",
-            folio::PgOptions {
-                resend_for: Duration::from_secs(90),
-                ..folio::PgOptions::default()
-            },
-        )
-        .await
-        .expect("connects through the multi-host URL"),
-    );
-    let store = DocumentStore::from_engine(engine);
-    let config = Config {
-        clients: 4,
-        seed: 19,
-        ..Config::default()
-    };
-    let torture = Torture::setup(vec![("postgres".to_owned(), store)], config)
-        .await
-        .expect("setup");
-    let stop = Stop::new();
-    let load = tokio::spawn({
-        let torture = torture.clone();
-        let stop = stop.clone();
-        async move { torture.run(stop).await }
-    });
+    let (_, torture, stop, load) = torture_on(&cluster, "control", 19).await;
     let cluster = Arc::new(cluster);
     progress(&torture, 0, 50, "before the failover").await;
     // The leader's WAL sender stopped for 3 s: what it acknowledged
