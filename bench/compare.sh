@@ -273,6 +273,18 @@ rows=()
 notes=()
 # row WORKLOAD-LABEL CLIENTS TARGET FOLIO FOLIO-P99 PGBENCH PGBENCH-P99
 row() { rows+=("$1|$2|$3|$4|$5|$6|$7"); }
+# table PGBENCH-HEADING: the rows as one markdown table.
+table() {
+  local entry label run_clients target value p99 pg_value pg_p99_value ratio
+  echo "| workload | clients | Folio on | Folio | p99 ms | $1 | p99 ms | Folio ÷ pgbench |"
+  echo "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |"
+  for entry in "${rows[@]}"; do
+    IFS='|' read -r label run_clients target value p99 pg_value pg_p99_value <<<"$entry"
+    ratio=$(awk -v a="$value" -v b="$pg_value" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else print "—" }')
+    printf '| %s | %s | %s | %s | %.3f | %s | %.3f | %s |\n' "$label" "$run_clients" "$target" \
+      "$(thousands "$value")" "$p99" "$(thousands "$pg_value")" "$pg_p99_value" "$ratio"
+  done
+}
 
 measure() { # WORKLOAD CLIENTS FIELD LABEL PGBENCH-VALUE
   local workload=$1 run_clients=$2 value_field=$3 label=$4 pg_value=$5 target report
@@ -317,14 +329,7 @@ if [ "$cluster" = 1 ]; then
   echo "Two PostgreSQL nodes on this machine (scripts/ha-cluster: strict synchronous replication); $docs documents of $doc_size bytes, ${duration} s per run."
   echo "Machine: $(nproc) vCPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(uname -sr); $(date -u '+%Y-%m-%d %H:%M UTC'). Load average before/after: $load_before / $(cut -d' ' -f1-3 /proc/loadavg)."
   echo
-  echo "| workload | clients | Folio on | Folio | p99 ms | pgbench (leader) | p99 ms | Folio ÷ pgbench |"
-  echo "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |"
-  for entry in "${rows[@]}"; do
-    IFS='|' read -r label run_clients target value p99 pg_value pg_p99_value <<<"$entry"
-    ratio=$(awk -v a="$value" -v b="$pg_value" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else print "—" }')
-    printf '| %s | %s | %s | %s | %.3f | %s | %.3f | %s |\n' "$label" "$run_clients" "$target" \
-      "$(thousands "$value")" "$p99" "$(thousands "$pg_value")" "$pg_p99_value" "$ratio"
-  done
+  table "pgbench (leader)"
   exit 0
 fi
 
@@ -383,14 +388,7 @@ echo "$docs documents of $doc_size bytes, ${duration} s per run, durable commits
 echo "Machine: $(nproc) vCPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr); $("$pg_bin/postgres" --version | sed -E 's/^postgres \(PostgreSQL\) /PostgreSQL /'); $(date -u '+%Y-%m-%d %H:%M UTC')."
 echo "Load average before/after: $load_before / $(cut -d' ' -f1-3 /proc/loadavg)."
 echo
-echo "| workload | clients | Folio on | Folio | p99 ms | pgbench | p99 ms | Folio ÷ pgbench |"
-echo "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |"
-for entry in "${rows[@]}"; do
-  IFS='|' read -r label run_clients target value p99 pg_value pg_p99_value <<<"$entry"
-  ratio=$(awk -v a="$value" -v b="$pg_value" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else print "—" }')
-  printf '| %s | %s | %s | %s | %.3f | %s | %.3f | %s |\n' "$label" "$run_clients" "$target" \
-    "$(thousands "$value")" "$p99" "$(thousands "$pg_value")" "$pg_p99_value" "$ratio"
-done
+table pgbench
 echo
 for note in "${notes[@]}"; do echo "* $note"; done
 echo
