@@ -2,7 +2,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ChangeVector, Expectation};
+use crate::{ChangeVector, Expectation, StoredDocument};
 
 /// Every error a Folio call returns.
 ///
@@ -199,7 +199,8 @@ impl std::error::Error for EngineError {
 /// One violated expectation of a batch.
 ///
 /// Serialized as in the HTTP problem body:
-/// `{ "collection", "id", "expected", "actual" }` (plus `type_name` when known).
+/// `{ "collection", "id", "expected", "actual", "current" }` (plus
+/// `type_name` when known).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Conflict {
     collection: String,
@@ -208,11 +209,14 @@ pub struct Conflict {
     id: String,
     expected: Expectation,
     actual: Option<ChangeVector>,
+    #[serde(default)]
+    current: Option<StoredDocument>,
 }
 
 impl Conflict {
     /// A conflict on `collection`/`id`: `expected` was required, `actual` is
-    /// stored (`None`: the document does not exist).
+    /// stored (`None`: the document does not exist). It carries no
+    /// document; engines report conflicts with [`Conflict::stored`].
     pub fn new(
         collection: impl Into<String>,
         id: impl Into<String>,
@@ -225,6 +229,23 @@ impl Conflict {
             id: id.into(),
             expected,
             actual,
+            current: None,
+        }
+    }
+
+    /// A conflict on `collection`/`id`: `expected` was required and
+    /// `current` is what is stored (`None`: the document does not exist),
+    /// read in the transaction that refused the write.
+    pub fn stored(
+        collection: impl Into<String>,
+        id: impl Into<String>,
+        expected: Expectation,
+        current: Option<StoredDocument>,
+    ) -> Self {
+        Conflict {
+            actual: current.as_ref().map(|stored| stored.change_vector.clone()),
+            current,
+            ..Conflict::new(collection, id, expected, None)
         }
     }
 
@@ -258,6 +279,19 @@ impl Conflict {
     /// The change vector stored now, or `None` when the document does not exist.
     pub fn actual(&self) -> Option<&ChangeVector> {
         self.actual.as_ref()
+    }
+
+    /// What is stored now (the document, its change vector, revision and
+    /// modification time), read in the transaction that refused the
+    /// write; `None` when the document does not exist (or the conflict
+    /// was made by [`Conflict::new`], without it).
+    pub fn current(&self) -> Option<&StoredDocument> {
+        self.current.as_ref()
+    }
+
+    /// Takes what is stored now ([`Conflict::current`]).
+    pub fn into_current(self) -> Option<StoredDocument> {
+        self.current
     }
 }
 
@@ -376,8 +410,39 @@ mod tests {
                 "collection": "people",
                 "id": "p1",
                 "expected": { "change_vector": "A:42-x" },
-                "actual": null
+                "actual": null,
+                "current": null
             })
         );
+    }
+
+    #[test]
+    fn a_conflict_carries_the_stored_document_as_json() {
+        let stored = StoredDocument {
+            document: r#"{"name":"Ann","age":3}"#.into(),
+            change_vector: "A:57-x".into(),
+            revision: 7,
+            last_modified: crate::time_from_millis(1_700_000_000_000),
+        };
+        let conflict = Conflict::stored(
+            "people",
+            "p1",
+            Expectation::version("A:42-x"),
+            Some(stored.clone()),
+        );
+        assert_eq!(conflict.actual(), Some(&ChangeVector::from("A:57-x")));
+        let json = serde_json::to_string(&conflict).unwrap();
+        assert!(
+            json.contains(r#""current":{"document":{"name":"Ann","age":3},"change_vector":"A:57-x","revision":7,"last_modified":"2023-11-14T22:13:20.000Z"}"#),
+            "{json}"
+        );
+        let back: Conflict = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.current(), Some(&stored));
+        // A body of a server that sends no `current`.
+        let old: Conflict = serde_json::from_str(
+            r#"{"collection":"people","id":"p1","expected":"missing","actual":"A:5-x"}"#,
+        )
+        .unwrap();
+        assert_eq!(old.current(), None);
     }
 }

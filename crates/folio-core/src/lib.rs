@@ -37,7 +37,9 @@ pub use changes::{Change, ChangeHorizon, ChangeKind, ChangesPage};
 pub use engine::{CollectionCount, CommitResult, Engine, EngineRef, QueryResult};
 pub use error::{ConcurrencyError, Conflict, EngineError, EngineErrorKind, Error, InDoubt};
 pub use id::generate_id;
-pub use metadata::{Entry, Metadata, millis_since_epoch, rfc3339, time_from_millis};
+pub use metadata::{
+    Entry, Metadata, StoredDocument, millis_since_epoch, rfc3339, time_from_millis,
+};
 pub use position::{MAX_POSITION, Position, Reads};
 pub use query::{FieldPath, Filter, Op, Order, Query};
 pub use snapshot::{

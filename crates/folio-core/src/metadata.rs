@@ -31,6 +31,61 @@ pub struct Entry {
     pub document: String,
 }
 
+/// What is stored now of a document, as a refused write reports it
+/// ([`crate::Conflict::current`]): the document and its version.
+///
+/// Serialized as in the HTTP problem body: `{ "document": { … },
+/// "change_vector", "revision", "last_modified" }`, the document as the
+/// JSON object it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredDocument {
+    /// The document, a JSON object as text.
+    #[serde(with = "raw_json")]
+    pub document: String,
+    /// Its change vector.
+    pub change_vector: ChangeVector,
+    /// How many times it was written.
+    pub revision: u64,
+    /// When this version was committed.
+    #[serde(with = "rfc3339")]
+    pub last_modified: SystemTime,
+}
+
+impl From<Entry> for StoredDocument {
+    fn from(entry: Entry) -> Self {
+        StoredDocument {
+            document: entry.document,
+            change_vector: entry.metadata.change_vector,
+            revision: entry.metadata.revision,
+            last_modified: entry.metadata.last_modified,
+        }
+    }
+}
+
+/// JSON text written as the JSON value it is (not as a string), and read
+/// back as text.
+mod raw_json {
+    use serde::{
+        Deserialize, Deserializer, Serialize, Serializer, de::Error as _, ser::Error as _,
+    };
+    use serde_json::value::RawValue;
+
+    pub(super) fn serialize<S: Serializer>(text: &str, serializer: S) -> Result<S::Ok, S::Error> {
+        let raw: &RawValue = serde_json::from_str(text).map_err(S::Error::custom)?;
+        raw.serialize(serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<String, D::Error> {
+        let raw = Box::<RawValue>::deserialize(deserializer)?;
+        if !raw.get().starts_with('{') {
+            return Err(D::Error::custom("a document is a JSON object"));
+        }
+        Ok(raw.get().to_owned())
+    }
+}
+
 /// Converts between [`SystemTime`] and the milliseconds since the Unix epoch
 /// that engines store.
 pub fn millis_since_epoch(time: SystemTime) -> i64 {

@@ -6,8 +6,11 @@
 //! PostgreSQL aborts it to stay serializable); the `group` module commits
 //! one-write batches that arrive together as one transaction. Both prepare
 //! the statements ([`Inner::prepare_all`]), run them pipelined in
-//! (collection, id) order ([`Inner::run_in_key_order`]) and read the actual
-//! version of each conflict ([`Inner::judge`]).
+//! (collection, id) order ([`Inner::run_in_key_order`]) and judge them
+//! ([`Inner::judge`]). A refused write's statement answers with the stored
+//! version that refused it (document included): a conflict costs no read
+//! of its own, except when the statement waited for a concurrent write
+//! that its snapshot cannot show, or for a read guard.
 
 pub(crate) mod group;
 
@@ -16,7 +19,8 @@ use std::time::SystemTime;
 
 use folio_core::{
     Batch, Command, CommandKind, CommandResult, CommitResult, Committed, ConcurrencyError,
-    Conflict, Expectation, Metadata, Position, millis_since_epoch, time_from_millis,
+    Conflict, Expectation, Metadata, Position, StoredDocument, millis_since_epoch,
+    time_from_millis,
 };
 use futures_util::future::join_all;
 use tokio_postgres::types::ToSql;
@@ -30,8 +34,10 @@ use folio_core::{EngineError, EngineErrorKind, Error, Result};
 pub(crate) struct Prepared {
     /// Each command's write statement (`None`: it needs none).
     statements: Vec<Option<Statement>>,
-    /// `current_etag`, for the actual versions of conflicts.
+    /// `current_etag`: the version a read guard judges.
     current: Statement,
+    /// `stored`: what is stored, for a conflict its statement did not read.
+    stored: Statement,
     /// The command indexes in the order they run.
     order: Vec<usize>,
 }
@@ -56,7 +62,19 @@ impl Key {
 /// What one command of a batch came to.
 pub(crate) enum Outcome {
     Done(CommandResult),
-    Conflict,
+    /// Refused: nothing written.
+    Conflict(Seen),
+}
+
+/// What a refused command's statement saw of the stored document.
+pub(crate) enum Seen {
+    /// The stored version that refused it (`None`: no document).
+    Stored(Option<StoredDocument>),
+    /// Not read (a read guard judges only the version; a change vector of
+    /// another database is refused unsent), or not what refused it (the
+    /// write waited for a concurrent one, which its snapshot cannot see):
+    /// read again, in the same transaction when there is one.
+    Unread,
 }
 
 impl Inner {
@@ -145,12 +163,10 @@ impl Inner {
             let (ran, position) = futures_util::future::join(run_all, log_position(client)).await;
             return match ran?.pop().expect("one command") {
                 Outcome::Done(result) => Ok(Ok(Committed::new(vec![result]).at(position))),
-                Outcome::Conflict => {
-                    let actual = self
-                        .current_etag(client, &prepared.current, command)
-                        .await?;
+                Outcome::Conflict(seen) => {
+                    let current = self.seen(client, &prepared.stored, command, seen).await?;
                     Ok(Err(ConcurrencyError::new(vec![
-                        self.conflict(command, actual),
+                        self.conflict(command, current),
                     ])))
                 }
             };
@@ -163,7 +179,7 @@ impl Inner {
         let (began, outcomes) =
             futures_util::future::join(client.batch_execute(begin), run_all).await;
         let verdict = self
-            .judge(client, batch, &prepared.current, began, outcomes)
+            .judge(client, batch, &prepared.stored, began, outcomes)
             .await;
         let (recorded, ended, position) = match (&verdict, key) {
             // The record, COMMIT and the log's position in one flight, in
@@ -273,6 +289,10 @@ impl Inner {
             .prepare_cached(&self.statements.current_etag)
             .await
             .map_err(|e| classify("preparing a statement", e))?;
+        let stored = client
+            .prepare_cached(&self.statements.stored)
+            .await
+            .map_err(|e| classify("preparing a statement", e))?;
         // Statements run in (collection, id) order, so two batches (or
         // groups) touching the same documents lock them in the same order and
         // never deadlock. The sort is stable: commands on one document keep
@@ -286,6 +306,7 @@ impl Inner {
         Ok(Prepared {
             statements,
             current,
+            stored,
             order,
         })
     }
@@ -316,12 +337,13 @@ impl Inner {
     }
 
     /// The verdict on a pipelined batch: its results, its conflicts (with
-    /// the versions stored now), or the failure that aborted it.
+    /// what is stored now, read inside its transaction), or the failure
+    /// that aborted it.
     async fn judge(
         &self,
         client: &deadpool_postgres::Object,
         batch: &Batch,
-        current: &Statement,
+        stored: &Statement,
         began: std::result::Result<(), tokio_postgres::Error>,
         outcomes: std::result::Result<Vec<Outcome>, Failure>,
     ) -> std::result::Result<std::result::Result<Vec<CommandResult>, ConcurrencyError>, Failure>
@@ -333,33 +355,86 @@ impl Inner {
         for (command, outcome) in batch.commands.iter().zip(outcomes) {
             match outcome {
                 Outcome::Done(result) => results.push(result),
-                Outcome::Conflict => conflicted.push(command),
+                Outcome::Conflict(seen) => conflicted.push((command, seen)),
             }
         }
         if conflicted.is_empty() {
             return Ok(Ok(results));
         }
-        let actual = join_all(
-            conflicted
-                .iter()
-                .map(|command| self.current_etag(client, current, command)),
-        )
+        let current = join_all(conflicted.iter_mut().map(|(command, seen)| {
+            let seen = std::mem::replace(seen, Seen::Unread);
+            self.seen(client, stored, command, seen)
+        }))
         .await;
         let mut conflicts = Vec::with_capacity(conflicted.len());
-        for (command, actual) in conflicted.into_iter().zip(actual) {
-            conflicts.push(self.conflict(command, actual?));
+        for ((command, _), current) in conflicted.into_iter().zip(current) {
+            conflicts.push(self.conflict(command, current?));
         }
         Ok(Err(ConcurrencyError::new(conflicts)))
     }
 
-    fn conflict(&self, command: &Command, actual: Option<i64>) -> Conflict {
-        Conflict::new(
+    fn conflict(&self, command: &Command, current: Option<StoredDocument>) -> Conflict {
+        Conflict::stored(
             command.collection.clone(),
             command.id.clone(),
             command.expect.clone(),
-            actual.map(|etag| self.change_vector(etag)),
+            current,
         )
         .with_type_name(command.type_name.clone())
+    }
+
+    /// What is stored of a refused command's document: what its statement
+    /// saw, else read now (`stored`: the `stored` statement).
+    pub(crate) async fn seen(
+        &self,
+        client: &deadpool_postgres::Object,
+        stored: &Statement,
+        command: &Command,
+        seen: Seen,
+    ) -> std::result::Result<Option<StoredDocument>, Failure> {
+        match seen {
+            Seen::Stored(current) => Ok(current),
+            Seen::Unread => Ok(client
+                .query_opt(stored, &[&command.collection, &command.id])
+                .await
+                .map_err(|e| classify("reading the stored version of a conflict", e))?
+                .map(|row| self.stored_document(&row))),
+        }
+    }
+
+    /// A row of `etag, revision, document, last_modified` as a stored
+    /// document.
+    fn stored_document(&self, row: &Row) -> StoredDocument {
+        StoredDocument {
+            change_vector: self.change_vector(row.get(0)),
+            revision: u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
+            document: row.get(2),
+            last_modified: time_from_millis(row.get(3)),
+        }
+    }
+
+    /// What a write statement that may be refused answered: written (its
+    /// row has no document), or refused with the version it saw. A refusal
+    /// that cannot be what the statement saw (the expected version, or no
+    /// document where one must be missing) means it waited for a
+    /// concurrent write its snapshot does not show: that one is read again.
+    fn written_or_seen(&self, row: Option<Row>, expect: &Expectation) -> Result<Row, Seen> {
+        match row {
+            Some(row) if row.get::<_, Option<String>>(2).is_none() => Ok(row),
+            Some(row) => {
+                let stored = self.stored_document(&row);
+                match expect {
+                    Expectation::Version { change_vector }
+                        if *change_vector == stored.change_vector =>
+                    {
+                        Err(Seen::Unread)
+                    }
+                    _ => Err(Seen::Stored(Some(stored))),
+                }
+            }
+            None if matches!(expect, Expectation::Missing) => Err(Seen::Unread),
+            None => Err(Seen::Stored(None)),
+        }
     }
 
     /// The statement a command runs (`None`: it needs none, or only the
@@ -425,7 +500,7 @@ impl Inner {
                 let row = match expect {
                     Expectation::Version { change_vector } => {
                         let Some(expected) = self.etag_of(change_vector) else {
-                            return Ok(Outcome::Conflict);
+                            return Ok(Outcome::Conflict(Seen::Unread));
                         };
                         write(&[collection, id, document, &now, &expected]).await?
                     }
@@ -433,8 +508,8 @@ impl Inner {
                         write(&[collection, id, document, &now]).await?
                     }
                 };
-                Ok(match row {
-                    Some(row) => {
+                Ok(match self.written_or_seen(row, expect) {
+                    Ok(row) => {
                         let etag: i64 = row.get(0);
                         let revision: i64 = row.get(1);
                         Outcome::Done(CommandResult::Put(Metadata {
@@ -446,22 +521,23 @@ impl Inner {
                             last_modified: time_from_millis(now),
                         }))
                     }
-                    None => Outcome::Conflict,
+                    Err(seen) => Outcome::Conflict(seen),
                 })
             }
             (CommandKind::Delete, Expectation::Missing) => {
                 Ok(match self.current_etag(client, current, command).await? {
-                    Some(_) => Outcome::Conflict,
+                    Some(_) => Outcome::Conflict(Seen::Unread),
                     None => Outcome::Done(deleted(command, None)),
                 })
             }
-            (CommandKind::Delete, Expectation::Version { change_vector }) => {
+            (CommandKind::Delete, expect @ Expectation::Version { change_vector }) => {
                 let Some(expected) = self.etag_of(change_vector) else {
-                    return Ok(Outcome::Conflict);
+                    return Ok(Outcome::Conflict(Seen::Unread));
                 };
-                Ok(match write(&[collection, id, &expected]).await? {
-                    Some(row) => Outcome::Done(deleted(command, Some(row.get(0)))),
-                    None => Outcome::Conflict,
+                let row = write(&[collection, id, &expected]).await?;
+                Ok(match self.written_or_seen(row, expect) {
+                    Ok(row) => Outcome::Done(deleted(command, Some(row.get(0)))),
+                    Err(seen) => Outcome::Conflict(seen),
                 })
             }
             (CommandKind::Delete, Expectation::Any) => {
@@ -483,7 +559,7 @@ impl Inner {
                         id: id.clone(),
                     })
                 } else {
-                    Outcome::Conflict
+                    Outcome::Conflict(Seen::Unread)
                 })
             }
         }

@@ -227,6 +227,8 @@ struct Statements {
     get_one: String,
     metadata: String,
     current_etag: String,
+    /// What a conflict reports: the stored version and its document.
+    stored: String,
     put_version: String,
     put_missing: String,
     put_any: String,
@@ -275,12 +277,24 @@ impl Statements {
                 key + 1
             )
         };
+        // A write that can be refused answers with what refused it: when
+        // its CTE `written` wrote nothing, the stored version its statement
+        // saw (etag, revision, document, time); a written row has no
+        // document (see `commit::Inner::run`).
+        let stored_unless = |written: &str| {
+            format!(
+                " UNION ALL SELECT etag, revision, data::text, last_modified FROM {s}.documents \
+                 WHERE collection = $1 AND id = $2 AND NOT EXISTS (SELECT 1 FROM {written})"
+            )
+        };
         let put = |write: String, keyed: Option<usize>| {
             let b = keyed.map_or(String::new(), |key| {
                 format!(", {} FROM w)", record(0, "etag", "revision", key, "$4"))
             });
             format!(
-                "WITH w AS ({write} RETURNING etag, revision), {record_put}{b} SELECT etag, revision FROM w"
+                "WITH w AS ({write} RETURNING etag, revision), {record_put}{b} \
+                 SELECT etag, revision, NULL::text, NULL::bigint FROM w{}",
+                stored_unless("w")
             )
         };
         let put_new = |write: String, keyed: Option<usize>| {
@@ -289,12 +303,19 @@ impl Statements {
             });
             format!(
                 "WITH w AS ({write} RETURNING etag, revision), {remove_tombstone}, {record_put}{b} \
-                 SELECT etag, revision FROM w"
+                 SELECT etag, revision, NULL::text, NULL::bigint FROM w{}",
+                stored_unless("w")
             )
         };
         // A delete of a missing document under `Any` is a success too: it
         // records itself whether it deleted or not.
         let delete_into_tombstone = |condition: &str, keyed: Option<(usize, bool)>| {
+            // Only a conditional delete can be refused.
+            let refused = if condition.is_empty() {
+                String::new()
+            } else {
+                stored_unless("d")
+            };
             let b = keyed.map_or(String::new(), |(key, always)| {
                 let now = format!("${}", key + 2);
                 if always {
@@ -312,7 +333,7 @@ impl Statements {
                  ON CONFLICT (collection, id) DO UPDATE SET etag = excluded.etag RETURNING etag), \
                  c AS (INSERT INTO {s}.changes (etag, kind, collection, id, revision) \
                  SELECT t.etag, 1, $1, $2, d.revision FROM t, d){b} \
-                 SELECT etag FROM t"
+                 SELECT etag, NULL::bigint, NULL::text, NULL::bigint FROM t{refused}"
             )
         };
         let update = format!(
@@ -343,6 +364,10 @@ impl Statements {
             ),
             current_etag: format!(
                 "SELECT etag FROM {s}.documents WHERE collection = $1 AND id = $2"
+            ),
+            stored: format!(
+                "SELECT etag, revision, data::text, last_modified FROM {s}.documents \
+                 WHERE collection = $1 AND id = $2"
             ),
             put_version: put(update.clone(), None),
             put_missing: put_new(insert.clone(), None),

@@ -7,7 +7,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use folio_core::{ChangeVector, Error, Expectation, Metadata, Result};
+use folio_core::{ChangeVector, Conflict, Error, Expectation, Metadata, Result};
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 /// One entity tag of a precondition header.
@@ -121,6 +121,18 @@ pub struct PreconditionFailure {
     pub detail: String,
     /// The document's current change vector (`None`: it does not exist).
     pub actual: Option<String>,
+    /// The refusal as a conflict, with what is stored now (the one
+    /// element of the problem's `conflicts`), when the request named one
+    /// document.
+    pub conflict: Option<Box<Conflict>>,
+}
+
+impl PreconditionFailure {
+    /// The failure with `conflict` (what is stored now) attached.
+    pub fn with_conflict(mut self, conflict: Conflict) -> Self {
+        self.conflict = Some(Box::new(conflict));
+        self
+    }
 }
 
 /// What a request's preconditions say about the stored version.
@@ -195,6 +207,19 @@ impl Preconditions {
         }
     }
 
+    /// What the preconditions expect of the stored document, as a
+    /// conflict names it: the version of the first `If-Match` tag,
+    /// `missing` for `If-None-Match`, else `any` (`If-Match: *`, dates).
+    pub fn expected(&self) -> Expectation {
+        match (&self.if_match, &self.if_none_match) {
+            (Some(Tags::List(tags)), _) if !tags.is_empty() => {
+                Expectation::version(tags[0].value.as_str())
+            }
+            (None, Some(_)) => Expectation::Missing,
+            _ => Expectation::Any,
+        }
+    }
+
     /// Why a write that carried [`Preconditions::without_reading`]'s
     /// expectation was refused, given what is stored now.
     pub fn refused(&self, actual: Option<&ChangeVector>) -> PreconditionFailure {
@@ -206,6 +231,7 @@ impl Preconditions {
         PreconditionFailure {
             detail: detail.to_owned(),
             actual: actual.map(ToString::to_string),
+            conflict: None,
         }
     }
 
@@ -218,6 +244,7 @@ impl Preconditions {
             Evaluation::Failed(PreconditionFailure {
                 detail,
                 actual: current.map(|metadata| metadata.change_vector.to_string()),
+                conflict: None,
             })
         };
         if let Some(if_match) = &self.if_match {
@@ -269,6 +296,7 @@ impl Preconditions {
             Evaluation::Failed(PreconditionFailure {
                 detail: detail.to_owned(),
                 actual: None,
+                conflict: None,
             })
         };
         if matches!(self.if_match, Some(Tags::List(_))) {

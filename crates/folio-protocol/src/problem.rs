@@ -88,8 +88,10 @@ where
     D: Deserializer<'de>,
     T: DeserializeOwned + Default,
 {
-    let value = serde_json::Value::deserialize(deserializer)?;
-    Ok(serde_json::from_value(value).unwrap_or_default())
+    // Read as text, not as a `Value`: documents inside (a conflict's
+    // `current`) keep the order of their keys.
+    let raw = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
+    Ok(serde_json::from_str(raw.get()).unwrap_or_default())
 }
 
 /// `actual`: a present member, `null` included (`Some(None)`); an absent

@@ -11,11 +11,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use folio_core::{
-    Batch, Command, CommandResult, Committed, EngineRef, Entry, Expectation, Metadata, generate_id,
+    Batch, Command, CommandResult, Committed, Conflict, EngineRef, Entry, Expectation, Metadata,
+    StoredDocument, generate_id,
 };
 use folio_protocol::{
     CollectionList, EntryBody, Evaluation, GetManyRequest, ListResponse, PatchFailure, PatchLimits,
-    Preconditions, Results, etag_header,
+    PreconditionFailure, Preconditions, Results, etag_header,
 };
 use serde::{Deserialize, Serialize};
 
@@ -158,13 +159,26 @@ impl Retry {
     }
 }
 
-async fn current_metadata(
-    engine: &EngineRef,
-    collection: &str,
-    id: &str,
-) -> ApiResult<Option<Metadata>> {
-    let mut metadata = engine.metadata(collection, &[id.to_owned()]).await?;
-    Ok(metadata.pop().flatten())
+async fn current_entry(engine: &EngineRef, collection: &str, id: &str) -> ApiResult<Option<Entry>> {
+    let mut entries = engine.get(collection, &[id.to_owned()]).await?;
+    Ok(entries.pop().flatten())
+}
+
+/// A `412` for the document at `path`: `failure`, with what is stored now
+/// (`current`, as read to judge the preconditions) as its conflict.
+fn refused(
+    path: &DocumentPath,
+    preconditions: &Preconditions,
+    failure: PreconditionFailure,
+    current: Option<Entry>,
+) -> ApiError {
+    let conflict = Conflict::stored(
+        path.collection.clone(),
+        path.id.clone(),
+        preconditions.expected(),
+        current.map(StoredDocument::from),
+    );
+    ApiError::PreconditionFailed(failure.with_conflict(conflict))
 }
 
 /// The one result of a one-command batch, and its stamp.
@@ -223,9 +237,14 @@ async fn write_document(
     if let Some(expect) = preconditions.without_reading() {
         return match commit(state, engine, batch(expect)).await? {
             Ok(committed) => only(committed),
-            Err(conflict) => Err(ApiError::PreconditionFailed(
-                preconditions.refused(conflict.conflicts()[0].actual()),
-            )),
+            Err(refusal) => {
+                let conflict = refusal.into_conflicts().swap_remove(0);
+                Err(ApiError::PreconditionFailed(
+                    preconditions
+                        .refused(conflict.actual())
+                        .with_conflict(conflict),
+                ))
+            }
         };
     }
     if preconditions.is_empty() {
@@ -245,15 +264,16 @@ async fn write_document(
     }
     let mut retry = Retry::new();
     loop {
-        let current = current_metadata(engine, &path.collection, &path.id).await?;
-        if let Evaluation::Failed(failure) = preconditions.evaluate(current.as_ref(), false) {
-            return Err(ApiError::PreconditionFailed(failure));
+        let current = current_entry(engine, &path.collection, &path.id).await?;
+        let metadata = current.as_ref().map(|entry| &entry.metadata);
+        if let Evaluation::Failed(failure) = preconditions.evaluate(metadata, false) {
+            return Err(refused(path, preconditions, failure, current));
         }
         if guarded && current.is_some() && !preconditions.names_version() {
             return Err(precondition_required(&path.collection));
         }
         let expect = current.map_or(Expectation::Missing, |current| {
-            Expectation::version(current.change_vector)
+            Expectation::version(current.metadata.change_vector)
         });
         if let Ok(committed) = commit(state, engine, batch(expect)).await? {
             return only(committed);
@@ -288,7 +308,9 @@ pub async fn get_document(
         Evaluation::NotModified => {
             return Ok((StatusCode::NOT_MODIFIED, response_headers).into_response());
         }
-        Evaluation::Failed(failure) => return Err(ApiError::PreconditionFailed(failure)),
+        Evaluation::Failed(failure) => {
+            return Err(refused(&path, &preconditions, failure, Some(entry)));
+        }
     }
     let mut response = (StatusCode::OK, response_headers, entry.document).into_response();
     response.headers_mut().insert(
@@ -448,7 +470,7 @@ pub async fn patch_document(
                 ApiError::NotFound(format!("no document {} #{}", path.collection, path.id))
             })?;
         if let Evaluation::Failed(failure) = preconditions.evaluate(Some(&entry.metadata), false) {
-            return Err(ApiError::PreconditionFailed(failure));
+            return Err(refused(&path, &preconditions, failure, Some(entry)));
         }
         if guarded && !preconditions.names_version() {
             return Err(precondition_required(&path.collection));

@@ -237,6 +237,9 @@ impl IntoResponse for ApiError {
             detail: self.detail(),
             conflicts: match &self {
                 ApiError::Conflict(error) => Some(error.conflicts().to_vec()),
+                ApiError::PreconditionFailed(failure) => {
+                    failure.conflict.clone().map(|conflict| vec![*conflict])
+                }
                 _ => None,
             },
             actual: match &self {

@@ -37,8 +37,8 @@ use std::time::{Duration, SystemTime};
 
 use folio_core::{
     Batch, BatchId, Command, CommandKind, CommandResult, CommitResult, Committed, ConcurrencyError,
-    Conflict, DatabaseId, Entry, Error, Expectation, Metadata, Result, millis_since_epoch,
-    time_from_millis,
+    Conflict, DatabaseId, Entry, Error, Expectation, Metadata, Result, StoredDocument,
+    millis_since_epoch, time_from_millis,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
@@ -697,15 +697,10 @@ impl WriterState {
             match outcome {
                 Some(result) => results.push(result),
                 None => {
-                    let actual = self.current_etag(collection, id)?;
+                    let current = self.stored(collection, id)?;
                     conflicts.push(
-                        Conflict::new(
-                            collection.clone(),
-                            id.clone(),
-                            expect.clone(),
-                            actual.map(|etag| change_vector(etag, &self.database_id)),
-                        )
-                        .with_type_name(type_name.clone()),
+                        Conflict::stored(collection.clone(), id.clone(), expect.clone(), current)
+                            .with_type_name(type_name.clone()),
                     );
                 }
             }
@@ -1116,6 +1111,29 @@ impl WriterState {
                 Err(storage("taking back a feed record", error))
             }
         }
+    }
+
+    /// What is stored of `collection/id` now, in the write transaction:
+    /// what a conflict reports.
+    fn stored(&self, collection: &str, id: &str) -> Result<Option<StoredDocument>> {
+        self.connection
+            .prepare_cached(
+                "SELECT json(data), etag, revision, last_modified FROM documents \
+                 WHERE collection = ?1 AND id = ?2",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_row(params![collection, id], |row| {
+                        Ok(StoredDocument {
+                            document: row.get(0)?,
+                            change_vector: change_vector(row.get(1)?, &self.database_id),
+                            revision: u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0),
+                            last_modified: time_from_millis(row.get(3)?),
+                        })
+                    })
+                    .optional()
+            })
+            .map_err(|e| storage("reading the stored version of a conflict", e))
     }
 
     fn current_etag(&self, collection: &str, id: &str) -> Result<Option<i64>> {

@@ -73,3 +73,69 @@ pub trait Document: Serialize + DeserializeOwned + Send + 'static {
         let _ = revision;
     }
 }
+
+/// `json`, stored as `T` under `id` at `version` (change vector and
+/// revision), as `T` with its id and version fields filled.
+pub(crate) fn decode<T: Document>(
+    id: &str,
+    json: &str,
+    version: Option<(&ChangeVector, u64)>,
+) -> crate::Result<T> {
+    let mut document: T = serde_json::from_str(json).map_err(|error| {
+        crate::Error::InvalidInput(format!(
+            "the stored document {} #{id} is not a valid {}: {error}",
+            T::COLLECTION,
+            T::TYPE_NAME
+        ))
+    })?;
+    document.set_id(id.to_owned());
+    document.set_change_vector(version.map(|(change_vector, _)| change_vector.clone()));
+    document.set_revision(version.map_or(0, |(_, revision)| revision));
+    Ok(document)
+}
+
+/// Typed access to what a refused write found stored
+/// ([`crate::Conflict::current`]).
+///
+/// ```
+/// use folio::{ConflictExt, Document, DocumentStore, Error};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Clone, Serialize, Deserialize, Document)]
+/// #[folio(collection = "people")]
+/// struct Person { id: String, name: String }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> folio::Result<()> {
+/// let store = DocumentStore::in_memory().await?;
+/// let mut first = store.open_session();
+/// first.store(Person { id: "p1".into(), name: "Ann".into() })?;
+/// first.save_changes().await?;
+///
+/// let mut second = store.open_session();
+/// second.store_new(Person { id: "p1".into(), name: "Bob".into() })?;
+/// let Err(Error::Concurrency(refused)) = second.save_changes().await else { panic!() };
+/// let stored: Person = refused.conflicts()[0].current_as()?.expect("it exists");
+/// assert_eq!(stored.name, "Ann");
+/// # Ok(())
+/// # }
+/// ```
+pub trait ConflictExt {
+    /// What is stored now as `T` (its id and version fields filled), or
+    /// `None` when the document does not exist.
+    fn current_as<T: Document>(&self) -> crate::Result<Option<T>>;
+}
+
+impl ConflictExt for crate::Conflict {
+    fn current_as<T: Document>(&self) -> crate::Result<Option<T>> {
+        self.current()
+            .map(|stored| {
+                decode::<T>(
+                    self.id(),
+                    &stored.document,
+                    Some((&stored.change_vector, stored.revision)),
+                )
+            })
+            .transpose()
+    }
+}

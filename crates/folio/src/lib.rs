@@ -97,12 +97,12 @@ pub mod concurrency {}
 
 pub use admin::Admin;
 pub use changes::ChangeFeed;
-pub use document::Document;
+pub use document::{ConflictExt, Document};
 pub use folio_core::{
     Batch, BatchId, Change, ChangeKind, ChangeVector, ChangesPage, CollectionCount, Command,
     CommandKind, CommandResult, Committed, ConcurrencyError, Conflict, Engine, EngineError,
     EngineErrorKind, EngineRef, Entry, Error, Expectation, FieldPath, InDoubt, Metadata, Op,
-    Position, Query, Reads,
+    Position, Query, Reads, StoredDocument,
 };
 pub use folio_derive::Document;
 #[cfg(feature = "postgres")]

@@ -656,25 +656,11 @@ impl Tracked {
         let Some(json) = json else {
             return Ok(None);
         };
-        let mut document: T = serde_json::from_str(&json).map_err(|error| {
-            Error::InvalidInput(format!(
-                "the stored document {} #{id} is not a valid {}: {error}",
-                T::COLLECTION,
-                T::TYPE_NAME
-            ))
-        })?;
-        document.set_id(id.to_owned());
-        match &self.known {
-            Known::Version(metadata) => {
-                document.set_change_vector(Some(metadata.change_vector.clone()));
-                document.set_revision(metadata.revision);
-            }
-            Known::Missing | Known::Unknown => {
-                document.set_change_vector(None);
-                document.set_revision(0);
-            }
-        }
-        Ok(Some(document))
+        let version = match &self.known {
+            Known::Version(metadata) => Some((&metadata.change_vector, metadata.revision)),
+            Known::Missing | Known::Unknown => None,
+        };
+        crate::document::decode(id, &json, version).map(Some)
     }
 
     /// Whether `json` says the same as the copy the session read.

@@ -6,7 +6,7 @@
 //! gatherer task takes the one-write batches that queue while earlier groups
 //! run (at most [`MAX_GROUP`]) and commits each gathering as one READ
 //! COMMITTED transaction: `BEGIN`, the batches' statements and `COMMIT` in
-//! one pipelined flight (then the versions of any conflicts). At most
+//! one pipelined flight. At most
 //! `PgOptions::commit_groups` groups run at once, each on its own
 //! connection; the longer a group takes, the more the next one gathers.
 //!
@@ -14,8 +14,9 @@
 //!
 //! * Its check is in its own statement (`UPDATE … WHERE etag = $expected`,
 //!   `INSERT … ON CONFLICT DO NOTHING`): a conflict writes nothing, so the
-//!   other batches of the group commit regardless, and the conflict's
-//!   actual version is read after the commit, as for a batch alone.
+//!   other batches of the group commit regardless, and the statement
+//!   answers with the stored version that refused it, as for a batch
+//!   alone.
 //! * Statements run in (collection, id) order, as in every batch, so groups
 //!   and batches lock rows in one order and never deadlock one another.
 //!   Batches on one document keep their arrival order: the second sees the
@@ -245,39 +246,28 @@ impl Inner {
             }
             outcomes[index] = Some(outcome);
         }
-        // Committed. The conflicts wrote nothing; their actual versions are
-        // read now, as for a batch alone.
-        let conflicted: Vec<usize> = outcomes
-            .iter()
-            .enumerate()
-            .filter(|(_, outcome)| matches!(outcome, Some(Ok(Outcome::Conflict))))
-            .map(|(index, _)| index)
-            .collect();
-        let mut actual = join_all(
-            conflicted
-                .iter()
-                .map(|&index| self.current_etag(client, &prepared.current, commands[index])),
-        )
-        .await
-        .into_iter();
-        let verdicts = outcomes
-            .into_iter()
-            .zip(commands)
-            .map(
-                |(outcome, command)| match outcome.expect("every command ran") {
+        // Committed. The conflicts wrote nothing; each carries what its
+        // statement saw (read again only when that was not what refused it,
+        // as for a batch alone).
+        let stored = &prepared.stored;
+        let verdicts = join_all(outcomes.into_iter().zip(commands).map(
+            |(outcome, command)| async move {
+                match outcome.expect("every command ran") {
                     Ok(Outcome::Done(result)) => Verdict::Done(result),
-                    Ok(Outcome::Conflict) => {
-                        match actual.next().expect("read for every conflict") {
-                            Ok(etag) => Verdict::Conflict(self.conflict(command, etag)),
-                            Err(failure) => {
-                                Verdict::Failed(failed("reading a document's version", failure))
-                            }
+                    Ok(Outcome::Conflict(seen)) => {
+                        match self.seen(client, stored, command, seen).await {
+                            Ok(current) => Verdict::Conflict(self.conflict(command, current)),
+                            Err(failure) => Verdict::Failed(failed(
+                                "reading the stored version of a conflict",
+                                failure,
+                            )),
                         }
                     }
                     Err(failure) => Verdict::Failed(failed("writing a document", failure)),
-                },
-            )
-            .collect();
+                }
+            },
+        ))
+        .await;
         Ok((verdicts, position))
     }
 }

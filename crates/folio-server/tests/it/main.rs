@@ -10,6 +10,7 @@ mod batch;
 mod changes;
 mod common;
 mod concurrency;
+mod conflicts;
 mod edge;
 mod headers;
 mod idempotency;

@@ -8,6 +8,8 @@
 //!   every engine;
 //! * `backup`: backups, restores, copies to PostgreSQL and exports of whole
 //!   databases keep every version, in one snapshot, on every engine;
+//! * `conflicts`: every conflict carries what is stored now, read where
+//!   it was refused, on every engine;
 //! * `changes`: the changes feed on every engine, and the horizon on PostgreSQL;
 //! * `damage`: damaged files (a flipped byte in the database file or the
 //!   log, an empty file, a newer layout) are errors, never content;
@@ -46,6 +48,7 @@ mod admin;
 mod backup;
 mod changes;
 mod concurrency;
+mod conflicts;
 mod damage;
 mod derive;
 mod disk;

@@ -888,3 +888,77 @@ async fn a_commit_held_up_past_its_timeout_is_sent_again_and_applied_once() {
     let changes = engine.changes(0, None, 10).await.expect("the feed");
     assert_eq!(changes.changes.len(), 2, "one write each: {changes:?}");
 }
+
+// ---- what a conflict carries --------------------------------------------------------
+
+/// A conditional write that waits for a concurrent one (a row lock) is
+/// refused by a version its statement's snapshot cannot show: the
+/// conflict still carries that version, not the one the write expected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_refused_after_waiting_carries_the_version_that_refused_it() {
+    let h = Harness::new(EngineKind::Postgres).await;
+    let postgres = h.postgres().unwrap();
+    let engine = Arc::new(
+        PgEngine::connect(&postgres.url, &postgres.database, PgOptions::default())
+            .await
+            .unwrap(),
+    );
+    let first = engine
+        .commit(put_note("n1", r#"{"text":"first"}"#, Expectation::Missing))
+        .await
+        .unwrap()
+        .unwrap();
+    let CommandResult::Put(first) = &first[0] else {
+        panic!("a put")
+    };
+    let first = first.change_vector.clone();
+    let schema = postgres.quoted_schema();
+    let outside = crate::harness::sql_client(&postgres.url).await;
+    outside
+        .batch_execute(&format!(
+            "BEGIN; UPDATE {schema}.documents SET data = '{{\"text\":\"outside\"}}', \
+             etag = nextval('{schema}.etags'), revision = revision + 1 \
+             WHERE collection = 'notes' AND id = 'n1'"
+        ))
+        .await
+        .unwrap();
+    let waiting = tokio::spawn({
+        let engine = engine.clone();
+        async move {
+            engine
+                .commit(put_note(
+                    "n1",
+                    r#"{"text":"mine"}"#,
+                    Expectation::version(first),
+                ))
+                .await
+        }
+    });
+    // The write waits for the row lock; then the outside commits.
+    let watcher = crate::harness::sql_client(&postgres.url).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let blocked: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                 AND strpos(query, $1) > 0",
+                &[&format!("{schema}.documents")],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if blocked > 0 {
+            break;
+        }
+        assert!(!waiting.is_finished(), "the write did not wait");
+        assert!(Instant::now() < deadline, "the write never blocked");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    outside.batch_execute("COMMIT").await.unwrap();
+    let refused = waiting.await.unwrap().unwrap().expect_err("refused");
+    let conflict = &refused.conflicts()[0];
+    let current = conflict.current().expect("n1 exists");
+    assert_eq!(current.document, r#"{"text": "outside"}"#);
+    assert_eq!(current.revision, 2);
+    assert_eq!(Some(&current.change_vector), conflict.actual());
+}
