@@ -333,6 +333,152 @@ impl Client {
         self.send_write(request, key).await.map(drop)
     }
 
+    /// `folio config`: prints the collection's configuration; with
+    /// `config`, replaces it first (an admin key's).
+    pub async fn config(
+        &self,
+        collection: &str,
+        config: Option<String>,
+        out: &mut impl Write,
+    ) -> Result<(), Failure> {
+        let url = self.url(&format!("/collections/{collection}/config"));
+        let request = match config {
+            Some(config) => self
+                .request(Method::PUT, url)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(config),
+            None => self.request(Method::GET, url),
+        };
+        let body = self
+            .send(request)
+            .await?
+            .text()
+            .await
+            .map_err(read_failure)?;
+        writeln!(out, "{body}").map_err(write_failure)
+    }
+
+    fn revisions_url(&self, collection: &str, id: &str) -> String {
+        format!("{}/revisions", self.document_url(collection, id))
+    }
+
+    /// `folio revisions`: the kept versions of a document, newest first,
+    /// one per line: revision, change vector, time (and `deleted` for a
+    /// deletion); every page of them.
+    pub async fn revisions(
+        &self,
+        collection: &str,
+        id: &str,
+        out: &mut impl Write,
+    ) -> Result<(), Failure> {
+        let mut start = 0u64;
+        loop {
+            let url = format!(
+                "{}?start={start}&take={}",
+                self.revisions_url(collection, id),
+                folio_core::MAX_REVISIONS_PAGE
+            );
+            let page: folio_core::RevisionsPage = self.get_json(url, "history").await?;
+            for item in &page.items {
+                let deleted = if item.deleted { "\tdeleted" } else { "" };
+                writeln!(
+                    out,
+                    "{}\t{}\t{}{deleted}",
+                    item.revision,
+                    item.change_vector,
+                    humantime::format_rfc3339_millis(item.last_modified)
+                )
+                .map_err(write_failure)?;
+            }
+            start += page.items.len() as u64;
+            if page.items.is_empty() || start >= page.total {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The kept version `change_vector` of a document (its JSON).
+    async fn revision(
+        &self,
+        collection: &str,
+        id: &str,
+        change_vector: &str,
+    ) -> Result<String, Failure> {
+        let url = format!(
+            "{}/{}",
+            self.revisions_url(collection, id),
+            percent_encoding::utf8_percent_encode(
+                change_vector,
+                percent_encoding::NON_ALPHANUMERIC
+            )
+        );
+        self.send(self.request(Method::GET, url))
+            .await?
+            .text()
+            .await
+            .map_err(read_failure)
+    }
+
+    /// `folio revisions … CV`: prints that kept version's document.
+    pub async fn show_revision(
+        &self,
+        collection: &str,
+        id: &str,
+        change_vector: &str,
+        out: &mut impl Write,
+    ) -> Result<(), Failure> {
+        let document = self.revision(collection, id, change_vector).await?;
+        writeln!(out, "{document}").map_err(write_failure)
+    }
+
+    /// `folio revert`: writes the kept version `change_vector` again as the
+    /// document's new version, only over the version current now (`If-Match`,
+    /// or `If-None-Match: *` when it was deleted): a write in between is a
+    /// refusal (exit code 4), nothing written. Prints the new metadata.
+    pub async fn revert(
+        &self,
+        collection: &str,
+        id: &str,
+        change_vector: &str,
+        key: &str,
+        out: &mut impl Write,
+    ) -> Result<(), Failure> {
+        let document = self.revision(collection, id, change_vector).await?;
+        let current = self
+            .request(Method::HEAD, self.document_url(collection, id))
+            .send()
+            .await
+            .map_err(|error| {
+                Failure::new(format!("cannot reach the server at {}: {error}", self.base))
+            })?;
+        let (if_match, if_none_match) = match current.status() {
+            StatusCode::OK => {
+                let etag = header_text(&current, header::ETAG).ok_or_else(|| {
+                    Failure::new("the server answered a document without an ETag")
+                })?;
+                (Some(etag.trim_matches('"').to_owned()), None)
+            }
+            StatusCode::NOT_FOUND => (None, Some("*")),
+            _ => {
+                // Not readable: the GET says why.
+                return self
+                    .send(self.request(Method::GET, self.document_url(collection, id)))
+                    .await
+                    .map(drop);
+            }
+        };
+        self.put(
+            collection,
+            id,
+            document,
+            if_match.as_deref(),
+            if_none_match,
+            key,
+            out,
+        )
+        .await
+    }
+
     /// `folio query`: prints the response (`results` and `total`).
     pub async fn query(&self, query: String, out: &mut impl Write) -> Result<(), Failure> {
         let response = self

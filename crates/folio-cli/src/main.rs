@@ -96,6 +96,44 @@ enum Command {
         #[arg(long)]
         idempotency_key: Option<String>,
     },
+    /// Print a collection's configuration, or replace it with CONFIG (with
+    /// keys: an admin key's), e.g. '{"revisions":{"keep":100}}'.
+    Config {
+        #[command(flatten)]
+        target: Target,
+        /// The collection.
+        collection: String,
+        /// The new configuration (JSON, or @FILE).
+        config: Option<String>,
+    },
+    /// List a document's kept versions, newest first (revision, change
+    /// vector, time, "deleted" for a deletion); with CHANGE_VECTOR, print
+    /// that version's document.
+    Revisions {
+        #[command(flatten)]
+        target: Target,
+        /// The collection.
+        collection: String,
+        /// The document id.
+        id: String,
+        /// A kept version to print.
+        change_vector: Option<String>,
+    },
+    /// Write a kept version of a document again as its new version, only
+    /// over the version current now (exit code 4 when it changed).
+    Revert {
+        #[command(flatten)]
+        target: Target,
+        /// The collection.
+        collection: String,
+        /// The document id.
+        id: String,
+        /// The kept version to write again.
+        change_vector: String,
+        /// The write's idempotency key (default: a new one), as for `put`.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
     /// Run a query (docs/protocol.md query JSON, or @FILE).
     Query {
         #[command(flatten)]
@@ -539,6 +577,52 @@ async fn client_command(command: Command) -> Result<(), Failure> {
             target
                 .client()?
                 .delete(&collection, &id, if_match.as_deref(), &key)
+                .await
+        }
+        Command::Config {
+            target,
+            collection,
+            config,
+        } => {
+            let config = match config {
+                Some(config) => Some(match config.strip_prefix('@') {
+                    Some(file) => read_input(Some(std::path::Path::new(file)))?,
+                    None => config,
+                }),
+                None => None,
+            };
+            target
+                .client()?
+                .config(&collection, config, &mut stdout)
+                .await
+        }
+        Command::Revisions {
+            target,
+            collection,
+            id,
+            change_vector,
+        } => {
+            let client = target.client()?;
+            match change_vector {
+                Some(version) => {
+                    client
+                        .show_revision(&collection, &id, &version, &mut stdout)
+                        .await
+                }
+                None => client.revisions(&collection, &id, &mut stdout).await,
+            }
+        }
+        Command::Revert {
+            target,
+            collection,
+            id,
+            change_vector,
+            idempotency_key,
+        } => {
+            let key = write_key(idempotency_key)?;
+            target
+                .client()?
+                .revert(&collection, &id, &change_vector, &key, &mut stdout)
                 .await
         }
         Command::Query { target, query } => {

@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use std::time::{Duration, Instant};
 
 use crate::{
-    Batch, ChangesPage, Committed, ConcurrencyError, Entry, FieldPath, Metadata, Query, Reads,
-    Result,
+    Batch, ChangeVector, ChangesPage, CollectionConfig, Committed, ConcurrencyError, Entry,
+    FieldPath, Metadata, Query, Reads, Result, RevisionsPage,
 };
 
 /// The result of [`Engine::commit`]: the outer `Result` is a failure of the
@@ -80,6 +80,11 @@ pub struct CollectionCount {
 ///   committed write. [`Engine::reads`] makes a handle whose reads may come
 ///   from standbys ([`Reads`]); a commit answers with the
 ///   [`crate::Position`] that such a handle's reads wait for.
+/// * A collection with revisions on ([`Engine::configure`]) keeps, in the
+///   transaction of every committed put or delete of it, the version
+///   written (a delete: an item marking the deletion), and drops the
+///   oldest beyond its `keep`; a refused batch keeps none (see
+///   [`crate::Revision`]).
 /// * Engines validate their input (ids, collections, documents, queries)
 ///   and return [`crate::Error::InvalidInput`] before writing anything.
 ///
@@ -135,6 +140,35 @@ pub trait Engine: Send + Sync + 'static {
     /// Creates (if absent) an index on `path` in `collection`, so that
     /// queries filtering or ordering on it do not scan the collection.
     async fn ensure_index(&self, collection: &str, path: &FieldPath) -> Result<()>;
+
+    /// Replaces `collection`'s configuration ([`CollectionConfig`]); the
+    /// writes committed after it follow it. Not a document write: it takes
+    /// no etag.
+    async fn configure(&self, collection: &str, config: &CollectionConfig) -> Result<()>;
+
+    /// `collection`'s configuration (the default, all off, when never set).
+    async fn configuration(&self, collection: &str) -> Result<CollectionConfig>;
+
+    /// A page of the kept versions of `collection/id`, newest first (the
+    /// current one included; a deleted document's too): `take` (1 to
+    /// [`crate::MAX_REVISIONS_PAGE`]) after skipping `start`, with how many
+    /// are kept in all. Read in one snapshot.
+    async fn revisions(
+        &self,
+        collection: &str,
+        id: &str,
+        start: u64,
+        take: u32,
+    ) -> Result<RevisionsPage>;
+
+    /// The kept version `change_vector` of `collection/id` with its
+    /// document; `None` when it is not kept, or is the document's deletion.
+    async fn revision(
+        &self,
+        collection: &str,
+        id: &str,
+        change_vector: &ChangeVector,
+    ) -> Result<Option<Entry>>;
 
     /// Up to `limit` published changes with etags after `since`, of
     /// `collection` only when given, in etag order; does not wait.

@@ -9,6 +9,8 @@
 //! * the query AST: [`Query`], [`Filter`], [`Op`], [`FieldPath`];
 //! * validation of everything that crosses a boundary: [`validate`];
 //! * read-your-writes across replicas: [`Position`], [`Reads`];
+//! * collection configurations and document histories:
+//!   [`CollectionConfig`], [`Revision`];
 //! * identifiers: [`generate_id`], [`DatabaseId`];
 //! * whole-database snapshots for backups, restores, copies and exports:
 //!   [`SnapshotReader`], [`SnapshotWriter`], [`copy_snapshot`].
@@ -25,6 +27,7 @@ mod id;
 mod metadata;
 mod position;
 mod query;
+mod revisions;
 mod snapshot;
 pub mod validate;
 
@@ -42,6 +45,10 @@ pub use metadata::{
 };
 pub use position::{MAX_POSITION, Position, Reads};
 pub use query::{FieldPath, Filter, Op, Order, Query};
+pub use revisions::{
+    CollectionConfig, MAX_KEEP, MAX_REVISIONS_PAGE, Revision, RevisionsConfig, RevisionsPage,
+    validate_page,
+};
 pub use snapshot::{
     Identity, Index, RESTORED_ETAG_GAP, SnapshotContents, SnapshotCounts, SnapshotHeader,
     SnapshotPart, SnapshotReader, SnapshotWriter, Tombstone, copy_snapshot,

@@ -11,7 +11,7 @@ use syn::{
 use crate::naming::validate_collection;
 
 /// The keys `#[folio(...)]` accepts on the type.
-const TYPE_KEYS: &str = "`collection`, `optimistic_concurrency`";
+const TYPE_KEYS: &str = "`collection`, `optimistic_concurrency`, `revisions`";
 /// The keys `#[folio(...)]` accepts on a field.
 const FIELD_KEYS: &str = "`id`, `change_vector`, `revision`";
 
@@ -46,6 +46,8 @@ pub(crate) struct TypeAttrs {
     pub(crate) collection: Option<LitStr>,
     /// `optimistic_concurrency` (`true`) or `optimistic_concurrency = bool`.
     pub(crate) optimistic_concurrency: Option<bool>,
+    /// `revisions = N`: the versions kept per document (0 to 10000).
+    pub(crate) revisions: Option<u32>,
 }
 
 /// Parses the `#[folio(...)]` attributes of the type, reporting bad ones to
@@ -98,6 +100,33 @@ pub(crate) fn parse_type_attrs(attrs: &[Attribute], errors: &mut Errors) -> Type
                     return Err(meta.error("duplicate folio attribute `optimistic_concurrency`"));
                 }
                 out.optimistic_concurrency = Some(enabled);
+            } else if meta.path.is_ident("revisions") {
+                if !meta.input.peek(Token![=]) {
+                    return Err(meta.error(
+                        "`revisions` needs a value: revisions = N, the versions kept per document",
+                    ));
+                }
+                let value = ungrouped(meta.value()?.parse()?);
+                let keep = match &value {
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Int(keep),
+                        ..
+                    }) => keep
+                        .base10_parse::<u32>()
+                        .ok()
+                        .filter(|keep| *keep <= 10_000),
+                    _ => None,
+                };
+                let Some(keep) = keep else {
+                    return Err(syn::Error::new_spanned(
+                        value,
+                        "`revisions` takes a whole number from 0 (off) to 10000: revisions = 100",
+                    ));
+                };
+                if out.revisions.is_some() {
+                    return Err(meta.error("duplicate folio attribute `revisions`"));
+                }
+                out.revisions = Some(keep);
             } else {
                 return Err(meta.error(format!(
                     "unknown folio attribute `{}` on the type; expected one of {TYPE_KEYS}",

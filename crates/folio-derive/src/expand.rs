@@ -174,6 +174,13 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
         }
     });
 
+    let revisions = type_attrs.revisions.map(|keep| {
+        quote! {
+            const REVISIONS: ::core::option::Option<::core::primitive::u32> =
+                ::core::option::Option::Some(#keep);
+        }
+    });
+
     let id_member = member(id.field);
     let id_span = id.field.ty.span();
     let id_methods = quote_spanned! {id_span=>
@@ -221,6 +228,7 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
             const COLLECTION: &'static ::core::primitive::str = #collection;
             const TYPE_NAME: &'static ::core::primitive::str = #type_name;
             #optimistic_concurrency
+            #revisions
 
             #id_methods
             #change_vector_methods

@@ -488,9 +488,6 @@ impl Inner {
     ) -> std::result::Result<Outcome, Failure> {
         let (collection, id) = (&command.collection, &command.id);
         let record: Vec<&(dyn ToSql + Sync)> = match key {
-            Some(key) if matches!(command.kind, CommandKind::Delete) => {
-                vec![&key.id, &key.fingerprint, &now]
-            }
             Some(key) => vec![&key.id, &key.fingerprint],
             None => Vec::new(),
         };
@@ -534,14 +531,14 @@ impl Inner {
                 let Some(expected) = self.etag_of(change_vector) else {
                     return Ok(Outcome::Conflict(Seen::Unread));
                 };
-                let row = write(&[collection, id, &expected]).await?;
+                let row = write(&[collection, id, &expected, &now]).await?;
                 Ok(match self.written_or_seen(row, expect) {
                     Ok(row) => Outcome::Done(deleted(command, Some(row.get(0)))),
                     Err(seen) => Outcome::Conflict(seen),
                 })
             }
             (CommandKind::Delete, Expectation::Any) => {
-                let row = write(&[collection, id]).await?;
+                let row = write(&[collection, id, &now]).await?;
                 Ok(Outcome::Done(deleted(command, row.map(|row| row.get(0)))))
             }
             (CommandKind::Check, expect) => {

@@ -44,6 +44,7 @@ mod feed;
 mod nodes;
 mod query;
 mod read;
+mod revisions;
 mod schema;
 pub mod testing;
 
@@ -55,9 +56,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use folio_core::{
-    Batch, ChangeVector, ChangesPage, CollectionCount, CommitResult, Committed, DatabaseId, Engine,
-    EngineErrorKind, EngineRef, Entry, Error, FieldPath, Metadata, Query, QueryResult, Reads,
-    Result, validate,
+    Batch, ChangeVector, ChangesPage, CollectionConfig, CollectionCount, CommitResult, Committed,
+    DatabaseId, Engine, EngineErrorKind, EngineRef, Entry, Error, FieldPath, Metadata, Query,
+    QueryResult, Reads, Result, RevisionsPage, validate,
 };
 use tokio_postgres::NoTls;
 
@@ -265,6 +266,23 @@ impl Statements {
             "c AS (INSERT INTO {s}.changes (etag, kind, collection, id, revision) \
              SELECT etag, 0, $1, $2, revision FROM w)"
         );
+        // A collection with revisions on keeps each version written (or a
+        // deletion) in the write's statement, and drops its oldest beyond
+        // `keep`: of the versions the statement sees, `keep - 1` stay, and
+        // the one written now. `version` is the version's etag, revision,
+        // time, deletion and document, from the relations `from`.
+        let keep_revision = |version: &str, from: &str| {
+            format!(
+                "r AS (INSERT INTO {s}.revisions (collection, id, etag, revision, last_modified, deleted, data) \
+                 SELECT $1, $2, {version} FROM {from}, {s}.collections k \
+                 WHERE k.collection = $1 AND k.keep > 0 RETURNING etag), \
+                 p AS (DELETE FROM {s}.revisions WHERE collection = $1 AND id = $2 \
+                 AND EXISTS (SELECT 1 FROM r) AND etag <= (SELECT etag FROM {s}.revisions \
+                 WHERE collection = $1 AND id = $2 ORDER BY etag DESC \
+                 OFFSET (SELECT keep - 1 FROM {s}.collections WHERE collection = $1) LIMIT 1))"
+            )
+        };
+        let keep_put = keep_revision("w.etag, w.revision, $4::bigint, false, w.data", "w");
         // A one-command batch with an id records itself in its write's
         // statement: its result as `folio_core::record_results` writes it
         // (kind 0 put, 1 delete), and the time.
@@ -292,7 +310,7 @@ impl Statements {
                 format!(", {} FROM w)", record(0, "etag", "revision", key, "$4"))
             });
             format!(
-                "WITH w AS ({write} RETURNING etag, revision), {record_put}{b} \
+                "WITH w AS ({write} RETURNING etag, revision, data), {record_put}, {keep_put}{b} \
                  SELECT etag, revision, NULL::text, NULL::bigint FROM w{}",
                 stored_unless("w")
             )
@@ -302,14 +320,15 @@ impl Statements {
                 format!(", {} FROM w)", record(0, "etag", "revision", key, "$4"))
             });
             format!(
-                "WITH w AS ({write} RETURNING etag, revision), {remove_tombstone}, {record_put}{b} \
-                 SELECT etag, revision, NULL::text, NULL::bigint FROM w{}",
+                "WITH w AS ({write} RETURNING etag, revision, data), {remove_tombstone}, {record_put}, \
+                 {keep_put}{b} SELECT etag, revision, NULL::text, NULL::bigint FROM w{}",
                 stored_unless("w")
             )
         };
         // A delete of a missing document under `Any` is a success too: it
         // records itself whether it deleted or not.
-        let delete_into_tombstone = |condition: &str, keyed: Option<(usize, bool)>| {
+        // `now`: the parameter with the time.
+        let delete_into_tombstone = |condition: &str, now: &str, keyed: Option<(usize, bool)>| {
             // Only a conditional delete can be refused.
             let refused = if condition.is_empty() {
                 String::new()
@@ -317,22 +336,22 @@ impl Statements {
                 stored_unless("d")
             };
             let b = keyed.map_or(String::new(), |(key, always)| {
-                let now = format!("${}", key + 2);
                 if always {
-                    format!(
-                        ", {})",
-                        record(1, "(SELECT etag FROM t)", "NULL", key, &now)
-                    )
+                    format!(", {})", record(1, "(SELECT etag FROM t)", "NULL", key, now))
                 } else {
-                    format!(", {} FROM t)", record(1, "etag", "NULL", key, &now))
+                    format!(", {} FROM t)", record(1, "etag", "NULL", key, now))
                 }
             });
+            let keep_delete = keep_revision(
+                &format!("t.etag, d.revision, {now}::bigint, true, NULL::jsonb"),
+                "t, d",
+            );
             format!(
                 "WITH d AS (DELETE FROM {s}.documents WHERE collection = $1 AND id = $2{condition} RETURNING revision), \
                  t AS (INSERT INTO {s}.tombstones (collection, id, etag) SELECT $1, $2, nextval('{s}.etags') FROM d \
                  ON CONFLICT (collection, id) DO UPDATE SET etag = excluded.etag RETURNING etag), \
                  c AS (INSERT INTO {s}.changes (etag, kind, collection, id, revision) \
-                 SELECT t.etag, 1, $1, $2, d.revision FROM t, d){b} \
+                 SELECT t.etag, 1, $1, $2, d.revision FROM t, d), {keep_delete}{b} \
                  SELECT etag, NULL::bigint, NULL::text, NULL::bigint FROM t{refused}"
             )
         };
@@ -372,13 +391,13 @@ impl Statements {
             put_version: put(update.clone(), None),
             put_missing: put_new(insert.clone(), None),
             put_any: put_new(upsert.clone(), None),
-            delete_version: delete_into_tombstone(" AND etag = $3", None),
-            delete_any: delete_into_tombstone("", None),
+            delete_version: delete_into_tombstone(" AND etag = $3", "$4", None),
+            delete_any: delete_into_tombstone("", "$3", None),
             put_version_keyed: put(update, Some(6)),
             put_missing_keyed: put_new(insert, Some(5)),
             put_any_keyed: put_new(upsert, Some(5)),
-            delete_version_keyed: delete_into_tombstone(" AND etag = $3", Some((4, false))),
-            delete_any_keyed: delete_into_tombstone("", Some((3, true))),
+            delete_version_keyed: delete_into_tombstone(" AND etag = $3", "$4", Some((5, false))),
+            delete_any_keyed: delete_into_tombstone("", "$3", Some((4, true))),
             record_batch: format!(
                 "INSERT INTO {s}.batches (id, fingerprint, results, committed_at) VALUES ($1, $2, $3, $4)"
             ),
@@ -802,6 +821,33 @@ impl Engine for PgEngine {
             .batch_execute(&sql)
             .await
             .map_err(|e| storage("creating an index", e))
+    }
+
+    async fn configure(&self, collection: &str, config: &CollectionConfig) -> Result<()> {
+        self.write_configuration(collection, config).await
+    }
+
+    async fn configuration(&self, collection: &str) -> Result<CollectionConfig> {
+        self.read_configuration(collection).await
+    }
+
+    async fn revisions(
+        &self,
+        collection: &str,
+        id: &str,
+        start: u64,
+        take: u32,
+    ) -> Result<RevisionsPage> {
+        self.read_revisions(collection, id, start, take).await
+    }
+
+    async fn revision(
+        &self,
+        collection: &str,
+        id: &str,
+        change_vector: &ChangeVector,
+    ) -> Result<Option<Entry>> {
+        self.read_revision(collection, id, change_vector).await
     }
 
     async fn changes(

@@ -45,7 +45,7 @@ impl Inner {
         }
     }
 
-    async fn rows(&self, route: Route, sql: &Sql) -> Result<Vec<Row>> {
+    pub(crate) async fn rows(&self, route: Route, sql: &Sql) -> Result<Vec<Row>> {
         self.read(
             route,
             Box::new(|client| {

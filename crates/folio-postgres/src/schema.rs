@@ -16,6 +16,9 @@
 //!   SHA-256 of its commands, its results (JSON) and when it committed
 //!   (milliseconds since the epoch), inserted in the batch's transaction;
 //!   the engine deletes those older than its retention.
+//! * `collections`, `revisions`: collection configurations and the kept
+//!   versions of documents; every write statement keeps its version in
+//!   the same statement when its collection's `keep` is above 0.
 //! * `meta`: key/value settings, among them the database id.
 //! * `folio_migrations`: the layout versions applied, so a later release
 //!   can change the layout step by step.
@@ -33,7 +36,7 @@ use tokio_postgres::Client;
 use crate::error::storage;
 
 /// The layout version this build writes.
-pub(crate) const LAYOUT_VERSION: i32 = 3;
+pub(crate) const LAYOUT_VERSION: i32 = 4;
 
 /// The schema name of Folio database `database` (validated by the caller to
 /// `[a-z0-9][a-z0-9_-]*`), quoted.
@@ -97,6 +100,29 @@ fn layout_v3(schema: &str) -> String {
     )
 }
 
+/// Version 4: collection configurations (`keep`: the versions each
+/// document keeps, 0 for none; `config`: the whole `CollectionConfig`)
+/// and the kept versions of documents (`data`: none for a deletion).
+fn layout_v4(schema: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {schema}.collections (
+             collection text COLLATE \"C\" PRIMARY KEY,
+             keep       integer NOT NULL,
+             config     text    NOT NULL
+         );
+         CREATE TABLE IF NOT EXISTS {schema}.revisions (
+             collection    text COLLATE \"C\" NOT NULL,
+             id            text COLLATE \"C\" NOT NULL,
+             etag          bigint  NOT NULL,
+             revision      bigint  NOT NULL,
+             last_modified bigint  NOT NULL,
+             deleted       boolean NOT NULL,
+             data          jsonb,
+             PRIMARY KEY (collection, id, etag)
+         );"
+    )
+}
+
 /// Creates the schema and its whole layout for a database built from a
 /// snapshot, with `database_id`, inside the caller's transaction on
 /// `client` (so that nobody sees the database before it is complete).
@@ -115,10 +141,12 @@ pub(crate) async fn create_in_transaction(
              );
              {}
              {}
+             {}
              {}",
             layout_v1(schema),
             layout_v2(schema),
-            layout_v3(schema)
+            layout_v3(schema),
+            layout_v4(schema)
         ))
         .await
         .map_err(|e| storage("creating the database layout", e))?;
@@ -210,6 +238,13 @@ async fn try_migrate(client: &Client, schema: &str) -> Result<DatabaseId> {
             .await
             .map_err(|e| storage("adding the record of committed batches", e))?;
         record(client, schema, 3).await?;
+    }
+    if applied < 4 {
+        client
+            .batch_execute(&layout_v4(schema))
+            .await
+            .map_err(|e| storage("adding collection configurations and revisions", e))?;
+        record(client, schema, 4).await?;
     }
     let id: String = client
         .query_one(

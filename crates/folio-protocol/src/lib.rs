@@ -49,6 +49,10 @@ pub mod headers {
     /// On a read: answer only from a state that includes the write whose
     /// answer carried this `Folio-Position` (and every write before it).
     pub const AFTER: &str = "folio-after";
+    /// On a kept version (`…/revisions/{change_vector}`): when it was
+    /// written, as RFC 3339 with milliseconds (`Last-Modified` counts whole
+    /// seconds).
+    pub const LAST_MODIFIED_PRECISE: &str = "folio-last-modified";
 }
 
 /// The media types of the protocol.

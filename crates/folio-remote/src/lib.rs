@@ -53,9 +53,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use folio_core::{
-    Batch, BatchId, ChangesPage, CollectionCount, CommitResult, Committed, ConcurrencyError,
-    Engine, EngineRef, Entry, Error, FieldPath, Metadata, Position, Query, QueryResult, Reads,
-    Result, validate,
+    Batch, BatchId, ChangeVector, ChangesPage, CollectionConfig, CollectionCount, CommitResult,
+    Committed, ConcurrencyError, Engine, EngineRef, Entry, Error, FieldPath, Metadata, Position,
+    Query, QueryResult, Reads, Result, RevisionsPage, validate,
 };
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -417,6 +417,7 @@ impl RemoteEngine {
                 .get(headers::IDEMPOTENCY_REPLAYED)
                 .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"true")),
             position: parts.headers.get(headers::POSITION).cloned(),
+            headers: parts.headers,
         };
         Ok((status.as_u16(), stamp, answer))
     }
@@ -758,6 +759,92 @@ impl Engine for RemoteEngine {
         validate::collection(collection)
     }
 
+    /// `PUT /db/{db}/collections/{collection}/config` (an admin key on a
+    /// server with keys).
+    async fn configure(&self, collection: &str, config: &CollectionConfig) -> Result<()> {
+        validate::collection(collection)?;
+        config.validate()?;
+        let url = self.endpoint.url(&["collections", collection, "config"]);
+        let body = serde_json::to_vec(config).expect("a configuration serializes");
+        let request = self.request(Method::PUT, &url, Some(body))?;
+        // Replacing a configuration is idempotent: a retry is safe.
+        let _: CollectionConfig = self.call(request, false).await?;
+        Ok(())
+    }
+
+    /// `GET /db/{db}/collections/{collection}/config`.
+    async fn configuration(&self, collection: &str) -> Result<CollectionConfig> {
+        validate::collection(collection)?;
+        let url = self.endpoint.url(&["collections", collection, "config"]);
+        self.call(self.get(&url)?, false).await
+    }
+
+    /// `GET /db/{db}/docs/{collection}/{id}/revisions?start=…&take=…`.
+    async fn revisions(
+        &self,
+        collection: &str,
+        id: &str,
+        start: u64,
+        take: u32,
+    ) -> Result<RevisionsPage> {
+        validate::collection(collection)?;
+        validate::id(id)?;
+        folio_core::validate_page(take)?;
+        let mut url = self.endpoint.url(&["docs", collection, id, "revisions"]);
+        url.query_pairs_mut()
+            .append_pair("start", &start.to_string())
+            .append_pair("take", &take.to_string());
+        self.call(self.get(&url)?, false).await
+    }
+
+    /// `GET /db/{db}/docs/{collection}/{id}/revisions/{change_vector}`: the
+    /// document, its version in the headers.
+    async fn revision(
+        &self,
+        collection: &str,
+        id: &str,
+        change_vector: &ChangeVector,
+    ) -> Result<Option<Entry>> {
+        validate::collection(collection)?;
+        validate::id(id)?;
+        let url = self
+            .endpoint
+            .url(&["docs", collection, id, "revisions", change_vector.as_str()]);
+        let answer = self
+            .exchange_with_status::<Box<serde_json::value::RawValue>>(self.get(&url)?, false)
+            .await;
+        let (_, stamp, document) = match answer {
+            Ok(answer) => answer,
+            Err(Failure::Status { status: 404, .. }) => return Ok(None),
+            Err(failure) => return Err(error::map(failure)),
+        };
+        let header = |name: &str| {
+            stamp
+                .headers
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .ok_or_else(|| protocol(format!("a revision was answered without {name}")))
+        };
+        let number = |name: &str| {
+            header(name)?
+                .parse::<u64>()
+                .map_err(|_| protocol(format!("a revision was answered with a bad {name}")))
+        };
+        let last_modified = humantime::parse_rfc3339_weak(header(headers::LAST_MODIFIED_PRECISE)?)
+            .map_err(|_| protocol("a revision was answered with a bad time".into()))?;
+        Ok(Some(Entry {
+            metadata: Metadata {
+                id: id.to_owned(),
+                collection: collection.to_owned(),
+                change_vector: change_vector.clone(),
+                revision: number("folio-revision")?,
+                etag: number("folio-etag")?,
+                last_modified,
+            },
+            document: document.get().to_owned(),
+        }))
+    }
+
     /// `GET /db/{db}/changes` with `timeout=0`.
     async fn changes(
         &self,
@@ -888,6 +975,8 @@ struct Stamp {
     replayed: bool,
     /// `Folio-Position`.
     position: Option<HeaderValue>,
+    /// Every header of the answer.
+    headers: hyper::HeaderMap,
 }
 
 #[cfg(test)]

@@ -46,7 +46,7 @@ pub(crate) fn entry_body(entry: Entry) -> ApiResult<EntryBody> {
 }
 
 /// `ETag`, `Last-Modified`, `Folio-Revision`, `Folio-Etag` of a version.
-fn version_headers(metadata: &Metadata) -> HeaderMap {
+pub(crate) fn version_headers(metadata: &Metadata) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(header::ETAG, etag_header(&metadata.change_vector));
     if let Ok(value) = HeaderValue::from_str(&httpdate::fmt_http_date(metadata.last_modified)) {

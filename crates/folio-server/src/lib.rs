@@ -20,6 +20,7 @@ pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod responses;
+pub mod revisions;
 pub mod state;
 pub mod studio;
 
@@ -51,6 +52,18 @@ pub fn router(state: AppState) -> Router {
         .route("/db/{db}/query", post(batch::query))
         .route("/db/{db}/changes", get(changes::changes))
         .route("/db/{db}/collections", get(documents::list_collections))
+        .route(
+            "/db/{db}/collections/{collection}/config",
+            get(revisions::get_config).put(revisions::put_config),
+        )
+        .route(
+            "/db/{db}/docs/{collection}/{id}/revisions",
+            get(revisions::list_revisions),
+        )
+        .route(
+            "/db/{db}/docs/{collection}/{id}/revisions/{change_vector}",
+            get(revisions::get_revision),
+        )
         .route("/db/{db}/backup", get(backup::backup))
         .route("/db/{db}/restore", post(backup::restore))
         .route("/db/{db}/export", get(backup::export))

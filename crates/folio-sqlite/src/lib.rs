@@ -53,9 +53,9 @@ use async_trait::async_trait;
 use std::time::Duration;
 
 use folio_core::{
-    Batch, ChangeHorizon, ChangesPage, CollectionCount, CommitResult, Committed, DatabaseId,
-    Engine, EngineRef, Entry, Error, FieldPath, Metadata, Query, QueryResult, Reads, Result,
-    validate,
+    Batch, ChangeHorizon, ChangeVector, ChangesPage, CollectionConfig, CollectionCount,
+    CommitResult, Committed, DatabaseId, Engine, EngineRef, Entry, Error, FieldPath, Metadata,
+    Query, QueryResult, Reads, Result, RevisionsPage, validate,
 };
 
 use tokio::sync::oneshot;
@@ -483,6 +483,42 @@ impl Engine for SqliteEngine {
         let (reply, answer) = oneshot::channel();
         self.shared.writer.send(Request::Execute { sql, reply })?;
         answer.await.map_err(|_| closed())?
+    }
+
+    async fn configure(&self, collection: &str, config: &CollectionConfig) -> Result<()> {
+        validate::collection(collection)?;
+        config.validate()?;
+        let (reply, answer) = oneshot::channel();
+        self.shared.writer.send(Request::Configure {
+            collection: collection.to_owned(),
+            config: config.clone(),
+            reply,
+        })?;
+        let verdict = answer.await.map_err(|_| closed())??;
+        verdict.map(drop).map_err(Error::from)
+    }
+
+    async fn configuration(&self, collection: &str) -> Result<CollectionConfig> {
+        self.read_configuration(collection).await
+    }
+
+    async fn revisions(
+        &self,
+        collection: &str,
+        id: &str,
+        start: u64,
+        take: u32,
+    ) -> Result<RevisionsPage> {
+        self.read_revisions(collection, id, start, take).await
+    }
+
+    async fn revision(
+        &self,
+        collection: &str,
+        id: &str,
+        change_vector: &ChangeVector,
+    ) -> Result<Option<Entry>> {
+        self.read_revision(collection, id, change_vector).await
     }
 
     async fn changes(

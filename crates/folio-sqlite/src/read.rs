@@ -11,8 +11,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use folio_core::{
-    Change, ChangeKind, ChangeVector, ChangesPage, CollectionCount, DatabaseId, Entry, Metadata,
-    Query, QueryResult, Result, time_from_millis, validate,
+    Change, ChangeKind, ChangeVector, ChangesPage, CollectionConfig, CollectionCount, DatabaseId,
+    Entry, Error, Metadata, Query, QueryResult, Result, Revision, RevisionsPage, time_from_millis,
+    validate,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -523,3 +524,120 @@ fn read_changes(
 /// Reads one document (columns as `query::ENTRY_COLUMNS`).
 const GET_DOCUMENT: &str = "SELECT id, etag, revision, last_modified, json(data) FROM documents \
                             WHERE collection = ?1 AND id = ?2";
+
+impl SqliteEngine {
+    /// `collection`'s configuration, as committed.
+    pub(crate) async fn read_configuration(&self, collection: &str) -> Result<CollectionConfig> {
+        validate::collection(collection)?;
+        let collection = collection.to_owned();
+        self.read_blocking(move |connection, _| {
+            let json: Option<String> = connection
+                .prepare_cached("SELECT config FROM folio_collections WHERE collection = ?1")
+                .and_then(|mut statement| {
+                    statement
+                        .query_row([&collection], |row| row.get(0))
+                        .optional()
+                })
+                .map_err(|e| storage("reading a collection's configuration", e))?;
+            json.map_or(Ok(CollectionConfig::default()), |json| {
+                serde_json::from_str(&json).map_err(|error| {
+                    Error::Engine(folio_core::EngineError::new(
+                        folio_core::EngineErrorKind::Corrupt,
+                        format!("the configuration of collection {collection} is damaged: {error}"),
+                    ))
+                })
+            })
+        })
+        .await
+    }
+
+    /// A page of the kept versions of `collection/id`, newest first, and
+    /// how many are kept (one snapshot).
+    pub(crate) async fn read_revisions(
+        &self,
+        collection: &str,
+        id: &str,
+        start: u64,
+        take: u32,
+    ) -> Result<RevisionsPage> {
+        validate::collection(collection)?;
+        validate::id(id)?;
+        folio_core::validate_page(take)?;
+        let (collection, id) = (collection.to_owned(), id.to_owned());
+        let start = i64::try_from(start).unwrap_or(i64::MAX);
+        self.read_blocking(move |connection, database| {
+            let snapshot = connection
+                .unchecked_transaction()
+                .map_err(|e| storage("beginning a read", e))?;
+            let items = snapshot
+                .prepare_cached(
+                    "SELECT etag, revision, last_modified, deleted FROM revisions \
+                     WHERE collection = ?1 AND id = ?2 ORDER BY etag DESC LIMIT ?3 OFFSET ?4",
+                )
+                .and_then(|mut statement| {
+                    statement
+                        .query_map(params![collection, id, take, start], |row| {
+                            let etag: i64 = row.get(0)?;
+                            Ok(Revision {
+                                change_vector: change_vector(etag, database),
+                                revision: u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0),
+                                etag: u64::try_from(etag).unwrap_or(0),
+                                last_modified: time_from_millis(row.get(2)?),
+                                deleted: row.get(3)?,
+                            })
+                        })?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(|e| storage("reading revisions", e))?;
+            let total: i64 = snapshot
+                .prepare_cached("SELECT count(*) FROM revisions WHERE collection = ?1 AND id = ?2")
+                .and_then(|mut statement| {
+                    statement.query_row(params![collection, id], |row| row.get(0))
+                })
+                .map_err(|e| storage("counting revisions", e))?;
+            snapshot.commit().map_err(|e| storage("ending a read", e))?;
+            Ok(RevisionsPage {
+                items,
+                total: u64::try_from(total).unwrap_or(0),
+            })
+        })
+        .await
+    }
+
+    /// The kept version `change_vector` of `collection/id` with its document
+    /// (`None`: not kept, a deletion, or a change vector of another
+    /// database).
+    pub(crate) async fn read_revision(
+        &self,
+        collection: &str,
+        id: &str,
+        change_vector: &ChangeVector,
+    ) -> Result<Option<Entry>> {
+        validate::collection(collection)?;
+        validate::id(id)?;
+        let Some(etag) = change_vector
+            .etag_in(&self.shared.database_id)
+            .and_then(|etag| i64::try_from(etag).ok())
+        else {
+            return Ok(None);
+        };
+        let collection = collection.to_owned();
+        let id = id.to_owned();
+        self.read_blocking(move |connection, database| {
+            connection
+                .prepare_cached(
+                    "SELECT id, etag, revision, last_modified, json(data) FROM revisions \
+                     WHERE collection = ?1 AND id = ?2 AND etag = ?3 AND NOT deleted",
+                )
+                .and_then(|mut statement| {
+                    statement
+                        .query_row(params![collection, id, etag], |row| {
+                            entry_from_row(row, &collection, database)
+                        })
+                        .optional()
+                })
+                .map_err(|e| storage("reading a revision", e))
+        })
+        .await
+    }
+}

@@ -13,6 +13,8 @@
 //!   `documents`; a trigger makes SQLite journal every statement's pages,
 //!   and layout 3 dropped them).
 //! * `folio_meta`: key/value settings, among them the database id.
+//! * `folio_collections`, `revisions`: collection configurations and the
+//!   kept versions of documents ([`LAYOUT_V6`]).
 //! * `folio_counters`: `last_etag`, the last etag issued as of layout 2
 //!   (written once per group then). Since layout 3 the last etag is the
 //!   feed's ([`LAST_ETAG`]): every write that keeps its etag is in it.
@@ -33,8 +35,9 @@ use crate::error::storage;
 /// Layout 4 changes no table: its pages reserve 8 bytes for a checksum
 /// (`vfs.rs`; `file.rs` converts older files). Its number keeps an older
 /// Folio, which would write pages without checksums, from opening it.
-/// Layout 5 adds `folio_batches` ([`LAYOUT_V5`]).
-const LAYOUT_VERSION: i64 = 5;
+/// Layout 5 adds `folio_batches` ([`LAYOUT_V5`]), layout 6 collection
+/// configurations and revisions ([`LAYOUT_V6`]).
+const LAYOUT_VERSION: i64 = 6;
 
 const LAYOUT_V1: &str = "
 CREATE TABLE folio_meta (
@@ -109,6 +112,28 @@ CREATE TABLE folio_batches (
 CREATE INDEX folio_batches_by_time ON folio_batches (committed_at);
 ";
 
+/// Version 6: each collection's configuration (`CollectionConfig`, JSON)
+/// and the kept versions of documents (`folio_core::Revision`): one row
+/// per version kept (`data`: its JSONB; none for a deletion), stored in
+/// the order of `(collection, id, etag)` (one B-tree: a kept version costs
+/// one more page written per commit, not two).
+const LAYOUT_V6: &str = "
+CREATE TABLE folio_collections (
+    collection TEXT PRIMARY KEY,
+    config     TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE revisions (
+    collection    TEXT    NOT NULL,
+    id            TEXT    NOT NULL,
+    etag          INTEGER NOT NULL,
+    revision      INTEGER NOT NULL,
+    last_modified INTEGER NOT NULL,
+    deleted       INTEGER NOT NULL,
+    data          BLOB,
+    PRIMARY KEY (collection, id, etag)
+) WITHOUT ROWID;
+";
+
 /// The last etag any committed write took: the feed's newest (an
 /// `INTEGER PRIMARY KEY`, so one B-tree step), or what layout 2 recorded.
 pub(crate) const LAST_ETAG: &str = "SELECT max(\
@@ -181,6 +206,11 @@ pub(crate) fn open(connection: &mut Connection) -> Result<Opened> {
         transaction
             .execute_batch(LAYOUT_V5)
             .map_err(|e| storage("adding the record of committed batches", e))?;
+    }
+    if version < 6 {
+        transaction
+            .execute_batch(LAYOUT_V6)
+            .map_err(|e| storage("adding collection configurations and revisions", e))?;
     }
     if version < LAYOUT_VERSION {
         transaction

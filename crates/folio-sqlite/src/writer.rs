@@ -28,6 +28,7 @@
 //! No waiting is added to gather a group: while one group syncs, the next
 //! one queues up by itself, so the group grows with the load.
 
+use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -36,9 +37,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use folio_core::{
-    Batch, BatchId, Command, CommandKind, CommandResult, CommitResult, Committed, ConcurrencyError,
-    Conflict, DatabaseId, Entry, Error, Expectation, Metadata, Result, StoredDocument,
-    millis_since_epoch, time_from_millis,
+    Batch, BatchId, CollectionConfig, Command, CommandKind, CommandResult, CommitResult, Committed,
+    ConcurrencyError, Conflict, DatabaseId, Entry, Error, Expectation, Metadata, Result,
+    StoredDocument, millis_since_epoch, time_from_millis,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
@@ -79,6 +80,13 @@ pub(crate) enum Request {
     Execute {
         sql: String,
         reply: oneshot::Sender<Result<()>>,
+    },
+    /// Replace a collection's configuration, in a transaction of its own
+    /// after the group gathered so far, answered once durable.
+    Configure {
+        collection: String,
+        config: CollectionConfig,
+        reply: oneshot::Sender<CommitResult>,
     },
 }
 
@@ -164,6 +172,7 @@ impl Writer {
             })
             .unwrap_or(true);
         readers_tombstones.store(tombstones, Ordering::Release);
+        let revisions = kept_revisions(&connection)?;
         let state = WriterState {
             connection,
             database_id,
@@ -185,6 +194,7 @@ impl Writer {
             max_batches_per_group: max_batches_per_group.max(1),
             batch_retention,
             pruned_at: 0,
+            revisions,
         };
         let thread = std::thread::Builder::new()
             .name("folio-sqlite-writer".into())
@@ -266,6 +276,9 @@ struct WriterState {
     batch_retention: Duration,
     /// When the writer last deleted ids older than the retention (ms).
     pruned_at: i64,
+    /// How many versions each collection with revisions on keeps
+    /// (`folio_collections`), as committed.
+    revisions: HashMap<String, u32>,
 }
 
 /// How often the writer deletes the ids of committed batches older than
@@ -316,6 +329,14 @@ impl WriterState {
                             .map_err(|e| storage("creating an index", e));
                         let _ = reply.send(result);
                     }
+                    Request::Configure {
+                        collection,
+                        config,
+                        reply,
+                    } => {
+                        self.commit_group(&mut group);
+                        self.configure(collection, config, reply);
+                    }
                 }
                 if group.len() < self.max_batches_per_group {
                     match receiver.try_recv() {
@@ -327,6 +348,56 @@ impl WriterState {
             self.commit_group(&mut group);
         }
         self.close();
+    }
+
+    /// Replaces `collection`'s configuration in a transaction of its own;
+    /// the syncers answer once it is durable. The writes after it follow
+    /// it.
+    fn configure(
+        &mut self,
+        collection: String,
+        config: CollectionConfig,
+        reply: oneshot::Sender<CommitResult>,
+    ) {
+        if let Some(refusal) = self.health.refusal() {
+            let _ = reply.send(Err(refusal));
+            return;
+        }
+        let json = serde_json::to_string(&config).expect("a configuration serializes");
+        let written = self
+            .execute("BEGIN IMMEDIATE", "starting a transaction")
+            .and_then(|()| {
+                self.connection
+                    .prepare_cached(
+                        "INSERT INTO folio_collections (collection, config) VALUES (?1, ?2) \
+                         ON CONFLICT (collection) DO UPDATE SET config = excluded.config",
+                    )
+                    .and_then(|mut statement| statement.execute(params![collection, json]))
+                    .map(drop)
+                    .map_err(|e| storage("writing a collection's configuration", e))
+            })
+            .and_then(|()| self.execute("COMMIT", "committing"));
+        match written {
+            Ok(()) => {
+                match config.revisions.keep {
+                    0 => self.revisions.remove(&collection),
+                    keep => self.revisions.insert(collection, keep),
+                };
+                self.commits.committed();
+                self.acknowledger.acknowledge(
+                    vec![(reply, Ok(Ok(Committed::default())))],
+                    self.last_etag,
+                    Box::new(()),
+                );
+            }
+            Err(error) => {
+                if !self.connection.is_autocommit() {
+                    let _ = self.execute("ROLLBACK", "rolling back");
+                }
+                self.health.note(&error);
+                let _ = reply.send(Err(error));
+            }
+        }
     }
 
     /// Once every batch is answered, copies the log into the database
@@ -647,6 +718,16 @@ impl WriterState {
                     };
                     let etag = self.next_etag();
                     let revision = self.put(collection, id, &encoded.jsonb, expect, etag, now)?;
+                    if let Some(revision) = revision {
+                        self.keep_revision(
+                            collection,
+                            id,
+                            etag,
+                            revision,
+                            now,
+                            Some(&encoded.jsonb),
+                        )?;
+                    }
                     revision.map(|revision| {
                         let metadata = Metadata {
                             change_vector: change_vector(etag, &self.database_id),
@@ -669,7 +750,7 @@ impl WriterState {
                 }
                 CommandKind::Delete => {
                     let etag = self.next_etag();
-                    let deleted = self.delete(collection, id, expect, etag)?;
+                    let deleted = self.delete(collection, id, expect, etag, now)?;
                     deleted.map(|deleted| {
                         if !deleted {
                             // Nothing was there: no version, no tombstone
@@ -874,6 +955,7 @@ impl WriterState {
         id: &str,
         expect: &Expectation,
         etag: i64,
+        now: i64,
     ) -> Result<Option<bool>> {
         let deleted: Option<i64> = match expect {
             Expectation::Missing => {
@@ -926,12 +1008,48 @@ impl WriterState {
                     .and_then(|mut statement| statement.execute(params![etag, collection, id]))
                     .map_err(|e| storage("recording a delete", e))?;
                 self.record_change(DELETE, etag, collection, id, revision)?;
+                self.keep_revision(collection, id, etag, revision, now, None)?;
                 Ok(Some(true))
             }
         }
     }
 
     /// The etag of the stored document, `None` when it does not exist.
+    /// Keeps the version `etag` of `collection/id` (`data`: its JSONB;
+    /// `None`: its deletion) when the collection keeps revisions, and drops
+    /// the oldest beyond what it keeps; in the write's transaction.
+    fn keep_revision(
+        &self,
+        collection: &str,
+        id: &str,
+        etag: i64,
+        revision: i64,
+        now: i64,
+        data: Option<&[u8]>,
+    ) -> Result<()> {
+        let Some(&keep) = self.revisions.get(collection) else {
+            return Ok(());
+        };
+        self.connection
+            .prepare_cached(
+                "INSERT INTO revisions (collection, id, etag, revision, last_modified, deleted, data) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![collection, id, etag, revision, now, data.is_none(), data])
+            })
+            .and_then(|_| {
+                self.connection.prepare_cached(
+                    "DELETE FROM revisions WHERE collection = ?1 AND id = ?2 AND etag <= \
+                     (SELECT etag FROM revisions WHERE collection = ?1 AND id = ?2 \
+                      ORDER BY etag DESC LIMIT 1 OFFSET ?3)",
+                )
+            })
+            .and_then(|mut statement| statement.execute(params![collection, id, keep]))
+            .map(drop)
+            .map_err(|e| storage("keeping a revision", e))
+    }
+
     /// Appends a write to the changes feed (`schema.rs`), in the write's
     /// transaction.
     fn record_change(
@@ -1336,6 +1454,32 @@ fn group_failure(error: &folio_core::Error) -> folio_core::Error {
         failure = failure.with_source(cause);
     }
     folio_core::Error::Engine(failure)
+}
+
+/// How many versions each collection with revisions on keeps, as stored.
+fn kept_revisions(connection: &Connection) -> Result<HashMap<String, u32>> {
+    let mut statement = connection
+        .prepare("SELECT collection, config FROM folio_collections")
+        .map_err(|e| storage("reading collection configurations", e))?;
+    let rows = statement
+        .query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })
+        .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
+        .map_err(|e| storage("reading collection configurations", e))?;
+    let mut kept = HashMap::new();
+    for (collection, json) in rows {
+        let config: CollectionConfig = serde_json::from_str(&json).map_err(|error| {
+            Error::Engine(folio_core::EngineError::new(
+                folio_core::EngineErrorKind::Corrupt,
+                format!("the configuration of collection {collection} is damaged: {error}"),
+            ))
+        })?;
+        if config.revisions.keep > 0 {
+            kept.insert(collection, config.revisions.keep);
+        }
+    }
+    Ok(kept)
 }
 
 #[cfg(test)]

@@ -33,7 +33,8 @@ use crate::ChangeVector;
 ///
 /// * on the type: `collection = "name"` (default: the snake_case plural of
 ///   the type name, `OrderLine` → `order_lines`), `optimistic_concurrency`
-///   (or `optimistic_concurrency = false`) to opt the type in or out;
+///   (or `optimistic_concurrency = false`) to opt the type in or out,
+///   `revisions = N` to keep the last N versions of each document;
 /// * on fields: `id` (a `String`; a field named `id` is used when no field
 ///   has the attribute), `change_vector` (an `Option<ChangeVector>`, which
 ///   must be `#[serde(skip)]`), `revision` (a `u64`, `#[serde(skip)]`).
@@ -48,6 +49,13 @@ pub trait Document: Serialize + DeserializeOwned + Send + 'static {
     /// The type's own concurrency setting (`None`: not set; the store's
     /// configuration and default decide).
     const OPTIMISTIC_CONCURRENCY: Option<bool> = None;
+
+    /// The versions of each document the type's collection keeps
+    /// (`#[folio(revisions = N)]`; `None`: not set, the collection's own
+    /// configuration stands). A store sets it on the collection before its
+    /// first save of the type (the builder's
+    /// [`crate::DocumentConfig::revisions`] overrides it).
+    const REVISIONS: Option<u32> = None;
 
     /// The document's id (empty: not assigned yet).
     fn id(&self) -> &str;

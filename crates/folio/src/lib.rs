@@ -99,10 +99,11 @@ pub use admin::Admin;
 pub use changes::ChangeFeed;
 pub use document::{ConflictExt, Document};
 pub use folio_core::{
-    Batch, BatchId, Change, ChangeKind, ChangeVector, ChangesPage, CollectionCount, Command,
-    CommandKind, CommandResult, Committed, ConcurrencyError, Conflict, Engine, EngineError,
-    EngineErrorKind, EngineRef, Entry, Error, Expectation, FieldPath, InDoubt, Metadata, Op,
-    Position, Query, Reads, StoredDocument,
+    Batch, BatchId, Change, ChangeKind, ChangeVector, ChangesPage, CollectionConfig,
+    CollectionCount, Command, CommandKind, CommandResult, Committed, ConcurrencyError, Conflict,
+    Engine, EngineError, EngineErrorKind, EngineRef, Entry, Error, Expectation, FieldPath, InDoubt,
+    MAX_KEEP, MAX_REVISIONS_PAGE, Metadata, Op, Position, Query, Reads, Revision, RevisionsConfig,
+    RevisionsPage, StoredDocument,
 };
 pub use folio_derive::Document;
 #[cfg(feature = "postgres")]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use folio_core::{
     Batch, BatchId, ChangeVector, Command, CommandResult, Entry, Error, Expectation, Metadata,
-    Position, Reads, Result, validate,
+    Position, Reads, Result, Revision, validate,
 };
 use serde_json::Value;
 
@@ -91,6 +91,9 @@ pub struct Session {
     /// was given ([`Session::read_after`]); `None`: after the store's last
     /// save.
     reads: Option<Reads>,
+    /// Collections whose types declare revisions (`Document::REVISIONS`)
+    /// that the store sets before this session's next save.
+    declared: Vec<(&'static str, u32)>,
 }
 
 impl Session {
@@ -103,6 +106,7 @@ impl Session {
             next_sequence: 0,
             failed: None,
             reads: None,
+            declared: Vec::new(),
         }
     }
 
@@ -234,6 +238,102 @@ impl Session {
             .map(|metadata| metadata.change_vector))
     }
 
+    // ---- history -----------------------------------------------------------
+
+    /// Every kept version of document `id`, newest first, the current one
+    /// included (and a deletion, marked `deleted`): its history, when its
+    /// collection keeps revisions (`#[folio(revisions = N)]`, the
+    /// builder's [`crate::DocumentConfig::revisions`]); empty otherwise.
+    pub async fn revisions_for<T: Document>(&mut self, id: &str) -> Result<Vec<Revision>> {
+        validate::id(id)?;
+        let reader = self.reader()?;
+        let mut revisions: Vec<Revision> = Vec::new();
+        loop {
+            let page = reader
+                .revisions(
+                    T::COLLECTION,
+                    id,
+                    revisions.len() as u64,
+                    folio_core::MAX_REVISIONS_PAGE,
+                )
+                .await?;
+            let done = page.items.is_empty()
+                || revisions.len() as u64 + page.items.len() as u64 >= page.total;
+            revisions.extend(page.items);
+            if done {
+                return Ok(revisions);
+            }
+        }
+    }
+
+    /// The kept version `change_vector` of document `id` as `T` (its
+    /// version fields say which), or `None` when it is not kept (or is the
+    /// document's deletion). Not tracked: storing it is a new write.
+    pub async fn load_revision<T: Document>(
+        &mut self,
+        id: &str,
+        change_vector: &ChangeVector,
+    ) -> Result<Option<T>> {
+        validate::id(id)?;
+        let Some(entry) = self
+            .reader()?
+            .revision(T::COLLECTION, id, change_vector)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let version = (&entry.metadata.change_vector, entry.metadata.revision);
+        crate::document::decode(id, &entry.document, Some(version)).map(Some)
+    }
+
+    /// Queues a write of the kept version `change_vector` of document `id`
+    /// as its new version, conditional on the version now current: the
+    /// one this session knows, else the one stored now (a deleted document
+    /// must still be missing). Saved with the next
+    /// [`Session::save_changes`]; [`Error::NotFound`] when that version is
+    /// not kept.
+    pub async fn revert<T: Document>(
+        &mut self,
+        id: &str,
+        change_vector: &ChangeVector,
+    ) -> Result<()> {
+        validate::id(id)?;
+        let reader = self.reader()?;
+        let entry = reader
+            .revision(T::COLLECTION, id, change_vector)
+            .await?
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "{} #{id} keeps no version {change_vector} to revert to",
+                    T::TYPE_NAME
+                ))
+            })?;
+        // The version must still be a `T`.
+        crate::document::decode::<T>(id, &entry.document, None)?;
+        let known = self
+            .documents
+            .get(&(T::COLLECTION, id.to_owned()))
+            .map(|tracked| tracked.known.clone());
+        let current = match known {
+            Some(Known::Version(metadata)) => Expectation::version(metadata.change_vector),
+            Some(Known::Missing) => Expectation::Missing,
+            Some(Known::Unknown) | None => reader
+                .metadata(T::COLLECTION, &[id.to_owned()])
+                .await?
+                .pop()
+                .flatten()
+                .map_or(Expectation::Missing, |metadata| {
+                    Expectation::version(metadata.change_vector)
+                }),
+        };
+        self.note_declared::<T>();
+        let tracked = self.track::<T>(id.to_owned());
+        tracked.pending = Some(PendingWrite::Put(entry.document));
+        tracked.explicit = Some(current);
+        tracked.live = None;
+        Ok(())
+    }
+
     // ---- writes ------------------------------------------------------------
 
     /// Queues an insert or update of `doc` (pass `&mut doc` to see a
@@ -312,6 +412,14 @@ impl Session {
         let plan = self.plan()?;
         if plan.batch.is_empty() {
             return Ok(());
+        }
+        // Collections keep the revisions their types declare from the
+        // first save on.
+        for (collection, keep) in std::mem::take(&mut self.declared) {
+            if let Err(error) = self.store.ensure_revisions(collection, keep).await {
+                self.declared.push((collection, keep));
+                return Err(error);
+            }
         }
         // Every save carries an id: an engine whose commit ends in doubt
         // sends it again with it, and learns the outcome. A save that sends
@@ -435,6 +543,16 @@ impl Session {
         self.documents[&(T::COLLECTION, id.clone())].materialize::<T>(&id, stored_only)
     }
 
+    /// Notes that `T` declares revisions its collection must keep before
+    /// the next save.
+    fn note_declared<T: Document>(&mut self) {
+        if let Some(keep) = self.store.config.declared_revisions::<T>()
+            && !self.declared.contains(&(T::COLLECTION, keep))
+        {
+            self.declared.push((T::COLLECTION, keep));
+        }
+    }
+
     fn queue_put<T: Document>(
         &mut self,
         doc: impl Storable<T>,
@@ -450,6 +568,7 @@ impl Session {
             Ok((doc.id().to_owned(), json, doc.change_vector().cloned()))
         })?;
         let explicit = explicit.or(field_change_vector.map(Expectation::version));
+        self.note_declared::<T>();
         let tracked = self.track::<T>(id);
         tracked.pending = Some(PendingWrite::Put(json));
         tracked.explicit = explicit;
@@ -460,6 +579,7 @@ impl Session {
     fn queue_delete<T: Document>(&mut self, id: &str, explicit: Option<Expectation>) -> Result<()> {
         validate::collection(T::COLLECTION)?;
         validate::id(id)?;
+        self.note_declared::<T>();
         let tracked = self.track::<T>(id.to_owned());
         tracked.pending = Some(PendingWrite::Delete);
         tracked.explicit = explicit;

@@ -38,9 +38,32 @@ pub(crate) struct StoreInner {
     /// Where a session that saved nothing yet reads: after the store's
     /// last save (any node before the first).
     last_save: std::sync::Mutex<folio_core::Reads>,
+    /// The collections whose revisions this store has set as their types
+    /// declare (`Document::REVISIONS`).
+    configured: std::sync::Mutex<std::collections::HashSet<&'static str>>,
 }
 
 impl StoreInner {
+    /// Makes `collection` keep `keep` versions per document, once per
+    /// store: its configuration is read and written only when it says
+    /// otherwise.
+    pub(crate) async fn ensure_revisions(&self, collection: &'static str, keep: u32) -> Result<()> {
+        let done =
+            |configured: &std::collections::HashSet<&'static str>| configured.contains(collection);
+        if done(&self.configured.lock().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(());
+        }
+        let mut config = self.engine.configuration(collection).await?;
+        if config.revisions.keep != keep {
+            config.revisions.keep = keep;
+            self.engine.configure(collection, &config).await?;
+        }
+        self.configured
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(collection);
+        Ok(())
+    }
     /// Where a session that saved nothing yet reads.
     pub(crate) fn reads(&self) -> folio_core::Reads {
         self.last_save
@@ -72,6 +95,16 @@ impl StoreConfig {
             .get(&TypeId::of::<T>())
             .and_then(|config| config.optimistic_concurrency)
             .or(T::OPTIMISTIC_CONCURRENCY)
+    }
+
+    /// The versions per document `T` declares for its collection, when
+    /// the store did not set them when it opened (then `None`).
+    pub(crate) fn declared_revisions<T: Document>(&self) -> Option<u32> {
+        let configured = self
+            .documents
+            .get(&TypeId::of::<T>())
+            .is_some_and(|config| config.revisions.is_some());
+        T::REVISIONS.filter(|_| !configured)
     }
 }
 
@@ -111,6 +144,7 @@ impl DocumentStore {
                 config: StoreConfig::default(),
                 databases: Databases::Unknown,
                 last_save: std::sync::Mutex::new(folio_core::Reads::Any),
+                configured: Default::default(),
             }),
         }
     }
@@ -225,6 +259,7 @@ impl std::fmt::Debug for DocumentStore {
 pub struct DocumentConfig {
     optimistic_concurrency: Option<bool>,
     indexes: Vec<String>,
+    revisions: Option<u32>,
 }
 
 impl DocumentConfig {
@@ -238,6 +273,14 @@ impl DocumentConfig {
     /// Creates an index on the dotted field `path` when the store opens.
     pub fn index(mut self, path: &str) -> Self {
         self.indexes.push(path.to_owned());
+        self
+    }
+
+    /// Makes the type's collection keep the last `keep` versions of each
+    /// document (0: none), set when the store opens, overriding the type's
+    /// `#[folio(revisions = N)]`. At most [`folio_core::MAX_KEEP`].
+    pub fn revisions(mut self, keep: u32) -> Self {
+        self.revisions = Some(keep);
         self
     }
 }
@@ -273,6 +316,8 @@ pub struct DocumentStoreBuilder {
     embedded: EmbeddedOptions,
     config: StoreConfig,
     documents: Vec<(&'static str, Vec<String>)>,
+    /// The collections whose revisions the store sets when it opens.
+    revisions: Vec<(&'static str, u32)>,
 }
 
 impl DocumentStoreBuilder {
@@ -337,6 +382,11 @@ impl DocumentStoreBuilder {
                 .unwrap_or_default(),
         );
         self.documents.push((T::COLLECTION, config.indexes.clone()));
+        if let Some(keep) = config.revisions {
+            self.revisions
+                .retain(|(collection, _)| *collection != T::COLLECTION);
+            self.revisions.push((T::COLLECTION, keep));
+        }
         self.config.documents.insert(TypeId::of::<T>(), config);
         self
     }
@@ -377,14 +427,19 @@ impl DocumentStoreBuilder {
         for (collection, path) in &indexes {
             engine.ensure_index(collection, path).await?;
         }
-        Ok(DocumentStore {
+        let store = DocumentStore {
             inner: Arc::new(StoreInner {
                 engine,
                 config: self.config,
                 databases,
                 last_save: std::sync::Mutex::new(folio_core::Reads::Any),
+                configured: Default::default(),
             }),
-        })
+        };
+        for (collection, keep) in self.revisions {
+            store.inner.ensure_revisions(collection, keep).await?;
+        }
+        Ok(store)
     }
 }
 

@@ -145,6 +145,37 @@ impl<W: Wrapper> Engine for Wrapped<W> {
         self.0.inner().ensure_index(collection, path).await
     }
 
+    async fn configure(
+        &self,
+        collection: &str,
+        config: &folio_core::CollectionConfig,
+    ) -> Result<()> {
+        self.0.inner().configure(collection, config).await
+    }
+
+    async fn configuration(&self, collection: &str) -> Result<folio_core::CollectionConfig> {
+        self.0.inner().configuration(collection).await
+    }
+
+    async fn revisions(
+        &self,
+        collection: &str,
+        id: &str,
+        start: u64,
+        take: u32,
+    ) -> Result<folio_core::RevisionsPage> {
+        self.0.inner().revisions(collection, id, start, take).await
+    }
+
+    async fn revision(
+        &self,
+        collection: &str,
+        id: &str,
+        change_vector: &folio_core::ChangeVector,
+    ) -> Result<Option<Entry>> {
+        self.0.inner().revision(collection, id, change_vector).await
+    }
+
     async fn changes(
         &self,
         since: u64,

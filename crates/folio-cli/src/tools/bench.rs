@@ -79,6 +79,11 @@ pub struct BenchArgs {
     /// Start measuring without reading the data set first (caches cold).
     #[arg(long)]
     pub cold: bool,
+    /// Versions each document of the data set keeps (its collection's
+    /// revisions; 0: none). Set on every run, so a run without it has them
+    /// off.
+    #[arg(long, default_value_t = 0)]
+    pub revisions: u32,
     /// Print one JSON object instead of the text report.
     #[arg(long)]
     pub json: bool,
@@ -143,6 +148,8 @@ pub struct Report {
     /// `"loaded"` when this run loaded the data set, `"reused"` when the
     /// database already held it.
     pub dataset: &'static str,
+    /// The versions each document kept during the run (0: revisions off).
+    pub revisions: u32,
     /// Operations completed (successes + conflicts).
     pub ops: u64,
     /// Operations that did what they meant to (a read, a saved change).
@@ -171,14 +178,18 @@ impl Report {
     pub fn write_text(&self, out: &mut impl Write) -> std::io::Result<()> {
         writeln!(
             out,
-            "folio bench {} on {}: {} clients, {:.1} s, {} documents of ~{} bytes ({})",
+            "folio bench {} on {}: {} clients, {:.1} s, {} documents of ~{} bytes ({}){}",
             self.workload,
             self.target,
             self.clients,
             self.elapsed_s,
             self.docs,
             self.doc_size,
-            self.dataset
+            self.dataset,
+            match self.revisions {
+                0 => String::new(),
+                keep => format!(", keeping {keep} revisions"),
+            }
         )?;
         writeln!(
             out,
@@ -239,6 +250,14 @@ pub async fn measure(args: &BenchArgs) -> Result<Report, String> {
         .await
         .map_err(|message| format!("cannot open {message}"))?;
     let dataset = prepare(&store, args.docs, args.doc_size).await?;
+    store
+        .engine()
+        .configure(
+            Account::COLLECTION,
+            &folio::CollectionConfig::revisions(args.revisions),
+        )
+        .await
+        .map_err(|error| format!("setting the revisions kept failed: {error}"))?;
     if !args.cold {
         warm(&store, args.docs).await?;
     }
@@ -254,6 +273,7 @@ pub async fn measure(args: &BenchArgs) -> Result<Report, String> {
         docs: args.docs,
         doc_size: args.doc_size,
         dataset,
+        revisions: args.revisions,
         ops: run.successes + run.conflicts,
         successes: run.successes,
         conflicts: run.conflicts,

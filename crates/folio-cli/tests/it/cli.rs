@@ -498,3 +498,80 @@ async fn a_write_sent_again_with_its_key_is_applied_once() {
         "{bad:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_revisions_and_revert_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let config = folio(
+        &server,
+        &["config", "people", r#"{"revisions":{"keep":10}}"#],
+        "",
+    )
+    .await;
+    assert_eq!(
+        stdout_json(&config),
+        serde_json::json!({ "revisions": { "keep": 10 } })
+    );
+    let bad = folio(
+        &server,
+        &["config", "people", r#"{"revisions":{"keep":-1}}"#],
+        "",
+    )
+    .await;
+    assert_eq!(bad.status.code(), Some(1), "{bad:?}");
+    let shown = folio(&server, &["config", "people"], "").await;
+    assert_eq!(stdout_json(&shown)["revisions"]["keep"], 10);
+
+    let mut versions = Vec::new();
+    for name in ["one", "two", "three"] {
+        let put = folio(
+            &server,
+            &["put", "people", "p1"],
+            &format!(r#"{{"name":"{name}"}}"#),
+        )
+        .await;
+        versions.push(
+            stdout_json(&put)["change_vector"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let listed = folio(&server, &["revisions", "people", "p1"], "").await;
+    assert!(listed.status.success(), "{listed:?}");
+    let lines: Vec<Vec<String>> = String::from_utf8(listed.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| line.split('\t').map(str::to_owned).collect())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0][0], "3");
+    assert_eq!(lines[0][1], versions[2]);
+    assert_eq!(lines[2][1], versions[0]);
+    assert!(lines[0][2].ends_with('Z'));
+
+    let old = folio(&server, &["revisions", "people", "p1", &versions[0]], "").await;
+    assert_eq!(stdout_json(&old), serde_json::json!({ "name": "one" }));
+    let missing = folio(&server, &["revisions", "people", "p1", "A:999-nope"], "").await;
+    assert_eq!(missing.status.code(), Some(3), "{missing:?}");
+
+    let reverted = folio(&server, &["revert", "people", "p1", &versions[0]], "").await;
+    assert_eq!(stdout_json(&reverted)["revision"], 4);
+    let now = folio(&server, &["get", "people", "p1"], "").await;
+    assert_eq!(stdout_json(&now), serde_json::json!({ "name": "one" }));
+    let unknown = folio(&server, &["revert", "people", "p1", "A:999-nope"], "").await;
+    assert_eq!(unknown.status.code(), Some(3), "{unknown:?}");
+
+    // Deleted: the history stays, and a revert brings it back.
+    let deleted = folio(&server, &["delete", "people", "p1"], "").await;
+    assert!(deleted.status.success(), "{deleted:?}");
+    let listed = folio(&server, &["revisions", "people", "p1"], "").await;
+    let text = String::from_utf8(listed.stdout).unwrap();
+    assert!(
+        text.lines().next().unwrap().ends_with("\tdeleted"),
+        "{text}"
+    );
+    let back = folio(&server, &["revert", "people", "p1", &versions[1]], "").await;
+    assert_eq!(stdout_json(&back)["revision"], 1);
+}

@@ -128,8 +128,54 @@ fn expect(step: &mut Step, line: &str) {
 }
 
 /// `line` with the database id of every change vector (`A:<n>-<id>`)
-/// replaced by `ID`, and trimmed.
+/// replaced by `ID`, every RFC 3339 time by `TIME`, and trimmed.
 fn normalized(line: &str) -> String {
+    without_times(&without_database_ids(line))
+}
+
+/// `line` with every RFC 3339 time in UTC (`2026-12-07T10:00:00.000Z`)
+/// replaced by `TIME`.
+fn without_times(line: &str) -> String {
+    const SHAPE: &[u8] = b"dddd-dd-ddTdd:dd:dd";
+    let bytes = line.as_bytes();
+    let mut out = String::with_capacity(line.len());
+    let mut at = 0;
+    let mut copied = 0;
+    while at + SHAPE.len() <= bytes.len() {
+        let fits = SHAPE
+            .iter()
+            .zip(&bytes[at..])
+            .all(|(shape, byte)| match shape {
+                b'd' => byte.is_ascii_digit(),
+                other => other == byte,
+            });
+        if !fits {
+            at += 1;
+            continue;
+        }
+        let mut end = at + SHAPE.len();
+        if bytes.get(end) == Some(&b'.') {
+            end += 1;
+            while bytes.get(end).is_some_and(u8::is_ascii_digit) {
+                end += 1;
+            }
+        }
+        if bytes.get(end) != Some(&b'Z') {
+            at += 1;
+            continue;
+        }
+        out.push_str(&line[copied..at]);
+        out.push_str("TIME");
+        at = end + 1;
+        copied = at;
+    }
+    out.push_str(&line[copied..]);
+    out
+}
+
+/// `line` with the database id of every change vector (`A:<n>-<id>`)
+/// replaced by `ID`, and trimmed.
+fn without_database_ids(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
     let mut rest = line.trim();
     while let Some(start) = rest.find("A:") {
@@ -279,6 +325,15 @@ fn transcripts_are_read_as_commands_and_outputs() {
         normalized(" etag: \"A:3-x1_-Z\", A:B "),
         "etag: \"A:3-ID\", A:B"
     );
+}
+
+#[test]
+fn times_and_database_ids_match_any() {
+    assert_eq!(
+        normalized(r#" {"cv":"A:12-Zz9_x","at":"2026-12-07T10:00:00.000Z","d":"2026-12-07"} "#),
+        r#"{"cv":"A:12-ID","at":"TIME","d":"2026-12-07"}"#
+    );
+    assert_eq!(normalized("1999-01-01T00:00:00Z."), "TIME.");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,6 +21,7 @@ mod patch;
 mod positions;
 mod preconditions;
 mod query;
+mod revisions;
 mod security;
 mod service;
 mod socket;

@@ -26,6 +26,9 @@
 //!   from outside and recovered from a crash copy;
 //! * `positions`: read-your-writes: every commit answers a position, and
 //!   reads after it see that write, on every engine;
+//! * `revisions`: kept versions per collection: across puts, deletes,
+//!   re-creation and refused batches, reverts and configuration, on every
+//!   engine;
 //! * `security`: hostile ids, collection names, paths, values and keys are
 //!   refused or taken literally, never executed;
 //! * `postgres`: PostgreSQL only: several engines (pools) and several OS
@@ -60,6 +63,7 @@ mod pg_terminate;
 mod positions;
 mod postgres;
 mod queries;
+mod revisions;
 mod security;
 mod sessions;
 mod snapshot;

@@ -1,0 +1,155 @@
+//! Revisions: the kept versions of documents, per collection, opt-in
+//! ([`CollectionConfig`]).
+//!
+//! With revisions on, every committed write of a collection keeps the
+//! version it writes, in the same transaction, beside the document (a
+//! delete keeps an item saying so): a document's history is its kept
+//! versions, newest first, the current one included, and it stays
+//! readable after the document is deleted. A refused batch keeps none.
+//! Each document keeps at most `keep` items; the oldest go first. Turning
+//! revisions off (`keep: 0`) stops recording and keeps what was kept.
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ChangeVector, Error, Result};
+
+/// The most versions a collection may keep per document.
+pub const MAX_KEEP: u32 = 10_000;
+
+/// The most revisions one page of [`crate::Engine::revisions`] holds.
+pub const MAX_REVISIONS_PAGE: u32 = 1000;
+
+/// A collection's configuration (`PUT /db/{db}/collections/{c}/config`):
+/// what the engine does with every write of the collection. Members that
+/// are absent are off.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectionConfig {
+    /// Revisions: the versions kept per document.
+    #[serde(default)]
+    pub revisions: RevisionsConfig,
+}
+
+/// How many versions of each document a collection keeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevisionsConfig {
+    /// The most versions kept per document, the current one included
+    /// (0: revisions off). At most [`MAX_KEEP`].
+    pub keep: u32,
+}
+
+impl CollectionConfig {
+    /// A configuration keeping `keep` versions per document.
+    pub fn revisions(keep: u32) -> Self {
+        CollectionConfig {
+            revisions: RevisionsConfig { keep },
+        }
+    }
+
+    /// Reads a configuration as the protocol writes it: a JSON object
+    /// (members that are absent are off, unknown ones refused), each
+    /// member an object too, every value in range.
+    pub fn from_json(json: &str) -> Result<Self> {
+        let refused = |why: String| {
+            Error::InvalidInput(format!(
+                "not a collection configuration ({{ \"revisions\": {{ \"keep\": N }} }}): {why}"
+            ))
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(json).map_err(|error| refused(error.to_string()))?;
+        let objects = value
+            .as_object()
+            .is_some_and(|members| members.values().all(serde_json::Value::is_object));
+        if !objects {
+            return Err(refused("it and its members are JSON objects".into()));
+        }
+        let config: CollectionConfig =
+            serde_json::from_value(value).map_err(|error| refused(error.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the values' ranges: [`Error::InvalidInput`] naming the one out
+    /// of range.
+    pub fn validate(&self) -> Result<()> {
+        if self.revisions.keep > MAX_KEEP {
+            return Err(Error::InvalidInput(format!(
+                "revisions.keep is {}; a collection keeps 0 (off) to {MAX_KEEP} versions per \
+                 document",
+                self.revisions.keep
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One kept version of a document, as a history lists it (the document
+/// itself: [`crate::Engine::revision`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revision {
+    /// The change vector of this version (of the delete, for a deletion).
+    pub change_vector: ChangeVector,
+    /// The document's revision number at this version (for a deletion,
+    /// that of the version deleted).
+    pub revision: u64,
+    /// The database-wide etag this version's write took.
+    pub etag: u64,
+    /// When it was written.
+    #[serde(with = "crate::rfc3339")]
+    pub last_modified: SystemTime,
+    /// Whether this item is the document's deletion (it has no document).
+    pub deleted: bool,
+}
+
+/// A page of a document's history ([`crate::Engine::revisions`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevisionsPage {
+    /// The kept versions of the page, newest first.
+    pub items: Vec<Revision>,
+    /// How many versions are kept in all.
+    pub total: u64,
+}
+
+/// Checks a page request of a history: `take` 1 to [`MAX_REVISIONS_PAGE`].
+pub fn validate_page(take: u32) -> Result<()> {
+    if take == 0 || take > MAX_REVISIONS_PAGE {
+        return Err(Error::InvalidInput(format!(
+            "take is {take}; a page of revisions holds 1 to {MAX_REVISIONS_PAGE}"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_configuration_reads_as_the_protocol_writes_it_and_refuses_the_rest() {
+        let config: CollectionConfig =
+            serde_json::from_str(r#"{ "revisions": { "keep": 100 } }"#).unwrap();
+        assert_eq!(config, CollectionConfig::revisions(100));
+        assert_eq!(
+            serde_json::from_str::<CollectionConfig>("{}").unwrap(),
+            CollectionConfig::default()
+        );
+        assert!(
+            serde_json::from_str::<CollectionConfig>(r#"{ "revision": { "keep": 1 } }"#).is_err()
+        );
+        assert!(
+            serde_json::from_str::<CollectionConfig>(r#"{ "revisions": { "keep": -1 } }"#).is_err()
+        );
+        assert!(CollectionConfig::revisions(MAX_KEEP).validate().is_ok());
+        assert!(
+            CollectionConfig::revisions(MAX_KEEP + 1)
+                .validate()
+                .is_err()
+        );
+        assert!(validate_page(0).is_err());
+        assert!(validate_page(MAX_REVISIONS_PAGE + 1).is_err());
+        assert!(validate_page(1).is_ok());
+    }
+}
