@@ -211,6 +211,8 @@ pub struct Conflict {
     actual: Option<ChangeVector>,
     #[serde(default)]
     current: Option<StoredDocument>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    overlaps: Vec<String>,
 }
 
 impl Conflict {
@@ -230,6 +232,7 @@ impl Conflict {
             expected,
             actual,
             current: None,
+            overlaps: Vec::new(),
         }
     }
 
@@ -287,6 +290,20 @@ impl Conflict {
     /// was made by [`Conflict::new`], without it).
     pub fn current(&self) -> Option<&StoredDocument> {
         self.current.as_ref()
+    }
+
+    /// The same conflict, naming the values (JSON Pointers) a three-way
+    /// merge found changed differently on both sides.
+    pub fn with_overlaps(mut self, overlaps: Vec<String>) -> Self {
+        self.overlaps = overlaps;
+        self
+    }
+
+    /// The JSON Pointers of the values changed differently by the refused
+    /// write and by the version stored now, when a merge was tried (`""`:
+    /// the whole document, as when it was deleted); empty otherwise.
+    pub fn overlaps(&self) -> &[String] {
+        &self.overlaps
     }
 
     /// Takes what is stored now ([`Conflict::current`]).

@@ -24,6 +24,7 @@ mod changes;
 mod engine;
 mod error;
 mod id;
+mod merge;
 mod metadata;
 mod position;
 mod query;
@@ -40,6 +41,7 @@ pub use changes::{Change, ChangeHorizon, ChangeKind, ChangesPage};
 pub use engine::{CollectionCount, CommitResult, Engine, EngineRef, QueryResult};
 pub use error::{ConcurrencyError, Conflict, EngineError, EngineErrorKind, Error, InDoubt};
 pub use id::generate_id;
+pub use merge::merge;
 pub use metadata::{
     Entry, Metadata, StoredDocument, millis_since_epoch, rfc3339, time_from_millis,
 };

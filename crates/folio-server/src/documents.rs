@@ -11,8 +11,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use folio_core::{
-    Batch, Command, CommandResult, Committed, Conflict, EngineRef, Entry, Expectation, Metadata,
-    StoredDocument, generate_id,
+    Batch, Command, CommandResult, Committed, ConcurrencyError, Conflict, EngineRef, Entry,
+    Expectation, Metadata, StoredDocument, generate_id,
 };
 use folio_protocol::{
     CollectionList, EntryBody, Evaluation, GetManyRequest, ListResponse, PatchFailure, PatchLimits,
@@ -27,6 +27,11 @@ use crate::extract::{
 };
 use crate::responses::{BodyRefusals, DatabaseRefusals, DocumentRefusals, WriteRefusals};
 use crate::state::AppState;
+
+/// `Prefer` (RFC 7240) and `Preference-Applied`.
+const PREFER: header::HeaderName = header::HeaderName::from_static("prefer");
+const PREFERENCE_APPLIED: header::HeaderName =
+    header::HeaderName::from_static("preference-applied");
 
 /// How long a write that reads the document before it writes (to judge
 /// its preconditions, or to patch it) keeps trying when the document
@@ -321,15 +326,21 @@ pub async fn get_document(
 }
 
 /// `PUT /db/{db}/docs/{collection}/{id}`.
-#[utoipa::path(put, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(DocumentPath, WriteKey), request_body(content = Object, content_type = "application/json", description = "the document, a JSON object"), responses((status = 200, description = "updated; the new metadata", body = Object), (status = 201, description = "created; the metadata", body = Object), (status = 412, description = "If-Match, If-Unmodified-Since or If-None-Match failed", content_type = "application/problem+json"), (status = 413, description = "body too large", content_type = "application/problem+json"), (status = 415, description = "not application/json", content_type = "application/problem+json"), (status = 428, description = "this collection requires If-Match with the version read to change a document", content_type = "application/problem+json"), DocumentRefusals, (status = 503, description = "the document kept changing while the preconditions were judged; try again", content_type = "application/problem+json"), WriteRefusals))]
+#[utoipa::path(put, path = "/db/{db}/docs/{collection}/{id}", tag = "documents", params(DocumentPath, WriteKey), request_body(content = Object, content_type = "application/json", description = "the document, a JSON object"), responses((status = 200, description = "updated; the new metadata", body = Object), (status = 201, description = "created; the metadata", body = Object), (status = 409, description = "Prefer: merge with If-Match: a value was changed both by the request and since its version (overlaps), or the document was deleted since", content_type = "application/problem+json"), (status = 412, description = "If-Match, If-Unmodified-Since or If-None-Match failed (with Prefer: merge, when the collection does not keep the If-Match version)", content_type = "application/problem+json"), (status = 413, description = "body too large", content_type = "application/problem+json"), (status = 415, description = "not application/json", content_type = "application/problem+json"), (status = 428, description = "this collection requires If-Match with the version read to change a document", content_type = "application/problem+json"), DocumentRefusals, (status = 503, description = "the document kept changing while the preconditions were judged; try again", content_type = "application/problem+json"), WriteRefusals))]
 pub async fn put_document(
     State(state): State<AppState>,
     Authorized(path, _): Write<DocumentPath>,
     Conditions(preconditions): Conditions,
     key: WriteKey,
+    request_headers: HeaderMap,
     JsonDocument(document): JsonDocument,
 ) -> ApiResult<Response> {
     let engine = state.databases().get(&path.db).await?;
+    if prefers_merge(&request_headers)
+        && let Some(Expectation::Version { change_vector }) = preconditions.without_reading()
+    {
+        return merge_put(&state, &engine, &path, &key, document, change_vector).await;
+    }
     let put = |expect| {
         Command::put(
             path.collection.clone(),
@@ -356,6 +367,113 @@ pub async fn put_document(
         StatusCode::OK
     };
     Ok(stamp.on(json_response(status, version_headers(&metadata), &metadata)))
+}
+
+/// Whether the request says `Prefer: merge` (RFC 7240; other preferences
+/// are ignored).
+fn prefers_merge(request_headers: &HeaderMap) -> bool {
+    request_headers
+        .get_all(PREFER)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|preference| {
+            preference
+                .split(';')
+                .next()
+                .is_some_and(|token| token.trim().eq_ignore_ascii_case("merge"))
+        })
+}
+
+/// `PUT` with `If-Match: "<base>"` and `Prefer: merge`: written as is when
+/// `base` is current; otherwise merged three ways with the version stored
+/// now (base: the kept version `base`, from the collection's revisions;
+/// mine: the request's document) and written conditional on it, again
+/// while it keeps changing (`503` when it does not stop). `200` with
+/// `Preference-Applied: merge` when merged; `409` naming the overlaps when
+/// both sides changed a value (`[""]` when the document was deleted);
+/// `412` as without the preference when `base` is not kept.
+async fn merge_put(
+    state: &AppState,
+    engine: &EngineRef,
+    path: &DocumentPath,
+    key: &WriteKey,
+    mine: String,
+    base: folio_core::ChangeVector,
+) -> ApiResult<Response> {
+    let mut document = mine.clone();
+    let mut expect = Expectation::version(base.clone());
+    let mut merged = false;
+    let mut retry = Retry::new();
+    loop {
+        let command = Command::put(
+            path.collection.clone(),
+            path.id.clone(),
+            document.clone(),
+            expect.clone(),
+        );
+        let refusal = match commit(state, engine, key.batch(vec![command], mine.as_bytes())).await?
+        {
+            Ok(committed) => {
+                let (result, stamp) = only(committed)?;
+                let CommandResult::Put(metadata) = result else {
+                    return Err(ApiError::Internal(folio_core::EngineErrorKind::Other));
+                };
+                let status = if metadata.revision == 1 {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                };
+                let mut response_headers = version_headers(&metadata);
+                if merged {
+                    response_headers.insert(PREFERENCE_APPLIED, HeaderValue::from_static("merge"));
+                }
+                return Ok(stamp.on(json_response(status, response_headers, &metadata)));
+            }
+            Err(refusal) => refusal,
+        };
+        let conflict = refusal.into_conflicts().swap_remove(0);
+        let kept = engine.revision(&path.collection, &path.id, &base).await?;
+        let Some(kept) = kept else {
+            let failure = PreconditionFailure {
+                detail: "If-Match: the document has changed since that version, which the \
+                         collection does not keep (its revisions), so it cannot be merged"
+                    .into(),
+                actual: conflict.actual().map(ToString::to_string),
+                conflict: None,
+            };
+            return Err(ApiError::PreconditionFailed(
+                failure.with_conflict(conflict),
+            ));
+        };
+        let Some(theirs) = conflict.current() else {
+            return Err(ApiError::Conflict(ConcurrencyError::new(vec![
+                conflict.with_overlaps(vec![String::new()]),
+            ])));
+        };
+        let parse = |json: &str| {
+            serde_json::from_str::<serde_json::Value>(json)
+                .map_err(|_| ApiError::Internal(folio_core::EngineErrorKind::Corrupt))
+        };
+        let (base_value, theirs_value) = (parse(&kept.document)?, parse(&theirs.document)?);
+        let mine_value: serde_json::Value =
+            serde_json::from_str(&mine).map_err(|error| ApiError::BadRequest(error.to_string()))?;
+        match folio_core::merge(&base_value, &theirs_value, &mine_value) {
+            Ok(value) => {
+                document = value.to_string();
+                expect = Expectation::version(theirs.change_vector.clone());
+                merged = true;
+            }
+            Err(overlaps) => {
+                return Err(ApiError::Conflict(ConcurrencyError::new(vec![
+                    conflict.with_overlaps(overlaps),
+                ])));
+            }
+        }
+        // Theirs may move again before the merge is written: then merge
+        // again, for a bounded time.
+        retry.again().await?;
+    }
 }
 
 fn precondition_required(collection: &str) -> ApiError {

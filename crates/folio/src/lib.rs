@@ -113,7 +113,7 @@ pub use folio_remote::{RemoteEngine, RemoteOptions};
 #[cfg(feature = "sqlite")]
 pub use folio_sqlite::{Durability, SqliteEngine, SqliteOptions};
 pub use location::Location;
-pub use options::{ConcurrencyChecks, SessionOptions, Tracking};
+pub use options::{ConcurrencyChecks, OnConflict, SessionOptions, Tracking};
 pub use query::DocumentQuery;
 pub use session::{Advanced, QuerySession, Session, Storable};
 pub use store::{DEFAULT_DATABASE, DocumentConfig, DocumentStore, DocumentStoreBuilder};
@@ -138,6 +138,8 @@ pub mod guide {
     pub struct Concurrency;
     #[doc = include_str!("../../../docs/guide/web-edit.md")]
     pub struct WebEdit;
+    #[doc = include_str!("../../../docs/guide/conflicts.md")]
+    pub struct Conflicts;
     #[doc = include_str!("../../../docs/guide/production.md")]
     pub struct Production;
 }

@@ -55,4 +55,24 @@ pub struct SessionOptions {
     pub concurrency_checks: ConcurrencyChecks,
     /// How read documents are remembered.
     pub tracking: Tracking,
+    /// What a save does when a document changed since the session read it.
+    pub on_conflict: OnConflict,
+}
+
+/// What `save_changes` does when a document it writes changed since the
+/// session read it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum OnConflict {
+    /// Refuse the save: `Error::Concurrency`, nothing written. The default.
+    #[default]
+    Fail,
+    /// Merge each such document three ways (base: the version the session
+    /// read; theirs: the one stored now, from the refusal; mine: the
+    /// session's) and save again, conditional on theirs, for a few rounds
+    /// while theirs keeps moving. Objects merge key by key, other values
+    /// whole ([`folio_core::merge`]). When a value was changed differently
+    /// on both sides, or a conflict is not a changed document (one created,
+    /// deleted, or only read), the save is refused as with `Fail`; the
+    /// conflicts that overlap list their paths (`Conflict::overlaps`).
+    Merge,
 }

@@ -11,17 +11,19 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use folio_core::{
-    Batch, BatchId, ChangeVector, Command, CommandResult, Entry, Error, Expectation, Metadata,
-    Position, Reads, Result, Revision, validate,
+    Batch, BatchId, ChangeVector, Command, CommandKind, CommandResult, ConcurrencyError, Entry,
+    Error, Expectation, Metadata, Position, Reads, Result, Revision, validate,
 };
 use serde_json::Value;
 
 use crate::query::DocumentQuery;
 use crate::store::StoreInner;
-use crate::{ConcurrencyChecks, Document, SessionOptions, Tracking};
+use crate::{ConcurrencyChecks, Document, OnConflict, SessionOptions, Tracking};
 
 /// A tracked document's key: collection and id.
 type Key = (&'static str, String);
+
+use std::collections::HashMap;
 
 /// What the session knows of the stored version of a document.
 #[derive(Clone, Debug)]
@@ -409,7 +411,7 @@ impl Session {
     /// sends them under the same id, so that a save that did commit is
     /// answered as such rather than as a conflict with itself.
     pub async fn save_changes(&mut self) -> Result<()> {
-        let plan = self.plan()?;
+        let mut plan = self.plan()?;
         if plan.batch.is_empty() {
             return Ok(());
         }
@@ -424,24 +426,34 @@ impl Session {
         // Every save carries an id: an engine whose commit ends in doubt
         // sends it again with it, and learns the outcome. A save that sends
         // again the batch of a failed one takes its id.
-        let fingerprint = plan.batch.fingerprint();
-        let id = match self.failed.take() {
-            Some((id, failed)) if failed == fingerprint => id,
-            _ => BatchId::new(),
-        };
-        let committed = match self
-            .store
-            .engine
-            .commit(plan.batch.with_id(id.clone()))
-            .await
-        {
-            Ok(Ok(committed)) => committed,
-            Ok(Err(conflict)) => return Err(Error::Concurrency(conflict)),
-            Err(error) => {
-                if !matches!(error, Error::InvalidInput(_) | Error::BatchIdReused(_)) {
-                    self.failed = Some((id, fingerprint));
+        let mut merges = Merges::default();
+        let committed = loop {
+            let fingerprint = plan.batch.fingerprint();
+            let id = match self.failed.take() {
+                Some((id, failed)) if failed == fingerprint => id,
+                _ => BatchId::new(),
+            };
+            match self
+                .store
+                .engine
+                .commit(plan.batch.clone().with_id(id.clone()))
+                .await
+            {
+                Ok(Ok(committed)) => break committed,
+                Ok(Err(refusal)) => {
+                    if self.options.on_conflict != OnConflict::Merge
+                        || merges.rounds == MERGE_ROUNDS
+                    {
+                        return Err(Error::Concurrency(refusal));
+                    }
+                    self.merge(&mut plan, &mut merges, refusal)?;
                 }
-                return Err(error);
+                Err(error) => {
+                    if !matches!(error, Error::InvalidInput(_) | Error::BatchIdReused(_)) {
+                        self.failed = Some((id, fingerprint));
+                    }
+                    return Err(error);
+                }
             }
         };
         // Later reads see this save: after its position, or from the
@@ -453,6 +465,72 @@ impl Session {
         self.store.saved(reads.clone());
         self.reads = Some(reads);
         self.apply(plan.writes, plan.settled, committed.into_results());
+        // A merged document is what was saved, not the session's copy.
+        for key in merges.mine.into_keys() {
+            if let Some(tracked) = self.documents.get_mut(&key) {
+                tracked.live = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// Merges each document `refusal` names three ways into `plan`
+    /// (`OnConflict::Merge`): base the version the session read, theirs
+    /// the one stored now, mine the session's (as first planned). `Err`:
+    /// the refusal to report, with the overlaps of each document that has
+    /// some, or as it was when a conflict is not a changed document.
+    fn merge(&self, plan: &mut Plan, merges: &mut Merges, refusal: ConcurrencyError) -> Result<()> {
+        merges.rounds += 1;
+        let mut outcomes = Vec::with_capacity(refusal.conflicts().len());
+        for conflict in refusal.conflicts() {
+            let Some(index) = plan.writes.iter().position(|((collection, id), ..)| {
+                *collection == conflict.collection() && id == conflict.id()
+            }) else {
+                // A read guard: nothing of the session's to merge.
+                return Err(Error::Concurrency(refusal));
+            };
+            let (key, PendingWrite::Put(planned), ..) = &plan.writes[index] else {
+                return Err(Error::Concurrency(refusal));
+            };
+            let mine = merges
+                .mine
+                .entry(key.clone())
+                .or_insert_with(|| planned.clone())
+                .clone();
+            let base = self
+                .documents
+                .get(key)
+                .and_then(|tracked| tracked.cached.as_deref());
+            let outcome = match (base, conflict.current()) {
+                (Some(base), Some(theirs)) => three_way(base, &theirs.document, &mine)?
+                    .map(|document| (document, theirs.change_vector.clone())),
+                // Created elsewhere, or deleted since: the whole document.
+                _ => Err(vec![String::new()]),
+            };
+            outcomes.push((index, outcome));
+        }
+        if outcomes.iter().any(|(_, outcome)| outcome.is_err()) {
+            let conflicts = refusal
+                .into_conflicts()
+                .into_iter()
+                .zip(outcomes)
+                .map(|(conflict, (_, outcome))| {
+                    conflict.with_overlaps(outcome.err().unwrap_or_default())
+                })
+                .collect();
+            return Err(Error::Concurrency(ConcurrencyError::new(conflicts)));
+        }
+        for (index, outcome) in outcomes {
+            let Ok((document, theirs)) = outcome else {
+                continue;
+            };
+            let expect = Expectation::version(theirs);
+            plan.writes[index].1 = PendingWrite::Put(document.clone());
+            plan.writes[index].2 = expect.clone();
+            let command = &mut plan.batch.commands[index];
+            command.kind = CommandKind::Put { document };
+            command.expect = expect;
+        }
         Ok(())
     }
 
@@ -736,6 +814,36 @@ impl Session {
             }
         }
     }
+}
+
+/// How many times a save merges (`OnConflict::Merge`) while the documents
+/// it writes keep changing, before it reports the conflict.
+const MERGE_ROUNDS: u32 = 5;
+
+/// What a save's merges remember across rounds.
+#[derive(Default)]
+struct Merges {
+    rounds: u32,
+    /// Each merged document's JSON as the session planned it (mine).
+    mine: HashMap<Key, String>,
+}
+
+/// Merges `mine` and `theirs` (JSON texts), both from `base`: the merged
+/// JSON, or the overlaps. A text that is not JSON is an engine's fault.
+fn three_way(
+    base: &str,
+    theirs: &str,
+    mine: &str,
+) -> Result<std::result::Result<String, Vec<String>>> {
+    let parse = |json: &str| {
+        serde_json::from_str::<Value>(json).map_err(|error| {
+            Error::InvalidInput(format!("a document to merge is not JSON: {error}"))
+        })
+    };
+    Ok(
+        folio_core::merge(&parse(base)?, &parse(theirs)?, &parse(mine)?)
+            .map(|merged| merged.to_string()),
+    )
 }
 
 /// A save's batch, and the writes it carries (in command order) so the

@@ -16,6 +16,7 @@ mod headers;
 mod idempotency;
 mod leaks;
 mod limits;
+mod merge;
 mod names;
 mod patch;
 mod positions;

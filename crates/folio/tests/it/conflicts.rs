@@ -3,9 +3,13 @@
 //! each kind of conflict, in batches of one and of several commands, and
 //! in PostgreSQL's groups of one-write batches.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use folio::testing::{Wrapper, wrap};
 use folio::{
-    Batch, ConcurrencyChecks, ConflictExt, DocumentStore, Expectation, SessionOptions,
-    StoredDocument,
+    Batch, ConcurrencyChecks, ConflictExt, DocumentStore, EngineRef, Expectation, OnConflict,
+    SessionOptions, StoredDocument,
 };
 
 use crate::harness::{Harness, Note, Person, conflicts, seed};
@@ -17,6 +21,10 @@ conformance!(
     a_read_guard_conflict_carries_the_version_stored_now,
     every_conflict_of_a_batch_carries_its_own_document,
     conflicts_of_concurrent_one_write_batches_each_carry_their_document,
+    a_merging_session_saves_both_sides_changes,
+    a_merging_session_is_refused_naming_the_overlaps,
+    a_merging_session_merges_again_when_theirs_moves_during_the_merge,
+    a_merging_session_does_not_merge_what_is_not_a_changed_document,
 );
 
 /// Renames `id` in a session of its own.
@@ -242,4 +250,193 @@ async fn conflicts_of_concurrent_one_write_batches_each_carry_their_document(h: 
         assert_eq!(current.revision, 2);
         assert_eq!(Some(&current.change_vector), conflict.actual());
     }
+}
+
+fn merging(store: &DocumentStore) -> folio::Session {
+    store.open_session_with(SessionOptions {
+        on_conflict: OnConflict::Merge,
+        ..SessionOptions::default()
+    })
+}
+
+async fn a_merging_session_saves_both_sides_changes(h: Harness) {
+    let store = h.store().await;
+    seed(&store, vec![Person::new("p1", "Ann")]).await;
+    let mut mine = merging(&store);
+    let mut person = mine.load::<Person>("p1").await.unwrap().unwrap();
+    rename(&store, "p1", "Theirs").await;
+
+    person.age = 40;
+    mine.store(person).unwrap();
+    mine.save_changes().await.expect("merged and saved");
+    let stored = store
+        .open_session()
+        .load::<Person>("p1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (stored.name.as_str(), stored.age, stored.revision),
+        ("Theirs", 40, 3)
+    );
+    // The session knows what it saved: the merge, at its version.
+    let known = mine.load::<Person>("p1").await.unwrap().unwrap();
+    assert_eq!(known, stored);
+    assert!(!mine.has_changes().unwrap());
+    // And saves on from there without a conflict.
+    let mut again = known;
+    again.age = 41;
+    mine.store(again).unwrap();
+    mine.save_changes().await.unwrap();
+}
+
+async fn a_merging_session_is_refused_naming_the_overlaps(h: Harness) {
+    let store = h.store().await;
+    seed(
+        &store,
+        vec![Person::new("p1", "Ann"), Person::new("p2", "Bob")],
+    )
+    .await;
+    let mut mine = merging(&store);
+    let mut ann = mine.load::<Person>("p1").await.unwrap().unwrap();
+    let mut bob = mine.load::<Person>("p2").await.unwrap().unwrap();
+    rename(&store, "p1", "Theirs").await;
+    rename(&store, "p2", "Robert").await;
+
+    ann.name = "Mine".into();
+    bob.age = 7;
+    mine.store(ann).unwrap();
+    mine.store(bob).unwrap();
+    let refused = conflicts(mine.save_changes().await);
+    let overlaps: Vec<(&str, &[String])> = refused
+        .iter()
+        .map(|conflict| (conflict.id(), conflict.overlaps()))
+        .collect();
+    assert_eq!(
+        overlaps,
+        [("p1", &["/name".to_owned()][..]), ("p2", &[][..])]
+    );
+    assert_eq!(refused[0].current().map(|stored| stored.revision), Some(2));
+    // Nothing written, the session as it was.
+    let stored = store
+        .open_session()
+        .load::<Person>("p2")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((stored.name.as_str(), stored.age), ("Robert", 0));
+    assert!(mine.has_changes().unwrap());
+}
+
+/// Writes `name` to person `id` through the inner engine just before the
+/// `at`-th commit (counting from 1) goes on.
+struct WriteBefore {
+    inner: EngineRef,
+    commits: AtomicUsize,
+    at: usize,
+    id: &'static str,
+}
+
+#[async_trait::async_trait]
+impl Wrapper for WriteBefore {
+    fn inner(&self) -> &EngineRef {
+        &self.inner
+    }
+
+    async fn commit(
+        &self,
+        batch: Batch,
+    ) -> folio::Result<Result<folio::Committed, folio::ConcurrencyError>> {
+        if self.commits.fetch_add(1, Ordering::SeqCst) + 1 == self.at {
+            let inner = DocumentStore::from_engine(self.inner.clone());
+            let mut session = inner.open_session();
+            let mut person = session.load::<Person>(self.id).await?.expect("exists");
+            person.name = "Moved again".into();
+            session.store(person)?;
+            session.save_changes().await?;
+        }
+        self.inner.commit(batch).await
+    }
+}
+
+async fn a_merging_session_merges_again_when_theirs_moves_during_the_merge(h: Harness) {
+    let inner = h.store().await.engine().clone();
+    seed(
+        &DocumentStore::from_engine(inner.clone()),
+        vec![Person::new("p1", "Ann")],
+    )
+    .await;
+    // The merging save's second try (its first merge) meets a newer version.
+    let wrapper = Arc::new(WriteBefore {
+        inner,
+        commits: AtomicUsize::new(0),
+        at: 2,
+        id: "p1",
+    });
+    let store = DocumentStore::from_engine(wrap(wrapper.clone()));
+    let mut mine = merging(&store);
+    let mut person = mine.load::<Person>("p1").await.unwrap().unwrap();
+    rename(
+        &DocumentStore::from_engine(wrapper.inner.clone()),
+        "p1",
+        "Theirs",
+    )
+    .await;
+    person.age = 9;
+    mine.store(person).unwrap();
+    mine.save_changes().await.expect("merged twice");
+    assert_eq!(wrapper.commits.load(Ordering::SeqCst), 3);
+    let stored = store
+        .open_session()
+        .load::<Person>("p1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (stored.name.as_str(), stored.age, stored.revision),
+        ("Moved again", 9, 4)
+    );
+}
+
+async fn a_merging_session_does_not_merge_what_is_not_a_changed_document(h: Harness) {
+    let store = h.store().await;
+    seed(
+        &store,
+        vec![Person::new("p1", "Ann"), Person::new("p2", "Bob")],
+    )
+    .await;
+    // Deleted since: the whole document overlaps.
+    let mut mine = merging(&store);
+    let mut ann = mine.load::<Person>("p1").await.unwrap().unwrap();
+    let mut theirs = store.open_session();
+    theirs.delete::<Person>("p1").unwrap();
+    theirs.save_changes().await.unwrap();
+    ann.age = 3;
+    mine.store(ann).unwrap();
+    let refused = conflicts(mine.save_changes().await);
+    assert_eq!(refused[0].overlaps(), [String::new()]);
+    assert!(
+        store
+            .open_session()
+            .load::<Person>("p1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Created elsewhere: the same.
+    let mut mine = merging(&store);
+    mine.store_new(Person::new("p2", "Second Bob")).unwrap();
+    let refused = conflicts(mine.save_changes().await);
+    assert_eq!(refused[0].overlaps(), [String::new()]);
+    // A delete of a changed document is refused as without merging.
+    let mut mine = merging(&store);
+    let _ = mine.load::<Person>("p2").await.unwrap();
+    rename(&store, "p2", "Robert").await;
+    mine.delete::<Person>("p2").unwrap();
+    let refused = conflicts(mine.save_changes().await);
+    assert!(refused[0].overlaps().is_empty());
+    assert!(matches!(
+        store.open_session().load::<Person>("p2").await,
+        Ok(Some(_))
+    ));
 }
