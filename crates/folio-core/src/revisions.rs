@@ -50,21 +50,41 @@ impl CollectionConfig {
     }
 
     /// Reads a configuration as the protocol writes it: a JSON object
-    /// (members that are absent are off, unknown ones refused), each
-    /// member an object too, every value in range.
+    /// (members that are absent or null are off, unknown ones refused),
+    /// each member an object too, every value in range.
     pub fn from_json(json: &str) -> Result<Self> {
         let refused = |why: String| {
             Error::InvalidInput(format!(
                 "not a collection configuration ({{ \"revisions\": {{ \"keep\": N }} }}): {why}"
             ))
         };
-        let value: serde_json::Value =
+        let mut value: serde_json::Value =
             serde_json::from_str(json).map_err(|error| refused(error.to_string()))?;
-        let objects = value
-            .as_object()
-            .is_some_and(|members| members.values().all(serde_json::Value::is_object));
-        if !objects {
-            return Err(refused("it and its members are JSON objects".into()));
+        let Some(members) = value.as_object_mut() else {
+            return Err(refused("it is a JSON object".into()));
+        };
+        // A member that is null is absent: off.
+        members.retain(|_, member| !member.is_null());
+        if !members.values().all(serde_json::Value::is_object) {
+            return Err(refused("each member is a JSON object (or null)".into()));
+        }
+        // A whole number written with a fraction (`100.0`) is that number,
+        // as JSON Schema counts it.
+        for member in members
+            .values_mut()
+            .filter_map(serde_json::Value::as_object_mut)
+        {
+            for value in member.values_mut() {
+                if let Some(whole) = value
+                    .as_f64()
+                    .filter(|number| {
+                        number.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(number)
+                    })
+                    .filter(|_| !value.is_u64())
+                {
+                    *value = serde_json::Value::from(whole as u64);
+                }
+            }
         }
         let config: CollectionConfig =
             serde_json::from_value(value).map_err(|error| refused(error.to_string()))?;
@@ -151,5 +171,26 @@ mod tests {
         assert!(validate_page(0).is_err());
         assert!(validate_page(MAX_REVISIONS_PAGE + 1).is_err());
         assert!(validate_page(1).is_ok());
+        for bad in [
+            "[]",
+            r#"{ "revisions": [5] }"#,
+            r#"{ "revisions": { "keep": 10001 } }"#,
+            "{",
+        ] {
+            assert!(CollectionConfig::from_json(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            CollectionConfig::from_json(r#"{ "revisions": { "keep": 7 } }"#).unwrap(),
+            CollectionConfig::revisions(7)
+        );
+        assert_eq!(
+            CollectionConfig::from_json(r#"{ "revisions": null }"#).unwrap(),
+            CollectionConfig::default()
+        );
+        assert_eq!(
+            CollectionConfig::from_json(r#"{ "revisions": { "keep": 12.0 } }"#).unwrap(),
+            CollectionConfig::revisions(12)
+        );
+        assert!(CollectionConfig::from_json(r#"{ "revisions": { "keep": 1.5 } }"#).is_err());
     }
 }

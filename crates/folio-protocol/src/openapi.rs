@@ -248,6 +248,23 @@ pub struct OrderBody {
     desc: bool,
 }
 
+/// `PUT /db/{db}/collections/{collection}/config`, and its answer.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CollectionConfigBody {
+    /// Revisions (absent: off).
+    revisions: Option<RevisionsConfigBody>,
+}
+
+/// How many versions of each document the collection keeps.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevisionsConfigBody {
+    /// 0 (off) to 10000.
+    #[schema(minimum = 0, maximum = 10000)]
+    keep: u32,
+}
+
 /// The answer to `GET /db/{db}/collections`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -23,7 +23,7 @@ use crate::state::AppState;
 const DEFAULT_TAKE: u32 = 50;
 
 /// `GET /db/{db}/collections/{collection}/config`.
-#[utoipa::path(get, path = "/db/{db}/collections/{collection}/config", tag = "collections", params(CollectionPath), responses((status = 200, description = "the collection's configuration: { revisions: { keep } }", body = Object), DatabaseRefusals))]
+#[utoipa::path(get, path = "/db/{db}/collections/{collection}/config", tag = "collections", params(CollectionPath), responses((status = 200, description = "the collection's configuration", body = folio_protocol::openapi::CollectionConfigBody), DatabaseRefusals))]
 pub async fn get_config(
     State(state): State<AppState>,
     Authorized(path, _): Read<CollectionPath>,
@@ -35,7 +35,7 @@ pub async fn get_config(
 
 /// `PUT /db/{db}/collections/{collection}/config` (admin): replaces the
 /// collection's configuration; the writes after it follow it.
-#[utoipa::path(put, path = "/db/{db}/collections/{collection}/config", tag = "collections", params(CollectionPath), request_body(content = Object, content_type = "application/json", description = "{ revisions: { keep: 0 to 10000 } } (keep 0: off); members absent are off"), responses((status = 200, description = "replaced; the configuration", body = Object), BodyRefusals, DatabaseRefusals))]
+#[utoipa::path(put, path = "/db/{db}/collections/{collection}/config", tag = "collections", params(CollectionPath), request_body(content = folio_protocol::openapi::CollectionConfigBody, content_type = "application/json", description = "members absent are off"), responses((status = 200, description = "replaced; the configuration", body = folio_protocol::openapi::CollectionConfigBody), BodyRefusals, DatabaseRefusals))]
 pub async fn put_config(
     State(state): State<AppState>,
     Authorized(path, _): Admin<CollectionPath>,
@@ -52,8 +52,8 @@ pub async fn put_config(
 #[into_params(parameter_in = Query)]
 pub struct RevisionsParams {
     /// how many of the newest to skip (default 0)
-    #[param(minimum = 0)]
-    start: Option<u64>,
+    #[param(minimum = 0, maximum = 9223372036854775807_i64)]
+    start: Option<i64>,
     /// 1 to 1000, default 50
     #[param(minimum = 1, maximum = 1000)]
     take: Option<u32>,
@@ -76,8 +76,10 @@ pub async fn list_revisions(
         )));
     }
     let engine = read_from.engine(state.databases().get(&path.db).await?)?;
+    let start = u64::try_from(params.start.unwrap_or(0))
+        .map_err(|_| ApiError::BadRequest("start must be 0 or more".into()))?;
     let page = engine
-        .revisions(&path.collection, &path.id, params.start.unwrap_or(0), take)
+        .revisions(&path.collection, &path.id, start, take)
         .await?;
     Ok(json_response(StatusCode::OK, Default::default(), &page))
 }
@@ -96,6 +98,7 @@ pub struct RevisionPath {
     #[param(pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,512}$")]
     pub id: String,
     /// the kept version's change vector, as its ETag names it (unquoted)
+    #[param(pattern = "^[!-~]{1,255}$")]
     pub change_vector: String,
 }
 

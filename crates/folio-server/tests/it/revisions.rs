@@ -183,6 +183,7 @@ async fn hostile_history_requests_are_clear_refusals() {
         "start=-1",
         "start=1e3",
         "start=99999999999999999999999",
+        "start=9223372036854775808",
     ] {
         server
             .get(&format!("{HISTORY}?{query}"))
@@ -191,7 +192,7 @@ async fn hostile_history_requests_are_clear_refusals() {
     }
     // Far past the end: an empty page.
     let page = server
-        .get(&format!("{HISTORY}?start=18446744073709551615&take=1000"))
+        .get(&format!("{HISTORY}?start=9223372036854775807&take=1000"))
         .await
         .ok_json(StatusCode::OK);
     assert_eq!(page, json!({ "items": [], "total": 1 }));
