@@ -6,6 +6,8 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import {
   assertNoPageErrors,
+  editorText,
+  fillEditor,
   http,
   launch,
   person,
@@ -80,7 +82,7 @@ test("databases → collections → documents, page by page, and a document's me
   const metadata = page.getByRole("definition");
   await seeText(metadata.nth(0), expected.changeVector);
   await seeText(metadata.nth(1), "1");
-  assert.deepEqual(JSON.parse(await page.getByLabel("Document JSON").inputValue()), {
+  assert.deepEqual(JSON.parse(await editorText(page.getByLabel("Document JSON"))), {
     name: "Person 3",
     age: 22,
   });
@@ -101,7 +103,7 @@ test("creating sends If-None-Match: * and refuses an id that exists; without an 
   await page.goto(studio(server(), `/db/${db}/collections/people/new`));
 
   await page.getByLabel("Document id").fill("ada");
-  await page.getByLabel("Document JSON").fill('{"name": "Ada", "born": 1815}');
+  await fillEditor(page.getByLabel("Document JSON"), '{"name": "Ada", "born": 1815}');
   const reads = [];
   page.on("request", (request) => {
     if (request.method() === "GET" && request.url().endsWith("/docs/people/ada")) reads.push(request);
@@ -126,14 +128,14 @@ test("creating sends If-None-Match: * and refuses an id that exists; without an 
   // The same id again: refused, and the stored document is untouched.
   await page.goto(studio(server(), `/db/${db}/collections/people/new`));
   await page.getByLabel("Document id").fill("ada");
-  await page.getByLabel("Document JSON").fill('{"name": "Someone else"}');
+  await fillEditor(page.getByLabel("Document JSON"), '{"name": "Someone else"}');
   await page.getByRole("button", { name: "Create" }).click();
   await seeText(page.getByRole("alert"), "a document with id ada already exists");
   assert.deepEqual((await stored(server(), db, "people", "ada")).document, { name: "Ada", born: 1815 });
 
   // No id: POST to the collection.
   await page.getByLabel("Document id").fill("");
-  await page.getByLabel("Document JSON").fill('{"name": "Grace"}');
+  await fillEditor(page.getByLabel("Document JSON"), '{"name": "Grace"}');
   const post = await requestOf(page, isDocumentWrite("POST"), () =>
     page.getByRole("button", { name: "Create" }).click(),
   );
@@ -155,17 +157,17 @@ test("editing: invalid JSON cannot be saved; a save sends If-Match with the vers
   const save = page.getByRole("button", { name: "Save", exact: true });
   assert.equal(await save.isDisabled(), true, "nothing to save yet");
 
-  await editor.fill('{"name": "Ada Lovelace", "tags": ["math",]}');
+  await fillEditor(editor, '{"name": "Ada Lovelace", "tags": ["math",]}');
   await seeText(page.locator("#document-validation"), "Invalid JSON");
   assert.equal(await editor.getAttribute("aria-invalid"), "true");
   assert.equal(await save.isDisabled(), true, "invalid JSON cannot be saved");
   await screenshot(page, "edit-invalid-json");
 
-  await editor.fill("[1, 2]");
+  await fillEditor(editor, "[1, 2]");
   await seeText(page.locator("#document-validation"), "A document is a JSON object");
   assert.equal(await save.isDisabled(), true);
 
-  await editor.fill('{"name": "Ada Lovelace", "tags": ["math", "poetry"], "id": 12345678901234567890}');
+  await fillEditor(editor, '{"name": "Ada Lovelace", "tags": ["math", "poetry"], "id": 12345678901234567890}');
   assert.equal(await save.isDisabled(), false);
   const put = await requestOf(page, isDocumentWrite("PUT"), () => save.click());
   assert.equal(put.headers["if-match"], `"${before.changeVector}"`);
@@ -178,6 +180,42 @@ test("editing: invalid JSON cannot be saved; a save sends If-Match with the vers
   const raw = await http(server(), "GET", `/db/${db}/docs/people/p1`);
   assert.match(raw.text, /12345678901234567890/);
   await seeText(page.getByRole("definition").nth(0), after.changeVector);
+  assertNoPageErrors(page);
+});
+
+test("the editor highlights JSON and folds objects; a folded document is saved whole", async () => {
+  const db = uniqueName("editor");
+  const document = { name: "Ada", address: { street: "Main 1", city: "London" }, born: 1815 };
+  await seed(server(), db, [["people", "ada", document]]);
+  const page = await person(browser);
+  await page.goto(studio(server(), `/db/${db}/collections/people/docs/ada`));
+  const editor = page.getByLabel("Document JSON");
+  await editor.waitFor();
+
+  // Keys, strings and numbers each in their colour.
+  const colour = (text) =>
+    editor.locator("span", { hasText: new RegExp(`^${text}$`) }).first().evaluate((span) => getComputedStyle(span).color);
+  const [key, string, number] = [await colour('"name"'), await colour('"Ada"'), await colour("1815")];
+  assert.notEqual(key, string);
+  assert.notEqual(string, number);
+
+  // Folding the address hides its lines, not its text.
+  await page.locator('.cm-foldGutter [title="Fold line"]').nth(1).click();
+  await editor.locator(".cm-foldPlaceholder").waitFor();
+  assert.doesNotMatch(await editorText(editor), /Main 1/);
+  await screenshot(page, "editor-folded");
+  await editor.focus();
+  await editor.press("ControlOrMeta+Home");
+  await editor.press("ArrowDown");
+  await editor.press("End");
+  await editor.press("ArrowLeft");
+  await editor.press("ArrowLeft");
+  await editor.pressSequentially(" Lovelace");
+  assert.equal(await editor.locator(".cm-foldPlaceholder").count(), 1, "typing keeps the fold");
+  assert.match(await editorText(editor), /^ {2}"name": "Ada Lovelace",$/m);
+  await page.getByRole("button", { name: "Save", exact: true }).click();
+  await seeText(page.getByRole("status"), "Saved — revision 2");
+  assert.deepEqual((await stored(server(), db, "people", "ada")).document, { ...document, name: "Ada Lovelace" });
   assertNoPageErrors(page);
 });
 
@@ -224,7 +262,8 @@ test("the query page runs PROTOCOL.md query JSON and shows the results and the p
   const page = await person(browser);
   await page.goto(studio(server(), `/db/${db}/query/people`));
   const query = page.getByLabel("Query JSON");
-  await query.fill(
+  await fillEditor(
+    query,
     JSON.stringify({
       collection: "people",
       where: [{ path: "age", op: "gt", value: 30 }],
@@ -239,12 +278,12 @@ test("the query page runs PROTOCOL.md query JSON and shows the results and the p
   await seeText(rows.nth(2), "a");
   await screenshot(page, "query");
 
-  await query.fill('{"collection": "people", "where": [{"path": "age", "op": "bigger", "value": 1}]}');
+  await fillEditor(query, '{"collection": "people", "where": [{"path": "age", "op": "bigger", "value": 1}]}');
   await page.getByRole("button", { name: "Run query" }).click();
   await seeText(page.getByRole("alert"), "Bad request");
 
   await rows.first().waitFor({ state: "detached" });
-  await query.fill('{"collection": "people",');
+  await fillEditor(query, '{"collection": "people",');
   assert.equal(await page.getByRole("button", { name: "Run query" }).isDisabled(), true);
   assertNoPageErrors(page);
 });

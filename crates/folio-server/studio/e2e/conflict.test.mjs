@@ -10,9 +10,13 @@ import { dirname } from "node:path";
 import {
   answerConfirm,
   assertNoPageErrors,
+  editorText,
+  fillEditor,
   http,
+  keepRevisions,
   launch,
   person,
+  putVersion,
   requestOf,
   screenshot,
   seeText,
@@ -42,7 +46,7 @@ async function open(page, db, id) {
 
 /** Replaces the editor's text with `document`, pretty-printed. */
 async function edit(page, document) {
-  await page.getByLabel("Document JSON").fill(JSON.stringify(document, null, 2));
+  await fillEditor(page.getByLabel("Document JSON"), JSON.stringify(document, null, 2));
 }
 
 async function save(page) {
@@ -104,19 +108,25 @@ test("the second editor sees the banner, saves anyway, merges in the conflict di
     copyFileSync(picture, process.env.FOLIO_E2E_README_SCREENSHOT);
   }
   assert.deepEqual((await stored(server(), db, "people", "ada")).document, afterAlice.document, "nothing written");
+  assert.equal(
+    await dialog.getByRole("button", { name: "Merge on the server" }).count(),
+    0,
+    "people keeps no revisions: the server cannot merge",
+  );
 
   // Merge: both changes, and for the tag both changed, Bob's, to review.
   await dialog.getByRole("button", { name: "Merge…" }).click();
   await seeText(dialog.getByText(/^Both sides changed/), "Both sides changed tags");
   const merged = dialog.getByLabel("Merged document");
-  assert.deepEqual(JSON.parse(await merged.inputValue()), {
+  assert.deepEqual(JSON.parse(await editorText(merged)), {
     name: "Ada Lovelace",
     city: "Paris",
     born: 1815,
     tags: ["math", "poetry"],
   });
   await screenshot(bob, "conflict-merge");
-  await merged.fill(
+  await fillEditor(
+    merged,
     JSON.stringify({ name: "Ada Lovelace", city: "Paris", born: 1815, tags: ["math", "engines", "poetry"] }, null, 2),
   );
   const mergePut = await requestOf(bob, isPut, () => dialog.getByRole("button", { name: "Save merge" }).click());
@@ -169,7 +179,7 @@ test("keep mine overwrites against the current version; take theirs reloads the 
   await aliceDialog.waitFor();
   await aliceDialog.getByRole("button", { name: "Take theirs" }).click();
   await aliceDialog.waitFor({ state: "detached" });
-  assert.deepEqual(JSON.parse(await alice.getByLabel("Document JSON").inputValue()), {
+  assert.deepEqual(JSON.parse(await editorText(alice.getByLabel("Document JSON"))), {
     name: "Grace",
     rank: "Rear Admiral",
   });
@@ -217,6 +227,86 @@ async function aliceSaves(alice, bob, document) {
   return banner;
 }
 
+/** A database whose people keep revisions, with `document` as people #`id`; its change vector. */
+async function keptDocument(db, id, document) {
+  await seed(server(), db, []);
+  await keepRevisions(server(), db, "people", 10);
+  return putVersion(server(), db, "people", id, document, null);
+}
+
+test("merge on the server: the edit is sent again from the version it started from, and the server merges it", async () => {
+  const db = uniqueName("servermerge");
+  const start = await keptDocument(db, "ada", { name: "Ada", city: "London", born: 1815 });
+  const alice = await person(browser);
+  const bob = await person(browser);
+  await open(alice, db, "ada");
+  await open(bob, db, "ada");
+  await edit(bob, { name: "Ada", city: "Paris", born: 1815 });
+  await aliceSaves(alice, bob, { name: "Ada Lovelace", city: "London", born: 1815 });
+  const afterAlice = await stored(server(), db, "people", "ada");
+
+  await save(bob);
+  const dialog = bob.getByRole("dialog", { name: /Conflict/ });
+  const merge = await requestOf(bob, isPut, () => dialog.getByRole("button", { name: "Merge on the server" }).click());
+  assert.equal(merge.headers["if-match"], `"${start}"`, "the version the edit started from");
+  assert.equal(merge.headers.prefer, "merge");
+  const answer = await merge.request.response();
+  assert.equal(answer.status(), 200);
+  assert.equal((await answer.allHeaders())["preference-applied"], "merge");
+  await dialog.waitFor({ state: "detached" });
+  await seeText(bob.getByRole("status"), "Merged on the server — revision 3");
+
+  // Both changes are stored, over Alice's version, and Bob's page shows them.
+  const final = await stored(server(), db, "people", "ada");
+  assert.equal(final.revision, 3);
+  assert.deepEqual(final.document, { name: "Ada Lovelace", city: "Paris", born: 1815 });
+  const kept = await http(server(), "GET", `/db/${db}/docs/people/ada/revisions?take=2`);
+  assert.equal(kept.json.items[1].change_vector, afterAlice.changeVector, "written over Alice's version");
+  assert.deepEqual(JSON.parse(await editorText(bob.getByLabel("Document JSON"))), final.document);
+  await seeText(bob.getByRole("definition").nth(0), final.changeVector);
+  assert.equal(await bob.getByText("Changed by someone else").count(), 0, "his own write: no banner");
+  await seeText(alice.getByRole("alert"), "Changed by someone else — revision 3");
+  assertNoPageErrors(alice);
+  assertNoPageErrors(bob);
+});
+
+test("merge on the server of a value both changed: the dialog shows the overlap, nothing is written, and merging here still works", async () => {
+  const db = uniqueName("overlap");
+  await keptDocument(db, "ada", { name: "Ada", city: "London" });
+  const alice = await person(browser);
+  const bob = await person(browser);
+  await open(alice, db, "ada");
+  await open(bob, db, "ada");
+  await edit(bob, { name: "Ada King", city: "Paris" });
+  await aliceSaves(alice, bob, { name: "Ada Lovelace", city: "London" });
+  const afterAlice = await stored(server(), db, "people", "ada");
+
+  await save(bob);
+  const dialog = bob.getByRole("dialog", { name: /Conflict/ });
+  const serverMerge = dialog.getByRole("button", { name: "Merge on the server" });
+  const merge = await requestOf(bob, isPut, () => serverMerge.click());
+  assert.equal((await merge.request.response()).status(), 409);
+  await seeText(dialog.getByText(/^The server did not merge/), "both sides changed name. Nothing was written.");
+  await seeText(dialog.getByRole("region", { name: "Stored now" }), '"name": "Ada Lovelace"');
+  assert.equal(await serverMerge.isDisabled(), true, "it would be refused again");
+  await screenshot(bob, "conflict-server-merge-overlap");
+  const now = await stored(server(), db, "people", "ada");
+  assert.equal(now.changeVector, afterAlice.changeVector, "nothing written");
+
+  // Merged here instead: the same overlap, Bob's value to review.
+  await dialog.getByRole("button", { name: "Merge…" }).click();
+  await seeText(dialog.getByText(/^Both sides changed/), "Both sides changed name");
+  const merged = dialog.getByLabel("Merged document");
+  assert.deepEqual(JSON.parse(await editorText(merged)), { name: "Ada King", city: "Paris" });
+  await fillEditor(merged, JSON.stringify({ name: "Ada Lovelace King", city: "Paris" }, null, 2));
+  const save2 = await requestOf(bob, isPut, () => dialog.getByRole("button", { name: "Save merge" }).click());
+  assert.equal(save2.headers["if-match"], `"${afterAlice.changeVector}"`);
+  assert.equal(save2.headers.prefer, undefined);
+  await dialog.waitFor({ state: "detached" });
+  assert.deepEqual((await stored(server(), db, "people", "ada")).document, { name: "Ada Lovelace King", city: "Paris" });
+  assertNoPageErrors(bob);
+});
+
 test("show differences without an edit, or with invalid JSON, does not offer keep mine", async () => {
   const db = uniqueName("noedit");
   await seed(server(), db, [["people", "grace", { name: "Grace", rank: "Lieutenant" }]]);
@@ -237,7 +327,7 @@ test("show differences without an edit, or with invalid JSON, does not offer kee
 
   // Invalid JSON: shown as it is, not replaced by the version it started from.
   const invalid = '{"name": "Grace", "rank": ';
-  await bob.getByLabel("Document JSON").fill(invalid);
+  await fillEditor(bob.getByLabel("Document JSON"), invalid);
   await banner.getByRole("button", { name: "Show differences" }).click();
   await dialog.waitFor();
   const mine = dialog.getByRole("region", { name: "Your edit" });
@@ -251,7 +341,7 @@ test("show differences without an edit, or with invalid JSON, does not offer kee
   // Take theirs still works, and Alice's save was never undone.
   await dialog.getByRole("button", { name: "Take theirs" }).click();
   await dialog.waitFor({ state: "detached" });
-  assert.deepEqual(JSON.parse(await bob.getByLabel("Document JSON").inputValue()), {
+  assert.deepEqual(JSON.parse(await editorText(bob.getByLabel("Document JSON"))), {
     name: "Grace",
     rank: "Commodore",
   });
@@ -273,16 +363,16 @@ test("the banner's reload asks before dropping an unsaved edit; cancelled, the e
 
   const question = await answerConfirm(bob, false, () => reload.click());
   assert.match(question, /Your unsaved edit of people #ada will be lost/);
-  assert.deepEqual(JSON.parse(await bob.getByLabel("Document JSON").inputValue()), { name: "Ada", city: "London" });
+  assert.deepEqual(JSON.parse(await editorText(bob.getByLabel("Document JSON"))), { name: "Ada", city: "London" });
   await seeText(banner, "Changed by someone else — revision 2");
 
   await answerConfirm(bob, true, () => reload.click());
   await banner.waitFor({ state: "detached" });
-  assert.deepEqual(JSON.parse(await bob.getByLabel("Document JSON").inputValue()), { name: "Ada Lovelace" });
+  assert.deepEqual(JSON.parse(await editorText(bob.getByLabel("Document JSON"))), { name: "Ada Lovelace" });
   assertNoPageErrors(bob);
 });
 
-test("a conflict after keep mine whose stored version cannot be read says so in the dialog", async () => {
+test("a refused write shows what is stored now from the refusal itself, without reading the document again", async () => {
   const db = uniqueName("reread");
   await seed(server(), db, [["people", "ada", { name: "Ada" }]]);
   const alice = await person(browser);
@@ -291,36 +381,47 @@ test("a conflict after keep mine whose stored version cannot be read says so in 
   await open(bob, db, "ada");
   await edit(bob, { name: "Ada", city: "Paris" });
   await aliceSaves(alice, bob, { name: "Ada Lovelace" });
+
+  // From now on, reading the document fails: the dialog must not need it.
+  const reads = [];
+  await bob.route(
+    (url) => url.pathname === `/db/${db}/docs/people/ada`,
+    (route) => {
+      if (route.request().method() !== "GET") return route.fallback();
+      reads.push(route.request().url());
+      return route.fulfill({
+        status: 503,
+        contentType: "application/problem+json",
+        body: JSON.stringify({ title: "Service Unavailable", status: 503, detail: "the store is restarting" }),
+      });
+    },
+  );
   await save(bob);
   const dialog = bob.getByRole("dialog", { name: /Conflict/ });
-  await dialog.waitFor();
+  await seeText(dialog.getByRole("region", { name: "Stored now" }), '"name": "Ada Lovelace"');
 
-  // Someone saves again, so Bob's keep mine is refused too; and reading
-  // the stored version then fails.
+  // Someone saves again, so Bob's keep mine is refused too: the dialog
+  // shows that version, as the refusal tells it.
   const current = await stored(server(), db, "people", "ada");
   const again = await http(server(), "PUT", `/db/${db}/docs/people/ada`, {
     body: { name: "Ada King" },
     headers: { "if-match": `"${current.changeVector}"` },
   });
   assert.equal(again.status, 200, again.text);
-  await bob.route(
-    (url) => url.pathname === `/db/${db}/docs/people/ada`,
-    (route) =>
-      route.request().method() === "GET"
-        ? route.fulfill({
-            status: 503,
-            contentType: "application/problem+json",
-            body: JSON.stringify({ title: "Service Unavailable", status: 503, detail: "the store is restarting" }),
-          })
-        : route.fallback(),
-  );
-  await dialog.getByRole("button", { name: "Keep mine" }).click();
-  await seeText(
-    dialog.getByRole("alert"),
-    "Not saved: someone else saved it, and reading their version failed: Service Unavailable: the store is restarting",
-  );
-  assert.equal(await dialog.getByRole("button", { name: "Keep mine" }).isDisabled(), false);
-  assert.deepEqual((await stored(server(), db, "people", "ada")).document, { name: "Ada King" });
+  const king = await stored(server(), db, "people", "ada");
+  const refused = await requestOf(bob, isPut, () => dialog.getByRole("button", { name: "Keep mine" }).click());
+  assert.equal(refused.headers["if-match"], `"${current.changeVector}"`);
+  await seeText(dialog.getByRole("region", { name: "Stored now" }), '"name": "Ada King"');
+  await seeText(dialog.locator("#conflict-summary"), "the document is now at revision 3");
+  assert.equal(await dialog.getByRole("alert").count(), 0, "no failure told");
+  assert.deepEqual(reads, [], "the document was not read again");
+
+  // Keep mine, again: now over the version the refusal named.
+  const keep = await requestOf(bob, isPut, () => dialog.getByRole("button", { name: "Keep mine" }).click());
+  assert.equal(keep.headers["if-match"], `"${king.changeVector}"`);
+  await dialog.waitFor({ state: "detached" });
+  assert.deepEqual((await stored(server(), db, "people", "ada")).document, { name: "Ada", city: "Paris" });
+  assert.deepEqual(reads, []);
   assertNoPageErrors(bob);
 });
 
@@ -337,10 +438,11 @@ test('merging keeps "__proto__" and "constructor" as fields of the document', as
   await open(alice, db, "ada");
   await open(bob, db, "ada");
 
-  await bob
-    .getByLabel("Document JSON")
-    .fill('{"name": "Ada", "__proto__": {"city": "Paris"}, "constructor": "Babbage"}');
-  await alice.getByLabel("Document JSON").fill('{"name": "Ada Lovelace", "__proto__": {"city": "London"}}');
+  await fillEditor(
+    bob.getByLabel("Document JSON"),
+    '{"name": "Ada", "__proto__": {"city": "Paris"}, "constructor": "Babbage"}',
+  );
+  await fillEditor(alice.getByLabel("Document JSON"), '{"name": "Ada Lovelace", "__proto__": {"city": "London"}}');
   await save(alice);
   await seeText(alice.getByRole("status"), "Saved — revision 2");
   await save(bob);
@@ -349,7 +451,7 @@ test('merging keeps "__proto__" and "constructor" as fields of the document', as
 
   // Written as text: an object literal's "__proto__" would set the prototype.
   const expected = JSON.parse('{"name": "Ada Lovelace", "__proto__": {"city": "Paris"}, "constructor": "Babbage"}');
-  assert.deepEqual(JSON.parse(await dialog.getByLabel("Merged document").inputValue()), expected);
+  assert.deepEqual(JSON.parse(await editorText(dialog.getByLabel("Merged document"))), expected);
   await dialog.getByRole("button", { name: "Save merge" }).click();
   await dialog.waitFor({ state: "detached" });
   const raw = await http(server(), "GET", `/db/${db}/docs/people/ada`);

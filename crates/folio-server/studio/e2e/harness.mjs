@@ -101,6 +101,29 @@ export async function seed(base, db, documents, key) {
   assert.equal(batch.status, 200, batch.text);
 }
 
+/** Makes `collection` keep `keep` versions of each document (its configuration, admin). */
+export async function keepRevisions(base, db, collection, keep, key) {
+  const configured = await http(base, "PUT", `/db/${db}/collections/${collection}/config`, {
+    body: { revisions: { keep } },
+    key,
+  });
+  assert.equal(configured.status, 200, configured.text);
+}
+
+/**
+ * Writes `document` over the version `changeVector` (`null`: creates it),
+ * as someone else would; the change vector of the version written.
+ */
+export async function putVersion(base, db, collection, id, document, changeVector, key) {
+  const written = await http(base, "PUT", `/db/${db}/docs/${collection}/${encodeURIComponent(id)}`, {
+    body: document,
+    headers: changeVector === null ? { "if-none-match": "*" } : { "if-match": `"${changeVector}"` },
+    key,
+  });
+  assert.ok(written.status === 200 || written.status === 201, written.text);
+  return written.headers.get("etag").replace(/^"|"$/g, "");
+}
+
 /** The stored document and its version, read over HTTP. */
 export async function stored(base, db, collection, id, key) {
   const response = await http(base, "GET", `/db/${db}/docs/${collection}/${encodeURIComponent(id)}`, { key });
@@ -127,6 +150,33 @@ export async function seeText(locator, expected) {
     if (Date.now() > deadline) assert.fail(`expected ${JSON.stringify(expected)} in ${JSON.stringify(seen)}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+}
+
+/**
+ * The text in a JSON editor (CodeMirror; `locator` is its editable
+ * element, as getByLabel finds it): its lines as shown, which for the
+ * short documents of these tests is all of them.
+ */
+export async function editorText(locator) {
+  return locator.evaluate((content) =>
+    [...content.querySelectorAll(":scope > .cm-line")].map((line) => line.textContent).join("\n"),
+  );
+}
+
+/**
+ * Replaces the text in a JSON editor with `text`, as a person pastes it:
+ * select all (a key press, which counts as interacting with the page),
+ * then a paste. (Typing would indent the new lines again, and `fill`'s
+ * text insertion turns the spaces that indent them into no-break spaces.)
+ */
+export async function fillEditor(locator, text) {
+  await locator.focus();
+  await locator.press("ControlOrMeta+a");
+  await locator.evaluate((content, value) => {
+    const clipboardData = new DataTransfer();
+    clipboardData.setData("text/plain", value);
+    content.dispatchEvent(new ClipboardEvent("paste", { clipboardData, bubbles: true, cancelable: true }));
+  }, text);
 }
 
 /** Runs `action` and returns the first request it sends that `matches`. */

@@ -9,6 +9,8 @@ import {
   adminKey,
   answerConfirm,
   assertNoPageErrors,
+  editorText,
+  fillEditor,
   http,
   keyedServer,
   launch,
@@ -91,7 +93,7 @@ test("a read-only key can browse, and a save is refused with the server's reason
   await editor.waitFor();
   await page.locator('[data-feed-state="live"]').waitFor();
 
-  await editor.fill('{"name": "Ada Lovelace"}');
+  await fillEditor(editor, '{"name": "Ada Lovelace"}');
   await page.getByRole("button", { name: "Save", exact: true }).click();
   await seeText(page.getByRole("alert"), "Not saved: Forbidden");
   assert.deepEqual((await stored(keyedServer(), db, "people", "ada", adminKey())).document, { name: "Ada" });
@@ -118,13 +120,13 @@ test("changing the key asks before dropping an unsaved edit; kept, the edit is s
   const page = await person(browser);
   await openWithKey(page, db, "ada", readerKey());
   const editor = page.getByLabel("Document JSON");
-  await editor.fill('{"name": "Ada Lovelace"}');
+  await fillEditor(editor, '{"name": "Ada Lovelace"}');
 
   await page.getByLabel("API key").fill(adminKey());
   const question = await answerConfirm(page, false, () => page.getByRole("button", { name: "Use key" }).click());
   assert.match(question, /The API key changed/);
   assert.match(question, /Your unsaved edit of people #ada will be lost/);
-  assert.deepEqual(JSON.parse(await editor.inputValue()), { name: "Ada Lovelace" }, "the edit is kept");
+  assert.deepEqual(JSON.parse(await editorText(editor)), { name: "Ada Lovelace" }, "the edit is kept");
 
   const put = await requestOf(
     page,
@@ -154,7 +156,7 @@ test("a write from the conflict dialog that the server refuses shows its reason 
   await seeText(banner, "Changed by someone else — revision 2");
 
   const edit = '{\n  "name": "Ada",\n  "city": "Paris"\n}';
-  await page.getByLabel("Document JSON").fill(edit);
+  await fillEditor(page.getByLabel("Document JSON"), edit);
   await banner.getByRole("button", { name: "Show differences" }).click();
   const dialog = page.getByRole("dialog", { name: "Someone else saved people #ada" });
   await dialog.waitFor();
@@ -168,20 +170,20 @@ test("a write from the conflict dialog that the server refuses shows its reason 
   // Save merge: the same, and the merge being edited stays as it was.
   await dialog.getByRole("button", { name: "Merge…" }).click();
   const merged = dialog.getByLabel("Merged document");
-  await merged.fill('{"name": "Ada Lovelace", "city": "Paris", "note": "mine"}');
+  await fillEditor(merged, '{"name": "Ada Lovelace", "city": "Paris", "note": "mine"}');
   const [answer] = await Promise.all([
     page.waitForResponse((response) => response.request().method() === "PUT"),
     dialog.getByRole("button", { name: "Save merge" }).click(),
   ]);
   assert.equal(answer.status(), 403);
   await seeText(problem, "Not saved: Forbidden: this key may not write");
-  assert.equal(await merged.inputValue(), '{"name": "Ada Lovelace", "city": "Paris", "note": "mine"}');
+  assert.equal(await editorText(merged), '{"name": "Ada Lovelace", "city": "Paris", "note": "mine"}');
 
   // Back to editing: the edit is still in the editor, and nothing was written.
   await dialog.getByRole("button", { name: "Back to comparison" }).click();
   await dialog.getByRole("button", { name: "Back to editing" }).click();
   await dialog.waitFor({ state: "detached" });
-  assert.equal(await page.getByLabel("Document JSON").inputValue(), edit);
+  assert.equal(await editorText(page.getByLabel("Document JSON")), edit);
   assert.deepEqual((await stored(keyedServer(), db, "people", "ada", adminKey())).document, {
     name: "Ada Lovelace",
     city: "London",

@@ -5,7 +5,19 @@
 
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { answerConfirm, assertNoPageErrors, launch, person, seeText, seed, server, studio, uniqueName } from "./harness.mjs";
+import {
+  answerConfirm,
+  assertNoPageErrors,
+  editorText,
+  fillEditor,
+  launch,
+  person,
+  seeText,
+  seed,
+  server,
+  studio,
+  uniqueName,
+} from "./harness.mjs";
 
 let browser;
 before(async () => {
@@ -24,7 +36,7 @@ async function open(page, db, id) {
 
 /** The document in the editor. */
 async function editorDocument(page) {
-  return JSON.parse(await page.getByLabel("Document JSON").inputValue());
+  return JSON.parse(await editorText(page.getByLabel("Document JSON")));
 }
 
 /** Waits until the page's fragment is `hash`. */
@@ -49,7 +61,7 @@ test("a breadcrumb or the top navigation asks before leaving an unsaved edit; de
   await open(page, db, "ada");
   const documentHash = await page.evaluate(() => location.hash);
   const entries = await page.evaluate(() => history.length);
-  await page.getByLabel("Document JSON").fill('{"name": "Ada Lovelace"}');
+  await fillEditor(page.getByLabel("Document JSON"), '{"name": "Ada Lovelace"}');
 
   const breadcrumb = page.getByRole("navigation", { name: "Breadcrumbs" }).getByRole("link", { name: "people" });
   const question = await answerConfirm(page, false, () => breadcrumb.click());
@@ -79,7 +91,7 @@ test("the back button asks before leaving an unsaved edit; declined, the documen
   await page.getByLabel("Document JSON").waitFor();
   await page.locator('[data-feed-state="live"]').waitFor();
   const documentHash = await page.evaluate(() => location.hash);
-  await page.getByLabel("Document JSON").fill('{"name": "Ada Lovelace"}');
+  await fillEditor(page.getByLabel("Document JSON"), '{"name": "Ada Lovelace"}');
 
   const question = await answerConfirm(page, false, () => page.goBack());
   assert.match(question, /Your unsaved edit of people #ada will be lost/);
@@ -99,16 +111,16 @@ test("once the edit is saved, or is what is stored, leaving asks nothing", async
   const page = await person(browser);
   await open(page, db, "ada");
   const editor = page.getByLabel("Document JSON");
-  const stored = await editor.inputValue();
+  const stored = await editorText(editor);
   const breadcrumb = page.getByRole("navigation", { name: "Breadcrumbs" }).getByRole("link", { name: "people" });
 
   // Unsaved, it asks.
-  await editor.fill('{"name": "Ada Lovelace"}');
+  await fillEditor(editor, '{"name": "Ada Lovelace"}');
   await answerConfirm(page, false, () => breadcrumb.click());
 
   // Changed back to what is stored: nothing to lose, nothing asked.
   const dialogs = recordDialogs(page);
-  await editor.fill(stored);
+  await fillEditor(editor, stored);
   await seeText(page.locator("#document-validation"), "as stored");
   await breadcrumb.click();
   await page.getByRole("heading", { name: "people", level: 1 }).waitFor();
@@ -116,7 +128,7 @@ test("once the edit is saved, or is what is stored, leaving asks nothing", async
   await editor.waitFor();
 
   // Saved: nothing asked either, by a link or by reloading the tab.
-  await editor.fill('{"name": "Ada Lovelace"}');
+  await fillEditor(editor, '{"name": "Ada Lovelace"}');
   await page.getByRole("button", { name: "Save", exact: true }).click();
   await seeText(page.getByRole("status"), "Saved — revision 2");
   await page.reload();
@@ -133,10 +145,10 @@ test("reloading the tab with an unsaved edit asks (beforeunload); declined, the 
   const page = await person(browser);
   await open(page, db, "ada");
   // Chromium asks before unloading only a page the user has interacted
-  // with: playwright's fill, input as if typed, counts.
+  // with: fillEditor's key press counts.
   const editor = page.getByLabel("Document JSON");
-  await editor.fill('{"name": "Ada Lovelace"}');
-  const edited = await editor.inputValue();
+  await fillEditor(editor, '{"name": "Ada Lovelace"}');
+  const edited = await editorText(editor);
   const unloadDialog = (accept) =>
     page.waitForEvent("dialog").then(async (dialog) => {
       assert.equal(dialog.type(), "beforeunload");
@@ -147,7 +159,7 @@ test("reloading the tab with an unsaved edit asks (beforeunload); declined, the 
   // until the next one, accepted.
   const declined = page.reload().catch(() => {});
   await unloadDialog(false);
-  assert.equal(await editor.inputValue(), edited, "the edit is kept");
+  assert.equal(await editorText(editor), edited, "the edit is kept");
 
   await Promise.all([unloadDialog(true), page.reload()]);
   await declined;

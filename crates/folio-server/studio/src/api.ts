@@ -4,6 +4,8 @@
 // document answered with `Last-Modified` and no `Cache-Control` may
 // otherwise be served from the cache, stale, on "take theirs".
 
+import { memberText } from "./jsontext";
+
 /** A problem body (RFC 9457), as every error of the server has. */
 export interface Problem {
   type?: string;
@@ -12,6 +14,24 @@ export interface Problem {
   detail?: string;
   /** 412: the document's current change vector (`null`: it does not exist). */
   actual?: string | null;
+  /** 409 and 412: each refused write, with what is stored now. */
+  conflicts?: ProblemConflict[];
+}
+
+/** One refused write of a `409` or `412` problem. */
+export interface ProblemConflict {
+  collection: string;
+  id: string;
+  /** The change vector stored when the write was refused (`null`: the document does not exist). */
+  actual: string | null;
+  /** What is stored now, read where the write was refused (`null`: the document does not exist). */
+  current: Stored | null;
+  /**
+   * A merge on the server (`Prefer: merge`) that both sides changed: the
+   * JSON Pointer of each value changed on both (`""`: the whole document,
+   * deleted since).
+   */
+  overlaps?: string[];
 }
 
 /** An answer that is not a success. */
@@ -35,22 +55,30 @@ export interface Entry {
   document: unknown;
 }
 
-/** One version of a document, as read or as written. */
-export interface Version {
+/** A stored version of a document: its text and what names it. */
+export interface Stored {
   /** The document as stored (JSON text). */
   text: string;
   changeVector: string;
   revision: number;
+  lastModified: string;
+}
+
+/** One version of a document, as read or as written. */
+export interface Version extends Stored {
   /** The database-wide etag of this version (where the changes feed resumes). */
   etag: number;
-  lastModified: string;
 }
 
 /** What a conditional write or delete answered. */
 export type WriteOutcome<T> =
-  | { ok: true; value: T }
-  /** 412: the precondition failed; `actual` is the current change vector. */
-  | { ok: false; actual: string | null };
+  /** Written; `merged`: the server merged the edit (`Prefer: merge`), `value` is what it wrote. */
+  | { ok: true; value: T; merged?: boolean }
+  /**
+   * Refused, nothing written: `412`, the precondition failed, or `409`, a
+   * merge on the server found changes on both sides (`conflict.overlaps`).
+   */
+  | { ok: false; status: 409 | 412; conflict: ProblemConflict };
 
 const KEY_STORAGE = "folio-studio-api-key";
 
@@ -129,15 +157,62 @@ async function send(
   return response;
 }
 
-/** The problem body of a failed response (or one made up from its status). */
+/** A conflict as the problem body has it. */
+interface WireConflict {
+  collection: string;
+  id: string;
+  actual?: string | null;
+  current?: { document: unknown; change_vector: string; revision: number; last_modified: string } | null;
+  overlaps?: string[];
+}
+
+/**
+ * The problem body of a failed response (or one made up from its status).
+ * The documents of its conflicts keep their text as the server sent it.
+ */
 async function problemOf(response: Response): Promise<Problem> {
   try {
-    const body = (await response.json()) as Problem;
-    if (body && typeof body === "object") return { ...body, status: response.status };
+    const text = await response.text();
+    const body = JSON.parse(text) as Omit<Problem, "conflicts"> & { conflicts?: WireConflict[] };
+    if (body && typeof body === "object") {
+      const conflicts = Array.isArray(body.conflicts)
+        ? body.conflicts.map((conflict, index) => conflictOf(conflict, text, index))
+        : undefined;
+      return { ...body, status: response.status, conflicts };
+    }
   } catch {
     // Not JSON: fall through to a problem made from the status line.
   }
   return { status: response.status, title: response.statusText || `HTTP ${response.status}` };
+}
+
+function conflictOf(conflict: WireConflict, body: string, index: number): ProblemConflict {
+  const current = conflict.current ?? null;
+  return {
+    collection: conflict.collection,
+    id: conflict.id,
+    actual: conflict.actual ?? null,
+    current: current && {
+      text: memberText(body, ["conflicts", index, "current", "document"]) ?? JSON.stringify(current.document),
+      changeVector: current.change_vector,
+      revision: current.revision,
+      lastModified: current.last_modified,
+    },
+    overlaps: conflict.overlaps,
+  };
+}
+
+/** A refused write (`409`, `412`) as an outcome, with what is stored now. */
+async function refusalOf(response: Response): Promise<WriteOutcome<never>> {
+  const problem = await problemOf(response);
+  const conflict = problem.conflicts?.[0];
+  if (!conflict) throw new HttpError(response.status, problem);
+  return { ok: false, status: response.status === 409 ? 409 : 412, conflict };
+}
+
+/** Whether the answer is a refused write: its precondition failed, or a merge overlapped. */
+function refused(response: Response): boolean {
+  return response.status === 412 || response.status === 409;
 }
 
 async function fail(response: Response): Promise<never> {
@@ -199,7 +274,12 @@ export async function listDocuments(
 
 /** `GET` of one document; `null` when it does not exist. */
 export async function getDocument(db: string, collection: string, id: string): Promise<Version | null> {
-  const response = await send("GET", documentPath(db, collection, id));
+  return getVersion(documentPath(db, collection, id));
+}
+
+/** `GET` of a document or a kept version of it; `null` on `404`, unless the database is missing. */
+async function getVersion(path: string): Promise<Version | null> {
+  const response = await send("GET", path);
   if (response.status === 404) {
     const problem = await problemOf(response);
     // A missing database is an error; a missing document is an answer.
@@ -224,6 +304,11 @@ function preconditionHeaders(precondition: Precondition): Record<string, string>
 /**
  * A conditional `PUT`: `If-Match: "<change vector>"` (update only that
  * version) or `If-None-Match: *` (create only). `text` is sent as is.
+ *
+ * With `merge` (and `If-Match` of the version the edit started from), the
+ * server merges the edit with what is stored now when that changed since
+ * (`Prefer: merge`, a collection that keeps revisions); what it wrote is
+ * then read back from the document's revisions.
  */
 export async function putDocument(
   db: string,
@@ -231,17 +316,22 @@ export async function putDocument(
   id: string,
   text: string,
   precondition: Precondition,
+  options: { merge?: boolean } = {},
 ): Promise<WriteOutcome<Version>> {
   const response = await send("PUT", documentPath(db, collection, id), {
     body: text,
-    headers: preconditionHeaders(precondition),
+    headers: { ...preconditionHeaders(precondition), ...(options.merge ? { Prefer: "merge" } : {}) },
   });
-  if (response.status === 412) {
-    const problem = await problemOf(response);
-    return { ok: false, actual: problem.actual ?? null };
-  }
+  if (refused(response)) return refusalOf(response);
   if (!response.ok) await fail(response);
-  return { ok: true, value: versionOf(response, text) };
+  const applied = (response.headers.get("Preference-Applied") ?? "").split(",");
+  const merged = applied.some((preference) => preference.trim().toLowerCase() === "merge");
+  if (!merged) return { ok: true, value: versionOf(response, text) };
+  const changeVector = changeVectorOf(response.headers.get("ETag"));
+  const written =
+    (await getRevision(db, collection, id, changeVector)) ?? (await getDocument(db, collection, id));
+  if (!written) throw new Error("the merge was written, and deleted before it could be read");
+  return { ok: true, value: written, merged };
 }
 
 /** `POST` to a collection: the server picks the id. */
@@ -266,10 +356,7 @@ export async function deleteDocument(
   const response = await send("DELETE", documentPath(db, collection, id), {
     headers: { "If-Match": `"${changeVector}"` },
   });
-  if (response.status === 412) {
-    const problem = await problemOf(response);
-    return { ok: false, actual: problem.actual ?? null };
-  }
+  if (refused(response)) return refusalOf(response);
   if (!response.ok) await fail(response);
   return { ok: true, value: null };
 }
@@ -291,4 +378,58 @@ export async function listCollections(db: string): Promise<CollectionCount[]> {
     await send("GET", `/db/${encodeURIComponent(db)}/collections`),
   );
   return body.collections;
+}
+
+/** A collection's configuration. */
+export interface CollectionConfig {
+  /** How many versions of each document it keeps (`0`: none). */
+  revisions?: { keep: number };
+}
+
+/** `/db/{db}/collections/{collection}/config`. */
+function configPath(db: string, collection: string): string {
+  return `/db/${encodeURIComponent(db)}/collections/${encodeURIComponent(collection)}/config`;
+}
+
+/** `GET /db/{db}/collections/{collection}/config`. */
+export async function getCollectionConfig(db: string, collection: string): Promise<CollectionConfig> {
+  return json<CollectionConfig>(await send("GET", configPath(db, collection)));
+}
+
+/** One kept version of a document, as its history lists it. */
+export interface RevisionItem {
+  change_vector: string;
+  revision: number;
+  etag: number;
+  last_modified: string;
+  /** The document's deletion (no document). */
+  deleted: boolean;
+}
+
+/** A page of a document's history, newest first, and how many versions are kept. */
+export interface History {
+  items: RevisionItem[];
+  total: number;
+}
+
+/** `GET /db/{db}/docs/{collection}/{id}/revisions?start=&take=`. */
+export async function listRevisions(
+  db: string,
+  collection: string,
+  id: string,
+  start: number,
+  take: number,
+): Promise<History> {
+  const query = new URLSearchParams({ start: String(start), take: String(take) });
+  return json<History>(await send("GET", `${documentPath(db, collection, id)}/revisions?${query}`));
+}
+
+/** `GET` of a kept version; `null` when it is not kept (or is a deletion). */
+export async function getRevision(
+  db: string,
+  collection: string,
+  id: string,
+  changeVector: string,
+): Promise<Version | null> {
+  return getVersion(`${documentPath(db, collection, id)}/revisions/${encodeURIComponent(changeVector)}`);
 }

@@ -1,17 +1,19 @@
 // The conflict dialog: side by side, the version the edit started from,
 // the edit, and what is stored now, with a diff by path; then take theirs,
-// keep mine (overwrite, against the current change vector) or merge.
+// keep mine (overwrite, against the current change vector), merge here, or
+// have the server merge (a collection that keeps revisions).
 
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
-import type { Version } from "./api";
-import { deepEqual, diffByPath, markChangedLines, merge3, preview, type Json } from "./diff";
+import type { Stored } from "./api";
+import { deepEqual, diffByPath, markChangedLines, merge3, pointerPath, preview, type Json } from "./diff";
+import { JsonEditor } from "./editor";
 import { hasInexactNumbers, pretty, validateDocument } from "./jsontext";
 import { formatDate } from "./ui";
 
 /** A conflict between an edit and the stored document. */
 export interface Conflict {
   /** The version the edit started from. */
-  base: Version;
+  base: Stored;
   /**
    * The editor's text. From a refused save, a document; from the banner,
    * whatever the editor holds: maybe the version it started from (no
@@ -19,10 +21,19 @@ export interface Conflict {
    */
   mine: string;
   /** What is stored now (`null`: someone deleted it). */
-  theirs: Version | null;
-  /** `refused`: a save got 412; `preview`: opened from the banner, before saving. */
+  theirs: Stored | null;
+  /** `refused`: a write got 412 (or 409: the server could not merge); `preview`: opened from the banner, before saving. */
   reason: "refused" | "preview";
+  /** Why the server did not merge, when it was asked to. */
+  serverMerge?: ServerMergeRefusal;
 }
+
+/**
+ * Why a merge on the server was refused: both sides changed these values
+ * (JSON Pointers; `""`: the whole document, deleted since), or the
+ * collection no longer keeps the version the edit started from.
+ */
+export type ServerMergeRefusal = { overlaps: string[] } | { notKept: true };
 
 export interface ConflictDialogProps {
   conflict: Conflict;
@@ -30,10 +41,14 @@ export interface ConflictDialogProps {
   busy: boolean;
   /** Why the last write from the dialog failed (the page behind it cannot be read). */
   problem: string | null;
+  /** The collection keeps revisions: the server can merge. */
+  keepsRevisions: boolean;
   onTakeTheirs: () => void;
   onKeepMine: () => void;
   /** Saves the merged text against the stored version. */
   onSaveMerge: (text: string) => void;
+  /** Sends the edit again, for the server to merge it with the stored version. */
+  onServerMerge: () => void;
   /** Closes the dialog and goes back to editing. */
   onClose: () => void;
 }
@@ -111,6 +126,7 @@ export function ConflictDialog(props: ConflictDialogProps) {
   };
   const mergeValidation = validateDocument(mergeText);
   const theirs = conflict.theirs;
+  const refusal = conflict.serverMerge;
 
   return (
     <dialog
@@ -134,6 +150,13 @@ export function ConflictDialog(props: ConflictDialogProps) {
       {props.problem && (
         <p class="note error" role="alert">
           {props.problem}
+        </p>
+      )}
+      {refusal && (
+        <p class="note warning">
+          {"notKept" in refusal
+            ? `The server did not merge: it no longer keeps revision ${conflict.base.revision}, the version your edit started from. Nothing was written.`
+            : `The server did not merge: ${overlapText(refusal.overlaps)}. Nothing was written.`}
         </p>
       )}
 
@@ -216,6 +239,16 @@ export function ConflictDialog(props: ConflictDialogProps) {
             <button type="button" disabled={busy || !theirs || values.mine === undefined} onClick={startMerge}>
               Merge…
             </button>
+            {props.keepsRevisions && (
+              <button
+                type="button"
+                class="secondary"
+                disabled={busy || !theirs || cannotKeepMine !== null || refusal !== undefined}
+                onClick={props.onServerMerge}
+              >
+                Merge on the server
+              </button>
+            )}
             <button type="button" class="link" disabled={busy} onClick={props.onClose}>
               Back to editing
             </button>
@@ -228,6 +261,8 @@ export function ConflictDialog(props: ConflictDialogProps) {
           <p class="muted small">
             Take theirs: reload the stored version, dropping your edit. Keep mine: overwrite it with your edit
             (If-Match its current version). Merge: edit a merge of both, then save it the same way.
+            {props.keepsRevisions &&
+              " Merge on the server: send your edit again (If-Match the version it started from, Prefer: merge); the server merges it with theirs, or writes nothing when both changed the same value."}
           </p>
         </>
       )}
@@ -236,8 +271,8 @@ export function ConflictDialog(props: ConflictDialogProps) {
         <div class="merge">
           {merge.conflicts.length > 0 ? (
             <p class="note warning">
-              Both sides changed {merge.conflicts.join(", ")}: your edit's value is in the merge below. Check it
-              before saving.
+              Both sides changed {merge.conflicts.map(pointerPath).join(", ")}: your edit's value is in the merge
+              below. Check it before saving.
             </p>
           ) : (
             <p class="note ok">Both edits merged without overlap: what you changed and what they changed.</p>
@@ -247,15 +282,14 @@ export function ConflictDialog(props: ConflictDialogProps) {
               A number here has more digits than JavaScript keeps: the merge may have rounded it. Check it.
             </p>
           )}
-          <label for="merge-json">Merged document</label>
-          <textarea
+          <JsonEditor
             id="merge-json"
+            label="Merged document"
             rows={14}
-            spellcheck={false}
             value={mergeText}
-            aria-invalid={!mergeValidation.ok}
-            aria-describedby="merge-validation"
-            onInput={(event) => setMergeText(event.currentTarget.value)}
+            invalid={!mergeValidation.ok}
+            describedBy="merge-validation"
+            onChange={setMergeText}
           />
           <p id="merge-validation" class={mergeValidation.ok ? "muted small" : "note error"}>
             {mergeValidation.ok
@@ -280,7 +314,22 @@ export function ConflictDialog(props: ConflictDialogProps) {
   );
 }
 
-function Column({ label, name, lines }: { label: string; name: string; lines: ReturnType<typeof markChangedLines> }) {
+/** The values both sides changed, as the server named them. */
+function overlapText(overlaps: string[]): string {
+  if (overlaps.includes("")) return "the document was deleted since your edit started";
+  return `both sides changed ${overlaps.map(pointerPath).join(", ")}`;
+}
+
+/** A document's lines in a labelled column, the changed ones marked. */
+export function Column({
+  label,
+  name,
+  lines,
+}: {
+  label: string;
+  name: string;
+  lines: ReturnType<typeof markChangedLines>;
+}) {
   return (
     <section class="column" aria-label={name}>
       <h3>{label}</h3>

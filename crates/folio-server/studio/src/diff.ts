@@ -140,33 +140,53 @@ function setField(object: { [key: string]: Json }, key: string, value: Json): vo
 /** The result of a three-way merge. */
 export interface Merge {
   value: Json | undefined;
-  /** Paths that both sides changed differently; the edit's value was kept. */
+  /**
+   * The JSON Pointers (RFC 6901) of the values both sides changed
+   * differently, in document order; the edit's value was kept there.
+   */
   conflicts: string[];
 }
 
 /**
  * Merges the edit (`mine`) and the stored version (`theirs`), both made
- * from `base`: what only one side changed is taken from that side; objects
- * changed on both sides are merged key by key; anything else changed on
- * both sides keeps the edit's value and is reported.
+ * from `base`, by the rules the server (`Prefer: merge`) and the Rust
+ * crates follow too (crates/folio-core/tests/merge_cases.json): objects
+ * merge key by key; any other value, arrays included, is replaced whole; a
+ * key absent from a side is that side's deletion of it; what only one side
+ * changed is taken from that side, and the same change on both sides is no
+ * conflict. Keys come in document order: theirs first, then those only in
+ * the edit, then those only in `base`.
  */
-export function merge3(base: Json | undefined, mine: Json | undefined, theirs: Json | undefined, path = ""): Merge {
-  if (deepEqual(mine, theirs)) return { value: mine, conflicts: [] };
-  if (deepEqual(mine, base)) return { value: theirs, conflicts: [] };
+export function merge3(base: Json | undefined, mine: Json | undefined, theirs: Json | undefined, pointer = ""): Merge {
+  if (deepEqual(mine, base) || deepEqual(mine, theirs)) return { value: theirs, conflicts: [] };
   if (deepEqual(theirs, base)) return { value: mine, conflicts: [] };
-  if (isObject(mine) && isObject(theirs)) {
-    const start = isObject(base) ? base : {};
+  if (isObject(base) && isObject(mine) && isObject(theirs)) {
+    const keys = [...new Set([...Object.keys(theirs), ...Object.keys(mine), ...Object.keys(base)])];
     const value: { [key: string]: Json } = {};
     const conflicts: string[] = [];
-    const keys = [...new Set([...Object.keys(mine), ...Object.keys(theirs)])];
     for (const key of keys) {
-      const merged = merge3(field(start, key), field(mine, key), field(theirs, key), childPath(path, key));
+      const merged = merge3(field(base, key), field(mine, key), field(theirs, key), `${pointer}/${pointerToken(key)}`);
       if (merged.value !== undefined) setField(value, key, merged.value);
       conflicts.push(...merged.conflicts);
     }
     return { value, conflicts };
   }
-  return { value: mine, conflicts: [path || "(document)"] };
+  return { value: mine, conflicts: [pointer] };
+}
+
+/** A key as a JSON Pointer reference token (RFC 6901: `~` is `~0`, `/` is `~1`). */
+function pointerToken(key: string): string {
+  return key.replace(/~/g, "~0").replace(/\//g, "~1");
+}
+
+/** A JSON Pointer as a readable path (`/address/city`: `address.city`; `""`: the whole document). */
+export function pointerPath(pointer: string): string {
+  if (pointer === "") return "(document)";
+  const keys = pointer
+    .slice(1)
+    .split("/")
+    .map((token) => token.replace(/~1/g, "/").replace(/~0/g, "~"));
+  return keys.reduce(childPath, "");
 }
 
 /** A JSON value in one short line, for tables; `—` when absent. */

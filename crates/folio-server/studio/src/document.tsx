@@ -1,6 +1,7 @@
 // One document: its metadata, the JSON editor, conditional save and
-// delete, the conflict dialog on 412, and the live banner when someone
-// else saves it while it is open.
+// delete, the conflict dialog when a write is refused (412, or 409 when the
+// server could not merge), the live banner when someone else saves it
+// while it is open, and its history.
 //
 // The version the edit started from (`base`) is what every write is
 // conditional on: save sends `If-Match: "<its change vector>"`, so a save
@@ -8,12 +9,22 @@
 // overwriting it.
 
 import { useEffect, useRef, useState } from "preact/hooks";
-import { deleteDocument, getDocument, putDocument, type Precondition, type Version } from "./api";
-import { ConflictDialog, keepMineProblem, type Conflict } from "./conflict";
+import {
+  deleteDocument,
+  getCollectionConfig,
+  getDocument,
+  putDocument,
+  type Precondition,
+  type Stored,
+  type Version,
+} from "./api";
+import { ConflictDialog, keepMineProblem, type Conflict, type ServerMergeRefusal } from "./conflict";
+import { JsonEditor } from "./editor";
 import { followChanges, type Change, type FeedState } from "./feed";
+import { HistoryPanel } from "./history";
 import { minify, pretty, validateDocument } from "./jsontext";
 import { navigate, rememberCollection } from "./router";
-import { Breadcrumbs, ErrorNote, describe, formatDate, mayDropUnsavedEdit, useUnsavedEdit } from "./ui";
+import { Breadcrumbs, ErrorNote, describe, formatDate, mayDropUnsavedEdit, useLoad, useUnsavedEdit } from "./ui";
 
 interface Props {
   db: string;
@@ -33,7 +44,16 @@ type Dialog = { conflict: Conflict; problem: string | null } | null;
 /** Where the changes feed is, and why it was interrupted. */
 type Feed = { state: FeedState; problem?: string };
 
+/** How a write is made, and what its success is called. */
+interface WriteOptions {
+  /** Sent with `Prefer: merge`: the server merges it with what is stored now. */
+  serverMerge?: boolean;
+  /** What the notice calls it once written (`Saved`). */
+  done?: string;
+}
+
 export function DocumentPage({ db, collection, id, generation }: Props) {
+  const label = `${collection} #${id}`;
   const [base, setBase] = useState<Version | null>(null);
   const [missing, setMissing] = useState(false);
   const [loadError, setLoadError] = useState<unknown>();
@@ -46,6 +66,8 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
   const [confirmingDelete, setConfirmingDelete] = useState(false);
   // Where the changes feed starts: the etag of the first version loaded.
   const [feedSince, setFeedSince] = useState<number | null>(null);
+  const config = useLoad(() => getCollectionConfig(db, collection), [db, collection, generation]);
+  const keep = config.data ? (config.data.revisions?.keep ?? 0) : undefined;
 
   // Read by the feed's callback, which outlives renders.
   const baseRef = useRef<Version | null>(null);
@@ -59,6 +81,7 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
     setText(pretty(version.text));
     setMissing(false);
     setRemote((current) => (current && current.etag > version.etag ? current : null));
+    setFeedSince((since) => since ?? version.etag);
   };
 
   /**
@@ -77,9 +100,7 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
     }
     then?.();
     if (version) {
-      const etag = version.etag;
       adopt(version);
-      setFeedSince((since) => since ?? etag);
     } else {
       baseRef.current = null;
       setBase(null);
@@ -140,12 +161,19 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
   };
 
   /**
-   * Writes `editText` with `precondition`; on 412 opens the conflict dialog
-   * with what is stored now, `startedFrom` being the version the edit was
-   * made from. A failure is told where the user is looking: in the dialog
-   * when the write came from it, the edit kept either way.
+   * Writes `editText` with `precondition`; when refused, opens the conflict
+   * dialog with what is stored now, as the refusal tells it, `startedFrom`
+   * being the version the edit was made from (none: it was written over a
+   * deletion, and the refusal is told in a notice). A failure is told where
+   * the user is looking: in the dialog when the write came from it, the
+   * edit kept either way.
    */
-  const write = async (editText: string, precondition: Precondition, startedFrom: Version) => {
+  const write = async (
+    editText: string,
+    precondition: Precondition,
+    startedFrom: Stored | null,
+    options: WriteOptions = {},
+  ) => {
     const fromDialog = dialog !== null;
     setBusy(true);
     setNotice(null);
@@ -153,17 +181,23 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
     savingRef.current = true;
     try {
       const body = minify(editText);
-      const outcome = await putDocument(db, collection, id, body, precondition);
+      const outcome = await putDocument(db, collection, id, body, precondition, { merge: options.serverMerge });
       if (outcome.ok) {
         ownWrites.current.add(outcome.value.changeVector);
         adopt(outcome.value);
         closeDialog();
-        setNotice({ kind: "ok", text: `Saved — revision ${outcome.value.revision}` });
+        const done = outcome.merged ? "Merged on the server" : (options.done ?? "Saved");
+        setNotice({ kind: "ok", text: `${done} — revision ${outcome.value.revision}` });
+      } else if (startedFrom === null) {
+        setNotice({ kind: "error", text: `Not written: someone else created ${label} meanwhile. Reload to see it.` });
       } else {
-        const theirs = await getDocument(db, collection, id).catch((error: unknown) => {
-          throw new Error(`someone else saved it, and reading their version failed: ${describe(error)}`);
-        });
-        openDialog({ base: startedFrom, mine: editText, theirs, reason: "refused" });
+        const { current, overlaps } = outcome.conflict;
+        const serverMerge: ServerMergeRefusal | undefined = options.serverMerge
+          ? outcome.status === 409
+            ? { overlaps: overlaps ?? [""] }
+            : { notKept: true }
+          : undefined;
+        openDialog({ base: startedFrom, mine: editText, theirs: current, reason: "refused", serverMerge });
       }
     } catch (error) {
       const problem = `Not saved: ${describe(error)}`;
@@ -177,7 +211,6 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
 
   const validation = validateDocument(text);
   const dirty = base !== null && text !== pretty(base.text);
-  const label = `${collection} #${id}`;
   useUnsavedEdit(dirty ? label : null);
 
   const save = (event: Event) => {
@@ -230,6 +263,19 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
     void write(merged, { ifMatch: conflict.theirs.changeVector }, conflict.theirs);
   };
 
+  /** The edit again, from the version it started from, for the server to merge with theirs. */
+  const serverMerge = () => {
+    if (!conflict?.theirs || keepMineProblem(conflict) !== null) return;
+    void write(conflict.mine, { ifMatch: conflict.base.changeVector }, conflict.base, { serverMerge: true });
+  };
+
+  /** A kept version written again as the new one, over the version shown (none: a deletion). */
+  const revert = (version: Version) => {
+    if (!mayDropUnsavedEdit(`Revert ${label} to revision ${version.revision}?`)) return;
+    const precondition: Precondition = base ? { ifMatch: base.changeVector } : { ifNoneMatch: "*" };
+    void write(version.text, precondition, base, { done: `Reverted to revision ${version.revision}` });
+  };
+
   const remove = async () => {
     if (!base) return;
     setBusy(true);
@@ -241,7 +287,7 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
       } else {
         setNotice({
           kind: "error",
-          text: outcome.actual
+          text: outcome.conflict.actual
             ? "Not deleted: someone else changed it since you opened it. Reload to see their version."
             : "Not deleted: someone else deleted it already.",
         });
@@ -322,15 +368,14 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
           </dl>
 
           <form class="editor" onSubmit={save}>
-            <label for="document-json">Document JSON</label>
-            <textarea
+            <JsonEditor
               id="document-json"
+              label="Document JSON"
               rows={18}
-              spellcheck={false}
               value={text}
-              aria-invalid={!validation.ok}
-              aria-describedby="document-validation"
-              onInput={(event) => setText(event.currentTarget.value)}
+              invalid={!validation.ok}
+              describedBy="document-validation"
+              onChange={setText}
             />
             <p id="document-validation" class={validation.ok ? "muted small" : "note error"}>
               {validation.ok ? (dirty ? "Valid JSON, not saved" : "Valid JSON, as stored") : validation.message}
@@ -372,6 +417,20 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
         </p>
       )}
 
+      {(base || missing) && (
+        <HistoryPanel
+          db={db}
+          collection={collection}
+          id={id}
+          keep={keep}
+          configError={config.error}
+          current={base}
+          changed={remote?.etag ?? 0}
+          busy={busy}
+          onRevert={revert}
+        />
+      )}
+
       {dialog && (
         <ConflictDialog
           conflict={dialog.conflict}
@@ -382,9 +441,11 @@ export function DocumentPage({ db, collection, id, generation }: Props) {
           }
           busy={busy}
           problem={dialog.problem}
+          keepsRevisions={(keep ?? 0) > 0}
           onTakeTheirs={takeTheirs}
           onKeepMine={keepMine}
           onSaveMerge={saveMerge}
+          onServerMerge={serverMerge}
           onClose={closeDialog}
         />
       )}

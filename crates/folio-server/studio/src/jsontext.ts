@@ -101,3 +101,51 @@ export function hasInexactNumbers(text: string): boolean {
   }
   return false;
 }
+
+/**
+ * The text of the value at `path` (object keys and array indexes) in valid
+ * JSON `text`, exactly as written there; `undefined` when there is none.
+ * A document inside a problem body keeps its numbers this way.
+ */
+export function memberText(text: string, path: Array<string | number>): string | undefined {
+  const tokens = [...text.matchAll(TOKEN)];
+  const token = (index: number) => tokens[index]?.[0];
+  /** The index of the token after the value that starts at `index`. */
+  const skip = (index: number): number => {
+    let depth = 0;
+    do {
+      const current = token(index);
+      if (current === undefined) return index;
+      if (current === "{" || current === "[") depth++;
+      else if (current === "}" || current === "]") depth--;
+      index++;
+    } while (depth > 0);
+    return index;
+  };
+  let start = 0;
+  for (const step of path) {
+    const inObject = typeof step === "string";
+    if (token(start) !== (inObject ? "{" : "[")) return undefined;
+    let found = -1;
+    let position = 0;
+    let index = start + 1;
+    while (index < tokens.length && token(index) !== "}" && token(index) !== "]") {
+      let value = index;
+      if (inObject) {
+        value = index + 2;
+        // A name given twice: the last one counts, as for JSON.parse.
+        if (JSON.parse(token(index) ?? '""') === step) found = value;
+      } else if (position++ === step) {
+        found = value;
+      }
+      index = skip(value);
+      if (token(index) === ",") index++;
+    }
+    if (found < 0) return undefined;
+    start = found;
+  }
+  const first = tokens[start];
+  const last = tokens[skip(start) - 1];
+  if (first?.index === undefined || last?.index === undefined) return undefined;
+  return text.slice(first.index, last.index + last[0].length);
+}

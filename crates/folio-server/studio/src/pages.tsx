@@ -12,6 +12,7 @@ import {
   runQuery,
   type Entry,
 } from "./api";
+import { JsonEditor } from "./editor";
 import { minify, validateDocument } from "./jsontext";
 import { href, knownCollections, navigate, rememberCollection } from "./router";
 import {
@@ -297,15 +298,14 @@ export function NewDocumentPage({ db, collection }: { db: string; collection: st
             onInput={(event) => setId(event.currentTarget.value)}
           />
         </label>
-        <label for="new-document-json">Document JSON</label>
-        <textarea
+        <JsonEditor
           id="new-document-json"
+          label="Document JSON"
           rows={16}
-          spellcheck={false}
           value={text}
-          aria-invalid={!validation.ok}
-          aria-describedby="new-document-validation"
-          onInput={(event) => setText(event.currentTarget.value)}
+          invalid={!validation.ok}
+          describedBy="new-document-validation"
+          onChange={setText}
         />
         <p id="new-document-validation" class={validation.ok ? "muted small" : "note error"}>
           {validation.ok ? "Valid JSON" : validation.message}
@@ -361,15 +361,14 @@ export function QueryPage({ db, collection }: { db: string; collection?: string 
       <Breadcrumbs trail={[[db, { page: "database", db }], ["Query", { page: "query", db }]]} />
       <h1>Query {db}</h1>
       <form class="editor" onSubmit={run}>
-        <label for="query-json">Query JSON</label>
-        <textarea
+        <JsonEditor
           id="query-json"
+          label="Query JSON"
           rows={10}
-          spellcheck={false}
           value={text}
-          aria-invalid={parseProblem !== null}
-          aria-describedby="query-help"
-          onInput={(event) => setText(event.currentTarget.value)}
+          invalid={parseProblem !== null}
+          describedBy="query-help"
+          onChange={setText}
         />
         <p id="query-help" class={parseProblem ? "note error" : "muted small"}>
           {parseProblem ??
