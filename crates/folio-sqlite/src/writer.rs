@@ -1038,16 +1038,32 @@ impl WriterState {
             .and_then(|mut statement| {
                 statement.execute(params![collection, id, etag, revision, now, data.is_none(), data])
             })
-            .and_then(|_| {
-                self.connection.prepare_cached(
-                    "DELETE FROM revisions WHERE collection = ?1 AND id = ?2 AND etag <= \
-                     (SELECT etag FROM revisions WHERE collection = ?1 AND id = ?2 \
-                      ORDER BY etag DESC LIMIT 1 OFFSET ?3)",
-                )
+            .map_err(|e| storage("keeping a revision", e))?;
+        // The newest version beyond what is kept, if any: it and those
+        // before it go. Looked up first, so that the common case (nothing
+        // to drop) is a read, not a delete that SQLite would journal.
+        let beyond: Option<i64> = self
+            .connection
+            .prepare_cached(
+                "SELECT etag FROM revisions WHERE collection = ?1 AND id = ?2 \
+                 ORDER BY etag DESC LIMIT 1 OFFSET ?3",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_row(params![collection, id, keep], |row| row.get(0))
+                    .optional()
             })
-            .and_then(|mut statement| statement.execute(params![collection, id, keep]))
+            .map_err(|e| storage("keeping a revision", e))?;
+        let Some(beyond) = beyond else {
+            return Ok(());
+        };
+        self.connection
+            .prepare_cached(
+                "DELETE FROM revisions WHERE collection = ?1 AND id = ?2 AND etag <= ?3",
+            )
+            .and_then(|mut statement| statement.execute(params![collection, id, beyond]))
             .map(drop)
-            .map_err(|e| storage("keeping a revision", e))
+            .map_err(|e| storage("dropping the oldest revisions", e))
     }
 
     /// Appends a write to the changes feed (`schema.rs`), in the write's
