@@ -433,12 +433,12 @@ impl Session {
                 Some((id, failed)) if failed == fingerprint => id,
                 _ => BatchId::new(),
             };
-            match self
-                .store
-                .engine
-                .commit(plan.batch.clone().with_id(id.clone()))
-                .await
-            {
+            // Only a merging save needs its batch again after a refusal.
+            let batch = match self.options.on_conflict {
+                OnConflict::Merge => plan.batch.clone(),
+                OnConflict::Fail => std::mem::take(&mut plan.batch),
+            };
+            match self.store.engine.commit(batch.with_id(id.clone())).await {
                 Ok(Ok(committed)) => break committed,
                 Ok(Err(refusal)) => {
                     if self.options.on_conflict != OnConflict::Merge

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
-use folio::{ConcurrencyChecks, Document, DocumentStore, Location, SessionOptions};
+use folio::{ConcurrencyChecks, Document, DocumentStore, Location, OnConflict, SessionOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
@@ -84,6 +84,10 @@ pub struct BenchArgs {
     /// off.
     #[arg(long, default_value_t = 0)]
     pub revisions: u32,
+    /// Sessions that merge a document changed since they read it
+    /// (`OnConflict::Merge`) instead of counting a conflict.
+    #[arg(long)]
+    pub merge: bool,
     /// Print one JSON object instead of the text report.
     #[arg(long)]
     pub json: bool,
@@ -484,6 +488,11 @@ async fn drive(store: DocumentStore, args: &BenchArgs) -> Result<Run, String> {
             docs: args.docs,
             random: Random::new(number as u64),
             operations: operations.clone(),
+            on_conflict: if args.merge {
+                OnConflict::Merge
+            } else {
+                OnConflict::Fail
+            },
         };
         clients.spawn(client.run(deadline));
     }
@@ -549,6 +558,7 @@ struct Client {
     docs: u64,
     random: Random,
     operations: Arc<AtomicU64>,
+    on_conflict: OnConflict,
 }
 
 impl Client {
@@ -577,9 +587,10 @@ impl Client {
         match self.workload {
             Workload::Read => read(&self.store, &account_id(self.random.below(self.docs))).await,
             Workload::Update => {
-                update(&self.store, &account_id(self.random.below(self.docs))).await
+                let id = account_id(self.random.below(self.docs));
+                update(&self.store, self.on_conflict, &id).await
             }
-            Workload::UpdateHot => update(&self.store, &account_id(0)).await,
+            Workload::UpdateHot => update(&self.store, self.on_conflict, &account_id(0)).await,
             Workload::Batch10 => {
                 // One id from each tenth of the data set: ten different
                 // documents, uniformly spread, in ascending order (engines
@@ -588,12 +599,12 @@ impl Client {
                 let ids: Vec<String> = (0..BATCH_DOCUMENTS)
                     .map(|part| account_id(part * slice + self.random.below(slice)))
                     .collect();
-                update_many(&self.store, &ids).await
+                update_many(&self.store, self.on_conflict, &ids).await
             }
             Workload::Mixed => {
                 let id = account_id(self.random.below(self.docs));
                 if self.random.below(10) == 0 {
-                    update(&self.store, &id).await
+                    update(&self.store, self.on_conflict, &id).await
                 } else {
                     read(&self.store, &id).await
                 }
@@ -619,15 +630,20 @@ async fn read(store: &DocumentStore, id: &str) -> Result<Outcome, String> {
 }
 
 /// A session that checks every write against the version it read.
-fn checked_session(store: &DocumentStore) -> folio::Session {
+fn checked_session(store: &DocumentStore, on_conflict: OnConflict) -> folio::Session {
     store.open_session_with(SessionOptions {
         concurrency_checks: ConcurrencyChecks::Writes,
+        on_conflict,
         ..SessionOptions::default()
     })
 }
 
-async fn update(store: &DocumentStore, id: &str) -> Result<Outcome, String> {
-    let mut session = checked_session(store);
+async fn update(
+    store: &DocumentStore,
+    on_conflict: OnConflict,
+    id: &str,
+) -> Result<Outcome, String> {
+    let mut session = checked_session(store, on_conflict);
     let mut account = session
         .load::<Account>(id)
         .await
@@ -638,8 +654,12 @@ async fn update(store: &DocumentStore, id: &str) -> Result<Outcome, String> {
     saved(session.save_changes().await)
 }
 
-async fn update_many(store: &DocumentStore, ids: &[String]) -> Result<Outcome, String> {
-    let mut session = checked_session(store);
+async fn update_many(
+    store: &DocumentStore,
+    on_conflict: OnConflict,
+    ids: &[String],
+) -> Result<Outcome, String> {
+    let mut session = checked_session(store, on_conflict);
     let keys: Vec<&str> = ids.iter().map(String::as_str).collect();
     let accounts = session
         .load_many::<Account>(&keys)
