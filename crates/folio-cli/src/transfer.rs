@@ -502,6 +502,7 @@ impl Client {
                 tombstones: answer.tombstones,
                 changes: answer.changes,
                 indexes: answer.indexes,
+                ..SnapshotCounts::default()
             },
         })
     }

@@ -52,8 +52,8 @@ pub use revisions::{
     validate_page,
 };
 pub use snapshot::{
-    Identity, Index, RESTORED_ETAG_GAP, SnapshotContents, SnapshotCounts, SnapshotHeader,
-    SnapshotPart, SnapshotReader, SnapshotWriter, Tombstone, copy_snapshot,
+    Identity, Index, KeptVersion, RESTORED_ETAG_GAP, SnapshotContents, SnapshotCounts,
+    SnapshotHeader, SnapshotPart, SnapshotReader, SnapshotWriter, Tombstone, copy_snapshot,
 };
 
 /// `Result` with Folio's [`Error`] as the default error type.

@@ -19,7 +19,9 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 
-use crate::{Change, DatabaseId, Entry, FieldPath, Result};
+use std::time::SystemTime;
+
+use crate::{Change, CollectionConfig, DatabaseId, Entry, FieldPath, Result};
 
 /// Which database id a database built from a snapshot takes.
 ///
@@ -98,9 +100,28 @@ pub struct Index {
     pub path: FieldPath,
 }
 
+/// A kept version of a document ([`crate::Revision`] with its key and
+/// document), as a snapshot carries it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeptVersion {
+    /// The collection of the document.
+    pub collection: String,
+    /// The id of the document.
+    pub id: String,
+    /// The etag of the version's write (of the delete, for a deletion).
+    pub etag: u64,
+    /// The document's revision number at this version.
+    pub revision: u64,
+    /// When it was written.
+    pub last_modified: SystemTime,
+    /// The document, a JSON object as text; `None` for a deletion.
+    pub document: Option<String>,
+}
+
 /// One part of a snapshot. A reader yields every part of one kind before
 /// the next kind, in this order: documents (by collection, then id),
-/// tombstones, changes (both by etag), indexes.
+/// tombstones, changes (both by etag), indexes, collection configurations
+/// (by collection), kept versions (by collection, id, etag).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SnapshotPart {
     /// Live documents with their metadata (the change vectors carry the
@@ -112,12 +133,17 @@ pub enum SnapshotPart {
     Changes(Vec<Change>),
     /// Indexes.
     Indexes(Vec<Index>),
+    /// Collections' configurations ([`crate::Engine::configure`]).
+    Configurations(Vec<(String, CollectionConfig)>),
+    /// Kept versions of documents (revisions).
+    Revisions(Vec<KeptVersion>),
 }
 
 /// What a snapshot reader reads.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum SnapshotContents {
-    /// Everything: documents, tombstones, changes and indexes (a backup).
+    /// Everything: documents, tombstones, changes, indexes, configurations
+    /// and kept versions (a backup).
     #[default]
     Everything,
     /// Only the live documents, of one collection when given (an export).
@@ -163,6 +189,10 @@ pub struct SnapshotCounts {
     pub changes: u64,
     /// Indexes.
     pub indexes: u64,
+    /// Collection configurations.
+    pub configurations: u64,
+    /// Kept versions of documents.
+    pub revisions: u64,
 }
 
 impl SnapshotCounts {
@@ -182,6 +212,10 @@ impl SnapshotCounts {
             SnapshotPart::Tombstones(tombstones) => self.tombstones += count(tombstones.len()),
             SnapshotPart::Changes(changes) => self.changes += count(changes.len()),
             SnapshotPart::Indexes(indexes) => self.indexes += count(indexes.len()),
+            SnapshotPart::Configurations(configurations) => {
+                self.configurations += count(configurations.len());
+            }
+            SnapshotPart::Revisions(revisions) => self.revisions += count(revisions.len()),
         }
     }
 }
@@ -300,6 +334,8 @@ mod tests {
                 tombstones: 1,
                 changes: 1,
                 indexes: 0,
+                configurations: 0,
+                revisions: 0,
             }
         );
     }

@@ -24,9 +24,10 @@ use std::pin::pin;
 
 use async_trait::async_trait;
 use folio_core::{
-    Change, ChangeKind, ChangeVector, DatabaseId, EngineError, EngineErrorKind, Entry, Error,
-    FieldPath, Index, Metadata, Result, SnapshotContents, SnapshotHeader, SnapshotPart,
-    SnapshotReader, SnapshotWriter, Tombstone, millis_since_epoch, time_from_millis, validate,
+    Change, ChangeKind, ChangeVector, CollectionConfig, DatabaseId, EngineError, EngineErrorKind,
+    Entry, Error, FieldPath, Index, KeptVersion, Metadata, Result, SnapshotContents,
+    SnapshotHeader, SnapshotPart, SnapshotReader, SnapshotWriter, Tombstone, millis_since_epoch,
+    time_from_millis, validate,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -333,9 +334,62 @@ impl PartReader<'_> {
             return Ok(());
         }
         let indexes = self.indexes().await?;
-        if !indexes.is_empty() {
-            let _ = self.parts.send(Ok(SnapshotPart::Indexes(indexes))).await;
+        if !indexes.is_empty()
+            && self
+                .parts
+                .send(Ok(SnapshotPart::Indexes(indexes)))
+                .await
+                .is_err()
+        {
+            return Ok(());
         }
+        let rows = self
+            .transaction
+            .query(
+                &format!("SELECT collection, config FROM {schema}.collections ORDER BY collection"),
+                &[],
+            )
+            .await
+            .map_err(|e| storage("reading the collections' configurations", e))?;
+        let mut configurations = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let collection: String = row.get(0);
+            let config = CollectionConfig::from_json(row.get(1)).map_err(|_| {
+                Error::Engine(EngineError::new(
+                    EngineErrorKind::Corrupt,
+                    format!("the configuration of collection {collection} is damaged"),
+                ))
+            })?;
+            configurations.push((collection, config));
+        }
+        if !configurations.is_empty()
+            && self
+                .parts
+                .send(Ok(SnapshotPart::Configurations(configurations)))
+                .await
+                .is_err()
+        {
+            return Ok(());
+        }
+        let revisions = format!(
+            "SELECT collection, id, etag, revision, last_modified, data::text \
+             FROM {schema}.revisions ORDER BY collection, id, etag"
+        );
+        self.send_rows(&revisions, &[], |rows| {
+            SnapshotPart::Revisions(
+                rows.iter()
+                    .map(|row| KeptVersion {
+                        collection: row.get(0),
+                        id: row.get(1),
+                        etag: unsigned(row.get(2)),
+                        revision: unsigned(row.get(3)),
+                        last_modified: time_from_millis(row.get(4)),
+                        document: row.get(5),
+                    })
+                    .collect(),
+            )
+        })
+        .await?;
         Ok(())
     }
 
@@ -660,6 +714,58 @@ impl SnapshotWriter for PgLoader {
                 writer.finish().await.map_err(loading)?;
             }
             SnapshotPart::Indexes(indexes) => self.indexes.extend(indexes),
+            SnapshotPart::Configurations(configurations) => {
+                for (collection, config) in &configurations {
+                    validate::collection(collection)?;
+                    config.validate()?;
+                    let json = serde_json::to_string(config).expect("a configuration serializes");
+                    let keep = i32::try_from(config.revisions.keep).unwrap_or(i32::MAX);
+                    self.client
+                        .execute(
+                            &format!(
+                                "INSERT INTO {}.collections (collection, keep, config) VALUES ($1, $2, $3)",
+                                self.schema
+                            ),
+                            &[collection, &keep, &json],
+                        )
+                        .await
+                        .map_err(loading)?;
+                }
+            }
+            SnapshotPart::Revisions(versions) => {
+                let writer = self
+                    .copy_in(
+                        "revisions (collection, id, etag, revision, last_modified, deleted, data)",
+                        &[
+                            Type::TEXT,
+                            Type::TEXT,
+                            Type::INT8,
+                            Type::INT8,
+                            Type::INT8,
+                            Type::BOOL,
+                            Type::JSONB,
+                        ],
+                    )
+                    .await?;
+                let mut writer = pin!(writer);
+                for version in &versions {
+                    self.last_etag = self.last_etag.max(version.etag);
+                    writer
+                        .as_mut()
+                        .write(&[
+                            &version.collection,
+                            &version.id,
+                            &signed(version.etag),
+                            &signed(version.revision),
+                            &millis_since_epoch(version.last_modified),
+                            &version.document.is_none(),
+                            &version.document.as_deref().map(JsonbText),
+                        ])
+                        .await
+                        .map_err(loading)?;
+                }
+                writer.finish().await.map_err(loading)?;
+            }
         }
         Ok(())
     }

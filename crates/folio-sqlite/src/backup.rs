@@ -35,9 +35,9 @@ use std::time::Duration;
 
 use folio_core::{
     Change, ChangeKind, DatabaseId, EngineError, EngineErrorKind, Entry, Error, FieldPath,
-    Identity, Index, Metadata, Result, SnapshotContents, SnapshotCounts, SnapshotHeader,
-    SnapshotPart, SnapshotReader, SnapshotWriter, Tombstone, millis_since_epoch, time_from_millis,
-    validate,
+    Identity, Index, KeptVersion, Metadata, Result, SnapshotContents, SnapshotCounts,
+    SnapshotHeader, SnapshotPart, SnapshotReader, SnapshotWriter, Tombstone, millis_since_epoch,
+    time_from_millis, validate,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
@@ -354,10 +354,76 @@ fn send_parts(
         return Ok(());
     }
     let indexes = read_indexes(connection)?;
-    if !indexes.is_empty() {
-        send(SnapshotPart::Indexes(indexes));
+    if !indexes.is_empty() && !send(SnapshotPart::Indexes(indexes)) {
+        return Ok(());
     }
-    Ok(())
+    let mut statement = connection
+        .prepare("SELECT collection, config FROM folio_collections ORDER BY collection")
+        .map_err(|e| storage("reading the collections' configurations", e))?;
+    let configurations = statement
+        .query_map([], |row| {
+            let collection: String = row.get(0)?;
+            let config: String = row.get(1)?;
+            Ok((collection, config))
+        })
+        .map_err(|e| storage("reading the collections' configurations", e))?
+        .map(|row| {
+            let (collection, config) =
+                row.map_err(|e| storage("reading the collections' configurations", e))?;
+            let config = folio_core::CollectionConfig::from_json(&config).map_err(|_| {
+                Error::Engine(EngineError::new(
+                    EngineErrorKind::Corrupt,
+                    format!("the configuration of collection {collection} is damaged"),
+                ))
+            })?;
+            Ok((collection, config))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if !configurations.is_empty() && !send(SnapshotPart::Configurations(configurations)) {
+        return Ok(());
+    }
+    send_revisions(connection, &mut send).map(drop)
+}
+
+/// Sends the kept versions by collection, id and etag, in parts bounded in
+/// rows and bytes; false when the consumer is gone.
+fn send_revisions(
+    connection: &Connection,
+    send: &mut impl FnMut(SnapshotPart) -> bool,
+) -> Result<bool> {
+    let failed = |e| storage("reading the revisions", e);
+    let mut statement = connection
+        .prepare(
+            "SELECT collection, id, etag, revision, last_modified, \
+             CASE WHEN deleted THEN NULL ELSE json(data) END FROM revisions \
+             ORDER BY collection, id, etag",
+        )
+        .map_err(failed)?;
+    let mut rows = statement.query([]).map_err(failed)?;
+    let mut part = Vec::new();
+    let mut bytes = 0;
+    while let Some(row) = rows.next().map_err(failed)? {
+        let version = (|| {
+            Ok::<_, rusqlite::Error>(KeptVersion {
+                collection: row.get(0)?,
+                id: row.get(1)?,
+                etag: etag_of(row.get(2)?),
+                revision: etag_of(row.get(3)?),
+                last_modified: time_from_millis(row.get(4)?),
+                document: row.get(5)?,
+            })
+        })()
+        .map_err(failed)?;
+        bytes += version.document.as_ref().map_or(0, String::len);
+        part.push(version);
+        if part.len() >= PART_ROWS || bytes >= PART_BYTES {
+            bytes = 0;
+            if !send(SnapshotPart::Revisions(std::mem::take(&mut part))) {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(part.is_empty() || send(SnapshotPart::Revisions(part)))
 }
 
 /// Sends the documents (of `collection`, or all) by collection and id, in
@@ -517,6 +583,8 @@ fn summarize(connection: &Connection, path: &Path) -> Result<BackupSummary> {
         tombstones: count("SELECT count(*) FROM tombstones")?,
         changes: count("SELECT count(*) FROM changes")?,
         indexes: u64::try_from(read_indexes(connection)?.len()).unwrap_or(u64::MAX),
+        configurations: count("SELECT count(*) FROM folio_collections")?,
+        revisions: count("SELECT count(*) FROM revisions")?,
     };
     let bytes = std::fs::metadata(path)
         .map(|metadata| metadata.len())
@@ -717,6 +785,42 @@ fn write_part(connection: &mut Connection, part: &SnapshotPart) -> Result<()> {
                     .map_err(failed)?;
             }
         }
+        SnapshotPart::Configurations(configurations) => {
+            let mut statement = connection
+                .prepare_cached(
+                    "INSERT INTO folio_collections (collection, config) VALUES (?1, ?2)",
+                )
+                .map_err(failed)?;
+            for (collection, config) in configurations {
+                validate::collection(collection)?;
+                config.validate()?;
+                let json = serde_json::to_string(config).expect("a configuration serializes");
+                statement
+                    .execute(params![collection, json])
+                    .map_err(failed)?;
+            }
+        }
+        SnapshotPart::Revisions(versions) => {
+            let mut statement = connection
+                .prepare_cached(
+                    "INSERT INTO revisions (collection, id, etag, revision, last_modified, deleted, data) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, jsonb(?7))",
+                )
+                .map_err(failed)?;
+            for version in versions {
+                statement
+                    .execute(params![
+                        version.collection,
+                        version.id,
+                        stored(version.etag),
+                        stored(version.revision),
+                        millis_since_epoch(version.last_modified),
+                        version.document.is_none(),
+                        version.document,
+                    ])
+                    .map_err(failed)?;
+            }
+        }
     }
     Ok(())
 }
@@ -779,6 +883,11 @@ fn verify(connection: &Connection) -> Result<()> {
             "SELECT count(*) FROM documents WHERE NOT json_valid(data, 8) \
              OR json_type(data) <> 'object'",
             "documents that are not JSON objects",
+        ),
+        (
+            "SELECT count(*) FROM revisions WHERE NOT deleted AND (data IS NULL \
+             OR NOT json_valid(data, 8) OR json_type(data) <> 'object')",
+            "kept versions that are not JSON objects",
         ),
     ];
     for (sql, what) in checks {

@@ -25,6 +25,7 @@ conformance!(
     restored_database_takes_the_versions_clients_held,
     restore_with_a_new_id_refuses_the_sources_versions,
     copy_to_postgres_keeps_every_version,
+    backups_and_copies_keep_revisions_and_configurations,
     backup_taken_while_writers_run_is_one_snapshot,
     export_taken_while_writers_run_is_one_snapshot,
 );
@@ -427,6 +428,83 @@ async fn copy_to_postgres_keeps_every_version(h: Harness) {
         answers(copy.query(&query).await.expect("the query runs")),
         expected
     );
+}
+
+/// Every kept version of `collection/id` with its document (none for a
+/// deletion), as values.
+async fn history(
+    engine: &EngineRef,
+    id: &str,
+) -> Vec<(ChangeVector, u64, bool, Option<serde_json::Value>)> {
+    let page = engine
+        .revisions("notes", id, 0, 100)
+        .await
+        .expect("the history reads");
+    let mut kept = Vec::new();
+    for item in page.items {
+        let document = engine
+            .revision("notes", id, &item.change_vector)
+            .await
+            .expect("a kept version reads")
+            .map(|entry| value(&entry.document));
+        assert_eq!(document.is_none(), item.deleted);
+        kept.push((item.change_vector, item.revision, item.deleted, document));
+    }
+    kept
+}
+
+async fn backups_and_copies_keep_revisions_and_configurations(h: Harness) {
+    let store = h.store().await;
+    let engine = store.engine().clone();
+    engine
+        .configure("notes", &folio_core::CollectionConfig::revisions(3))
+        .await
+        .expect("configured");
+    for text in ["one", "two", "three", "four"] {
+        commit(
+            &engine,
+            vec![put("notes", "n1", &format!(r#"{{"t":"{text}"}}"#))],
+        )
+        .await;
+    }
+    for text in ["a", "b"] {
+        commit(
+            &engine,
+            vec![put("notes", "n2", &format!(r#"{{"t":"{text}"}}"#))],
+        )
+        .await;
+    }
+    commit(
+        &engine,
+        vec![Command::delete("notes", "n2", Expectation::Any)],
+    )
+    .await;
+    let (n1, n2) = (history(&engine, "n1").await, history(&engine, "n2").await);
+    assert_eq!((n1.len(), n2.len()), (3, 3));
+    let (_dir, file) = backup_file();
+    h.backup(&file).await;
+    let summary = folio_sqlite::verify_backup(&file).expect("the backup is sound");
+    assert_eq!(
+        (summary.counts.configurations, summary.counts.revisions),
+        (1, 6)
+    );
+
+    let restored = h.restore(&file, Identity::Keep).await;
+    let (copy, _) = h.copy_to_postgres(&file, Identity::Keep).await;
+    for target in [&restored, &copy] {
+        assert_eq!(
+            target.configuration("notes").await.expect("read"),
+            folio_core::CollectionConfig::revisions(3)
+        );
+        assert_eq!(history(target, "n1").await, n1);
+        assert_eq!(history(target, "n2").await, n2);
+        // The collection goes on keeping three.
+        commit(target, vec![put("notes", "n1", r#"{"t":"five"}"#)]).await;
+        let after = history(target, "n1").await;
+        assert_eq!(after.len(), 3);
+        assert_eq!(after[0].3, Some(serde_json::json!({ "t": "five" })));
+        assert_eq!(after[1..], n1[..2]);
+    }
 }
 
 // ---- snapshots under load -----------------------------------------------------
