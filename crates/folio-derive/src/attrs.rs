@@ -404,6 +404,16 @@ mod tests {
     }
 
     #[test]
+    fn revisions_take_the_versions_kept() {
+        let (attrs, errors) = type_attrs(parse_quote! {
+            #[folio(revisions = 100)]
+            struct Page;
+        });
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(attrs.revisions, Some(100));
+    }
+
+    #[test]
     fn bad_type_attributes() {
         let (_, errors) = type_attrs(parse_quote! {
             #[folio(collection = "no spaces")]
@@ -411,16 +421,22 @@ mod tests {
             #[folio(optimistic_concurrency = "yes")]
             #[folio(collection = people)]
             #[folio(collection)]
+            #[folio(revisions = 10001)]
+            #[folio(revisions = "5")]
+            #[folio(revisions)]
             struct Person;
         });
         assert_eq!(
             errors,
             [
                 "invalid collection name \"no spaces\": use 1 to 128 characters of A-Z, a-z, 0-9, '_' and '-'",
-                "unknown folio attribute `colection` on the type; expected one of `collection`, `optimistic_concurrency`",
+                "unknown folio attribute `colection` on the type; expected one of `collection`, `optimistic_concurrency`, `revisions`",
                 "`optimistic_concurrency` takes `true` or `false`",
                 "`collection` takes a string literal: collection = \"name\"",
                 "`collection` needs a value: collection = \"name\"",
+                "`revisions` takes a whole number from 0 (off) to 10000: revisions = 100",
+                "`revisions` takes a whole number from 0 (off) to 10000: revisions = 100",
+                "`revisions` needs a value: revisions = N, the versions kept per document",
             ]
         );
 
