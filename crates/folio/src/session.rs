@@ -8,6 +8,7 @@
 
 use std::any::Any;
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use folio_core::{
@@ -22,8 +23,6 @@ use crate::{ConcurrencyChecks, Document, OnConflict, SessionOptions, Tracking};
 
 /// A tracked document's key: collection and id.
 type Key = (&'static str, String);
-
-use std::collections::HashMap;
 
 /// What the session knows of the stored version of a document.
 #[derive(Clone, Debug)]

@@ -154,6 +154,8 @@ pub struct Report {
     pub dataset: &'static str,
     /// The versions each document kept during the run (0: revisions off).
     pub revisions: u32,
+    /// Whether the sessions merged a document changed since they read it.
+    pub merge: bool,
     /// Operations completed (successes + conflicts).
     pub ops: u64,
     /// Operations that did what they meant to (a read, a saved change).
@@ -182,7 +184,7 @@ impl Report {
     pub fn write_text(&self, out: &mut impl Write) -> std::io::Result<()> {
         writeln!(
             out,
-            "folio bench {} on {}: {} clients, {:.1} s, {} documents of ~{} bytes ({}){}",
+            "folio bench {} on {}: {} clients, {:.1} s, {} documents of ~{} bytes ({}){}{}",
             self.workload,
             self.target,
             self.clients,
@@ -193,7 +195,8 @@ impl Report {
             match self.revisions {
                 0 => String::new(),
                 keep => format!(", keeping {keep} revisions"),
-            }
+            },
+            if self.merge { ", merging sessions" } else { "" }
         )?;
         writeln!(
             out,
@@ -278,6 +281,7 @@ pub async fn measure(args: &BenchArgs) -> Result<Report, String> {
         doc_size: args.doc_size,
         dataset,
         revisions: args.revisions,
+        merge: args.merge,
         ops: run.successes + run.conflicts,
         successes: run.successes,
         conflicts: run.conflicts,
