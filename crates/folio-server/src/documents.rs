@@ -358,6 +358,12 @@ pub async fn put_document(
         put,
     )
     .await?;
+    put_answer(result, stamp, HeaderMap::new())
+}
+
+/// The answer to a `PUT` that wrote: `201` when it created the document,
+/// else `200`, with its version headers (and `extra` ones) and metadata.
+fn put_answer(result: CommandResult, stamp: Stamp, extra: HeaderMap) -> ApiResult<Response> {
     let CommandResult::Put(metadata) = result else {
         return Err(ApiError::Internal(folio_core::EngineErrorKind::Other));
     };
@@ -366,7 +372,9 @@ pub async fn put_document(
     } else {
         StatusCode::OK
     };
-    Ok(stamp.on(json_response(status, version_headers(&metadata), &metadata)))
+    let mut response_headers = version_headers(&metadata);
+    response_headers.extend(extra);
+    Ok(stamp.on(json_response(status, response_headers, &metadata)))
 }
 
 /// Whether the request says `Prefer: merge` (RFC 7240; other preferences
@@ -404,6 +412,9 @@ async fn merge_put(
     let mut document = mine.clone();
     let mut expect = Expectation::version(base.clone());
     let mut merged = false;
+    // Base and mine stay what they are through the rounds: read and
+    // parsed at the first refusal, once.
+    let mut sides: Option<(serde_json::Value, serde_json::Value)> = None;
     let mut retry = Retry::new();
     loop {
         let command = Command::put(
@@ -416,49 +427,46 @@ async fn merge_put(
         {
             Ok(committed) => {
                 let (result, stamp) = only(committed)?;
-                let CommandResult::Put(metadata) = result else {
-                    return Err(ApiError::Internal(folio_core::EngineErrorKind::Other));
-                };
-                let status = if metadata.revision == 1 {
-                    StatusCode::CREATED
-                } else {
-                    StatusCode::OK
-                };
-                let mut response_headers = version_headers(&metadata);
+                let mut applied = HeaderMap::new();
                 if merged {
-                    response_headers.insert(PREFERENCE_APPLIED, HeaderValue::from_static("merge"));
+                    applied.insert(PREFERENCE_APPLIED, HeaderValue::from_static("merge"));
                 }
-                return Ok(stamp.on(json_response(status, response_headers, &metadata)));
+                return put_answer(result, stamp, applied);
             }
             Err(refusal) => refusal,
         };
         let conflict = refusal.into_conflicts().swap_remove(0);
-        let kept = engine.revision(&path.collection, &path.id, &base).await?;
-        let Some(kept) = kept else {
-            let failure = PreconditionFailure {
-                detail: "If-Match: the document has changed since that version, which the \
+        let parse = |json: &str| {
+            serde_json::from_str::<serde_json::Value>(json)
+                .map_err(|_| ApiError::Internal(folio_core::EngineErrorKind::Corrupt))
+        };
+        let (base_value, mine_value) = match &sides {
+            Some(sides) => sides,
+            None => {
+                let kept = engine.revision(&path.collection, &path.id, &base).await?;
+                let Some(kept) = kept else {
+                    let failure = PreconditionFailure {
+                        detail: "If-Match: the document has changed since that version, which the \
                          collection does not keep (its revisions), so it cannot be merged"
-                    .into(),
-                actual: conflict.actual().map(ToString::to_string),
-                conflict: None,
-            };
-            return Err(ApiError::PreconditionFailed(
-                failure.with_conflict(conflict),
-            ));
+                            .into(),
+                        actual: conflict.actual().map(ToString::to_string),
+                        conflict: None,
+                    };
+                    return Err(ApiError::PreconditionFailed(
+                        failure.with_conflict(conflict),
+                    ));
+                };
+                let mine_value = serde_json::from_str(&mine)
+                    .map_err(|error| ApiError::BadRequest(error.to_string()))?;
+                sides.insert((parse(&kept.document)?, mine_value))
+            }
         };
         let Some(theirs) = conflict.current() else {
             return Err(ApiError::Conflict(ConcurrencyError::new(vec![
                 conflict.with_overlaps(vec![String::new()]),
             ])));
         };
-        let parse = |json: &str| {
-            serde_json::from_str::<serde_json::Value>(json)
-                .map_err(|_| ApiError::Internal(folio_core::EngineErrorKind::Corrupt))
-        };
-        let (base_value, theirs_value) = (parse(&kept.document)?, parse(&theirs.document)?);
-        let mine_value: serde_json::Value =
-            serde_json::from_str(&mine).map_err(|error| ApiError::BadRequest(error.to_string()))?;
-        match folio_core::merge(&base_value, &theirs_value, &mine_value) {
+        match folio_core::merge(base_value, &parse(&theirs.document)?, mine_value) {
             Ok(value) => {
                 document = value.to_string();
                 expect = Expectation::version(theirs.change_vector.clone());
