@@ -92,6 +92,18 @@ impl CollectionConfig {
         Ok(config)
     }
 
+    /// Reads the configuration an engine stored for `collection` (as
+    /// [`CollectionConfig::from_json`]); one it cannot read is damaged
+    /// storage ([`crate::EngineErrorKind::Corrupt`]), not bad input.
+    pub fn from_stored(collection: &str, json: &str) -> Result<Self> {
+        CollectionConfig::from_json(json).map_err(|error| {
+            Error::Engine(crate::EngineError::new(
+                crate::EngineErrorKind::Corrupt,
+                format!("the configuration of collection {collection} is damaged: {error}"),
+            ))
+        })
+    }
+
     /// Checks the values' ranges: [`Error::InvalidInput`] naming the one out
     /// of range.
     pub fn validate(&self) -> Result<()> {

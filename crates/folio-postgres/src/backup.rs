@@ -354,12 +354,7 @@ impl PartReader<'_> {
         let mut configurations = Vec::with_capacity(rows.len());
         for row in &rows {
             let collection: String = row.get(0);
-            let config = CollectionConfig::from_json(row.get(1)).map_err(|_| {
-                Error::Engine(EngineError::new(
-                    EngineErrorKind::Corrupt,
-                    format!("the configuration of collection {collection} is damaged"),
-                ))
-            })?;
+            let config = CollectionConfig::from_stored(&collection, row.get(1))?;
             configurations.push((collection, config));
         }
         if !configurations.is_empty()

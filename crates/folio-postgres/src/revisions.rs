@@ -3,8 +3,8 @@
 //! the write statements (`Statements::new`), in the statement that writes.
 
 use folio_core::{
-    ChangeVector, CollectionConfig, EngineError, EngineErrorKind, Entry, Error, Metadata, Result,
-    Revision, RevisionsPage, time_from_millis, validate,
+    ChangeVector, CollectionConfig, Entry, Metadata, Result, Revision, RevisionsPage,
+    time_from_millis, validate,
 };
 
 use crate::PgEngine;
@@ -51,12 +51,7 @@ impl PgEngine {
         let rows = self.inner.rows(self.route, &sql).await?;
         match rows.first() {
             None => Ok(CollectionConfig::default()),
-            Some(row) => serde_json::from_str(row.get::<_, &str>(0)).map_err(|error| {
-                Error::Engine(EngineError::new(
-                    EngineErrorKind::Corrupt,
-                    format!("the configuration of collection {collection} is damaged: {error}"),
-                ))
-            }),
+            Some(row) => CollectionConfig::from_stored(collection, row.get(0)),
         }
     }
 

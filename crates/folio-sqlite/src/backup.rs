@@ -370,12 +370,7 @@ fn send_parts(
         .map(|row| {
             let (collection, config) =
                 row.map_err(|e| storage("reading the collections' configurations", e))?;
-            let config = folio_core::CollectionConfig::from_json(&config).map_err(|_| {
-                Error::Engine(EngineError::new(
-                    EngineErrorKind::Corrupt,
-                    format!("the configuration of collection {collection} is damaged"),
-                ))
-            })?;
+            let config = folio_core::CollectionConfig::from_stored(&collection, &config)?;
             Ok((collection, config))
         })
         .collect::<Result<Vec<_>>>()?;

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use folio_core::{
     Change, ChangeKind, ChangeVector, ChangesPage, CollectionConfig, CollectionCount, DatabaseId,
-    Entry, Error, Metadata, Query, QueryResult, Result, Revision, RevisionsPage, time_from_millis,
+    Entry, Metadata, Query, QueryResult, Result, Revision, RevisionsPage, time_from_millis,
     validate,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -540,12 +540,7 @@ impl SqliteEngine {
                 })
                 .map_err(|e| storage("reading a collection's configuration", e))?;
             json.map_or(Ok(CollectionConfig::default()), |json| {
-                serde_json::from_str(&json).map_err(|error| {
-                    Error::Engine(folio_core::EngineError::new(
-                        folio_core::EngineErrorKind::Corrupt,
-                        format!("the configuration of collection {collection} is damaged: {error}"),
-                    ))
-                })
+                CollectionConfig::from_stored(&collection, &json)
             })
         })
         .await

@@ -1485,12 +1485,7 @@ fn kept_revisions(connection: &Connection) -> Result<HashMap<String, u32>> {
         .map_err(|e| storage("reading collection configurations", e))?;
     let mut kept = HashMap::new();
     for (collection, json) in rows {
-        let config: CollectionConfig = serde_json::from_str(&json).map_err(|error| {
-            Error::Engine(folio_core::EngineError::new(
-                folio_core::EngineErrorKind::Corrupt,
-                format!("the configuration of collection {collection} is damaged: {error}"),
-            ))
-        })?;
+        let config = CollectionConfig::from_stored(&collection, &json)?;
         if config.revisions.keep > 0 {
             kept.insert(collection, config.revisions.keep);
         }
